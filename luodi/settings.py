@@ -1,0 +1,55 @@
+"""Process-wide settings, read from LUODI_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob a deployment can turn, each from an env var `LUODI_<NAME>`."""
+
+    model_config = SettingsConfigDict(env_prefix="LUODI_", extra="ignore")
+
+    home: Path = Path("~/.luodi").expanduser()
+    database_url: str | None = None  # default: sqlite under home
+    auth: str = "on"  # "off" only for local demos
+    host: str = "127.0.0.1"
+    port: int = 8000
+    chat_model: str = "bundled:smollm2-135m-instruct"
+    embed_model: str = "bundled:minilm-l6"
+    engine: str = "llamacpp"  # llamacpp | transformers
+    max_running: int = 16  # sequences decoded together
+    max_queue: int = 64  # waiting requests before 503
+    n_ctx: int = 2048  # context window per sequence
+    rate_limit_rpm: int = 600  # per API key, requests per minute
+    datasets: Path = Path("../shared/datasets")
+    threads: int = max(1, os.cpu_count() or 1)
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'luodi.db'}"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home / "runs"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    s = Settings()
+    s.home = s.home.expanduser()
+    s.home.mkdir(parents=True, exist_ok=True)
+    return s
+
+
+def reset_settings() -> None:
+    """Forget cached settings (tests change env vars between cases)."""
+    get_settings.cache_clear()

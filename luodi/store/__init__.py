@@ -1,0 +1,5 @@
+"""The store: SQLAlchemy tables (SQLite by default, PostgreSQL by URL) with Alembic migrations."""
+
+from luodi.store.db import Base, get_engine, init_db, session_scope
+
+__all__ = ["Base", "get_engine", "init_db", "session_scope"]
