@@ -33,3 +33,65 @@ def datasets_dir() -> Path:
     if not p.is_dir():
         pytest.skip(f"datasets folder {p} not found: set LUODI_DATASETS to run dataset tests")
     return p.resolve()
+
+
+class LiveServer:
+    """A running luodi server: `url` (http://127.0.0.1:P), `base_url` (…/v1), `key` (valid API key), `app`."""
+
+    def __init__(self, url: str, key: str, app, server, thread):
+        self.url = url
+        self.base_url = f"{url}/v1"
+        self.key = key
+        self.app = app
+        self._server = server
+        self._thread = thread
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+    def openai(self, **kw):
+        """An official `openai.OpenAI` client pointed at this server."""
+        import openai
+
+        return openai.OpenAI(base_url=self.base_url, api_key=self.key, **kw)
+
+
+@pytest.fixture(scope="session")
+def live_server(luodi_home):
+    """Start create_app() under uvicorn on a free port (background thread), with an API key."""
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    from luodi.keys import create_key
+    from luodi.serve.app import create_app
+
+    app = create_app()
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="luodi-live-server", daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if not thread.is_alive():
+            raise RuntimeError("live_server: uvicorn stopped during start-up (see the log above)")
+        if time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError("live_server: /health did not answer within 180 s")
+        time.sleep(0.1)
+    key = create_key("pytest-live-server").key
+    try:
+        yield LiveServer(url, key, app, server, thread)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
