@@ -9,7 +9,8 @@ What it does for a task:
 - checkpoints to `run_dir/checkpoint/` every epoch: weights and optimizer state as safetensors plus a
   JSON state file, written crash-safely (new files first, then the JSON state swapped in with os.replace);
 - resumes from that checkpoint when one exists (same run dir), continuing at the saved epoch and batch;
-- on KeyboardInterrupt saves a checkpoint at the current batch and re-raises.
+- on KeyboardInterrupt saves a checkpoint at the current batch and re-raises;
+- calls `on_epoch(epoch, metrics)` (1-based epoch) after each epoch's checkpoint is written.
 
 The task supplies three things: a train loader (any iterable of batches, e.g. a DataLoader), a
 `step_fn(model, batch) -> loss` and an `eval_fn(model) -> {metric: value}`. Randomness is seeded per
@@ -230,7 +231,7 @@ def train_loop(
     *,
     optimizer: torch.optim.Optimizer | None = None,
     progress: bool = True,
-    on_epoch: Callable[[dict[str, float]], None] | None = None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     console: Console | None = None,
 ) -> LoopResult:
     """Train `model` in place; on return it holds the best epoch's weights. See the module docstring."""
@@ -355,13 +356,13 @@ def train_loop(
                 shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "epoch")
                 star = " *" if best_epoch == epoch else ""
                 console.print(f"epoch {epoch + 1}/{cfg.epochs}  {shown}{star}")
-            if on_epoch:
-                on_epoch(metrics)
             epoch += 1
             if cfg.patience and bad_epochs >= cfg.patience and epoch < cfg.epochs:
                 stopped = "early_stopping"
             final = stopped != "completed" or epoch >= cfg.epochs
             ckpt.save(model, optimizer, state(0, stopped if final else None))
+            if on_epoch:  # after the checkpoint: a callback may raise KeyboardInterrupt to stop the run
+                on_epoch(epoch, {k: v for k, v in metrics.items() if k != "epoch"})
             if stopped != "completed":
                 if progress:
                     console.print(f"[dim]stopped after epoch {epoch}: {stopped.replace('_', ' ')}[/dim]")
