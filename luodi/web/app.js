@@ -106,7 +106,13 @@ async function api(path, opts = {}) {
   const text = await resp.text();
   let body = null;
   try { body = text ? JSON.parse(text) : null; } catch { body = null; }
-  if (!resp.ok) throw new ApiError(resp.status, errorMessage(resp.status, body, text), body);
+  if (!resp.ok) {
+    let msg = errorMessage(resp.status, body, text);
+    if (resp.status === 404 && msg === "Not Found") {
+      msg = `this server has no route ${opts.method || "GET"} ${path.split("?")[0]} (that feature is not installed here)`;
+    }
+    throw new ApiError(resp.status, msg, body);
+  }
   return body ?? text;
 }
 
@@ -431,6 +437,300 @@ const Keys = {
   },
 };
 
+/* ---------- knowledge bases panel ---------- */
+
+const enc = encodeURIComponent;
+
+const KB = {
+  selected: null,
+
+  render(root) {
+    const list = el("ul", { id: "kb-list", class: "list" });
+    const listStatus = el("div");
+    const detail = el("div", { id: "kb-detail" });
+    const name = el("input", { id: "kb-name", placeholder: "new knowledge base name", class: "grow" });
+    root.append(el("h2", {}, "Knowledge bases"),
+      el("div", { class: "split" },
+        el("div", { class: "card" },
+          el("form", { class: "row", onsubmit: (e) => { e.preventDefault(); this.create(name, list, listStatus, detail); } },
+            name, el("button", { id: "kb-create", type: "submit" }, "Create")),
+          listStatus, list),
+        detail));
+    this.loadList(list, listStatus, detail);
+  },
+
+  async loadList(list, status, detail) {
+    await guarded(status, async () => {
+      const kbs = asList(await api("/v1/kb"), "kbs", "knowledge_bases");
+      list.replaceChildren(...kbs.map((kb) => {
+        const n = kb.name ?? kb;
+        const docs = kb.documents ?? kb.n_documents ?? kb.docs;
+        return el("li", { class: n === this.selected ? "selected" : "", dataset: { kb: n },
+          onclick: () => { this.selected = n; this.loadList(list, status, detail); } },
+        el("span", {}, n), docs !== undefined ? el("span", { class: "small" }, `${docs} docs`) : "");
+      }));
+      if (!kbs.length) list.replaceChildren(el("li", { class: "empty" }, "No knowledge base yet: create one."));
+      if (this.selected && kbs.some((kb) => (kb.name ?? kb) === this.selected)) this.showDetail(detail, list, status);
+      else detail.replaceChildren(el("div", { class: "card muted" }, "Select a knowledge base to upload documents and ask questions."));
+    });
+  },
+
+  async create(input, list, status, detail) {
+    const n = input.value.trim();
+    await guarded(status, async () => {
+      await api("/v1/kb", { method: "POST", json: { name: n } });
+      input.value = "";
+      this.selected = n;
+      await this.loadList(list, status, detail);
+    });
+  },
+
+  showDetail(detail, list, listStatus) {
+    const n = this.selected;
+    const docs = el("div", { id: "kb-docs" });
+    const upStatus = el("div", { id: "kb-upload-status" });
+    const files = el("input", { id: "kb-files", type: "file", multiple: true, accept: ".txt,.md,.markdown,.html,.htm,.pdf,.docx" });
+    const question = el("input", { id: "kb-question", class: "grow", placeholder: "Ask a question about these documents" });
+    const k = el("input", { id: "kb-k", type: "number", min: 1, max: 50, value: 5, style: "width:70px", title: "passages to retrieve" });
+    const answer = el("div", { id: "kb-answer" });
+    detail.replaceChildren(
+      el("div", { class: "card" },
+        el("div", { class: "row" }, el("h3", { class: "grow", style: "margin:0" }, n),
+          el("button", { class: "danger", id: "kb-delete", onclick: () => this.remove(n, list, listStatus, detail) }, "Delete")),
+        el("form", { class: "row", onsubmit: (e) => { e.preventDefault(); this.upload(n, files, upStatus, docs); } },
+          files, el("button", { id: "kb-upload", type: "submit" }, "Upload")),
+        upStatus),
+      el("div", { class: "card" },
+        el("form", { class: "row", onsubmit: (e) => { e.preventDefault(); this.ask(n, question.value, Number(k.value), answer); } },
+          question, el("label", {}, "k", k), el("button", { id: "kb-ask", type: "submit" }, "Ask"),
+          el("button", { id: "kb-search", type: "button", class: "ghost",
+            onclick: () => this.search(n, question.value, Number(k.value), answer) }, "Search only")),
+        answer),
+      el("div", { class: "card" }, el("h3", { style: "margin-top:0" }, "Documents"), docs));
+    this.loadDocs(n, docs);
+  },
+
+  async loadDocs(n, box) {
+    await guarded(box, async () => {
+      const docs = asList(await api(`/v1/kb/${enc(n)}/documents`), "documents");
+      if (!docs.length) { box.replaceChildren(el("div", { class: "empty" }, "No documents yet: upload txt, md, html, pdf or docx files.")); return; }
+      box.replaceChildren(el("table", {},
+        el("thead", {}, el("tr", {}, ["Source", "Chunks", "Status", "Added"].map((h) => el("th", {}, h)))),
+        el("tbody", {}, docs.map((d) => el("tr", { dataset: { source: d.source ?? d.name ?? "" } },
+          el("td", {}, d.source ?? d.name ?? d.id), el("td", {}, d.n_chunks ?? d.chunks ?? ""),
+          el("td", {}, d.status ?? ""), el("td", {}, fmtTime(d.added_at ?? d.created_at)))))));
+    });
+  },
+
+  async upload(n, files, status, docs) {
+    if (!files.files.length) { status.replaceChildren(el("div", { class: "error" }, "Choose one or more files first.")); return; }
+    const form = new FormData();
+    for (const f of files.files) form.append("files", f, f.name);
+    status.replaceChildren(el("div", { class: "muted" }, `Uploading and indexing ${files.files.length} file(s)…`));
+    await guarded(status, async () => {
+      const r = await api(`/v1/kb/${enc(n)}/documents`, { method: "POST", form });
+      const added = asList(r, "documents", "added");
+      const summary = r && typeof r === "object" && !Array.isArray(r)
+        ? Object.entries(r).filter(([, v]) => typeof v === "number").map(([key, v]) => `${key}: ${v}`).join(", ") : "";
+      status.replaceChildren(el("div", { class: "notice" },
+        `Indexed ${added.length || files.files.length} file(s)${summary ? ` (${summary})` : ""}.`));
+      files.value = "";
+      await this.loadDocs(n, docs);
+    });
+  },
+
+  citationList(items) {
+    return el("ol", { class: "citations" }, items.map((c) => {
+      const span = c.start !== undefined && c.end !== undefined ? ` [${c.start}–${c.end}]` : "";
+      const score = typeof c.score === "number" ? ` · score ${c.score.toFixed(3)}` : "";
+      return el("li", { class: "citation" },
+        el("span", { class: "mono" }, `${c.source ?? c.doc ?? c.document ?? "?"}${span}`),
+        el("span", { class: "muted small" }, score), c.text ? el("pre", {}, c.text) : "");
+    }));
+  },
+
+  async ask(n, q, k, box) {
+    if (!q.trim()) { box.replaceChildren(el("div", { class: "error" }, "Type a question first.")); return; }
+    box.replaceChildren(el("div", { class: "muted" }, "Retrieving and answering…"));
+    await guarded(box, async () => {
+      const r = await api(`/v1/kb/${enc(n)}/ask`, { method: "POST", json: { question: q, k } });
+      const found = r.found ?? r.answerable ?? true;
+      const cites = asList(r.citations ?? r.sources ?? [], "citations");
+      box.replaceChildren(
+        el("div", { id: "kb-answer-text", class: `msg assistant${found ? "" : " notfound"}`, style: "max-width:100%" },
+          el("span", { class: "who" }, found ? "answer" : "not found in the knowledge base"), r.answer ?? r.text ?? ""),
+        cites.length ? el("div", {}, el("h3", {}, "Citations"), this.citationList(cites)) : "");
+    });
+  },
+
+  async search(n, q, k, box) {
+    if (!q.trim()) { box.replaceChildren(el("div", { class: "error" }, "Type a query first.")); return; }
+    await guarded(box, async () => {
+      const r = await api(`/v1/kb/${enc(n)}/search`, { method: "POST", json: { query: q, k } });
+      const hits = asList(r, "results", "hits");
+      box.replaceChildren(hits.length ? this.citationList(hits) : el("div", { class: "empty" }, "No passage matched."));
+    });
+  },
+
+  async remove(n, list, status, detail) {
+    if (!window.confirm(`Delete knowledge base "${n}" and all its documents?`)) return;
+    await guarded(status, async () => {
+      await api(`/v1/kb/${enc(n)}`, { method: "DELETE" });
+      this.selected = null;
+      await this.loadList(list, status, detail);
+    });
+  },
+};
+
+/* ---------- apps and runs panel ---------- */
+
+function metricChips(metrics) {
+  const entries = Object.entries(metrics || {}).filter(([, v]) => v !== null && typeof v !== "object");
+  if (!entries.length) return el("span", { class: "muted" }, "—");
+  return el("div", { class: "metrics" }, entries.slice(0, 12).map(([k, v]) => el("span", { title: k }, `${k} ${fmtValue(v)}`)));
+}
+
+const Apps = {
+  selected: null,
+
+  render(root) {
+    const status = el("div");
+    const table = el("div", { id: "apps-table" });
+    const detail = el("div", { id: "app-detail" });
+    root.append(el("h2", {}, "Apps & runs"),
+      el("p", { class: "muted" }, "Apps are trained from YAML with `luodi train APP.yaml`; the newest finished run of each is served at /v1/apps/NAME/predict."),
+      status, el("div", { class: "card" }, table), detail);
+    this.load(table, status, detail);
+  },
+
+  async load(table, status, detail) {
+    await guarded(status, async () => {
+      const apps = asList(await api("/v1/apps"), "apps");
+      if (!apps.length) { table.replaceChildren(el("div", { class: "empty" }, "No trained app yet: run `luodi train examples/diagnosis.yaml` (or `luodi demo`).")); return; }
+      table.replaceChildren(el("table", {},
+        el("thead", {}, el("tr", {}, ["App", "Task", "Version", "Metrics"].map((h) => el("th", {}, h)))),
+        el("tbody", {}, apps.map((a) => {
+          const name = a.name ?? a.app;
+          return el("tr", { class: `selectable${name === this.selected ? " selected" : ""}`, dataset: { app: name },
+            onclick: () => { this.selected = name; this.load(table, status, detail); } },
+          el("td", {}, el("strong", {}, name)), el("td", {}, a.task ?? ""),
+          el("td", { class: "mono" }, a.version ?? a.latest ?? (a.latest_run && a.latest_run.version) ?? ""),
+          el("td", {}, metricChips(a.metrics ?? (a.latest_run && a.latest_run.metrics))));
+        }))));
+      if (this.selected) this.showDetail(this.selected, apps.find((a) => (a.name ?? a.app) === this.selected) || {}, detail);
+    });
+  },
+
+  showDetail(name, app, detail) {
+    const runs = el("div", { id: "app-runs" });
+    const report = el("div", { id: "app-report" });
+    const input = el("textarea", { id: "app-input", rows: 5, class: "mono",
+      value: JSON.stringify(app.example ?? app.example_input ?? {}, null, 2) });
+    const out = el("div", { id: "app-output" });
+    const schemaHint = app.input_schema || app.request_schema;
+    detail.replaceChildren(
+      el("div", { class: "card" }, el("h3", { style: "margin-top:0" }, `${name}: runs`), runs, report),
+      el("div", { class: "card" }, el("h3", { style: "margin-top:0" }, `${name}: predict`),
+        schemaHint ? el("details", {}, el("summary", { class: "muted small" }, "input schema"), el("pre", {}, JSON.stringify(schemaHint, null, 2))) : "",
+        el("label", {}, "Request body (JSON): one record, or {\"inputs\": [...]} for a batch"), input,
+        el("div", { class: "row" }, el("button", { id: "app-predict", onclick: () => this.predict(name, input.value, out) }, "Predict")),
+        out));
+    this.loadRuns(name, runs, report);
+  },
+
+  async loadRuns(name, box, report) {
+    await guarded(box, async () => {
+      const runs = asList(await api(`/v1/apps/${enc(name)}/runs`), "runs");
+      if (!runs.length) { box.replaceChildren(el("div", { class: "empty" }, "No runs.")); return; }
+      box.replaceChildren(el("table", {},
+        el("thead", {}, el("tr", {}, ["Version", "Status", "Started", "Finished", "Metrics", ""].map((h) => el("th", {}, h)))),
+        el("tbody", {}, runs.map((r) => el("tr", { dataset: { version: r.version } },
+          el("td", { class: "mono" }, r.version), el("td", {}, el("span", { class: `pill ${r.status === "done" ? "ok" : r.status === "failed" ? "err" : "warn"}` }, r.status)),
+          el("td", {}, fmtTime(r.created_at)), el("td", {}, fmtTime(r.finished_at)), el("td", {}, metricChips(r.metrics)),
+          el("td", {}, el("button", { class: "ghost", onclick: () => this.showReport(name, r, report) }, "Report")))))));
+    });
+  },
+
+  /** Fetch the run's HTML report with the API key and show it in a sandboxed frame. */
+  async showReport(name, run, box) {
+    box.replaceChildren(el("div", { class: "muted" }, "Loading report…"));
+    await guarded(box, async () => {
+      const url = run.report_url || `/v1/apps/${enc(name)}/runs/${enc(run.version)}/report`;
+      const resp = await request(url);
+      const html = await resp.text();
+      if (!resp.ok) {
+        let body = null;
+        try { body = JSON.parse(html); } catch { body = null; }
+        throw new ApiError(resp.status, errorMessage(resp.status, body, html), body);
+      }
+      const frame = el("iframe", { id: "app-report-frame", sandbox: "", title: `${name} ${run.version} report`,
+        style: "width:100%;height:70vh;border:1px solid var(--line);border-radius:6px;background:#fff" });
+      frame.srcdoc = html;
+      box.replaceChildren(el("div", { class: "row" }, el("strong", { class: "grow" }, `Report ${run.version}`),
+        el("button", { class: "ghost", onclick: () => box.replaceChildren() }, "Close")), frame);
+    });
+  },
+
+  async predict(name, text, out) {
+    await guarded(out, async () => {
+      let body;
+      try { body = JSON.parse(text); } catch (e) { throw new Error(`The request body is not valid JSON: ${e.message}`); }
+      const r = await api(`/v1/apps/${enc(name)}/predict`, { method: "POST", json: body });
+      out.replaceChildren(el("pre", { id: "app-prediction" }, JSON.stringify(r, null, 2)));
+    });
+  },
+};
+
+/* ---------- human hand-off queue (tickets) ---------- */
+
+const Tickets = {
+  filter: "open",
+
+  render(root) {
+    const status = el("div");
+    const box = el("div", { id: "tickets" });
+    const tabs = el("div", { class: "tabs" }, ["open", "answered", "all"].map((f) =>
+      el("button", { type: "button", class: f === this.filter ? "active" : "", dataset: { filter: f },
+        onclick: () => { this.filter = f; Router.show("tickets", true); } }, f)));
+    root.append(el("h2", {}, "Hand-off queue"),
+      el("p", { class: "muted" }, "Conversations the assistant handed to a human. Your answer is appended to the customer's conversation."),
+      el("div", { class: "row" }, tabs, el("button", { class: "ghost", onclick: () => this.load(box, status) }, "Refresh")),
+      status, box);
+    this.load(box, status);
+  },
+
+  async load(box, status) {
+    await guarded(status, async () => {
+      const q = this.filter === "all" ? "" : `?status=${enc(this.filter)}`;
+      let tickets = asList(await api(`/v1/tickets${q}`), "tickets");
+      if (this.filter !== "all") tickets = tickets.filter((t) => !t.status || t.status === this.filter);
+      if (!tickets.length) { box.replaceChildren(el("div", { class: "empty" }, `No ${this.filter === "all" ? "" : this.filter + " "}tickets.`)); return; }
+      box.replaceChildren(...tickets.map((t) => this.card(t, box, status)));
+    });
+  },
+
+  card(t, box, status) {
+    const answer = el("textarea", { rows: 3, class: "ticket-answer", placeholder: "Write the answer the customer will see" });
+    const err = el("div");
+    const history = asList(t.messages ?? t.conversation ?? t.thread ?? [], "messages");
+    return el("div", { class: "card ticket", dataset: { ticketId: t.id } },
+      el("div", { class: "row" }, el("strong", { class: "grow" }, `#${t.id} ${t.subject ?? ""}`),
+        el("span", { class: `pill ${t.status === "open" ? "warn" : "ok"}` }, t.status ?? ""),
+        el("span", { class: "small muted" }, fmtTime(t.created_at))),
+      t.body ? el("pre", {}, t.body) : "",
+      history.length ? el("details", {}, el("summary", { class: "muted small" }, `conversation (${history.length} messages)`),
+        el("div", { class: "chat-log" }, history.map((m) => Chat.bubble(m.role, m.content)))) : "",
+      t.answer ? el("div", { class: "msg human_agent" }, el("span", { class: "who" }, `answered ${fmtTime(t.answered_at)}`), t.answer) : "",
+      t.status === "open" || !t.answer ? el("form", { onsubmit: async (e) => {
+        e.preventDefault();
+        await guarded(err, async () => {
+          await api(`/v1/tickets/${enc(t.id)}/answer`, { method: "POST", json: { answer: answer.value } });
+          await this.load(box, status);
+        });
+      } }, answer, el("div", { class: "row" }, el("button", { type: "submit", class: "ticket-send" }, "Send answer")), err) : "");
+  },
+};
+
 /* ---------- placeholder for sections whose routes are not on this server ---------- */
 
 function unavailable(root, title, route, err) {
@@ -442,7 +742,9 @@ function unavailable(root, title, route, err) {
 
 /* ---------- router ---------- */
 
-const PANELS = { chat: Chat, keys: Keys };
+const Agent = { render(root) { unavailable(root, "Agents & assistants", "/v1/agents"); } };
+
+const PANELS = { chat: Chat, agent: Agent, kb: KB, apps: Apps, tickets: Tickets, keys: Keys };
 
 const Router = {
   current: "chat",
