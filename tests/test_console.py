@@ -104,7 +104,7 @@ def test_api_key_is_entered_once_and_kept(browser, live_server):
 def test_chat_streams_a_reply(page, live_server):
     need_route(live_server, "/v1/chat/completions")
     page.goto("/#chat")
-    page.wait_for_selector("#chat-model option")
+    page.wait_for_selector("#chat-model option", state="attached")
     page.fill("#chat-temperature", "0")
     page.fill("#chat-max-tokens", "24")
     page.fill("#chat-input", "Name three colors.")
@@ -125,7 +125,7 @@ def test_chat_streams_a_reply(page, live_server):
 def test_chat_shows_the_servers_error(page, live_server):
     need_route(live_server, "/v1/chat/completions")
     page.goto("/#chat")
-    page.wait_for_selector("#chat-model option")
+    page.wait_for_selector("#chat-model option", state="attached")
     page.fill("#chat-max-tokens", "99999999")  # beyond the context window: the server answers 400
     page.fill("#chat-input", "hello")
     page.click("#chat-send")

@@ -254,8 +254,9 @@ const Chat = {
     await guarded(slot, async () => {
       const body = await api("/v1/models");
       const all = asList(body, "models");
-      const isEmbed = (m) => /embed|minilm/i.test(`${m.id} ${m.type || ""} ${m.kind || ""}`);
-      this.models = all.filter((m) => !isEmbed(m)).concat(all.filter(isEmbed));
+      const isChat = (m) => (m.role ? m.role === "chat" : !/embed|minilm/i.test(m.id));
+      this.models = all.filter(isChat);
+      if (!this.models.length) throw new Error("this server lists no chat model (GET /v1/models)");
       select.replaceChildren(...this.models.map((m) => el("option", { value: m.id }, m.id)));
       if (!this.options.model && this.models.length) this.options.model = this.models[0].id;
       select.value = this.options.model;
