@@ -732,6 +732,116 @@ const Tickets = {
   },
 };
 
+/* ---------- agents and assistants ---------- */
+
+/** One line of an agent's trace (events from luodi.agent.runtime: start, plan, model, tool_call, ...). */
+function traceItem(ev) {
+  const kind = ev.type || ev.event || "event";
+  let body;
+  switch (kind) {
+    case "start": body = `goal: ${ev.goal}${ev.tools && ev.tools.length ? `\ntools: ${ev.tools.join(", ")}` : ""}`; break;
+    case "plan": body = (ev.tasks || []).map((t) => `${t.done || t.status === "done" ? "✓" : "○"} ${t.text ?? t.task ?? t.title ?? JSON.stringify(t)}`).join("\n"); break;
+    case "model": body = ev.text; break;
+    case "invalid": body = ev.error; break;
+    case "tool_call": body = `${ev.name}(${JSON.stringify(ev.arguments ?? {})})`; break;
+    case "observation": body = `${ev.name ? `${ev.name} → ` : ""}${ev.text}`; break;
+    case "approval_required": body = `${ev.name}(${JSON.stringify(ev.arguments ?? {})}) needs a human's approval (#${ev.approval_id})`; break;
+    case "memory": body = (ev.recalled || []).join("\n") || "nothing recalled"; break;
+    case "resume": body = `approval ${ev.approval ? `#${ev.approval.id} ${ev.approval.status}` : ""}`; break;
+    case "final": body = `${ev.answer}${ev.stop_reason && ev.stop_reason !== "final_answer" ? `\n(stopped: ${ev.stop_reason})` : ""}`; break;
+    default: body = JSON.stringify(ev);
+  }
+  return el("li", { dataset: { kind } }, el("div", { class: "kind" }, kind.replace(/_/g, " ")), el("pre", {}, body ?? ""));
+}
+
+const Agent = {
+  mode: "agent",
+  toolNames: ["calculator", "sql", "kb_search", "current_time", "create_ticket"],
+  chosen: new Set(["calculator", "sql", "kb_search", "current_time"]),
+  threadId: null,
+  controller: null,
+  assistant: { name: "", threadId: null, messages: [], timer: null },
+
+  render(root) {
+    const box = el("div");
+    const tabs = el("div", { class: "tabs" }, [["agent", "Agent"], ["assistant", "Customer-service assistant"]].map(([m, label]) =>
+      el("button", { type: "button", class: m === this.mode ? "active" : "", dataset: { mode: m },
+        onclick: () => { this.mode = m; Router.show("agent", true); } }, label)));
+    root.append(el("h2", {}, "Agents & assistants"), tabs, box);
+    if (this.mode === "agent") this.renderAgent(box);
+    else this.renderAssistant(box);
+  },
+
+  renderAgent(box) {
+    const goal = el("textarea", { id: "agent-goal", rows: 2, placeholder: "A goal, e.g. What is 17 * 23 + 4?" });
+    const tools = el("div", { class: "row", id: "agent-tools" }, this.toolNames.map((t) =>
+      el("label", { style: "flex-direction:row;gap:4px;align-items:center;color:inherit" },
+        el("input", { type: "checkbox", value: t, checked: this.chosen.has(t),
+          onchange: (e) => { if (e.target.checked) this.chosen.add(t); else this.chosen.delete(t); } }), t)));
+    const thread = el("span", { id: "agent-thread", class: "small muted" }, this.threadId ? `thread ${this.threadId}` : "new thread");
+    const trace = el("ol", { id: "agent-trace", class: "trace" });
+    const status = el("div");
+    const run = el("button", { id: "agent-run", type: "submit" }, "Run");
+    const stop = el("button", { type: "button", class: "ghost", disabled: true, onclick: () => this.controller && this.controller.abort() }, "Stop");
+    const form = el("form", { class: "card", onsubmit: (e) => {
+      e.preventDefault();
+      if (!goal.value.trim() || this.controller) return;
+      this.stream("/v1/agents/run", { goal: goal.value.trim(), tools: [...this.chosen], thread_id: this.threadId || undefined, stream: true },
+        { trace, status, run, stop, thread });
+    } },
+    el("label", {}, "Goal"), goal, el("label", {}, "Tools"), tools,
+    el("div", { class: "row" }, run, stop,
+      el("button", { type: "button", class: "ghost", onclick: () => { this.threadId = null; thread.textContent = "new thread"; trace.replaceChildren(); } }, "New thread"),
+      thread));
+    box.append(form, status, trace);
+  },
+
+  async stream(path, body, ui) {
+    this.controller = new AbortController();
+    ui.run.disabled = true; ui.stop.disabled = false;
+    ui.status.replaceChildren(el("div", { class: "muted" }, "running…"));
+    try {
+      for await (const { data } of sse(path, body, this.controller.signal)) {
+        const events = Array.isArray(data && data.events) ? data.events : [data];  // a non-streaming answer
+        for (const ev of events) {
+          if (!ev || typeof ev !== "object") continue;
+          if (ev.thread_id) { this.threadId = ev.thread_id; ui.thread.textContent = `thread ${ev.thread_id}`; }
+          if (ev.type === "final" && ev.result && ev.result.thread_id) this.threadId = ev.result.thread_id;
+          const item = traceItem(ev);
+          if (ev.type === "approval_required") item.append(this.approvalButtons(ev, ui));
+          ui.trace.append(item);
+        }
+      }
+      ui.status.replaceChildren();
+    } catch (err) {
+      if (err.name === "AbortError") ui.status.replaceChildren(el("div", { class: "muted" }, "stopped"));
+      else ui.status.replaceChildren(errorBox(err));
+    } finally {
+      this.controller = null;
+      ui.run.disabled = false; ui.stop.disabled = true;
+    }
+  },
+
+  approvalButtons(ev, ui) {
+    const slot = el("div");
+    const decide = async (approve) => {
+      await guarded(slot, async () => {
+        await api(`/v1/agents/approvals/${enc(ev.approval_id)}`, { method: "POST", json: { approve } });
+        slot.replaceChildren(el("span", { class: `pill ${approve ? "ok" : "err"}` }, approve ? "approved" : "rejected"));
+        await this.stream(`/v1/agents/threads/${enc(this.threadId)}/resume`, { stream: true }, ui);
+      });
+    };
+    slot.append(el("div", { class: "row" },
+      el("button", { class: "approve", onclick: () => decide(true) }, "Approve"),
+      el("button", { class: "danger reject", onclick: () => decide(false) }, "Reject")));
+    return slot;
+  },
+
+  renderAssistant(box) {
+    box.append(el("div", { class: "card muted" }, "The customer-service assistant routes are not on this server yet."));
+  },
+};
+
 /* ---------- placeholder for sections whose routes are not on this server ---------- */
 
 function unavailable(root, title, route, err) {
@@ -742,8 +852,6 @@ function unavailable(root, title, route, err) {
 }
 
 /* ---------- router ---------- */
-
-const Agent = { render(root) { unavailable(root, "Agents & assistants", "/v1/agents"); } };
 
 const PANELS = { chat: Chat, agent: Agent, kb: KB, apps: Apps, tickets: Tickets, keys: Keys };
 
