@@ -62,15 +62,20 @@ def create_key(name: str, rate_limit_rpm: int | None = None) -> CreatedKey:
     """Create a key named `name`; the plain key is in the result and nowhere else."""
     name = (name or "").strip()
     if not name or len(name) > 200:
-        raise BadRequest("field 'name': give the key a name of 1 to 200 characters, e.g. 'my-laptop'",
-                         param="name")
+        raise BadRequest(
+            "field 'name': give the key a name of 1 to 200 characters, e.g. 'my-laptop'", param="name"
+        )
     if rate_limit_rpm is not None and rate_limit_rpm < 1:
-        raise BadRequest(f"field 'rate_limit_rpm': expected a positive number of requests per minute, "
-                         f"got {rate_limit_rpm}; omit it to use the server default", param="rate_limit_rpm")
+        raise BadRequest(
+            f"field 'rate_limit_rpm': expected a positive number of requests per minute, "
+            f"got {rate_limit_rpm}; omit it to use the server default",
+            param="rate_limit_rpm",
+        )
     plain = KEY_PREFIX + secrets.token_urlsafe(32)
     with session_scope() as s:
-        row = ApiKey(name=name, prefix=plain[:_SHOWN_CHARS], key_hash=hash_key(plain),
-                     rate_limit_rpm=rate_limit_rpm)
+        row = ApiKey(
+            name=name, prefix=plain[:_SHOWN_CHARS], key_hash=hash_key(plain), rate_limit_rpm=rate_limit_rpm
+        )
         s.add(row)
         s.flush()
         info = _info(row)
@@ -90,8 +95,9 @@ def revoke_key(key_id: int) -> KeyInfo:
     with session_scope() as s:
         row = s.get(ApiKey, key_id)
         if row is None:
-            raise NotFound(f"no API key with id {key_id}; list keys with `luodi keys list` or GET /v1/keys",
-                           param="id")
+            raise NotFound(
+                f"no API key with id {key_id}; list keys with `luodi keys list` or GET /v1/keys", param="id"
+            )
         if row.revoked_at is None:
             row.revoked_at = now()
         s.flush()
@@ -101,14 +107,19 @@ def revoke_key(key_id: int) -> KeyInfo:
 def verify_key(plain: str) -> KeyInfo:
     """Return the active key matching `plain`, else raise AuthError saying why."""
     if not plain:
-        raise AuthError("missing API key: send the header 'Authorization: Bearer <key>' "
-                        "(create a key with `luodi keys create NAME`)")
+        raise AuthError(
+            "missing API key: send the header 'Authorization: Bearer <key>' "
+            "(create a key with `luodi keys create NAME`)"
+        )
     with session_scope() as s:
         row = s.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(plain)))
         if row is None:
-            raise AuthError("invalid API key: check the key you sent, "
-                            "or create one with `luodi keys create NAME`")
+            raise AuthError(
+                "invalid API key: check the key you sent, or create one with `luodi keys create NAME`"
+            )
         if row.revoked_at is not None:
-            raise AuthError(f"API key {row.prefix}… was revoked at {row.revoked_at:%Y-%m-%d %H:%M} UTC; "
-                            "create a new one with `luodi keys create NAME`")
+            raise AuthError(
+                f"API key {row.prefix}… was revoked at {row.revoked_at:%Y-%m-%d %H:%M} UTC; "
+                "create a new one with `luodi keys create NAME`"
+            )
         return _info(row)

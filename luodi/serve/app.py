@@ -3,21 +3,192 @@
 from __future__ import annotations
 
 import importlib
+import logging
+from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from luodi import __version__
+from luodi.errors import LuodiError
+from luodi.serve.auth import require_key_on_v1
+from luodi.serve.metrics import MetricsMiddleware, ServerMetrics
 from luodi.serve.state import ServerState
 from luodi.settings import Settings, get_settings
 
+log = logging.getLogger("luodi.serve")
+
 # Each module defines `router: fastapi.APIRouter`; the list order is the mount order.
 ROUTE_MODULES = ("openai_routes", "keys_routes", "apps_routes", "kb_routes", "agent_routes", "console")
+# Routes that speak the OpenAI protocol answer request validation errors with 400 (as OpenAI does);
+# every other route keeps FastAPI's 422, both naming the offending field.
+OPENAI_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models")
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+}
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def error_body(message: str, status: int, *, param: str | None = None, code: str | None = None) -> dict:
+    """The OpenAI error shape every luodi error uses."""
+    etype = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"message": message, "type": etype, "param": param, "code": code}}
+
+
+def _retry_headers(exc: Exception, status: int) -> dict[str, str]:
+    if status in (429, 503):
+        return {"Retry-After": str(int(getattr(exc, "retry_after", 1) or 1))}
+    return {}
+
+
+def _loc(loc: tuple | list) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
+    return out or "body"
+
+
+_HINTS = {
+    "missing": "add it to the request",
+    "json_invalid": "send a valid JSON body with 'Content-Type: application/json'",
+    "extra_forbidden": "remove it",
+}
+
+
+def describe_validation_errors(errors: list[dict]) -> tuple[str, str | None]:
+    """One message naming every offending field, what was expected and the fix; plus the first field."""
+    msgs, first = [], None
+    for e in errors[:5]:
+        field = _loc(e.get("loc", ()))
+        if e.get("type") == "json_invalid":
+            msgs.append(
+                f"the request body is not valid JSON ({e.get('ctx', {}).get('error', e.get('msg'))}); "
+                + _HINTS["json_invalid"]
+            )
+            first = first or "body"
+            continue
+        if e.get("type") == "model_attributes_type" and field == "body":
+            msgs.append("the request body must be a JSON object; " + _HINTS["json_invalid"])
+            first = first or "body"
+            continue
+        first = first or field
+        hint = _HINTS.get(e.get("type", ""), "")
+        got = "" if e.get("type") == "missing" else f" (got {e.get('input')!r:.80})"
+        msgs.append(f"field '{field}': {e.get('msg', 'invalid value')}{got}" + (f"; {hint}" if hint else ""))
+    if len(errors) > 5:
+        msgs.append(f"and {len(errors) - 5} more")
+    return "; ".join(msgs), first
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(LuodiError)
+    async def _luodi_error(request: Request, exc: LuodiError) -> JSONResponse:
+        return JSONResponse(
+            error_body(exc.message, exc.status, param=exc.param, code=exc.code),
+            status_code=exc.status,
+            headers=_retry_headers(exc, exc.status),
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        status = 400 if request.url.path in OPENAI_PATHS else 422
+        errors = list(exc.errors())
+        message, param = describe_validation_errors(errors)
+        body = error_body(message, status, param=param, code="invalid_value")
+        body["detail"] = jsonable_errors(errors)  # FastAPI's usual list, for clients that read it
+        return JSONResponse(body, status_code=status)
+
+    @app.exception_handler(ValidationError)
+    async def _model_invalid(request: Request, exc: ValidationError) -> JSONResponse:
+        errors = list(exc.errors())
+        message, param = describe_validation_errors(errors)
+        body = error_body(message, 422, param=param, code="invalid_value")
+        body["detail"] = jsonable_errors(errors)
+        return JSONResponse(body, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"no route {request.method} {request.url.path}; the API is described at /docs"
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}; see /docs for the methods"
+        return JSONResponse(
+            error_body(message, exc.status_code, code=None),
+            status_code=exc.status_code,
+            headers={**(exc.headers or {}), **_retry_headers(exc, exc.status_code)},
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse(
+            error_body(
+                f"internal error ({type(exc).__name__}); see the server log", 500, code="internal_error"
+            ),
+            status_code=500,
+        )
+
+
+def jsonable_errors(errors: list[dict]) -> list[dict]:
+    from fastapi.encoders import jsonable_encoder
+
+    return jsonable_encoder(
+        [{k: v for k, v in e.items() if k in ("type", "loc", "msg", "input")} for e in errors]
+    )
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI):
+    state: ServerState = app.state.luodi
+    from luodi.store import init_db
+
+    init_db(state.settings.db_url)
+    if app.state.preload:
+        from luodi.llm import ensure_engine
+
+        try:
+            ensure_engine(state)
+        except ImportError as e:  # the engine module is not installed / written: chat routes answer 503
+            log.warning("chat engine not available: %s", e)
+    try:
+        yield
+    finally:
+        if state.engine is not None and getattr(state, "owns_engine", True):
+            try:
+                state.engine.close()
+            except Exception:  # noqa: BLE001 - shutting down anyway
+                log.exception("closing the engine failed")
+
+
+def create_app(settings: Settings | None = None, *, preload: bool = True) -> FastAPI:
+    """Build the app; `preload` loads the chat engine at start-up (else on first use)."""
     settings = settings or get_settings()
-    app = FastAPI(title="luodi", version=__version__)
+    app = FastAPI(
+        title="luodi",
+        version=__version__,
+        lifespan=_lifespan,
+        description="OpenAI-compatible LLM server, apps, knowledge bases and agents.",
+    )
     app.state.luodi = ServerState(settings=settings)
+    app.state.preload = preload
+    metrics = ServerMetrics()
+    app.state.metrics = metrics
+    app.state.luodi.extra["metrics"] = metrics
+    _install_error_handlers(app)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     for name in ROUTE_MODULES:
         try:
             mod = importlib.import_module(f"luodi.serve.{name}")
@@ -25,10 +196,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if e.name != f"luodi.serve.{name}":
                 raise
             continue
-        app.include_router(mod.router)
+        app.include_router(mod.router, dependencies=[Depends(require_key_on_v1)])
 
     @app.get("/health", include_in_schema=False)
     def health() -> dict:
-        return {"status": "ok", "version": __version__}
+        st: ServerState = app.state.luodi
+        return {
+            "status": "ok",
+            "version": __version__,
+            "engine_loaded": st.engine is not None,
+            "chat_model": settings.chat_model,
+            "auth": settings.auth,
+        }
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus_metrics() -> Response:
+        return Response(metrics.render(), media_type=metrics.content_type)
 
     return app

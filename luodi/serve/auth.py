@@ -1,0 +1,53 @@
+"""API-key auth for /v1/*: `Authorization: Bearer <key>`, per-key rate limits; LUODI_AUTH=off disables both.
+
+Other routers protect their routes with `Depends(require_key)`; create_app() also adds it to every /v1/ route,
+so a route cannot be left open by mistake (the check runs once per request).
+"""
+
+from __future__ import annotations
+
+from fastapi import Request
+from starlette.concurrency import run_in_threadpool
+
+from luodi.errors import AuthError
+from luodi.keys import KeyInfo, verify_key
+from luodi.serve.ratelimit import RateLimiter
+from luodi.serve.state import get_state
+
+_CHECKED = "luodi_key_checked"
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if header and scheme.lower() != "bearer":
+        raise AuthError("the Authorization header must look like 'Bearer <key>'")
+    return token.strip() or request.headers.get("x-api-key", "").strip()
+
+
+def _limiter(request: Request) -> RateLimiter:
+    extra = get_state(request).extra
+    if "rate_limiter" not in extra:
+        extra["rate_limiter"] = RateLimiter()
+    return extra["rate_limiter"]
+
+
+async def require_key(request: Request) -> KeyInfo | None:
+    """FastAPI dependency: the caller's active key (None when auth is off); 401 / 429 otherwise."""
+    if hasattr(request.state, _CHECKED):
+        return getattr(request.state, _CHECKED)
+    settings = get_state(request).settings
+    if settings.auth.lower() in ("off", "false", "0", "no"):
+        setattr(request.state, _CHECKED, None)
+        return None
+    info = await run_in_threadpool(verify_key, _bearer(request))
+    _limiter(request).check(f"key:{info.id}", info.rate_limit_rpm or settings.rate_limit_rpm)
+    setattr(request.state, _CHECKED, info)
+    return info
+
+
+async def require_key_on_v1(request: Request) -> KeyInfo | None:
+    """Like require_key, but only for paths under /v1/ (added to every router by create_app)."""
+    if request.url.path.startswith("/v1/") or request.url.path == "/v1":
+        return await require_key(request)
+    return None

@@ -1,0 +1,34 @@
+"""API key management over HTTP: GET/POST /v1/keys, DELETE /v1/keys/{id} (same functions as `luodi keys`)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from luodi import keys
+
+router = APIRouter(prefix="/v1/keys", tags=["keys"])
+
+
+class KeyCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=200, description="a label, e.g. 'billing-service'")
+    rate_limit_rpm: int | None = Field(None, ge=1, description="requests per minute; default: server setting")
+
+
+@router.get("", summary="List API keys (never the keys themselves)")
+async def list_keys() -> dict:
+    rows = await run_in_threadpool(keys.list_keys)
+    return {"object": "list", "data": [k.to_dict() for k in rows]}
+
+
+@router.post("", status_code=201, summary="Create an API key; the key is returned once, only here")
+async def create_key(body: KeyCreate) -> dict:
+    k = await run_in_threadpool(keys.create_key, body.name, body.rate_limit_rpm)
+    return {**k.to_dict(), "key": k.key}
+
+
+@router.delete("/{key_id}", summary="Revoke an API key")
+async def revoke_key(key_id: int) -> dict:
+    k = await run_in_threadpool(keys.revoke_key, key_id)
+    return k.to_dict()

@@ -1,0 +1,106 @@
+"""Prometheus metrics, one registry per app: requests, engine load, tokens, TTFT and TPOT."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+_TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 60)
+_TPOT_BUCKETS = (0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5)
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class ServerMetrics:
+    """All metrics of one server; `render()` is the body of GET /metrics."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "luodi_requests",
+            "HTTP requests by route template, method and status",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "luodi_request_duration_seconds",
+            "HTTP request latency",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge("luodi_queue_depth", "Requests waiting for a decoding slot", registry=r)
+        self.running = Gauge("luodi_running_sequences", "Sequences being decoded", registry=r)
+        self.prompt_tokens = Counter("luodi_prompt_tokens", "Prompt tokens processed", registry=r)
+        self.generated_tokens = Counter("luodi_generated_tokens", "Tokens generated", registry=r)
+        self.ttft = Histogram(
+            "luodi_time_to_first_token_seconds",
+            "Time from request to first token",
+            buckets=_TTFT_BUCKETS,
+            registry=r,
+        )
+        self.tpot = Histogram(
+            "luodi_time_per_output_token_seconds",
+            "Mean time between output tokens after the first, per request",
+            buckets=_TPOT_BUCKETS,
+            registry=r,
+        )
+        self.embedded_inputs = Counter("luodi_embedding_inputs", "Texts embedded", registry=r)
+
+    def bind_engine_stats(self, stats: Callable[[], dict[str, int]]) -> None:
+        """Read queue depth and running sequences from the engine at scrape time."""
+        self.queue_depth.set_function(lambda: float(stats().get("queue_depth", 0)))
+        self.running.set_function(lambda: float(stats().get("running", 0)))
+
+    def observe_generation(
+        self, *, ttft: float | None, decode_seconds: float, prompt_tokens: int, completion_tokens: int
+    ) -> None:
+        """Record one finished (or cancelled) generation."""
+        self.prompt_tokens.inc(prompt_tokens)
+        self.generated_tokens.inc(completion_tokens)
+        if ttft is not None:
+            self.ttft.observe(ttft)
+        if completion_tokens > 1 and decode_seconds > 0:
+            self.tpot.observe(decode_seconds / (completion_tokens - 1))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware counting every HTTP request by its route template (streaming-safe)."""
+
+    def __init__(self, app, metrics: ServerMetrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        import time
+
+        status = {"code": 500}
+        start = time.perf_counter()
+
+        async def _send(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, _send)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(path, scope.get("method", ""), str(status["code"])).inc()
+            self.metrics.request_seconds.labels(path).observe(time.perf_counter() - start)

@@ -1,0 +1,557 @@
+"""OpenAI-compatible endpoints: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models.
+
+Thin: request models (FastAPI types = OpenAPI docs) -> luodi.llm service functions -> OpenAI-shaped JSON/SSE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+import anyio
+import numpy as np
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+from sse_starlette import EventSourceResponse
+from starlette.concurrency import run_in_threadpool
+
+from luodi import llm
+from luodi.errors import BadRequest, LuodiError, NotFound, Overloaded
+from luodi.serve.state import ServerState, get_state
+
+router = APIRouter(tags=["openai"])
+MAX_EMBED_INPUTS = 2048
+
+
+# ------------------------------------------------------------------------------------------ request models
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+
+class ResponseFormat(BaseModel):
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    json_schema: dict[str, Any] | None = None
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class _Sampling(BaseModel):
+    """Fields shared by chat and text completions."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: str | None = Field(None, description="the served chat model id (see GET /v1/models)")
+    temperature: float | None = Field(None, ge=0, le=2, description="0 = greedy")
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=0, description="luodi extension; 0 = disabled")
+    max_tokens: int | None = Field(None, ge=1, description="default: what is left of the context window")
+    stop: str | list[str] | None = None
+    seed: int | None = Field(None, description="same seed + same request = same output")
+    n: int = Field(1, ge=1, description="only 1 is supported")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    presence_penalty: float | None = Field(None, ge=-2, le=2, description="accepted, not applied")
+    frequency_penalty: float | None = Field(None, ge=-2, le=2, description="accepted, not applied")
+    user: str | None = None
+
+
+class ChatCompletionRequest(_Sampling):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    response_format: ResponseFormat | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+
+
+class CompletionRequest(_Sampling):
+    prompt: str | list[str]
+    echo: bool = False
+    suffix: str | None = None
+    logprobs: int | None = None
+    best_of: int | None = None
+
+
+class EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    input: str | list[str] | list[int] | list[list[int]]
+    model: str | None = None
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+    user: str | None = None
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _model_names(spec: str) -> set[str]:
+    names = {spec}
+    if spec.startswith("bundled:"):
+        names.add(spec.split(":", 1)[1])
+    return names
+
+
+def available_models(state: ServerState) -> list[dict[str, Any]]:
+    """Chat and embedding models this server answers with, plus registered ones."""
+    s = state.settings
+    created = int(time.time())
+    out = [
+        {"id": s.chat_model, "object": "model", "created": created, "owned_by": "luodi", "role": "chat"},
+        {
+            "id": s.embed_model,
+            "object": "model",
+            "created": created,
+            "owned_by": "luodi",
+            "role": "embedding",
+        },
+    ]
+    seen = {s.chat_model, s.embed_model}
+    for m in _registered_models():
+        if m["id"] not in seen:
+            seen.add(m["id"])
+            out.append({"object": "model", "created": created, "owned_by": "luodi-registry", **m})
+    return out
+
+
+def _registered_models() -> list[dict[str, Any]]:
+    """Models from the run registry (apps trained with luodi), when that module is present."""
+    try:
+        from luodi import registry
+    except ImportError:
+        return []
+    lister = getattr(registry, "list_models", None)
+    if lister is None:
+        return []
+    try:
+        return [
+            {"id": str(m.get("id") or m.get("name")), **{k: v for k, v in m.items() if k != "id"}}
+            for m in (lister() or [])
+            if isinstance(m, dict)
+        ]
+    except Exception:  # noqa: BLE001 - the registry is optional for the LLM server
+        return []
+
+
+def _check_model(state: ServerState, model: str | None, role: str) -> str:
+    s = state.settings
+    spec = s.chat_model if role == "chat" else s.embed_model
+    other = s.embed_model if role == "chat" else s.chat_model
+    ok = _model_names(spec) | {"default"}
+    if role == "chat" and state.engine is not None:
+        ok.add(str(getattr(state.engine, "model_id", spec)))
+    if not model or model in ok:
+        return spec
+    if model in _model_names(other):
+        where = "/v1/embeddings" if role == "chat" else "/v1/chat/completions or /v1/completions"
+        raise BadRequest(
+            f"field 'model': '{model}' is {'an embedding' if role == 'chat' else 'a chat'} "
+            f"model; use it with {where}, or send model '{spec}' here",
+            param="model",
+        )
+    raise NotFound(
+        f"field 'model': model '{model}' is not served here; use '{spec}' (GET /v1/models lists the models)",
+        param="model",
+    )
+
+
+async def _engine(state: ServerState):
+    if state.engine is not None:
+        return state.engine
+    try:
+        return await run_in_threadpool(llm.ensure_engine, state)
+    except ImportError as e:
+        raise Overloaded(f"the chat engine is not available on this server ({e})") from e
+
+
+def _on_done(state: ServerState):
+    metrics = state.extra.get("metrics")
+    if metrics is None:
+        return None
+
+    def record(g: llm.Generation) -> None:
+        metrics.observe_generation(
+            ttft=g.ttft,
+            decode_seconds=g.decode_seconds,
+            prompt_tokens=g.prompt_tokens,
+            completion_tokens=g.completion_tokens,
+        )
+
+    return record
+
+
+def _finish(reason: str | None) -> str:
+    return {"stop": "stop", "length": "length", "tool_calls": "tool_calls"}.get(
+        reason or "", reason or "stop"
+    )
+
+
+def _usage(g: llm.Generation) -> dict[str, int]:
+    return {
+        "prompt_tokens": g.prompt_tokens,
+        "completion_tokens": g.completion_tokens,
+        "total_tokens": g.total_tokens,
+    }
+
+
+def _reject_unsupported(req: _Sampling, logprobs: Any = None) -> None:
+    if req.n != 1:
+        raise BadRequest(
+            f"field 'n': only n=1 is supported, got n={req.n}; send n=1 and repeat the request "
+            "(with different seeds) for more choices",
+            param="n",
+        )
+    if logprobs:
+        raise BadRequest(
+            "field 'logprobs': log-probabilities are not supported by this server; remove it",
+            param="logprobs",
+        )
+
+
+def _sse(obj: dict) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+async def _close_shielded(ts: llm.TimedStream, stream) -> None:
+    """Close the stream and the engine's iterator even while being cancelled (client disconnect)."""
+    with anyio.CancelScope(shield=True):
+        await stream.aclose()
+        await ts.aclose()
+
+
+def _error_event(e: Exception) -> str:
+    if isinstance(e, LuodiError):
+        err = {"message": e.message, "type": "invalid_request_error", "param": e.param, "code": e.code}
+    else:
+        err = {
+            "message": f"generation failed ({type(e).__name__})",
+            "type": "server_error",
+            "param": None,
+            "code": "internal_error",
+        }
+    return _sse({"error": err})
+
+
+# ------------------------------------------------------------------------------------------ chat
+@router.post("/v1/chat/completions", summary="Chat completion (OpenAI-compatible; SSE when stream=true)")
+async def chat_completions(req: ChatCompletionRequest, request: Request):
+    state = get_state(request)
+    _reject_unsupported(req, req.logprobs)
+    model = _check_model(state, req.model, "chat")
+    engine = await _engine(state)
+    max_tokens = req.max_completion_tokens or req.max_tokens
+
+    from luodi.agent import toolcalls
+
+    specs = toolcalls.normalize_tools(req.tools) if req.tools else []
+    choice = toolcalls.normalize_tool_choice(req.tool_choice, specs) if specs else "none"
+    use_tools = bool(specs) and choice != "none"
+    schema = toolcalls.call_schema(specs, choice) if use_tools else None
+    if use_tools and req.response_format and req.response_format.type != "text":
+        raise BadRequest(
+            "fields 'tools' and 'response_format' cannot be combined; drop one of them",
+            param="response_format",
+        )
+    params = llm.sampling_params(
+        max_tokens=max_tokens,
+        temperature=req.temperature,
+        top_p=req.top_p,
+        top_k=req.top_k,
+        seed=req.seed,
+        stop=req.stop,
+        response_format=req.response_format.model_dump() if req.response_format else None,
+        json_schema=schema,
+    )
+    messages = []
+    for i, m in enumerate(req.messages):
+        d = m.model_dump(exclude_none=True)
+        d["content"] = llm.chat_text(m.content, f"messages[{i}]")
+        messages.append(d)
+    prompt = engine.chat_prompt(toolcalls.messages_for_model(messages, specs, choice))
+    n_prompt = llm.fit_to_context(engine, prompt, params, max_tokens is not None, "messages")
+    ts = llm.TimedStream(engine, prompt, params, n_prompt, on_done=_on_done(state))
+    first = await ts.first()  # errors (context, overload) become a normal HTTP error here
+    cid = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+
+    if req.stream:
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        return EventSourceResponse(
+            _chat_stream(ts, first, cid, created, model, include_usage, specs if use_tools else None, choice),
+            ping=15,
+            sep="\n",
+        )
+
+    async def disconnected() -> bool:
+        return await request.is_disconnected()
+
+    g = await _collect(ts, first, disconnected)
+    message: dict[str, Any] = {"role": "assistant", "content": g.text}
+    finish = _finish(g.finish_reason)
+    if use_tools:
+        message, finish = _tool_message(g, specs, choice)
+    return {
+        "id": cid,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+        "usage": _usage(g),
+    }
+
+
+async def _collect(ts: llm.TimedStream, first, disconnected) -> llm.Generation:
+    n = 0
+    stream = ts.chunks(first)
+    try:
+        async for _ in stream:
+            n += 1
+            if n % 16 == 0 and await disconnected():
+                break
+    finally:
+        await stream.aclose()
+    return ts.result
+
+
+def _tool_message(g: llm.Generation, specs, choice) -> tuple[dict[str, Any], str]:
+    from luodi.agent import toolcalls
+
+    if g.finish_reason == "length":
+        return {"role": "assistant", "content": g.text}, "length"
+    try:
+        out = toolcalls.parse_output(g.text, specs, choice)
+    except toolcalls.ToolCallError:
+        return {"role": "assistant", "content": g.text}, "stop"
+    if out.tool_calls:
+        return {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [c.to_openai() for c in out.tool_calls],
+        }, "tool_calls"
+    return {"role": "assistant", "content": out.content or ""}, "stop"
+
+
+async def _chat_stream(
+    ts: llm.TimedStream, first, cid: str, created: int, model: str, include_usage: bool, specs, choice
+) -> AsyncIterator[str]:
+    def chunk(delta: dict, finish: str | None = None) -> str:
+        body = {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+        }
+        if include_usage:
+            body["usage"] = None
+        return _sse(body)
+
+    stream = ts.chunks(first)
+    try:
+        yield chunk({"role": "assistant", "content": ""})
+        async for c in stream:
+            if c.text and specs is None:
+                yield chunk({"content": c.text})
+        g = ts.result
+        if specs is not None:  # tool calls are parsed from the whole output, then sent as one delta
+            message, finish = _tool_message(g, specs, choice)
+            delta = {k: v for k, v in message.items() if k != "role" and v is not None}
+            if "tool_calls" in delta:
+                delta["tool_calls"] = [{"index": i, **tc} for i, tc in enumerate(delta["tool_calls"])]
+            yield chunk(delta)
+        else:
+            finish = _finish(g.finish_reason)
+        yield chunk({}, finish)
+        if include_usage:
+            yield _sse(
+                {
+                    "id": cid,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [],
+                    "usage": _usage(g),
+                }
+            )
+        yield "[DONE]"
+    except (asyncio.CancelledError, GeneratorExit):
+        raise
+    except Exception as e:  # noqa: BLE001 - the response has started: report the error in the stream
+        yield _error_event(e)
+        yield "[DONE]"
+    finally:
+        await _close_shielded(ts, stream)
+
+
+# ------------------------------------------------------------------------------------------ completions
+@router.post("/v1/completions", summary="Text completion (OpenAI-compatible legacy endpoint)")
+async def completions(req: CompletionRequest, request: Request):
+    state = get_state(request)
+    _reject_unsupported(req, req.logprobs)
+    for name, bad in (("echo", req.echo), ("suffix", req.suffix), ("best_of", req.best_of not in (None, 1))):
+        if bad:
+            raise BadRequest(f"field '{name}': not supported by this server; remove it", param=name)
+    prompts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
+    if len(prompts) != 1:
+        raise BadRequest(
+            f"field 'prompt': send exactly one prompt per request (got {len(prompts)})", param="prompt"
+        )
+    prompt = prompts[0]
+    if not prompt:
+        raise BadRequest("field 'prompt': must not be empty", param="prompt")
+    model = _check_model(state, req.model, "chat")
+    engine = await _engine(state)
+    params = llm.sampling_params(
+        max_tokens=req.max_tokens,
+        temperature=req.temperature,
+        top_p=req.top_p,
+        top_k=req.top_k,
+        seed=req.seed,
+        stop=req.stop,
+    )
+    n_prompt = llm.fit_to_context(engine, prompt, params, req.max_tokens is not None, "prompt")
+    ts = llm.TimedStream(engine, prompt, params, n_prompt, on_done=_on_done(state))
+    first = await ts.first()
+    cid = f"cmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+    if req.stream:
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        return EventSourceResponse(
+            _completion_stream(ts, first, cid, created, model, include_usage), ping=15, sep="\n"
+        )
+
+    async def disconnected() -> bool:
+        return await request.is_disconnected()
+
+    g = await _collect(ts, first, disconnected)
+    return {
+        "id": cid,
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {"index": 0, "text": g.text, "finish_reason": _finish(g.finish_reason), "logprobs": None}
+        ],
+        "usage": _usage(g),
+    }
+
+
+async def _completion_stream(
+    ts: llm.TimedStream, first, cid: str, created: int, model: str, include_usage: bool
+) -> AsyncIterator[str]:
+    def chunk(text: str, finish: str | None = None) -> str:
+        body = {
+            "id": cid,
+            "object": "text_completion",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
+        }
+        if include_usage:
+            body["usage"] = None
+        return _sse(body)
+
+    stream = ts.chunks(first)
+    try:
+        async for c in stream:
+            if c.text:
+                yield chunk(c.text)
+        g = ts.result
+        yield chunk("", _finish(g.finish_reason))
+        if include_usage:
+            yield _sse(
+                {
+                    "id": cid,
+                    "object": "text_completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [],
+                    "usage": _usage(g),
+                }
+            )
+        yield "[DONE]"
+    except (asyncio.CancelledError, GeneratorExit):
+        raise
+    except Exception as e:  # noqa: BLE001
+        yield _error_event(e)
+        yield "[DONE]"
+    finally:
+        await _close_shielded(ts, stream)
+
+
+# ------------------------------------------------------------------------------------------ embeddings
+def embed_texts(state: ServerState, texts: list[str]) -> tuple[np.ndarray, int]:
+    """Embed texts with the server's encoder: (vectors, token count)."""
+    enc = llm.ensure_encoder(state)
+    return enc.encode(texts), enc.count_tokens(texts)
+
+
+@router.post("/v1/embeddings", summary="Sentence embeddings (L2-normalized)")
+async def embeddings(req: EmbeddingRequest, request: Request):
+    state = get_state(request)
+    model = _check_model(state, req.model, "embedding")
+    inp = req.input
+    texts = [inp] if isinstance(inp, str) else list(inp)
+    if not texts:
+        raise BadRequest("field 'input': send a string or a non-empty list of strings", param="input")
+    if any(not isinstance(t, str) for t in texts):
+        raise BadRequest(
+            "field 'input': token-id input is not supported; send the text itself", param="input"
+        )
+    if len(texts) > MAX_EMBED_INPUTS:
+        raise BadRequest(
+            f"field 'input': at most {MAX_EMBED_INPUTS} texts per request, got {len(texts)}; split the list",
+            param="input",
+        )
+    for i, t in enumerate(texts):
+        if not t.strip():
+            where = "input" if isinstance(inp, str) else f"input[{i}]"
+            raise BadRequest(f"field '{where}': must not be empty", param="input")
+    vecs, n_tokens = await run_in_threadpool(embed_texts, state, texts)
+    if req.dimensions is not None and req.dimensions != vecs.shape[1]:
+        raise BadRequest(
+            f"field 'dimensions': this model gives {vecs.shape[1]}-dimensional vectors; omit "
+            f"'dimensions' or set it to {vecs.shape[1]}",
+            param="dimensions",
+        )
+    metrics = state.extra.get("metrics")
+    if metrics is not None:
+        metrics.embedded_inputs.inc(len(texts))
+    data = []
+    for i, v in enumerate(vecs):
+        emb: Any = (
+            base64.b64encode(v.astype("<f4").tobytes()).decode()
+            if req.encoding_format == "base64"
+            else v.tolist()
+        )
+        data.append({"object": "embedding", "index": i, "embedding": emb})
+    return {
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens},
+    }
+
+
+# ------------------------------------------------------------------------------------------ models
+@router.get("/v1/models", summary="Models served here (chat, embedding) and registered ones")
+async def models(request: Request):
+    return {"object": "list", "data": available_models(get_state(request))}
+
+
+@router.get("/v1/models/{model_id:path}", summary="One model")
+async def model(model_id: str, request: Request):
+    for m in available_models(get_state(request)):
+        if model_id in _model_names(m["id"]):
+            return m
+    raise NotFound(f"model '{model_id}' is not served here; GET /v1/models lists the models", param="model")
