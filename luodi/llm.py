@@ -330,10 +330,9 @@ async def generate(
     return ts.result
 
 
-def run_sync(coro_factory: Callable[[], Any]) -> Any:
+def run_sync(coro: Any) -> Any:
     """Run a coroutine on a persistent event loop (for the CLI: one loop for the whole session)."""
-    loop = _cli_loop()
-    return loop.run_until_complete(coro_factory())
+    return _cli_loop().run_until_complete(coro)
 
 
 _loop: asyncio.AbstractEventLoop | None = None

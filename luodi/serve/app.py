@@ -161,12 +161,12 @@ async def _lifespan(app: FastAPI):
 
         try:
             ensure_engine(state)
-        except ImportError as e:  # the engine module is not installed / written: chat routes answer 503
-            log.warning("chat engine not available: %s", e)
+        except Exception as e:  # noqa: BLE001 - serve the other routes; chat routes retry and answer 503
+            log.warning("chat engine not loaded at start-up: %s", e)
     try:
         yield
     finally:
-        if state.engine is not None and getattr(state, "owns_engine", True):
+        if state.engine is not None and state.extra.get("owns_engine", True):
             try:
                 state.engine.close()
             except Exception:  # noqa: BLE001 - shutting down anyway

@@ -170,7 +170,7 @@ async def _engine(state: ServerState):
         return state.engine
     try:
         return await run_in_threadpool(llm.ensure_engine, state)
-    except ImportError as e:
+    except (ImportError, AttributeError) as e:
         raise Overloaded(f"the chat engine is not available on this server ({e})") from e
 
 

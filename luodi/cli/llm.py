@@ -1,0 +1,413 @@
+"""LLM commands: serve, demo, chat, generate, embed, models, keys. Thin faces of luodi.llm / luodi.keys."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import socket
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from luodi import keys as keys_service
+from luodi import llm
+from luodi.errors import LuodiError
+from luodi.settings import get_settings, reset_settings
+
+console = Console()
+err_console = Console(stderr=True)
+
+# Optional steps `luodi demo` runs before serving, from other areas; missing ones are skipped.
+DEMO_HOOKS: list[tuple[str, str, str]] = [
+    ("luodi.api", "ensure_demo_apps", "demo apps"),
+    ("luodi.agent.assistant", "ensure_demo", "customer-service assistant"),
+]
+
+
+def _fail(e: LuodiError) -> typer.Exit:
+    err_console.print(f"[red]error:[/red] {e.message}", highlight=False, markup=True)
+    return typer.Exit(2)
+
+
+def _apply_overrides(**env: str | int | None) -> None:
+    """Set LUODI_* env vars for this process (and the server it starts), then re-read the settings."""
+    for name, value in env.items():
+        if value is not None:
+            os.environ[f"LUODI_{name.upper()}"] = str(value)
+    reset_settings()
+
+
+def _engine():
+    engine, _owned = llm.load_chat_engine(get_settings())
+    return engine
+
+
+# ------------------------------------------------------------------------------------------ serving
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def print_banner(url: str, key: str | None, model: str) -> None:
+    """URL, key and ready-to-paste examples."""
+    auth = f' -H "Authorization: Bearer {key}"' if key else ""
+    console.rule("[bold]luodi is serving[/bold]")
+    console.print(f"URL        [bold cyan]{url}[/bold cyan]   (console: {url}/ , API docs: {url}/docs)")
+    console.print(f"model      {model}")
+    if key:
+        console.print(
+            f"API key    [bold green]{key}[/bold green]   (shown once; create more: luodi keys create NAME)"
+        )
+    else:
+        console.print("API key    none needed (LUODI_AUTH=off)")
+    console.print("\n[bold]curl[/bold]", highlight=False)
+    console.print(
+        f"curl {url}/v1/chat/completions{auth} -H 'Content-Type: application/json' \\\n"
+        f'  -d \'{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello!"}}]}}\'',
+        highlight=False,
+        markup=False,
+    )
+    console.print("\n[bold]Python (openai)[/bold]", highlight=False)
+    console.print(
+        "from openai import OpenAI\n"
+        f'client = OpenAI(base_url="{url}/v1", api_key="{key or "none"}")\n'
+        f'r = client.chat.completions.create(model="{model}", '
+        'messages=[{"role": "user", "content": "Hello!"}])\n'
+        "print(r.choices[0].message.content)",
+        highlight=False,
+        markup=False,
+    )
+    console.rule()
+
+
+def run_server(host: str, port: int, *, new_key: bool = True, key_name: str = "luodi-serve") -> None:
+    """Start the HTTP server in the foreground (Ctrl-C stops it)."""
+    import uvicorn
+
+    from luodi.serve.app import create_app
+
+    settings = get_settings()
+    if not _port_free(host, port):
+        raise LuodiError(f"port {port} on {host} is already in use; pick another with --port", param="port")
+    key = None
+    if settings.auth.lower() not in ("off", "false", "0", "no") and new_key:
+        key = keys_service.create_key(key_name).key
+    app = create_app(settings)
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    print_banner(f"http://{shown_host}:{port}", key, settings.chat_model)
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+
+
+HostOpt = Annotated[str | None, typer.Option(help="interface to listen on (default LUODI_HOST)")]
+PortOpt = Annotated[int | None, typer.Option(help="port (default LUODI_PORT)")]
+
+
+def serve(
+    host: HostOpt = None,
+    port: PortOpt = None,
+    model: Annotated[
+        str | None, typer.Option(help="chat model: bundled:<name>, .gguf file or HF dir")
+    ] = None,
+    engine: Annotated[str | None, typer.Option(help="llamacpp | transformers")] = None,
+    embed_model: Annotated[str | None, typer.Option(help="embedding model")] = None,
+    new_key: Annotated[bool, typer.Option("--key/--no-key", help="create and print a fresh API key")] = True,
+) -> None:
+    """Serve the OpenAI-compatible API (and the console) on HOST:PORT."""
+    _apply_overrides(host=host, port=port, chat_model=model, engine=engine, embed_model=embed_model)
+    s = get_settings()
+    try:
+        run_server(s.host, s.port, new_key=new_key)
+    except LuodiError as e:
+        raise _fail(e) from e
+
+
+def run_demo_hooks() -> list[str]:
+    """Run every available demo hook; returns what was prepared. Missing hooks are skipped."""
+    done = []
+    for module, func, label in DEMO_HOOKS:
+        try:
+            hook = getattr(importlib.import_module(module), func)
+        except (ImportError, AttributeError):
+            continue
+        console.print(f"[bold]preparing {label}[/bold] ({module}.{func})")
+        try:
+            hook()
+            done.append(label)
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # noqa: BLE001 - a failed extra must not stop the demo server
+            err_console.print(f"[yellow]skipped {label}: {e}[/yellow]", highlight=False)
+    return done
+
+
+def demo(
+    port: PortOpt = None,
+    prepare: Annotated[bool, typer.Option("--prepare/--no-prepare", help="train/prepare demo apps")] = True,
+) -> None:
+    """The whole platform on 127.0.0.1 with the bundled models: demo apps, assistant, API and console."""
+    _apply_overrides(port=port)
+    if prepare:
+        run_demo_hooks()
+    s = get_settings()
+    try:
+        run_server("127.0.0.1", s.port, key_name="luodi-demo")
+    except LuodiError as e:
+        raise _fail(e) from e
+
+
+# ------------------------------------------------------------------------------------------ generation
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def generate_text(
+    prompt: str,
+    *,
+    max_tokens: int | None = 256,
+    temperature: float | None = None,
+    seed: int | None = None,
+    json_mode: bool = False,
+    schema: dict | None = None,
+    raw: bool = False,
+    system: str | None = None,
+    on_text=None,
+) -> llm.Generation:
+    """One prompt -> one generation with the local engine (chat template unless raw)."""
+    engine = _engine()
+    rf = None
+    if schema is not None:
+        rf = {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
+    elif json_mode:
+        rf = {"type": "json_object"}
+    params = llm.sampling_params(
+        max_tokens=max_tokens, temperature=temperature, seed=seed, response_format=rf
+    )
+    if raw:
+        text = prompt
+    else:
+        msgs = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": prompt}
+        ]
+        text = engine.chat_prompt(msgs)
+    n = llm.fit_to_context(engine, text, params, max_tokens is not None, "prompt")
+    return llm.run_sync(llm.generate(engine, text, params, prompt_tokens=n, on_text=on_text))
+
+
+def generate(
+    prompt: Annotated[str, typer.Argument(help="what to ask the model")],
+    max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", min=1)] = 256,
+    temperature: Annotated[float | None, typer.Option("--temperature", "-t", help="0 = greedy")] = None,
+    seed: Annotated[int | None, typer.Option(help="fixed seed = reproducible output")] = None,
+    json_mode: Annotated[bool, typer.Option("--json", help="constrain the output to a JSON object")] = False,
+    schema: Annotated[str | None, typer.Option(help="JSON Schema file the output must follow")] = None,
+    raw: Annotated[bool, typer.Option(help="plain text completion, no chat template")] = False,
+    system: Annotated[str | None, typer.Option(help="system prompt")] = None,
+    model: Annotated[str | None, typer.Option(help="chat model (default LUODI_CHAT_MODEL)")] = None,
+) -> None:
+    """Generate a reply to PROMPT with the local model, streamed to stdout."""
+    _apply_overrides(chat_model=model)
+    try:
+        sch = None
+        if schema:
+            try:
+                with open(schema, encoding="utf-8") as f:
+                    sch = json.load(f)
+            except (OSError, json.JSONDecodeError) as e:
+                raise LuodiError(f"--schema {schema}: cannot read a JSON Schema from it ({e})") from e
+        g = generate_text(
+            prompt,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            seed=seed,
+            json_mode=json_mode,
+            schema=sch,
+            raw=raw,
+            system=system,
+            on_text=_write,
+        )
+    except LuodiError as e:
+        raise _fail(e) from e
+    _write("\n")
+    usage = f"{g.prompt_tokens} prompt + {g.completion_tokens} generated tokens"
+    err_console.print(f"[dim]{usage}, finish: {g.finish_reason}[/dim]")
+
+
+def chat(
+    system: Annotated[str | None, typer.Option(help="system prompt")] = None,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", min=1)] = 512,
+    temperature: Annotated[float | None, typer.Option("--temperature", "-t")] = None,
+    model: Annotated[str | None, typer.Option(help="chat model (default LUODI_CHAT_MODEL)")] = None,
+) -> None:
+    """Chat with the local model in the terminal. Commands: /reset, /system <text>, /exit."""
+    _apply_overrides(chat_model=model)
+    try:
+        engine = _engine()
+    except LuodiError as e:
+        raise _fail(e) from e
+    tty = sys.stdin.isatty()
+    history: list[dict[str, str]] = []
+    if tty:
+        console.print(
+            "[dim]luodi chat — /reset clears the conversation, /system <text> sets the system "
+            "prompt, /exit quits[/dim]"
+        )
+    while True:
+        if tty:
+            console.print("[bold cyan]you>[/bold cyan] ", end="")
+        line = sys.stdin.readline()
+        if not line:
+            break
+        line = line.strip()
+        if not line:
+            continue
+        if line in ("/exit", "/quit"):
+            break
+        if line == "/reset":
+            history.clear()
+            console.print("[dim](conversation cleared)[/dim]")
+            continue
+        if line.startswith("/system"):
+            system = line[len("/system") :].strip() or None
+            history.clear()
+            console.print(
+                f"[dim](system prompt {'set' if system else 'cleared'}; conversation cleared)[/dim]"
+            )
+            continue
+        if line.startswith("/"):
+            console.print("[yellow]unknown command; use /reset, /system <text> or /exit[/yellow]")
+            continue
+        history.append({"role": "user", "content": line})
+        msgs = ([{"role": "system", "content": system}] if system else []) + history
+        prompt = engine.chat_prompt(msgs)
+        params = llm.sampling_params(max_tokens=max_tokens, temperature=temperature)
+        try:
+            n = llm.fit_to_context(engine, prompt, params, True, "messages")
+        except LuodiError as e:
+            history.pop()
+            err_console.print(f"[red]{e.message}[/red] — use /reset to start over", highlight=False)
+            continue
+        console.print("[bold magenta]model>[/bold magenta] ", end="")
+        try:
+            g = llm.run_sync(llm.generate(engine, prompt, params, prompt_tokens=n, on_text=_write))
+        except KeyboardInterrupt:
+            _write("\n")
+            history.pop()
+            continue
+        _write("\n")
+        history.append({"role": "assistant", "content": g.text})
+
+
+def embed(
+    texts: Annotated[list[str], typer.Argument(help="one or more texts")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the full vectors as JSON")] = False,
+) -> None:
+    """Embed texts with the encoder (normalized vectors)."""
+    from luodi.embeddings import get_encoder
+
+    try:
+        enc = get_encoder(get_settings().embed_model)
+    except LuodiError as e:
+        raise _fail(e) from e
+    vecs = enc.encode(texts)
+    if as_json:
+        _write(
+            json.dumps(
+                {
+                    "model": get_settings().embed_model,
+                    "dim": int(vecs.shape[1]),
+                    "embeddings": [[round(float(x), 6) for x in v] for v in vecs],
+                }
+            )
+            + "\n"
+        )
+        return
+    for t, v in zip(texts, vecs, strict=True):
+        head = ", ".join(f"{x:+.4f}" for x in v[:6])
+        console.print(f"{t[:40]!r:44} dim={len(v)} [{head}, …]", highlight=False)
+    if len(texts) > 1:
+        sims = vecs @ vecs.T
+        console.print("cosine similarity:")
+        for i in range(len(texts)):
+            console.print("  " + " ".join(f"{sims[i, j]:.3f}" for j in range(len(texts))))
+
+
+def models() -> None:
+    """Bundled and registered models."""
+    from luodi.models import list_bundled
+    from luodi.serve.openai_routes import _registered_models
+
+    s = get_settings()
+    t = Table(title="models")
+    for col in ("id", "role", "available", "default for"):
+        t.add_column(col)
+    for m in list_bundled():
+        default = "chat" if m["id"] == s.chat_model else "embeddings" if m["id"] == s.embed_model else ""
+        t.add_row(m["id"], m["role"], "yes" if m["available"] else "no (package missing)", default)
+    for m in _registered_models():
+        t.add_row(m["id"], str(m.get("role", m.get("task", ""))), "yes", "registered")
+    console.print(t)
+
+
+# ------------------------------------------------------------------------------------------ keys
+keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="a label, e.g. billing-service")],
+    rpm: Annotated[int | None, typer.Option("--rpm", help="requests per minute for this key")] = None,
+) -> None:
+    """Create a key; it is printed once and stored only as a hash."""
+    try:
+        k = keys_service.create_key(name, rpm)
+    except LuodiError as e:
+        raise _fail(e) from e
+    console.print(f"created key {k.id} ({k.name}); copy it now, it is not shown again:")
+    _write(k.key + "\n")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List keys (prefix only)."""
+    t = Table(title="API keys")
+    for col in ("id", "name", "prefix", "rpm", "created", "status"):
+        t.add_column(col)
+    for k in keys_service.list_keys():
+        t.add_row(
+            str(k.id),
+            k.name,
+            k.prefix + "…",
+            str(k.rate_limit_rpm or "default"),
+            f"{k.created_at:%Y-%m-%d %H:%M}",
+            "active" if k.active else "revoked",
+        )
+    console.print(t)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[int, typer.Argument(help="the key's id (see `luodi keys list`)")]) -> None:
+    """Revoke a key: requests with it get 401 from now on."""
+    try:
+        k = keys_service.revoke_key(key_id)
+    except LuodiError as e:
+        raise _fail(e) from e
+    console.print(f"revoked key {k.id} ({k.name}, {k.prefix}…)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)
+    app.command()(demo)
+    app.command()(chat)
+    app.command()(generate)
+    app.command()(embed)
+    app.command()(models)
+    app.add_typer(keys_app, name="keys")
