@@ -1,0 +1,516 @@
+"""Text classification (intents, spam, ...) with optional out-of-scope rejection.
+
+Model (`model.type: embedding-head`): two linear heads whose log-probabilities are mixed —
+logistic regression on frozen encoder features (mean-pooled hidden states of a few layers of the
+bundled MiniLM, cached on disk) and logistic regression on TF-IDF word + character n-grams. The
+mixing weight and, for out-of-scope detection, a probability threshold are tuned on validation.
+Weights are stored as safetensors, vocabularies and label maps as JSON (no pickle).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from luodi.config import AppConfig, format_validation_error
+from luodi.data.text import read_labelled_texts
+from luodi.errors import BadRequest, ConfigError
+from luodi.settings import get_settings
+
+# ---------------------------------------------------------------- shared helpers (also used by NER)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically (temp file, then rename): a crash never leaves a half-written file."""
+    tmp = Path(str(path) + ".tmp")
+    tmp.write_text(json.dumps(obj, ensure_ascii=False))
+    os.replace(tmp, path)
+
+
+def stratified_split(labels: np.ndarray, valid: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded stratified train/validation indices (plain random when a class is too small)."""
+    from sklearn.model_selection import train_test_split
+
+    if not 0 < valid < 1:
+        raise ConfigError(
+            f"data.split.valid must be a fraction between 0 and 1, got {valid}", param="data.split.valid"
+        )
+    idx = np.arange(len(labels))
+    _, counts = np.unique(labels, return_counts=True)
+    n_valid = int(round(valid * len(labels)))
+    strat = labels if counts.min() >= 2 and n_valid >= len(counts) else None
+    return train_test_split(idx, test_size=valid, stratify=strat, random_state=seed)
+
+
+def encoder_features(
+    texts: list[str],
+    spec: str,
+    layers: list[int],
+    max_length: int,
+    progress: bool = False,
+    batch_size: int = 64,
+) -> np.ndarray:
+    """Mean-pooled, L2-normalized hidden states of `layers`, concatenated; cached on disk by content."""
+    import hashlib
+
+    import torch
+
+    from luodi.embeddings import get_encoder
+
+    key = hashlib.sha256(json.dumps([spec, layers, max_length, texts]).encode()).hexdigest()[:32]
+    cache = get_settings().cache_dir / "text-features" / f"{key}.npy"
+    if cache.exists():
+        return np.load(cache)
+    enc = get_encoder(spec)
+    n_layers = enc.model.config.num_hidden_layers
+    bad = [layer for layer in layers if not 0 <= layer <= n_layers]
+    if bad:
+        raise ConfigError(
+            f"model.options.layers {bad}: the encoder has layers 0..{n_layers}", param="model.options.layers"
+        )
+    out = np.zeros((len(texts), len(layers), enc.dim), dtype=np.float32)
+    order = np.argsort([len(t) for t in texts])
+    steps = range(0, len(texts), batch_size)
+    if progress:
+        from rich.progress import track
+
+        steps = track(steps, description="encoding texts")
+    with enc._lock, torch.inference_mode():
+        for start in steps:
+            idx = order[start : start + batch_size]
+            batch = enc.tokenizer(
+                [texts[i] for i in idx],
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+            )
+            hidden = enc.model(**batch, output_hidden_states=True).hidden_states
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            for j, layer in enumerate(layers):
+                vec = (hidden[layer] * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                out[idx, j] = torch.nn.functional.normalize(vec, dim=-1).numpy()
+    out = out.reshape(len(texts), -1)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npy")
+    np.save(tmp, out)
+    os.replace(tmp, cache)
+    return out
+
+
+class LinearHead:
+    """A multinomial linear classifier stored as plain arrays (coef: (k, d), intercept: (k,))."""
+
+    def __init__(self, coef: np.ndarray, intercept: np.ndarray):
+        self.coef = np.asarray(coef, dtype=np.float32)
+        self.intercept = np.asarray(intercept, dtype=np.float32)
+
+    def log_proba(self, x) -> np.ndarray:
+        z = np.asarray(x @ self.coef.T) + self.intercept
+        if z.shape[1] == 1:  # binary: sklearn stores one row for the positive class
+            z = np.hstack([np.zeros_like(z), z])
+        return z - np.logaddexp.reduce(z, axis=1, keepdims=True)
+
+    def tensors(self, prefix: str) -> dict[str, np.ndarray]:
+        return {f"{prefix}.coef": self.coef, f"{prefix}.intercept": self.intercept}
+
+    @classmethod
+    def from_tensors(cls, t: dict[str, np.ndarray], prefix: str) -> LinearHead:
+        return cls(t[f"{prefix}.coef"], t[f"{prefix}.intercept"])
+
+
+def fit_logreg(x, y: np.ndarray, n_classes: int, c: float, class_weight: str | None, seed: int) -> LinearHead:
+    """Fit L2 logistic regression (multinomial) and keep only its arrays."""
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(C=c, max_iter=3000, class_weight=class_weight, random_state=seed)
+    clf.fit(x, y)
+    if list(clf.classes_) != list(range(n_classes)):
+        raise BadRequest("every label must occur in the training data; some labels have no training example")
+    return LinearHead(clf.coef_, clf.intercept_)
+
+
+TFIDF_PARAMS = {
+    "word": {"analyzer": "word", "ngram_range": (1, 2), "sublinear_tf": True, "lowercase": True},
+    "char": {
+        "analyzer": "char_wb",
+        "ngram_range": (2, 5),
+        "sublinear_tf": True,
+        "lowercase": True,
+        "min_df": 2,
+    },
+}
+
+
+class TfidfFeatures:
+    """Word 1-2-gram and char 2-5-gram TF-IDF, concatenated into one sparse matrix."""
+
+    def __init__(self, vectorizers: dict):
+        self.vectorizers = vectorizers
+
+    def transform(self, texts: list[str]):
+        from scipy import sparse
+
+        return sparse.hstack([v.transform(texts) for v in self.vectorizers.values()]).tocsr()
+
+
+def fit_tfidf(texts: list[str]) -> TfidfFeatures:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vecs = {}
+    for name, params in TFIDF_PARAMS.items():
+        v = TfidfVectorizer(**params)
+        try:
+            v.fit(texts)
+        except ValueError:  # too few texts for min_df
+            v = TfidfVectorizer(**{**params, "min_df": 1}).fit(texts)
+        vecs[name] = v
+    return TfidfFeatures(vecs)
+
+
+def tfidf_state(tf: TfidfFeatures) -> tuple[dict, dict[str, np.ndarray]]:
+    vocab = {n: {k: int(i) for k, i in v.vocabulary_.items()} for n, v in tf.vectorizers.items()}
+    return vocab, {n: v.idf_.astype(np.float32) for n, v in tf.vectorizers.items()}
+
+
+def tfidf_from_state(vocab: dict, idf: dict[str, np.ndarray]) -> TfidfFeatures:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vecs = {}
+    for name, params in TFIDF_PARAMS.items():
+        v = TfidfVectorizer(**{k: p for k, p in params.items() if k != "min_df"}, vocabulary=vocab[name])
+        v.idf_ = idf[name].astype(np.float64)
+        vecs[name] = v
+    return TfidfFeatures(vecs)
+
+
+class TextClassificationOptions(BaseModel):
+    """`model.options` of a text-classification app."""
+
+    model_config = ConfigDict(extra="forbid")
+    features: list[str] = Field(default_factory=lambda: ["embeddings", "tfidf"])  # embeddings | tfidf
+    layers: list[int] = Field(
+        default_factory=lambda: [4, 5, 6]
+    )  # encoder layers mean-pooled and concatenated
+    max_length: int = Field(128, ge=8, le=512)  # tokens per text for the encoder
+    c_embeddings: float = Field(50.0, gt=0)  # inverse L2 strength of the embedding head
+    c_tfidf: float = Field(20.0, gt=0)  # inverse L2 strength of the TF-IDF head
+    tfidf_weight: float | None = Field(None, ge=0, le=1)  # mixing weight of the TF-IDF head; None: tuned
+    oos_label: str | None = None  # label meaning "none of the known classes" (e.g. clinc150's `oos`)
+    oos_threshold: float | None = Field(None, ge=0, le=1)  # reject below this probability; None: tuned
+    top_k: int = Field(5, ge=1)
+
+
+class TextIn(BaseModel):
+    text: str = Field(min_length=1, description="the text to classify")
+
+
+class LabelScore(BaseModel):
+    label: str
+    score: float
+
+
+class TextClassOut(BaseModel):
+    label: str
+    score: float = Field(description="probability of the predicted label")
+    top_k: list[LabelScore]
+
+
+def parse_options(config: AppConfig, model: type[BaseModel]) -> Any:
+    try:
+        return model.model_validate(config.model.options)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, "model.options")) from e
+
+
+def records_texts(records: list[dict[str, Any]], field: str = "text") -> list[str]:
+    """Pull `text` out of request records, with an error naming the bad record."""
+    if not isinstance(records, list):
+        raise BadRequest('expected a list of records like {"text": "..."}')
+    texts = []
+    for i, r in enumerate(records):
+        t = r.get(field) if isinstance(r, dict) else None
+        if not isinstance(t, str) or not t.strip():
+            raise BadRequest(
+                f"records[{i}].{field}: expected a non-empty string, got {t!r}; "
+                f'send {{"{field}": "your text"}}',
+                param=field,
+            )
+        texts.append(t)
+    return texts
+
+
+class TextClassificationTask:
+    name: ClassVar[str] = "text-classification"
+
+    def __init__(self, config: AppConfig):
+        self.config = config
+        if config.model.type not in (None, "embedding-head"):
+            raise ConfigError(
+                f"model.type '{config.model.type}' is not supported for text-classification; "
+                "use 'embedding-head'",
+                param="model.type",
+            )
+        self.opts: TextClassificationOptions = parse_options(config, TextClassificationOptions)
+        bad = set(self.opts.features) - {"embeddings", "tfidf"}
+        if bad or not self.opts.features:
+            raise ConfigError(
+                f"model.options.features: {sorted(bad) or '[]'} not allowed; use a non-empty "
+                "subset of [embeddings, tfidf]",
+                param="model.options.features",
+            )
+        self.source = config.model.source or "bundled:minilm-l6"
+        self.labels: list[str] = []
+        self.emb_head: LinearHead | None = None
+        self.tfidf = None
+        self.tfidf_head: LinearHead | None = None
+        self.tfidf_weight = self.opts.tfidf_weight
+        self.oos_threshold = self.opts.oos_threshold
+
+    # ------------------------------------------------------------ data
+    def read(self, path: str | None = None) -> pd.DataFrame:
+        d = self.config.data
+        path = path or d.path
+        if not path:
+            raise ConfigError(
+                "data.path is not set: point it at a csv/tsv/jsonl/json file", param="data.path"
+            )
+        fmt = d.format if path == d.path else None
+        df = read_labelled_texts(
+            path, fmt, d.columns.get("text", "text"), d.columns.get("label", "label"), d.options
+        )
+        df = df[df.text.str.strip() != ""].reset_index(drop=True)
+        if df.empty:
+            raise BadRequest(f"{path}: no non-empty texts")
+        return df
+
+    def split(self, data: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        s = self.config.data.split
+        if s.get("by") == "part":
+            if "part" not in data.columns:
+                raise ConfigError(
+                    "data.split.by 'part' needs a file with named splits (clinc150 JSON)",
+                    param="data.split.by",
+                )
+            valid_parts = s.get("valid_parts", ["val", "oos_val"])
+            mask = data.part.isin(valid_parts).values
+            if not mask.any() or mask.all():
+                raise ConfigError(
+                    f"data.split.valid_parts {valid_parts} must name some but not all parts "
+                    f"(parts: {sorted(data.part.unique())})",
+                    param="data.split.valid_parts",
+                )
+            return data[~mask].reset_index(drop=True), data[mask].reset_index(drop=True)
+        itr, iva = stratified_split(data.label.values, float(s.get("valid", 0.1)), int(s.get("seed", 0)))
+        return data.iloc[itr].reset_index(drop=True), data.iloc[iva].reset_index(drop=True)
+
+    # ------------------------------------------------------------ model
+    def _emb(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        return encoder_features(texts, self.source, self.opts.layers, self.opts.max_length, progress=progress)
+
+    def _log_probs(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        """Mixed log-probabilities, shape (n, n_labels)."""
+        parts, weights = [], []
+        if self.emb_head is not None:
+            parts.append(self.emb_head.log_proba(self._emb(texts, progress)))
+            weights.append(1 - (self.tfidf_weight if self.tfidf_head is not None else 0.0))
+        if self.tfidf_head is not None:
+            parts.append(self.tfidf_head.log_proba(self.tfidf.transform(texts)))
+            weights.append(self.tfidf_weight if self.emb_head is not None else 1.0)
+        lp = sum(w * p for w, p in zip(weights, parts, strict=True))
+        return lp - np.logaddexp.reduce(lp, axis=1, keepdims=True)  # renormalize the geometric mixture
+
+    def fit(self, train: pd.DataFrame, valid: pd.DataFrame, run_dir: Path, progress: bool = True) -> dict:
+        from rich.console import Console
+
+        console = Console(quiet=not progress)
+        if train.label.nunique() < 2:
+            raise BadRequest(
+                "training data has fewer than 2 distinct labels; a classifier needs at least two"
+            )
+        self.labels = sorted(train.label.unique())
+        index = {lab: i for i, lab in enumerate(self.labels)}
+        y = train.label.map(index).values
+        texts = train.text.tolist()
+        seed = self.config.train.seed
+        cw = "balanced" if self.config.train.class_weights == "balanced" else None
+        self.emb_head = self.tfidf_head = self.tfidf = None
+        if "embeddings" in self.opts.features:
+            console.log(f"encoder features ({self.source}, layers {self.opts.layers}) for {len(texts)} texts")
+            x = self._emb(texts, progress)
+            console.log("fitting the embedding head")
+            self.emb_head = fit_logreg(x, y, len(self.labels), self.opts.c_embeddings, cw, seed)
+        if "tfidf" in self.opts.features:
+            console.log("fitting the TF-IDF head (word 1-2 grams + char 2-5 grams)")
+            self.tfidf = fit_tfidf(texts)
+            self.tfidf_head = fit_logreg(
+                self.tfidf.transform(texts), y, len(self.labels), self.opts.c_tfidf, cw, seed
+            )
+        if valid is None or valid.empty:
+            self.tfidf_weight = 0.5 if self.tfidf_weight is None else self.tfidf_weight
+            self.oos_threshold = 0.0 if self.oos_threshold is None else self.oos_threshold
+            return {}
+        self._tune(valid, console)
+        return {k: v for k, v in self.evaluate(valid).items() if isinstance(v, float)}
+
+    def _tune(self, valid: pd.DataFrame, console) -> None:
+        """Pick the mixing weight and the out-of-scope threshold on validation data."""
+        texts, gold = valid.text.tolist(), valid.label.values
+        both = self.emb_head is not None and self.tfidf_head is not None
+        if both and self.opts.tfidf_weight is None:
+            le = self.emb_head.log_proba(self._emb(texts))
+            lt = self.tfidf_head.log_proba(self.tfidf.transform(texts))
+            lab = np.array(self.labels)
+            grid = np.round(np.arange(0, 1.01, 0.1), 2)
+            accs = [(lab[((1 - w) * le + w * lt).argmax(1)] == gold).mean() for w in grid]
+            self.tfidf_weight = float(grid[int(np.argmax(accs))])
+            console.log(f"TF-IDF mixing weight {self.tfidf_weight} (validation accuracy {max(accs):.4f})")
+        elif self.tfidf_weight is None:
+            self.tfidf_weight = 0.5
+        oos = self.opts.oos_label
+        if oos and self.opts.oos_threshold is None:
+            probs = np.exp(self._log_probs(texts))
+            is_oos = gold == oos
+            if not is_oos.any() or is_oos.all():
+                console.log(f"validation has no '{oos}' and in-scope mix: out-of-scope threshold left at 0")
+                self.oos_threshold = 0.0
+                return
+            best = (-1.0, 0.0)
+            for t in np.round(np.arange(0.0, 0.96, 0.01), 2):
+                pred = self._labels_from_probs(probs, float(t))
+                score = (pred[~is_oos] == gold[~is_oos]).mean() + (pred[is_oos] == oos).mean()
+                if score > best[0] + 1e-9:
+                    best = (score, float(t))
+            self.oos_threshold = best[1]
+            console.log(
+                f"out-of-scope threshold {self.oos_threshold} (in-scope acc + oos recall = {best[0]:.4f})"
+            )
+
+    def _labels_from_probs(self, probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
+        lab = np.array(self.labels, dtype=object)
+        pred = lab[probs.argmax(1)]
+        oos = self.opts.oos_label
+        t = self.oos_threshold if threshold is None else threshold
+        if oos and t:
+            pred = np.where(probs.max(1) < t, oos, pred)
+        return pred
+
+    def _require_fitted(self):
+        if not self.labels:
+            raise BadRequest("this model is not trained yet: train it (luodi train APP) or load a run first")
+
+    def predict(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        self._require_fitted()
+        texts = records_texts(records)
+        probs = np.exp(self._log_probs(texts))
+        labels = self._labels_from_probs(probs)
+        k = min(self.opts.top_k, len(self.labels))
+        out = []
+        for p, lab in zip(probs, labels, strict=True):
+            top = np.argsort(-p)[:k]
+            rejected = lab != self.labels[int(p.argmax())]  # out-of-scope by threshold
+            score = float(1 - p.max()) if rejected else float(p.max())
+            out.append(
+                {
+                    "label": str(lab),
+                    "score": round(score, 6),
+                    "top_k": [{"label": self.labels[i], "score": round(float(p[i]), 6)} for i in top],
+                }
+            )
+        return out
+
+    def evaluate(self, data: pd.DataFrame) -> dict[str, Any]:
+        from sklearn.metrics import accuracy_score, f1_score
+
+        self._require_fitted()
+        if "label" not in data.columns:
+            raise BadRequest("evaluation data needs labels (a `label` column)")
+        gold = data.label.astype(str).values
+        pred = self._labels_from_probs(np.exp(self._log_probs(data.text.tolist())))
+        m: dict[str, Any] = {
+            "accuracy": float(accuracy_score(gold, pred)),
+            "macro_f1": float(f1_score(gold, pred, average="macro", zero_division=0)),
+            "n": int(len(gold)),
+        }
+        oos = self.opts.oos_label
+        if oos:
+            ins, out = gold != oos, gold == oos
+            if ins.any():
+                m["in_scope_accuracy"] = float((pred[ins] == gold[ins]).mean())
+            if out.any():
+                m["oos_recall"] = float((pred[out] == oos).mean())
+            if (pred == oos).any():
+                m["oos_precision"] = float((gold[pred == oos] == oos).mean())
+        unknown = sorted(set(gold) - set(self.labels) - ({oos} if oos else set()))
+        if unknown:
+            m["unknown_labels"] = unknown[:20]
+        return m
+
+    # ------------------------------------------------------------ persistence
+    def save(self, run_dir: Path) -> None:
+        from safetensors.numpy import save_file
+
+        self._require_fitted()
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tensors: dict[str, np.ndarray] = {}
+        if self.emb_head is not None:
+            tensors.update(self.emb_head.tensors("emb"))
+        meta: dict[str, Any] = {
+            "task": self.name,
+            "labels": self.labels,
+            "source": self.source,
+            "options": self.opts.model_dump(),
+            "tfidf_weight": self.tfidf_weight,
+            "oos_threshold": self.oos_threshold,
+            "heads": [],
+        }
+        if self.emb_head is not None:
+            meta["heads"].append("emb")
+        if self.tfidf_head is not None:
+            meta["heads"].append("tfidf")
+            tensors.update(self.tfidf_head.tensors("tfidf"))
+            vocab, idf = tfidf_state(self.tfidf)
+            for name, arr in idf.items():
+                tensors[f"tfidf.idf.{name}"] = arr
+            write_json(run_dir / "tfidf_vocab.json", vocab)
+        tmp = run_dir / "model.safetensors.tmp"
+        save_file(tensors, str(tmp))
+        tmp.replace(run_dir / "model.safetensors")
+        write_json(run_dir / "text_classification.json", meta)
+
+    def load(self, run_dir: Path) -> None:
+        from safetensors.numpy import load_file
+
+        run_dir = Path(run_dir)
+        meta_path = run_dir / "text_classification.json"
+        if not meta_path.exists():
+            raise BadRequest(
+                f"{run_dir} holds no text-classification model (text_classification.json missing)"
+            )
+        meta = json.loads(meta_path.read_text())
+        t = load_file(str(run_dir / "model.safetensors"))
+        self.labels = meta["labels"]
+        self.source = meta["source"]
+        self.opts = TextClassificationOptions.model_validate(meta["options"])
+        self.tfidf_weight = meta["tfidf_weight"]
+        self.oos_threshold = meta["oos_threshold"]
+        self.emb_head = LinearHead.from_tensors(t, "emb") if "emb" in meta["heads"] else None
+        self.tfidf_head = self.tfidf = None
+        if "tfidf" in meta["heads"]:
+            self.tfidf_head = LinearHead.from_tensors(t, "tfidf")
+            vocab = json.loads((run_dir / "tfidf_vocab.json").read_text())
+            idf = {k.split(".")[-1]: v for k, v in t.items() if k.startswith("tfidf.idf.")}
+            self.tfidf = tfidf_from_state(vocab, idf)
+
+    def input_model(self) -> type[BaseModel]:
+        return TextIn
+
+    def output_model(self) -> type[BaseModel]:
+        return TextClassOut

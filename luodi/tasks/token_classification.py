@@ -1,0 +1,523 @@
+"""Token classification (named-entity recognition) with BIO tags.
+
+Model (`model.type: feature-bilstm`): the bundled MiniLM encoder is frozen and read once per word
+(first sub-word, several layers, cached on disk); a small trained network mixes those layers, adds
+what the uncased encoder cannot see (a character CNN over the cased word and its casing pattern),
+runs a BiLSTM over the sentence and scores BIO tags. Decoding is Viterbi restricted to valid BIO
+transitions. Entity-level precision/recall/F1 follow conlleval/seqeval (exact span and type match).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from luodi.config import AppConfig
+from luodi.data.text import read_conll
+from luodi.errors import BadRequest, ConfigError
+from luodi.settings import get_settings
+from luodi.tasks.text_classification import parse_options, records_texts, write_json
+
+Sentence = dict[str, list[str]]  # {"tokens": [...], "tags": [...]}
+WORD_RE = re.compile(r"\w+(?:[-'.]\w+)*|[^\w\s]")
+CASES = ["lower", "upper", "title", "mixed", "digit", "has_digit", "punct", "other"]
+
+
+class TokenClassificationOptions(BaseModel):
+    """`model.options` of a token-classification app."""
+
+    model_config = ConfigDict(extra="forbid")
+    layers: list[int] = Field(default_factory=lambda: [3, 4, 5, 6])  # encoder layers mixed per word
+    hidden: int = Field(256, ge=16)  # BiLSTM units per direction
+    char_dim: int = Field(32, ge=4)
+    char_filters: int = Field(64, ge=4)
+    dropout: float = Field(0.3, ge=0, lt=1)
+    max_length: int = Field(512, ge=16, le=512)  # sub-word tokens per sentence for the encoder
+
+
+class NerIn(BaseModel):
+    text: str = Field(min_length=1, description="text to find entities in")
+
+
+class Entity(BaseModel):
+    text: str
+    label: str
+    start: int = Field(description="character offset where the entity starts")
+    end: int = Field(description="character offset just after the entity")
+    score: float
+
+
+class NerOut(BaseModel):
+    entities: list[Entity]
+
+
+# ---------------------------------------------------------------- tags and spans
+
+
+def spans(tags: list[str]) -> list[tuple[str, int, int]]:
+    """(type, first, last+1) entity spans of a BIO sequence (an I- without a B- starts an entity)."""
+    out = []
+    start, kind = None, None
+    for i, t in enumerate([*tags, "O"]):
+        boundary = t == "O" or t.startswith("B-") or (t.startswith("I-") and t[2:] != kind)
+        if boundary and start is not None:
+            out.append((kind, start, i))
+            start, kind = None, None
+        if t.startswith(("B-", "I-")) and start is None:
+            start, kind = i, t[2:]
+    return out
+
+
+def entity_scores(gold: list[list[str]], pred: list[list[str]]) -> dict[str, Any]:
+    """Micro precision/recall/F1 over exact (type, span) matches, plus per-type F1."""
+    tp: dict[str, int] = {}
+    n_gold: dict[str, int] = {}
+    n_pred: dict[str, int] = {}
+    for g, p in zip(gold, pred, strict=True):
+        gs, ps = set(spans(g)), set(spans(p))
+        for k, *_ in gs:
+            n_gold[k] = n_gold.get(k, 0) + 1
+        for k, *_ in ps:
+            n_pred[k] = n_pred.get(k, 0) + 1
+        for k, *_ in gs & ps:
+            tp[k] = tp.get(k, 0) + 1
+
+    def prf(t: int, p: int, g: int) -> tuple[float, float, float]:
+        pr, rc = (t / p if p else 0.0), (t / g if g else 0.0)
+        return pr, rc, (2 * pr * rc / (pr + rc) if pr + rc else 0.0)
+
+    t, p, g = sum(tp.values()), sum(n_pred.values()), sum(n_gold.values())
+    precision, recall, f1 = prf(t, p, g)
+    per_type = {k: round(prf(tp.get(k, 0), n_pred.get(k, 0), n_gold[k])[2], 4) for k in sorted(n_gold)}
+    return {"f1": f1, "precision": precision, "recall": recall, "per_type_f1": per_type}
+
+
+def allowed_transitions(tags: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Log-space start and transition masks: I-X only after B-X or I-X."""
+    n = len(tags)
+    start = np.array([0.0 if not t.startswith("I-") else -np.inf for t in tags])
+    trans = np.zeros((n, n))
+    for j, t in enumerate(tags):
+        if t.startswith("I-"):
+            for i, prev in enumerate(tags):
+                if prev[2:] != t[2:] or prev == "O":
+                    trans[i, j] = -np.inf
+    return start, trans
+
+
+def viterbi(logp: np.ndarray, start: np.ndarray, trans: np.ndarray) -> list[int]:
+    """Best tag path under hard transition constraints; logp is (n_words, n_tags)."""
+    score = logp[0] + start
+    back = np.zeros(logp.shape, dtype=np.int64)
+    for i in range(1, len(logp)):
+        cand = score[:, None] + trans
+        back[i] = cand.argmax(0)
+        score = cand.max(0) + logp[i]
+    path = [int(score.argmax())]
+    for i in range(len(logp) - 1, 0, -1):
+        path.append(int(back[i][path[-1]]))
+    return path[::-1]
+
+
+def casing(word: str) -> int:
+    if word.isdigit():
+        return 4
+    if word.islower():
+        return 0
+    if word.isupper():
+        return 1
+    if word[:1].isupper() and word[1:].islower():
+        return 2
+    if any(c.isdigit() for c in word):
+        return 5
+    if not any(c.isalnum() for c in word):
+        return 6
+    return 3 if any(c.isalpha() for c in word) else 7
+
+
+# ---------------------------------------------------------------- frozen encoder features per word
+
+
+def word_features(
+    sentences: list[list[str]],
+    spec: str,
+    layers: list[int],
+    max_length: int,
+    progress: bool = False,
+    batch_size: int = 32,
+) -> list[np.ndarray]:
+    """First-sub-word hidden states of `layers` for every word: float16 (n_words, len(layers), dim)."""
+    import torch
+
+    from luodi.embeddings import get_encoder
+
+    key = hashlib.sha256(json.dumps([spec, layers, max_length, sentences]).encode()).hexdigest()[:32]
+    cache = get_settings().cache_dir / "word-features" / f"{key}.npy"
+    lengths = [len(s) for s in sentences]
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    if cache.exists():
+        flat = np.load(cache)
+    else:
+        enc = get_encoder(spec)
+        n_layers = enc.model.config.num_hidden_layers
+        if any(not 0 <= la <= n_layers for la in layers):
+            raise ConfigError(
+                f"model.options.layers {layers}: the encoder has layers 0..{n_layers}",
+                param="model.options.layers",
+            )
+        flat = np.zeros((int(offsets[-1]), len(layers), enc.dim), dtype=np.float16)
+        order = np.argsort(lengths)
+        steps = range(0, len(sentences), batch_size)
+        if progress:
+            from rich.progress import track
+
+            steps = track(steps, description="encoding sentences")
+        with enc._lock, torch.inference_mode():
+            for s in steps:
+                idx = order[s : s + batch_size]
+                words = [[w.lower() for w in sentences[i]] for i in idx]
+                batch = enc.tokenizer(
+                    words,
+                    is_split_into_words=True,
+                    truncation=True,
+                    max_length=max_length,
+                    padding=True,
+                    return_tensors="pt",
+                )
+                hidden = enc.model(**batch, output_hidden_states=True).hidden_states
+                stack = torch.stack([hidden[la] for la in layers], dim=2).numpy()  # (b, seq, L, dim)
+                for b, i in enumerate(idx):
+                    seen = set()
+                    for pos, w in enumerate(batch.word_ids(b)):
+                        if w is not None and w not in seen:
+                            seen.add(w)
+                            flat[offsets[i] + w] = stack[b, pos]
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp.npy")
+        np.save(tmp, flat)
+        os.replace(tmp, cache)
+    return [flat[offsets[i] : offsets[i + 1]] for i in range(len(sentences))]
+
+
+# ---------------------------------------------------------------- network
+
+
+def build_network(n_layers: int, dim: int, n_chars: int, n_tags: int, o: TokenClassificationOptions):
+    import torch
+    from torch import nn
+
+    class Tagger(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mix = nn.Parameter(torch.zeros(n_layers))
+            self.chars = nn.Embedding(n_chars, o.char_dim, padding_idx=0)
+            self.conv = nn.Conv1d(o.char_dim, o.char_filters, 3, padding=1)
+            self.case = nn.Embedding(len(CASES), 8)
+            self.drop = nn.Dropout(o.dropout)
+            self.lstm = nn.LSTM(dim + o.char_filters + 8, o.hidden, batch_first=True, bidirectional=True)
+            self.out = nn.Linear(2 * o.hidden, n_tags)
+
+        def forward(self, feats, chars, case):
+            # feats (B, T, L, D) ; chars (B, T, C) ; case (B, T)
+            x = (feats * torch.softmax(self.mix, 0)[None, None, :, None]).sum(2)
+            b, t, c = chars.shape
+            ch = self.chars(chars.view(b * t, c)).transpose(1, 2)
+            ch = torch.relu(self.conv(ch)).max(2).values.view(b, t, -1)
+            h = torch.cat([x, ch, self.case(case)], dim=-1)
+            h, _ = self.lstm(self.drop(h))
+            return self.out(self.drop(h))
+
+    return Tagger()
+
+
+class TokenClassificationTask:
+    name: ClassVar[str] = "token-classification"
+
+    def __init__(self, config: AppConfig):
+        self.config = config
+        if config.model.type not in (None, "feature-bilstm"):
+            raise ConfigError(
+                f"model.type '{config.model.type}' is not supported for token-classification; "
+                "use 'feature-bilstm'",
+                param="model.type",
+            )
+        self.opts: TokenClassificationOptions = parse_options(config, TokenClassificationOptions)
+        self.source = config.model.source or "bundled:minilm-l6"
+        self.tags: list[str] = []
+        self.chars: dict[str, int] = {}
+        self.net = None
+
+    # ------------------------------------------------------------ data
+    def read(self, path: str | None = None) -> list[Sentence]:
+        path = path or self.config.data.path
+        if not path:
+            raise ConfigError("data.path is not set: point it at a CoNLL file", param="data.path")
+        return read_conll(path, to_bio=bool(self.config.data.options.get("to_bio", True)))
+
+    def split(self, data: list[Sentence]) -> tuple[list[Sentence], list[Sentence]]:
+        s = self.config.data.split
+        if s.get("valid_path"):
+            return data, self.read(s["valid_path"])
+        valid = float(s.get("valid", 0.1))
+        if not 0 < valid < 1:
+            raise ConfigError(
+                f"data.split.valid must be a fraction between 0 and 1, got {valid}", param="data.split.valid"
+            )
+        rng = np.random.default_rng(int(s.get("seed", 0)))
+        idx = rng.permutation(len(data))
+        n_valid = max(1, int(round(valid * len(data))))
+        return [data[i] for i in idx[n_valid:]], [data[i] for i in idx[:n_valid]]
+
+    # ------------------------------------------------------------ tensors
+    def _batch(self, sents: list[list[str]], feats: list[np.ndarray], tags: list[list[str]] | None = None):
+        import torch
+
+        b, t = len(sents), max(len(s) for s in sents)
+        c = min(20, max(len(w) for s in sents for w in s))
+        n_layers, dim = feats[0].shape[1:]
+        x = np.zeros((b, t, n_layers, dim), dtype=np.float32)
+        ch = np.zeros((b, t, c), dtype=np.int64)
+        case = np.zeros((b, t), dtype=np.int64)
+        y = np.full((b, t), -100, dtype=np.int64)
+        tag_index = {tg: i for i, tg in enumerate(self.tags)}
+        for i, s in enumerate(sents):
+            x[i, : len(s)] = feats[i]
+            for j, w in enumerate(s):
+                ids = [self.chars.get(k, 1) for k in w[:c]]
+                ch[i, j, : len(ids)] = ids
+                case[i, j] = casing(w)
+                if tags is not None:
+                    y[i, j] = tag_index.get(tags[i][j], tag_index["O"])
+        return torch.from_numpy(x), torch.from_numpy(ch), torch.from_numpy(case), torch.from_numpy(y)
+
+    def _feats(self, sents: list[list[str]], progress: bool = False) -> list[np.ndarray]:
+        return word_features(sents, self.source, self.opts.layers, self.opts.max_length, progress)
+
+    def _decode(
+        self, sents: list[list[str]], progress: bool = False
+    ) -> tuple[list[list[str]], list[np.ndarray]]:
+        """Predicted tags and per-word probabilities of those tags."""
+        import torch
+
+        if self.net is None:
+            raise BadRequest("this model is not trained yet: train it (luodi train APP) or load a run first")
+        feats = self._feats(sents, progress)
+        start, trans = allowed_transitions(self.tags)
+        out_tags: list[list[str]] = [[] for _ in sents]
+        out_p: list[np.ndarray] = [np.zeros(0) for _ in sents]
+        order = np.argsort([len(s) for s in sents])
+        self.net.eval()
+        with torch.inference_mode():
+            for k in range(0, len(sents), 64):
+                idx = order[k : k + 64]
+                x, ch, case, _ = self._batch([sents[i] for i in idx], [feats[i] for i in idx])
+                logp = torch.log_softmax(self.net(x, ch, case), -1).numpy()
+                for b, i in enumerate(idx):
+                    lp = logp[b, : len(sents[i])]
+                    path = viterbi(lp, start, trans)
+                    out_tags[i] = [self.tags[p] for p in path]
+                    out_p[i] = np.exp(lp[np.arange(len(path)), path])
+        return out_tags, out_p
+
+    # ------------------------------------------------------------ training
+    def fit(self, train: list[Sentence], valid: list[Sentence], run_dir: Path, progress: bool = True) -> dict:
+        import torch
+        from rich.console import Console
+
+        console = Console(quiet=not progress)
+        if not train:
+            raise BadRequest("no training sentences")
+        cfg = self.config.train
+        torch.manual_seed(cfg.seed)
+        found = sorted({t for s in train for t in s["tags"]} | {"O"})
+        self.tags = ["O"] + [t for t in found if t != "O"]
+        counts: dict[str, int] = {}
+        for s in train:
+            for w in s["tokens"]:
+                for ch in w:
+                    counts[ch] = counts.get(ch, 0) + 1
+        self.chars = {ch: i + 2 for i, ch in enumerate(sorted(c for c, n in counts.items() if n >= 2))}
+        words = [s["tokens"] for s in train]
+        console.log(f"encoder features for {len(words)} training sentences (cached after the first run)")
+        feats = self._feats(words, progress)
+        valid = valid or []
+        if valid:
+            self._feats([s["tokens"] for s in valid], progress)
+        n_layers, dim = feats[0].shape[1:]
+        self.net = build_network(n_layers, dim, len(self.chars) + 2, len(self.tags), self.opts)
+        opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
+        ckpt = Path(run_dir) / "checkpoint"
+        state = {"epoch": 0, "best": -1.0, "bad_epochs": 0}
+        if (ckpt / "state.json").exists():
+            state = self._load_checkpoint(ckpt, opt)
+            console.log(f"resuming after epoch {state['epoch']} (best validation F1 {state['best']:.4f})")
+        rng = np.random.default_rng(cfg.seed + state["epoch"])
+        tags = [s["tags"] for s in train]
+        n_batches = math.ceil(len(train) / cfg.batch_size)
+        for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
+            self.net.train()
+            # batches of similar lengths, visited in random order
+            order = np.argsort([len(w) + rng.random() * 3 for w in words])
+            batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+            rng.shuffle(batches)
+            total = 0.0
+            from rich.progress import Progress
+
+            with Progress(disable=not progress, transient=True) as bar:
+                task = bar.add_task(f"epoch {epoch}/{cfg.epochs}", total=n_batches)
+                for idx in batches:
+                    x, ch, case, y = self._batch(
+                        [words[i] for i in idx], [feats[i] for i in idx], [tags[i] for i in idx]
+                    )
+                    loss = torch.nn.functional.cross_entropy(
+                        self.net(x, ch, case).flatten(0, 1), y.flatten(), ignore_index=-100
+                    )
+                    opt.zero_grad()
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(self.net.parameters(), 5.0)
+                    opt.step()
+                    total += float(loss)
+                    bar.advance(task)
+            f1 = self.evaluate(valid)["f1"] if valid else -float(total)
+            improved = f1 > state["best"]
+            state.update(epoch=epoch, bad_epochs=0 if improved else state["bad_epochs"] + 1)
+            if improved:
+                state["best"] = f1
+                self.save(ckpt / "best")
+            console.log(
+                f"epoch {epoch}: loss {total / n_batches:.4f}  validation F1 {f1:.4f}"
+                + ("  (best)" if improved else "")
+            )
+            self._save_checkpoint(ckpt, opt, state)
+            if cfg.early_stopping and state["bad_epochs"] >= cfg.early_stopping:
+                console.log(f"early stop: no improvement for {cfg.early_stopping} epochs")
+                break
+        if (ckpt / "best").exists():
+            self.load(ckpt / "best")
+        return {k: v for k, v in self.evaluate(valid).items() if isinstance(v, float)} if valid else {}
+
+    def _save_checkpoint(self, ckpt: Path, opt, state: dict) -> None:
+        """Weights, Adam moments and loop state after an epoch (safetensors + JSON, atomically)."""
+        from safetensors.torch import save_file
+
+        ckpt.mkdir(parents=True, exist_ok=True)
+        self.save(ckpt / "last")
+        moments = {}
+        for i, p in enumerate(self.net.parameters()):
+            st = opt.state.get(p, {})
+            for k in ("exp_avg", "exp_avg_sq"):
+                if k in st:
+                    moments[f"{i}.{k}"] = st[k].contiguous()
+            if "step" in st:
+                moments[f"{i}.step"] = st["step"].reshape(1).float()
+        save_file(moments, str(ckpt / "optimizer.safetensors.tmp"))
+        os.replace(ckpt / "optimizer.safetensors.tmp", ckpt / "optimizer.safetensors")
+        write_json(ckpt / "state.json", state)
+
+    def _load_checkpoint(self, ckpt: Path, opt) -> dict:
+        import torch
+        from safetensors.torch import load_file
+
+        self.load(ckpt / "last")
+        opt.param_groups[0]["params"] = list(self.net.parameters())
+        moments = load_file(str(ckpt / "optimizer.safetensors"))
+        for i, p in enumerate(self.net.parameters()):
+            if f"{i}.exp_avg" in moments:
+                opt.state[p] = {
+                    "step": torch.tensor(float(moments[f"{i}.step"][0])),
+                    "exp_avg": moments[f"{i}.exp_avg"],
+                    "exp_avg_sq": moments[f"{i}.exp_avg_sq"],
+                }
+        return json.loads((ckpt / "state.json").read_text())
+
+    # ------------------------------------------------------------ inference
+    def predict(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        texts = records_texts(records)
+        toks = [[(m.group(), m.start(), m.end()) for m in WORD_RE.finditer(t)] for t in texts]
+        nonempty = [i for i, t in enumerate(toks) if t]
+        tags, probs = self._decode([[w for w, _, _ in toks[i]] for i in nonempty]) if nonempty else ([], [])
+        out: list[dict[str, Any]] = [{"entities": []} for _ in texts]
+        for k, i in enumerate(nonempty):
+            for kind, a, b in spans(tags[k]):
+                s, e = toks[i][a][1], toks[i][b - 1][2]
+                out[i]["entities"].append(
+                    {
+                        "text": texts[i][s:e],
+                        "label": kind,
+                        "start": s,
+                        "end": e,
+                        "score": round(float(probs[k][a:b].mean()), 4),
+                    }
+                )
+        return out
+
+    def evaluate(self, data: list[Sentence]) -> dict[str, Any]:
+        if not data:
+            raise BadRequest("no labelled sentences to evaluate")
+        pred, _ = self._decode([s["tokens"] for s in data])
+        gold = [s["tags"] for s in data]
+        m = entity_scores(gold, pred)
+        n = sum(len(g) for g in gold)
+        m["token_accuracy"] = (
+            sum(a == b for g, p in zip(gold, pred, strict=True) for a, b in zip(g, p, strict=True)) / n
+        )
+        m["n_sentences"] = len(data)
+        return m
+
+    # ------------------------------------------------------------ persistence
+    def save(self, run_dir: Path) -> None:
+        from safetensors.torch import save_file
+
+        if self.net is None:
+            raise BadRequest("nothing to save: the model is not trained")
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = run_dir / "model.safetensors.tmp"
+        save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, str(tmp))
+        os.replace(tmp, run_dir / "model.safetensors")
+        n_layers = len(self.opts.layers)
+        dim = int(self.net.lstm.input_size - self.opts.char_filters - 8)
+        write_json(
+            run_dir / "token_classification.json",
+            {
+                "task": self.name,
+                "tags": self.tags,
+                "chars": self.chars,
+                "source": self.source,
+                "options": self.opts.model_dump(),
+                "n_layers": n_layers,
+                "dim": dim,
+            },
+        )
+
+    def load(self, run_dir: Path) -> None:
+        from safetensors.torch import load_file
+
+        run_dir = Path(run_dir)
+        meta_path = run_dir / "token_classification.json"
+        if not meta_path.exists():
+            raise BadRequest(
+                f"{run_dir} holds no token-classification model (token_classification.json missing)"
+            )
+        meta = json.loads(meta_path.read_text())
+        self.tags, self.chars, self.source = meta["tags"], meta["chars"], meta["source"]
+        self.opts = TokenClassificationOptions.model_validate(meta["options"])
+        self.net = build_network(
+            meta["n_layers"], meta["dim"], len(self.chars) + 2, len(self.tags), self.opts
+        )
+        self.net.load_state_dict(load_file(str(run_dir / "model.safetensors")))
+        self.net.eval()
+
+    def input_model(self) -> type[BaseModel]:
+        return NerIn
+
+    def output_model(self) -> type[BaseModel]:
+        return NerOut
