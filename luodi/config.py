@@ -30,8 +30,12 @@ class Strict(BaseModel):
 class DataConfig(Strict):
     path: str | None = None  # file or folder; ${LUODI_DATASETS} is expanded; None for built-in sources
     format: str | None = None  # csv | tsv | jsonl | json | conll | idx | wav-dir | sklearn:<name> | ...
-    columns: dict[str, Any] = Field(default_factory=dict)  # role -> column(s), e.g. text: text, label: category
-    split: dict[str, Any] = Field(default_factory=lambda: {"valid": 0.1, "seed": 0})  # how to hold out validation
+    columns: dict[str, Any] = Field(
+        default_factory=dict
+    )  # role -> column(s), e.g. text: text, label: category
+    split: dict[str, Any] = Field(
+        default_factory=lambda: {"valid": 0.1, "seed": 0}
+    )  # how to hold out validation
     options: dict[str, Any] = Field(default_factory=dict)  # reader-specific options (separator, header, ...)
 
 
@@ -51,6 +55,7 @@ class TrainConfig(Strict):
     resample: Literal["none", "oversample", "undersample"] = "none"
     augment: dict[str, Any] = Field(default_factory=dict)
     max_minutes: float | None = None
+    output_dir: str | None = None  # where runs/<app>/<version>/ go (default: LUODI_HOME/runs)
 
 
 class TuneConfig(Strict):
@@ -106,7 +111,9 @@ def load_app_config(path: str | Path) -> AppConfig:
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML: {e}") from e
     if not isinstance(raw, dict):
-        raise ConfigError(f"{p}: expected a mapping of keys (name, task, data, ...), got {type(raw).__name__}")
+        raise ConfigError(
+            f"{p}: expected a mapping of keys (name, task, data, ...), got {type(raw).__name__}"
+        )
     try:
         return AppConfig.model_validate(raw)
     except ValidationError as e:

@@ -1,7 +1,24 @@
-"""The Task contract: every task family has the same small verbs (fit / predict / evaluate / save / load)."""
+"""The Task contract: every task family has the same small verbs (fit / predict / evaluate / save / load).
+
+NOTE to task implementers (apps engineer, backward compatible additions; all optional):
+- `TaskBase` below gives defaults you may inherit: `callbacks`, `history`, `on_epoch_end(epoch, logs)`
+  (call it after each epoch, AFTER writing your checkpoint: tests raise KeyboardInterrupt from a callback
+  to simulate an interruption, then `train --resume` must continue from the checkpoint), `folds(data, k)`
+  for `luodi cv` / k-fold tuning (works for DataFrames and lists; override for other data types),
+  and `read_input(path)` used by `luodi predict --input FILE` (default: csv/json/jsonl rows, else
+  [{"path": FILE}]).
+- Checkpoints go under `run_dir / "checkpoint"` (removed when the run finishes, not in the manifest).
+- `evaluate(data)` returns float metrics; it may add a key "report" holding a dict with any of
+  y_true (list of labels), y_pred (list), proba (list of per-class lists), labels (class names),
+  scores (binary scores) — the HTML report draws confusion matrix, ROC/PR and calibration from it.
+  `luodi.evaluate.metrics.classification_report_data(...)` builds both for classifiers.
+- `self.history` (list of per-epoch dicts, e.g. {"epoch": 1, "train_loss": .., "valid_loss": ..}) feeds
+  the training curves in report.html; save it yourself if you want it after load.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -49,3 +66,47 @@ class Task(Protocol):
     def input_model(self) -> type[BaseModel]: ...
 
     def output_model(self) -> type[BaseModel]: ...
+
+
+EpochCallback = Callable[[int, dict[str, Any]], None]
+
+
+class TaskBase:
+    """Optional defaults for tasks: epoch callbacks, history, k-fold indices, prediction input files."""
+
+    name: ClassVar[str] = "task"
+
+    def __init__(self, config: AppConfig):
+        self.config = config
+        self.callbacks: list[EpochCallback] = []
+        self.history: list[dict[str, Any]] = []
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
+        """Record the epoch in history and call every callback (they may raise KeyboardInterrupt)."""
+        self.history.append({"epoch": epoch, **logs})
+        for cb in self.callbacks:
+            cb(epoch, logs)
+
+    def labels(self, data: Any) -> Any:
+        """Labels used to stratify folds (None: plain k-fold)."""
+        return None
+
+    def folds(self, data: Any, k: int, seed: int = 0) -> list[tuple[Any, Any]]:
+        """k (train, valid) pairs of the data, stratified when `labels(data)` gives labels."""
+        from luodi.data.split import kfold_indices
+
+        out = []
+        for tr, va in kfold_indices(len(data), k, seed, self.labels(data)):
+            if hasattr(data, "iloc"):
+                out.append((data.iloc[tr].reset_index(drop=True), data.iloc[va].reset_index(drop=True)))
+            else:
+                out.append(([data[i] for i in tr], [data[i] for i in va]))
+        return out
+
+    def read_input(self, path: str) -> list[dict[str, Any]]:
+        """Records to predict from an input file (csv/tsv/json/jsonl/parquet; any other file -> its path)."""
+        from luodi.data.readers import read_records
+
+        if Path(path).suffix.lower() in (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt"):
+            return read_records(path)
+        return [{"path": str(path)}]

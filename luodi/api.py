@@ -1,0 +1,398 @@
+"""The public Python API of luodi apps. The CLI (luodi.cli.apps) and HTTP routes (luodi.serve.apps_routes)
+only call these functions: train, evaluate, predict, tune, cv, list_runs, load_app, ensure_demo_apps.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from luodi import registry
+from luodi.config import AppConfig, load_app_config
+from luodi.errors import BadRequest, ConfigError, NotFound
+from luodi.registry import RunInfo
+from luodi.tasks import task_for
+from luodi.tasks.base import EpochCallback
+
+DEMO_DIR = Path(__file__).parent / "demo"
+AppRef = str | Path | AppConfig | dict
+_cache: dict[tuple[str, str], Predictor] = {}
+_cache_lock = threading.Lock()
+
+
+# ---- configs --------------------------------------------------------------------------------------------
+
+
+def load_app(app: AppRef) -> AppConfig:
+    """An AppConfig from a YAML path, a dict, a trained app's name (its latest run) or a demo app's name."""
+    if isinstance(app, AppConfig):
+        return app
+    if isinstance(app, dict):
+        from pydantic import ValidationError
+
+        from luodi.config import format_validation_error
+
+        try:
+            return AppConfig.model_validate(app)
+        except ValidationError as e:
+            raise ConfigError(format_validation_error(e)) from e
+    s = str(app)
+    p = Path(s).expanduser()
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        return load_app_config(p)
+    try:
+        run = registry.get_run(s)
+        return load_app_config(run.path / "config.yaml")
+    except NotFound:
+        pass
+    demo = DEMO_DIR / f"{s}.yaml"
+    if demo.exists():
+        return load_app_config(demo)
+    raise NotFound(
+        f"app '{s}' not found: give an App YAML path or the name of a trained app "
+        f"(trained: {', '.join(registry.apps_with_runs()) or 'none'})",
+        param="app",
+    )
+
+
+def render_config(app: AppRef) -> str:
+    """The fully resolved app config (defaults filled in) as YAML."""
+    return yaml.safe_dump(load_app(app).model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def config_schema() -> dict[str, Any]:
+    """JSON Schema of the App file."""
+    return AppConfig.model_json_schema()
+
+
+def _metric_name(cfg: AppConfig, metrics: dict[str, Any]) -> str:
+    if cfg.tune.metric:
+        return cfg.tune.metric
+    if cfg.evaluate.metrics:
+        return cfg.evaluate.metrics[0]
+    for m in ("roc_auc", "accuracy", "f1", "rmse", "loss"):
+        if m in metrics:
+            return m
+    return next(k for k, v in metrics.items() if isinstance(v, int | float))
+
+
+def _select_metrics(cfg: AppConfig, metrics: dict[str, Any]) -> dict[str, float]:
+    flat = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    missing = [m for m in cfg.evaluate.metrics if m not in flat]
+    if missing:
+        raise ConfigError(
+            f"'evaluate.metrics': {missing} not computed by task {cfg.task}; available: {', '.join(flat)}"
+        )
+    return flat
+
+
+# ---- train ----------------------------------------------------------------------------------------------
+
+
+def train(
+    app: AppRef,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    callbacks: list[EpochCallback] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> RunInfo:
+    """Train an app into a new run (or continue the newest unfinished one with resume=True).
+
+    Writes runs/<app>/<version>/: config.yaml, weights, preprocessing metadata, metrics.json, report.html,
+    manifest.json (last). Ctrl-C marks the run interrupted; `resume=True` continues from its checkpoint.
+    """
+    say = log or (lambda m: None)
+    cfg = load_app(app)
+    task = task_for(cfg)
+    cfg_yaml = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    run = registry.resumable_run(cfg.name) if resume else None
+    if run is not None:
+        old = run.path / "config.yaml"
+        if old.exists() and old.read_text() != cfg_yaml:
+            raise ConfigError(
+                f"the app config changed since run {run.version} was interrupted; "
+                "train without --resume to start a new run"
+            )
+        registry.set_status(cfg.name, run.version, "running")
+        say(f"resuming {cfg.name} {run.version} from {run.path}")
+    else:
+        if resume:
+            say(f"no unfinished run of '{cfg.name}' to resume: starting a new run")
+        run = registry.create_run(
+            cfg.name, cfg.task, cfg.train.output_dir and str(Path(cfg.train.output_dir))
+        )
+        say(f"training {cfg.name} {run.version} into {run.path}")
+    registry.atomic_write_text(run.path / "config.yaml", cfg_yaml)
+    if callbacks and hasattr(task, "callbacks"):
+        task.callbacks = list(callbacks)
+    t0 = time.perf_counter()
+    try:
+        data = task.read(None)
+        tr, va = task.split(data)
+        task.fit(tr, va, run.path, progress=progress)
+        train_s = time.perf_counter() - t0
+        task.save(run.path)
+        ev = task.evaluate(va)
+        metrics = _select_metrics(cfg, ev)
+        info = {
+            "app": cfg.name,
+            "version": run.version,
+            "task": cfg.task,
+            "train_rows": len(tr),
+            "valid_rows": len(va),
+            "train_seconds": round(train_s, 2),
+        }
+        registry.atomic_write_json(run.path / "metrics.json", {"valid": metrics, **info})
+        _write_report(
+            run.path / "report.html",
+            f"{cfg.name} {run.version} — validation",
+            ev,
+            getattr(task, "history", []),
+            info,
+        )
+        registry.delete_checkpoint(run.path)
+        registry.write_manifest(run.path, {"app": cfg.name, "version": run.version, "task": cfg.task})
+    except KeyboardInterrupt:
+        registry.set_status(cfg.name, run.version, "interrupted")
+        say(f"interrupted: resume with `luodi train APP.yaml --resume` (run {run.version})")
+        raise
+    except BaseException:
+        registry.set_status(cfg.name, run.version, "failed")
+        raise
+    return registry.set_status(cfg.name, run.version, "done", {**metrics, "train_seconds": round(train_s, 2)})
+
+
+def _write_report(path: Path, title: str, ev: dict[str, Any], history: list, info: dict[str, Any]) -> None:
+    from luodi.evaluate.report import render_report
+
+    registry.atomic_write_text(path, render_report(title, ev, ev.get("report"), history, info))
+
+
+# ---- loading and predicting -----------------------------------------------------------------------------
+
+
+@dataclass
+class Predictor:
+    """A trained app loaded for inference (its files verified against the manifest)."""
+
+    config: AppConfig
+    run: RunInfo
+    task: Any
+
+    def predict(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return self.task.predict(records)
+
+
+def load_predictor(app: str, version: str | None = None) -> Predictor:
+    """The latest finished run of an app (or a given version), cached per process."""
+    if isinstance(app, str) and (app.endswith((".yaml", ".yml")) or Path(app).exists()):
+        app = load_app(app).name
+    run = registry.get_run(str(app), version)
+    key = (run.app, run.version)
+    with _cache_lock:
+        if key in _cache:
+            return _cache[key]
+    registry.verify_manifest(run.path)
+    cfg = load_app_config(run.path / "config.yaml")
+    task = task_for(cfg)
+    task.load(run.path)
+    pred = Predictor(cfg, run, task)
+    with _cache_lock:
+        _cache[key] = pred
+    return pred
+
+
+def predict(
+    app: AppRef, inputs: list[dict[str, Any]] | dict[str, Any] | str | Path, version: str | None = None
+) -> list[dict[str, Any]]:
+    """Predict for records (a dict, a list of dicts) or an input file (csv/json/jsonl/parquet/image/wav)."""
+    name = load_app(app).name if not isinstance(app, str) or app.endswith((".yaml", ".yml")) else app
+    pred = load_predictor(name, version)
+    if isinstance(inputs, str | Path):
+        if not Path(inputs).exists():
+            raise BadRequest(f"input file '{inputs}' not found", param="input")
+        reader = getattr(pred.task, "read_input", None)
+        records = reader(str(inputs)) if reader else [{"path": str(inputs)}]
+    elif isinstance(inputs, dict):
+        records = [inputs]
+    else:
+        records = list(inputs)
+    return pred.predict(records)
+
+
+# ---- evaluate, tune, cv ---------------------------------------------------------------------------------
+
+
+def evaluate(
+    app: AppRef, data: str | Path | None = None, version: str | None = None, report: bool = True
+) -> dict[str, Any]:
+    """Metrics of the trained app on a labelled file in the dataset's format (default: validation split).
+
+    Writes eval-<file>.json and eval-<file>.html next to the run (outside the manifest's files).
+    """
+    cfg = load_app(app)
+    pred = load_predictor(cfg.name, version)
+    task = pred.task
+    if data is None:
+        fresh = task_for(pred.config)
+        _, va = fresh.split(fresh.read(None))
+        ds, tag = va, "valid"
+    else:
+        if not Path(data).exists():
+            raise BadRequest(f"evaluation file '{data}' not found", param="data")
+        ds, tag = task.read(str(data)), Path(data).name
+    ev = task.evaluate(ds)
+    metrics = _select_metrics(pred.config, ev)
+    out = {
+        "app": cfg.name,
+        "version": pred.run.version,
+        "data": str(data or "validation split"),
+        "metrics": metrics,
+    }
+    if report:
+        edir = pred.run.path / "evaluations"
+        registry.atomic_write_json(edir / f"{tag}.json", out)
+        _write_report(
+            edir / f"{tag}.html", f"{cfg.name} {pred.run.version} — {tag}", ev, [], {"data": out["data"]}
+        )
+        out["report"] = str(edir / f"{tag}.html")
+    return out
+
+
+def tune(
+    app: AppRef,
+    *,
+    sampler: str | None = None,
+    trials: int | None = None,
+    folds: int | None = None,
+    executor: str = "local",
+    progress: bool = True,
+    train_best: bool = False,
+) -> dict[str, Any]:
+    """Search tune.space; each trial fits on the train split (or k folds) and scores the validation metric."""
+    from luodi.evaluate.metrics import is_lower_better
+    from luodi.train.cv import cross_validate
+    from luodi.train.hpo import apply_overrides, parse_space, run_optuna, run_ray
+
+    cfg = load_app(app)
+    tc = cfg.tune
+    space = parse_space(tc.space)
+    sampler = sampler or tc.sampler
+    trials = trials or tc.trials
+    folds = folds or tc.folds
+    if "direction" not in tc.model_fields_set and tc.metric and is_lower_better(tc.metric):
+        tc = tc.model_copy(update={"direction": "minimize"})
+    base_task = task_for(cfg)
+    data = base_task.read(None)
+    tr, va = base_task.split(data)
+    metric_box: dict[str, str] = {}
+
+    def objective(params: dict[str, Any]) -> float:
+        c = apply_overrides(cfg, params)
+        if folds > 1:
+            res = cross_validate(c, folds, progress=False, data=tr)
+            m = res["mean"]
+        else:
+            t = task_for(c)
+            with tempfile.TemporaryDirectory(prefix="luodi-tune-") as d:
+                t.fit(tr, va, Path(d), progress=False)
+            m = {k: v for k, v in t.evaluate(va).items() if isinstance(v, int | float)}
+        name = metric_box.setdefault("metric", _metric_name(c, m))
+        if name not in m:
+            raise ConfigError(f"'tune.metric' '{name}' is not computed; available: {', '.join(m)}")
+        return float(m[name])
+
+    if executor == "ray":
+        res = run_ray(space, tc, objective, trials, sampler, cfg.train.seed)
+    elif executor == "local":
+        res = run_optuna(space, tc, objective, trials, sampler, cfg.train.seed, progress)
+    else:
+        raise BadRequest(f"unknown executor '{executor}'; use local or ray", param="executor")
+    res.update(
+        app=cfg.name, sampler=sampler, metric=metric_box.get("metric"), direction=tc.direction, folds=folds
+    )
+    out_dir = registry.runs_root(cfg.train.output_dir) / cfg.name
+    registry.atomic_write_json(out_dir / f"tune-{time.strftime('%Y%m%d-%H%M%S')}.json", res)
+    if train_best:
+        best_cfg = apply_overrides(cfg, res["best_params"])
+        res["run"] = train(best_cfg, progress=progress).as_dict()
+    return res
+
+
+def cv(app: AppRef, folds: int = 5, progress: bool = True) -> dict[str, Any]:
+    """k-fold cross-validation on the training part (the validation split stays unseen)."""
+    from luodi.train.cv import cross_validate
+
+    cfg = load_app(app)
+    task = task_for(cfg)
+    tr, _ = task.split(task.read(None))
+    res = cross_validate(cfg, folds, progress=progress, data=tr)
+    res["app"] = cfg.name
+    return res
+
+
+def list_runs(app: str | None = None) -> list[dict[str, Any]]:
+    """Runs (newest first) with status and metrics."""
+    if app and (app.endswith((".yaml", ".yml")) or Path(app).exists()):
+        app = load_app(app).name
+    return [r.as_dict() for r in registry.list_runs(app)]
+
+
+def trained_apps() -> list[Predictor]:
+    """Every app with a finished run, loaded (apps whose files fail verification are skipped)."""
+    out = []
+    for name in registry.apps_with_runs():
+        try:
+            out.append(load_predictor(name))
+        except Exception:  # noqa: BLE001 - a broken run must not take the server down
+            continue
+    return out
+
+
+# ---- demo apps ------------------------------------------------------------------------------------------
+
+
+def demo_app_files() -> list[Path]:
+    return sorted(DEMO_DIR.glob("*.yaml"))
+
+
+def ensure_demo_apps(
+    progress: bool = False, log: Callable[[str], None] | None = None
+) -> list[dict[str, Any]]:
+    """Train the embedded demo apps (breast-cancer diagnosis, 8x8 digits) once; later calls are instant.
+
+    A demo whose task is not available in this installation is skipped with a note.
+    """
+    say = log or (lambda m: None)
+    out = []
+    for f in demo_app_files():
+        cfg = load_app_config(f)
+        try:
+            run = registry.get_run(cfg.name)
+            out.append({"app": cfg.name, "status": "ready", "version": run.version, "metrics": run.metrics})
+            continue
+        except NotFound:
+            pass
+        try:
+            task_for(cfg)
+        except (ImportError, AttributeError) as e:
+            say(f"demo app {cfg.name}: task {cfg.task} not available ({e}); skipped")
+            out.append({"app": cfg.name, "status": "skipped", "reason": str(e)})
+            continue
+        say(f"training demo app {cfg.name} ...")
+        run = train(f, progress=progress, log=log)
+        out.append({"app": cfg.name, "status": "trained", "version": run.version, "metrics": run.metrics})
+    return out
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2, default=registry._json_default, ensure_ascii=False)

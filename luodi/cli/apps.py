@@ -1,0 +1,176 @@
+"""CLI verbs for apps: train, evaluate, predict, tune, cv, runs, config render|schema (all via luodi.api)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from luodi.errors import LuodiError
+
+console = Console(stderr=True)
+out = Console()
+
+
+def _fail(e: LuodiError) -> None:
+    console.print(f"[red]error:[/red] {e.message}", highlight=False)
+    raise typer.Exit(2)
+
+
+def _metrics_table(title: str, metrics: dict[str, float]) -> Table:
+    t = Table(title=title)
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for k, v in metrics.items():
+        t.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    return t
+
+
+def register(app: typer.Typer) -> None:
+    from luodi import api
+
+    @app.command("train")
+    def train_cmd(
+        app_file: Annotated[str, typer.Argument(help="App YAML file")],
+        resume: Annotated[bool, typer.Option("--resume", help="continue the newest unfinished run")] = False,
+    ):
+        """Train an app: progress, a checkpoint each epoch, runs/<app>/<version>/ with report.html."""
+        try:
+            run = api.train(app_file, resume=resume, progress=True, log=lambda m: console.print(m))
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted[/yellow]: continue with `luodi train APP.yaml --resume`")
+            raise typer.Exit(130) from None
+        except LuodiError as e:
+            _fail(e)
+        out.print(_metrics_table(f"{run.app} {run.version} (validation)", run.metrics))
+        out.print(f"run: {run.path}\nreport: {run.path / 'report.html'}")
+
+    @app.command("evaluate")
+    def evaluate_cmd(
+        app_file: Annotated[str, typer.Argument(help="App YAML file or trained app name")],
+        data: Annotated[str | None, typer.Option("--data", help="labelled file (dataset format)")] = None,
+        version: Annotated[str | None, typer.Option(help="run version (default: latest)")] = None,
+    ):
+        """Evaluate the latest trained run on the validation split or a labelled file."""
+        try:
+            res = api.evaluate(app_file, data=data, version=version)
+        except LuodiError as e:
+            _fail(e)
+        out.print(_metrics_table(f"{res['app']} {res['version']} on {res['data']}", res["metrics"]))
+        out.print(f"report: {res.get('report')}")
+
+    @app.command("predict")
+    def predict_cmd(
+        app_file: Annotated[str, typer.Argument(help="App YAML file or trained app name")],
+        input: Annotated[
+            str, typer.Option("--input", "-i", help="csv | json | jsonl | image | wav, or inline JSON")
+        ] = ...,
+        version: Annotated[str | None, typer.Option(help="run version (default: latest)")] = None,
+    ):
+        """Predict with the latest trained run; prints one JSON line per input."""
+        try:
+            inputs = input
+            if input.lstrip().startswith(("{", "[")) and not Path(input).exists():
+                try:
+                    inputs = json.loads(input)
+                except json.JSONDecodeError as e:
+                    raise typer.BadParameter(f"--input is not valid JSON: {e}") from e
+            for row in api.predict(app_file, inputs, version=version):
+                print(json.dumps(row, ensure_ascii=False))
+        except LuodiError as e:
+            _fail(e)
+
+    @app.command("tune")
+    def tune_cmd(
+        app_file: Annotated[str, typer.Argument(help="App YAML file")],
+        sampler: Annotated[
+            str | None, typer.Option(help="grid | random | tpe (default: tune.sampler)")
+        ] = None,
+        trials: Annotated[int | None, typer.Option(help="number of trials (default: tune.trials)")] = None,
+        folds: Annotated[int | None, typer.Option(help="k-fold per trial (default: tune.folds)")] = None,
+        executor: Annotated[str, typer.Option(help="local (Optuna) | ray (Ray Tune)")] = "local",
+        train_best: Annotated[
+            bool, typer.Option("--train-best", help="train a run with the best params")
+        ] = False,
+    ):
+        """Search hyper-parameters (tune.space, dotted paths) with Optuna grid / random / TPE, or Ray Tune."""
+        try:
+            res = api.tune(
+                app_file,
+                sampler=sampler,
+                trials=trials,
+                folds=folds,
+                executor=executor,
+                train_best=train_best,
+            )
+        except LuodiError as e:
+            _fail(e)
+        t = Table(title=f"{res['app']}: {res['sampler']} search, {res['metric']} ({res['direction']})")
+        t.add_column("#")
+        t.add_column("params")
+        t.add_column(res["metric"] or "value", justify="right")
+        for tr in res["trials"]:
+            t.add_row(str(tr["number"]), json.dumps(tr["params"]), f"{tr['value']:.4f}")
+        out.print(t)
+        out.print(f"best: {json.dumps(res['best_params'])} -> {res['best_value']:.4f}")
+        if "run" in res:
+            out.print(f"trained {res['run']['version']}: {res['run']['path']}")
+
+    @app.command("cv")
+    def cv_cmd(
+        app_file: Annotated[str, typer.Argument(help="App YAML file")],
+        folds: Annotated[int, typer.Option(help="number of folds")] = 5,
+    ):
+        """k-fold cross-validation: per-fold metrics, mean and std."""
+        try:
+            res = api.cv(app_file, folds=folds)
+        except LuodiError as e:
+            _fail(e)
+        t = Table(title=f"{res['app']}: {folds}-fold cross-validation")
+        t.add_column("metric")
+        t.add_column("mean", justify="right")
+        t.add_column("std", justify="right")
+        for k, v in res["mean"].items():
+            t.add_row(k, f"{v:.4f}", f"{res['std'][k]:.4f}")
+        out.print(t)
+
+    @app.command("runs")
+    def runs_cmd(
+        app_name: Annotated[str | None, typer.Argument(help="app name or YAML (default: all)")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    ):
+        """Trained versions with status and metrics."""
+        try:
+            runs = api.list_runs(app_name)
+        except LuodiError as e:
+            _fail(e)
+        if as_json:
+            print(api.dumps(runs))
+            return
+        t = Table(title="runs")
+        for c in ("app", "version", "task", "status", "metrics", "created"):
+            t.add_column(c)
+        for r in runs:
+            m = ", ".join(f"{k}={v:.4f}" for k, v in list(r["metrics"].items())[:4])
+            t.add_row(r["app"], r["version"], r["task"], r["status"], m, (r["created_at"] or "")[:19])
+        out.print(t)
+
+    config = typer.Typer(help="App file tools: render the resolved config, print the JSON Schema.")
+    app.add_typer(config, name="config")
+
+    @config.command("render")
+    def render_cmd(app_file: Annotated[str, typer.Argument(help="App YAML file")]):
+        """Print the fully resolved app config (defaults filled in), or the errors with their key paths."""
+        try:
+            print(api.render_config(app_file), end="")
+        except LuodiError as e:
+            _fail(e)
+
+    @config.command("schema")
+    def schema_cmd():
+        """Print the App file's JSON Schema."""
+        print(json.dumps(api.config_schema(), indent=2))

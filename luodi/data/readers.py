@@ -1,0 +1,153 @@
+"""Read tables from csv / tsv / jsonl / json / parquet / whitespace files or scikit-learn datasets."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from luodi.errors import BadRequest, ConfigError
+
+FORMATS = ("csv", "tsv", "jsonl", "json", "parquet", "whitespace", "sklearn:<name>")
+_SKLEARN = {"breast_cancer", "iris", "wine", "digits", "diabetes"}
+
+
+def datasets_root() -> Path:
+    """LUODI_DATASETS, else ../shared/datasets from the CWD, else from the repository root."""
+    env = os.environ.get("LUODI_DATASETS")
+    if env:
+        return Path(env).expanduser()
+    cwd = Path.cwd() / ".." / "shared" / "datasets"
+    if cwd.is_dir():
+        return cwd.resolve()
+    return (Path(__file__).resolve().parents[2] / ".." / "shared" / "datasets").resolve()
+
+
+def expand_path(path: str | os.PathLike) -> Path:
+    """Expand ${LUODI_DATASETS} (with its default), other ${VARS} and ~ in a data path."""
+    s = (
+        str(path)
+        .replace("${LUODI_DATASETS}", str(datasets_root()))
+        .replace("$LUODI_DATASETS", str(datasets_root()))
+    )
+    s = re.sub(r"\$\{(\w+)\}", lambda m: os.environ.get(m.group(1), m.group(0)), s)
+    return Path(s).expanduser()
+
+
+def guess_format(path: Path) -> str:
+    ext = path.suffix.lower().lstrip(".")
+    return {
+        "csv": "csv",
+        "tsv": "tsv",
+        "txt": "csv",
+        "data": "csv",
+        "test": "csv",
+        "jsonl": "jsonl",
+        "ndjson": "jsonl",
+        "json": "json",
+        "parquet": "parquet",
+        "pq": "parquet",
+    }.get(ext, "csv")
+
+
+def read_table(
+    path: str | os.PathLike | None,
+    fmt: str | None = None,
+    options: dict[str, Any] | None = None,
+    names: list[str] | None = None,
+    field: str = "data.path",
+) -> pd.DataFrame:
+    """Read one table. `options` go to the reader (e.g. comment, header, na_values, sep).
+
+    `names` gives column names to headerless files. Errors name `field` and what to fix.
+    """
+    options = dict(options or {})
+    if fmt and fmt.startswith("sklearn:"):
+        return _sklearn_frame(fmt.split(":", 1)[1], field)
+    if path is None:
+        raise ConfigError(
+            f"'{field}' is missing: give a file path (csv, tsv, jsonl, json, parquet) "
+            "or set data.format to sklearn:<name>"
+        )
+    p = expand_path(path)
+    if not p.exists():
+        raise ConfigError(
+            f"'{field}': file '{p}' not found (from '{path}'); set LUODI_DATASETS or fix the path"
+        )
+    fmt = fmt or guess_format(p)
+    try:
+        if fmt in ("csv", "tsv", "whitespace"):
+            kw: dict[str, Any] = {"skipinitialspace": True, "na_values": ["?"]}
+            if fmt == "tsv":
+                kw["sep"] = "\t"
+            if fmt == "whitespace":
+                kw["sep"] = r"\s+"
+            if names:
+                kw["header"] = None
+                kw["names"] = names
+            kw.update(options)
+            df = pd.read_csv(p, **kw)
+        elif fmt == "jsonl":
+            df = pd.read_json(p, lines=True)
+        elif fmt == "json":
+            raw = json.loads(p.read_text())
+            if isinstance(raw, dict):
+                key = options.get("records_key") or next(
+                    (k for k, v in raw.items() if isinstance(v, list)), None
+                )
+                raw = raw.get(key, []) if key else [raw]
+            df = pd.DataFrame(raw)
+        elif fmt == "parquet":
+            df = pd.read_parquet(p)
+        else:
+            raise ConfigError(f"'data.format': unknown format '{fmt}'; expected one of {', '.join(FORMATS)}")
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise BadRequest(f"could not read '{p}' as {fmt}: {e}", param=field) from e
+    df = df.dropna(how="all")
+    if names and len(df.columns) != len(names):
+        raise ConfigError(
+            f"'{field}': '{p}' has {len(df.columns)} columns but data.columns.names lists {len(names)}"
+        )
+    return df.reset_index(drop=True)
+
+
+def _sklearn_frame(name: str, field: str) -> pd.DataFrame:
+    if name not in _SKLEARN:
+        raise ConfigError(
+            f"'data.format': unknown scikit-learn dataset '{name}'; available: {', '.join(sorted(_SKLEARN))}"
+        )
+    from sklearn import datasets
+
+    bunch = getattr(datasets, f"load_{name}")(as_frame=True)
+    df = bunch.frame.copy()
+    if name != "diabetes" and hasattr(bunch, "target_names"):
+        df["target"] = [str(bunch.target_names[i]) for i in bunch.target]
+    return df
+
+
+def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Read prediction inputs from a csv / tsv / json / jsonl / parquet file as a list of dicts."""
+    p = Path(path)
+    if not p.exists():
+        raise BadRequest(f"input file '{p}' not found", param="input")
+    if p.suffix.lower() == ".json":
+        raw = json.loads(p.read_text())
+        if isinstance(raw, dict):
+            raw = raw.get("inputs", raw.get("records", [raw]))
+        if not isinstance(raw, list):
+            raise BadRequest(f"'{p}': expected a JSON object or a list of objects", param="input")
+        return raw
+    df = read_table(p, guess_format(p), field="input")
+    return [{k: _plain(v) for k, v in row.items()} for row in df.to_dict(orient="records")]
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, float) and v != v:
+        return None
+    if hasattr(v, "item"):
+        return v.item()
+    return v

@@ -1,0 +1,284 @@
+"""The run registry: training runs indexed in the store table `runs`, files under runs/<app>/<version>/.
+
+Files are written atomically (temp file + os.replace); manifest.json (sha256 of every file + library
+versions) is written last and verified when a run is loaded, so a crash or a tampered file is detected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from luodi.errors import LuodiError, NotFound
+from luodi.settings import get_settings
+from luodi.store.db import session_scope
+from luodi.store.tables import Run
+
+MANIFEST = "manifest.json"
+CHECKPOINT_DIR = "checkpoint"  # per-epoch state, removed when a run finishes; never part of the manifest
+RESUMABLE = ("running", "interrupted", "failed")
+_LIBS = (
+    "luodi",
+    "numpy",
+    "pandas",
+    "scikit-learn",
+    "lightgbm",
+    "torch",
+    "safetensors",
+    "onnxruntime",
+    "transformers",
+    "optuna",
+)
+
+
+class RunIntegrityError(LuodiError):
+    """A run's files do not match its manifest."""
+
+    status = 409
+    code = "integrity_error"
+
+
+@dataclass
+class RunInfo:
+    app: str
+    version: str
+    task: str
+    status: str
+    path: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "app": self.app,
+            "version": self.version,
+            "task": self.task,
+            "status": self.status,
+            "path": str(self.path),
+            "metrics": self.metrics,
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+        }
+
+
+def _info(r: Run) -> RunInfo:
+    return RunInfo(
+        r.app, r.version, r.task, r.status, Path(r.path), dict(r.metrics or {}), r.created_at, r.finished_at
+    )
+
+
+# ---- atomic files ---------------------------------------------------------------------------------------
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, then os.replace: readers see old or new, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default, ensure_ascii=False) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "item"):
+        return o.item()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, Path | datetime):
+        return str(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+# ---- manifest -------------------------------------------------------------------------------------------
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _run_files(run_dir: Path) -> list[Path]:
+    out = []
+    for p in sorted(run_dir.rglob("*")):
+        rel = p.relative_to(run_dir)
+        if (
+            p.is_file()
+            and rel.parts[0] != CHECKPOINT_DIR
+            and p.name != MANIFEST
+            and not p.name.startswith(".")
+        ):
+            out.append(p)
+    return out
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for lib in _LIBS:
+        try:
+            out[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def write_manifest(run_dir: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    files = {
+        str(p.relative_to(run_dir)): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+        for p in _run_files(run_dir)
+    }
+    man = {
+        "created_at": datetime.now(UTC).isoformat(),
+        "files": files,
+        "libraries": library_versions(),
+        **(extra or {}),
+    }
+    atomic_write_json(run_dir / MANIFEST, man)
+    return man
+
+
+def verify_manifest(run_dir: Path) -> dict[str, Any]:
+    """Check every file against manifest.json; raise a clear error naming the first mismatching file."""
+    mp = run_dir / MANIFEST
+    if not mp.exists():
+        raise RunIntegrityError(
+            f"run '{run_dir}' has no {MANIFEST}: it did not finish; retrain it "
+            "(`luodi train APP.yaml --resume`)"
+        )
+    man = json.loads(mp.read_text())
+    for rel, meta in man["files"].items():
+        p = run_dir / rel
+        if not p.exists():
+            raise RunIntegrityError(
+                f"run '{run_dir}': file '{rel}' listed in {MANIFEST} is missing; "
+                "restore it or retrain the app"
+            )
+        if sha256_file(p) != meta["sha256"]:
+            raise RunIntegrityError(
+                f"run '{run_dir}': file '{rel}' was modified after training (sha256 mismatch); "
+                "restore the original file or retrain the app"
+            )
+    return man
+
+
+# ---- runs in the store ----------------------------------------------------------------------------------
+
+
+def runs_root(override: str | None = None) -> Path:
+    return Path(override).expanduser() if override else get_settings().runs_dir
+
+
+def _next_version(s, app: str) -> str:
+    versions = s.scalars(select(Run.version).where(Run.app == app)).all()
+    nums = [int(v[1:]) for v in versions if v.startswith("v") and v[1:].isdigit()]
+    return f"v{max(nums, default=0) + 1}"
+
+
+def create_run(app: str, task: str, root: str | None = None) -> RunInfo:
+    """Register a new run (status running) with the next version v1, v2, ... and create its folder."""
+    for _ in range(20):
+        try:
+            with session_scope() as s:
+                version = _next_version(s, app)
+                path = runs_root(root) / app / version
+                r = Run(app=app, version=version, task=task, status="running", path=str(path), metrics={})
+                s.add(r)
+                s.flush()
+                info = _info(r)
+        except IntegrityError:  # another process took this version number; try the next
+            continue
+        if info.path.exists():  # a stale folder from a store that was reset: move it aside, never overwrite
+            info.path.rename(info.path.with_name(f"{version}.stale-{datetime.now(UTC):%Y%m%d%H%M%S}"))
+        info.path.mkdir(parents=True, exist_ok=True)
+        return info
+    raise LuodiError(f"could not allocate a run version for app '{app}'", status=409)
+
+
+def set_status(app: str, version: str, status: str, metrics: dict[str, Any] | None = None) -> RunInfo:
+    with session_scope() as s:
+        r = s.scalars(select(Run).where(Run.app == app, Run.version == version)).one()
+        r.status = status
+        if metrics is not None:
+            r.metrics = metrics
+        if status in ("done", "failed", "interrupted"):
+            r.finished_at = datetime.now(UTC)
+        s.flush()
+        return _info(r)
+
+
+def list_runs(app: str | None = None) -> list[RunInfo]:
+    """Runs, newest first (all apps when `app` is None)."""
+    with session_scope() as s:
+        q = select(Run).order_by(Run.created_at.desc(), Run.id.desc())
+        if app:
+            q = q.where(Run.app == app)
+        return [_info(r) for r in s.scalars(q).all()]
+
+
+def get_run(app: str, version: str | None = None) -> RunInfo:
+    """A given version, or the latest finished (status done) run of an app."""
+    runs = list_runs(app)
+    if version:
+        for r in runs:
+            if r.version == version:
+                return r
+        raise NotFound(
+            f"app '{app}' has no run '{version}'; versions: {', '.join(r.version for r in runs) or 'none'}",
+            param="version",
+        )
+    for r in runs:
+        if r.status == "done":
+            return r
+    raise NotFound(f"app '{app}' has no finished run; train it first: `luodi train APP.yaml`", param="app")
+
+
+def resumable_run(app: str) -> RunInfo | None:
+    """The newest run that did not finish (interrupted, failed or left running by a crash)."""
+    for r in list_runs(app):
+        if r.status == "done":
+            return None
+        if r.status in RESUMABLE:
+            return r
+    return None
+
+
+def apps_with_runs() -> list[str]:
+    seen: dict[str, None] = {}
+    for r in list_runs():
+        if r.status == "done":
+            seen.setdefault(r.app)
+    return list(seen)
+
+
+def delete_checkpoint(run_dir: Path) -> None:
+    shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)

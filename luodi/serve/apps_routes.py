@@ -1,0 +1,310 @@
+"""HTTP routes for trained apps: GET /v1/apps, GET /v1/apps/{name}/runs, the run report, and
+POST /v1/apps/{name}/predict (one record, or {"inputs": [...]} for a batch).
+
+A typed predict route is generated per trained app when this module is imported (so each app's request
+and response models appear in the OpenAPI docs); a generic route serves apps trained later with the same
+validation. Every route calls luodi.api.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, ValidationError, create_model
+from starlette.concurrency import run_in_threadpool
+
+from luodi import api, registry
+from luodi.errors import LuodiError
+
+try:
+    from luodi.serve.auth import require_key
+
+    _deps = [Depends(require_key)]
+except ImportError:  # the server area may not be there yet
+    _deps = []
+
+
+def _http(e: LuodiError) -> HTTPException:
+    return HTTPException(e.status, e.message)
+
+
+def _schemas(pred: api.Predictor) -> tuple[type[BaseModel], type[BaseModel]]:
+    task = pred.task
+    key = "_luodi_schemas"
+    if not hasattr(task, key):
+        setattr(task, key, (task.input_model(), task.output_model()))
+    return getattr(task, key)
+
+
+def _validate(pred: api.Predictor, body: Any) -> tuple[list[dict[str, Any]], bool]:
+    """Records from a single object or {"inputs": [...]}, validated against the app's input model."""
+    inp, _ = _schemas(pred)
+    batch = isinstance(body, dict) and "inputs" in body and len(body) == 1
+    if batch and not isinstance(body["inputs"], list):
+        raise RequestValidationError(
+            [
+                {
+                    "type": "list_type",
+                    "loc": ("body", "inputs"),
+                    "msg": "Input should be a valid list",
+                    "input": body["inputs"],
+                }
+            ]
+        )
+    if not batch and not isinstance(body, dict):
+        raise RequestValidationError(
+            [
+                {
+                    "type": "model_attributes_type",
+                    "loc": ("body",),
+                    "msg": 'Input should be an object (one record) or {"inputs": [...]}',
+                    "input": body,
+                }
+            ]
+        )
+    items = body["inputs"] if batch else [body]
+    if batch and len(items) > max(1, pred.config.serve.batch_size) * 32:
+        raise HTTPException(
+            413,
+            f"batch of {len(items)} inputs is too large; send at most "
+            f"{pred.config.serve.batch_size * 32} per request",
+        )
+    records, errors = [], []
+    for i, item in enumerate(items):
+        try:
+            records.append(inp.model_validate(item).model_dump(by_alias=True))
+        except ValidationError as e:
+            prefix = ("body", "inputs", i) if batch else ("body",)
+            errors += [{**err, "loc": prefix + tuple(err["loc"])} for err in e.errors(include_url=False)]
+    if errors:
+        raise RequestValidationError(errors)
+    return records, batch
+
+
+async def _predict(name: str, body: Any) -> Any:
+    try:
+        pred = await run_in_threadpool(api.load_predictor, name)
+        records, batch = _validate(pred, body)
+        outs = await run_in_threadpool(pred.predict, records)
+    except LuodiError as e:
+        raise _http(e) from e
+    if batch:
+        return {"app": name, "version": pred.run.version, "outputs": outs}
+    return {"app": name, "version": pred.run.version, **outs[0]}
+
+
+def _app_summary(pred: api.Predictor) -> dict[str, Any]:
+    inp, _ = _schemas(pred)
+    schema = inp.model_json_schema(by_alias=True)
+    example = (schema.get("examples") or [{}])[0]
+    return {
+        "name": pred.config.name,
+        "task": pred.config.task,
+        "description": pred.config.description,
+        "version": pred.run.version,
+        "metrics": pred.run.metrics,
+        "route": f"/v1/apps/{pred.config.name}/predict",
+        "input_schema": schema,
+        "example": example,
+    }
+
+
+async def list_apps() -> dict[str, Any]:
+    preds = await run_in_threadpool(api.trained_apps)
+    return {"object": "list", "data": [_app_summary(p) for p in preds]}
+
+
+async def get_app(name: str) -> dict[str, Any]:
+    try:
+        return _app_summary(await run_in_threadpool(api.load_predictor, name))
+    except LuodiError as e:
+        raise _http(e) from e
+
+
+async def app_runs(name: str) -> dict[str, Any]:
+    runs = await run_in_threadpool(api.list_runs, name)
+    if not runs:
+        raise HTTPException(404, f"app '{name}' has no runs; train it with `luodi train APP.yaml`")
+    for r in runs:
+        r["report_url"] = f"/v1/apps/{name}/runs/{r['version']}/report"
+    return {"object": "list", "data": runs}
+
+
+async def run_report(name: str, version: str) -> HTMLResponse:
+    try:
+        run = await run_in_threadpool(registry.get_run, name, version)
+    except LuodiError as e:
+        raise _http(e) from e
+    p = run.path / "report.html"
+    if not p.exists():
+        raise HTTPException(404, f"run {name} {version} has no report (status: {run.status})")
+    return HTMLResponse(p.read_text())
+
+
+async def predict_any(name: str, request: Request) -> Any:
+    """Predict with any trained app: one record, or {"inputs": [...]} for a batch."""
+    return await _predict(name, await _json_body(request))
+
+
+def _register_static_routes(r: APIRouter) -> None:
+    r.add_api_route(
+        "/v1/apps", list_apps, methods=["GET"], summary="Trained apps (newest finished run of each)"
+    )
+    r.add_api_route(
+        "/v1/apps/{name}", get_app, methods=["GET"], summary="One trained app: version, metrics, input schema"
+    )
+    r.add_api_route(
+        "/v1/apps/{name}/runs", app_runs, methods=["GET"], summary="Every run of an app, newest first"
+    )
+    r.add_api_route(
+        "/v1/apps/{name}/runs/{version}/report",
+        run_report,
+        methods=["GET"],
+        response_class=HTMLResponse,
+        summary="A run's report.html",
+    )
+    r.add_api_route(
+        "/v1/apps/{name}/predict",
+        predict_any,
+        methods=["POST"],
+        summary='Predict with any trained app (one record or {"inputs": [...]})',
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"type": "object", "description": 'one record, or {"inputs": [...]}'}
+                    }
+                },
+            }
+        },
+    )
+
+
+def _inline(schema: dict[str, Any]) -> dict[str, Any]:
+    """An input schema with its $defs moved to components-free inline form (for openapi_extra)."""
+    defs = schema.pop("$defs", {})
+    if not defs:
+        return schema
+    import json
+
+    text = json.dumps(schema)
+    for k, v in defs.items():
+        text = text.replace(json.dumps({"$ref": f"#/$defs/{k}"}), json.dumps(v))
+    return json.loads(text)
+
+
+async def _json_body(request: Request) -> Any:
+    import json
+
+    raw = await request.body()
+    try:
+        return json.loads(raw or b"null")
+    except ValueError as e:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "json_invalid",
+                    "loc": ("body",),
+                    "msg": "JSON decode error",
+                    "input": raw[:80].decode(errors="replace"),
+                    "ctx": {"error": str(e)},
+                }
+            ]
+        ) from e
+
+
+class _AppsRouter(APIRouter):
+    """Adds a typed predict route for every newly trained app whenever its routes are read (e.g. by
+    FastAPI's include_router in create_app), keeping them before the generic route."""
+
+    _mounted: set[tuple[str, str]]
+    _last = 0.0
+
+    @property
+    def routes(self) -> list:
+        import time
+
+        if getattr(self, "_ready", False) and time.monotonic() - self._last > 2.0:
+            self._ready = False
+            try:
+                self._last = time.monotonic()
+                _mount_trained_apps(self)
+            finally:
+                self._ready = True
+        return self._routes
+
+    @routes.setter
+    def routes(self, value: list) -> None:
+        self._routes = value
+
+
+def _typed_route(r: APIRouter, pred: api.Predictor) -> None:
+    """POST /v1/apps/<name>/predict with the app's own request and response models (for OpenAPI)."""
+    name = pred.config.name
+    inp, outp = _schemas(pred)
+    cname = inp.__name__.removesuffix("Input")
+    single_out = create_model(f"{cname}Prediction", __base__=outp, app=(str, ...), version=(str, ...))
+    batch_out = create_model(
+        f"{cname}BatchPrediction", app=(str, ...), version=(str, ...), outputs=(list[outp], ...)
+    )
+    one = _inline(inp.model_json_schema(by_alias=True))
+    many = {
+        "title": f"{cname}BatchInput",
+        "type": "object",
+        "required": ["inputs"],
+        "properties": {"inputs": {"type": "array", "items": one}},
+    }
+
+    async def predict_typed(request: Request) -> Any:
+        return await _predict(name, await _json_body(request))
+
+    r.add_api_route(
+        f"/v1/apps/{name}/predict",
+        predict_typed,
+        methods=["POST"],
+        response_model=single_out | batch_out,
+        summary=f"Predict with app '{name}'",
+        description=(pred.config.description or f"{pred.config.task} app {name}")
+        + ' Send one record, or {"inputs": [...]} for a batch.',
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"oneOf": [one, many]}}},
+            }
+        },
+    )
+    # keep typed routes before the generic /v1/apps/{name}/predict
+    routes = r._routes
+    new = routes.pop()
+    generic = next(
+        (i for i, x in enumerate(routes) if getattr(x, "path", "") == "/v1/apps/{name}/predict"), None
+    )
+    routes.insert(generic if generic is not None else len(routes), new)
+
+
+def _mount_trained_apps(r: _AppsRouter) -> None:
+    try:
+        names = registry.apps_with_runs()
+    except Exception:  # noqa: BLE001 - no store yet: only the generic routes
+        return
+    for n in names:
+        try:
+            pred = api.load_predictor(n)
+            key = (n, pred.run.version)
+            if key in r._mounted:
+                continue
+            r._routes[:] = [x for x in r._routes if getattr(x, "path", "") != f"/v1/apps/{n}/predict"]
+            _typed_route(r, pred)
+            r._mounted.add(key)
+        except Exception:  # noqa: BLE001 - an app that cannot load keeps the generic route
+            continue
+
+
+router = _AppsRouter(tags=["apps"], dependencies=_deps)
+router._mounted = set()
+_register_static_routes(router)
+router._ready = True

@@ -1,0 +1,582 @@
+"""Tabular classification / regression: LightGBM, an MLP, or both averaged; calibrated probabilities.
+
+model.type: lightgbm (default) | mlp | ensemble. Weights: LightGBM text format, MLP safetensors,
+preprocessing and calibration as JSON. Training checkpoints every epoch (LightGBM: every
+n_estimators/epochs rounds) under run_dir/checkpoint and resumes from there.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from luodi.config import AppConfig
+from luodi.data.balance import resample, sample_weights
+from luodi.data.readers import read_table
+from luodi.data.split import split_frame
+from luodi.data.tabular import Columns, Preprocessor, py_name
+from luodi.errors import BadRequest, ConfigError
+from luodi.evaluate.calibration import apply_calibrator, fit_calibrator
+from luodi.evaluate.metrics import classification_report_data, regression_metrics
+from luodi.registry import CHECKPOINT_DIR, atomic_write_bytes, atomic_write_json
+from luodi.tasks.base import TaskBase
+
+MODEL_TYPES = ("lightgbm", "mlp", "ensemble")
+LGB_OPTIONS = {
+    "n_estimators": 500,
+    "num_leaves": 31,
+    "min_child_samples": 20,
+    "feature_fraction": 0.9,
+    "bagging_fraction": 1.0,
+    "bagging_freq": 0,
+    "lambda_l1": 0.0,
+    "lambda_l2": 0.0,
+    "max_depth": -1,
+    "min_split_gain": 0.0,
+    "cat_smooth": 10.0,
+    "early_stopping_rounds": 50,
+}
+MLP_OPTIONS = {"hidden": [128, 64], "dropout": 0.1, "weight_decay": 1e-4}
+OTHER_OPTIONS = {"calibration": "sigmoid", "objective": "auto", "ensemble_weights": None, "mlp_lr": None}
+
+
+def resolve_options(cfg: AppConfig) -> dict[str, Any]:
+    """model.options merged over defaults; unknown options are rejected with their path."""
+    allowed = {**LGB_OPTIONS, **MLP_OPTIONS, **OTHER_OPTIONS}
+    for k in cfg.model.options:
+        if k not in allowed:
+            raise ConfigError(
+                f"unknown key 'model.options.{k}' for task {cfg.task}; "
+                f"expected one of {', '.join(sorted(allowed))}"
+            )
+    opts = {**allowed, **cfg.model.options}
+    if opts["calibration"] not in ("sigmoid", "isotonic", "none"):
+        raise ConfigError(
+            f"'model.options.calibration' must be sigmoid, isotonic or none (got {opts['calibration']!r})"
+        )
+    if opts["objective"] not in ("auto", "binary", "multiclass", "regression"):
+        raise ConfigError(
+            "'model.options.objective' must be auto, binary, multiclass or regression "
+            f"(got {opts['objective']!r})"
+        )
+    return opts
+
+
+# ---- safetensors checkpoints for torch modules + optimizers ----------------------------------------------
+
+
+def save_torch_state(
+    path: Path, modules: dict[str, Any], optimizer: Any = None, meta: dict | None = None
+) -> None:
+    import torch
+    from safetensors.torch import save
+
+    tensors = {
+        f"{name}.{k}": v.detach().contiguous().clone()
+        for name, m in modules.items()
+        for k, v in (m.state_dict() if hasattr(m, "state_dict") else m).items()
+    }
+    groups = None
+    if optimizer is not None:
+        sd = optimizer.state_dict()
+        for i, st in sd["state"].items():
+            for k, v in st.items():
+                tensors[f"opt.{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+        groups = sd["param_groups"]
+    atomic_write_bytes(
+        path, save(tensors, metadata={"meta": json.dumps({**(meta or {}), "param_groups": groups})})
+    )
+
+
+def load_torch_state(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None, dict]:
+    """Returns ({module: state_dict}, optimizer state_dict or None, meta)."""
+    from safetensors import safe_open
+
+    mods: dict[str, dict[str, Any]] = {}
+    opt: dict[int, dict[str, Any]] = {}
+    with safe_open(str(path), "pt") as f:
+        meta = json.loads((f.metadata() or {}).get("meta", "{}"))
+        for key in f.keys():
+            head, rest = key.split(".", 1)
+            if head == "opt":
+                i, k = rest.split(".", 1)
+                opt.setdefault(int(i), {})[k] = f.get_tensor(key)
+            else:
+                mods.setdefault(head, {})[rest] = f.get_tensor(key)
+    groups = meta.pop("param_groups", None)
+    opt_sd = {"state": opt, "param_groups": groups} if groups is not None else None
+    return mods, opt_sd, meta
+
+
+def make_mlp(n_in: int, n_out: int, hidden: list[int], dropout: float):
+    import torch.nn as nn
+
+    layers: list[Any] = []
+    d = n_in
+    for h in hidden:
+        layers += [nn.Linear(d, h), nn.ReLU(), nn.Dropout(dropout)]
+        d = h
+    layers.append(nn.Linear(d, n_out))
+    return nn.Sequential(*layers)
+
+
+def _progress(enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeRemainingColumn(),
+        disable=not enabled,
+        transient=False,
+    )
+
+
+class TabularTask(TaskBase):
+    name: ClassVar[str] = "tabular"
+
+    def __init__(self, config: AppConfig):
+        super().__init__(config)
+        self.cols = Columns.from_config(config.data.columns, need_label=True)
+        self.opts = resolve_options(config)
+        self.kind = config.model.type or "lightgbm"
+        if self.kind not in MODEL_TYPES:
+            raise ConfigError(
+                f"'model.type' for tabular must be one of {', '.join(MODEL_TYPES)} (got {self.kind!r})"
+            )
+        self.prep: Preprocessor | None = None
+        self.classes: list[str] = []
+        self.positive = 1
+        self.objective = "binary"
+        self.booster = None
+        self.mlp = None
+        self.calibrator: dict[str, Any] | None = None
+        self.weights = self._ensemble_weights()
+
+    # ---- data -----------------------------------------------------------------------------------------
+    def read(self, path: str | None) -> pd.DataFrame:
+        d = self.config.data
+        field = "data.path" if path is None else "data"
+        df = read_table(
+            path if path is not None else d.path, d.format, d.options, self.cols.names, field=field
+        )
+        if self.cols.label and self.cols.label in df.columns:
+            df[self.cols.label] = (
+                self.cols.map_labels(df[self.cols.label])
+                if not self._is_regression_raw(df)
+                else pd.to_numeric(df[self.cols.label], errors="coerce")
+            )
+        return df
+
+    def _is_regression_raw(self, df: pd.DataFrame) -> bool:
+        if self.opts["objective"] == "regression":
+            return True
+        if self.opts["objective"] != "auto" or self.cols.label_map:
+            return False
+        y = df[self.cols.label]
+        return pd.api.types.is_float_dtype(y) and y.nunique() > 20
+
+    def labels(self, data: pd.DataFrame) -> Any:
+        return None if self.objective == "regression" else data[self.cols.label].astype(str).to_numpy()
+
+    def split(self, data: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        return split_frame(data, dict(self.config.data.split), self.cols.label)
+
+    def _target(self, df: pd.DataFrame) -> np.ndarray:
+        lab = self.cols.label
+        if lab not in df.columns:
+            raise BadRequest(f"the data has no label column '{lab}' (data.columns.label)", param=lab)
+        if self.objective == "regression":
+            return pd.to_numeric(df[lab], errors="coerce").to_numpy(np.float64)
+        idx = {c: i for i, c in enumerate(self.classes)}
+        vals = df[lab].astype(str)
+        unknown = sorted(set(vals) - set(idx))
+        if unknown:
+            raise BadRequest(
+                f"label column '{lab}' has values {unknown[:5]} not seen in training "
+                f"(known: {self.classes}); map them with data.columns.label_map",
+                param=lab,
+            )
+        return vals.map(idx).to_numpy(np.int64)
+
+    # ---- training -------------------------------------------------------------------------------------
+    def _setup(self, train: pd.DataFrame) -> None:
+        lab = self.cols.label
+        if lab not in train.columns:
+            raise ConfigError(
+                f"'data.columns.label': column '{lab}' not in the data; "
+                f"columns are: {', '.join(map(str, train.columns))}"
+            )
+        self.prep = Preprocessor.fit(train, self.cols)
+        if self._is_regression_raw(train):
+            self.objective, self.classes = "regression", []
+            return
+        counts = train[lab].astype(str).value_counts()
+        self.classes = sorted(counts.index)
+        if len(self.classes) < 2:
+            raise ConfigError(f"label column '{lab}' has a single class {self.classes}: nothing to learn")
+        self.objective = "binary" if len(self.classes) == 2 else "multiclass"
+        if self.opts["objective"] in ("binary", "multiclass") and self.opts["objective"] != self.objective:
+            raise ConfigError(
+                f"'model.options.objective' is {self.opts['objective']} but the label has "
+                f"{len(self.classes)} classes"
+            )
+        pos = self.cols.positive if self.cols.positive is not None else counts.index[-1]  # default: minority
+        if str(pos) not in self.classes:
+            raise ConfigError(f"'data.columns.positive' {pos!r} is not a label value; labels: {self.classes}")
+        self.positive = self.classes.index(str(pos))
+
+    def _ensemble_weights(self) -> list[float]:
+        w = self.opts["ensemble_weights"]
+        if w is None:
+            return [1.0, 0.0] if self.kind == "lightgbm" else [0.0, 1.0] if self.kind == "mlp" else [0.5, 0.5]
+        if not (isinstance(w, list) and len(w) == 2 and sum(w) > 0):
+            raise ConfigError(
+                "'model.options.ensemble_weights' must be two numbers [lightgbm, mlp] (got {w!r})"
+            )
+        return [float(x) / sum(w) for x in w]
+
+    def fit(
+        self, train: pd.DataFrame, valid: pd.DataFrame, run_dir: Path, progress: bool = True
+    ) -> dict[str, float]:
+        ckpt = Path(run_dir) / CHECKPOINT_DIR
+        ckpt.mkdir(parents=True, exist_ok=True)
+        self._setup(train)
+        y_tr, y_va = self._target(train), self._target(valid)
+        tc = self.config.train
+        rows = (
+            np.arange(len(train)) if self.objective == "regression" else resample(y_tr, tc.resample, tc.seed)
+        )
+        sw = None if self.objective == "regression" else sample_weights(y_tr[rows], tc.class_weights)
+        epochs_done = 0
+        with _progress(progress) as bar:
+            if self.weights[0] > 0:
+                self._fit_lgb(train.iloc[rows], y_tr[rows], sw, valid, y_va, ckpt, bar)
+                epochs_done = tc.epochs
+            if self.weights[1] > 0:
+                self._fit_mlp(
+                    train.iloc[rows], y_tr[rows], sw, valid, y_va, ckpt, bar, epoch_offset=epochs_done
+                )
+        if self.objective == "binary":
+            raw = self._raw_proba(valid)[:, self.positive]
+            self.calibrator = fit_calibrator(
+                raw, (y_va == self.positive).astype(int), self.opts["calibration"]
+            )
+        return {k: v for k, v in self.evaluate(valid).items() if isinstance(v, float)}
+
+    def _lgb_params(self) -> dict[str, Any]:
+        o, tc = self.opts, self.config.train
+        p = {k: o[k] for k in LGB_OPTIONS if k not in ("n_estimators", "early_stopping_rounds")}
+        p.update(
+            learning_rate=tc.lr,
+            seed=tc.seed,
+            verbosity=-1,
+            num_threads=2,
+            deterministic=True,
+            force_col_wise=True,
+        )
+        if self.objective == "binary":
+            p.update(objective="binary", metric="binary_logloss")
+        elif self.objective == "multiclass":
+            p.update(objective="multiclass", num_class=len(self.classes), metric="multi_logloss")
+        else:
+            p.update(objective="regression", metric="l2")
+        return p
+
+    def _fit_lgb(self, train, y, sw, valid, y_va, ckpt: Path, bar) -> None:
+        import lightgbm as lgb
+
+        prep = self.prep
+        n_cat = len(prep.categorical)
+        cat_idx = list(range(len(prep.numeric), len(prep.numeric) + n_cat))
+        dtr = lgb.Dataset(
+            prep.lgb_matrix(train), y, weight=sw, categorical_feature=cat_idx or "auto", free_raw_data=False
+        )
+        dva = lgb.Dataset(prep.lgb_matrix(valid), y_va, reference=dtr, categorical_feature=cat_idx or "auto")
+        total = int(self.opts["n_estimators"])
+        epochs = self.config.train.epochs
+        per_epoch = max(1, math.ceil(total / epochs))
+        state_p, model_p = ckpt / "lgb_state.json", ckpt / "lgb.txt"
+        state = json.loads(state_p.read_text()) if state_p.exists() and model_p.exists() else {}
+        if state.get("done"):
+            self.booster = lgb.Booster(model_str=model_p.read_text())
+            self.history += state.get("history", [])
+            return
+        init = lgb.Booster(model_str=model_p.read_text()) if state else None
+        start = int(state.get("iteration", 0))
+        self.history += state.get("history", [])
+        task = bar.add_task("boosting", total=total, completed=start, info="")
+        es = self.opts["early_stopping_rounds"] if self.config.train.early_stopping else None
+        evals: dict[str, Any] = {}
+
+        def checkpoint(env) -> None:
+            it = env.iteration + 1
+            bar.update(task, completed=it)
+            if it % per_epoch and it != env.end_iteration:
+                return
+            vals = {f"{name}_{m}": float(v) for name, m, v, *_ in env.evaluation_result_list}
+            bar.update(task, info=" ".join(f"{k}={v:.4f}" for k, v in vals.items()))
+            atomic_write_bytes(model_p, env.model.model_to_string().encode())
+            logs = {**vals, "stage": "lightgbm", "iteration": it}
+            atomic_write_json(
+                state_p, {"iteration": it, "history": self.history + [{"epoch": it // per_epoch, **logs}]}
+            )
+            self.on_epoch_end(math.ceil(it / per_epoch), logs)
+
+        callbacks = [checkpoint, lgb.record_evaluation(evals)]
+        if es:
+            callbacks.append(lgb.early_stopping(int(es), first_metric_only=True, verbose=False))
+        booster = lgb.train(
+            self._lgb_params(),
+            dtr,
+            num_boost_round=max(0, total - start),
+            valid_sets=[dtr, dva],
+            valid_names=["train", "valid"],
+            init_model=init,
+            callbacks=callbacks,
+            keep_training_booster=True,
+        )
+        best = booster.best_iteration or booster.current_iteration()
+        self.booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+        atomic_write_bytes(model_p, self.booster.model_to_string().encode())
+        atomic_write_json(state_p, {"done": True, "iteration": best, "history": self.history})
+        bar.update(task, completed=total)
+
+    def _fit_mlp(self, train, y, sw, valid, y_va, ckpt: Path, bar, epoch_offset: int = 0) -> None:
+        import torch
+
+        tc, o = self.config.train, self.opts
+        torch.manual_seed(tc.seed)
+        xtr = torch.from_numpy(self.prep.dense_matrix(train))
+        xva = torch.from_numpy(self.prep.dense_matrix(valid))
+        reg = self.objective == "regression"
+        if reg:
+            self._ymean, self._ystd = float(np.mean(y)), float(np.std(y) or 1.0)
+            ytr = torch.from_numpy(((y - self._ymean) / self._ystd).astype(np.float32))
+            yva = torch.from_numpy(((y_va - self._ymean) / self._ystd).astype(np.float32))
+        else:
+            ytr, yva = torch.from_numpy(np.array(y)), torch.from_numpy(np.array(y_va))
+        wtr = torch.from_numpy(sw) if sw is not None else torch.ones(len(y))
+        n_out = 1 if reg else len(self.classes)
+        self.mlp = make_mlp(xtr.shape[1], n_out, list(o["hidden"]), float(o["dropout"]))
+        opt = torch.optim.AdamW(
+            self.mlp.parameters(), lr=float(o["mlp_lr"] or tc.lr), weight_decay=float(o["weight_decay"])
+        )
+        path = ckpt / "mlp.safetensors"
+        start, best_loss, bad, best_state = 0, float("inf"), 0, None
+        if path.exists():
+            mods, opt_sd, meta = load_torch_state(path)
+            self.mlp.load_state_dict(mods["model"])
+            best_state = mods.get("best")
+            if opt_sd:
+                opt.load_state_dict(opt_sd)
+            start, best_loss, bad = meta["epoch"], meta["best_loss"], meta["bad"]
+            self.history = meta.get("history", self.history)
+        if best_state is None:
+            best_state = {k: v.clone() for k, v in self.mlp.state_dict().items()}
+        task = bar.add_task("mlp", total=tc.epochs, completed=start, info="")
+        g = torch.Generator().manual_seed(tc.seed)
+
+        def loss_fn(out, target, w):
+            if reg:
+                return (w * (out.squeeze(1) - target) ** 2).sum() / w.sum()
+            return (w * torch.nn.functional.cross_entropy(out, target, reduction="none")).sum() / w.sum()
+
+        for epoch in range(start, tc.epochs):
+            if tc.early_stopping and bad >= tc.early_stopping:
+                break
+            self.mlp.train()
+            perm = torch.randperm(len(xtr), generator=g)
+            total = 0.0
+            for i in range(0, len(perm), tc.batch_size):
+                b = perm[i : i + tc.batch_size]
+                opt.zero_grad()
+                loss = loss_fn(self.mlp(xtr[b]), ytr[b], wtr[b])
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(b)
+            self.mlp.eval()
+            with torch.no_grad():
+                vloss = float(loss_fn(self.mlp(xva), yva, torch.ones(len(yva))))
+            if vloss < best_loss - 1e-5:
+                best_loss, bad = vloss, 0
+                best_state = {k: v.clone() for k, v in self.mlp.state_dict().items()}
+            else:
+                bad += 1
+            logs = {"train_loss": total / len(xtr), "valid_loss": vloss, "stage": "mlp"}
+            bar.update(task, completed=epoch + 1, info=f"loss={logs['train_loss']:.4f} val={vloss:.4f}")
+            hist = self.history + [{"epoch": epoch_offset + epoch + 1, **logs}]
+            save_torch_state(
+                path,
+                {"model": self.mlp, "best": best_state},
+                opt,
+                {"epoch": epoch + 1, "best_loss": best_loss, "bad": bad, "history": hist},
+            )
+            self.on_epoch_end(epoch_offset + epoch + 1, logs)
+        self.mlp.load_state_dict(best_state)
+        self.mlp.eval()
+
+    # ---- inference ------------------------------------------------------------------------------------
+    def _raw_proba(self, df: pd.DataFrame) -> np.ndarray:
+        """Uncalibrated class probabilities (n, k), or predictions (n, 1) for regression."""
+        self.prep.check(df)
+        parts = []
+        if self.weights[0] > 0:
+            p = self.booster.predict(self.prep.lgb_matrix(df))
+            p = np.stack([1 - p, p], 1) if self.objective == "binary" else p.reshape(len(df), -1)
+            parts.append(self.weights[0] * p)
+        if self.weights[1] > 0:
+            import torch
+
+            with torch.no_grad():
+                out = self.mlp(torch.from_numpy(self.prep.dense_matrix(df)))
+            if self.objective == "regression":
+                p = out.numpy().astype(np.float64) * self._ystd + self._ymean
+            else:
+                p = torch.softmax(out, 1).numpy().astype(np.float64)
+            parts.append(self.weights[1] * p)
+        return np.sum(parts, axis=0)
+
+    def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
+        p = self._raw_proba(df)
+        if self.objective == "binary" and self.calibrator:
+            pos = apply_calibrator(p[:, self.positive], self.calibrator)
+            p = np.empty_like(p)
+            p[:, self.positive], p[:, 1 - self.positive] = pos, 1 - pos
+        return p
+
+    def _frame(self, records: list[dict[str, Any]]) -> pd.DataFrame:
+        if not records:
+            return pd.DataFrame(columns=self.prep.features)
+        for i, r in enumerate(records):
+            if not isinstance(r, dict):
+                raise BadRequest(
+                    f"input {i} must be an object with fields {self.prep.features}", param=f"inputs.{i}"
+                )
+            missing = [c for c in self.prep.features if c not in r]
+            if missing:
+                raise BadRequest(
+                    f"input {i} is missing field '{missing[0]}' (needs: {', '.join(self.prep.features)})",
+                    param=missing[0],
+                )
+        return pd.DataFrame.from_records(records)
+
+    def predict(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        df = self._frame(records)
+        if not len(df):
+            return []
+        p = self.predict_proba(df)
+        if self.objective == "regression":
+            return [{"value": float(v)} for v in p[:, 0]]
+        out = []
+        for row in p:
+            i = int(row.argmax())
+            out.append(
+                {
+                    "label": self.classes[i],
+                    "probability": float(row[i]),
+                    "probabilities": {c: float(v) for c, v in zip(self.classes, row, strict=True)},
+                }
+            )
+        return out
+
+    def evaluate(self, data: pd.DataFrame) -> dict[str, Any]:
+        y = self._target(data)
+        p = self.predict_proba(data)
+        if self.objective == "regression":
+            return regression_metrics(y, p[:, 0])
+        out = classification_report_data(y, p, self.classes, self.positive)
+        out["n"] = float(len(y))
+        return out
+
+    # ---- persistence ----------------------------------------------------------------------------------
+    def save(self, run_dir: Path) -> None:
+        run_dir = Path(run_dir)
+        if self.booster is not None and self.weights[0] > 0:
+            atomic_write_bytes(run_dir / "model.lgb.txt", self.booster.model_to_string().encode())
+        if self.mlp is not None and self.weights[1] > 0:
+            save_torch_state(run_dir / "mlp.safetensors", {"model": self.mlp})
+        atomic_write_json(run_dir / "preprocess.json", self.meta())
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "task": self.name,
+            "model_type": self.kind,
+            "objective": self.objective,
+            "classes": self.classes,
+            "positive": self.positive,
+            "label": self.cols.label,
+            "weights": self.weights,
+            "calibration": self.calibrator,
+            "preprocessor": self.prep.to_json(),
+            "mlp": {
+                "hidden": list(self.opts["hidden"]),
+                "dropout": float(self.opts["dropout"]),
+                "ymean": getattr(self, "_ymean", 0.0),
+                "ystd": getattr(self, "_ystd", 1.0),
+            },
+            "history": self.history,
+        }
+
+    def load(self, run_dir: Path) -> None:
+        run_dir = Path(run_dir)
+        m = json.loads((run_dir / "preprocess.json").read_text())
+        self.load_meta(m)
+        if self.weights[0] > 0:
+            import lightgbm as lgb
+
+            self.booster = lgb.Booster(model_str=(run_dir / "model.lgb.txt").read_text())
+        if self.weights[1] > 0:
+            mods, _, _ = load_torch_state(run_dir / "mlp.safetensors")
+            n_in = mods["model"]["0.weight"].shape[1]
+            n_out = 1 if self.objective == "regression" else len(self.classes)
+            self.mlp = make_mlp(n_in, n_out, m["mlp"]["hidden"], m["mlp"]["dropout"])
+            self.mlp.load_state_dict(mods["model"])
+            self.mlp.eval()
+
+    def load_meta(self, m: dict[str, Any]) -> None:
+        self.kind, self.objective, self.classes = m["model_type"], m["objective"], m["classes"]
+        self.positive, self.weights, self.calibrator = m["positive"], m["weights"], m["calibration"]
+        self.prep = Preprocessor.from_json(m["preprocessor"])
+        self._ymean, self._ystd = m["mlp"]["ymean"], m["mlp"]["ystd"]
+        self.history = m.get("history", [])
+
+    # ---- HTTP schemas ---------------------------------------------------------------------------------
+    def input_model(self) -> type[BaseModel]:
+        prep = self.prep
+        taken: set[str] = set()
+        fields: dict[str, Any] = {}
+        for c in prep.features:
+            typ = float | None if c in prep.numeric else str | None
+            desc = "number" if c in prep.numeric else f"one of: {', '.join(prep.categories[c][:20])}"
+            fields[py_name(c, taken)] = (typ, Field(..., alias=c, description=desc))
+        model = create_model(
+            f"{_camel(self.config.name)}Input",
+            __config__=ConfigDict(
+                populate_by_name=True, extra="forbid", json_schema_extra={"examples": [prep.example]}
+            ),
+            **fields,
+        )
+        return model
+
+    def output_model(self) -> type[BaseModel]:
+        if self.objective == "regression":
+            return create_model(f"{_camel(self.config.name)}Output", value=(float, ...))
+        return create_model(
+            f"{_camel(self.config.name)}Output",
+            label=(str, Field(..., description=f"one of {self.classes}")),
+            probability=(float, ...),
+            probabilities=(dict[str, float], ...),
+        )
+
+
+def _camel(name: str) -> str:
+    return "".join(p.capitalize() for p in name.replace("-", "_").split("_"))

@@ -1,0 +1,194 @@
+"""Hyper-parameter search over dotted config paths with Optuna (grid / random / TPE) or Ray Tune.
+
+Search space (tune.space): `train.lr: {low: 0.01, high: 0.3, log: true}`, `model.options.num_leaves:
+{low: 8, high: 64, type: int}`, or a list of choices `model.type: [lightgbm, ensemble]`. Grid search
+needs finite values: lists, or ranges with `step`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from luodi.config import AppConfig, TuneConfig
+from luodi.errors import BadRequest, ConfigError
+
+Objective = Callable[[dict[str, Any]], float]
+
+
+def apply_overrides(cfg: AppConfig, params: dict[str, Any]) -> AppConfig:
+    """A copy of the config with dotted-path values set, re-validated (bad paths are named)."""
+    from luodi.config import AppConfig as _App
+    from luodi.config import format_validation_error
+
+    raw = cfg.model_dump()
+    for path, value in params.items():
+        node = raw
+        keys = path.split(".")
+        for k in keys[:-1]:
+            if not isinstance(node, dict) or k not in node:
+                raise ConfigError(f"'tune.space.{path}': '{k}' is not a key of the app config")
+            node = node[k]
+        if not isinstance(node, dict):
+            raise ConfigError(f"'tune.space.{path}': cannot set a value inside a non-mapping")
+        node[keys[-1]] = value
+    try:
+        return _App.model_validate(raw)
+    except Exception as e:  # pydantic.ValidationError
+        msg = format_validation_error(e, "tune.space") if hasattr(e, "errors") else str(e)
+        raise ConfigError(msg) from e
+
+
+def _spec(path: str, spec: Any) -> dict[str, Any]:
+    if isinstance(spec, list):
+        if not spec:
+            raise ConfigError(f"'tune.space.{path}': empty list of choices")
+        return {"choices": spec}
+    if isinstance(spec, dict) and "low" in spec and "high" in spec:
+        bad = set(spec) - {"low", "high", "log", "step", "type"}
+        if bad:
+            raise ConfigError(
+                f"'tune.space.{path}': unknown key(s) {sorted(bad)}; use low, high, log, step, type"
+            )
+        if spec["low"] > spec["high"]:
+            raise ConfigError(f"'tune.space.{path}': low must not exceed high")
+        typ = spec.get("type") or (
+            "int"
+            if all(isinstance(spec[k], int) for k in ("low", "high"))
+            and not spec.get("log")
+            and isinstance(spec.get("step", 1), int)
+            else "float"
+        )
+        return {**spec, "type": typ}
+    raise ConfigError(
+        f"'tune.space.{path}': expected a list of choices or {{low, high[, log, step, type]}} (got {spec!r})"
+    )
+
+
+def parse_space(space: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    if not space:
+        raise ConfigError(
+            "'tune.space' is empty: add dotted paths to search, e.g. `train.lr: {low: 0.01, high: 0.3}`"
+        )
+    return {p: _spec(p, s) for p, s in space.items()}
+
+
+def grid_values(path: str, s: dict[str, Any]) -> list[Any]:
+    if "choices" in s:
+        return list(s["choices"])
+    if "step" not in s:
+        raise ConfigError(f"'tune.space.{path}': grid search needs a list of values or a range with `step`")
+    vals = np.arange(s["low"], s["high"] + 1e-12, s["step"])
+    return [int(v) for v in vals] if s["type"] == "int" else [float(v) for v in vals]
+
+
+def suggest(trial, path: str, s: dict[str, Any]) -> Any:
+    if "choices" in s:
+        return trial.suggest_categorical(path, s["choices"])
+    if s["type"] == "int":
+        return trial.suggest_int(
+            path, int(s["low"]), int(s["high"]), step=int(s.get("step", 1)), log=bool(s.get("log"))
+        )
+    return trial.suggest_float(
+        path, float(s["low"]), float(s["high"]), step=s.get("step"), log=bool(s.get("log"))
+    )
+
+
+def run_optuna(
+    space: dict[str, dict[str, Any]],
+    tc: TuneConfig,
+    objective: Objective,
+    trials: int,
+    sampler: str,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if sampler == "grid":
+        grid = {p: grid_values(p, s) for p, s in space.items()}
+        samp = optuna.samplers.GridSampler(grid, seed=seed)
+        trials = min(trials, int(np.prod([len(v) for v in grid.values()])))
+    elif sampler == "random":
+        samp = optuna.samplers.RandomSampler(seed=seed)
+    elif sampler == "tpe":
+        samp = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(5, max(1, trials // 3)))
+    else:
+        raise BadRequest(f"unknown sampler '{sampler}'; use grid, random or tpe", param="sampler")
+    study = optuna.create_study(direction=tc.direction, sampler=samp)
+
+    def fn(trial) -> float:
+        return objective({p: suggest(trial, p, s) for p, s in space.items()})
+
+    study.optimize(fn, n_trials=trials, show_progress_bar=progress)
+    done = [t for t in study.trials if t.value is not None]
+    return {
+        "best_params": study.best_params,
+        "best_value": float(study.best_value),
+        "trials": [{"number": t.number, "params": t.params, "value": float(t.value)} for t in done],
+    }
+
+
+def run_ray(
+    space: dict[str, dict[str, Any]],
+    tc: TuneConfig,
+    objective: Objective,
+    trials: int,
+    sampler: str,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The same search on Ray Tune (local or a cluster via RAY_ADDRESS)."""
+    try:
+        from ray import tune
+    except ImportError as e:
+        raise BadRequest(
+            "--executor ray needs Ray Tune: install it with `pip install 'luodi[ray]'`", param="executor"
+        ) from e
+    rspace: dict[str, Any] = {}
+    for p, s in space.items():
+        if "choices" in s:
+            rspace[p] = tune.grid_search(s["choices"]) if sampler == "grid" else tune.choice(s["choices"])
+        elif sampler == "grid":
+            rspace[p] = tune.grid_search(grid_values(p, s))
+        elif s["type"] == "int":
+            rspace[p] = (
+                tune.lograndint(s["low"], s["high"] + 1)
+                if s.get("log")
+                else tune.randint(s["low"], s["high"] + 1)
+            )
+        else:
+            rspace[p] = (
+                tune.loguniform(s["low"], s["high"]) if s.get("log") else tune.uniform(s["low"], s["high"])
+            )
+    mode = "max" if tc.direction == "maximize" else "min"
+    search_alg = None
+    if sampler == "tpe":
+        from ray.tune.search.optuna import OptunaSearch
+
+        search_alg = OptunaSearch(metric="score", mode=mode, seed=seed)
+
+    def trainable(config: dict[str, Any]) -> dict[str, float]:
+        return {"score": objective(config)}
+
+    tuner = tune.Tuner(
+        trainable,
+        param_space=rspace,
+        tune_config=tune.TuneConfig(
+            metric="score", mode=mode, num_samples=1 if sampler == "grid" else trials, search_alg=search_alg
+        ),
+    )
+    results = tuner.fit()
+    best = results.get_best_result()
+    rows = [
+        {"number": i, "params": {p: r.config[p] for p in space}, "value": float(r.metrics["score"])}
+        for i, r in enumerate(results)
+        if r.metrics and "score" in r.metrics
+    ]
+    return {
+        "best_params": {p: best.config[p] for p in space},
+        "best_value": float(best.metrics["score"]),
+        "trials": rows,
+    }
