@@ -1,0 +1,367 @@
+"""Text generation: LoRA fine-tuning of a chat LLM on dialogues (e.g. a reply style).
+
+The base model is the HF conversion of the bundled SmolLM2 GGUF (`luodi.models.gguf_to_hf_dir`) or any
+local HF causal-LM directory. Dialogues are rendered with the model's chat template, utterances
+alternating user / assistant; the loss and the perplexity count only assistant tokens. Only the LoRA
+adapter is stored (peft, safetensors). `evaluate` reports held-out perplexity of the tuned model and of
+the base model, and the relative reduction.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from luodi.config import AppConfig
+from luodi.data.text import read_dialogues
+from luodi.errors import BadRequest, ConfigError
+from luodi.tasks.text_classification import parse_options, write_json
+
+Dialogue = list[str]
+
+
+class TextGenerationOptions(BaseModel):
+    """`model.options` of a text-generation app."""
+
+    model_config = ConfigDict(extra="forbid")
+    r: int = Field(16, ge=1, le=256)  # LoRA rank
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    system: str | None = None  # system prompt used for training, evaluation and replies
+    max_length: int = Field(256, ge=16)  # tokens per training dialogue (longer ones are cut)
+    max_train_dialogues: int | None = Field(400, ge=1)  # a slice keeps CPU training short; None: all
+    max_eval_dialogues: int | None = Field(150, ge=1)
+    max_new_tokens: int = Field(64, ge=1, le=1024)
+    checkpoint_every: int = Field(50, ge=1)  # optimizer steps between checkpoints
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class GenerateIn(BaseModel):
+    text: str | None = Field(None, description="the user's message (single turn)")
+    messages: list[ChatMessage] | None = Field(None, description="a conversation so far (multi-turn)")
+    max_new_tokens: int | None = Field(None, ge=1, le=1024)
+
+
+class GenerateOut(BaseModel):
+    reply: str
+
+
+def base_model_dir(source: str) -> str:
+    """A local HF directory for the base model: GGUF files go through luodi.models.gguf_to_hf_dir."""
+    from luodi.models import resolve
+
+    src = resolve(source)
+    if src.kind == "hf_dir":
+        return src.path
+    if src.kind == "gguf":
+        try:
+            from luodi.models import gguf_to_hf_dir
+        except ImportError as e:
+            raise ConfigError(
+                "LoRA on a GGUF model needs luodi.models.gguf_to_hf_dir (not available in this build); "
+                "set model.source to a local Hugging Face model directory",
+                param="model.source",
+            ) from e
+        return str(gguf_to_hf_dir(src.path))
+    raise ConfigError(
+        f"model.source '{source}' is a {src.kind} model; LoRA needs a GGUF or a local HF directory",
+        param="model.source",
+    )
+
+
+class TextGenerationTask:
+    name: ClassVar[str] = "text-generation"
+
+    def __init__(self, config: AppConfig):
+        self.config = config
+        if config.model.type not in (None, "lora"):
+            raise ConfigError(
+                f"model.type '{config.model.type}' is not supported for text-generation; use 'lora'",
+                param="model.type",
+            )
+        self.opts: TextGenerationOptions = parse_options(config, TextGenerationOptions)
+        self.source = config.model.source or "bundled:smollm2-135m-instruct"
+        self.model = None
+        self.tokenizer = None
+        self.base_perplexity: dict[str, float] = {}
+
+    # ------------------------------------------------------------ data
+    def read(self, path: str | None = None) -> list[Dialogue]:
+        path = path or self.config.data.path
+        if not path:
+            raise ConfigError("data.path is not set: point it at a DailyDialog file", param="data.path")
+        return read_dialogues(path)
+
+    def split(self, data: list[Dialogue]) -> tuple[list[Dialogue], list[Dialogue]]:
+        s = self.config.data.split
+        rng = np.random.default_rng(int(s.get("seed", 0)))
+        if s.get("valid_path"):
+            train, valid = data, self.read(s["valid_path"])
+        else:
+            idx = rng.permutation(len(data))
+            n_valid = max(1, int(round(float(s.get("valid", 0.1)) * len(data))))
+            train, valid = [data[i] for i in idx[n_valid:]], [data[i] for i in idx[:n_valid]]
+        seen = {"\n".join(d) for d in train}
+        valid = [d for d in valid if "\n".join(d) not in seen]  # no leak of duplicated dialogues
+        if self.opts.max_train_dialogues and len(train) > self.opts.max_train_dialogues:
+            train = [
+                train[i] for i in sorted(rng.choice(len(train), self.opts.max_train_dialogues, replace=False))
+            ]
+        if self.opts.max_eval_dialogues:
+            valid = valid[: self.opts.max_eval_dialogues]
+        return train, valid
+
+    # ------------------------------------------------------------ model
+    def _load_base(self):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = base_model_dir(self.source)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+
+    def _messages(self, turns: Dialogue) -> list[dict[str, str]]:
+        msgs = [{"role": "system", "content": self.opts.system}] if self.opts.system else []
+        return msgs + [
+            {"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(turns)
+        ]
+
+    def _encode(self, turns: Dialogue) -> tuple[list[int], list[int]]:
+        """Token ids of the rendered dialogue and labels (-100 except on assistant turns)."""
+        msgs = self._messages(turns)
+        ids: list[int] = []
+        labels: list[int] = []
+        prev = ""
+        for i in range(1, len(msgs) + 1):
+            text = self.tokenizer.apply_chat_template(msgs[:i], tokenize=False)
+            if not text.startswith(prev):  # template not prefix-stable: fall back to the whole text
+                text = text[len(os.path.commonprefix([prev, text])) :]
+            piece = self.tokenizer(text[len(prev) :], add_special_tokens=False)["input_ids"]
+            ids += piece
+            labels += piece if msgs[i - 1]["role"] == "assistant" else [-100] * len(piece)
+            prev = text
+        return ids[: self.opts.max_length], labels[: self.opts.max_length]
+
+    def _batches(self, dialogues: list[Dialogue], batch_size: int):
+        import torch
+
+        enc = [self._encode(d) for d in dialogues]
+        enc = [e for e in enc if any(t != -100 for t in e[1])]
+        pad = self.tokenizer.pad_token_id
+        for k in range(0, len(enc), batch_size):
+            chunk = enc[k : k + batch_size]
+            n = max(len(i) for i, _ in chunk)
+            ids = torch.tensor([i + [pad] * (n - len(i)) for i, _ in chunk])
+            lab = torch.tensor([la + [-100] * (n - len(la)) for _, la in chunk])
+            mask = torch.tensor([[1] * len(i) + [0] * (n - len(i)) for i, _ in chunk])
+            yield ids, mask, lab
+
+    def perplexity(self, dialogues: list[Dialogue], model=None, progress: bool = False) -> float:
+        """exp(mean negative log-likelihood of assistant tokens)."""
+        import torch
+
+        model = model or self.model
+        model.eval()
+        nll, n = 0.0, 0
+        batches = list(self._batches(dialogues, 8))
+        if progress:
+            from rich.progress import track
+
+            batches = track(batches, description="perplexity")
+        with torch.inference_mode():
+            for ids, mask, lab in batches:
+                logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+                tgt = lab[:, 1:]
+                loss = torch.nn.functional.cross_entropy(
+                    logits.flatten(0, 1).float(), tgt.flatten(), ignore_index=-100, reduction="sum"
+                )
+                nll += float(loss)
+                n += int((tgt != -100).sum())
+        if n == 0:
+            raise BadRequest("no assistant turns to score: dialogues need at least two utterances")
+        return math.exp(nll / n)
+
+    def _peft(self, base):
+        from peft import LoraConfig, get_peft_model
+
+        cfg = LoraConfig(
+            r=self.opts.r,
+            lora_alpha=self.opts.alpha,
+            lora_dropout=self.opts.dropout,
+            target_modules=self.opts.target_modules,
+            task_type="CAUSAL_LM",
+        )
+        return get_peft_model(base, cfg)
+
+    def fit(self, train: list[Dialogue], valid: list[Dialogue], run_dir: Path, progress: bool = True) -> dict:
+        import torch
+        from rich.console import Console
+        from rich.progress import Progress
+
+        console = Console(quiet=not progress)
+        cfg = self.config.train
+        torch.manual_seed(cfg.seed)
+        base = self._load_base()
+        ckpt = Path(run_dir) / "checkpoint"
+        if valid:
+            key = f"{len(valid)}:{hash(tuple(map(tuple, valid))) & 0xFFFFFFFF}"
+            console.log(f"base model perplexity on {len(valid)} held-out dialogues")
+            self.base_perplexity = {key: self.perplexity(valid, base, progress)}
+            console.log(f"base perplexity {self.base_perplexity[key]:.2f}")
+        self.model = self._peft(base)
+        state = {"epoch": 0, "step": 0}
+        if (ckpt / "state.json").exists():
+            from peft import set_peft_model_state_dict
+            from safetensors.torch import load_file
+
+            state = json.loads((ckpt / "state.json").read_text())
+            set_peft_model_state_dict(self.model, load_file(str(ckpt / "adapter_model.safetensors")))
+            console.log(f"resuming at epoch {state['epoch'] + 1}, step {state['step']}")
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+        steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+        total_steps = steps_per_epoch * cfg.epochs
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: min(1.0, (s + 1) / 10) * max(0.0, 1 - s / max(1, total_steps))
+        )
+        for _ in range(state["epoch"] * steps_per_epoch + state["step"]):
+            sched.step()
+        for epoch in range(state["epoch"], cfg.epochs):
+            rng = np.random.default_rng(cfg.seed + epoch)
+            order = [train[i] for i in rng.permutation(len(train))]
+            batches = list(self._batches(order, cfg.batch_size))
+            self.model.train()
+            with Progress(disable=not progress, transient=True) as bar:
+                task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=len(batches))
+                for step, (ids, mask, lab) in enumerate(batches):
+                    if epoch == state["epoch"] and step < state["step"]:
+                        bar.advance(task)
+                        continue
+                    loss = self.model(input_ids=ids, attention_mask=mask, labels=lab).loss
+                    opt.zero_grad()
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(params, 1.0)
+                    opt.step()
+                    sched.step()
+                    bar.update(task, advance=1, description=f"epoch {epoch + 1} loss {float(loss):.3f}")
+                    if (step + 1) % self.opts.checkpoint_every == 0:
+                        self._checkpoint(ckpt, {"epoch": epoch, "step": step + 1})
+            self._checkpoint(ckpt, {"epoch": epoch + 1, "step": 0})
+            console.log(f"epoch {epoch + 1} done")
+        return {k: v for k, v in self.evaluate(valid).items() if isinstance(v, float)} if valid else {}
+
+    def _checkpoint(self, ckpt: Path, state: dict) -> None:
+        from peft import get_peft_model_state_dict
+        from safetensors.torch import save_file
+
+        ckpt.mkdir(parents=True, exist_ok=True)
+        sd = {k: v.contiguous() for k, v in get_peft_model_state_dict(self.model).items()}
+        save_file(sd, str(ckpt / "adapter_model.safetensors.tmp"))
+        os.replace(ckpt / "adapter_model.safetensors.tmp", ckpt / "adapter_model.safetensors")
+        write_json(ckpt / "state.json", state)
+
+    def _require_model(self):
+        if self.model is None:
+            raise BadRequest("this model is not trained yet: train it (luodi train APP) or load a run first")
+
+    # ------------------------------------------------------------ inference
+    def predict(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        import torch
+
+        self._require_model()
+        out = []
+        for i, r in enumerate(records):
+            try:
+                req = GenerateIn.model_validate(r)
+            except Exception as e:
+                raise BadRequest(f'records[{i}]: {e}; send {{"text": "..."}} or {{"messages": [...]}}') from e
+            if req.messages:
+                msgs = [m.model_dump() for m in req.messages]
+                if self.opts.system and msgs[0]["role"] != "system":
+                    msgs = [{"role": "system", "content": self.opts.system}, *msgs]
+            elif req.text and req.text.strip():
+                msgs = self._messages([req.text])
+            else:
+                raise BadRequest(f"records[{i}]: give a non-empty 'text' or 'messages'", param="text")
+            prompt = self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+            ids = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+            self.model.eval()
+            with torch.inference_mode():
+                gen = self.model.generate(
+                    **ids,
+                    max_new_tokens=req.max_new_tokens or self.opts.max_new_tokens,
+                    do_sample=False,
+                    repetition_penalty=1.1,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                )
+            reply = self.tokenizer.decode(gen[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+            out.append({"reply": reply.strip()})
+        return out
+
+    def evaluate(self, data: list[Dialogue]) -> dict[str, Any]:
+        self._require_model()
+        if not data:
+            raise BadRequest("no dialogues to evaluate")
+        if self.opts.max_eval_dialogues:
+            data = data[: self.opts.max_eval_dialogues]
+        key = f"{len(data)}:{hash(tuple(map(tuple, data))) & 0xFFFFFFFF}"
+        ppl = self.perplexity(data)
+        if key not in self.base_perplexity:
+            with self.model.disable_adapter():
+                self.base_perplexity[key] = self.perplexity(data)
+        base = self.base_perplexity[key]
+        return {
+            "perplexity": ppl,
+            "base_perplexity": base,
+            "perplexity_reduction": 1 - ppl / base,
+            "n_dialogues": len(data),
+        }
+
+    # ------------------------------------------------------------ persistence
+    def save(self, run_dir: Path) -> None:
+        self._require_model()
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = run_dir / "adapter.tmp"
+        self.model.save_pretrained(str(tmp), safe_serialization=True)
+        for f in tmp.iterdir():
+            os.replace(f, run_dir / f.name)
+        tmp.rmdir()
+        write_json(
+            run_dir / "text_generation.json",
+            {"task": self.name, "source": self.source, "options": self.opts.model_dump()},
+        )
+
+    def load(self, run_dir: Path) -> None:
+        from peft import PeftModel
+
+        run_dir = Path(run_dir)
+        meta_path = run_dir / "text_generation.json"
+        if not meta_path.exists():
+            raise BadRequest(f"{run_dir} holds no text-generation model (text_generation.json missing)")
+        meta = json.loads(meta_path.read_text())
+        self.source = meta["source"]
+        self.opts = TextGenerationOptions.model_validate(meta["options"])
+        self.model = PeftModel.from_pretrained(self._load_base(), str(run_dir))
+        self.model.eval()
+
+    def input_model(self) -> type[BaseModel]:
+        return GenerateIn
+
+    def output_model(self) -> type[BaseModel]:
+        return GenerateOut

@@ -1,0 +1,113 @@
+"""text-classification on small real slices: learns, round-trips, rejects out-of-scope, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from luodi.config import AppConfig
+from luodi.errors import BadRequest, ConfigError
+from luodi.tasks import task_for
+
+
+def make_task(path, **over):
+    raw = {"name": "t", "task": "text-classification", "data": {"path": str(path)}}
+    for k, v in over.items():
+        raw.setdefault(k, {}).update(v) if isinstance(v, dict) else raw.__setitem__(k, v)
+    return task_for(AppConfig.model_validate(raw))
+
+
+def banking_slice(datasets_dir, n_labels=8, per_label=40):
+    task = make_task(datasets_dir / "banking77/train.csv", data={"columns": {"label": "category"}})
+    df = task.read(None)
+    keep = sorted(df.label.unique())[:n_labels]
+    df = df[df.label.isin(keep)].groupby("label").head(per_label).reset_index(drop=True)
+    return task, df
+
+
+def test_banking_slice_learns_and_round_trips(datasets_dir, tmp_path):
+    task, df = banking_slice(datasets_dir)
+    train, valid = task.split(df)
+    assert set(train.label) == set(valid.label)  # stratified
+    metrics = task.fit(train, valid, tmp_path)
+    assert metrics["accuracy"] > 0.75  # 8 classes: chance is 0.125
+    texts = [{"text": t} for t in valid.text[:10]]
+    before = task.predict(texts)
+    assert {"label", "score", "top_k"} <= set(before[0])
+    assert before[0]["top_k"][0]["label"] == before[0]["label"]
+    assert 0 <= before[0]["score"] <= 1
+    task.save(tmp_path / "run")
+    assert not list((tmp_path / "run").glob("*.pkl"))
+    again = make_task(datasets_dir / "banking77/train.csv", data={"columns": {"label": "category"}})
+    again.load(tmp_path / "run")
+    after = again.predict(texts)
+    assert [a["label"] for a in after] == [b["label"] for b in before]
+    assert after[0]["score"] == pytest.approx(before[0]["score"], abs=1e-4)
+    # evaluate accepts a file in the dataset's original format (text,category columns)
+    f = tmp_path / "test.csv"
+    valid.rename(columns={"label": "category"}).to_csv(f, index=False)
+    m = again.evaluate(again.read(str(f)))
+    assert m["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-6)
+
+
+def test_tfidf_only_spam_filter(datasets_dir, tmp_path):
+    task = make_task(
+        datasets_dir / "sms-spam/SMSSpamCollection",
+        data={"format": "sms"},
+        model={"options": {"features": ["tfidf"]}},
+    )
+    df = task.read(None)
+    assert set(df.label) == {"ham", "spam"}
+    df = pd.concat([df[df.label == "spam"].head(150), df[df.label == "ham"].head(450)])
+    train, valid = task.split(df)
+    m = task.fit(train, valid, tmp_path)
+    assert m["accuracy"] > 0.9
+    out = task.predict([{"text": "WINNER!! You have won a free prize, call 09061701461 now to claim"}])
+    assert out[0]["label"] == "spam"
+
+
+def test_out_of_scope_threshold(datasets_dir, tmp_path):
+    task = make_task(
+        datasets_dir / "clinc150/data_full_trainval.json",
+        data={"split": {"by": "part", "valid_parts": ["val", "oos_val"]}},
+        model={"options": {"oos_label": "oos", "features": ["embeddings"]}},
+    )
+    df = task.read(None)
+    assert {"train", "val", "oos_train", "oos_val"} == set(df.part)
+    intents = sorted(set(df.label) - {"oos"})[:10]
+    df = df[df.label.isin(intents) | (df.label == "oos")]
+    df = pd.concat([df[df.part == "train"].groupby("label").head(30), df[df.part != "train"]])
+    df = df[(df.part != "oos_train") | (df.label == "oos")]
+    train, valid = task.split(df)
+    assert set(valid.part) == {"val", "oos_val"}
+    m = task.fit(train, valid, tmp_path)
+    assert m["in_scope_accuracy"] > 0.7 and m["oos_recall"] > 0.5
+    assert 0 <= task.oos_threshold < 1
+    assert task.predict([{"text": "what is the melting point of tungsten in kelvin"}])[0]["label"] in (
+        {"oos"} | set(intents)
+    )
+    # a clinc-style file with test keys reads as-is for `luodi evaluate --data`
+    f = tmp_path / "clinc_test.json"
+    f.write_text(json.dumps({"test": [["how do i freeze my card", intents[0]]], "oos_test": [["hi", "oos"]]}))
+    assert list(task.read(str(f)).part) == ["test", "oos_test"]
+
+
+def test_clear_errors(datasets_dir, tmp_path):
+    with pytest.raises(ConfigError, match="features"):
+        make_task("x.csv", model={"options": {"features": ["bag"]}})
+    with pytest.raises(ConfigError, match="model.options"):
+        make_task("x.csv", model={"options": {"c_embedings": 3}})
+    with pytest.raises(BadRequest, match="not found"):
+        make_task(tmp_path / "missing.csv").read(None)
+    with pytest.raises(BadRequest, match="data.columns.label"):
+        make_task(datasets_dir / "banking77/train.csv").read(None)  # label column is `category`
+    task, df = banking_slice(datasets_dir, n_labels=3, per_label=10)
+    with pytest.raises(BadRequest, match="not trained"):
+        task.predict([{"text": "hello"}])
+    task.fit(df, df.iloc[:0], tmp_path)
+    with pytest.raises(BadRequest, match=r"records\[1\]\.text"):
+        task.predict([{"text": "ok"}, {"txt": "typo"}])
+    with pytest.raises(BadRequest, match="2 distinct labels"):
+        task.fit(df[df.label == df.label[0]], df.iloc[:0], tmp_path)
