@@ -22,6 +22,7 @@ from luodi.config import AppConfig, format_validation_error
 from luodi.data.text import read_labelled_texts
 from luodi.errors import BadRequest, ConfigError
 from luodi.settings import get_settings
+from luodi.tasks.base import TaskBase
 
 # ---------------------------------------------------------------- shared helpers (also used by NER)
 
@@ -246,11 +247,11 @@ def records_texts(records: list[dict[str, Any]], field: str = "text") -> list[st
     return texts
 
 
-class TextClassificationTask:
+class TextClassificationTask(TaskBase):
     name: ClassVar[str] = "text-classification"
 
     def __init__(self, config: AppConfig):
-        self.config = config
+        super().__init__(config)
         if config.model.type not in (None, "embedding-head"):
             raise ConfigError(
                 f"model.type '{config.model.type}' is not supported for text-classification; "
@@ -266,7 +267,7 @@ class TextClassificationTask:
                 param="model.options.features",
             )
         self.source = config.model.source or "bundled:minilm-l6"
-        self.labels: list[str] = []
+        self.classes: list[str] = []
         self.emb_head: LinearHead | None = None
         self.tfidf = None
         self.tfidf_head: LinearHead | None = None
@@ -274,6 +275,10 @@ class TextClassificationTask:
         self.oos_threshold = self.opts.oos_threshold
 
     # ------------------------------------------------------------ data
+    def labels(self, data: pd.DataFrame):
+        """Labels to stratify k-fold splits."""
+        return data.label.values
+
     def read(self, path: str | None = None) -> pd.DataFrame:
         d = self.config.data
         path = path or d.path
@@ -334,8 +339,8 @@ class TextClassificationTask:
             raise BadRequest(
                 "training data has fewer than 2 distinct labels; a classifier needs at least two"
             )
-        self.labels = sorted(train.label.unique())
-        index = {lab: i for i, lab in enumerate(self.labels)}
+        self.classes = sorted(train.label.unique())
+        index = {lab: i for i, lab in enumerate(self.classes)}
         y = train.label.map(index).values
         texts = train.text.tolist()
         seed = self.config.train.seed
@@ -345,12 +350,12 @@ class TextClassificationTask:
             console.log(f"encoder features ({self.source}, layers {self.opts.layers}) for {len(texts)} texts")
             x = self._emb(texts, progress)
             console.log("fitting the embedding head")
-            self.emb_head = fit_logreg(x, y, len(self.labels), self.opts.c_embeddings, cw, seed)
+            self.emb_head = fit_logreg(x, y, len(self.classes), self.opts.c_embeddings, cw, seed)
         if "tfidf" in self.opts.features:
             console.log("fitting the TF-IDF head (word 1-2 grams + char 2-5 grams)")
             self.tfidf = fit_tfidf(texts)
             self.tfidf_head = fit_logreg(
-                self.tfidf.transform(texts), y, len(self.labels), self.opts.c_tfidf, cw, seed
+                self.tfidf.transform(texts), y, len(self.classes), self.opts.c_tfidf, cw, seed
             )
         if valid is None or valid.empty:
             self.tfidf_weight = 0.5 if self.tfidf_weight is None else self.tfidf_weight
@@ -366,7 +371,7 @@ class TextClassificationTask:
         if both and self.opts.tfidf_weight is None:
             le = self.emb_head.log_proba(self._emb(texts))
             lt = self.tfidf_head.log_proba(self.tfidf.transform(texts))
-            lab = np.array(self.labels)
+            lab = np.array(self.classes)
             grid = np.round(np.arange(0, 1.01, 0.1), 2)
             accs = [(lab[((1 - w) * le + w * lt).argmax(1)] == gold).mean() for w in grid]
             self.tfidf_weight = float(grid[int(np.argmax(accs))])
@@ -393,7 +398,7 @@ class TextClassificationTask:
             )
 
     def _labels_from_probs(self, probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
-        lab = np.array(self.labels, dtype=object)
+        lab = np.array(self.classes, dtype=object)
         pred = lab[probs.argmax(1)]
         oos = self.opts.oos_label
         t = self.oos_threshold if threshold is None else threshold
@@ -402,7 +407,7 @@ class TextClassificationTask:
         return pred
 
     def _require_fitted(self):
-        if not self.labels:
+        if not self.classes:
             raise BadRequest("this model is not trained yet: train it (luodi train APP) or load a run first")
 
     def predict(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -410,17 +415,17 @@ class TextClassificationTask:
         texts = records_texts(records)
         probs = np.exp(self._log_probs(texts))
         labels = self._labels_from_probs(probs)
-        k = min(self.opts.top_k, len(self.labels))
+        k = min(self.opts.top_k, len(self.classes))
         out = []
         for p, lab in zip(probs, labels, strict=True):
             top = np.argsort(-p)[:k]
-            rejected = lab != self.labels[int(p.argmax())]  # out-of-scope by threshold
+            rejected = lab != self.classes[int(p.argmax())]  # out-of-scope by threshold
             score = float(1 - p.max()) if rejected else float(p.max())
             out.append(
                 {
                     "label": str(lab),
                     "score": round(score, 6),
-                    "top_k": [{"label": self.labels[i], "score": round(float(p[i]), 6)} for i in top],
+                    "top_k": [{"label": self.classes[i], "score": round(float(p[i]), 6)} for i in top],
                 }
             )
         return out
@@ -432,7 +437,8 @@ class TextClassificationTask:
         if "label" not in data.columns:
             raise BadRequest("evaluation data needs labels (a `label` column)")
         gold = data.label.astype(str).values
-        pred = self._labels_from_probs(np.exp(self._log_probs(data.text.tolist())))
+        probs = np.exp(self._log_probs(data.text.tolist()))
+        pred = self._labels_from_probs(probs)
         m: dict[str, Any] = {
             "accuracy": float(accuracy_score(gold, pred)),
             "macro_f1": float(f1_score(gold, pred, average="macro", zero_division=0)),
@@ -447,9 +453,20 @@ class TextClassificationTask:
                 m["oos_recall"] = float((pred[out] == oos).mean())
             if (pred == oos).any():
                 m["oos_precision"] = float((gold[pred == oos] == oos).mean())
-        unknown = sorted(set(gold) - set(self.labels) - ({oos} if oos else set()))
+        unknown = sorted(set(gold) - set(self.classes) - ({oos} if oos else set()))
         if unknown:
             m["unknown_labels"] = unknown[:20]
+        names = self.classes + ([oos] if oos and oos not in self.classes else [])
+        if not unknown:  # material for the HTML report (confusion matrix; curves for few classes)
+            index = {c: i for i, c in enumerate(names)}
+            m["report"] = {
+                "y_true": [index[g] for g in gold],
+                "y_pred": [index[p] for p in pred],
+                "labels": names,
+            }
+            if len(self.classes) <= 20 and len(names) == len(self.classes):
+                m["report"]["proba"] = np.round(probs, 6).tolist()
+                m["report"]["positive"] = len(names) - 1
         return m
 
     # ------------------------------------------------------------ persistence
@@ -464,7 +481,7 @@ class TextClassificationTask:
             tensors.update(self.emb_head.tensors("emb"))
         meta: dict[str, Any] = {
             "task": self.name,
-            "labels": self.labels,
+            "labels": self.classes,
             "source": self.source,
             "options": self.opts.model_dump(),
             "tfidf_weight": self.tfidf_weight,
@@ -496,7 +513,7 @@ class TextClassificationTask:
             )
         meta = json.loads(meta_path.read_text())
         t = load_file(str(run_dir / "model.safetensors"))
-        self.labels = meta["labels"]
+        self.classes = meta["labels"]
         self.source = meta["source"]
         self.opts = TextClassificationOptions.model_validate(meta["options"])
         self.tfidf_weight = meta["tfidf_weight"]

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from luodi.config import AppConfig
 from luodi.data.text import read_dialogues
 from luodi.errors import BadRequest, ConfigError
+from luodi.tasks.base import TaskBase
 from luodi.tasks.text_classification import parse_options, write_json
 
 Dialogue = list[str]
@@ -82,11 +83,11 @@ def base_model_dir(source: str) -> str:
     )
 
 
-class TextGenerationTask:
+class TextGenerationTask(TaskBase):
     name: ClassVar[str] = "text-generation"
 
     def __init__(self, config: AppConfig):
-        self.config = config
+        super().__init__(config)
         if config.model.type not in (None, "lora"):
             raise ConfigError(
                 f"model.type '{config.model.type}' is not supported for text-generation; use 'lora'",
@@ -246,6 +247,7 @@ class TextGenerationTask:
             order = [train[i] for i in rng.permutation(len(train))]
             batches = list(self._batches(order, cfg.batch_size))
             self.model.train()
+            running, n_steps = 0.0, 0
             with Progress(disable=not progress, transient=True) as bar:
                 task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=len(batches))
                 for step, (ids, mask, lab) in enumerate(batches):
@@ -258,11 +260,13 @@ class TextGenerationTask:
                     torch.nn.utils.clip_grad_norm_(params, 1.0)
                     opt.step()
                     sched.step()
+                    running, n_steps = running + float(loss), n_steps + 1
                     bar.update(task, advance=1, description=f"epoch {epoch + 1} loss {float(loss):.3f}")
                     if (step + 1) % self.opts.checkpoint_every == 0:
                         self._checkpoint(ckpt, {"epoch": epoch, "step": step + 1})
             self._checkpoint(ckpt, {"epoch": epoch + 1, "step": 0})
             console.log(f"epoch {epoch + 1} done")
+            self.on_epoch_end(epoch + 1, {"train_loss": running / max(1, n_steps)})
         return {k: v for k, v in self.evaluate(valid).items() if isinstance(v, float)} if valid else {}
 
     def _checkpoint(self, ckpt: Path, state: dict) -> None:

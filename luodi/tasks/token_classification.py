@@ -24,6 +24,7 @@ from luodi.config import AppConfig
 from luodi.data.text import read_conll
 from luodi.errors import BadRequest, ConfigError
 from luodi.settings import get_settings
+from luodi.tasks.base import TaskBase
 from luodi.tasks.text_classification import parse_options, records_texts, write_json
 
 Sentence = dict[str, list[str]]  # {"tokens": [...], "tags": [...]}
@@ -238,11 +239,11 @@ def build_network(n_layers: int, dim: int, n_chars: int, n_tags: int, o: TokenCl
     return Tagger()
 
 
-class TokenClassificationTask:
+class TokenClassificationTask(TaskBase):
     name: ClassVar[str] = "token-classification"
 
     def __init__(self, config: AppConfig):
-        self.config = config
+        super().__init__(config)
         if config.model.type not in (None, "feature-bilstm"):
             raise ConfigError(
                 f"model.type '{config.model.type}' is not supported for token-classification; "
@@ -397,6 +398,7 @@ class TokenClassificationTask:
                 + ("  (best)" if improved else "")
             )
             self._save_checkpoint(ckpt, opt, state)
+            self.on_epoch_end(epoch, {"train_loss": total / n_batches, "valid_f1": f1})
             if cfg.early_stopping and state["bad_epochs"] >= cfg.early_stopping:
                 console.log(f"early stop: no improvement for {cfg.early_stopping} epochs")
                 break
