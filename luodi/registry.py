@@ -29,6 +29,8 @@ from luodi.store.tables import Run
 MANIFEST = "manifest.json"
 CHECKPOINT_DIR = "checkpoint"  # per-epoch state, removed when a run finishes; never part of the manifest
 RESUMABLE = ("running", "interrupted", "failed")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 _LIBS = (
     "luodi",
     "numpy",
@@ -89,6 +91,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
