@@ -1,0 +1,173 @@
+"""Answer a question from a knowledge base: retrieve, let the LLM answer from the passages only, and cite
+the sentence (source file and character span) that supports the answer. Weak retrieval -> "not found"."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from luodi.engines.base import SamplingParams
+from luodi.errors import BadRequest
+from luodi.rag.chunk import sentence_spans
+from luodi.rag.index import bm25_tokens
+from luodi.rag.retrieve import Hit, SearchResult, search
+
+NOT_FOUND = "Not found in the knowledge base."
+SYSTEM = (
+    "You answer questions using only the numbered context passages. Reply with a short, direct answer "
+    "taken from the passages. If the passages do not contain the answer, reply: I don't know."
+)
+_MARK = re.compile(r"\[(\d{1,2})\]")
+
+
+@dataclass
+class Citation:
+    source: str  # document the supporting sentence comes from
+    start: int  # character span of that sentence in the document's text
+    end: int
+    text: str
+    chunk_id: int
+    score: float  # how much of the answer the sentence covers (0..1)
+
+
+@dataclass
+class Answer:
+    question: str
+    answer: str
+    found: bool
+    citations: list[Citation] = field(default_factory=list)
+    passages: list[Hit] = field(default_factory=list)
+    best_dense: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["citations"] = [asdict(c) for c in self.citations]
+        d["passages"] = [h.as_dict() for h in self.passages]
+        return d
+
+
+def build_messages(question: str, hits: list[Hit]) -> list[dict[str, str]]:
+    context = "\n\n".join(f"[{i + 1}] {h.text}" for i, h in enumerate(hits))
+    return [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": f"Context:\n{context}\n\nQuestion: {question}"},
+    ]
+
+
+def cite(answer: str, question: str, hits: list[Hit]) -> list[Citation]:
+    """The passages' sentences that best support `answer`, best first (at most one per passage).
+
+    A sentence scores by the share of the answer's words it contains; passages the answer marks as [n]
+    get a bonus; ties go to the better-ranked passage. If the answer shares no word with any passage,
+    the sentence most similar to the question is cited instead."""
+    a_tokens = set(bm25_tokens(answer))
+    q_tokens = set(bm25_tokens(question))
+    marked = {int(m) - 1 for m in _MARK.findall(answer)}
+    cands: list[tuple[float, int, Citation]] = []
+    for rank, h in enumerate(hits):
+        best: tuple[float, Citation] | None = None
+        for s, e in sentence_spans(h.text):
+            sent = h.text[s:e]
+            st = set(bm25_tokens(sent))
+            cover = len(a_tokens & st) / len(a_tokens) if a_tokens else 0.0
+            if cover == 0.0:
+                cover = 0.01 * len(q_tokens & st) / max(1, len(q_tokens))
+            if rank in marked:
+                cover += 0.25
+            if best is None or cover > best[0]:
+                best = (
+                    cover,
+                    Citation(h.source, h.start + s, h.start + e, sent, h.chunk_id, round(cover, 4)),
+                )
+        if best is not None:
+            cands.append((best[0], -rank, best[1]))
+    cands.sort(key=lambda x: (x[0], x[1]), reverse=True)
+    return [c for _, _, c in cands]
+
+
+def _fit(engine, question: str, hits: list[Hit], max_tokens: int) -> tuple[str, list[Hit]]:
+    """The prompt with as many passages as fit the engine's context window (at least one)."""
+    hits = list(hits)
+    while True:
+        prompt = engine.chat_prompt(build_messages(question, hits))
+        if len(hits) <= 1 or len(engine.tokenize(prompt)) + max_tokens <= engine.n_ctx:
+            return prompt, hits
+        hits = hits[:-1]
+
+
+def _check(question: str) -> str:
+    if not isinstance(question, str) or not question.strip():
+        raise BadRequest("question must be a non-empty string", param="question")
+    if len(question) > 2000:
+        raise BadRequest(f"question is {len(question)} characters; keep it under 2000", param="question")
+    return question.strip()
+
+
+def _engine(engine):
+    if engine is not None:
+        return engine
+    from luodi.llm import load_chat_engine
+
+    return load_chat_engine()[0]
+
+
+async def ask_stream(
+    name: str, question: str, k: int = 3, *, engine=None, encoder=None, max_tokens: int = 96
+) -> AsyncIterator[dict[str, Any]]:
+    """Events: {'event': 'passages', ...}, then {'event': 'delta', 'text'} while the LLM writes,
+    then {'event': 'done', 'answer': Answer-as-dict}."""
+    question = _check(question)
+    res: SearchResult = search(name, question, k=k, encoder=encoder)
+    yield {
+        "event": "passages",
+        "found": res.found,
+        "best_dense": res.best_dense,
+        "passages": [h.as_dict() for h in res.hits],
+    }
+    if not res.found:
+        yield {"event": "delta", "text": NOT_FOUND}
+        yield {
+            "event": "done",
+            "answer": Answer(question, NOT_FOUND, False, [], res.hits, res.best_dense).as_dict(),
+        }
+        return
+    engine = _engine(engine)
+    prompt, hits = _fit(engine, question, res.hits, max_tokens)
+    parts: list[str] = []
+    stream = engine.generate(prompt, SamplingParams(max_tokens=max_tokens, temperature=0.0))
+    try:
+        async for chunk in stream:
+            if chunk.text:
+                parts.append(chunk.text)
+                yield {"event": "delta", "text": chunk.text}
+    finally:
+        await stream.aclose()
+    text = "".join(parts).strip()
+    ans = Answer(question, text, True, cite(text, question, hits)[:1], res.hits, res.best_dense)
+    yield {"event": "done", "answer": ans.as_dict()}
+
+
+async def ask_async(
+    name: str, question: str, k: int = 3, *, engine=None, encoder=None, max_tokens: int = 96
+) -> Answer:
+    final: dict[str, Any] = {}
+    async for ev in ask_stream(name, question, k, engine=engine, encoder=encoder, max_tokens=max_tokens):
+        if ev["event"] == "done":
+            final = ev["answer"]
+    return Answer(
+        final["question"],
+        final["answer"],
+        final["found"],
+        [Citation(**c) for c in final["citations"]],
+        [Hit(**h) for h in final["passages"]],
+        final["best_dense"],
+    )
+
+
+def ask(name: str, question: str, k: int = 3, *, engine=None, encoder=None, max_tokens: int = 96) -> Answer:
+    """Blocking `ask_async` for the CLI and scripts."""
+    from luodi.llm import run_sync
+
+    return run_sync(ask_async(name, question, k, engine=engine, encoder=encoder, max_tokens=max_tokens))

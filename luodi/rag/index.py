@@ -1,0 +1,214 @@
+"""Per-KB indexes: a FAISS inner-product index of chunk vectors (file, written atomically) and BM25 over
+chunk texts (rebuilt in memory). `load(name)` gives a cached, read-only view of what is visible now."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import faiss
+import numpy as np
+from sqlalchemy import select
+
+from luodi.rag.kbs import get_kb_row, kb_config, kb_dir
+from luodi.store import session_scope
+from luodi.store.tables import KbChunk, KbDocument
+
+INDEX_FILE = "vectors.faiss"
+
+# --- FAISS vectors -------------------------------------------------------------------------------
+
+
+def _new_index(dim: int) -> faiss.Index:
+    return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+
+
+def read_vectors(name: str, dim: int) -> faiss.Index:
+    path = kb_dir(name) / INDEX_FILE
+    if path.exists():
+        return faiss.read_index(str(path))
+    return _new_index(dim)
+
+
+def write_vectors(name: str, index: faiss.Index) -> None:
+    """Write the index to a temp file and rename it into place: a crash never leaves a torn file."""
+    d = kb_dir(name)
+    d.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".vectors-", suffix=".tmp")
+    os.close(fd)
+    try:
+        faiss.write_index(index, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, d / INDEX_FILE)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def remove_ids(index: faiss.Index, ids: list[int]) -> int:
+    if not ids or index.ntotal == 0:
+        return 0
+    return int(index.remove_ids(faiss.IDSelectorBatch(np.asarray(ids, dtype=np.int64))))
+
+
+# --- BM25 ----------------------------------------------------------------------------------------
+
+_TOKEN = re.compile(r"\w+", re.UNICODE)
+STOPWORDS = frozenset(
+    "a an and are as at be been but by can could did do does for from had has have he her his how i if in "
+    "into is it its me my no not of on or our she so than that the their them then there these they this "
+    "to was we were what when where which who whom whose why will with would you your".split()
+)
+
+
+def _stem(w: str) -> str:
+    """A light English suffix stripper: enough to match plural/verb forms, never below 3 letters."""
+    for suf in ("ies", "sses", "ing", "edly", "ed", "es", "s"):
+        if w.endswith(suf) and len(w) - len(suf) >= 3:
+            if suf == "ies":
+                return w[:-3] + "y"
+            if suf == "sses":
+                return w[:-2]
+            if suf == "s" and w.endswith(("ss", "us", "is")):
+                return w
+            return w[: -len(suf)]
+    return w
+
+
+def bm25_tokens(text: str) -> list[str]:
+    return [_stem(w) for w in _TOKEN.findall(text.lower()) if w not in STOPWORDS]
+
+
+class Bm25:
+    """Okapi BM25 (rank_bm25's statistics) scored with a sparse matrix, so a query costs O(matches)."""
+
+    def __init__(self, texts: list[str], k1: float = 1.5, b: float = 0.75):
+        from rank_bm25 import BM25Okapi
+        from scipy import sparse
+
+        docs = [bm25_tokens(t) or ["∅"] for t in texts]
+        self.n = len(docs)
+        if not docs:
+            self.vocab: dict[str, int] = {}
+            self.matrix = None
+            return
+        bm = BM25Okapi(docs, k1=k1, b=b)
+        self.vocab = {w: i for i, w in enumerate(bm.idf)}
+        rows, cols, vals = [], [], []
+        for r, (freqs, dl) in enumerate(zip(bm.doc_freqs, bm.doc_len, strict=True)):
+            norm = k1 * (1 - b + b * dl / bm.avgdl)
+            for w, tf in freqs.items():
+                rows.append(r)
+                cols.append(self.vocab[w])
+                vals.append(bm.idf[w] * tf * (k1 + 1) / (tf + norm))
+        self.matrix = sparse.csc_matrix(
+            (vals, (rows, cols)), shape=(self.n, len(self.vocab)), dtype=np.float32
+        )
+
+    def scores(self, query: str) -> np.ndarray:
+        out = np.zeros(self.n, dtype=np.float32)
+        if self.matrix is None:
+            return out
+        cols = [self.vocab[w] for w in bm25_tokens(query) if w in self.vocab]
+        if cols:
+            out += np.asarray(self.matrix[:, cols].sum(axis=1)).ravel()
+        return out
+
+
+# --- a loaded, visible view of one KB -------------------------------------------------------------
+
+
+def embed_text(source: str, text: str) -> str:
+    """What the encoder sees for a chunk: a short header naming its document, then the chunk."""
+    return f"{doc_title(source)}\n{text}" if doc_title(source) else text
+
+
+def doc_title(source: str) -> str:
+    """A readable title from a document's path: its parent folder and file stem, separators as spaces."""
+    p = Path(source)
+    parts = [p.parent.name, p.stem] if p.parent.name else [p.stem]
+    words = " ".join(re.sub(r"[_\-.]+", " ", x) for x in parts)
+    return re.sub(r"\s+", " ", re.sub(r"\b\d+\b", " ", words)).strip()
+
+
+@dataclass
+class LoadedKb:
+    """Everything search needs, for chunks of fully indexed documents only."""
+
+    name: str
+    generation: int
+    config: dict
+    chunk_ids: np.ndarray  # row -> chunk id
+    doc_ids: np.ndarray  # row -> document id
+    texts: list[str]
+    starts: np.ndarray
+    ends: np.ndarray
+    sources: dict[int, str]  # document id -> source
+    vectors: faiss.Index
+    bm25: Bm25
+    row_of: dict[int, int] = field(default_factory=dict)  # chunk id -> row
+
+
+_cache: dict[str, LoadedKb] = {}
+_cache_lock = threading.Lock()
+
+
+def forget(name: str) -> None:
+    with _cache_lock:
+        _cache.pop(name, None)
+
+
+def load(name: str, dim: int = 384) -> LoadedKb:
+    """The KB's current visible index, reloaded when another process or request changed it."""
+    with session_scope() as s:
+        kb = get_kb_row(s, name)
+        cfg = kb_config(kb)
+        gen = int(cfg["generation"])
+        cached = _cache.get(name)
+        if cached is not None and cached.generation == gen:
+            return cached
+        rows = s.execute(
+            select(KbChunk.id, KbChunk.doc_id, KbChunk.text, KbChunk.start, KbChunk.end)
+            .join(KbDocument, KbDocument.id == KbChunk.doc_id)
+            .where(KbChunk.kb_id == kb.id, KbDocument.status == "indexed")
+            .order_by(KbChunk.id)
+        ).all()
+        sources = dict(
+            s.execute(
+                select(KbDocument.id, KbDocument.source).where(
+                    KbDocument.kb_id == kb.id, KbDocument.status == "indexed"
+                )
+            ).all()
+        )
+    with _cache_lock:
+        cached = _cache.get(name)
+        if cached is not None and cached.generation == gen:
+            return cached
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        vectors = read_vectors(name, dim)
+        # Vectors of documents that are not (or no longer) visible are dropped from this in-memory copy.
+        visible = set(ids.tolist())
+        if vectors.ntotal:
+            stored = faiss.vector_to_array(vectors.id_map)
+            remove_ids(vectors, [int(i) for i in stored if int(i) not in visible])
+        loaded = LoadedKb(
+            name=name,
+            generation=gen,
+            config=cfg,
+            chunk_ids=ids,
+            doc_ids=np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows)),
+            texts=[r[2] for r in rows],
+            starts=np.fromiter((r[3] for r in rows), dtype=np.int64, count=len(rows)),
+            ends=np.fromiter((r[4] for r in rows), dtype=np.int64, count=len(rows)),
+            sources=sources,
+            vectors=vectors,
+            bm25=Bm25([embed_text(sources[r[1]], r[2]) for r in rows]),
+            row_of={int(c): i for i, c in enumerate(ids)},
+        )
+        _cache[name] = loaded
+        return loaded

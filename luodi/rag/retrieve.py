@@ -1,0 +1,118 @@
+"""Hybrid retrieval: dense (FAISS, bundled encoder) and lexical (BM25) rankings fused by weighted
+reciprocal rank fusion. Returns chunks with their document source and character span."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from luodi.errors import BadRequest
+from luodi.rag.index import LoadedKb, load
+
+Mode = Literal["hybrid", "dense", "bm25"]
+MODES = ("hybrid", "dense", "bm25")
+RRF_K = 60  # the usual reciprocal-rank-fusion constant
+DENSE_WEIGHT = 1.0
+BM25_WEIGHT = 1.0
+CANDIDATES = 100  # how deep each ranking is read before fusion
+
+
+@dataclass
+class Hit:
+    chunk_id: int
+    doc_id: int
+    source: str
+    start: int
+    end: int
+    text: str
+    score: float  # fused score (mode-dependent scale)
+    dense: float  # cosine similarity of query and chunk
+    bm25: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SearchResult:
+    hits: list[Hit]
+    best_dense: float  # highest cosine over the whole KB: the "is it in here at all" signal
+    min_score: float  # the KB's calibrated threshold on best_dense
+
+    @property
+    def found(self) -> bool:
+        return bool(self.hits) and self.best_dense >= self.min_score
+
+    def __iter__(self):  # a result reads as its list of hits
+        return iter(self.hits)
+
+    def __len__(self) -> int:
+        return len(self.hits)
+
+
+def _top(scores: np.ndarray, n: int) -> np.ndarray:
+    n = min(n, len(scores))
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64)
+    part = np.argpartition(-scores, n - 1)[:n]
+    return part[np.argsort(-scores[part], kind="stable")]
+
+
+def rank(kb: LoadedKb, qvec: np.ndarray, query: str, k: int, mode: Mode = "hybrid") -> SearchResult:
+    """Rank the KB's chunks for one query whose embedding is `qvec` (normalized, shape (dim,))."""
+    n = len(kb.chunk_ids)
+    if n == 0:
+        return SearchResult([], -1.0, float(kb.config["min_score"]))
+    depth = max(CANDIDATES, k)
+    dscores, dids = kb.vectors.search(qvec.reshape(1, -1).astype(np.float32), min(depth, n))
+    dense_rows = [kb.row_of[int(i)] for i in dids[0] if i >= 0]
+    dense_of = {r: float(s) for r, s in zip(dense_rows, dscores[0], strict=False)}
+    best_dense = float(dscores[0][0]) if len(dense_rows) else -1.0
+    bm = kb.bm25.scores(query) if mode != "dense" else np.zeros(n, dtype=np.float32)
+    bm_rows = [int(r) for r in _top(bm, depth) if bm[r] > 0]
+    fused: dict[int, float] = {}
+    if mode in ("hybrid", "dense"):
+        for rnk, r in enumerate(dense_rows):
+            fused[r] = fused.get(r, 0.0) + DENSE_WEIGHT / (RRF_K + rnk + 1)
+    if mode in ("hybrid", "bm25"):
+        for rnk, r in enumerate(bm_rows):
+            fused[r] = fused.get(r, 0.0) + BM25_WEIGHT / (RRF_K + rnk + 1)
+    order = sorted(fused, key=lambda r: -fused[r])[:k]
+    hits = []
+    for r in order:
+        cid = int(kb.chunk_ids[r])
+        dense = dense_of.get(r)
+        if dense is None:
+            dense = float(kb.vectors.reconstruct(cid) @ qvec)
+        hits.append(
+            Hit(
+                cid,
+                int(kb.doc_ids[r]),
+                kb.sources[int(kb.doc_ids[r])],
+                int(kb.starts[r]),
+                int(kb.ends[r]),
+                kb.texts[r],
+                fused[r],
+                dense,
+                float(bm[r]),
+            )
+        )
+    return SearchResult(hits, best_dense, float(kb.config["min_score"]))
+
+
+def search(name: str, query: str, k: int = 5, mode: Mode = "hybrid", encoder=None) -> SearchResult:
+    """Search a knowledge base; `mode` picks hybrid (default), dense-only or BM25-only ranking."""
+    if not isinstance(query, str) or not query.strip():
+        raise BadRequest("query must be a non-empty string", param="query")
+    if not 1 <= k <= 100:
+        raise BadRequest(f"k must be between 1 and 100 (got {k})", param="k")
+    if mode not in MODES:
+        raise BadRequest(f"mode must be one of {', '.join(MODES)} (got {mode!r})", param="mode")
+    kb = load(name)
+    from luodi.embeddings import get_encoder
+
+    encoder = encoder or get_encoder(kb.config["encoder"])
+    qvec = encoder.encode([query])[0]
+    return rank(kb, qvec, query, k, mode)
