@@ -86,3 +86,55 @@ def list_bundled() -> list[dict]:
             path, ok = None, False
         out.append({"id": f"bundled:{name}", "role": role, "path": str(path) if path else None, "available": ok})
     return out
+
+
+def gguf_to_hf_dir(gguf_path: str | Path) -> Path:
+    """Convert a GGUF file once into a Hugging Face model directory (safetensors + tokenizer), cached.
+
+    The cache lives under settings.cache_dir/gguf-hf/<stem>-<digest>; the digest covers the file's path,
+    size and mtime so a changed file converts again. The conversion writes to a temporary directory and
+    renames it into place, so an interrupted conversion never leaves a half-written cache.
+    """
+    import hashlib
+    import shutil
+    import tempfile
+
+    from filelock import FileLock
+
+    from luodi.settings import get_settings
+
+    src = Path(gguf_path).expanduser().resolve()
+    if not src.is_file() or src.suffix != ".gguf":
+        raise BadRequest(f"'{gguf_path}' is not a .gguf file", param="model")
+    st = src.stat()
+    digest = hashlib.sha256(f"{src}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
+    root = get_settings().cache_dir / "gguf-hf"
+    root.mkdir(parents=True, exist_ok=True)
+    out = root / f"{src.stem}-{digest}"
+    if (out / "config.json").is_file():
+        return out
+    with FileLock(str(root / f"{out.name}.lock")):
+        if (out / "config.json").is_file():  # another process finished it meanwhile
+            return out
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=root))
+        try:
+            tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+            loaded = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
+            # save_pretrained refuses a GGUF-loaded model: rebuild a plain one from its config and weights.
+            model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+            model.load_state_dict(loaded.state_dict())
+            if getattr(model.generation_config, "eos_token_id", None) is None:
+                model.generation_config.eos_token_id = tok.eos_token_id
+            model.save_pretrained(tmp, safe_serialization=True)
+            tok.save_pretrained(tmp)
+            del loaded, model
+            if out.exists():  # a stale, incomplete directory from an older layout
+                shutil.rmtree(out)
+            os.replace(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return out

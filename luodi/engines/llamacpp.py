@@ -1,0 +1,292 @@
+"""The fast CPU engine: llama.cpp through llama-cpp-python's low-level API, continuously batched.
+
+Every scheduler step builds ONE llama_batch: the last sampled token of each decoding sequence (each with
+its own seq_id and KV cells) plus up to `prefill_chunk` prompt tokens of newly admitted sequences, so a new
+request never stalls running ones. The KV cache is unified (shared by all sequences); admission reserves
+prompt + max_tokens cells per sequence, so a step never runs out of cache.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import random
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import llama_cpp as L
+
+from luodi.engines.base import GenerationChunk, SamplingParams
+from luodi.engines.chat_template import render_chat
+from luodi.engines.grammar import grammar_for
+from luodi.engines.scheduler import Scheduler, Sequence, Stream
+from luodi.errors import BadRequest, ConfigError, LuodiError
+
+log = logging.getLogger(__name__)
+
+_init_lock = threading.Lock()
+_initialized = False
+
+
+@L.llama_log_callback
+def _llama_log(level: int, text: bytes, _user: Any) -> None:  # keep llama.cpp quiet unless it errs
+    if level == 4 and text:  # GGML_LOG_LEVEL_ERROR
+        log.error("llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
+
+
+def _init_llama() -> None:
+    global _initialized
+    with _init_lock:
+        if not _initialized:
+            L.llama_log_set(_llama_log, ctypes.c_void_p(0))
+            L.llama_backend_init()
+            _initialized = True
+
+
+class _Slot:
+    """llama.cpp state of one sequence."""
+
+    __slots__ = ("sampler", "seq_id")
+
+    def __init__(self, sampler: Any) -> None:
+        self.sampler = sampler
+        self.seq_id: int | None = None
+
+
+class LlamaCppEngine(Scheduler):
+    """A GGUF model served by llama.cpp with continuous batching (see module docstring)."""
+
+    name = "llamacpp"
+
+    def __init__(self, model_path: str | Path, *, model_id: str | None = None, n_ctx: int = 2048,
+                 max_running: int = 16, max_queue: int = 64, threads: int | None = None,
+                 prefill_chunk: int = 256, kv_budget_mb: int = 256, flash_attn: bool = True) -> None:
+        super().__init__(max_running, max_queue, name="luodi-llamacpp")
+        path = Path(model_path)
+        if not path.is_file():
+            raise ConfigError(f"GGUF file not found: {path}", param="model")
+        _init_llama()
+        self.model_id = model_id or path.stem
+        mp = L.llama_model_default_params()
+        self._model = L.llama_model_load_from_file(str(path).encode(), mp)
+        if not self._model:
+            raise ConfigError(f"llama.cpp could not load '{path}': is it a valid GGUF file?", param="model")
+        self._vocab = L.llama_model_get_vocab(self._model)
+        self.n_ctx = max(16, min(n_ctx, L.llama_model_n_ctx_train(self._model)))
+        self.prefill_chunk = max(16, prefill_chunk)
+
+        # KV cache: unified, shared by all sequences; sized by a memory budget but never below one full
+        # context and never above what max_running full contexts could use.
+        n_layer = L.llama_model_n_layer(self._model)
+        head_dim = L.llama_model_n_embd(self._model) // max(1, L.llama_model_n_head(self._model))
+        self.kv_bytes_per_cell = 2 * n_layer * L.llama_model_n_head_kv(self._model) * head_dim * 2  # K+V, f16
+        budget_cells = kv_budget_mb * 2**20 // self.kv_bytes_per_cell
+        want = min(self.n_ctx * max_running, max(self.n_ctx, budget_cells))
+        cp = L.llama_context_default_params()
+        cp.n_ctx = want
+        cp.n_batch = cp.n_ubatch = self.prefill_chunk + max_running
+        cp.n_seq_max = max_running
+        cp.kv_unified = True
+        cp.n_threads = cp.n_threads_batch = max(1, threads or 1)
+        cp.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else L.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        cp.no_perf = True
+        self._ctx = L.llama_init_from_model(self._model, cp)
+        if not self._ctx:
+            L.llama_model_free(self._model)
+            raise ConfigError(f"llama.cpp could not create a context of {want} cells for '{path}'", param="n_ctx")
+        self.kv_cells = L.llama_n_ctx(self._ctx)
+        self._mem = L.llama_get_memory(self._ctx)
+        self._batch = L.llama_batch_init(cp.n_batch, 0, 1)
+        self._reserved = 0
+        self._free_ids = list(range(max_running))
+        self._pieces: dict[int, bytes] = {}
+        self._piece_buf = ctypes.create_string_buffer(256)
+        self._template = self._meta("tokenizer.chat_template")
+        self._bos = self._token_text(L.llama_vocab_bos(self._vocab))
+        self._eos = self._token_text(L.llama_vocab_eos(self._vocab))
+
+    # --- model facts ----------------------------------------------------------------------------
+    def _meta(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(65536)
+        n = L.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", "replace") if n >= 0 else None
+
+    def _token_text(self, tok: int) -> str:
+        if tok < 0:
+            return ""
+        buf = ctypes.create_string_buffer(256)
+        n = L.llama_token_to_piece(self._vocab, tok, buf, len(buf), 0, True)
+        return buf.raw[: max(0, n)].decode("utf-8", "replace")
+
+    def _piece(self, tok: int) -> bytes:
+        piece = self._pieces.get(tok)
+        if piece is None:
+            n = L.llama_token_to_piece(self._vocab, tok, self._piece_buf, len(self._piece_buf), 0, False)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = L.llama_token_to_piece(self._vocab, tok, buf, len(buf), 0, False)
+                piece = buf.raw[:n]
+            else:
+                piece = self._piece_buf.raw[:n]
+            self._pieces[tok] = piece
+        return piece
+
+    def _is_eog(self, tok: int) -> bool:
+        return bool(L.llama_vocab_is_eog(self._vocab, tok))
+
+    # --- Engine interface -----------------------------------------------------------------------
+    def tokenize(self, text: str, *, special: bool = True) -> list[int]:
+        data = text.encode("utf-8")
+        cap = len(data) + 16
+        arr = (L.llama_token * cap)()
+        n = L.llama_tokenize(self._vocab, data, len(data), arr, cap, special, special)
+        if n < 0:
+            cap = -n
+            arr = (L.llama_token * cap)()
+            n = L.llama_tokenize(self._vocab, data, len(data), arr, cap, special, special)
+        return list(arr[:n])
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return b"".join(self._piece(t) for t in tokens).decode("utf-8", "replace")
+
+    def chat_prompt(self, messages: list[dict[str, Any]], tools: list[dict] | None = None) -> str:
+        return render_chat(self._template, messages, bos_token=self._bos, eos_token=self._eos, tools=tools)
+
+    def generate(self, prompt: str, params: SamplingParams | None = None) -> AsyncIterator[GenerationChunk]:
+        params = params or SamplingParams()
+        ids = self.tokenize(prompt)
+        max_tokens = check_request(ids, params, self.n_ctx)
+        sampler = self._make_sampler(params)
+        stream = Stream(len(ids), self.wake)
+        seq = Sequence(ids, params, max_tokens, self._piece, self._is_eog, stream)
+        seq.slot = _Slot(sampler)
+        try:
+            return self.submit(seq)
+        except BaseException:
+            L.llama_sampler_free(sampler)
+            raise
+
+    def stats(self) -> dict[str, int]:
+        out = super().stats()
+        out.update(kv_cells=self.kv_cells, kv_cells_reserved=self._reserved)
+        return out
+
+    # --- sampling -------------------------------------------------------------------------------
+    def _make_sampler(self, p: SamplingParams) -> Any:
+        chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+        gbnf = grammar_for(p)
+        if gbnf:
+            g = L.llama_sampler_init_grammar(self._vocab, gbnf.encode(), b"root")
+            if not g:
+                L.llama_sampler_free(chain)
+                param = "grammar" if p.grammar else "response_format"
+                raise BadRequest(f"invalid {param}: llama.cpp could not parse the GBNF grammar", param=param)
+            L.llama_sampler_chain_add(chain, g)
+        if p.temperature <= 0:
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
+            return chain
+        if p.top_k and p.top_k > 0:
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_k(int(p.top_k)))
+        if p.top_p < 1.0:
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_p(float(p.top_p), 1))
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_temp(float(p.temperature)))
+        seed = p.seed if p.seed is not None else random.getrandbits(32)
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+        return chain
+
+    # --- scheduler hooks (run on the scheduler thread) ------------------------------------------
+    def can_admit(self, seq: Sequence) -> bool:
+        return bool(self._free_ids) and self._reserved + seq.reserved <= self.kv_cells
+
+    def admit(self, seq: Sequence) -> None:
+        seq.slot.seq_id = self._free_ids.pop()
+        self._reserved += seq.reserved
+        L.llama_memory_seq_rm(self._mem, seq.slot.seq_id, -1, -1)
+
+    def release(self, seq: Sequence) -> None:
+        slot: _Slot | None = seq.slot
+        if slot is None:
+            return
+        if slot.seq_id is not None:
+            L.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
+            self._free_ids.append(slot.seq_id)
+            self._reserved -= seq.reserved
+        if slot.sampler:
+            L.llama_sampler_free(slot.sampler)
+        seq.slot = None
+
+    def step(self, running: list[Sequence]) -> None:
+        b = self._batch
+        tok, pos, nsid, sid, logits = b.token, b.pos, b.n_seq_id, b.seq_id, b.logits
+        n = 0
+        outputs: list[tuple[Sequence, int]] = []
+        for seq in running:  # one token for every decoding sequence
+            if not seq.prefilling:
+                tok[n] = seq.last_token
+                pos[n] = seq.n_past
+                nsid[n] = 1
+                sid[n][0] = seq.slot.seq_id
+                logits[n] = 1
+                outputs.append((seq, n))
+                seq.n_past += 1
+                n += 1
+        budget = self.prefill_chunk
+        for seq in running:  # then a bounded chunk of prompt tokens, oldest request first
+            if budget <= 0:
+                break
+            if not seq.prefilling:
+                continue
+            start = seq.n_prefilled
+            end = min(len(seq.prompt_ids), start + budget)
+            ids, s_id = seq.prompt_ids, seq.slot.seq_id
+            for k in range(start, end):
+                tok[n] = ids[k]
+                pos[n] = k
+                nsid[n] = 1
+                sid[n][0] = s_id
+                logits[n] = 0
+                n += 1
+            budget -= end - start
+            seq.n_prefilled = seq.n_past = end
+            if end == len(ids):
+                logits[n - 1] = 1
+                outputs.append((seq, n - 1))
+        b.n_tokens = n
+        rc = L.llama_decode(self._ctx, b)
+        if rc != 0:
+            raise LuodiError(f"llama_decode failed with code {rc}", status=500)
+        for seq, idx in outputs:
+            seq.accept(L.llama_sampler_sample(seq.slot.sampler, self._ctx, idx))
+
+    def shutdown(self) -> None:
+        if getattr(self, "_ctx", None):
+            L.llama_batch_free(self._batch)
+            L.llama_free(self._ctx)
+            L.llama_model_free(self._model)
+            self._ctx = None
+
+
+def check_request(ids: list[int], params: SamplingParams, n_ctx: int) -> int:
+    """Validate a request against the context window; return the effective max_tokens."""
+    if not ids:
+        raise BadRequest("the prompt is empty: send at least one message with content", param="messages")
+    if len(ids) >= n_ctx:
+        raise BadRequest(
+            f"the prompt has {len(ids)} tokens but the context window is {n_ctx} tokens; "
+            "shorten the messages (or raise LUODI_N_CTX)", param="messages")
+    max_tokens = params.max_tokens if params.max_tokens is not None else n_ctx - len(ids)
+    if not isinstance(max_tokens, int) or max_tokens < 1:
+        raise BadRequest(f"max_tokens must be a positive integer, got {max_tokens!r}", param="max_tokens")
+    if len(ids) + max_tokens > n_ctx:
+        raise BadRequest(
+            f"prompt ({len(ids)} tokens) + max_tokens ({max_tokens}) exceeds the context window of {n_ctx} "
+            f"tokens; lower max_tokens to at most {n_ctx - len(ids)} or shorten the messages", param="max_tokens")
+    if params.temperature is not None and params.temperature < 0:
+        raise BadRequest("temperature must be >= 0", param="temperature")
+    if not 0 < (params.top_p if params.top_p is not None else 1.0) <= 1:
+        raise BadRequest("top_p must be in (0, 1]", param="top_p")
+    if params.top_k is not None and params.top_k < 0:
+        raise BadRequest("top_k must be >= 0 (0 disables it)", param="top_k")
+    return max_tokens
