@@ -11,7 +11,8 @@ from luodi.errors import BadRequest
 # ChatML, used when a model ships no template.
 CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
-    "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    "'<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
 
@@ -34,12 +35,13 @@ def normalize_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 elif isinstance(p, str):
                     parts.append(p)
                 else:
-                    raise BadRequest(
-                        f"messages[{i}].content has a part of type {p.get('type') if isinstance(p, dict) else p!r}"
-                        "; this model accepts only text parts", param="messages")
+                    kind = p.get("type") if isinstance(p, dict) else type(p).__name__
+                    raise BadRequest(f"messages[{i}].content has a part of type {kind!r}; "
+                                     "this model accepts only text parts", param="messages")
             content = "".join(parts)
         elif not isinstance(content, str):
-            raise BadRequest(f"messages[{i}].content must be a string or a list of text parts", param="messages")
+            raise BadRequest(f"messages[{i}].content must be a string or a list of text parts",
+                             param="messages")
         out.append({**m, "content": content})
     return out
 
@@ -52,7 +54,8 @@ def _compile(template: str):
     def raise_exception(msg: str):
         raise TemplateError(msg)
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
     return env.from_string(template)

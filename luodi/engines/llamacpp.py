@@ -90,12 +90,14 @@ class LlamaCppEngine(Scheduler):
         cp.n_seq_max = max_running
         cp.kv_unified = True
         cp.n_threads = cp.n_threads_batch = max(1, threads or 1)
-        cp.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else L.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        cp.flash_attn_type = (L.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn
+                              else L.LLAMA_FLASH_ATTN_TYPE_DISABLED)
         cp.no_perf = True
         self._ctx = L.llama_init_from_model(self._model, cp)
         if not self._ctx:
             L.llama_model_free(self._model)
-            raise ConfigError(f"llama.cpp could not create a context of {want} cells for '{path}'", param="n_ctx")
+            raise ConfigError(f"llama.cpp could not create a context of {want} cells for '{path}'",
+                              param="n_ctx")
         self.kv_cells = L.llama_n_ctx(self._ctx)
         self._mem = L.llama_get_memory(self._ctx)
         self._batch = L.llama_batch_init(cp.n_batch, 0, 1)
@@ -282,7 +284,8 @@ def check_request(ids: list[int], params: SamplingParams, n_ctx: int) -> int:
     if len(ids) + max_tokens > n_ctx:
         raise BadRequest(
             f"prompt ({len(ids)} tokens) + max_tokens ({max_tokens}) exceeds the context window of {n_ctx} "
-            f"tokens; lower max_tokens to at most {n_ctx - len(ids)} or shorten the messages", param="max_tokens")
+            f"tokens; lower max_tokens to at most {n_ctx - len(ids)} or shorten the messages",
+            param="max_tokens")
     if params.temperature is not None and params.temperature < 0:
         raise BadRequest("temperature must be >= 0", param="temperature")
     if not 0 < (params.top_p if params.top_p is not None else 1.0) <= 1:

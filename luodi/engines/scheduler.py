@@ -236,7 +236,8 @@ class Scheduler:
             free_slots = max(0, self.max_running - len(self.running))
             if len(self.waiting) >= self.max_queue + free_slots:
                 raise Overloaded(
-                    f"server busy: {len(self.waiting)} requests already waiting (max_queue={self.max_queue}); "
+                    f"server busy: {len(self.waiting)} requests already waiting "
+                    f"(max_queue={self.max_queue}); "
                     "retry later or raise LUODI_MAX_QUEUE"
                 )
             self.waiting.append(seq)

@@ -15,7 +15,9 @@ class Utf8Stream:
         return self._dec.decode(piece)
 
     def flush(self) -> str:
-        return self._dec.decode(b"", final=True)
+        """End of output: an incomplete trailing character is dropped rather than shown as U+FFFD."""
+        self._dec.reset()
+        return ""
 
 
 class StopFilter:
