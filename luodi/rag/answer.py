@@ -3,6 +3,7 @@ the sentence (source file and character span) that supports the answer. Weak ret
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
@@ -106,11 +107,14 @@ def _check(question: str) -> str:
 
 
 def _engine(engine):
-    if engine is not None:
-        return engine
-    from luodi.llm import load_chat_engine
+    """`engine`: an Engine, a zero-argument function returning one (called only when needed), or None."""
+    if engine is None:
+        from luodi.llm import load_chat_engine
 
-    return load_chat_engine()[0]
+        return load_chat_engine()[0]
+    if not hasattr(engine, "generate") and callable(engine):
+        return engine()
+    return engine
 
 
 async def ask_stream(
@@ -119,7 +123,7 @@ async def ask_stream(
     """Events: {'event': 'passages', ...}, then {'event': 'delta', 'text'} while the LLM writes,
     then {'event': 'done', 'answer': Answer-as-dict}."""
     question = _check(question)
-    res: SearchResult = search(name, question, k=k, encoder=encoder)
+    res: SearchResult = await asyncio.to_thread(search, name, question, k=k, encoder=encoder)
     yield {
         "event": "passages",
         "found": res.found,

@@ -166,3 +166,18 @@ def bump_generation(s: Session, kb: KnowledgeBase) -> None:
 
 def kb_config(kb: KnowledgeBase) -> dict[str, Any]:
     return {**DEFAULTS, **(kb.config or {})}
+
+
+def delete_document(name: str, doc_id: int) -> dict[str, Any]:
+    """Remove one document and its chunks (its vectors are dropped from the index on the next load/add)."""
+    with session_scope() as s:
+        kb = get_kb_row(s, name)
+        doc = s.scalar(select(KbDocument).where(KbDocument.kb_id == kb.id, KbDocument.id == doc_id))
+        if doc is None:
+            raise NotFound(f"document {doc_id} not found in knowledge base '{name}'; list them with "
+                           f"`luodi kb docs {name}`", param="doc_id")
+        info = {"id": doc.id, "source": doc.source, "deleted": True}
+        s.query(KbChunk).filter(KbChunk.doc_id == doc.id).delete(synchronize_session=False)
+        s.delete(doc)
+        bump_generation(s, kb)
+    return info

@@ -1,4 +1,4 @@
-"""Turn a document (txt, md, html, pdf, docx) into plain text; citations are character spans into this text."""
+"""Turn a document (txt, md, html, pdf, docx) into plain text; citations are character spans into it."""
 
 from __future__ import annotations
 
@@ -29,9 +29,9 @@ def read_html(data: bytes) -> str:
     from bs4 import BeautifulSoup
 
     soup = BeautifulSoup(_decode(data), "html.parser")
+    title = soup.title.get_text(" ", strip=True) if soup.title else ""
     for tag in soup(["script", "style", "noscript", "template", "head"]):
         tag.decompose()
-    title = soup.title.get_text(" ", strip=True) if soup.title else ""
     text = soup.get_text("\n")
     text = "\n".join(line.strip() for line in text.splitlines())
     text = re.sub(r"\n{3,}", "\n\n", text).strip()
