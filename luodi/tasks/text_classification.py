@@ -196,11 +196,10 @@ class TextClassificationOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     features: list[str] = Field(default_factory=lambda: ["embeddings", "tfidf"])  # embeddings | tfidf
-    layers: list[int] = Field(
-        default_factory=lambda: [4, 5, 6]
-    )  # encoder layers mean-pooled and concatenated
+    # encoder layers, each mean-pooled, concatenated ([6]: the last layer of MiniLM-L6)
+    layers: list[int] = Field(default_factory=lambda: [6])
     max_length: int = Field(128, ge=8, le=512)  # tokens per text for the encoder
-    c_embeddings: float = Field(50.0, gt=0)  # inverse L2 strength of the embedding head
+    c_embeddings: float = Field(10.0, gt=0)  # inverse L2 strength of the embedding head
     c_tfidf: float = Field(20.0, gt=0)  # inverse L2 strength of the TF-IDF head
     tfidf_weight: float | None = Field(None, ge=0, le=1)  # mixing weight of the TF-IDF head; None: tuned
     oos_label: str | None = None  # label meaning "none of the known classes" (e.g. clinc150's `oos`)
