@@ -33,10 +33,11 @@ def load_chat_engine(settings: Settings | None = None) -> tuple[Engine, bool]:
 
     settings = settings or get_settings()
     glob = get_settings()
-    shared = getattr(engines, "get_engine", None)
-    if shared is not None and (settings.chat_model, settings.engine) == (glob.chat_model, glob.engine):
-        return shared(), False
-    return engines.load_engine(settings.chat_model, settings.engine), True
+    fields = ("chat_model", "engine", "n_ctx", "max_running", "max_queue", "threads")
+    if all(getattr(settings, f) == getattr(glob, f) for f in fields):
+        return engines.get_engine(), False
+    opts = {f: getattr(settings, f) for f in fields[2:]}
+    return engines.load_engine(settings.chat_model, settings.engine, **opts), True
 
 
 def ensure_engine(state: Any) -> Engine:
