@@ -36,6 +36,7 @@ Public API (used by the OpenAI-compatible server and by luodi.agent.runtime):
     ToolCall(name, arguments: dict, id="call_...").to_openai() -> {"id", "type": "function",
         "function": {"name", "arguments": "<json string>"}}   (the OpenAI response shape)
     validate_arguments(spec: ToolSpec, arguments: dict) -> list[str]   problems, [] when valid.
+    tool_signature(spec: ToolSpec) -> str   the compact text description of one tool used in prompts.
 
 Server sketch for POST /v1/chat/completions with `tools`:
 
@@ -280,7 +281,8 @@ def _type_text(s: dict[str, Any]) -> str:
     return str(t)
 
 
-def _signature(spec: ToolSpec) -> str:
+def tool_signature(spec: ToolSpec) -> str:
+    """'- name: description' plus one indented line per argument (type, optional, description)."""
     props: dict[str, Any] = spec.parameters.get("properties", {}) or {}
     required = set(spec.parameters.get("required", []) or [])
     lines = [f"- {spec.name}: {spec.description.strip() or '(no description)'}"]
@@ -317,7 +319,7 @@ def render_tools_prompt(tools: list[ToolSpec], tool_choice: str = "auto") -> str
     example = json.dumps({"name": ex.name, "arguments": _example_args(ex)}, ensure_ascii=False)
     lines = [
         "You can use these tools:",
-        *(_signature(t) for t in shown),
+        *(tool_signature(t) for t in shown),
         "",
         "Reply with exactly one JSON object and nothing else.",
         f'To call a tool: {{"name": "<tool name>", "arguments": {{...}}}}, for example {example}',
@@ -467,7 +469,7 @@ def _one_call(obj: dict[str, Any], tools: list[ToolSpec], choice: str, raw: str)
         args = {}
     problems = validate_arguments(by_name[name], args)
     if problems:
-        sig = _signature(by_name[name])
+        sig = tool_signature(by_name[name])
         raise ToolCallError(
             f"invalid arguments for {name!r}: " + "; ".join(problems),
             raw=raw,

@@ -1,0 +1,551 @@
+"""The agent loop: perceive -> plan -> act -> observe, until a final answer or a limit.
+
+    agent = Agent(builtin_tools(["calculator"]))
+    result = agent.run("What is 17 * 23?")          # AgentResult(answer, stop_reason, steps, ...)
+    async for event in agent.stream(goal): ...      # the trace, as dicts with a "type"
+
+Every model turn is constrained-decoded to one JSON object
+`{"plan": [remaining steps], "name": tool, "arguments": {...}}` or `{"plan": [...], "content": answer}`
+(luodi.agent.toolcalls), so even a 135M model emits valid calls. Invalid output, tool errors, repeated calls
+and rejected approvals all go back to the model as observations. Hard limits (steps, tool calls, completion
+tokens, wall time, repeats) end the run with a best-effort answer and a `stop_reason`, never an exception.
+Threads live in the store: `run(goal, thread_id=...)` continues a conversation; a tool that requires
+approval pauses the run (stop_reason "approval_required") until `decide()` + `resume(thread_id)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from luodi.agent import approvals, memory
+from luodi.agent.planner import PLAN_SCHEMA, Plan
+from luodi.agent.toolcalls import ToolCallError, call_schema, parse_output, tool_signature
+from luodi.agent.tools import RUN_CONTEXT, Tool, ToolError
+from luodi.engines.base import SamplingParams
+from luodi.errors import BadRequest, LuodiError
+
+STOP_REASONS = (
+    "final_answer",
+    "max_steps",
+    "max_tool_calls",
+    "max_tokens",
+    "timeout",
+    "repeated_call",
+    "approval_required",
+    "error",
+)
+
+SYSTEM = """You are a careful assistant. Reach the user's goal step by step, using tools when they help.
+{tools}
+Reply with exactly one JSON object. "plan" lists the steps still to do (short). Then either call a tool:
+{{"plan": ["compute 12*7", "answer"], "name": "calculator", "arguments": {{"expression": "12*7"}}}}
+or give the final answer:
+{{"plan": ["answer"], "content": "12 times 7 is 84."}}
+Answer from tool results; never invent facts or numbers. If the goal is impossible, say so in the answer."""
+
+
+@dataclass
+class Limits:
+    max_steps: int = 6  # model turns
+    max_tool_calls: int = 5
+    max_tokens: int = 1500  # completion tokens over the whole run
+    max_seconds: float = 120.0
+    max_repeats: int = 1  # identical calls tolerated before stopping
+    step_tokens: int = 200  # completion tokens per turn
+
+
+@dataclass
+class AgentResult:
+    answer: str
+    stop_reason: str
+    thread_id: str
+    steps: int = 0
+    tool_calls: int = 0
+    invalid_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    plan: dict[str, Any] = field(default_factory=dict)
+    tools_used: list[str] = field(default_factory=list)
+    approval_id: int | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------- engine
+
+_engines: dict[str, Any] = {}
+_engine_lock = threading.Lock()
+
+
+def get_engine(model: str | None = None):
+    """The chat engine for `model` (default: the configured chat model, shared with the server)."""
+    import luodi.engines as engines
+    from luodi.settings import get_settings
+
+    settings = get_settings()
+    if model is None or model == settings.chat_model:
+        shared = getattr(engines, "get_engine", None)
+        if shared is not None:
+            return shared()
+        model = settings.chat_model
+    with _engine_lock:
+        if model not in _engines:
+            load = getattr(engines, "load_engine", None)
+            if load is not None:
+                _engines[model] = load(model, settings.engine)
+            else:  # before luodi.engines exports load_engine: build the llama.cpp engine directly
+                from luodi.engines.llamacpp import LlamaCppEngine
+                from luodi.models import resolve
+
+                src = resolve(model)
+                _engines[model] = LlamaCppEngine(
+                    src.path, model_id=src.name, n_ctx=settings.n_ctx, threads=settings.threads
+                )
+        return _engines[model]
+
+
+async def complete(engine: Any, prompt: str, params: SamplingParams) -> tuple[str, int, int]:
+    """Run one generation to the end: (text, prompt_tokens, completion_tokens)."""
+    parts: list[str] = []
+    pt = ct = 0
+    gen = engine.generate(prompt, params)
+    try:
+        async for chunk in gen:
+            parts.append(chunk.text)
+            pt = chunk.prompt_tokens or pt
+            ct = chunk.completion_tokens or ct
+    finally:
+        close = getattr(gen, "aclose", None)
+        if close is not None:
+            await close()
+    text = "".join(parts)
+    if not ct:
+        ct = len(engine.tokenize(text)) if text else 0
+    return text, pt, ct
+
+
+# ---------------------------------------------------------------------------------------- agent
+
+
+class Agent:
+    """A tool-using agent over any chat engine; see the module docstring."""
+
+    def __init__(
+        self,
+        tools: list[Tool] | None = None,
+        *,
+        model: str | None = None,
+        engine: Any = None,
+        limits: Limits | None = None,
+        memory_scope: str | None = None,
+        system: str | None = None,
+        tool_config: dict[str, Any] | None = None,
+        temperature: float = 0.0,
+        seed: int = 0,
+    ):
+        self.tools = list(tools or [])
+        self.by_name = {t.name: t for t in self.tools}
+        if len(self.by_name) != len(self.tools):
+            raise BadRequest("two tools share a name", param="tools")
+        self.model = model
+        self._engine = engine
+        self.limits = limits or Limits()
+        self.memory_scope = memory_scope
+        self.system = system or SYSTEM
+        self.tool_config = tool_config or {"names": [t.name for t in self.tools]}
+        self.temperature = temperature
+        self.seed = seed
+
+    @property
+    def engine(self):
+        if self._engine is None:
+            self._engine = get_engine(self.model)
+        return self._engine
+
+    # ----------------------------------------------------------------------------- prompt pieces
+    def _schema(self) -> dict[str, Any]:
+        specs = [t.spec() for t in self.tools]
+        extra = {"plan": PLAN_SCHEMA}
+        schema = call_schema(specs, "auto", extra_properties=extra)
+        if schema is None:  # no tools: a plan and an answer
+            schema = {
+                "type": "object",
+                "properties": {**extra, "content": {"type": "string"}},
+                "required": ["plan", "content"],
+                "additionalProperties": False,
+            }
+        return schema
+
+    def _system_prompt(self, recalled: list[str]) -> str:
+        if self.tools:
+            tools = "You can use these tools:\n" + "\n".join(tool_signature(t.spec()) for t in self.tools)
+        else:
+            tools = "You have no tools; answer directly."
+        text = self.system.format(tools=tools)
+        if recalled:
+            text += "\nThings you remember from earlier conversations:\n" + "\n".join(
+                f"- {r}" for r in recalled
+            )
+        return text
+
+    def _fit(self, system: str, history: list[dict[str, str]]) -> str:
+        """Chat prompt that leaves room for one turn: drop the oldest middle turns when too long."""
+        eng = self.engine
+        budget = int(getattr(eng, "n_ctx", 2048)) - self.limits.step_tokens - 8
+        msgs = list(history)
+        while True:
+            prompt = eng.chat_prompt([{"role": "system", "content": system}, *msgs])
+            if len(eng.tokenize(prompt)) <= budget or len(msgs) <= 1:
+                return prompt
+            # keep the first user goal and the most recent turns
+            del msgs[1 if len(msgs) > 2 else 0]
+
+    # ----------------------------------------------------------------------------- public API
+    def run(self, goal: str, thread_id: str | None = None) -> AgentResult:
+        """Blocking run (for the CLI and tests); see `stream` for the events."""
+        return _run_sync(self._collect(self.stream(goal, thread_id)))
+
+    def resume(self, thread_id: str) -> AgentResult:
+        return _run_sync(self._collect(self.stream_resume(thread_id)))
+
+    async def arun(self, goal: str, thread_id: str | None = None) -> AgentResult:
+        return await self._collect(self.stream(goal, thread_id))
+
+    async def aresume(self, thread_id: str) -> AgentResult:
+        return await self._collect(self.stream_resume(thread_id))
+
+    async def _collect(self, events: AsyncIterator[dict[str, Any]]) -> AgentResult:
+        trace: list[dict[str, Any]] = []
+        async for ev in events:
+            trace.append(ev)
+        final = trace[-1]
+        res = AgentResult(**final["result"])
+        res.events = trace
+        return res
+
+    async def stream(self, goal: str, thread_id: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Start (or continue, with thread_id) a conversation with a new goal; yields trace events."""
+        if not isinstance(goal, str) or not goal.strip():
+            raise BadRequest("'goal' must be a non-empty string", param="goal")
+        if thread_id and memory.thread_exists(thread_id):
+            th = memory.get_thread(thread_id, kind="agent")
+            if th["state"].get("status") == "paused":
+                raise BadRequest(
+                    f"thread '{thread_id}' waits for approval {th['state'].get('approval_id')}; "
+                    "approve or reject it first",
+                    param="thread_id",
+                    status=409,
+                )
+            state = th["state"]
+        else:
+            thread_id = memory.create_thread("agent", state={}, thread_id=thread_id)
+            state = {}
+        state.update(
+            status="running",
+            goal=goal,
+            tools=self.tool_config,
+            plan=Plan().to_dict(),
+            counters={},
+            seen={},
+            started=time.time(),
+        )
+        memory.save_state(thread_id, state)
+        memory.add_message(thread_id, "user", goal)
+        yield {"type": "start", "thread_id": thread_id, "goal": goal, "tools": [t.name for t in self.tools]}
+        async for ev in self._loop(thread_id, state):
+            yield ev
+
+    async def stream_resume(self, thread_id: str) -> AsyncIterator[dict[str, Any]]:
+        """Continue a run paused for approval, once the approval was decided."""
+        th = memory.get_thread(thread_id, kind="agent")
+        state = th["state"]
+        if state.get("status") != "paused":
+            raise BadRequest(
+                f"thread '{thread_id}' is not waiting for an approval (status: {state.get('status')})",
+                param="thread_id",
+                status=409,
+            )
+        ap = approvals.get_approval(int(state["approval_id"]))
+        if ap["status"] == "pending":
+            raise BadRequest(
+                f"approval {ap['id']} is still pending; approve or reject it first",
+                param="approval_id",
+                status=409,
+            )
+        call = state.pop("pending_call")
+        state.pop("approval_id", None)
+        state["status"] = "running"
+        state["started"] = time.time() - state.get("counters", {}).get("seconds", 0.0)
+        yield {"type": "resume", "thread_id": thread_id, "approval": ap}
+        if ap["status"] == "approved":
+            obs = await self._invoke(thread_id, call["name"], call["arguments"])
+        else:
+            obs = f"The human rejected the call to {call['name']}. Do not retry it; answer the user instead."
+        memory.add_message(thread_id, "tool", obs, {"name": call["name"], "arguments": call["arguments"]})
+        yield {"type": "observation", "name": call["name"], "text": obs}
+        memory.save_state(thread_id, state)
+        async for ev in self._loop(thread_id, state):
+            yield ev
+
+    # ----------------------------------------------------------------------------- the loop
+    async def _invoke(self, thread_id: str, name: str, arguments: dict[str, Any]) -> str:
+        tool = self.by_name[name]
+        token = RUN_CONTEXT.set({"thread_id": thread_id})
+        try:
+            return await asyncio.to_thread(tool.invoke, arguments)  # copies the context (RUN_CONTEXT)
+        except ToolError as e:
+            return f"Error: {e}"
+        finally:
+            RUN_CONTEXT.reset(token)
+
+    def _history(self, thread_id: str) -> list[dict[str, str]]:
+        out = []
+        for m in memory.get_thread(thread_id)["messages"]:
+            if m["role"] == "tool":
+                out.append(
+                    {
+                        "role": "user",
+                        "content": f"Result of {m['meta'].get('name', 'the tool')}: {m['content']}",
+                    }
+                )
+            elif m["role"] in ("user", "assistant"):
+                out.append({"role": m["role"], "content": m["content"]})
+            elif m["role"] == "human_agent":
+                out.append({"role": "user", "content": f"A human agent said: {m['content']}"})
+        return out
+
+    async def _loop(self, thread_id: str, state: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        lim = self.limits
+        c = state.setdefault("counters", {})
+        for k in ("steps", "tool_calls", "invalid_calls", "prompt_tokens", "completion_tokens"):
+            c.setdefault(k, 0)
+        seen: dict[str, str] = state.setdefault("seen", {})
+        plan = Plan.from_dict(state.get("plan"))
+        tools_used: list[str] = state.setdefault("tools_used", [])
+        start = state.get("started", time.time())
+        goal = state["goal"]
+        recalled: list[str] = []
+        if self.memory_scope:  # perceive: encode the goal, recall related memories
+            recalled = [r.text for r in memory.LongTermMemory(self.memory_scope).search(goal, k=3)]
+            if recalled:
+                yield {"type": "memory", "recalled": recalled}
+        system = self._system_prompt(recalled)
+        schema = self._schema()
+        stop, answer, approval_id = None, None, None
+        repeats = 0
+        last_obs = ""
+        try:
+            while stop is None:
+                elapsed = time.time() - start
+                if c["steps"] >= lim.max_steps:
+                    stop = "max_steps"
+                    break
+                if elapsed >= lim.max_seconds:
+                    stop = "timeout"
+                    break
+                left = lim.max_tokens - c["completion_tokens"]
+                if left <= 8:
+                    stop = "max_tokens"
+                    break
+                c["steps"] += 1
+                prompt = self._fit(system, self._history(thread_id))
+                params = SamplingParams(
+                    max_tokens=min(lim.step_tokens, left),
+                    temperature=self.temperature,
+                    seed=self.seed,
+                    json_schema=schema,
+                )
+                try:
+                    text, pt, ct = await asyncio.wait_for(
+                        complete(self.engine, prompt, params), timeout=max(1.0, lim.max_seconds - elapsed)
+                    )
+                except TimeoutError:
+                    stop = "timeout"
+                    break
+                c["prompt_tokens"] += pt
+                c["completion_tokens"] += ct
+                yield {"type": "model", "step": c["steps"], "text": text, "tokens": ct}
+                try:
+                    out = parse_output(text, [t.spec() for t in self.tools], "auto" if self.tools else "none")
+                    if not self.tools:
+                        obj = json.loads(text)
+                        out.content, out.extra = obj.get("content", text), {"plan": obj.get("plan")}
+                except (ToolCallError, json.JSONDecodeError) as e:
+                    c["invalid_calls"] += 1
+                    fb = getattr(e, "feedback", f"Error: reply with one JSON object ({e})")
+                    memory.add_message(thread_id, "assistant", text, {"invalid": True})
+                    memory.add_message(thread_id, "tool", fb, {"name": "validator"})
+                    yield {"type": "invalid", "step": c["steps"], "error": fb}
+                    continue
+                memory.add_message(thread_id, "assistant", text)
+                if plan.update(out.extra.get("plan")):
+                    yield {"type": "plan", "tasks": plan.to_dict()["tasks"], "revisions": plan.revisions}
+                state["plan"] = plan.to_dict()
+                if out.content is not None:
+                    answer, stop = out.content.strip(), "final_answer"
+                    break
+                call = out.tool_calls[0]
+                key = call.name + json.dumps(call.arguments, sort_keys=True)
+                yield {
+                    "type": "tool_call",
+                    "step": c["steps"],
+                    "name": call.name,
+                    "arguments": call.arguments,
+                }
+                if key in seen:
+                    repeats += 1
+                    if repeats > lim.max_repeats:
+                        stop = "repeated_call"
+                        break
+                    obs = (
+                        f"You already called {call.name} with these arguments; the result was: {seen[key]}\n"
+                        "Do not call it again. Give the final answer now."
+                    )
+                    memory.add_message(thread_id, "tool", obs, {"name": call.name, "repeat": True})
+                    yield {"type": "observation", "name": call.name, "text": obs, "repeat": True}
+                    continue
+                if c["tool_calls"] >= lim.max_tool_calls:
+                    stop = "max_tool_calls"
+                    break
+                c["tool_calls"] += 1
+                tools_used.append(call.name)
+                if self.by_name[call.name].requires_approval:
+                    approval_id = approvals.request_approval(thread_id, call.name, call.arguments)
+                    state.update(
+                        status="paused",
+                        approval_id=approval_id,
+                        pending_call={"name": call.name, "arguments": call.arguments},
+                    )
+                    stop = "approval_required"
+                    yield {
+                        "type": "approval_required",
+                        "approval_id": approval_id,
+                        "name": call.name,
+                        "arguments": call.arguments,
+                    }
+                    break
+                obs = await self._invoke(thread_id, call.name, call.arguments)
+                seen[key] = obs[:300]
+                last_obs = obs
+                memory.add_message(thread_id, "tool", obs, {"name": call.name, "arguments": call.arguments})
+                yield {"type": "observation", "name": call.name, "text": obs}
+        except LuodiError as e:  # engine refused (context too long, overloaded): stop, don't crash
+            stop = "error"
+            answer = f"I could not finish: {e.message}"
+        if stop not in ("final_answer", "approval_required", "error"):
+            answer = await self._best_effort(thread_id, system, stop, last_obs, start)
+        elif stop == "approval_required":
+            answer = f"Waiting for a human to approve the call to {state['pending_call']['name']}."
+        if stop != "approval_required":
+            state["status"] = "done"
+            if stop == "final_answer":
+                plan.finish()
+            state["plan"] = plan.to_dict()
+            memory.add_message(thread_id, "assistant", answer or "", {"final": True, "stop_reason": stop})
+            if self.memory_scope and stop == "final_answer" and answer:
+                memory.LongTermMemory(self.memory_scope).add(f"Goal: {goal} -> Answer: {answer}")
+        c["seconds"] = round(time.time() - start, 3)
+        state["stop_reason"] = stop
+        state["answer"] = answer
+        memory.save_state(thread_id, state)
+        result = AgentResult(
+            answer=answer or "",
+            stop_reason=stop,
+            thread_id=thread_id,
+            steps=c["steps"],
+            tool_calls=c["tool_calls"],
+            invalid_calls=c["invalid_calls"],
+            prompt_tokens=c["prompt_tokens"],
+            completion_tokens=c["completion_tokens"],
+            seconds=c["seconds"],
+            plan=plan.to_dict(),
+            tools_used=list(tools_used),
+            approval_id=approval_id,
+        )
+        yield {"type": "final", "answer": result.answer, "stop_reason": stop, "result": result.to_dict()}
+
+    async def _best_effort(self, thread_id: str, system: str, stop: str, last_obs: str, start: float) -> str:
+        """At a limit: one short forced answer when time allows, else the last observation."""
+        lim = self.limits
+        if stop not in ("timeout", "max_tokens") and time.time() - start < lim.max_seconds:
+            hist = self._history(thread_id)
+            hist.append({"role": "user", "content": "Stop using tools. Give your best final answer now."})
+            schema = {
+                "type": "object",
+                "properties": {"content": {"type": "string"}},
+                "required": ["content"],
+                "additionalProperties": False,
+            }
+            try:
+                prompt = self._fit(system, hist)
+                text, _, _ = await asyncio.wait_for(
+                    complete(
+                        self.engine,
+                        prompt,
+                        SamplingParams(max_tokens=120, temperature=0.0, json_schema=schema),
+                    ),
+                    timeout=max(1.0, lim.max_seconds - (time.time() - start) + 15),
+                )
+                content = json.loads(text).get("content", "").strip()
+                if content:
+                    return content
+            except (TimeoutError, json.JSONDecodeError, LuodiError):
+                pass
+        if last_obs:
+            return f"(stopped: {stop}) Best result so far: {last_obs[:400]}"
+        return f"(stopped: {stop}) I could not reach an answer."
+
+
+def _run_sync(coro):
+    """Run a coroutine from sync code, even when an event loop is already running in this thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["v"] = asyncio.run(coro)
+        except BaseException as e:  # re-raised in the caller's thread
+            box["e"] = e
+
+    th = threading.Thread(target=target)
+    th.start()
+    th.join()
+    if "e" in box:
+        raise box["e"]
+    return box["v"]
+
+
+# ---------------------------------------------------------------------------------------- from config
+
+
+def agent_from_config(
+    config: dict[str, Any] | None = None,
+    *,
+    model: str | None = None,
+    limits: Limits | None = None,
+    memory_scope: str | None = None,
+) -> Agent:
+    """An agent with built-in tools from a JSON-able config {names, db, kb, approval} (stored per thread)."""
+    from luodi.agent.tools import BUILTIN_NAMES, builtin_tools
+
+    cfg = dict(config or {})
+    names = cfg.get("names") or list(BUILTIN_NAMES)
+    tools = builtin_tools(
+        names, db=cfg.get("db"), kb=cfg.get("kb") or "bank-faq", approval=cfg.get("approval")
+    )
+    cfg["names"] = names
+    return Agent(
+        tools, model=model or cfg.get("model"), limits=limits, memory_scope=memory_scope, tool_config=cfg
+    )
