@@ -98,6 +98,7 @@ class TextGenerationTask(TaskBase):
         self.model = None
         self.tokenizer = None
         self.base_perplexity: dict[str, float] = {}
+        self._evaluated: dict[str, dict[str, Any]] = {}  # metrics per evaluation set
 
     # ------------------------------------------------------------ data
     def read(self, path: str | None = None) -> list[Dialogue]:
@@ -143,18 +144,26 @@ class TextGenerationTask(TaskBase):
         ]
 
     def _encode(self, turns: Dialogue) -> tuple[list[int], list[int]]:
-        """Token ids of the rendered dialogue and labels (-100 except on assistant turns)."""
+        """Token ids of the rendered dialogue and labels: assistant replies only (not their role header)."""
+        tok = self.tokenizer
         msgs = self._messages(turns)
         ids: list[int] = []
         labels: list[int] = []
         prev = ""
         for i in range(1, len(msgs) + 1):
-            text = self.tokenizer.apply_chat_template(msgs[:i], tokenize=False)
-            if not text.startswith(prev):  # template not prefix-stable: fall back to the whole text
-                text = text[len(os.path.commonprefix([prev, text])) :]
-            piece = self.tokenizer(text[len(prev) :], add_special_tokens=False)["input_ids"]
-            ids += piece
-            labels += piece if msgs[i - 1]["role"] == "assistant" else [-100] * len(piece)
+            text = tok.apply_chat_template(msgs[:i], tokenize=False)
+            if not text.startswith(prev):  # template not prefix-stable: continue from the common prefix
+                prev = os.path.commonprefix([prev, text])
+            header = ""
+            if msgs[i - 1]["role"] == "assistant":
+                gen = tok.apply_chat_template(msgs[: i - 1], tokenize=False, add_generation_prompt=True)
+                if gen.startswith(prev) and text.startswith(gen):
+                    header = gen[len(prev) :]
+            head_ids = tok(header, add_special_tokens=False)["input_ids"] if header else []
+            body_ids = tok(text[len(prev) + len(header) :], add_special_tokens=False)["input_ids"]
+            ids += head_ids + body_ids
+            scored = msgs[i - 1]["role"] == "assistant"
+            labels += [-100] * len(head_ids) + (body_ids if scored else [-100] * len(body_ids))
             prev = text
         return ids[: self.opts.max_length], labels[: self.opts.max_length]
 
@@ -225,6 +234,7 @@ class TextGenerationTask(TaskBase):
             self.base_perplexity = {key: self.perplexity(valid, base, progress)}
             console.log(f"base perplexity {self.base_perplexity[key]:.2f}")
         self.model = self._peft(base)
+        self._evaluated = {}
         state = {"epoch": 0, "step": 0}
         if (ckpt / "state.json").exists():
             from peft import set_peft_model_state_dict
@@ -324,17 +334,20 @@ class TextGenerationTask(TaskBase):
         if self.opts.max_eval_dialogues:
             data = data[: self.opts.max_eval_dialogues]
         key = f"{len(data)}:{hash(tuple(map(tuple, data))) & 0xFFFFFFFF}"
+        if key in self._evaluated:  # fit already scored this validation set with these weights
+            return dict(self._evaluated[key])
         ppl = self.perplexity(data)
         if key not in self.base_perplexity:
             with self.model.disable_adapter():
                 self.base_perplexity[key] = self.perplexity(data)
         base = self.base_perplexity[key]
-        return {
+        self._evaluated[key] = {
             "perplexity": ppl,
             "base_perplexity": base,
             "perplexity_reduction": 1 - ppl / base,
             "n_dialogues": len(data),
         }
+        return dict(self._evaluated[key])
 
     # ------------------------------------------------------------ persistence
     def save(self, run_dir: Path) -> None:
@@ -362,6 +375,7 @@ class TextGenerationTask(TaskBase):
         self.source = meta["source"]
         self.opts = TextGenerationOptions.model_validate(meta["options"])
         self.model = PeftModel.from_pretrained(self._load_base(), str(run_dir))
+        self._evaluated = {}
         self.model.eval()
 
     def input_model(self) -> type[BaseModel]:

@@ -29,6 +29,7 @@ from luodi.tasks.text_classification import parse_options, records_texts, write_
 
 Sentence = dict[str, list[str]]  # {"tokens": [...], "tags": [...]}
 WORD_RE = re.compile(r"\w+(?:[-'.]\w+)*|[^\w\s]")
+_MEMO: dict[str, np.ndarray] = {}
 CASES = ["lower", "upper", "title", "mixed", "digit", "has_digit", "punct", "other"]
 
 
@@ -163,8 +164,10 @@ def word_features(
     key = hashlib.sha256(json.dumps([spec, layers, max_length, sentences]).encode()).hexdigest()[:32]
     cache = get_settings().cache_dir / "word-features" / f"{key}.npy"
     lengths = [len(s) for s in sentences]
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    if cache.exists():
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    if key in _MEMO:
+        flat = _MEMO[key]
+    elif cache.exists():
         flat = np.load(cache)
     else:
         enc = get_encoder(spec)
@@ -205,6 +208,9 @@ def word_features(
         tmp = cache.with_suffix(".tmp.npy")
         np.save(tmp, flat)
         os.replace(tmp, cache)
+    _MEMO[key] = flat
+    while len(_MEMO) > 3:  # keep the few most recent sets (train, validation) in memory
+        _MEMO.pop(next(iter(_MEMO)))
     return [flat[offsets[i] : offsets[i + 1]] for i in range(len(sentences))]
 
 
