@@ -237,6 +237,10 @@ def generate(
     except LuodiError as e:
         raise _fail(e) from e
     _write("\n")
+    if g.finish_reason == "length":
+        err_console.print(
+            f"[yellow]stopped at --max-tokens {max_tokens}; raise it for a complete answer[/yellow]"
+        )
     usage = f"{g.prompt_tokens} prompt + {g.completion_tokens} generated tokens"
     err_console.print(f"[dim]{usage}, finish: {g.finish_reason}[/dim]")
 
