@@ -20,6 +20,7 @@ SYSTEM = (
     "You answer questions using only the numbered context passages. Reply with a short, direct answer "
     "taken from the passages. If the passages do not contain the answer, reply: I don't know."
 )
+MARGIN = 0.15  # passages this much less similar to the question than the best one are left out
 _MARK = re.compile(r"\[(\d{1,2})\]")
 
 
@@ -49,6 +50,12 @@ class Answer:
         return d
 
 
+def focus(res: SearchResult, margin: float = MARGIN) -> list[Hit]:
+    """The passages worth showing the LLM: the best-ranked one, plus others about as similar to the
+    question as the closest passage (small models get distracted by off-topic context)."""
+    return [h for i, h in enumerate(res.hits) if i == 0 or h.dense >= res.best_dense - margin]
+
+
 def build_messages(question: str, hits: list[Hit]) -> list[dict[str, str]]:
     context = "\n\n".join(f"[{i + 1}] {h.text}" for i, h in enumerate(hits))
     return [
@@ -61,8 +68,7 @@ def cite(answer: str, question: str, hits: list[Hit]) -> list[Citation]:
     """The passages' sentences that best support `answer`, best first (at most one per passage).
 
     A sentence scores by the share of the answer's words it contains; passages the answer marks as [n]
-    get a bonus; ties go to the better-ranked passage. If the answer shares no word with any passage,
-    the sentence most similar to the question is cited instead."""
+    get a bonus, and so do sentences sharing the question's words; ties go to the better-ranked passage."""
     a_tokens = set(bm25_tokens(answer))
     q_tokens = set(bm25_tokens(question))
     marked = {int(m) - 1 for m in _MARK.findall(answer)}
@@ -73,8 +79,7 @@ def cite(answer: str, question: str, hits: list[Hit]) -> list[Citation]:
             sent = h.text[s:e]
             st = set(bm25_tokens(sent))
             cover = len(a_tokens & st) / len(a_tokens) if a_tokens else 0.0
-            if cover == 0.0:
-                cover = 0.01 * len(q_tokens & st) / max(1, len(q_tokens))
+            cover += 0.5 * len(q_tokens & st) / max(1, len(q_tokens))
             if rank in marked:
                 cover += 0.25
             if best is None or cover > best[0]:
@@ -118,7 +123,7 @@ def _engine(engine):
 
 
 async def ask_stream(
-    name: str, question: str, k: int = 3, *, engine=None, encoder=None, max_tokens: int = 96
+    name: str, question: str, k: int = 3, *, engine=None, encoder=None, max_tokens: int = 64
 ) -> AsyncIterator[dict[str, Any]]:
     """Events: {'event': 'passages', ...}, then {'event': 'delta', 'text'} while the LLM writes,
     then {'event': 'done', 'answer': Answer-as-dict}."""
@@ -138,9 +143,9 @@ async def ask_stream(
         }
         return
     engine = _engine(engine)
-    prompt, hits = _fit(engine, question, res.hits, max_tokens)
+    prompt, hits = _fit(engine, question, focus(res), max_tokens)
     parts: list[str] = []
-    stream = engine.generate(prompt, SamplingParams(max_tokens=max_tokens, temperature=0.0))
+    stream = engine.generate(prompt, SamplingParams(max_tokens=max_tokens, temperature=0.0, stop=["\n"]))
     try:
         async for chunk in stream:
             if chunk.text:
@@ -154,7 +159,7 @@ async def ask_stream(
 
 
 async def ask_async(
-    name: str, question: str, k: int = 3, *, engine=None, encoder=None, max_tokens: int = 96
+    name: str, question: str, k: int = 3, *, engine=None, encoder=None, max_tokens: int = 64
 ) -> Answer:
     final: dict[str, Any] = {}
     async for ev in ask_stream(name, question, k, engine=engine, encoder=encoder, max_tokens=max_tokens):
@@ -170,7 +175,7 @@ async def ask_async(
     )
 
 
-def ask(name: str, question: str, k: int = 3, *, engine=None, encoder=None, max_tokens: int = 96) -> Answer:
+def ask(name: str, question: str, k: int = 3, *, engine=None, encoder=None, max_tokens: int = 64) -> Answer:
     """Blocking `ask_async` for the CLI and scripts."""
     from luodi.llm import run_sync
 

@@ -6,8 +6,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-# A sentence ends at . ! ? (optionally followed by quotes/brackets) before whitespace, or at a blank line.
-_SENT_END = re.compile(r"(?<=[.!?。！？])[\"'”’)\]]*\s+|\n\s*\n")
+# A sentence ends at . ! ? (optionally followed by quotes/brackets) before whitespace, or at a line break
+# (headings, list items and paragraphs are lines of their own).
+_SENT_END = re.compile(r"(?<=[.!?。！？])[\"'”’)\]]*\s+|\s*\n\s*")
 _WORD = re.compile(r"\w+|[^\w\s]")
 
 

@@ -192,6 +192,9 @@ def ingest(
 
 def add_paths(name: str, paths: list[str | Path], *, progress: bool = False, encoder=None) -> IngestReport:
     """Add files and directories (recursively) to a knowledge base; sources are absolute paths."""
+    from luodi.rag.kbs import get_kb
+
+    get_kb(name)  # a missing KB is the first thing to report
     files = iter_files(paths)
     if not files:
         raise BadRequest(

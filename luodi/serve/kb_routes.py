@@ -43,7 +43,7 @@ class AskRequest(Strict):
     question: str = Field(min_length=1, max_length=2000)
     k: int = Field(3, ge=1, le=20)
     stream: bool = False
-    max_tokens: int = Field(96, ge=1, le=1024)
+    max_tokens: int = Field(64, ge=1, le=1024)
 
 
 @router.get("")
