@@ -50,7 +50,9 @@ def browser():
 def page(browser, live_server, request):
     """A fresh page on the console with the live server's API key already stored (as a user would)."""
     context = browser.new_context(base_url=live_server.url)
-    context.add_init_script(f"localStorage.setItem('luodi.apiKey', {live_server.key!r})")
+    # every frame runs init scripts: skip the sandboxed report frame, which has no storage
+    context.add_init_script(
+        f"if (window === window.top) localStorage.setItem('luodi.apiKey', {live_server.key!r})")
     context.set_default_timeout(TIMEOUT_MS)
     pg = context.new_page()
     page_errors: list[str] = []
@@ -157,3 +159,116 @@ def test_keys_create_then_revoke(page, live_server):
     page.fill("#key-name", "  ")
     page.click("#key-create")
     assert "name" in page.wait_for_selector("#key-created .error").inner_text()
+
+
+KB_DOC = """Zorblax customer handbook.
+
+The Zorblax home battery comes with a warranty of seven years from the date of installation.
+Owners can reach the Zorblax support desk every weekday between 8 am and 6 pm.
+Firmware updates are installed automatically at night when the battery is idle.
+"""
+
+
+def test_kb_create_upload_and_ask_with_citation(page, live_server, tmp_path):
+    need_route(live_server, "/v1/kb/{name}/ask")
+    page.on("dialog", lambda d: d.accept())
+    doc = tmp_path / "zorblax-handbook.txt"
+    doc.write_text(KB_DOC, encoding="utf-8")
+    page.goto("/#kb")
+    page.wait_for_selector("#kb-list")
+    page.fill("#kb-name", "console-kb")
+    page.click("#kb-create")
+    page.wait_for_selector("#kb-list li.selected[data-kb='console-kb']")
+    page.set_input_files("#kb-files", str(doc))
+    page.click("#kb-upload")
+    assert "added 1" in page.wait_for_selector("#kb-upload-result", timeout=GENERATION_MS).inner_text()
+    row = page.wait_for_selector("#kb-docs tr[data-source$='zorblax-handbook.txt']")
+    assert "indexed" in row.inner_text()
+    # uploading the same file again is recognised as unchanged
+    page.set_input_files("#kb-files", str(doc))
+    page.click("#kb-upload")
+    page.wait_for_function("document.querySelector('#kb-upload-result')?.innerText.includes('unchanged')")
+    page.wait_for_selector("#kb-docs tbody tr")
+    assert page.locator("#kb-docs tbody tr").count() == 1
+
+    page.fill("#kb-question", "How long is the warranty of the Zorblax home battery?")
+    page.fill("#kb-max-tokens", "16")
+    page.click("#kb-ask")
+    answer = page.wait_for_selector("#kb-answer-text[data-done='1']", timeout=GENERATION_MS)
+    assert answer.get_attribute("data-found") == "true", answer.inner_text()
+    assert answer.inner_text().strip()
+    citation = page.wait_for_selector("#kb-citations .citation").inner_text()
+    assert "zorblax-handbook.txt" in citation and "seven years" in citation
+
+    # an unrelated question is answered "not found", without inventing anything
+    page.fill("#kb-question", "Who painted the Mona Lisa?")
+    page.click("#kb-ask")
+    answer = page.wait_for_selector("#kb-answer-text[data-done='1']", timeout=GENERATION_MS)
+    assert answer.get_attribute("data-found") == "false"
+    assert "not found" in answer.inner_text().lower()
+
+    page.click("#kb-delete")
+    page.wait_for_selector("#kb-list li[data-kb='console-kb']", state="detached")
+
+
+def test_kb_bad_input_shows_the_servers_message(page, live_server):
+    need_route(live_server, "/v1/kb")
+    page.goto("/#kb")
+    page.wait_for_selector("#kb-list")
+    page.fill("#kb-name", "Not A Valid Name!")
+    page.click("#kb-create")
+    err = page.wait_for_selector("#panel .error").inner_text()
+    assert "name" in err and "HTTP 4" in err
+
+
+TINY_APP = """
+name: console-diagnosis
+task: tabular
+description: Breast-cancer diagnosis, a small model for the console tests.
+data:
+  format: sklearn:breast_cancer
+  columns: {label: target, positive: malignant}
+  split: {valid: 0.25, seed: 0, stratify: true}
+model:
+  type: lightgbm
+  options: {n_estimators: 40, num_leaves: 8}
+train: {seed: 0}
+evaluate:
+  metrics: [roc_auc, accuracy]
+"""
+
+
+@pytest.fixture(scope="module")
+def trained_app(live_server, tmp_path_factory):
+    """A small tabular app trained in the server's LUODI_HOME (the same Python API `luodi train` uses)."""
+    need_route(live_server, "/v1/apps")
+    from luodi import api
+
+    path = tmp_path_factory.mktemp("apps") / "console-diagnosis.yaml"
+    path.write_text(TINY_APP, encoding="utf-8")
+    try:
+        return api.load_predictor("console-diagnosis").run
+    except Exception:  # noqa: BLE001 - not trained yet in this home
+        return api.train(path, progress=False)
+
+
+def test_apps_list_runs_report_and_predict(page, live_server, trained_app):
+    page.goto("/#apps")
+    row = page.wait_for_selector("#apps-table tr[data-app='console-diagnosis']")
+    assert "tabular" in row.inner_text() and "roc_auc" in row.inner_text()
+    row.click()
+    run = page.wait_for_selector(f"#app-runs tr[data-version='{trained_app.version}']")
+    assert "done" in run.inner_text()
+    run.query_selector("button").click()  # the run's HTML report, fetched with the key
+    frame = page.wait_for_selector("#app-report-frame").content_frame()
+    frame.wait_for_selector("body")
+    assert "roc_auc" in frame.inner_text("body").lower() or "roc auc" in frame.inner_text("body").lower()
+    # the predict form is pre-filled with an example record of the app's input schema
+    page.click("#app-predict")
+    pred = page.wait_for_selector("#app-prediction").inner_text()
+    assert '"label"' in pred and '"version"' in pred
+    # a malformed record gets the server's 422 naming the field
+    page.fill("#app-input", '{"mean radius": "not a number"}')
+    page.click("#app-predict")
+    err = page.wait_for_selector("#app-output .error").inner_text()
+    assert "mean radius" in err and "HTTP 422" in err

@@ -177,7 +177,7 @@ function errorBox(err) {
 
 /** Run `fn`, showing any error inside `slot` (an element) instead of failing silently. */
 async function guarded(slot, fn) {
-  if (slot) slot.replaceChildren();
+  if (slot) for (const e of slot.querySelectorAll(":scope > .error")) e.remove();  // old errors go; content stays
   try {
     return await fn();
   } catch (err) {
@@ -393,6 +393,7 @@ const Keys = {
   },
 
   async create(name, rpm, created, table) {
+    created.replaceChildren();
     await guarded(created, async () => {
       const body = { name: name.value.trim() };
       if (rpm.value) body.rate_limit_rpm = Number(rpm.value);
@@ -493,6 +494,7 @@ const KB = {
     const files = el("input", { id: "kb-files", type: "file", multiple: true, accept: ".txt,.md,.markdown,.html,.htm,.pdf,.docx" });
     const question = el("input", { id: "kb-question", class: "grow", placeholder: "Ask a question about these documents" });
     const k = el("input", { id: "kb-k", type: "number", min: 1, max: 50, value: 5, style: "width:70px", title: "passages to retrieve" });
+    const maxTokens = el("input", { id: "kb-max-tokens", type: "number", min: 1, max: 1024, value: 96, style: "width:80px", title: "longest answer, in tokens" });
     const answer = el("div", { id: "kb-answer" });
     detail.replaceChildren(
       el("div", { class: "card" },
@@ -502,8 +504,9 @@ const KB = {
           files, el("button", { id: "kb-upload", type: "submit" }, "Upload")),
         upStatus),
       el("div", { class: "card" },
-        el("form", { class: "row", onsubmit: (e) => { e.preventDefault(); this.ask(n, question.value, Number(k.value), answer); } },
-          question, el("label", {}, "k", k), el("button", { id: "kb-ask", type: "submit" }, "Ask"),
+        el("form", { class: "row", onsubmit: (e) => { e.preventDefault(); this.ask(n, question.value, Number(k.value), Number(maxTokens.value), answer); } },
+          question, el("label", {}, "Passages", k), el("label", {}, "Max tokens", maxTokens),
+          el("button", { id: "kb-ask", type: "submit" }, "Ask"),
           el("button", { id: "kb-search", type: "button", class: "ghost",
             onclick: () => this.search(n, question.value, Number(k.value), answer) }, "Search only")),
         answer),
@@ -515,11 +518,18 @@ const KB = {
     await guarded(box, async () => {
       const docs = asList(await api(`/v1/kb/${enc(n)}/documents`), "documents");
       if (!docs.length) { box.replaceChildren(el("div", { class: "empty" }, "No documents yet: upload txt, md, html, pdf or docx files.")); return; }
-      box.replaceChildren(el("table", {},
-        el("thead", {}, el("tr", {}, ["Source", "Chunks", "Status", "Added"].map((h) => el("th", {}, h)))),
-        el("tbody", {}, docs.map((d) => el("tr", { dataset: { source: d.source ?? d.name ?? "" } },
-          el("td", {}, d.source ?? d.name ?? d.id), el("td", {}, d.n_chunks ?? d.chunks ?? ""),
-          el("td", {}, d.status ?? ""), el("td", {}, fmtTime(d.added_at ?? d.created_at)))))));
+      const err = el("div");
+      box.replaceChildren(err, el("table", {},
+        el("thead", {}, el("tr", {}, ["Source", "Chunks", "Status", "Added", ""].map((h) => el("th", {}, h)))),
+        el("tbody", {}, docs.map((d) => el("tr", { dataset: { source: d.source ?? "" } },
+          el("td", {}, d.source ?? d.id), el("td", {}, d.chunks ?? d.n_chunks ?? ""),
+          el("td", {}, el("span", { class: `pill ${d.status === "indexed" ? "ok" : "warn"}` }, d.status ?? "")),
+          el("td", {}, fmtTime(d.added_at)),
+          el("td", {}, el("button", { class: "ghost small", title: "remove this document from the knowledge base",
+            onclick: async () => {
+              if (!window.confirm(`Remove "${d.source}" from ${n}?`)) return;
+              await guarded(err, async () => { await api(`/v1/kb/${enc(n)}/documents/${enc(d.id)}`, { method: "DELETE" }); await this.loadDocs(n, box); });
+            } }, "Remove")))))));
     });
   },
 
@@ -530,38 +540,63 @@ const KB = {
     status.replaceChildren(el("div", { class: "muted" }, `Uploading and indexing ${files.files.length} file(s)…`));
     await guarded(status, async () => {
       const r = await api(`/v1/kb/${enc(n)}/documents`, { method: "POST", form });
-      const added = asList(r, "documents", "added");
-      const summary = r && typeof r === "object" && !Array.isArray(r)
-        ? Object.entries(r).filter(([, v]) => typeof v === "number").map(([key, v]) => `${key}: ${v}`).join(", ") : "";
-      status.replaceChildren(el("div", { class: "notice" },
-        `Indexed ${added.length || files.files.length} file(s)${summary ? ` (${summary})` : ""}.`));
+      const count = (x) => (Array.isArray(x) ? x.length : 0);
+      const parts = [`added ${count(r.added)}`];
+      if (count(r.skipped)) parts.push(`${count(r.skipped)} unchanged (already indexed)`);
+      if (count(r.replaced)) parts.push(`${count(r.replaced)} replaced by a new version`);
+      if (r.chunks !== undefined) parts.push(`${r.chunks} chunks`);
+      const failed = Object.entries(r.failed || {});
+      status.replaceChildren(el("div", { id: "kb-upload-result", class: "notice" }, `Indexed: ${parts.join(", ")}.`),
+        ...failed.map(([src, why]) => el("div", { class: "error" }, `${src}: ${why}`)));
       files.value = "";
       await this.loadDocs(n, docs);
     });
   },
 
-  citationList(items) {
-    return el("ol", { class: "citations" }, items.map((c) => {
-      const span = c.start !== undefined && c.end !== undefined ? ` [${c.start}–${c.end}]` : "";
+  citationList(items, cls = "citations") {
+    return el("ol", { class: cls }, items.map((c) => {
+      const span = c.start !== undefined && c.end !== undefined ? ` [chars ${c.start}–${c.end}]` : "";
       const score = typeof c.score === "number" ? ` · score ${c.score.toFixed(3)}` : "";
       return el("li", { class: "citation" },
-        el("span", { class: "mono" }, `${c.source ?? c.doc ?? c.document ?? "?"}${span}`),
+        el("span", { class: "mono source" }, `${c.source ?? "?"}${span}`),
         el("span", { class: "muted small" }, score), c.text ? el("pre", {}, c.text) : "");
     }));
   },
 
-  async ask(n, q, k, box) {
+  /** Ask with `stream: true`: passages arrive first, then the answer token by token, then its citations. */
+  async ask(n, q, k, maxTokens, box) {
     if (!q.trim()) { box.replaceChildren(el("div", { class: "error" }, "Type a question first.")); return; }
-    box.replaceChildren(el("div", { class: "muted" }, "Retrieving and answering…"));
-    await guarded(box, async () => {
-      const r = await api(`/v1/kb/${enc(n)}/ask`, { method: "POST", json: { question: q, k } });
-      const found = r.found ?? r.answerable ?? true;
-      const cites = asList(r.citations ?? r.sources ?? [], "citations");
-      box.replaceChildren(
-        el("div", { id: "kb-answer-text", class: `msg assistant${found ? "" : " notfound"}`, style: "max-width:100%" },
-          el("span", { class: "who" }, found ? "answer" : "not found in the knowledge base"), r.answer ?? r.text ?? ""),
-        cites.length ? el("div", {}, el("h3", {}, "Citations"), this.citationList(cites)) : "");
+    const who = el("span", { class: "who" }, "answer");
+    const text = el("span", { class: "text" });
+    const bubble = el("div", { id: "kb-answer-text", class: "msg assistant streaming", style: "max-width:100%" }, who, text);
+    const cites = el("div", { id: "kb-citations" });
+    const passages = el("details", { id: "kb-passages" });
+    const progress = el("div", { class: "muted small" }, "Retrieving…");
+    const err = el("div");
+    box.replaceChildren(progress, bubble, err, cites, passages);
+    await guarded(err, async () => {
+      for await (const { event, data } of sse(`/v1/kb/${enc(n)}/ask`, { question: q, k, max_tokens: maxTokens, stream: true })) {
+        const kind = (data && data.event) || event;
+        if (kind === "passages") {
+          progress.textContent = data.found ? `Retrieved ${data.passages.length} passage(s); answering…`
+            : "Nothing relevant retrieved.";
+          passages.replaceChildren(el("summary", { class: "muted small" }, `retrieved passages (${data.passages.length})`),
+            this.citationList(data.passages, "citations passages"));
+        } else if (kind === "delta") {
+          text.textContent += data.text || "";
+        } else if (kind === "done" || (data && data.answer && data.question)) {
+          const a = data.answer && typeof data.answer === "object" ? data.answer : data;
+          text.textContent = a.answer;
+          bubble.dataset.found = String(!!a.found);
+          who.textContent = a.found ? "answer" : "not found in the knowledge base";
+          progress.textContent = "";
+          const c = a.citations || [];
+          cites.replaceChildren(c.length ? el("div", {}, el("h3", {}, "Citations"), this.citationList(c)) : "");
+        }
+      }
     });
+    bubble.classList.remove("streaming");
+    bubble.dataset.done = "1";
   },
 
   async search(n, q, k, box) {
@@ -569,7 +604,8 @@ const KB = {
     await guarded(box, async () => {
       const r = await api(`/v1/kb/${enc(n)}/search`, { method: "POST", json: { query: q, k } });
       const hits = asList(r, "results", "hits");
-      box.replaceChildren(hits.length ? this.citationList(hits) : el("div", { class: "empty" }, "No passage matched."));
+      const head = r.found === false ? el("div", { class: "muted" }, `Weak match (best similarity ${Number(r.best_dense).toFixed(3)} < threshold ${Number(r.min_score).toFixed(3)}): an answer would be "not found".`) : "";
+      box.replaceChildren(head, hits.length ? this.citationList(hits, "citations hits") : el("div", { class: "empty" }, "No passage matched."));
     });
   },
 
