@@ -24,7 +24,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Sized
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -57,6 +57,7 @@ class LoopConfig:
     max_minutes: float | None = None
     seed: int = 0
     grad_clip: float | None = None
+    threads: int | None = None  # torch intra-op threads while training (None: leave as is)
 
     @classmethod
     def from_train(cls, train: Any, **overrides: Any) -> LoopConfig:
@@ -243,6 +244,24 @@ def train_loop(
         group.setdefault("initial_lr", group["lr"])
     if not isinstance(train_loader, Sized) or len(train_loader) == 0:
         raise ConfigError("the training data is empty (or has no length); check data.path and the split")
+    if cfg.threads:
+        previous_threads = torch.get_num_threads()
+        torch.set_num_threads(cfg.threads)
+        try:
+            return train_loop(
+                model,
+                train_loader,
+                step_fn,
+                eval_fn,
+                run_dir,
+                replace(cfg, threads=None),
+                optimizer=optimizer,
+                progress=progress,
+                on_epoch=on_epoch,
+                console=console,
+            )
+        finally:
+            torch.set_num_threads(previous_threads)
     per_epoch = len(train_loader)
     total_steps = per_epoch * cfg.epochs
     ckpt = Checkpoint(run_dir)
