@@ -79,6 +79,7 @@ class Preprocessor:
     stds: dict[str, float] = field(default_factory=dict)
     categories: dict[str, list[str]] = field(default_factory=dict)
     example: dict[str, Any] = field(default_factory=dict)
+    log1p: list[str] = field(default_factory=list)  # heavy-tailed non-negative columns, log-scaled for nets
 
     @property
     def features(self) -> list[str]:
@@ -108,6 +109,9 @@ class Preprocessor:
         p = cls(numeric=num, categorical=cat)
         for c in num:
             x = pd.to_numeric(df[c], errors="coerce")
+            if x.notna().any() and x.min() >= 0 and x.max() > 1000 * (x.quantile(0.5) + 1):
+                p.log1p.append(c)
+                x = np.log1p(x)
             med = float(x.median()) if x.notna().any() else 0.0
             x = x.fillna(med)
             p.medians[c], p.means[c] = med, float(x.mean())
@@ -164,8 +168,9 @@ class Preprocessor:
     def dense_matrix(self, df: pd.DataFrame) -> np.ndarray:
         """Standardized numerics (missing -> median) + one-hot categoricals, float32, for neural models."""
         num = self.numeric_frame(df)
+        logs = set(self.log1p)
         for j, c in enumerate(self.numeric):
-            col = num[:, j]
+            col = np.log1p(np.maximum(num[:, j], 0)) if c in logs else num[:, j]
             col[np.isnan(col)] = self.medians[c]
             num[:, j] = (col - self.means[c]) / self.stds[c]
         parts = [np.clip(num, -10, 10).astype(np.float32)]

@@ -43,6 +43,7 @@ def classification_metrics(
     """y: class indices (n,), proba: (n, k) probabilities; `positive` is the index of the positive class."""
     y = np.asarray(y).astype(int)
     proba = np.asarray(proba, dtype=np.float64)
+    proba = proba / np.clip(proba.sum(1, keepdims=True), 1e-12, None)  # float32 softmax rounding
     k = proba.shape[1]
     pred = proba.argmax(1) if pred is None else np.asarray(pred).astype(int)
     out: dict[str, float] = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -43,7 +44,13 @@ LGB_OPTIONS = {
     "early_stopping_rounds": 50,
 }
 MLP_OPTIONS = {"hidden": [128, 64], "dropout": 0.1, "weight_decay": 1e-4}
-OTHER_OPTIONS = {"calibration": "sigmoid", "objective": "auto", "ensemble_weights": None, "mlp_lr": None}
+OTHER_OPTIONS = {
+    "calibration": "sigmoid",
+    "objective": "auto",
+    "ensemble_weights": None,
+    "mlp_lr": None,
+    "threads": 1,  # OpenMP threads; >1 is much slower on a busy 2-core machine (spin-waiting)
+}
 
 
 def resolve_options(cfg: AppConfig) -> dict[str, Any]:
@@ -112,6 +119,19 @@ def load_torch_state(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, A
     groups = meta.pop("param_groups", None)
     opt_sd = {"state": opt, "param_groups": groups} if groups is not None else None
     return mods, opt_sd, meta
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Run small torch models on n intra-op threads (oversubscribed OpenMP threads spin and crawl)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(max(1, n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def make_mlp(n_in: int, n_out: int, hidden: list[int], dropout: float):
@@ -262,9 +282,10 @@ class TabularTask(TaskBase):
                 self._fit_lgb(train.iloc[rows], y_tr[rows], sw, valid, y_va, ckpt, bar)
                 epochs_done = tc.epochs
             if self.weights[1] > 0:
-                self._fit_mlp(
-                    train.iloc[rows], y_tr[rows], sw, valid, y_va, ckpt, bar, epoch_offset=epochs_done
-                )
+                with torch_threads(int(self.opts["threads"])):
+                    self._fit_mlp(
+                        train.iloc[rows], y_tr[rows], sw, valid, y_va, ckpt, bar, epoch_offset=epochs_done
+                    )
         if self.objective == "binary":
             raw = self._raw_proba(valid)[:, self.positive]
             self.calibrator = fit_calibrator(
@@ -279,7 +300,7 @@ class TabularTask(TaskBase):
             learning_rate=tc.lr,
             seed=tc.seed,
             verbosity=-1,
-            num_threads=2,
+            num_threads=int(o["threads"]),
             deterministic=True,
             force_col_wise=True,
         )

@@ -1,0 +1,279 @@
+"""The apps framework end to end on small data: train, predict, evaluate, resume, manifest, HTTP, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from sklearn.datasets import load_breast_cancer
+
+from luodi import api, registry
+from luodi.errors import ConfigError, LuodiError
+
+
+def write_app(tmp_path: Path, name: str, **over) -> Path:
+    cfg = {
+        "name": name,
+        "task": "tabular",
+        "data": {
+            "format": "sklearn:breast_cancer",
+            "columns": {"label": "target", "positive": "malignant"},
+            "split": {"valid": 0.25, "seed": 0},
+        },
+        "model": {"type": "lightgbm", "options": {"n_estimators": 60, "num_leaves": 8}},
+        "train": {"epochs": 3, "lr": 0.1, "seed": 0},
+        "evaluate": {"metrics": ["roc_auc", "accuracy"]},
+    }
+    for path, value in over.items():
+        node = cfg
+        keys = path.split("__")
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = value
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One small diagnosis-like app trained once for the module (LightGBM, 60 rounds)."""
+    p = write_app(tmp_path_factory.mktemp("apps"), "t-diag")
+    run = api.train(p, progress=False)
+    return p, run
+
+
+def records(n: int = 3) -> list[dict]:
+    df = load_breast_cancer(as_frame=True).frame.drop(columns="target")
+    return [{k: float(v) for k, v in r.items()} for r in df.iloc[:n].to_dict(orient="records")]
+
+
+def test_train_writes_a_complete_verified_run(trained):
+    _, run = trained
+    assert run.status == "done" and run.version.startswith("v")
+    for f in (
+        "config.yaml",
+        "model.lgb.txt",
+        "preprocess.json",
+        "metrics.json",
+        "report.html",
+        "manifest.json",
+    ):
+        assert (run.path / f).is_file(), f
+    assert not (run.path / registry.CHECKPOINT_DIR).exists()
+    assert not list(run.path.rglob("*.pkl")) and not list(run.path.rglob("*.joblib"))
+    man = registry.verify_manifest(run.path)
+    assert set(man["files"]) >= {"model.lgb.txt", "preprocess.json", "report.html"}
+    assert "lightgbm" in man["libraries"]
+    assert run.metrics["roc_auc"] >= 0.97 and run.metrics["accuracy"] >= 0.9
+    html = (run.path / "report.html").read_text()
+    assert "Confusion matrix" in html and "ROC" in html and "data:image/png;base64" in html
+    assert [r["version"] for r in api.list_runs("t-diag")][0] == run.version
+
+
+def test_predict_single_batch_and_file(trained, tmp_path):
+    p, _ = trained
+    out = api.predict("t-diag", records(3))
+    assert [o["label"] for o in out] == ["malignant"] * 3  # the first three rows are malignant
+    assert all(abs(sum(o["probabilities"].values()) - 1) < 1e-6 for o in out)
+    f = tmp_path / "in.csv"
+    import pandas as pd
+
+    pd.DataFrame(records(5)).to_csv(f, index=False)
+    assert len(api.predict(str(p), str(f))) == 5
+    with pytest.raises(LuodiError, match="mean radius"):
+        api.predict("t-diag", [{"mean texture": 1.0}])
+
+
+def test_evaluate_on_a_labelled_file(trained, tmp_path):
+    p, _ = trained
+    df = load_breast_cancer(as_frame=True)
+    frame = df.frame.copy()
+    frame["target"] = [df.target_names[i] for i in df.target]
+    f = tmp_path / "labelled.csv"
+    frame.to_csv(f, index=False)
+    res = api.evaluate(str(p), data=str(f))
+    assert res["metrics"]["roc_auc"] > 0.98  # mostly training rows: high
+    assert Path(res["report"]).is_file()
+
+
+def test_config_errors_name_the_key(tmp_path):
+    bad = write_app(tmp_path, "bad1", train__epoch=3)
+    with pytest.raises(ConfigError, match=r"train\.epoch"):
+        api.load_app(bad)
+    bad = write_app(tmp_path, "bad2", train__epochs="ten")
+    with pytest.raises(ConfigError, match=r"train\.epochs"):
+        api.load_app(bad)
+    bad = write_app(tmp_path, "bad3", model__options={"n_estimator": 3})
+    with pytest.raises(ConfigError, match=r"model\.options\.n_estimator"):
+        api.train(bad, progress=False)
+    bad = write_app(tmp_path, "bad4", data__columns={"label": "nope"})
+    with pytest.raises(ConfigError, match="nope"):
+        api.train(bad, progress=False)
+    assert "properties" in api.config_schema()
+    rendered = yaml.safe_load(api.render_config(write_app(tmp_path, "ok")))
+    assert rendered["train"]["batch_size"] == 32  # defaults filled in
+
+
+def test_resume_after_interruption(tmp_path):
+    p = write_app(
+        tmp_path,
+        "t-resume",
+        model__type="mlp",
+        train__epochs=6,
+        train__lr=0.003,
+        train__early_stopping=None,
+        model__options={"hidden": [16]},
+    )
+    seen: list[int] = []
+
+    def stop_after_two(epoch, logs):
+        seen.append(epoch)
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        api.train(p, progress=False, callbacks=[stop_after_two])
+    run = registry.list_runs("t-resume")[0]
+    assert run.status == "interrupted"
+    assert (run.path / registry.CHECKPOINT_DIR / "mlp.safetensors").exists()
+    seen.clear()
+    done = api.train(p, progress=False, resume=True, callbacks=[lambda e, logs: seen.append(e)])
+    assert done.version == run.version and done.status == "done"
+    assert seen == [3, 4, 5, 6]  # continued from the epoch-2 checkpoint
+    hist = json.loads((done.path / "preprocess.json").read_text())["history"]
+    assert [h["epoch"] for h in hist] == [1, 2, 3, 4, 5, 6]
+    assert done.metrics["roc_auc"] > 0.95
+
+
+def test_resume_lightgbm_continues_boosting(tmp_path):
+    p = write_app(tmp_path, "t-resume-gbm", model__options={"n_estimators": 40, "early_stopping_rounds": 100})
+
+    def stop(epoch, logs):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        api.train(p, progress=False, callbacks=[stop])
+    done = api.train(p, progress=False, resume=True)
+    assert done.status == "done" and len(registry.list_runs("t-resume-gbm")) == 1
+    text = (done.path / "model.lgb.txt").read_text()
+    assert text.count("Tree=") == 40
+
+
+def test_tampered_run_is_refused(tmp_path):
+    p = write_app(tmp_path, "t-tamper")
+    run = api.train(p, progress=False)
+    api._cache.clear()
+    meta = run.path / "preprocess.json"
+    meta.write_text(meta.read_text().replace('"positive": 1', '"positive": 0'))
+    with pytest.raises(registry.RunIntegrityError, match="preprocess.json"):
+        api.predict("t-tamper", records(1))
+
+
+@pytest.mark.parametrize("sampler", ["grid", "random", "tpe"])
+def test_tune_each_sampler(tmp_path, sampler):
+    p = write_app(
+        tmp_path,
+        f"t-tune-{sampler}",
+        tune={
+            "space": {
+                "model.options.num_leaves": [4, 8],
+                "train.lr": {"low": 0.05, "high": 0.2, "step": 0.15},
+            },
+            "trials": 3,
+            "metric": "roc_auc",
+        },
+    )
+    res = api.tune(p, sampler=sampler, progress=False)
+    assert res["sampler"] == sampler and res["metric"] == "roc_auc"
+    assert 1 <= len(res["trials"]) <= 4
+    assert res["best_value"] == max(t["value"] for t in res["trials"]) > 0.9
+    assert set(res["best_params"]) == {"model.options.num_leaves", "train.lr"}
+
+
+def test_tune_bad_space_and_ray_hint(tmp_path):
+    p = write_app(tmp_path, "t-tune-bad", tune={"space": {"train.nope": [1, 2]}, "trials": 1})
+    with pytest.raises(ConfigError, match="train.nope"):
+        api.tune(p, progress=False)
+    p = write_app(tmp_path, "t-tune-ray", tune={"space": {"train.lr": [0.1]}, "trials": 1})
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        with pytest.raises(LuodiError, match=r"pip install 'luodi\[ray\]'"):
+            api.tune(p, executor="ray", progress=False)
+
+
+def test_cv_folds(tmp_path):
+    p = write_app(tmp_path, "t-cv")
+    res = api.cv(p, folds=3, progress=False)
+    assert len(res["per_fold"]) == 3
+    assert res["mean"]["roc_auc"] > 0.95 and res["std"]["roc_auc"] < 0.05
+
+
+def test_cli_verbs(trained, tmp_path):
+    from typer.testing import CliRunner
+
+    from luodi.cli import app
+
+    p, run = trained
+    r = CliRunner().invoke(app, ["runs", "t-diag", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)[0]["version"] == run.version
+    f = tmp_path / "one.json"
+    f.write_text(json.dumps(records(1)[0]))
+    r = CliRunner().invoke(app, ["predict", str(p), "--input", str(f)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout.strip().splitlines()[-1])["label"] == "malignant"
+    r = CliRunner().invoke(app, ["config", "render", str(write_app(tmp_path, "x", train__epochz=1))])
+    assert r.exit_code == 2 and "train.epochz" in r.output
+
+
+def test_http_routes(trained):
+    from fastapi.testclient import TestClient
+
+    from luodi.serve.app import create_app
+    from luodi.settings import get_settings
+
+    settings = get_settings().model_copy(update={"auth": "off"})
+    with TestClient(create_app(settings, preload=False)) as c:
+        apps = c.get("/v1/apps").json()["data"]
+        assert "t-diag" in [a["name"] for a in apps]
+        rec = records(2)
+        r = c.post("/v1/apps/t-diag/predict", json=rec[0])
+        assert r.status_code == 200 and r.json()["label"] == "malignant"
+        r = c.post("/v1/apps/t-diag/predict", json={"inputs": rec})
+        assert r.status_code == 200 and len(r.json()["outputs"]) == 2
+        bad = dict(rec[0])
+        del bad["mean radius"]
+        r = c.post("/v1/apps/t-diag/predict", json=bad)
+        assert r.status_code == 422 and "mean radius" in r.text
+        r = c.post("/v1/apps/t-diag/predict", json={**rec[0], "worst area": "large"})
+        assert r.status_code == 422 and "worst area" in r.text
+        r = c.post("/v1/apps/t-diag/predict", json={"inputs": [rec[0], {"mean radius": 1}]})
+        assert r.status_code == 422 and "inputs[1]" in r.text
+        assert c.post("/v1/apps/no-such-app/predict", json=rec[0]).status_code == 404
+        runs = c.get("/v1/apps/t-diag/runs").json()["data"]
+        assert runs[0]["status"] == "done"
+        rep = c.get(runs[0]["report_url"])
+        assert rep.status_code == 200 and "<html" in rep.text
+        spec = c.get("/openapi.json").json()
+        body = spec["paths"]["/v1/apps/t-diag/predict"]["post"]["requestBody"]["content"]["application/json"]
+        one = body["schema"]["oneOf"][0]
+        assert "mean radius" in one["properties"] and "mean radius" in one["required"]
+
+
+def test_split_is_seeded_stratified_and_holds_out_classes():
+    import pandas as pd
+
+    from luodi.data.split import split_frame
+
+    df = pd.DataFrame({"x": np.arange(200), "y": ["a"] * 150 + ["b"] * 40 + ["c"] * 10})
+    tr, va = split_frame(df, {"valid": 0.25, "seed": 1, "holdout": {"y": ["c"]}}, "y")
+    assert "c" not in set(tr.y) and (va.y == "c").sum() == 10
+    assert abs((va.y == "b").sum() - 10) <= 1  # stratified: 40 * 0.25
+    tr2, _ = split_frame(df, {"valid": 0.25, "seed": 1, "holdout": {"y": ["c"]}}, "y")
+    assert tr.x.tolist() == tr2.x.tolist()
