@@ -3,7 +3,8 @@
 Model (`model.type: feature-bilstm`): the bundled MiniLM encoder is frozen and read once per word
 (first sub-word, several layers, cached on disk); a small trained network mixes those layers, adds
 what the uncased encoder cannot see (a character CNN over the cased word and its casing pattern),
-runs a BiLSTM over the sentence and scores BIO tags. Decoding is Viterbi restricted to valid BIO
+runs a context layer over the sentence (two convolutions by default, or a BiLSTM with
+`context: lstm`) and scores BIO tags. Decoding is Viterbi restricted to valid BIO
 transitions. Entity-level precision/recall/F1 follow conlleval/seqeval (exact span and type match).
 """
 
@@ -15,7 +16,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -38,7 +39,8 @@ class TokenClassificationOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     layers: list[int] = Field(default_factory=lambda: [3, 4, 5, 6])  # encoder layers mixed per word
-    hidden: int = Field(256, ge=16)  # BiLSTM units per direction
+    context: Literal["conv", "lstm"] = "conv"  # sentence context layer: 2 convolutions (fast) or a BiLSTM
+    hidden: int = Field(256, ge=16)  # channels of the context layer (per direction for lstm)
     char_dim: int = Field(32, ge=4)
     char_filters: int = Field(64, ge=4)
     dropout: float = Field(0.3, ge=0, lt=1)
@@ -229,8 +231,14 @@ def build_network(n_layers: int, dim: int, n_chars: int, n_tags: int, o: TokenCl
             self.conv = nn.Conv1d(o.char_dim, o.char_filters, 3, padding=1)
             self.case = nn.Embedding(len(CASES), 8)
             self.drop = nn.Dropout(o.dropout)
-            self.lstm = nn.LSTM(dim + o.char_filters + 8, o.hidden, batch_first=True, bidirectional=True)
-            self.out = nn.Linear(2 * o.hidden, n_tags)
+            width = dim + o.char_filters + 8
+            if o.context == "lstm":
+                self.lstm = nn.LSTM(width, o.hidden, batch_first=True, bidirectional=True)
+                self.out = nn.Linear(2 * o.hidden, n_tags)
+            else:
+                self.conv1 = nn.Conv1d(width, o.hidden, 5, padding=2)
+                self.conv2 = nn.Conv1d(o.hidden, o.hidden, 3, padding=1)
+                self.out = nn.Linear(o.hidden, n_tags)
 
         def forward(self, feats, chars, case):
             # feats (B, T, L, D) ; chars (B, T, C) ; case (B, T)
@@ -238,8 +246,12 @@ def build_network(n_layers: int, dim: int, n_chars: int, n_tags: int, o: TokenCl
             b, t, c = chars.shape
             ch = self.chars(chars.view(b * t, c)).transpose(1, 2)
             ch = torch.relu(self.conv(ch)).max(2).values.view(b, t, -1)
-            h = torch.cat([x, ch, self.case(case)], dim=-1)
-            h, _ = self.lstm(self.drop(h))
+            h = self.drop(torch.cat([x, ch, self.case(case)], dim=-1))
+            if o.context == "lstm":
+                h, _ = self.lstm(h)
+            else:
+                h = torch.relu(self.conv1(h.transpose(1, 2)))
+                h = torch.relu(self.conv2(self.drop(h))).transpose(1, 2)
             return self.out(self.drop(h))
 
     return Tagger()
@@ -261,6 +273,7 @@ class TokenClassificationTask(TaskBase):
         self.tags: list[str] = []
         self.chars: dict[str, int] = {}
         self.net = None
+        self.dim = 0
 
     # ------------------------------------------------------------ data
     def read(self, path: str | None = None) -> list[Sentence]:
@@ -359,6 +372,7 @@ class TokenClassificationTask(TaskBase):
         if valid:
             self._feats([s["tokens"] for s in valid], progress)
         n_layers, dim = feats[0].shape[1:]
+        self.dim = int(dim)
         self.net = build_network(n_layers, dim, len(self.chars) + 2, len(self.tags), self.opts)
         opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
         ckpt = Path(run_dir) / "checkpoint"
@@ -492,7 +506,7 @@ class TokenClassificationTask(TaskBase):
         save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, str(tmp))
         os.replace(tmp, run_dir / "model.safetensors")
         n_layers = len(self.opts.layers)
-        dim = int(self.net.lstm.input_size - self.opts.char_filters - 8)
+        dim = self.dim
         write_json(
             run_dir / "token_classification.json",
             {
@@ -518,6 +532,7 @@ class TokenClassificationTask(TaskBase):
         meta = json.loads(meta_path.read_text())
         self.tags, self.chars, self.source = meta["tags"], meta["chars"], meta["source"]
         self.opts = TokenClassificationOptions.model_validate(meta["options"])
+        self.dim = int(meta["dim"])
         self.net = build_network(
             meta["n_layers"], meta["dim"], len(self.chars) + 2, len(self.tags), self.opts
         )
