@@ -469,7 +469,7 @@ const KB = {
         const docs = kb.documents ?? kb.n_documents ?? kb.docs;
         return el("li", { class: n === this.selected ? "selected" : "", dataset: { kb: n },
           onclick: () => { this.selected = n; this.loadList(list, status, detail); } },
-        el("span", {}, n), docs !== undefined ? el("span", { class: "small" }, `${docs} docs`) : "");
+        el("span", {}, n), docs !== undefined ? el("span", { class: "small" }, `${docs} doc${docs === 1 ? "" : "s"}`) : "");
       }));
       if (!kbs.length) list.replaceChildren(el("li", { class: "empty" }, "No knowledge base yet: create one."));
       if (this.selected && kbs.some((kb) => (kb.name ?? kb) === this.selected)) this.showDetail(detail, list, status);
