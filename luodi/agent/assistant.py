@@ -407,6 +407,15 @@ class Assistant:
                 st.update(form=None, slots={}, asked=None, reasks=0)
                 return turn(o.intents.items[intent].reply or "OK, I cancelled that.", intent, conf, "cancel")
             switch = strong and action.startswith("form:") and action[5:] != st["form"]
+            if not filled and not switch:  # a value that only another form takes: the customer switched
+                other = self._form_for_entities(ents, exclude=st["form"])
+                if other is not None:
+                    intent, conf, action, switch = (
+                        other,
+                        max(conf, o.intents.threshold),
+                        o.intents.items[other].action,
+                        True,
+                    )
             if filled and not switch:
                 st["slots"].update(filled)
                 st["reasks"] = 0
@@ -435,6 +444,16 @@ class Assistant:
                 st.update(form=last, slots={**st.get("last_slots", {}), **fix}, asked=None, reasks=0)
                 return self._advance(st, tid, "inform", 1.0, ents)
         return self._act(intent, conf, action, faq, faq_strong, st, tid, text, ents, ranking=ranking)
+
+    def _form_for_entities(self, ents: dict[str, str], exclude: str | None) -> str | None:
+        """The intent whose form takes one of these entities (None when none or several)."""
+        hits = []
+        for name, it in self.opts.intents.items.items():
+            if it.action.startswith("form:") and it.action[5:] != exclude:
+                slots = self.opts.forms[it.action[5:]].slots
+                if any((sl.entity or s) in ents for s, sl in slots.items()):
+                    hits.append(name)
+        return hits[0] if len(hits) == 1 else None
 
     def _act(
         self,

@@ -43,11 +43,11 @@ STOP_REASONS = (
 
 SYSTEM = """You are a careful assistant. Reach the user's goal step by step, using tools when they help.
 {tools}
-Reply with exactly one JSON object. "plan" lists the steps still to do (short). Then either call a tool:
-{{"plan": ["compute 12*7", "answer"], "name": "calculator", "arguments": {{"expression": "12*7"}}}}
-or give the final answer:
-{{"plan": ["answer"], "content": "12 times 7 is 84."}}
-Answer from tool results; never invent facts or numbers. If the goal is impossible, say so in the answer."""
+Reply with exactly one JSON object: "plan" lists the steps still to do, then either "name" and "arguments"
+to call a tool, or "content" with the final answer. Answer from tool results; never invent facts or numbers.
+If the goal is impossible or no tool can help, say so in "content"."""
+
+MAX_EXAMPLES = 3  # worked examples (earlier turns) shown to the model
 
 
 @dataclass
@@ -197,15 +197,35 @@ class Agent:
             )
         return text
 
+    def _examples(self) -> list[dict[str, str]]:
+        """Each tool's worked example as earlier turns: goal, call, result, answer."""
+        out: list[dict[str, str]] = []
+        for t in [t for t in self.tools if t.example][:MAX_EXAMPLES]:
+            ex = t.example or {}
+            call = {"plan": ex.get("plan", ["answer"]), "name": t.name, "arguments": ex["arguments"]}
+            out += [
+                {"role": "user", "content": ex["goal"]},
+                {"role": "assistant", "content": json.dumps(call, ensure_ascii=False)},
+                {"role": "user", "content": f"Result of {t.name}: {ex['result']}"},
+                {
+                    "role": "assistant",
+                    "content": json.dumps({"plan": ["answer"], "content": ex["answer"]}, ensure_ascii=False),
+                },
+            ]
+        return out
+
     def _fit(self, system: str, history: list[dict[str, str]]) -> str:
         """Chat prompt that leaves room for one turn: drop the oldest middle turns when too long."""
         eng = self.engine
         budget = int(getattr(eng, "n_ctx", 2048)) - self.limits.step_tokens - 8
-        msgs = list(history)
+        msgs, examples = list(history), self._examples()
         while True:
-            prompt = eng.chat_prompt([{"role": "system", "content": system}, *msgs])
+            prompt = eng.chat_prompt([{"role": "system", "content": system}, *examples, *msgs])
             if len(eng.tokenize(prompt)) <= budget or len(msgs) <= 1:
                 return prompt
+            if examples:  # worked examples go first
+                examples = []
+                continue
             # keep the first user goal and the most recent turns
             del msgs[1 if len(msgs) > 2 else 0]
 

@@ -59,6 +59,8 @@ class Tool:
     fn: Callable[..., Any]
     args_model: type[BaseModel]
     requires_approval: bool = False
+    # a worked example shown to the model as earlier turns: {goal, arguments, result, answer}
+    example: dict[str, Any] | None = None
 
     def spec(self) -> ToolSpec:
         return ToolSpec(self.name, self.description, _clean_schema(self.args_model.model_json_schema()))
@@ -138,6 +140,7 @@ def tool(
     name: str | None = None,
     description: str | None = None,
     requires_approval: bool = False,
+    example: dict[str, Any] | None = None,
 ) -> Any:
     """Decorator turning a typed function with a docstring into a Tool."""
 
@@ -156,7 +159,7 @@ def tool(
             default = ... if p.default is p.empty else p.default
             fields[pname] = (ann, Field(default, description=arg_docs.get(pname)))
         model = create_model(f"{f.__name__}_args", __config__=ConfigDict(extra="forbid"), **fields)
-        return Tool(name or f.__name__, (description or desc).strip(), f, model, requires_approval)
+        return Tool(name or f.__name__, (description or desc).strip(), f, model, requires_approval, example)
 
     return wrap(fn) if fn is not None else wrap
 
@@ -249,7 +252,15 @@ def safe_eval(expression: str) -> float | int:
     return value
 
 
-@tool
+@tool(
+    example={
+        "goal": "What is 12 times 7, plus 5?",
+        "plan": ["compute 12*7+5", "answer"],
+        "arguments": {"expression": "12*7+5"},
+        "result": "89",
+        "answer": "12 times 7, plus 5, is 89.",
+    }
+)
 def calculator(expression: str) -> str:
     """Evaluate an arithmetic expression exactly, e.g. "(17 + 25) * 3" or "sqrt(2) * 10".
 
@@ -263,7 +274,15 @@ def calculator(expression: str) -> str:
 # ---------------------------------------------------------------------------------------- current time
 
 
-@tool
+@tool(
+    example={
+        "goal": "What day is it today?",
+        "plan": ["get the date", "answer"],
+        "arguments": {"timezone": "UTC"},
+        "result": "Friday 2026-01-02 10:00:00 UTC",
+        "answer": "Today is Friday, 2 January 2026.",
+    }
+)
 def current_time(timezone: str = "UTC") -> str:
     """Get the current date and time.
 
@@ -365,9 +384,34 @@ def sql_tool(db_path: str | Path, name: str = "sql", about: str = "the database"
         """
         return format_rows(run_select(db_path, query))
 
-    return tool(
-        sql, name=name, description=f"Run one read-only SQL SELECT query on {about}. Tables:\n{schema}"
+    desc = f"Run one read-only SQL SELECT query on {about}. Tables:\n{schema}"
+    return tool(sql, name=name, description=desc, example=_sql_example(db_path, schema))
+
+
+def _sql_example(db_path: str | Path, schema: str) -> dict[str, Any] | None:
+    """A worked example from the database itself: look one row up by its first column."""
+    if not schema:
+        return None
+    table, cols = schema.split("\n")[0].split("(", 1)
+    key, col = cols.split(",")[0].split()[0], (cols.split(",")[1].split()[0] if "," in cols else None)
+    if col is None:
+        return None
+    r = run_select(db_path, f'SELECT "{key}", "{col}" FROM "{table}" LIMIT 1')
+    if not r["rows"]:
+        return None
+    k, v = r["rows"][0]
+    q = (
+        f"SELECT {col} FROM {table} WHERE {key} = {k!r}"
+        if isinstance(k, str)
+        else f"SELECT {col} FROM {table} WHERE {key} = {k}"
     )
+    return {
+        "goal": f"What is the {col} of {table} {k}?",
+        "plan": ["look it up with SQL", "answer"],
+        "arguments": {"query": q},
+        "result": f"{col}\n{v}",
+        "answer": f"The {col} of {table} {k} is {v}.",
+    }
 
 
 # ---------------------------------------------------------------------------------------- knowledge base
@@ -385,10 +429,18 @@ def kb_search_tool(kb: str, k: int = 3) -> Tool:
             return "no matching passages"
         return "\n".join(f"[{i + 1}] {h['text']}" for i, h in enumerate(hits))
 
+    example = {
+        "goal": "Can I get my money back for a payment?",
+        "plan": ["search the knowledge base", "answer"],
+        "arguments": {"query": "refund for a payment"},
+        "result": "[1] Refunds: ask the merchant first; if they refuse within 14 days, open a dispute.",
+        "answer": "Ask the merchant first; if they do not refund you within 14 days, open a dispute.",
+    }
     return tool(
         kb_search,
         name="kb_search",
         description=f"Search the '{kb}' knowledge base for passages answering a question.",
+        example=example,
     )
 
 
