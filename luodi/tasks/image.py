@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +209,7 @@ class GridClassifier:
             t,
             weight_decay=float(config.model.options.get("weight_decay", 5e-4)),
             schedule=config.model.options.get("schedule", "onecycle"),
+            threads=training_threads(),
             monitor="valid_accuracy" if eval_fn else "loss",
             mode="max" if eval_fn else "min",
         )
@@ -232,6 +234,15 @@ class GridClassifier:
         load_weights(clf.model, run_dir / WEIGHTS)
         clf.model.eval()
         return clf
+
+
+def training_threads() -> int:
+    """Small models train fastest single-threaded on a shared CPU; LUODI_THREADS overrides."""
+    if "LUODI_THREADS" in os.environ:
+        from luodi.settings import get_settings
+
+        return max(1, get_settings().threads)
+    return 1
 
 
 def classification_result(clf: GridClassifier, proba: np.ndarray, top: int = 10) -> list[dict[str, Any]]:

@@ -1,0 +1,152 @@
+"""speech-recognition task: wav folders, speaker split, log-mel CNN learning, persistence, inputs, errors."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.io import wavfile
+
+from luodi.config import AppConfig, load_app_config
+from luodi.data.audio import log_mel, mel_filterbank
+from luodi.errors import BadRequest, ConfigError, NotFound
+from luodi.tasks import task_for
+
+REPO = Path(__file__).resolve().parents[1]
+SLOW = pytest.mark.skipif(os.environ.get("LUODI_SLOW") != "1", reason="slow: set LUODI_SLOW=1")
+SR = 8000
+
+
+def tone(label: int, rng: np.random.Generator, seconds: float = 0.4) -> np.ndarray:
+    """A 'word' per class: two harmonics whose pitch depends on the label, with random loudness and noise."""
+    t = np.arange(int(SR * seconds * rng.uniform(0.7, 1.3))) / SR
+    f = 300 + 150 * label
+    x = np.sin(2 * np.pi * f * t) + 0.5 * np.sin(2 * np.pi * 2 * f * t + rng.uniform(0, 6))
+    x = x * rng.uniform(0.2, 0.8) * np.hanning(len(t)) + rng.normal(0, 0.02, len(t))
+    return (np.clip(x, -1, 1) * 32767).astype(np.int16)
+
+
+@pytest.fixture(scope="module")
+def tone_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("tones")
+    rng = np.random.default_rng(0)
+    for speaker in ("ann", "bob", "cyd"):
+        for label in range(4):
+            for i in range(12):
+                wavfile.write(d / f"{label}_{speaker}_{i}.wav", SR, tone(label, rng))
+    return d
+
+
+def speech_config(path: Path, **split) -> AppConfig:
+    return AppConfig.model_validate(
+        {
+            "name": "tones",
+            "task": "speech-recognition",
+            "data": {"path": str(path), "format": "wav-dir", "split": split or {"speaker": "cyd"}},
+            "model": {"type": "cnn", "options": {"n_mels": 24, "hop_ms": 16, "max_seconds": 0.6, "width": 8}},
+            "train": {
+                "epochs": 4,
+                "lr": 0.01,
+                "batch_size": 16,
+                "augment": {"shift": [0.1, 0.0], "time_mask": 4},
+            },
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tone_dir, tmp_path_factory):
+    task = task_for(speech_config(tone_dir))
+    tr, va = task.split(task.read(None))
+    task.fit(tr, va, tmp_path_factory.mktemp("speech-run"), progress=False)
+    return task, tr, va
+
+
+def test_log_mel_matches_a_filterbank_of_the_power_spectrum():
+    fb = mel_filterbank(SR, 256, 24)
+    assert fb.shape == (24, 129) and float(fb.sum(1).min()) > 0  # every band sees some frequencies
+    x = np.sin(2 * np.pi * 1000 * np.arange(SR // 2) / SR).astype(np.float32)
+    m = log_mel(x, SR, n_mels=24)
+    peak_band = int(m.mean(1).argmax())
+    centre = fb[peak_band].argmax().item() * SR / 256
+    assert abs(centre - 1000) < 150  # the loudest band is the one around 1 kHz
+
+
+def test_leave_one_speaker_out_split_and_learning(trained):
+    task, tr, va = trained
+    assert set(va.speakers) == {"cyd"} and "cyd" not in set(tr.speakers)
+    m = task.evaluate(va)
+    assert m["accuracy"] >= 0.8, m  # chance is 0.25
+    assert len(m["report"]["y_true"]) == len(va)
+
+
+def test_save_load_round_trip_and_input_forms(trained, tone_dir, tmp_path):
+    task, _, va = trained
+    task.save(tmp_path)
+    again = task_for(task.config)
+    again.load(tmp_path)
+    f = tone_dir / "2_cyd_3.wav"
+    raw = f.read_bytes()
+    sr, samples = wavfile.read(f)
+    recs = [
+        {"path": str(f)},
+        {"audio": base64.b64encode(raw).decode()},
+        {"audio": samples.tolist(), "sample_rate": sr},
+    ]
+    out = again.predict(recs)
+    assert out == task.predict(recs)
+    assert out[0] == out[1] and out[0]["label"] == out[2]["label"] == "2" and out[0]["text"] == "2"
+    # a 16 kHz recording of the same file is resampled to the model's 8 kHz
+    buf = io.BytesIO()
+    wavfile.write(buf, 16000, np.repeat(samples, 2))
+    assert again.predict([{"audio": buf.getvalue()}])[0]["label"] == "2"
+
+
+def test_bad_inputs_and_config_give_clear_errors(trained, tone_dir, tmp_path):
+    task = trained[0]
+    with pytest.raises(BadRequest, match="'audio' is missing"):
+        task.predict([{"sound": "x"}])
+    with pytest.raises(BadRequest, match="not a readable WAV"):
+        task.predict([{"audio": base64.b64encode(b"RIFF....not a wav").decode()}])
+    with pytest.raises(BadRequest, match="not found"):
+        task.predict([{"path": str(tmp_path / "nope.wav")}])
+    with pytest.raises(BadRequest, match="samples"):
+        task.predict([{"audio": [0.1, 0.2]}])
+    with pytest.raises(ConfigError, match="data.split.speaker"):
+        bad = task_for(speech_config(tone_dir, speaker="zed"))
+        bad.split(bad.read(None))
+    with pytest.raises(ConfigError, match="no .wav files"):
+        task_for(speech_config(tmp_path)).read(None)
+    with pytest.raises(NotFound):
+        task_for(task.config).load(tmp_path)
+
+
+def test_evaluate_reads_a_folder_of_wavs(trained, tone_dir):
+    task = trained[0]
+    data = task.read(str(tone_dir))
+    assert len(data) == 144 and data.sample_rate == SR
+    assert task.evaluate(data.subset(range(0, 144, 6)))["accuracy"] >= 0.8
+
+
+def test_fsdd_slice_learns_above_chance(datasets_dir, tmp_path):
+    cfg = load_app_config(REPO / "examples" / "spoken-digits.yaml")
+    cfg.train.epochs = 3
+    task = task_for(cfg)
+    data = task.read(None)
+    assert len(data) == 2500 and sorted(set(data.labels)) == [str(d) for d in range(10)]
+    tr, va = task.split(data)
+    assert set(va.speakers) == {cfg.data.split["speaker"]}
+    task.fit(tr.subset(range(0, len(tr), 4)), va.subset(range(0, len(va), 2)), tmp_path, progress=False)
+    assert task.evaluate(va)["accuracy"] > 0.3  # chance is 0.1; the full example reaches far more
+
+
+@SLOW
+def test_spoken_digits_example_reaches_target(datasets_dir, tmp_path):
+    task = task_for(load_app_config(REPO / "examples" / "spoken-digits.yaml"))
+    tr, va = task.split(task.read(None))
+    task.fit(tr, va, tmp_path)
+    assert task.evaluate(va)["accuracy"] >= 0.95
