@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import os
 import socket
@@ -118,10 +119,15 @@ def serve(
     ] = None,
     engine: Annotated[str | None, typer.Option(help="llamacpp | transformers")] = None,
     embed_model: Annotated[str | None, typer.Option(help="embedding model")] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="CPU threads for decoding (default LUODI_THREADS)")
+    ] = None,
     new_key: Annotated[bool, typer.Option("--key/--no-key", help="create and print a fresh API key")] = True,
 ) -> None:
     """Serve the OpenAI-compatible API (and the console) on HOST:PORT."""
-    _apply_overrides(host=host, port=port, chat_model=model, engine=engine, embed_model=embed_model)
+    _apply_overrides(
+        host=host, port=port, chat_model=model, engine=engine, embed_model=embed_model, threads=threads
+    )
     s = get_settings()
     try:
         run_server(s.host, s.port, new_key=new_key)
@@ -139,7 +145,9 @@ def run_demo_hooks() -> list[str]:
             continue
         console.print(f"[bold]preparing {label}[/bold] ({module}.{func})")
         try:
-            hook()
+            params = inspect.signature(hook).parameters
+            offered = {"progress": True, "log": lambda m: console.print(m, highlight=False)}
+            hook(**{k: v for k, v in offered.items() if k in params})
             done.append(label)
         except KeyboardInterrupt:
             raise

@@ -125,20 +125,17 @@ def available_models(state: ServerState) -> list[dict[str, Any]]:
 
 
 def _registered_models() -> list[dict[str, Any]]:
-    """Models from the run registry (apps trained with luodi), when that module is present."""
+    """Apps with a finished run in the registry (served at /v1/apps/{name}/predict), when present."""
     try:
         from luodi import registry
-    except ImportError:
-        return []
-    lister = getattr(registry, "list_models", None)
-    if lister is None:
-        return []
-    try:
-        return [
-            {"id": str(m.get("id") or m.get("name")), **{k: v for k, v in m.items() if k != "id"}}
-            for m in (lister() or [])
-            if isinstance(m, dict)
-        ]
+
+        out = []
+        for name in registry.apps_with_runs():
+            run = registry.get_run(name)
+            out.append(
+                {"id": name, "role": run.task, "version": run.version, "endpoint": f"/v1/apps/{name}/predict"}
+            )
+        return out
     except Exception:  # noqa: BLE001 - the registry is optional for the LLM server
         return []
 
