@@ -303,7 +303,12 @@ def current_time(timezone: str = "UTC") -> str:
 
 # ---------------------------------------------------------------------------------------- read-only SQL
 
-_READ_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION}
+_READ_ACTIONS = {
+    sqlite3.SQLITE_SELECT,
+    sqlite3.SQLITE_READ,
+    sqlite3.SQLITE_FUNCTION,
+    getattr(sqlite3, "SQLITE_RECURSIVE", 33),
+}
 
 
 def _authorizer(action: int, *_args: Any) -> int:
