@@ -67,8 +67,16 @@ class TuneConfig(Strict):
     direction: Literal["maximize", "minimize"] = "maximize"
 
 
+class GoalConfig(Strict):
+    metric: str  # e.g. roc_auc
+    target: float  # the value to reach
+    direction: Literal["maximize", "minimize"] = "maximize"
+    note: str = ""  # e.g. "on adult.test"
+
+
 class EvaluateConfig(Strict):
     metrics: list[str] = Field(default_factory=list)
+    goal: GoalConfig | None = None  # the business goal; bench/quality.py reports it
 
 
 class ServeConfig(Strict):

@@ -141,6 +141,12 @@ class Preprocessor:
             )
 
     def numeric_frame(self, df: pd.DataFrame) -> np.ndarray:
+        try:  # fast path: every value already numeric or missing
+            return np.array(df[self.numeric].to_numpy(dtype=np.float64, na_value=np.nan))
+        except (ValueError, TypeError):
+            return self._numeric_checked(df)
+
+    def _numeric_checked(self, df: pd.DataFrame) -> np.ndarray:
         out = np.zeros((len(df), len(self.numeric)), dtype=np.float64)
         for j, c in enumerate(self.numeric):
             x = pd.to_numeric(df[c], errors="coerce")

@@ -69,7 +69,7 @@ def classification_metrics(
                 out["roc_auc"] = float(skm.roc_auc_score(y, proba, multi_class="ovr", labels=list(range(k))))
             except ValueError:
                 pass
-    out["log_loss"] = float(skm.log_loss(y, np.clip(proba, 1e-7, 1), labels=list(range(k))))
+    out["log_loss"] = float(skm.log_loss(y, proba, labels=list(range(k))))
     out["ece"] = expected_calibration_error(y, proba)
     return out
 

@@ -165,7 +165,8 @@ class AnomalyTask(TaskBase):
             "isolation-forest": ["isolation-forest"],
             "hybrid": ["autoencoder", "isolation-forest"],
         }[self.kind]
-        self.detectors: list[str] = list(self.opts["detectors"] or default)
+        dets = self.opts["detectors"]
+        self.detectors: list[str] = list(default if dets is None else dets)
         bad = [d for d in self.detectors if d not in ("autoencoder", "isolation-forest")]
         if bad:
             raise ConfigError(
@@ -349,7 +350,7 @@ class AnomalyTask(TaskBase):
         import torch
 
         x = torch.from_numpy(self.prep.dense_matrix(df))
-        with torch.no_grad():
+        with torch.inference_mode(), torch_threads(int(self.opts["threads"])):
             return ((self.ae(x) - x) ** 2).mean(1).numpy().astype(np.float64)
 
     def scores(self, df: pd.DataFrame) -> dict[str, np.ndarray]:

@@ -451,13 +451,13 @@ class TabularTask(TaskBase):
         self.prep.check(df)
         parts = []
         if self.weights[0] > 0:
-            p = self.booster.predict(self.prep.lgb_matrix(df))
+            p = self.booster.predict(self.prep.lgb_matrix(df), num_threads=int(self.opts["threads"]))
             p = np.stack([1 - p, p], 1) if self.objective == "binary" else p.reshape(len(df), -1)
             parts.append(self.weights[0] * p)
         if self.weights[1] > 0:
             import torch
 
-            with torch.no_grad():
+            with torch.inference_mode(), torch_threads(int(self.opts["threads"])):
                 out = self.mlp(torch.from_numpy(self.prep.dense_matrix(df)))
             if self.objective == "regression":
                 p = out.numpy().astype(np.float64) * self._ystd + self._ymean

@@ -1,0 +1,185 @@
+"""Quality bench: train and evaluate every example app, print a table and write bench/results/quality.md.
+
+    python bench/quality.py [--only NAME ...] [--skip-train]
+
+Columns: case, task, dataset, goal, measured value (validation split of the dataset we have; goals that
+name a kept-aside test set cannot be measured here), a same-split baseline where one applies (default
+LightGBM for tabular and anomaly apps), train time, batched prediction time per row and single-record latency.
+Results of earlier runs for other cases are kept (bench/results/quality.json), so --only updates one row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+# Goals of examples whose YAML does not state evaluate.goal (other areas' examples).
+GOALS: dict[str, tuple[str, float, str]] = {}
+
+
+def dataset_of(cfg) -> str:
+    if cfg.data.path:
+        parts = Path(cfg.data.path.replace("${LUODI_DATASETS}", "DS")).parts
+        return parts[1] if parts and parts[0] == "DS" and len(parts) > 1 else Path(cfg.data.path).name
+    return cfg.data.format or "-"
+
+
+def baseline(cfg, tr, va) -> float | None:
+    """Default LightGBM (100 rounds, lr 0.1, no tuning) on the same split, scored on the goal metric."""
+    from luodi.config import ModelConfig
+    from luodi.tasks import task_for
+
+    if cfg.task not in ("tabular", "anomaly-detection") or not cfg.evaluate.goal:
+        return None
+    opts = {"n_estimators": 100, "calibration": "none", "early_stopping_rounds": 10_000}
+    if cfg.task == "tabular":
+        c = cfg.model_copy(
+            update={
+                "model": ModelConfig(type="lightgbm", options=opts),
+                "train": cfg.train.model_copy(update={"lr": 0.1}),
+            }
+        )
+        t = task_for(c)
+    else:
+        c = cfg.model_copy(
+            update={
+                "model": cfg.model.model_copy(
+                    update={
+                        "options": {
+                            **cfg.model.options,
+                            "detectors": [],
+                            "classifier": opts,
+                            "classifier_lr": 0.1,
+                        }
+                    }
+                )
+            }
+        )
+        t = task_for(c)
+    with tempfile.TemporaryDirectory() as d:
+        t.fit(tr, va, Path(d), progress=False)
+    return t.evaluate(va).get(cfg.evaluate.goal.metric)
+
+
+def measure(path: Path, skip_train: bool) -> dict:
+    from luodi import api, registry
+    from luodi.tasks import task_for
+
+    cfg = api.load_app(path)
+    row = {
+        "case": cfg.name,
+        "file": str(path.relative_to(ROOT)),
+        "task": cfg.task,
+        "dataset": dataset_of(cfg),
+    }
+    goal = cfg.evaluate.goal
+    metric, target, note = (
+        (goal.metric, goal.target, goal.note) if goal else GOALS.get(cfg.name, (None, None, ""))
+    )
+    row["goal"] = f"{metric} >= {target}" + (f" ({note})" if note else "") if metric else "-"
+    t0 = time.perf_counter()
+    run = registry.get_run(cfg.name) if skip_train else api.train(path, progress=False)
+    row["train_s"] = round(run.metrics.get("train_seconds", time.perf_counter() - t0), 1)
+    metric = metric or next(iter(cfg.evaluate.metrics), None) or next(iter(run.metrics))
+    row["metric"] = metric
+    row["measured"] = run.metrics.get(metric)
+    row["met"] = None if row["measured"] is None or target is None else bool(row["measured"] >= target)
+    pred = api.load_predictor(cfg.name)
+    fresh = task_for(pred.config)
+    tr, va = fresh.split(fresh.read(None))
+    t0 = time.perf_counter()
+    pred.task.evaluate(va)
+    row["ms_per_row_batched"] = round(1000 * (time.perf_counter() - t0) / max(1, len(va)), 3)
+    row["ms_single"] = None
+    if hasattr(va, "to_dict"):
+        feats = getattr(getattr(pred.task, "prep", None), "features", None)
+        recs = va[feats].head(30).to_dict(orient="records") if feats else None
+        if recs:
+            times = []
+            for r in recs:
+                t0 = time.perf_counter()
+                pred.predict([r])
+                times.append(1000 * (time.perf_counter() - t0))
+            row["ms_single"] = round(statistics.median(times), 2)
+    try:
+        row["baseline"] = baseline(cfg, tr, va)
+    except Exception as e:  # noqa: BLE001 - a baseline is optional
+        row["baseline"] = None
+        print(f"  baseline failed: {e}", file=sys.stderr)
+    row["version"] = run.version
+    for k in ("unseen_recall", "false_positive_rate", "roc_auc", "accuracy"):
+        if k in run.metrics and k != metric:
+            row.setdefault("extra", {})[k] = round(run.metrics[k], 4)
+    return row
+
+
+def fmt(v, digits=4) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def to_markdown(rows: list[dict]) -> str:
+    head = (
+        "| case | task | dataset | goal | measured (validation split) | default LightGBM, same split | goal met "
+        "| train s | ms/row batched | ms single |\n|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    lines = []
+    for r in rows:
+        if "error" in r:
+            lines.append(
+                f"| {r['case']} | {r.get('task', '-')} | {r.get('dataset', '-')} | - | error: {r['error']} "
+                "| - | - | - | - | - |"
+            )
+            continue
+        extra = ", ".join(f"{k} {v}" for k, v in (r.get("extra") or {}).items())
+        measured = f"{r['metric']} {fmt(r['measured'])}" + (f" ({extra})" if extra else "")
+        met = {True: "yes", False: "no", None: "-"}[r["met"]]
+        lines.append(
+            f"| {r['case']} | {r['task']} | {r['dataset']} | {r['goal']} | {measured} | {fmt(r['baseline'])} "
+            f"| {met} | {r['train_s']} | {fmt(r['ms_per_row_batched'], 3)} | {fmt(r['ms_single'], 2)} |"
+        )
+    return head + "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", nargs="*", help="app names or example file stems to run")
+    ap.add_argument("--skip-train", action="store_true", help="measure the latest trained runs")
+    ap.add_argument("--examples", default=str(ROOT / "examples"))
+    args = ap.parse_args()
+    from luodi.config import load_app_config
+
+    store = RESULTS / "quality.json"
+    rows = {r["case"]: r for r in json.loads(store.read_text())} if store.exists() else {}
+    for f in sorted(Path(args.examples).glob("*.yaml")):
+        try:
+            name = load_app_config(f).name
+        except Exception as e:  # noqa: BLE001
+            print(f"{f.name}: invalid app file: {e}", file=sys.stderr)
+            continue
+        if args.only and name not in args.only and f.stem not in args.only:
+            continue
+        print(f"== {name} ({f.name})", flush=True)
+        try:
+            rows[name] = measure(f.resolve(), args.skip_train)
+        except Exception as e:  # noqa: BLE001 - one broken example must not stop the bench
+            rows[name] = {"case": name, "error": f"{type(e).__name__}: {str(e)[:200]}"}
+        print(json.dumps(rows[name]), flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    ordered = [rows[k] for k in sorted(rows)]
+    store.write_text(json.dumps(ordered, indent=2) + "\n")
+    md = to_markdown(ordered)
+    (RESULTS / "quality.md").write_text("# Quality bench (python bench/quality.py)\n\n" + md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
