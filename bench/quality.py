@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 # Goals of examples whose YAML does not state evaluate.goal (other areas' examples).
@@ -128,8 +130,8 @@ def fmt(v, digits=4) -> str:
 
 def to_markdown(rows: list[dict]) -> str:
     head = (
-        "| case | task | dataset | goal | measured (validation split) | default LightGBM, same split | goal met "
-        "| train s | ms/row batched | ms single |\n|---|---|---|---|---|---|---|---|---|---|\n"
+        "| case | task | dataset | goal | measured (validation split) | default LightGBM, same split "
+        "| goal met | train s | ms/row batched | ms single |\n|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
     for r in rows:
@@ -160,6 +162,9 @@ def main() -> None:
     store = RESULTS / "quality.json"
     rows = {r["case"]: r for r in json.loads(store.read_text())} if store.exists() else {}
     for f in sorted(Path(args.examples).glob("*.yaml")):
+        raw = yaml.safe_load(f.read_text()) or {}
+        if not isinstance(raw, dict) or "task" not in raw:
+            continue  # not an App file (e.g. an agent or assistant test set)
         try:
             name = load_app_config(f).name
         except Exception as e:  # noqa: BLE001

@@ -104,8 +104,12 @@ def format_validation_error(err: ValidationError, source: str = "app") -> str:
         path = ".".join(str(p) for p in e["loc"]) or "(root)"
         if e["type"] == "extra_forbidden":
             lines.append(f"{source}: unknown key '{path}' — remove it or check its spelling")
+        elif e["type"] == "missing":
+            lines.append(f"{source}: missing key '{path}' — add it")
         else:
-            lines.append(f"{source}: '{path}': {e['msg']} (got {e.get('input')!r})")
+            got = repr(e.get("input"))
+            got = got if len(got) <= 80 else got[:77] + "..."
+            lines.append(f"{source}: '{path}': {e['msg']} (got {got})")
     return "\n".join(lines)
 
 
