@@ -129,11 +129,12 @@ def embed_text(source: str, text: str) -> str:
 
 
 def doc_title(source: str) -> str:
-    """A readable title from a document's path: its parent folder and file stem, separators as spaces."""
+    """A readable title from a document's path: its folder name and its file stem, separators as spaces;
+    stem words that look like ids or numbers (p003, 12, v2) are dropped."""
     p = Path(source)
-    parts = [p.parent.name, p.stem] if p.parent.name else [p.stem]
-    words = " ".join(re.sub(r"[_\-.]+", " ", x) for x in parts)
-    return re.sub(r"\s+", " ", re.sub(r"\b\d+\b", " ", words)).strip()
+    stem = [w for w in re.split(r"[\s_\-.]+", p.stem) if w and not re.search(r"\d", w)]
+    folder = re.sub(r"[_\-.]+", " ", p.parent.name).strip()
+    return re.sub(r"\s+", " ", " ".join([folder, *stem])).strip()
 
 
 @dataclass
@@ -150,6 +151,7 @@ class LoadedKb:
     ends: np.ndarray
     sources: dict[int, str]  # document id -> source
     vectors: faiss.Index
+    matrix: np.ndarray  # row -> chunk vector (the same vectors as the FAISS index, row-aligned)
     bm25: Bm25
     row_of: dict[int, int] = field(default_factory=dict)  # chunk id -> row
 
@@ -196,6 +198,15 @@ def load(name: str, dim: int = 384) -> LoadedKb:
         if vectors.ntotal:
             stored = faiss.vector_to_array(vectors.id_map)
             remove_ids(vectors, [int(i) for i in stored if int(i) not in visible])
+        matrix = np.zeros((len(ids), vectors.d), dtype=np.float32)
+        if vectors.ntotal:
+            stored = faiss.vector_to_array(vectors.id_map)
+            codes = faiss.vector_to_array(faiss.downcast_index(vectors.index).codes)
+            flat = codes.view(np.float32).reshape(-1, vectors.d)
+            pos = {int(c): i for i, c in enumerate(stored)}
+            for row, c in enumerate(ids.tolist()):  # (a chunk without a vector keeps a zero row)
+                if c in pos:
+                    matrix[row] = flat[pos[c]]
         loaded = LoadedKb(
             name=name,
             generation=gen,
@@ -207,6 +218,7 @@ def load(name: str, dim: int = 384) -> LoadedKb:
             ends=np.fromiter((r[4] for r in rows), dtype=np.int64, count=len(rows)),
             sources=sources,
             vectors=vectors,
+            matrix=matrix,
             bm25=Bm25([embed_text(sources[r[1]], r[2]) for r in rows]),
             row_of={int(c): i for i, c in enumerate(ids)},
         )

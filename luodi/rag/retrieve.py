@@ -1,5 +1,6 @@
-"""Hybrid retrieval: dense (FAISS, bundled encoder) and lexical (BM25) rankings fused by weighted
-reciprocal rank fusion. Returns chunks with their document source and character span."""
+"""Hybrid retrieval: dense (FAISS, bundled encoder) and lexical (BM25) scores blended per query
+(cosine * ALPHA + BM25 / best BM25 * (1 - ALPHA)) over both rankings' candidates. Returns chunks with
+their document source and character span."""
 
 from __future__ import annotations
 
@@ -13,10 +14,8 @@ from luodi.rag.index import LoadedKb, load
 
 Mode = Literal["hybrid", "dense", "bm25"]
 MODES = ("hybrid", "dense", "bm25")
-RRF_K = 60  # the usual reciprocal-rank-fusion constant
-DENSE_WEIGHT = 1.0
-BM25_WEIGHT = 1.0
-CANDIDATES = 100  # how deep each ranking is read before fusion
+ALPHA = 0.6  # weight of the cosine; BM25 (scaled to the query's best) gets 1 - ALPHA. See docs/readme/rag.md
+CANDIDATES = 100  # how deep each ranking is read before blending
 
 
 @dataclass
@@ -27,7 +26,7 @@ class Hit:
     start: int
     end: int
     text: str
-    score: float  # fused score (mode-dependent scale)
+    score: float  # ranking score: blended (hybrid), cosine (dense) or BM25 (bm25)
     dense: float  # cosine similarity of query and chunk
     bm25: float
 
@@ -72,20 +71,23 @@ def rank(kb: LoadedKb, qvec: np.ndarray, query: str, k: int, mode: Mode = "hybri
     best_dense = float(dscores[0][0]) if len(dense_rows) else -1.0
     bm = kb.bm25.scores(query) if mode != "dense" else np.zeros(n, dtype=np.float32)
     bm_rows = [int(r) for r in _top(bm, depth) if bm[r] > 0]
-    fused: dict[int, float] = {}
-    if mode in ("hybrid", "dense"):
-        for rnk, r in enumerate(dense_rows):
-            fused[r] = fused.get(r, 0.0) + DENSE_WEIGHT / (RRF_K + rnk + 1)
-    if mode in ("hybrid", "bm25"):
-        for rnk, r in enumerate(bm_rows):
-            fused[r] = fused.get(r, 0.0) + BM25_WEIGHT / (RRF_K + rnk + 1)
-    order = sorted(fused, key=lambda r: -fused[r])[:k]
+    cands = dict.fromkeys(dense_rows if mode != "bm25" else [])
+    cands.update(dict.fromkeys(bm_rows if mode != "dense" else []))
+    missing = [r for r in cands if r not in dense_of]
+    if missing:
+        dense_of.update(zip(missing, (kb.matrix[missing] @ qvec).tolist(), strict=True))
+    bmax = float(bm.max()) if len(bm) and bm.max() > 0 else 1.0
+    if mode == "hybrid":
+        score = {r: ALPHA * dense_of[r] + (1 - ALPHA) * float(bm[r]) / bmax for r in cands}
+    elif mode == "dense":
+        score = {r: dense_of[r] for r in cands}
+    else:
+        score = {r: float(bm[r]) for r in cands}
+    order = sorted(cands, key=lambda r: -score[r])[:k]
     hits = []
     for r in order:
         cid = int(kb.chunk_ids[r])
-        dense = dense_of.get(r)
-        if dense is None:
-            dense = float(kb.vectors.reconstruct(cid) @ qvec)
+        dense = dense_of[r]
         hits.append(
             Hit(
                 cid,
@@ -94,7 +96,7 @@ def rank(kb: LoadedKb, qvec: np.ndarray, query: str, k: int, mode: Mode = "hybri
                 int(kb.starts[r]),
                 int(kb.ends[r]),
                 kb.texts[r],
-                fused[r],
+                score[r],
                 dense,
                 float(bm[r]),
             )
