@@ -182,7 +182,7 @@ def test_tools_return_tool_calls(client):
     # the tool result goes back in and the model answers in text (tool_choice none)
     r2 = client.chat.completions.create(
         model=CHAT,
-        max_tokens=20,
+        max_tokens=8,
         temperature=0,
         tools=tools,
         tool_choice="none",
