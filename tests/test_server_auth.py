@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import sqlite3
 import threading
 import time
@@ -181,3 +182,17 @@ def test_overloaded_is_503_with_retry_after():
         stop.set()
         server.should_exit = True
         th.join(timeout=30)
+
+
+def test_every_v1_route_requires_a_key(live_server):
+    """Routers from every area are protected, even a route that forgot Depends(require_key)."""
+    checked = 0
+    for path, ops in live_server.app.openapi()["paths"].items():
+        if not path.startswith("/v1/"):
+            continue
+        url = live_server.url + re.sub(r"\{[^}]+\}", "x", path)
+        for method in ops:
+            r = httpx.request(method.upper(), url, timeout=30)
+            assert r.status_code == 401, f"{method.upper()} {path} answered {r.status_code} without a key"
+            checked += 1
+    assert checked >= 8
