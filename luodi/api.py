@@ -366,7 +366,7 @@ def demo_app_files() -> list[Path]:
 
 
 def ensure_demo_apps(
-    progress: bool = False, log: Callable[[str], None] | None = None
+    progress: bool = False, log: Callable[[str], None] | None = None, names: list[str] | None = None
 ) -> list[dict[str, Any]]:
     """Train the embedded demo apps (breast-cancer diagnosis, 8x8 digits) once; later calls are instant.
 
@@ -376,6 +376,8 @@ def ensure_demo_apps(
     out = []
     for f in demo_app_files():
         cfg = load_app_config(f)
+        if names is not None and cfg.name not in names:
+            continue
         try:
             run = registry.get_run(cfg.name)
             out.append({"app": cfg.name, "status": "ready", "version": run.version, "metrics": run.metrics})

@@ -277,3 +277,12 @@ def test_split_is_seeded_stratified_and_holds_out_classes():
     assert abs((va.y == "b").sum() - 10) <= 1  # stratified: 40 * 0.25
     tr2, _ = split_frame(df, {"valid": 0.25, "seed": 1, "holdout": {"y": ["c"]}}, "y")
     assert tr.x.tolist() == tr2.x.tolist()
+
+
+def test_demo_apps_train_once():
+    first = api.ensure_demo_apps(names=["diagnosis"])
+    assert first[0]["app"] == "diagnosis" and first[0]["status"] in ("trained", "ready")
+    assert first[0]["metrics"]["roc_auc"] >= 0.99
+    again = api.ensure_demo_apps(names=["diagnosis"])
+    assert again[0]["status"] == "ready" and again[0]["version"] == first[0]["version"]
+    assert api.predict("diagnosis", records(1))[0]["label"] == "malignant"

@@ -56,11 +56,12 @@ def _spec(path: str, spec: Any) -> dict[str, Any]:
             raise ConfigError(f"'tune.space.{path}': low must not exceed high")
         typ = spec.get("type") or (
             "int"
-            if all(isinstance(spec[k], int) for k in ("low", "high"))
-            and not spec.get("log")
+            if all(isinstance(spec[k], int) and not isinstance(spec[k], bool) for k in ("low", "high"))
             and isinstance(spec.get("step", 1), int)
             else "float"
         )
+        if typ not in ("int", "float"):
+            raise ConfigError(f"'tune.space.{path}.type' must be int or float (got {typ!r})")
         return {**spec, "type": typ}
     raise ConfigError(
         f"'tune.space.{path}': expected a list of choices or {{low, high[, log, step, type]}} (got {spec!r})"
