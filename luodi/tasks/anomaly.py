@@ -272,6 +272,7 @@ class AnomalyTask(TaskBase):
                 "model": ModelConfig(
                     type=self.opts["classifier_type"], options=dict(self.opts["classifier"])
                 ),
+                "train": c.train.model_copy(update={"lr": float(self.opts["classifier_lr"])}),
             }
         )
 
@@ -350,7 +351,7 @@ class AnomalyTask(TaskBase):
         import torch
 
         x = torch.from_numpy(self.prep.dense_matrix(df))
-        with torch.inference_mode(), torch_threads(int(self.opts["threads"])):
+        with torch.inference_mode():  # global thread count untouched: servers share torch
             return ((self.ae(x) - x) ** 2).mean(1).numpy().astype(np.float64)
 
     def scores(self, df: pd.DataFrame) -> dict[str, np.ndarray]:

@@ -457,7 +457,7 @@ class TabularTask(TaskBase):
         if self.weights[1] > 0:
             import torch
 
-            with torch.inference_mode(), torch_threads(int(self.opts["threads"])):
+            with torch.inference_mode():  # global thread count untouched: servers share torch
                 out = self.mlp(torch.from_numpy(self.prep.dense_matrix(df)))
             if self.objective == "regression":
                 p = out.numpy().astype(np.float64) * self._ystd + self._ymean
