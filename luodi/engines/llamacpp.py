@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import random
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -62,7 +64,8 @@ class LlamaCppEngine(Scheduler):
 
     def __init__(self, model_path: str | Path, *, model_id: str | None = None, n_ctx: int = 2048,
                  max_running: int = 16, max_queue: int = 64, threads: int | None = None,
-                 prefill_chunk: int = 256, kv_budget_mb: int = 256, flash_attn: bool = True) -> None:
+                 prefill_chunk: int = 256, kv_budget_mb: int = 256, flash_attn: bool = True,
+                 adaptive_threads: bool = True) -> None:
         super().__init__(max_running, max_queue, name="luodi-llamacpp")
         path = Path(model_path)
         if not path.is_file():
@@ -89,7 +92,11 @@ class LlamaCppEngine(Scheduler):
         cp.n_batch = cp.n_ubatch = self.prefill_chunk + max_running
         cp.n_seq_max = max_running
         cp.kv_unified = True
-        cp.n_threads = cp.n_threads_batch = max(1, threads or 1)
+        self.max_threads = max(1, threads or os.cpu_count() or 1)
+        self.threads = self.max_threads
+        self._adaptive = adaptive_threads and self.max_threads > 1
+        self._threads_checked = 0.0
+        cp.n_threads = cp.n_threads_batch = self.threads
         cp.flash_attn_type = (L.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn
                               else L.LLAMA_FLASH_ATTN_TYPE_DISABLED)
         cp.no_perf = True
@@ -172,7 +179,7 @@ class LlamaCppEngine(Scheduler):
 
     def stats(self) -> dict[str, int]:
         out = super().stats()
-        out.update(kv_cells=self.kv_cells, kv_cells_reserved=self._reserved)
+        out.update(kv_cells=self.kv_cells, kv_cells_reserved=self._reserved, threads=self.threads)
         return out
 
     # --- sampling -------------------------------------------------------------------------------
@@ -219,7 +226,30 @@ class LlamaCppEngine(Scheduler):
             L.llama_sampler_free(slot.sampler)
         seq.slot = None
 
+    def _adapt_threads(self) -> None:
+        """Use fewer threads while other processes keep the CPUs busy.
+
+        llama.cpp's worker threads spin on barriers; when the machine is oversubscribed (load average above
+        the core count) a 2-thread decode can run 10x slower than a 1-thread one, so back off then.
+        """
+        now = time.monotonic()
+        if now - self._threads_checked < 1.0:
+            return
+        self._threads_checked = now
+        try:
+            load = os.getloadavg()[0]
+        except OSError:
+            return
+        cores = os.cpu_count() or 1
+        others = max(0.0, load - self.threads)  # runnable threads that are not ours
+        want = max(1, min(self.max_threads, int(cores - others + 0.5)))
+        if want != self.threads:
+            self.threads = want
+            L.llama_set_n_threads(self._ctx, want, want)
+
     def step(self, running: list[Sequence]) -> None:
+        if self._adaptive:
+            self._adapt_threads()
         b = self._batch
         tok, pos, nsid, sid, logits = b.token, b.pos, b.n_seq_id, b.seq_id, b.logits
         n = 0

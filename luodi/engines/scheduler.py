@@ -253,7 +253,8 @@ class Scheduler:
 
     def stats(self) -> dict[str, int]:
         with self._cond:
-            return {"queue_depth": len(self.waiting), "running": len(self.running)}
+            running = sum(1 for s in self.running if s.finish_reason is None)
+            return {"queue_depth": len(self.waiting), "running": running}
 
     def close(self) -> None:
         with self._cond:
