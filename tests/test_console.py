@@ -272,3 +272,56 @@ def test_apps_list_runs_report_and_predict(page, live_server, trained_app):
     page.click("#app-predict")
     err = page.wait_for_selector("#app-output .error").inner_text()
     assert "mean radius" in err and "HTTP 422" in err
+
+
+def test_assistant_hand_off_is_answered_from_the_queue(page, live_server):
+    """Customer asks for a human -> ticket in the queue -> a human answers -> the customer's chat shows it."""
+    need_route(live_server, "/v1/tickets/{ticket_id}/answer")
+    page.goto("/#agent")
+    page.click(".tabs button[data-mode='assistant']")
+    page.wait_for_selector("#assistant-log .msg.assistant")  # the greeting
+    page.fill("#assistant-input", "I want to talk to a human")
+    page.click("#assistant-send")
+    page.wait_for_selector("#assistant-info[data-action='handoff']", timeout=GENERATION_MS)
+    ticket_id = re.search(r"ticket #(\d+)", page.inner_text("#assistant-info")).group(1)
+    assert page.locator("#assistant-log .msg.user").last.inner_text().endswith("I want to talk to a human")
+
+    agent_page = page.context.new_page()  # the human agent's console, beside the customer's chat
+    agent_page.goto("/#tickets")
+    card = agent_page.wait_for_selector(f".ticket[data-ticket-id='{ticket_id}']")
+    assert "open" in card.inner_text()
+    card.query_selector("summary").click()  # the conversation that led to the hand-off
+    agent_page.wait_for_selector(f".ticket[data-ticket-id='{ticket_id}'] .chat-log .msg.user")
+    card.query_selector(".ticket-answer").fill("Hello, this is Mia from the bank. How can I help?")
+    card.query_selector(".ticket-send").click()
+    card_sel = f".ticket[data-ticket-id='{ticket_id}']"
+    agent_page.wait_for_selector(card_sel, state="detached")  # it left the open queue
+    agent_page.click(".tabs button[data-filter='answered']")
+    answered = agent_page.wait_for_selector(card_sel)
+    assert "Mia" in answered.inner_text()
+    # an empty answer is refused with the server's message
+    answered.query_selector(".ticket-send").click()
+    assert "answer" in agent_page.wait_for_selector(f"{card_sel} .error").inner_text()
+
+    # the customer's open chat picks the human's answer up by polling
+    human = page.wait_for_selector("#assistant-log .msg.human_agent")
+    assert "Mia from the bank" in human.inner_text()
+
+
+def test_agent_run_streams_its_trace(page, live_server):
+    need_route(live_server, "/v1/agents/runs")
+    page.goto("/#agent")
+    page.wait_for_selector("#agent-goal")
+    for box in page.query_selector_all("#agent-tools .tool-use"):
+        if box.get_attribute("value") != "calculator":
+            box.uncheck()
+    page.fill("#agent-goal", "What is 17 * 23?")
+    page.fill("#agent-max-steps", "1")
+    page.fill("#agent-max-seconds", "20")
+    page.click("#agent-run")
+    page.wait_for_selector("#agent-trace li[data-kind='start']")
+    assert "calculator" in page.inner_text("#agent-trace li[data-kind='start']")
+    assert page.inner_text("#agent-thread").startswith("thread th_")
+    final = page.wait_for_selector("#agent-trace li[data-kind='final']", timeout=GENERATION_MS)
+    assert final.inner_text().strip()
+    assert page.is_enabled("#agent-run")

@@ -154,9 +154,10 @@ async function* sse(path, json, signal) {
       if (raw === "[DONE]") return;
       let data = raw;
       try { data = JSON.parse(raw); } catch { /* plain text event */ }
-      if (event === "error" || (data && typeof data === "object" && data.error && !data.choices)) {
-        throw new ApiError(500, errorMessage(500, typeof data === "object" ? data : { error: data }), data);
-      }
+      // an error after the stream started: an "error" event, or an OpenAI-style {"error": {...}} chunk
+      const isErr = event === "error" || (data && typeof data === "object" && data.error && typeof data.error === "object"
+        && !data.type && !data.event && !data.choices);
+      if (isErr) throw new ApiError(null, errorMessage(500, typeof data === "object" ? data : { error: data }), data);
       yield { event, data };
     }
   }
@@ -726,21 +727,19 @@ const Tickets = {
   render(root) {
     const status = el("div");
     const box = el("div", { id: "tickets" });
-    const tabs = el("div", { class: "tabs" }, ["open", "answered", "all"].map((f) =>
+    const tabs = el("div", { class: "tabs" }, ["open", "answered", "closed", "all"].map((f) =>
       el("button", { type: "button", class: f === this.filter ? "active" : "", dataset: { filter: f },
         onclick: () => { this.filter = f; Router.show("tickets", true); } }, f)));
     root.append(el("h2", {}, "Hand-off queue"),
-      el("p", { class: "muted" }, "Conversations the assistant handed to a human. Your answer is appended to the customer's conversation."),
-      el("div", { class: "row" }, tabs, el("button", { class: "ghost", onclick: () => this.load(box, status) }, "Refresh")),
+      el("p", { class: "muted" }, "Conversations the assistant handed to a human. Your answer is appended to the customer's conversation, where their chat shows it."),
+      el("div", { class: "row" }, tabs, el("button", { id: "tickets-refresh", class: "ghost", onclick: () => this.load(box, status) }, "Refresh")),
       status, box);
     this.load(box, status);
   },
 
   async load(box, status) {
     await guarded(status, async () => {
-      const q = this.filter === "all" ? "" : `?status=${enc(this.filter)}`;
-      let tickets = asList(await api(`/v1/tickets${q}`), "tickets");
-      if (this.filter !== "all") tickets = tickets.filter((t) => !t.status || t.status === this.filter);
+      const tickets = asList(await api(`/v1/tickets?status=${enc(this.filter)}`), "tickets");
       if (!tickets.length) { box.replaceChildren(el("div", { class: "empty" }, `No ${this.filter === "all" ? "" : this.filter + " "}tickets.`)); return; }
       box.replaceChildren(...tickets.map((t) => this.card(t, box, status)));
     });
@@ -748,23 +747,33 @@ const Tickets = {
 
   card(t, box, status) {
     const answer = el("textarea", { rows: 3, class: "ticket-answer", placeholder: "Write the answer the customer will see" });
+    const close = el("input", { type: "checkbox", class: "ticket-close" });
     const err = el("div");
-    const history = asList(t.messages ?? t.conversation ?? t.thread ?? [], "messages");
-    return el("div", { class: "card ticket", dataset: { ticketId: t.id } },
+    const conversation = el("div", { class: "chat-log" });
+    const details = el("details", { class: "ticket-conversation", ontoggle: async () => {
+      if (!details.open || conversation.childElementCount) return;
+      await guarded(err, async () => {
+        const r = await api(`/v1/assistants/threads/${enc(t.thread_id)}/messages`);
+        conversation.replaceChildren(...asList(r, "messages").map((m) => Chat.bubble(m.role, m.content)));
+      });
+    } }, el("summary", { class: "muted small" }, "conversation"), conversation);
+    const pill = { open: "warn", answered: "ok", closed: "" }[t.status] ?? "";
+    return el("div", { class: "card ticket", dataset: { ticketId: t.id, status: t.status } },
       el("div", { class: "row" }, el("strong", { class: "grow" }, `#${t.id} ${t.subject ?? ""}`),
-        el("span", { class: `pill ${t.status === "open" ? "warn" : "ok"}` }, t.status ?? ""),
+        el("span", { class: `pill ${pill}` }, t.status ?? ""),
         el("span", { class: "small muted" }, fmtTime(t.created_at))),
       t.body ? el("pre", {}, t.body) : "",
-      history.length ? el("details", {}, el("summary", { class: "muted small" }, `conversation (${history.length} messages)`),
-        el("div", { class: "chat-log" }, history.map((m) => Chat.bubble(m.role, m.content)))) : "",
+      t.thread_id ? details : "",
       t.answer ? el("div", { class: "msg human_agent" }, el("span", { class: "who" }, `answered ${fmtTime(t.answered_at)}`), t.answer) : "",
-      t.status === "open" || !t.answer ? el("form", { onsubmit: async (e) => {
+      t.status !== "closed" ? el("form", { onsubmit: async (e) => {
         e.preventDefault();
         await guarded(err, async () => {
-          await api(`/v1/tickets/${enc(t.id)}/answer`, { method: "POST", json: { answer: answer.value } });
+          await api(`/v1/tickets/${enc(t.id)}/answer`, { method: "POST", json: { answer: answer.value, close: close.checked } });
           await this.load(box, status);
         });
-      } }, answer, el("div", { class: "row" }, el("button", { type: "submit", class: "ticket-send" }, "Send answer")), err) : "");
+      } }, answer, el("div", { class: "row" }, el("button", { type: "submit", class: "ticket-send" }, t.answer ? "Answer again" : "Send answer"),
+        el("label", { style: "flex-direction:row;gap:4px;align-items:center" }, close, "close the ticket"))) : "",
+      err);
   },
 };
 
@@ -776,7 +785,8 @@ function traceItem(ev) {
   let body;
   switch (kind) {
     case "start": body = `goal: ${ev.goal}${ev.tools && ev.tools.length ? `\ntools: ${ev.tools.join(", ")}` : ""}`; break;
-    case "plan": body = (ev.tasks || []).map((t) => `${t.done || t.status === "done" ? "✓" : "○"} ${t.text ?? t.task ?? t.title ?? JSON.stringify(t)}`).join("\n"); break;
+    case "plan": body = (ev.tasks || []).map((t) => `${{ done: "✓", doing: "▸" }[t.status] ?? "○"} ${t.text}`).join("\n")
+      + (ev.revisions ? `\n(revision ${ev.revisions})` : ""); break;
     case "model": body = ev.text; break;
     case "invalid": body = ev.error; break;
     case "tool_call": body = `${ev.name}(${JSON.stringify(ev.arguments ?? {})})`; break;
@@ -794,11 +804,14 @@ const Agent = {
   mode: "agent",
   toolNames: ["calculator", "sql", "kb_search", "current_time", "create_ticket"],
   chosen: new Set(["calculator", "sql", "kb_search", "current_time"]),
+  needApproval: new Set(["create_ticket"]),
+  kb: "bank-faq",
   threadId: null,
   controller: null,
-  assistant: { name: "", threadId: null, messages: [], timer: null },
+  assistant: { app: "customer-service", threadId: null, lastId: 0, timer: null },
 
   render(root) {
+    clearInterval(this.assistant.timer);
     const box = el("div");
     const tabs = el("div", { class: "tabs" }, [["agent", "Agent"], ["assistant", "Customer-service assistant"]].map(([m, label]) =>
       el("button", { type: "button", class: m === this.mode ? "active" : "", dataset: { mode: m },
@@ -809,27 +822,58 @@ const Agent = {
   },
 
   renderAgent(box) {
-    const goal = el("textarea", { id: "agent-goal", rows: 2, placeholder: "A goal, e.g. What is 17 * 23 + 4?" });
-    const tools = el("div", { class: "row", id: "agent-tools" }, this.toolNames.map((t) =>
-      el("label", { style: "flex-direction:row;gap:4px;align-items:center;color:inherit" },
-        el("input", { type: "checkbox", value: t, checked: this.chosen.has(t),
-          onchange: (e) => { if (e.target.checked) this.chosen.add(t); else this.chosen.delete(t); } }), t)));
+    const goal = el("textarea", { id: "agent-goal", rows: 2, placeholder: "A goal, e.g. What is 17 * 23 + 4?  or  What is the status of order A1002?" });
+    const toolRow = (t) => el("tr", {},
+      el("td", { class: "mono" }, t),
+      el("td", {}, el("input", { type: "checkbox", class: "tool-use", value: t, checked: this.chosen.has(t), "aria-label": `use ${t}`,
+        onchange: (e) => { if (e.target.checked) this.chosen.add(t); else this.chosen.delete(t); } })),
+      el("td", {}, el("input", { type: "checkbox", class: "tool-approval", value: t, checked: this.needApproval.has(t), "aria-label": `${t} needs approval`,
+        onchange: (e) => { if (e.target.checked) this.needApproval.add(t); else this.needApproval.delete(t); } })));
+    const tools = el("table", { id: "agent-tools", style: "width:auto" },
+      el("thead", {}, el("tr", {}, el("th", {}, "Tool"), el("th", {}, "Use"), el("th", {}, "Needs approval"))),
+      el("tbody", {}, this.toolNames.map(toolRow)));
+    const kb = el("input", { id: "agent-kb", value: this.kb, style: "width:160px", onchange: (e) => { this.kb = e.target.value.trim(); } });
+    const maxSteps = el("input", { id: "agent-max-steps", type: "number", min: 1, max: 50, value: 6, style: "width:80px" });
+    const maxSeconds = el("input", { id: "agent-max-seconds", type: "number", min: 1, max: 3600, value: 120, style: "width:80px" });
     const thread = el("span", { id: "agent-thread", class: "small muted" }, this.threadId ? `thread ${this.threadId}` : "new thread");
     const trace = el("ol", { id: "agent-trace", class: "trace" });
-    const status = el("div");
+    const status = el("div", { id: "agent-status" });
+    const pending = el("div", { id: "agent-approvals" });
     const run = el("button", { id: "agent-run", type: "submit" }, "Run");
     const stop = el("button", { type: "button", class: "ghost", disabled: true, onclick: () => this.controller && this.controller.abort() }, "Stop");
+    const ui = { trace, status, run, stop, thread, pending };
     const form = el("form", { class: "card", onsubmit: (e) => {
       e.preventDefault();
       if (!goal.value.trim() || this.controller) return;
-      this.stream("/v1/agents/run", { goal: goal.value.trim(), tools: [...this.chosen], thread_id: this.threadId || undefined, stream: true },
-        { trace, status, run, stop, thread });
+      trace.replaceChildren();
+      this.stream("/v1/agents/runs", {
+        goal: goal.value.trim(), tools: [...this.chosen], approval: [...this.needApproval].filter((t) => this.chosen.has(t)),
+        kb: this.kb || undefined, thread_id: this.threadId || undefined, max_steps: Number(maxSteps.value) || 6,
+        max_seconds: Number(maxSeconds.value) || 120, stream: true,
+      }, ui);
     } },
-    el("label", {}, "Goal"), goal, el("label", {}, "Tools"), tools,
+    el("label", {}, "Goal"), goal,
+    el("div", { class: "row", style: "align-items:flex-start;gap:24px" }, tools,
+      el("div", {}, el("label", {}, "Knowledge base for kb_search"), el("div", {}, kb),
+        el("label", {}, "Max steps"), el("div", {}, maxSteps),
+        el("label", {}, "Max seconds"), el("div", {}, maxSeconds))),
     el("div", { class: "row" }, run, stop,
       el("button", { type: "button", class: "ghost", onclick: () => { this.threadId = null; thread.textContent = "new thread"; trace.replaceChildren(); } }, "New thread"),
       thread));
-    box.append(form, status, trace);
+    box.append(form, pending, status, trace);
+    this.loadApprovals(ui);
+  },
+
+  /** Tool calls waiting for a human (from any agent run, e.g. one started over the API). */
+  async loadApprovals(ui) {
+    await guarded(ui.pending, async () => {
+      const rows = asList(await api("/v1/agents/approvals?status=pending"), "approvals");
+      ui.pending.replaceChildren(...(rows.length ? [el("div", { class: "card" },
+        el("h3", { style: "margin-top:0" }, `Waiting for approval (${rows.length})`),
+        el("table", {}, el("tbody", {}, rows.map((a) => el("tr", { dataset: { approvalId: a.id } },
+          el("td", {}, `#${a.id}`), el("td", { class: "mono" }, `${a.tool}(${JSON.stringify(a.args ?? a.arguments ?? {})})`),
+          el("td", { class: "small muted" }, a.thread_id), el("td", {}, this.approvalButtons(a.id, a.thread_id, ui)))))))] : []));
+    });
   },
 
   async stream(path, body, ui) {
@@ -842,10 +886,10 @@ const Agent = {
         for (const ev of events) {
           if (!ev || typeof ev !== "object") continue;
           if (ev.thread_id) { this.threadId = ev.thread_id; ui.thread.textContent = `thread ${ev.thread_id}`; }
-          if (ev.type === "final" && ev.result && ev.result.thread_id) this.threadId = ev.result.thread_id;
           const item = traceItem(ev);
-          if (ev.type === "approval_required") item.append(this.approvalButtons(ev, ui));
+          if (ev.type === "approval_required") item.append(this.approvalButtons(ev.approval_id, this.threadId, ui));
           ui.trace.append(item);
+          if (ev.type === "final") ui.trace.dataset.done = "1";
         }
       }
       ui.status.replaceChildren();
@@ -858,23 +902,105 @@ const Agent = {
     }
   },
 
-  approvalButtons(ev, ui) {
-    const slot = el("div");
+  approvalButtons(approvalId, threadId, ui) {
+    const slot = el("div", { class: "approval", dataset: { approvalId } });
     const decide = async (approve) => {
-      await guarded(slot, async () => {
-        await api(`/v1/agents/approvals/${enc(ev.approval_id)}`, { method: "POST", json: { approve } });
-        slot.replaceChildren(el("span", { class: `pill ${approve ? "ok" : "err"}` }, approve ? "approved" : "rejected"));
-        await this.stream(`/v1/agents/threads/${enc(this.threadId)}/resume`, { stream: true }, ui);
-      });
+      for (const b of slot.querySelectorAll("button")) b.disabled = true;
+      slot.append(el("span", { class: `pill ${approve ? "ok" : "err"}` }, approve ? "approved" : "rejected"));
+      if (threadId) { this.threadId = threadId; ui.thread.textContent = `thread ${threadId}`; }
+      delete ui.trace.dataset.done;
+      await this.stream(`/v1/agents/approvals/${enc(approvalId)}/${approve ? "approve" : "reject"}`, { stream: true }, ui);
+      await this.loadApprovals(ui);
     };
     slot.append(el("div", { class: "row" },
-      el("button", { class: "approve", onclick: () => decide(true) }, "Approve"),
-      el("button", { class: "danger reject", onclick: () => decide(false) }, "Reject")));
+      el("button", { type: "button", class: "approve", onclick: () => decide(true) }, "Approve"),
+      el("button", { type: "button", class: "danger reject", onclick: () => decide(false) }, "Reject")));
     return slot;
   },
 
+  /* The customer-service assistant: a customer's chat; a human's answer to a hand-off appears by polling. */
   renderAssistant(box) {
-    box.append(el("div", { class: "card muted" }, "The customer-service assistant routes are not on this server yet."));
+    const st = this.assistant;
+    const app = el("input", { id: "assistant-app", value: st.app, style: "width:200px" });
+    const log = el("div", { id: "assistant-log", class: "chat-log" });
+    const info = el("div", { id: "assistant-info", class: "stats" });
+    const status = el("div");
+    const input = el("input", { id: "assistant-input", class: "grow", placeholder: "Write as a customer, e.g. Where is my order A1002?" });
+    const send = el("button", { id: "assistant-send", type: "submit" }, "Send");
+    const ui = { log, info, status, input, send };
+    box.append(
+      el("div", { class: "card" }, el("div", { class: "row" },
+        el("label", {}, "Assistant app", app),
+        el("button", { id: "assistant-new", type: "button", class: "ghost", onclick: () => { st.app = app.value.trim(); this.startConversation(ui); } }, "New conversation"),
+        el("span", { id: "assistant-thread", class: "small muted" }, st.threadId ? `thread ${st.threadId}` : ""))),
+      status, log, info,
+      el("form", { class: "composer", onsubmit: (e) => { e.preventDefault(); st.app = app.value.trim(); this.say(ui); } }, input, send));
+    if (st.threadId) this.poll(ui, true);
+    else this.startConversation(ui);
+    st.timer = setInterval(() => {
+      if (!document.body.contains(log)) { clearInterval(st.timer); return; }
+      if (st.threadId) this.poll(ui);
+    }, 2000);
+    input.focus();
+  },
+
+  addMessages(ui, messages) {
+    const st = this.assistant;
+    for (const m of messages) {
+      if (m.id !== undefined) {
+        if (m.id <= st.lastId) continue;
+        st.lastId = m.id;
+      }
+      const b = Chat.bubble(m.role, m.content);
+      if (m.role === "human_agent") $(".who", b).textContent = "human agent";
+      ui.log.append(b);
+    }
+    ui.log.scrollTop = ui.log.scrollHeight;
+  },
+
+  async startConversation(ui) {
+    const st = this.assistant;
+    await guarded(ui.status, async () => {
+      const r = await api(`/v1/assistants/${enc(st.app)}/threads`, { method: "POST" });
+      st.threadId = r.thread_id; st.lastId = 0;
+      ui.log.replaceChildren(); ui.info.textContent = "";
+      const label = $("#assistant-thread");
+      if (label) label.textContent = `thread ${st.threadId}`;
+      this.addMessages(ui, r.messages || []);
+    });
+  },
+
+  async poll(ui, all = false) {
+    const st = this.assistant;
+    if (all) { st.lastId = 0; ui.log.replaceChildren(); }
+    try {
+      const r = await api(`/v1/assistants/threads/${enc(st.threadId)}/messages?after=${st.lastId}`);
+      this.addMessages(ui, asList(r, "messages"));
+    } catch (err) {
+      if (all) ui.status.replaceChildren(errorBox(err));
+    }
+  },
+
+  async say(ui) {
+    const st = this.assistant;
+    const text = ui.input.value.trim();
+    if (!text) return;
+    ui.input.value = "";
+    ui.send.disabled = true;
+    await guarded(ui.status, async () => {
+      const r = await api(`/v1/assistants/${enc(st.app)}/messages`, { method: "POST", json: { message: text, thread_id: st.threadId || undefined } });
+      st.threadId = r.thread_id;
+      await this.poll(ui);  // the stored turn (customer message and reply), in order
+      const parts = [`intent ${r.intent} (${Number(r.confidence).toFixed(2)})`, `action ${r.action}`];
+      if (r.form) parts.push(`form ${r.form}`);
+      const slots = Object.entries(r.slots || {});
+      if (slots.length) parts.push(`slots ${slots.map(([k, v]) => `${k}=${v}`).join(", ")}`);
+      if (r.ticket_id) parts.push(`ticket #${r.ticket_id}: a human will answer here`);
+      ui.info.textContent = parts.join(" · ");
+      ui.info.dataset.action = r.action;
+    });
+    ui.send.disabled = false;
+    ui.input.focus();
   },
 };
 
