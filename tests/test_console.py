@@ -126,6 +126,28 @@ def test_chat_streams_a_reply(page, live_server):
     assert page.locator(".msg.user").count() == 2
 
 
+def test_chat_stop_cancels_the_generation(page, live_server):
+    need_route(live_server, "/v1/chat/completions")
+    page.goto("/#chat")
+    page.wait_for_selector("#chat-model option", state="attached")
+    page.fill("#chat-max-tokens", "400")
+    page.fill("#chat-input", "Write a long story about a lighthouse keeper.")
+    page.click("#chat-send")
+    page.wait_for_function("Number(document.querySelector('.msg.assistant')?.dataset.chunks) >= 1",
+                           timeout=GENERATION_MS)
+    page.click("#chat-stop")
+    page.wait_for_selector(".msg.assistant[data-done='1']")
+    assert page.inner_text("#chat-stats") == "stopped"
+    assert page.is_enabled("#chat-send") and not page.is_enabled("#chat-stop")
+    engine = live_server.app.state.luodi.engine
+    if engine is not None:  # the server cancelled the sequence when the browser hung up
+        for _ in range(100):
+            if engine.stats()["running"] == 0:
+                break
+            page.wait_for_timeout(200)
+        assert engine.stats()["running"] == 0
+
+
 def test_chat_shows_the_servers_error(page, live_server):
     need_route(live_server, "/v1/chat/completions")
     page.goto("/#chat")
@@ -317,7 +339,7 @@ def test_agent_run_streams_its_trace(page, live_server):
             box.uncheck()
     page.fill("#agent-goal", "What is 17 * 23?")
     page.fill("#agent-max-steps", "1")
-    page.fill("#agent-max-seconds", "20")
+    page.fill("#agent-max-seconds", "10")
     page.click("#agent-run")
     page.wait_for_selector("#agent-trace li[data-kind='start']")
     assert "calculator" in page.inner_text("#agent-trace li[data-kind='start']")
