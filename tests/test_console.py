@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from pathlib import Path
 
 import httpx
@@ -347,3 +348,49 @@ def test_agent_run_streams_its_trace(page, live_server):
     final = page.wait_for_selector("#agent-trace li[data-kind='final']", timeout=GENERATION_MS)
     assert final.inner_text().strip()
     assert page.is_enabled("#agent-run")
+
+
+@pytest.fixture(scope="module")
+def open_server(luodi_home):
+    """A second server on the same store with LUODI_AUTH=off (a local demo); its engine loads lazily."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from luodi.serve.app import create_app
+    from luodi.settings import get_settings
+
+    settings = get_settings().model_copy(update={"auth": "off"})
+    app = create_app(settings, preload=False)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    yield url
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+def test_no_key_needed_when_auth_is_off(browser, open_server):
+    context = browser.new_context(base_url=open_server)
+    context.set_default_timeout(TIMEOUT_MS)
+    pg = context.new_page()
+    try:
+        pg.goto("/#keys")
+        pg.wait_for_function("document.querySelector('#auth-status').dataset.state === 'ok'")
+        assert pg.inner_text("#auth-status") == "no key needed"
+        assert pg.is_hidden("#banner")
+        pg.wait_for_selector("#keys-table table, #keys-table .empty")  # /v1/* answers without a key
+        assert not pg.query_selector("#keys-table .error")
+    finally:
+        context.close()
