@@ -109,8 +109,9 @@ class LinearHead:
     """A multinomial linear classifier stored as plain arrays (coef: (k, d), intercept: (k,))."""
 
     def __init__(self, coef: np.ndarray, intercept: np.ndarray):
-        self.coef = np.asarray(coef, dtype=np.float32)
-        self.intercept = np.asarray(intercept, dtype=np.float32)
+        # C order matters: safetensors.numpy writes a Fortran-ordered array's buffer as if it were C order
+        self.coef = np.ascontiguousarray(coef, dtype=np.float32)
+        self.intercept = np.ascontiguousarray(intercept, dtype=np.float32)
 
     def log_proba(self, x) -> np.ndarray:
         z = np.asarray(x @ self.coef.T) + self.intercept
