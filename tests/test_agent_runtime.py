@@ -75,10 +75,13 @@ def test_tool_call_then_answer_and_trace_is_stored():
         res.steps == 2 and res.tool_calls == 1 and res.invalid_calls == 0 and res.tools_used == ["calculator"]
     )
     assert "Result of calculator: 391" in eng.prompts[1]  # the observation reached the model
-    assert eng.params[0].json_schema is not None and eng.params[0].temperature == 0.0
+    assert eng.params[0].temperature == 0.0
+    # "17 * 23" is arithmetic: the router makes the first turn call a tool (no "content" alternative)
+    assert "content" not in json.dumps(eng.params[0].json_schema)
+    assert "content" in json.dumps(eng.params[1].json_schema)
     assert [t["status"] for t in res.plan["tasks"]] == ["done", "done"]
     types = [e["type"] for e in res.events]
-    assert types[:3] == ["start", "model", "plan"] and "tool_call" in types and types[-1] == "final"
+    assert types[:4] == ["start", "route", "model", "plan"] and "tool_call" in types and types[-1] == "final"
     th = memory.get_thread(res.thread_id)
     assert th["state"]["status"] == "done" and th["state"]["stop_reason"] == "final_answer"
     assert [m["role"] for m in th["messages"]] == ["user", "assistant", "tool", "assistant", "assistant"]
@@ -254,3 +257,21 @@ def test_long_term_memory_recall_reaches_the_prompt():
     assert any(e["type"] == "memory" for e in res.events)
     assert mem.count() == 3  # the run's answer was remembered
     mem.forget()
+
+
+def test_router_requires_a_relevant_tool_only_when_the_goal_needs_it():
+    eng = ScriptedEngine([final("Bonjour"), call("calculator", {"expression": "2+2"}), final("4")])
+    agent = Agent([calculator], engine=eng)
+    res = agent.run("Say hello in French")
+    assert res.answer == "Bonjour" and not any(e["type"] == "route" for e in res.events)
+    res = agent.run("What is 2 + 2?")
+    assert [e for e in res.events if e["type"] == "route"][0]["tools"] == ["calculator"]
+    off = Agent([calculator], engine=ScriptedEngine([final("4")]), route=False).run("What is 2 + 2?")
+    assert off.answer == "4" and off.tool_calls == 0
+
+
+def test_rambling_answer_cut_off_by_max_tokens_is_salvaged():
+    eng = ScriptedEngine(['{"plan": ["answer"], "content": "Bonjour! Bonjour! Bonjour! Bon'])
+    res = Agent([calculator], engine=eng).run("Say hello in French")
+    assert res.stop_reason == "final_answer" and res.answer == "Bonjour!"
+    assert res.invalid_calls == 1  # counted honestly as an invalid turn

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -151,6 +152,7 @@ class Agent:
         tool_config: dict[str, Any] | None = None,
         temperature: float = 0.0,
         seed: int = 0,
+        route: bool = True,
     ):
         self.tools = list(tools or [])
         self.by_name = {t.name: t for t in self.tools}
@@ -164,6 +166,7 @@ class Agent:
         self.tool_config = tool_config or {"names": [t.name for t in self.tools]}
         self.temperature = temperature
         self.seed = seed
+        self.route = route  # first turn: require a call when a tool's relevance(goal) is high
 
     @property
     def engine(self):
@@ -184,6 +187,12 @@ class Agent:
                 "additionalProperties": False,
             }
         return schema
+
+    def _routed(self, goal: str) -> list[Tool]:
+        """Tools clearly relevant to the goal (perceive): the first turn must call one of them."""
+        if not self.route:
+            return []
+        return [t for t in self.tools if t.relevance is not None and t.relevance(goal) >= 0.5]
 
     def _system_prompt(self, recalled: list[str]) -> str:
         if self.tools:
@@ -360,6 +369,10 @@ class Agent:
                 yield {"type": "memory", "recalled": recalled}
         system = self._system_prompt(recalled)
         schema = self._schema()
+        first = c["steps"] == 0  # counters restart with each new goal
+        routed = self._routed(goal) if first else []
+        if routed:
+            yield {"type": "route", "tools": [t.name for t in routed]}
         stop, answer, approval_id = None, None, None
         repeats = 0
         last_obs = ""
@@ -377,12 +390,22 @@ class Agent:
                     stop = "max_tokens"
                     break
                 c["steps"] += 1
+                step_schema, choice, specs = (
+                    schema,
+                    "auto" if self.tools else "none",
+                    [t.spec() for t in self.tools],
+                )
+                if first and routed:  # the goal clearly needs one of these tools: the first turn calls one
+                    specs = [t.spec() for t in routed]
+                    choice = "required"
+                    step_schema = call_schema(specs, "required", extra_properties={"plan": PLAN_SCHEMA})
+                first = False
                 prompt = self._fit(system, self._history(thread_id))
                 params = SamplingParams(
                     max_tokens=min(lim.step_tokens, left),
                     temperature=self.temperature,
                     seed=self.seed,
-                    json_schema=schema,
+                    json_schema=step_schema,
                 )
                 try:
                     text, pt, ct = await asyncio.wait_for(
@@ -395,12 +418,18 @@ class Agent:
                 c["completion_tokens"] += ct
                 yield {"type": "model", "step": c["steps"], "text": text, "tokens": ct}
                 try:
-                    out = parse_output(text, [t.spec() for t in self.tools], "auto" if self.tools else "none")
+                    out = parse_output(text, specs, choice)
                     if not self.tools:
                         obj = json.loads(text)
                         out.content, out.extra = obj.get("content", text), {"plan": obj.get("plan")}
                 except (ToolCallError, json.JSONDecodeError) as e:
                     c["invalid_calls"] += 1
+                    salvaged = salvage_content(text)
+                    if salvaged:  # an answer cut off by max_tokens (small models ramble): keep its start
+                        memory.add_message(thread_id, "assistant", text, {"invalid": True, "salvaged": True})
+                        yield {"type": "invalid", "step": c["steps"], "error": "answer cut off; salvaged"}
+                        answer, stop = salvaged, "final_answer"
+                        break
                     fb = getattr(e, "feedback", f"Error: reply with one JSON object ({e})")
                     memory.add_message(thread_id, "assistant", text, {"invalid": True})
                     memory.add_message(thread_id, "tool", fb, {"name": "validator"})
@@ -569,3 +598,26 @@ def agent_from_config(
     return Agent(
         tools, model=model or cfg.get("model"), limits=limits, memory_scope=memory_scope, tool_config=cfg
     )
+
+
+def salvage_content(text: str) -> str | None:
+    """The beginning of a final answer cut off mid-string, without its repeated sentences (or None)."""
+    m = re.match(r'\s*\{\s*"plan"\s*:\s*\[.*?\]\s*,\s*"content"\s*:\s*"(.*)$', text, re.S)
+    if not m:
+        return None
+    raw = m.group(1)
+    try:
+        body = json.loads('"' + raw.rstrip("\\") + '"')
+    except json.JSONDecodeError:
+        body = raw.replace('\\"', '"').replace("\\n", "\n")
+    out: list[str] = []
+    keys: set[str] = set()
+    for sent in re.split(r"(?<=[.!?])\s+", body.strip()):
+        key = " ".join(re.findall(r"[a-z]+", sent.lower())[:4])  # same opening words: a loop
+        if not key or key in keys:
+            break
+        keys.add(key)
+        out.append(sent)
+    if len(out) > 1 and not re.search(r"[.!?]$", out[-1]):
+        out.pop()  # drop a half sentence at the cut
+    return " ".join(out).strip() or None

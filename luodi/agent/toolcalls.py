@@ -387,6 +387,10 @@ _FENCE = re.compile(r"```(?:json|tool_call)?\s*(.*?)```", re.S)
 _TAG = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
 
 
+class BrokenJson(ValueError):
+    """The output is JSON that was cut off (max_tokens) or is malformed."""
+
+
 def _find_json(text: str) -> Any:
     """First JSON value (object or list) in text, tolerating fences, tags and surrounding prose."""
     s = text.strip()
@@ -397,8 +401,9 @@ def _find_json(text: str) -> Any:
         c = c.strip()
         try:
             return json.loads(c)
-        except json.JSONDecodeError:
-            pass
+        except json.JSONDecodeError as e:
+            if c[:1] in "{[":  # JSON that is cut off or malformed: never fish inside it
+                raise BrokenJson(f"invalid JSON ({e.msg} at character {e.pos})") from None
         for m in re.finditer(r"[{\[]", c):
             try:
                 val, _ = dec.raw_decode(c, m.start())
@@ -486,6 +491,13 @@ def parse_output(text: str, tools: list[ToolSpec], tool_choice: str = "auto") ->
         return ParsedOutput(content=text)
     try:
         obj = _find_json(text)
+    except BrokenJson as e:
+        raise ToolCallError(
+            f"output is {e}",
+            raw=text,
+            feedback=f"Error: your reply was cut off or malformed ({e}); keep it short. "
+            + _guide(tools, tool_choice),
+        ) from None
     except ValueError:
         if tool_choice == "auto" and text.strip():
             return ParsedOutput(content=text.strip())  # an unconstrained model answered in prose

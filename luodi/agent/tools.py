@@ -61,6 +61,8 @@ class Tool:
     requires_approval: bool = False
     # a worked example shown to the model as earlier turns: {goal, arguments, result, answer}
     example: dict[str, Any] | None = None
+    # how relevant the tool is to a goal, in [0, 1] (the agent's router requires a call when high)
+    relevance: Callable[[str], float] | None = None
 
     def spec(self) -> ToolSpec:
         return ToolSpec(self.name, self.description, _clean_schema(self.args_model.model_json_schema()))
@@ -390,7 +392,9 @@ def sql_tool(db_path: str | Path, name: str = "sql", about: str = "the database"
         return format_rows(run_select(db_path, query))
 
     desc = f"Run one read-only SQL SELECT query on {about}. Tables:\n{schema}"
-    return tool(sql, name=name, description=desc, example=_sql_example(db_path, schema))
+    t = tool(sql, name=name, description=desc, example=_sql_example(db_path, schema))
+    t.relevance = _schema_relevance(schema) if schema else None
+    return t
 
 
 def _sql_example(db_path: str | Path, schema: str) -> dict[str, Any] | None:
@@ -441,12 +445,14 @@ def kb_search_tool(kb: str, k: int = 3) -> Tool:
         "result": "[1] Refunds: ask the merchant first; if they refuse within 14 days, open a dispute.",
         "answer": "Ask the merchant first; if they do not refund you within 14 days, open a dispute.",
     }
-    return tool(
+    t = tool(
         kb_search,
         name="kb_search",
         description=f"Search the '{kb}' knowledge base for passages answering a question.",
         example=example,
     )
+    t.relevance = _kb_relevance(kb)
+    return t
 
 
 def search_kb(kb: str, query: str, k: int = 3) -> list[dict[str, Any]]:
@@ -556,3 +562,55 @@ def builtin_tools(
         match[0] = Tool(**{**match[0].__dict__, "requires_approval": True})
         out = [match[0] if t.name == n else t for t in out]
     return out
+
+
+# ---------------------------------------------------------------------------------------- relevance
+
+_ARITH = re.compile(
+    r"\d\s*[-+*/^x×÷%]\s*\(?\d|\b(times|plus|minus|divided|multipl\w*|percent|square root|"
+    r"power|sum|total|average|compute|calculate)\b",
+    re.I,
+)
+_TIME = re.compile(r"\b(time|date|today|tomorrow|yesterday|weekday|what day|clock|now)\b", re.I)
+
+
+def _arith_relevance(goal: str) -> float:
+    return 1.0 if _ARITH.search(goal) else 0.0
+
+
+def _time_relevance(goal: str) -> float:
+    return 1.0 if _TIME.search(goal) else 0.0
+
+
+def _schema_relevance(schema: str) -> Callable[[str], float]:
+    """1.0 when the goal names a table or column of the database (or looks up an id-like code)."""
+    words: set[str] = set()
+    for line in schema.splitlines():
+        table, cols = line.split("(", 1)
+        words |= {table.lower(), table.lower().rstrip("s")}
+        words |= {
+            c.split()[0].lower() for c in cols.rstrip(")").split(",") if c.split() and len(c.split()[0]) > 3
+        }
+    words -= {"name", "type", "kind", "status", "amount"}
+
+    def rel(goal: str) -> float:
+        toks = set(re.findall(r"[a-z_]+", goal.lower()))
+        return 1.0 if toks & words or re.search(r"\b[A-Z]{1,2}\d{3,4}\b", goal) else 0.0
+
+    return rel
+
+
+def _kb_relevance(kb: str, threshold: float = 0.5) -> Callable[[str], float]:
+    def rel(goal: str) -> float:
+        try:
+            hits = search_kb(kb, goal, 1)
+        except ToolError:
+            return 0.0
+        score = float(hits[0]["score"] or 0.0) if hits else 0.0
+        return 1.0 if score >= threshold else score
+
+    return rel
+
+
+calculator.relevance = _arith_relevance
+current_time.relevance = _time_relevance
