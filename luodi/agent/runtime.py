@@ -206,10 +206,10 @@ class Agent:
             )
         return text
 
-    def _examples(self) -> list[dict[str, str]]:
+    def _examples(self, tools: list[Tool]) -> list[dict[str, str]]:
         """Each tool's worked example as earlier turns: goal, call, result, answer."""
         out: list[dict[str, str]] = []
-        for t in [t for t in self.tools if t.example][:MAX_EXAMPLES]:
+        for t in [t for t in tools if t.example][:MAX_EXAMPLES]:
             ex = t.example or {}
             call = {"plan": ex.get("plan", ["answer"]), "name": t.name, "arguments": ex["arguments"]}
             out += [
@@ -223,11 +223,13 @@ class Agent:
             ]
         return out
 
-    def _fit(self, system: str, history: list[dict[str, str]]) -> str:
+    def _fit(
+        self, system: str, history: list[dict[str, str]], example_tools: list[Tool] | None = None
+    ) -> str:
         """Chat prompt that leaves room for one turn: drop the oldest middle turns when too long."""
         eng = self.engine
         budget = int(getattr(eng, "n_ctx", 2048)) - self.limits.step_tokens - 8
-        msgs, examples = list(history), self._examples()
+        msgs, examples = list(history), self._examples(example_tools or [])
         while True:
             prompt = eng.chat_prompt([{"role": "system", "content": system}, *examples, *msgs])
             if len(eng.tokenize(prompt)) <= budget or len(msgs) <= 1:
@@ -400,7 +402,8 @@ class Agent:
                     choice = "required"
                     step_schema = call_schema(specs, "required", extra_properties={"plan": PLAN_SCHEMA})
                 first = False
-                prompt = self._fit(system, self._history(thread_id))
+                # worked examples only for the routed tools: a small model copies example answers otherwise
+                prompt = self._fit(system, self._history(thread_id), routed)
                 params = SamplingParams(
                     max_tokens=min(lim.step_tokens, left),
                     temperature=self.temperature,
