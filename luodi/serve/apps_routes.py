@@ -17,7 +17,6 @@ from pydantic import BaseModel, ValidationError, create_model
 from starlette.concurrency import run_in_threadpool
 
 from luodi import api, registry
-from luodi.errors import LuodiError
 
 try:
     from luodi.serve.auth import require_key
@@ -25,10 +24,6 @@ try:
     _deps = [Depends(require_key)]
 except ImportError:  # the server area may not be there yet
     _deps = []
-
-
-def _http(e: LuodiError) -> HTTPException:
-    return HTTPException(e.status, e.message)
 
 
 def _schemas(pred: api.Predictor) -> tuple[type[BaseModel], type[BaseModel]]:
@@ -75,7 +70,7 @@ def _validate(pred: api.Predictor, body: Any) -> tuple[list[dict[str, Any]], boo
     records, errors = [], []
     for i, item in enumerate(items):
         try:
-            records.append(inp.model_validate(item).model_dump(by_alias=True))
+            records.append(inp.model_validate(item).model_dump(by_alias=True, exclude_unset=True))
         except ValidationError as e:
             prefix = ("body", "inputs", i) if batch else ("body",)
             errors += [{**err, "loc": prefix + tuple(err["loc"])} for err in e.errors(include_url=False)]
@@ -85,12 +80,10 @@ def _validate(pred: api.Predictor, body: Any) -> tuple[list[dict[str, Any]], boo
 
 
 async def _predict(name: str, body: Any) -> Any:
-    try:
-        pred = await run_in_threadpool(api.load_predictor, name)
-        records, batch = _validate(pred, body)
-        outs = await run_in_threadpool(pred.predict, records)
-    except LuodiError as e:
-        raise _http(e) from e
+    # luodi errors (unknown app, bad values, tampered run) reach the server's handler: status + field
+    pred = await run_in_threadpool(api.load_predictor, name)
+    records, batch = _validate(pred, body)
+    outs = await run_in_threadpool(pred.predict, records)
     if batch:
         return {"app": name, "version": pred.run.version, "outputs": outs}
     return {"app": name, "version": pred.run.version, **outs[0]}
@@ -118,10 +111,7 @@ async def list_apps() -> dict[str, Any]:
 
 
 async def get_app(name: str) -> dict[str, Any]:
-    try:
-        return _app_summary(await run_in_threadpool(api.load_predictor, name))
-    except LuodiError as e:
-        raise _http(e) from e
+    return _app_summary(await run_in_threadpool(api.load_predictor, name))
 
 
 async def app_runs(name: str) -> dict[str, Any]:
@@ -134,10 +124,7 @@ async def app_runs(name: str) -> dict[str, Any]:
 
 
 async def run_report(name: str, version: str) -> HTMLResponse:
-    try:
-        run = await run_in_threadpool(registry.get_run, name, version)
-    except LuodiError as e:
-        raise _http(e) from e
+    run = await run_in_threadpool(registry.get_run, name, version)
     p = run.path / "report.html"
     if not p.exists():
         raise HTTPException(404, f"run {name} {version} has no report (status: {run.status})")
@@ -246,7 +233,7 @@ def _typed_route(r: APIRouter, pred: api.Predictor) -> None:
     """POST /v1/apps/<name>/predict with the app's own request and response models (for OpenAPI)."""
     name = pred.config.name
     inp, outp = _schemas(pred)
-    cname = inp.__name__.removesuffix("Input")
+    cname = "".join(p.capitalize() for p in name.replace("-", "_").split("_"))  # unique per app
     single_out = create_model(f"{cname}Prediction", __base__=outp, app=(str, ...), version=(str, ...))
     batch_out = create_model(
         f"{cname}BatchPrediction", app=(str, ...), version=(str, ...), outputs=(list[outp], ...)
