@@ -372,6 +372,7 @@ class Agent:
         system = self._system_prompt(recalled)
         schema = self._schema()
         first = c["steps"] == 0  # counters restart with each new goal
+        answer_next = False
         routed = self._routed(goal) if first else []
         if routed:
             yield {"type": "route", "tools": [t.name for t in routed]}
@@ -401,7 +402,15 @@ class Agent:
                     specs = [t.spec() for t in routed]
                     choice = "required"
                     step_schema = call_schema(specs, "required", extra_properties={"plan": PLAN_SCHEMA})
-                first = False
+                if answer_next:  # the model's own plan has only "answer" left after a good result
+                    choice, specs = "none", []
+                    step_schema = {
+                        "type": "object",
+                        "properties": {"plan": PLAN_SCHEMA, "content": {"type": "string"}},
+                        "required": ["plan", "content"],
+                        "additionalProperties": False,
+                    }
+                first = answer_next = False
                 # worked examples only for the routed tools: a small model copies example answers otherwise
                 prompt = self._fit(system, self._history(thread_id), routed)
                 params = SamplingParams(
@@ -422,7 +431,7 @@ class Agent:
                 yield {"type": "model", "step": c["steps"], "text": text, "tokens": ct}
                 try:
                     out = parse_output(text, specs, choice)
-                    if not self.tools:
+                    if choice == "none":
                         obj = json.loads(text)
                         out.content, out.extra = obj.get("content", text), {"plan": obj.get("plan")}
                 except (ToolCallError, json.JSONDecodeError) as e:
@@ -488,6 +497,7 @@ class Agent:
                 obs = await self._invoke(thread_id, call.name, call.arguments)
                 seen[key] = obs[:300]
                 last_obs = obs
+                answer_next = not obs.startswith("Error") and sum(t.status != "done" for t in plan.tasks) <= 1
                 memory.add_message(thread_id, "tool", obs, {"name": call.name, "arguments": call.arguments})
                 yield {"type": "observation", "name": call.name, "text": obs}
         except LuodiError as e:  # engine refused (context too long, overloaded): stop, don't crash
