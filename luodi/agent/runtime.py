@@ -558,8 +558,8 @@ class Agent:
                     timeout=max(1.0, lim.max_seconds - (time.time() - start) + 15),
                 )
                 content = json.loads(text).get("content", "").strip()
-                if content:
-                    return content
+                if content and not re.search(r"You already called|Do not call|^Error:|^Result of", content):
+                    return content  # (a small model may just parrot the last observation: not an answer)
             except (TimeoutError, json.JSONDecodeError, LuodiError):
                 pass
         if last_obs:
