@@ -8,7 +8,10 @@
 
 from __future__ import annotations
 
+import os
 import threading
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see luodi.engines.llamacpp
 
 from luodi.engines.base import Engine, GenerationChunk, SamplingParams
 from luodi.errors import ConfigError

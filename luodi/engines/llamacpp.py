@@ -18,7 +18,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import llama_cpp as L
+# llama.cpp is built with OpenMP here; spinning OpenMP workers make a 2-thread decode ~20x slower when other
+# processes share the cores. Sleep instead of spin (must be set before libgomp loads; users may override).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import llama_cpp as L  # noqa: E402
 
 from luodi.engines.base import GenerationChunk, SamplingParams
 from luodi.engines.chat_template import render_chat

@@ -1,0 +1,441 @@
+"""Serving benchmark: the live luodi server under concurrent streaming clients, against baselines.
+
+    python bench/serve.py                      # everything (several minutes on 2 cores)
+    python bench/serve.py --clients 1,8 --max-tokens 64 --skip-transformers
+
+Measured in ONE run on this machine, same GGUF, same prompts, same client load:
+  * luodi server (`luodi serve`, continuous batching) via the official openai client, stream=true
+  * llama-cpp-python's own OpenAI server (`python -m llama_cpp.server`), when its extras are installed
+  * llama.cpp's own single-stream decode speed (llama_cpp.Llama in process)
+  * plain transformers `generate`, one request at a time (fp32, the GGUF dequantized)
+plus memory read bandwidth, the bandwidth-bound decode limit for the weights, and the server's peak RSS.
+Prints ratios against the goals. Numbers on a shared, loaded machine are noisy: the load is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as luodi sets it; inherited by the baseline server
+
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+
+TOPICS = [
+    "a brave knight",
+    "a lost robot",
+    "a dragon who loves tea",
+    "a lighthouse keeper",
+    "two rival chefs",
+    "a time traveller",
+    "a talking cat",
+    "the last tree on Mars",
+    "a pirate librarian",
+    "a shy volcano",
+    "a detective dog",
+    "a city under the sea",
+    "a clockmaker's apprentice",
+    "a friendly ghost",
+    "a mountain village",
+    "a haunted violin",
+]
+GOALS = {"single": 0.9, "agg8": 2.0, "rss_gib": 1.5}
+
+
+@dataclass
+class Req:
+    ttft: float
+    latency: float
+    tokens: int
+
+    @property
+    def tpot(self) -> float:
+        return (self.latency - self.ttft) / max(1, self.tokens - 1)
+
+
+@dataclass
+class Level:
+    clients: int
+    wall: float
+    reqs: list[Req] = field(default_factory=list)
+
+    @property
+    def agg(self) -> float:
+        return sum(r.tokens for r in self.reqs) / self.wall
+
+    @property
+    def mean_latency(self) -> float:
+        return statistics.mean(r.latency for r in self.reqs)
+
+
+def pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(xs, q)) if xs else float("nan")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def load_note() -> str:
+    one, five, _ = os.getloadavg()
+    cores = os.cpu_count() or 1
+    busy = " (LOADED: other work shares the CPUs, numbers are noisy)" if one > cores else ""
+    return f"load average {one:.1f}/{five:.1f} on {cores} cores{busy}"
+
+
+def mem_bandwidth_gbs() -> float:
+    """Single-thread sequential read bandwidth (numpy sum over a 256 MiB array), best of 5."""
+    a = np.ones(64 * 2**20, dtype=np.float32)
+    a.sum()
+    best = min(_timed(a.sum) for _ in range(5))
+    return a.nbytes / best / 1e9
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+# --------------------------------------------------------------------------------------- servers
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with code {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"server at {url} did not come up in {timeout:.0f}s")
+
+
+def start(cmd: list[str], env: dict, health: str, log: Path) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        ["nice", "-n", "5", *cmd],
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_http(health, proc)
+    except Exception:
+        stop(proc)
+        print(log.read_text()[-3000:])
+        raise
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def peak_rss_gib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20
+    return float("nan")
+
+
+# --------------------------------------------------------------------------------------- load
+async def one_request(client, model: str, topic: str, max_tokens: int, usage: bool) -> Req:
+    t0 = time.perf_counter()
+    ttft = None
+    chunks = 0
+    tokens = None
+    extra = {"stream_options": {"include_usage": True}} if usage else {}
+    stream = await client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": f"Write a long story about {topic}."}],
+        max_tokens=max_tokens,
+        temperature=0,
+        stream=True,
+        **extra,
+    )
+    async for ev in stream:
+        if ev.choices and ev.choices[0].delta and ev.choices[0].delta.content:
+            if ttft is None:
+                ttft = time.perf_counter() - t0
+            chunks += 1
+        if getattr(ev, "usage", None):
+            tokens = ev.usage.completion_tokens
+    latency = time.perf_counter() - t0
+    return Req(ttft if ttft is not None else latency, latency, tokens if tokens is not None else chunks)
+
+
+async def run_level(
+    base_url: str, model: str, clients: int, rounds: int, max_tokens: int, usage: bool
+) -> Level:
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(base_url=base_url, api_key="bench", max_retries=0, timeout=1800, http_client=None)
+    reqs: list[Req] = []
+
+    async def worker(c: int) -> None:
+        for r in range(rounds):
+            topic = TOPICS[(c * rounds + r) % len(TOPICS)]
+            reqs.append(await one_request(client, model, topic, max_tokens, usage))
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(c) for c in range(clients)))
+    level = Level(clients, time.perf_counter() - t0, reqs)
+    await client.close()
+    return level
+
+
+def drive(
+    name: str, base_url: str, model: str, levels: list[int], rounds: int, max_tokens: int, usage: bool
+) -> dict[int, Level]:
+    asyncio.run(run_level(base_url, model, 1, 1, 8, usage))  # warm-up
+    out = {}
+    for n in levels:
+        lv = asyncio.run(run_level(base_url, model, n, rounds, max_tokens, usage))
+        out[n] = lv
+        ttft = [r.ttft for r in lv.reqs]
+        tpot = [r.tpot * 1000 for r in lv.reqs]
+        print(
+            f"  {name:<22} {n:>3} clients  agg {lv.agg:7.1f} tok/s  mean latency {lv.mean_latency:6.2f} s  "
+            f"TTFT p50/p99 {pct(ttft, 50):5.2f}/{pct(ttft, 99):5.2f} s  "
+            f"TPOT p50/p99 {pct(tpot, 50):6.1f}/{pct(tpot, 99):6.1f} ms",
+            flush=True,
+        )
+    return out
+
+
+def single_stream(levels: dict[int, Level]) -> float:
+    lv = levels.get(1)
+    return 1.0 / statistics.median(r.tpot for r in lv.reqs) if lv else float("nan")
+
+
+# --------------------------------------------------------------------------------------- baselines
+def llama_cpp_own_decode(gguf: str, threads: int, max_tokens: int) -> float:
+    """llama.cpp's own single-stream decode speed on the same GGUF (tokens/s after the first token)."""
+    from llama_cpp import Llama
+
+    llm = Llama(gguf, n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False)
+    rates = []
+    for topic in TOPICS[:3]:
+        t0 = time.perf_counter()
+        first = None
+        n = 0
+        for ev in llm.create_chat_completion(
+            messages=[{"role": "user", "content": f"Write a long story about {topic}."}],
+            max_tokens=max_tokens,
+            temperature=0,
+            stream=True,
+        ):
+            if ev["choices"][0]["delta"].get("content"):
+                n += 1
+                first = first or time.perf_counter()
+        rates.append((n - 1) / (time.perf_counter() - first) if first and n > 1 else float("nan"))
+        del t0
+    llm.close()
+    return statistics.median(rates)
+
+
+def transformers_serial(gguf: str, threads: int, max_tokens: int, n: int = 3) -> tuple[float, float]:
+    """Plain transformers generate (fp32), one request at a time: (tokens/s, seconds per request)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from luodi.models import gguf_to_hf_dir
+
+    torch.set_num_threads(threads)
+    path = gguf_to_hf_dir(gguf)
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    tokens, secs = 0, 0.0
+    for topic in TOPICS[:n]:
+        ids = tok.apply_chat_template(
+            [{"role": "user", "content": f"Write a long story about {topic}."}],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+        )
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(**ids, max_new_tokens=max_tokens, do_sample=False)
+        secs += time.perf_counter() - t0
+        tokens += out.shape[1] - ids["input_ids"].shape[1]
+    return tokens / secs, secs / n
+
+
+# --------------------------------------------------------------------------------------- main
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="bundled:smollm2-135m-instruct")
+    ap.add_argument("--clients", default="1,4,8,16")
+    ap.add_argument("--rounds", type=int, default=2, help="requests per client at each level")
+    ap.add_argument("--max-tokens", type=int, default=96)
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="decode threads for every engine (default: all cores, or 1 on a loaded machine)",
+    )
+    ap.add_argument("--skip-llamacpp-server", action="store_true")
+    ap.add_argument("--skip-transformers", action="store_true")
+    a = ap.parse_args()
+
+    from luodi.models import resolve
+
+    gguf = resolve(a.model).path
+    cores = os.cpu_count() or 1
+    threads = a.threads or (1 if os.getloadavg()[0] > cores else cores)
+    levels = [int(x) for x in a.clients.split(",")]
+    print(
+        f"# luodi serving benchmark — {a.model} ({Path(gguf).name}), {a.max_tokens} max tokens, "
+        f"{a.rounds} requests per client, {threads} decode threads"
+    )
+    print(f"# {load_note()}")
+
+    bw = mem_bandwidth_gbs()
+    weights = os.path.getsize(gguf)
+    print(
+        f"memory read bandwidth (numpy, 1 thread): {bw:.1f} GB/s; weights read per token ≈ "
+        f"{weights / 2**20:.0f} MiB ({Path(gguf).suffix[1:]} file) -> bandwidth-bound decode limit "
+        f"≈ {bw * 1e9 / weights:.0f} tok/s per step"
+    )
+
+    own = llama_cpp_own_decode(gguf, threads, a.max_tokens)
+    print(f"llama.cpp own single-stream decode (llama_cpp.Llama, in process): {own:.1f} tok/s")
+
+    work = Path(tempfile.mkdtemp(prefix="luodi-bench-"))
+    results: dict[str, dict[int, Level]] = {}
+    rss = float("nan")
+    try:
+        port = free_port()
+        env = {
+            **os.environ,
+            "LUODI_AUTH": "off",
+            "LUODI_HOME": str(work / "home"),
+            "HF_HUB_OFFLINE": "1",
+            "LUODI_THREADS": str(threads),
+            "LUODI_CHAT_MODEL": a.model,
+        }
+        luodi_bin = shutil.which("luodi") or str(Path(sys.executable).parent / "luodi")
+        proc = start(
+            [luodi_bin, "serve", "--port", str(port), "--no-key"],
+            env,
+            f"http://127.0.0.1:{port}/health",
+            work / "luodi.log",
+        )
+        try:
+            base = f"http://127.0.0.1:{port}/v1"
+            try:  # the default server holds the encoder too: load it before measuring memory
+                httpx.post(
+                    f"{base}/embeddings",
+                    json={"model": "bundled:minilm-l6", "input": ["warm up"]},
+                    timeout=300,
+                ).raise_for_status()
+            except httpx.HTTPError as e:
+                print(f"  (encoder not loaded: {e})")
+            print("luodi server (continuous batching):")
+            results["luodi"] = drive("luodi", base, a.model, levels, a.rounds, a.max_tokens, usage=True)
+            rss = peak_rss_gib(proc.pid)
+        finally:
+            stop(proc)
+
+        if not a.skip_llamacpp_server:
+            try:
+                import llama_cpp.server.app  # noqa: F401  (needs llama-cpp-python[server] extras)
+            except ImportError as e:
+                print(f"llama-cpp-python server: skipped ({e}; pip install starlette-context)")
+            else:
+                port = free_port()
+                proc = start(
+                    [
+                        sys.executable,
+                        "-m",
+                        "llama_cpp.server",
+                        "--model",
+                        gguf,
+                        "--port",
+                        str(port),
+                        "--n_threads",
+                        str(threads),
+                        "--n_threads_batch",
+                        str(threads),
+                        "--n_ctx",
+                        "2048",
+                        "--verbose",
+                        "false",
+                        "--interrupt_requests",
+                        "false",
+                    ],
+                    {**os.environ},
+                    f"http://127.0.0.1:{port}/v1/models",
+                    work / "llamacpp.log",
+                )
+                try:
+                    print("llama-cpp-python OpenAI server (same GGUF, same load):")
+                    results["llama_cpp.server"] = drive(
+                        "llama_cpp.server",
+                        f"http://127.0.0.1:{port}/v1",
+                        "model",
+                        levels,
+                        a.rounds,
+                        a.max_tokens,
+                        usage=False,
+                    )
+                finally:
+                    stop(proc)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    tf = None
+    if not a.skip_transformers:
+        tf_rate, tf_req = transformers_serial(gguf, threads, a.max_tokens)
+        tf = (tf_rate, tf_req)
+        print(
+            f"transformers generate, one request at a time: {tf_rate:.1f} tok/s, {tf_req:.2f} s per request "
+            f"(served serially to 8 clients: agg ≈ {tf_rate:.1f} tok/s, mean latency ≈ {tf_req * 4.5:.1f} s)"
+        )
+
+    print(f"\n# summary ({load_note()})")
+    lu = results["luodi"]
+    single = single_stream(lu)
+    print(
+        f"single-stream decode: luodi {single:.1f} tok/s vs llama.cpp own {own:.1f} tok/s -> "
+        f"{single / own:.2f}x (goal >= {GOALS['single']}x)"
+    )
+    lc = results.get("llama_cpp.server")
+    if lc and 8 in lu and 8 in lc:
+        r = lu[8].agg / lc[8].agg
+        print(
+            f"8 clients: luodi {lu[8].agg:.1f} tok/s, mean latency {lu[8].mean_latency:.2f} s vs "
+            f"llama_cpp.server {lc[8].agg:.1f} tok/s, {lc[8].mean_latency:.2f} s -> {r:.2f}x throughput "
+            f"(goal >= {GOALS['agg8']}x), "
+            f"latency {'lower' if lu[8].mean_latency < lc[8].mean_latency else 'NOT lower'}"
+        )
+    if tf and 8 in lu:
+        print(f"8 clients vs transformers serial: {lu[8].agg / tf[0]:.1f}x throughput")
+    print(
+        f"peak RSS of the luodi server (chat model + encoder): {rss:.2f} GiB (goal <= {GOALS['rss_gib']} GiB)"
+    )
+
+
+if __name__ == "__main__":
+    main()
