@@ -38,6 +38,8 @@ def load_engine(spec: str | None = None, backend: str | None = None, **options) 
     opts = {"n_ctx": s.n_ctx, "max_running": s.max_running, "max_queue": s.max_queue, "threads": s.threads}
     opts.update(options)
     if backend == "llamacpp":
+        if os.environ.get("LUODI_REQUANTIZE") and "requantize" not in options:
+            opts["requantize"] = os.environ["LUODI_REQUANTIZE"]  # e.g. q8_0: faster batches, see llamacpp.py
         if src.kind != "gguf":
             raise ConfigError(
                 f"the llamacpp engine needs a .gguf model but '{spec}' is a {src.kind}; "

@@ -69,12 +69,14 @@ class LlamaCppEngine(Scheduler):
     def __init__(self, model_path: str | Path, *, model_id: str | None = None, n_ctx: int = 2048,
                  max_running: int = 16, max_queue: int = 64, threads: int | None = None,
                  prefill_chunk: int = 256, kv_budget_mb: int = 256, flash_attn: bool = True,
-                 adaptive_threads: bool = True) -> None:
+                 adaptive_threads: bool = True, requantize: str | None = None) -> None:
         super().__init__(max_running, max_queue, name="luodi-llamacpp")
         path = Path(model_path)
         if not path.is_file():
             raise ConfigError(f"GGUF file not found: {path}", param="model")
         _init_llama()
+        if requantize:
+            path = requantized_gguf(path, requantize)
         self.model_id = model_id or path.stem
         mp = L.llama_model_default_params()
         self._model = L.llama_model_load_from_file(str(path).encode(), mp)
@@ -302,6 +304,46 @@ class LlamaCppEngine(Scheduler):
             L.llama_free(self._ctx)
             L.llama_model_free(self._model)
             self._ctx = None
+
+
+REQUANT_TYPES = {"q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
+                 "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0", "f16": "LLAMA_FTYPE_MOSTLY_F16"}
+
+
+def requantized_gguf(path: str | Path, weights: str) -> Path:
+    """A copy of a GGUF with its weights re-quantized to `weights` (cached under settings.cache_dir).
+
+    Batched decoding on x86 is faster for formats with GEMM kernels (q8_0 via llamafile's tinyBLAS):
+    measured on SmolLM2-135M Q4_1, q8_0 costs +0.5% perplexity and speeds up prefill ~1.7x and 8-16-way
+    batched decode ~1.3x, but single-stream decode is ~15% slower. q4_0 is faster still but +38% perplexity.
+    """
+    import hashlib
+
+    from luodi.settings import get_settings
+
+    name = weights.lower()
+    if name not in REQUANT_TYPES:
+        raise ConfigError(f"unknown weight format '{weights}'; choose one of: {', '.join(REQUANT_TYPES)}",
+                          param="requantize")
+    src = Path(path).resolve()
+    st = src.stat()
+    digest = hashlib.sha256(f"{src}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
+    out = get_settings().cache_dir / "gguf-requant" / f"{src.stem}-{digest}.{name}.gguf"
+    if out.is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    qp = L.llama_model_quantize_default_params()
+    qp.ftype = getattr(L, REQUANT_TYPES[name])
+    qp.allow_requantize = True
+    qp.nthread = 1
+    try:
+        if L.llama_model_quantize(str(src).encode(), str(tmp).encode(), qp) != 0:
+            raise ConfigError(f"llama.cpp could not re-quantize '{src}' to {name}", param="requantize")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
 
 
 def check_request(ids: list[int], params: SamplingParams, n_ctx: int) -> int:
