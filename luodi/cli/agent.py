@@ -152,7 +152,8 @@ def register(app: typer.Typer) -> None:
         from luodi.agent.evals import load_suite, run_suite
 
         try:
-            n = len(load_suite(tasks).tasks)
+            picked = [x for x in (only or "").split(",") if x]
+            n = len([t for t in load_suite(tasks).tasks if not picked or t.id in picked])
             count = [0]
 
             def show(r: dict[str, Any]) -> None:
@@ -169,7 +170,7 @@ def register(app: typer.Typer) -> None:
                 model=model,
                 out=out_file,
                 on_result=show,
-                only=[x for x in (only or "").split(",") if x] or None,
+                only=picked or None,
             )
         except KeyboardInterrupt:
             console.print(
