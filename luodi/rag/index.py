@@ -56,6 +56,18 @@ def remove_ids(index: faiss.Index, ids: list[int]) -> int:
     return int(index.remove_ids(faiss.IDSelectorBatch(np.asarray(ids, dtype=np.int64))))
 
 
+def drop_vectors(name: str, chunk_ids: list[int]) -> None:
+    """Remove vectors of deleted chunks from the index file (searches already ignore them)."""
+    if not chunk_ids:
+        return
+    from luodi.rag.ingest import kb_lock
+
+    with kb_lock(name):
+        index = read_vectors(name, 0) if (kb_dir(name) / INDEX_FILE).exists() else None
+        if index is not None and remove_ids(index, chunk_ids):
+            write_vectors(name, index)
+
+
 # --- BM25 ----------------------------------------------------------------------------------------
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)

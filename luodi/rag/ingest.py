@@ -130,9 +130,12 @@ def _flush(name: str, docs: list[_Doc], encoder, report: IngestReport) -> None:
         if old:
             old_sources = s.scalars(select(KbDocument.source).where(KbDocument.id.in_(old))).all()
             report.replaced.extend(sorted(set(old_sources)))
+            stale = list(s.scalars(select(KbChunk.id).where(KbChunk.doc_id.in_(old))).all())
             s.query(KbChunk).filter(KbChunk.doc_id.in_(old)).delete(synchronize_session=False)
             s.query(KbDocument).filter(KbDocument.id.in_(old)).delete(synchronize_session=False)
         bump_generation(s, kb)
+    if old and remove_ids(index, stale):  # the caller holds the KB's write lock
+        write_vectors(name, index)
     report.added.extend(d.source for d in docs)
     report.chunks += len(chunk_ids)
 

@@ -177,7 +177,11 @@ def delete_document(name: str, doc_id: int) -> dict[str, Any]:
             raise NotFound(f"document {doc_id} not found in knowledge base '{name}'; list them with "
                            f"`luodi kb docs {name}`", param="doc_id")
         info = {"id": doc.id, "source": doc.source, "deleted": True}
+        chunk_ids = list(s.scalars(select(KbChunk.id).where(KbChunk.doc_id == doc.id)).all())
         s.query(KbChunk).filter(KbChunk.doc_id == doc.id).delete(synchronize_session=False)
         s.delete(doc)
         bump_generation(s, kb)
+    from luodi.rag.index import drop_vectors
+
+    drop_vectors(name, chunk_ids)
     return info
