@@ -136,6 +136,36 @@ def test_regression_and_multiclass(tmp_path):
     assert set(out[0]["probabilities"]) == {"setosa", "versicolor", "virginica"}
 
 
+def test_linear_model_with_ordinal_columns(datasets_dir, tmp_path):
+    """A linear + LightGBM ensemble with ordered categories as ranks: trains, saves, loads, predicts."""
+    order = {"checking_status": ["A11", "A12", "A13", "A14"], "savings": ["A61", "A62", "A63", "A64", "A65"]}
+    p = app_from_example(
+        tmp_path, "credit-risk.yaml", "t-credit-lin", datasets_dir / "german-credit" / "german.data"
+    )
+    cfg = yaml.safe_load(p.read_text())
+    cfg["model"] = {
+        "type": "ensemble",
+        "options": {"n_estimators": 60, "num_leaves": 4, "ensemble_weights": [1, 0, 1], "ordinal": order},
+    }
+    run = api.train(cfg, progress=False)
+    assert run.metrics["roc_auc"] > 0.72
+    pred = api.load_predictor("t-credit-lin")
+    task = pred.task
+    assert task.weights == [0.5, 0.0, 0.5] and "checking_status" in task.prep.numeric
+    # the linear model learned that more money in the checking account means a good risk
+    # (binary coefficients are those of classes[1], here "good")
+    col = task.prep.numeric.index("checking_status")
+    assert task.classes[1] == "good" and task.linear["coef"][0][col] > 0
+    example = task.input_model().model_config["json_schema_extra"]["examples"][0]
+    assert example["checking_status"] in order["checking_status"]
+    lo = api.predict("t-credit-lin", {**example, "checking_status": "A11"})[0]["probabilities"]["bad"]
+    hi = api.predict("t-credit-lin", {**example, "checking_status": "A14"})[0]["probabilities"]["bad"]
+    assert lo > hi
+    bad = {"ordinal": {"savings": "A61"}}
+    with pytest.raises(Exception, match="model.options.ordinal"):
+        api.train({**cfg, "name": "t-bad", "model": {"type": "ensemble", "options": bad}}, progress=False)
+
+
 def test_balancing_helpers():
     y = np.array([0] * 90 + [1] * 10)
     w = class_weights(y)

@@ -1,7 +1,13 @@
-"""Tabular classification / regression: LightGBM, an MLP, or both averaged; calibrated probabilities.
+"""Tabular classification / regression: LightGBM, an MLP, a linear model, or a weighted average of them;
+calibrated probabilities.
 
-model.type: lightgbm (default) | mlp | ensemble. Weights: LightGBM text format, MLP safetensors,
-preprocessing and calibration as JSON. Training checkpoints every epoch (LightGBM: every
+model.type: lightgbm (default) | mlp | linear | ensemble. `ensemble_weights: [lightgbm, mlp, linear]`
+(default for ensemble: [0.5, 0.5, 0]). `linear` is L2-regularized logistic regression (ridge for
+regression, strength 1/linear_C) on the standardized + one-hot matrix. `ordinal: {column: [values in
+order]}` turns ordered categories into one numeric rank column (unknown values -> missing), which
+LightGBM splits monotonically and the MLP / linear model see as one slope instead of one-hots.
+Weights: LightGBM text format, MLP safetensors, linear coefficients, preprocessing and calibration
+as JSON. Training checkpoints every epoch (LightGBM: every
 n_estimators/epochs rounds) under run_dir/checkpoint and resumes from there.
 """
 
@@ -28,7 +34,7 @@ from luodi.evaluate.metrics import classification_report_data, regression_metric
 from luodi.registry import CHECKPOINT_DIR, atomic_write_bytes, atomic_write_json
 from luodi.tasks.base import TaskBase
 
-MODEL_TYPES = ("lightgbm", "mlp", "ensemble")
+MODEL_TYPES = ("lightgbm", "mlp", "linear", "ensemble")
 LGB_OPTIONS = {
     "n_estimators": 500,
     "num_leaves": 31,
@@ -49,6 +55,8 @@ OTHER_OPTIONS = {
     "objective": "auto",
     "ensemble_weights": None,
     "mlp_lr": None,
+    "linear_C": 1.0,
+    "ordinal": None,
     "threads": 1,  # OpenMP threads; >1 is much slower on a busy 2-core machine (spin-waiting)
 }
 
@@ -72,6 +80,20 @@ def resolve_options(cfg: AppConfig) -> dict[str, Any]:
             "'model.options.objective' must be auto, binary, multiclass or regression "
             f"(got {opts['objective']!r})"
         )
+    ordinal = opts["ordinal"]
+    if ordinal is not None and not (
+        isinstance(ordinal, dict) and all(isinstance(v, list) and len(v) >= 2 for v in ordinal.values())
+    ):
+        raise ConfigError(
+            "'model.options.ordinal' must map column names to their values in order, e.g. "
+            f"{{savings: [low, medium, high]}} (got {ordinal!r})"
+        )
+    try:
+        ok = float(opts["linear_C"]) > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"'model.options.linear_C' must be a positive number (got {opts['linear_C']!r})")
     return opts
 
 
@@ -178,6 +200,10 @@ class TabularTask(TaskBase):
         self.objective = "binary"
         self.booster = None
         self.mlp = None
+        self.linear: dict[str, Any] | None = None
+        self.ordinal: dict[str, list[str]] = {
+            str(k): [str(x) for x in v] for k, v in (self.opts["ordinal"] or {}).items()
+        }
         self.calibrator: dict[str, Any] | None = None
         self.weights = self._ensemble_weights()
 
@@ -257,18 +283,44 @@ class TabularTask(TaskBase):
     def _ensemble_weights(self) -> list[float]:
         w = self.opts["ensemble_weights"]
         if w is None:
-            return [1.0, 0.0] if self.kind == "lightgbm" else [0.0, 1.0] if self.kind == "mlp" else [0.5, 0.5]
-        if not (isinstance(w, list) and len(w) == 2 and sum(w) > 0):
+            single = {"lightgbm": [1.0, 0.0, 0.0], "mlp": [0.0, 1.0, 0.0], "linear": [0.0, 0.0, 1.0]}
+            return single.get(self.kind, [0.5, 0.5, 0.0])
+        if not (
+            isinstance(w, list)
+            and len(w) in (2, 3)
+            and all(isinstance(x, (int, float)) and x >= 0 for x in w)
+            and sum(w) > 0
+        ):
             raise ConfigError(
-                "'model.options.ensemble_weights' must be two numbers [lightgbm, mlp] (got {w!r})"
+                "'model.options.ensemble_weights' must be two or three non-negative numbers "
+                f"[lightgbm, mlp, linear] (got {w!r})"
             )
+        w = [*w, 0.0] if len(w) == 2 else w
         return [float(x) / sum(w) for x in w]
+
+    def _encode_ordinal(self, df: pd.DataFrame) -> pd.DataFrame:
+        """Ordered categorical columns (model.options.ordinal) -> their rank; unknown values -> NaN."""
+        if not self.ordinal:
+            return df
+        missing = [c for c in self.ordinal if c not in df.columns]
+        if missing:
+            raise BadRequest(
+                f"missing column '{missing[0]}' (listed in model.options.ordinal)", param=missing[0]
+            )
+        df = df.copy()
+        for c, order in self.ordinal.items():
+            rank = {v: float(i) for i, v in enumerate(order)}
+            df[c] = [np.nan if pd.isna(v) else rank.get(str(v).strip(), np.nan) for v in df[c]]
+            df[c] = df[c].astype(np.float64)
+        return df
 
     def fit(
         self, train: pd.DataFrame, valid: pd.DataFrame, run_dir: Path, progress: bool = True
     ) -> dict[str, float]:
         ckpt = Path(run_dir) / CHECKPOINT_DIR
         ckpt.mkdir(parents=True, exist_ok=True)
+        raw_valid = valid
+        train, valid = self._encode_ordinal(train), self._encode_ordinal(valid)
         self._setup(train)
         y_tr, y_va = self._target(train), self._target(valid)
         tc = self.config.train
@@ -286,12 +338,40 @@ class TabularTask(TaskBase):
                     self._fit_mlp(
                         train.iloc[rows], y_tr[rows], sw, valid, y_va, ckpt, bar, epoch_offset=epochs_done
                     )
+            if self.weights[2] > 0:
+                self._fit_linear(train.iloc[rows], y_tr[rows], sw)
         if self.objective == "binary":
-            raw = self._raw_proba(valid)[:, self.positive]
+            raw = self._raw_proba(raw_valid)[:, self.positive]
             self.calibrator = fit_calibrator(
                 raw, (y_va == self.positive).astype(int), self.opts["calibration"]
             )
-        return {k: v for k, v in self.evaluate(valid).items() if isinstance(v, float)}
+        return {k: v for k, v in self.evaluate(raw_valid).items() if isinstance(v, float)}
+
+    def _fit_linear(self, train: pd.DataFrame, y: np.ndarray, sw: np.ndarray | None) -> None:
+        """L2 logistic regression (ridge for regression) on the standardized + one-hot matrix."""
+        from sklearn.linear_model import LogisticRegression, Ridge
+
+        x = self.prep.dense_matrix(train).astype(np.float64)
+        c = float(self.opts["linear_C"])
+        if self.objective == "regression":
+            m = Ridge(alpha=1.0 / c).fit(x, y, sample_weight=sw)
+            coef, icpt = np.atleast_2d(m.coef_), np.atleast_1d(m.intercept_)
+        else:
+            m = LogisticRegression(C=c, max_iter=5000).fit(x, y, sample_weight=sw)
+            coef, icpt = m.coef_, m.intercept_
+        self.linear = {"coef": coef.tolist(), "intercept": icpt.tolist()}
+
+    def _linear_out(self, df: pd.DataFrame) -> np.ndarray:
+        x = self.prep.dense_matrix(df).astype(np.float64)
+        z = x @ np.asarray(self.linear["coef"]).T + np.asarray(self.linear["intercept"])
+        if self.objective == "regression":
+            return z[:, :1]
+        if self.objective == "binary":
+            p = 1.0 / (1.0 + np.exp(-z[:, 0]))
+            return np.stack([1 - p, p], 1)
+        z = z - z.max(1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(1, keepdims=True)
 
     def _lgb_params(self) -> dict[str, Any]:
         o, tc = self.opts, self.config.train
@@ -448,6 +528,7 @@ class TabularTask(TaskBase):
     # ---- inference ------------------------------------------------------------------------------------
     def _raw_proba(self, df: pd.DataFrame) -> np.ndarray:
         """Uncalibrated class probabilities (n, k), or predictions (n, 1) for regression."""
+        df = self._encode_ordinal(df)
         self.prep.check(df)
         parts = []
         if self.weights[0] > 0:
@@ -464,6 +545,8 @@ class TabularTask(TaskBase):
             else:
                 p = torch.softmax(out, 1).numpy().astype(np.float64)
             parts.append(self.weights[1] * p)
+        if self.weights[2] > 0:
+            parts.append(self.weights[2] * self._linear_out(df))
         return np.sum(parts, axis=0)
 
     def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
@@ -537,6 +620,8 @@ class TabularTask(TaskBase):
             "label": self.cols.label,
             "weights": self.weights,
             "calibration": self.calibrator,
+            "linear": self.linear,
+            "ordinal": self.ordinal,
             "preprocessor": self.prep.to_json(),
             "mlp": {
                 "hidden": list(self.opts["hidden"]),
@@ -566,6 +651,8 @@ class TabularTask(TaskBase):
     def load_meta(self, m: dict[str, Any]) -> None:
         self.kind, self.objective, self.classes = m["model_type"], m["objective"], m["classes"]
         self.positive, self.weights, self.calibrator = m["positive"], m["weights"], m["calibration"]
+        self.weights = [*self.weights, 0.0][:3]  # runs saved before the linear model had two weights
+        self.linear, self.ordinal = m.get("linear"), m.get("ordinal") or {}
         self.prep = Preprocessor.from_json(m["preprocessor"])
         self._ymean, self._ystd = m["mlp"]["ymean"], m["mlp"]["ystd"]
         self.history = m.get("history", [])
@@ -575,14 +662,21 @@ class TabularTask(TaskBase):
         prep = self.prep
         taken: set[str] = set()
         fields: dict[str, Any] = {}
+        example = dict(prep.example)
         for c in prep.features:
-            typ = float | None if c in prep.numeric else str | None
-            desc = "number" if c in prep.numeric else f"one of: {', '.join(prep.categories[c][:20])}"
+            if c in self.ordinal:
+                typ, desc = str | None, f"one of (in order): {', '.join(self.ordinal[c][:20])}"
+                v = example.get(c)
+                example[c] = None if v is None or v != v else self.ordinal[c][int(v)]
+            elif c in prep.numeric:
+                typ, desc = float | None, "number"
+            else:
+                typ, desc = str | None, f"one of: {', '.join(prep.categories[c][:20])}"
             fields[py_name(c, taken)] = (typ, Field(..., alias=c, description=desc))
         model = create_model(
             f"{_camel(self.config.name)}Input",
             __config__=ConfigDict(
-                populate_by_name=True, extra="forbid", json_schema_extra={"examples": [prep.example]}
+                populate_by_name=True, extra="forbid", json_schema_extra={"examples": [example]}
             ),
             **fields,
         )
