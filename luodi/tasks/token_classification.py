@@ -1,6 +1,6 @@
 """Token classification (named-entity recognition) with BIO tags.
 
-Model (`model.type: feature-bilstm`): the bundled MiniLM encoder is frozen and read once per word
+Model (`model.type: feature-tagger`): the bundled MiniLM encoder is frozen and read once per word
 (first sub-word, several layers, cached on disk); a small trained network mixes those layers, adds
 what the uncased encoder cannot see (a character CNN over the cased word and its casing pattern),
 runs a context layer over the sentence (two convolutions by default, or a BiLSTM with
@@ -262,10 +262,10 @@ class TokenClassificationTask(TaskBase):
 
     def __init__(self, config: AppConfig):
         super().__init__(config)
-        if config.model.type not in (None, "feature-bilstm"):
+        if config.model.type not in (None, "feature-tagger", "feature-bilstm"):
             raise ConfigError(
                 f"model.type '{config.model.type}' is not supported for token-classification; "
-                "use 'feature-bilstm'",
+                "use 'feature-tagger'",
                 param="model.type",
             )
         self.opts: TokenClassificationOptions = parse_options(config, TokenClassificationOptions)
