@@ -61,6 +61,31 @@ class _Slot:
         self.seq_id: int | None = None
 
 
+class _CachedPrefix:
+    """KV cells kept after a sequence finished, tagged with a cache seq_id."""
+
+    __slots__ = ("seq_id", "tokens")
+
+    def __init__(self, seq_id: int, tokens: list[int]) -> None:
+        self.seq_id = seq_id
+        self.tokens = tokens
+
+
+def _kv_tokens(seq: Sequence) -> list[int]:
+    """The tokens whose KV cells a sequence has written (prompt, then generated tokens)."""
+    if seq.n_past <= len(seq.prompt_ids):
+        return seq.prompt_ids[: seq.n_past]
+    return seq.prompt_ids + seq.generated[: seq.n_past - len(seq.prompt_ids)]
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
 class LlamaCppEngine(Scheduler):
     """A GGUF model served by llama.cpp with continuous batching (see module docstring)."""
 
@@ -69,7 +94,7 @@ class LlamaCppEngine(Scheduler):
     def __init__(self, model_path: str | Path, *, model_id: str | None = None, n_ctx: int = 2048,
                  max_running: int = 16, max_queue: int = 64, threads: int | None = None,
                  prefill_chunk: int = 256, kv_budget_mb: int = 256, flash_attn: bool = True,
-                 adaptive_threads: bool = True, requantize: str | None = None) -> None:
+                 adaptive_threads: bool = True, requantize: str | None = None, prefix_cache: int = 4) -> None:
         super().__init__(max_running, max_queue, name="luodi-llamacpp")
         path = Path(model_path)
         if not path.is_file():
@@ -96,7 +121,8 @@ class LlamaCppEngine(Scheduler):
         cp = L.llama_context_default_params()
         cp.n_ctx = want
         cp.n_batch = cp.n_ubatch = self.prefill_chunk + max_running
-        cp.n_seq_max = max_running
+        self._cache_ids = list(range(max_running, max_running + max(0, prefix_cache)))
+        cp.n_seq_max = max_running + len(self._cache_ids)
         cp.kv_unified = True
         self.max_threads = max(1, threads or os.cpu_count() or 1)
         self.threads = self.max_threads
@@ -116,6 +142,8 @@ class LlamaCppEngine(Scheduler):
         self._batch = L.llama_batch_init(cp.n_batch, 0, 1)
         self._reserved = 0
         self._free_ids = list(range(max_running))
+        self._cache: list[_CachedPrefix] = []  # finished sequences' KV, most recently used last
+        self.reused_tokens = 0  # prompt tokens taken from the prefix cache instead of recomputed
         self._pieces: dict[int, bytes] = {}
         self._piece_buf = ctypes.create_string_buffer(256)
         self._template = self._meta("tokenizer.chat_template")
@@ -185,7 +213,8 @@ class LlamaCppEngine(Scheduler):
 
     def stats(self) -> dict[str, int]:
         out = super().stats()
-        out.update(kv_cells=self.kv_cells, kv_cells_reserved=self._reserved, threads=self.threads)
+        out.update(kv_cells=self.kv_cells, kv_cells_reserved=self._reserved, threads=self.threads,
+                   prefix_cache_entries=len(self._cache), prompt_tokens_reused=self.reused_tokens)
         return out
 
     # --- sampling -------------------------------------------------------------------------------
@@ -212,25 +241,75 @@ class LlamaCppEngine(Scheduler):
         return chain
 
     # --- scheduler hooks (run on the scheduler thread) ------------------------------------------
+    # Prefix cache: the KV cells of finished sequences stay tagged with a cache seq_id; a new sequence whose
+    # prompt starts with the same tokens (system prompt, earlier turns of a conversation) gets those cells
+    # tagged with its own seq_id (llama_memory_seq_cp: no copy in a unified cache) and skips their prefill.
+    # Running sequences are prefix donors too. Cached cells count as reserved; the LRU entry is evicted
+    # whenever a new sequence needs the room.
     def can_admit(self, seq: Sequence) -> bool:
-        return bool(self._free_ids) and self._reserved + seq.reserved <= self.kv_cells
+        if not self._free_ids:
+            return False
+        while self._reserved + seq.reserved > self.kv_cells and self._cache:
+            self._evict(self._cache[0])
+        return self._reserved + seq.reserved <= self.kv_cells
 
     def admit(self, seq: Sequence) -> None:
-        seq.slot.seq_id = self._free_ids.pop()
+        sid = seq.slot.seq_id = self._free_ids.pop()
         self._reserved += seq.reserved
-        L.llama_memory_seq_rm(self._mem, seq.slot.seq_id, -1, -1)
+        L.llama_memory_seq_rm(self._mem, sid, -1, -1)
+        best, donor, entry = 0, None, None
+        prompt = seq.prompt_ids
+        for c in reversed(self._cache):
+            n = _common_prefix(c.tokens, prompt)
+            if n > best:
+                best, donor, entry = n, c.seq_id, c
+        for other in self.running:
+            if other is not seq and other.slot is not None and other.slot.seq_id is not None:
+                n = _common_prefix(_kv_tokens(other), prompt)
+                if n > best:
+                    best, donor, entry = n, other.slot.seq_id, None
+        best = min(best, len(prompt) - 1)  # the last prompt token is always computed: it yields the logits
+        if best >= 4 and donor is not None:
+            L.llama_memory_seq_cp(self._mem, donor, sid, 0, best)
+            seq.n_prefilled = seq.n_past = best
+            self.reused_tokens += best
+            if entry is not None:  # refresh LRU order
+                self._cache.remove(entry)
+                self._cache.append(entry)
 
     def release(self, seq: Sequence) -> None:
         slot: _Slot | None = seq.slot
         if slot is None:
             return
         if slot.seq_id is not None:
+            self._reserved -= seq.reserved
+            if seq.finish_reason in ("stop", "length") and seq.n_past >= 8 and self._cache_ids is not None:
+                self._keep(slot.seq_id, _kv_tokens(seq))
             L.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
             self._free_ids.append(slot.seq_id)
-            self._reserved -= seq.reserved
         if slot.sampler:
             L.llama_sampler_free(slot.sampler)
         seq.slot = None
+
+    def _keep(self, sid: int, tokens: list[int]) -> None:
+        for c in list(self._cache):  # an entry that is a prefix of this one is superseded
+            if len(c.tokens) <= len(tokens) and tokens[: len(c.tokens)] == c.tokens:
+                self._evict(c)
+        if not self._cache_ids and self._cache:
+            self._evict(self._cache[0])
+        if not self._cache_ids:
+            return
+        cid = self._cache_ids.pop()
+        L.llama_memory_seq_rm(self._mem, cid, -1, -1)
+        L.llama_memory_seq_cp(self._mem, sid, cid, 0, len(tokens))
+        self._cache.append(_CachedPrefix(cid, tokens))
+        self._reserved += len(tokens)
+
+    def _evict(self, c: _CachedPrefix) -> None:
+        L.llama_memory_seq_rm(self._mem, c.seq_id, -1, -1)
+        self._cache.remove(c)
+        self._cache_ids.append(c.seq_id)
+        self._reserved -= len(c.tokens)
 
     def _adapt_threads(self) -> None:
         """Use fewer threads while other processes keep the CPUs busy.
