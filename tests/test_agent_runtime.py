@@ -275,3 +275,10 @@ def test_rambling_answer_cut_off_by_max_tokens_is_salvaged():
     res = Agent([calculator], engine=eng).run("Say hello in French")
     assert res.stop_reason == "final_answer" and res.answer == "Bonjour!"
     assert res.invalid_calls == 1  # counted honestly as an invalid turn
+
+
+def test_strict_route_answers_directly_when_no_tool_is_relevant():
+    eng = ScriptedEngine([final("Bonjour")])
+    res = Agent([calculator], engine=eng, route="strict").run("Say hello in French")
+    assert res.answer == "Bonjour" and res.tool_calls == 0
+    assert "name" not in json.dumps(eng.params[0].json_schema)  # the first turn could only answer

@@ -17,7 +17,7 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -78,6 +78,7 @@ class EvalSuite(_Strict):
     max_steps: int = Field(5, ge=1)
     max_tool_calls: int = Field(4, ge=1)
     max_seconds: float = Field(180.0, gt=0)
+    route: bool | Literal["strict"] = True  # see luodi.agent.runtime.Agent(route=...)
     tasks: list[EvalTask]
 
 
@@ -133,6 +134,7 @@ def run_suite(
     only: list[str] | None = None,
     db: str | None = None,
     kb: str | None = None,
+    route: bool | str | None = None,
 ) -> dict[str, Any]:
     """Run every task (resuming from `out` when it has results) and return the summary."""
     from luodi.agent.runtime import Limits, agent_from_config
@@ -160,7 +162,9 @@ def run_suite(
         names = tuple(task.tools if task.tools is not None else suite.tools)
         if names not in agents:
             agents[names] = agent_from_config(
-                {"names": list(names), "db": db, "kb": kb}, model=model, limits=limits
+                {"names": list(names), "db": db, "kb": kb, "route": suite.route if route is None else route},
+                model=model,
+                limits=limits,
             )
         res = agents[names].run(task.goal).to_dict()
         res.pop("events", None)

@@ -152,7 +152,7 @@ class Agent:
         tool_config: dict[str, Any] | None = None,
         temperature: float = 0.0,
         seed: int = 0,
-        route: bool = True,
+        route: bool | str = True,
     ):
         self.tools = list(tools or [])
         self.by_name = {t.name: t for t in self.tools}
@@ -166,7 +166,9 @@ class Agent:
         self.tool_config = tool_config or {"names": [t.name for t in self.tools]}
         self.temperature = temperature
         self.seed = seed
-        self.route = route  # first turn: require a call when a tool's relevance(goal) is high
+        # first turn: require a call when a tool's relevance(goal) is high; route="strict" also makes a
+        # goal no tool is relevant to answer directly (for small models that call tools at random)
+        self.route = route
 
     @property
     def engine(self):
@@ -398,6 +400,8 @@ class Agent:
                     "auto" if self.tools else "none",
                     [t.spec() for t in self.tools],
                 )
+                if first and not routed and self.route == "strict" and self.tools:
+                    answer_next = True  # no tool is relevant: answer directly
                 if first and routed:  # the goal clearly needs one of these tools: the first turn calls one
                     specs = [t.spec() for t in routed]
                     choice = "required"
@@ -609,7 +613,12 @@ def agent_from_config(
     )
     cfg["names"] = names
     return Agent(
-        tools, model=model or cfg.get("model"), limits=limits, memory_scope=memory_scope, tool_config=cfg
+        tools,
+        route=cfg.get("route", True),
+        model=model or cfg.get("model"),
+        limits=limits,
+        memory_scope=memory_scope,
+        tool_config=cfg,
     )
 
 

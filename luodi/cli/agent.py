@@ -65,6 +65,14 @@ async def _stream(events) -> None:
         _print_event(ev)
 
 
+def _route(value: str | None) -> bool | str | None:
+    if value is None:
+        return None
+    if value not in ("on", "off", "strict"):
+        raise typer.BadParameter(f"--route must be on, off or strict, got {value!r}")
+    return {"on": True, "off": False}.get(value, value)
+
+
 def register(app: typer.Typer) -> None:
     agent = typer.Typer(no_args_is_help=True, help="Tool-using agents: run goals, approve calls, evaluate.")
     assistant = typer.Typer(no_args_is_help=True, help="The customer-service assistant (task: assistant).")
@@ -89,6 +97,7 @@ def register(app: typer.Typer) -> None:
         max_steps: Annotated[int, typer.Option(min=1)] = 6,
         max_seconds: Annotated[float, typer.Option(min=1)] = 300,
         memory: Annotated[str | None, typer.Option(help="long-term memory scope (off when omitted)")] = None,
+        route: Annotated[str, typer.Option(help="on | off | strict: tool routing for small models")] = "on",
     ):
         """Run an agent on a goal and stream its trace (plan, tool calls, observations, answer)."""
         from luodi.agent.runtime import Limits, agent_from_config
@@ -96,7 +105,13 @@ def register(app: typer.Typer) -> None:
         names = [t.strip() for t in tools.split(",") if t.strip()]
         try:
             a = agent_from_config(
-                {"names": names, "db": db, "kb": kb, "approval": [t for t in approve.split(",") if t]},
+                {
+                    "names": names,
+                    "db": db,
+                    "kb": kb,
+                    "approval": [t for t in approve.split(",") if t],
+                    "route": _route(route),
+                },
                 model=model,
                 limits=Limits(max_steps=max_steps, max_seconds=max_seconds),
                 memory_scope=memory,
@@ -147,6 +162,7 @@ def register(app: typer.Typer) -> None:
         out_file: Annotated[str | None, typer.Option("--out", help="JSONL results; re-run to resume")] = None,
         only: Annotated[str | None, typer.Option(help="comma-separated task ids")] = None,
         json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+        route: Annotated[str | None, typer.Option(help="on | off | strict (default: the suite's)")] = None,
     ):
         """Run an agent task suite; report success rate, steps and tool-call validity."""
         from luodi.agent.evals import load_suite, run_suite
@@ -171,6 +187,7 @@ def register(app: typer.Typer) -> None:
                 out=out_file,
                 on_result=show,
                 only=picked or None,
+                route=_route(route),
             )
         except KeyboardInterrupt:
             console.print(
