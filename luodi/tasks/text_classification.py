@@ -205,6 +205,8 @@ class TextClassificationOptions(BaseModel):
     tfidf_weight: float | None = Field(None, ge=0, le=1)  # mixing weight of the TF-IDF head; None: tuned
     oos_label: str | None = None  # label meaning "none of the known classes" (e.g. clinc150's `oos`)
     oos_threshold: float | None = Field(None, ge=0, le=1)  # reject below this probability; None: tuned
+    # tuning maximises (1 - oos_weight) * in-scope accuracy + oos_weight * out-of-scope recall on validation
+    oos_weight: float = Field(0.2, gt=0, lt=1)
     top_k: int = Field(5, ge=1)
 
 
@@ -389,13 +391,12 @@ class TextClassificationTask(TaskBase):
             best = (-1.0, 0.0)
             for t in np.round(np.arange(0.0, 0.96, 0.01), 2):
                 pred = self._labels_from_probs(probs, float(t))
-                score = (pred[~is_oos] == gold[~is_oos]).mean() + (pred[is_oos] == oos).mean()
+                w = self.opts.oos_weight
+                score = (1 - w) * (pred[~is_oos] == gold[~is_oos]).mean() + w * (pred[is_oos] == oos).mean()
                 if score > best[0] + 1e-9:
                     best = (score, float(t))
             self.oos_threshold = best[1]
-            console.log(
-                f"out-of-scope threshold {self.oos_threshold} (in-scope acc + oos recall = {best[0]:.4f})"
-            )
+            console.log(f"out-of-scope threshold {self.oos_threshold} (weighted score {best[0]:.4f})")
 
     def _labels_from_probs(self, probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
         lab = np.array(self.classes, dtype=object)
