@@ -270,8 +270,8 @@ class TextGenerationTask(TaskBase):
                     torch.nn.utils.clip_grad_norm_(params, 1.0)
                     opt.step()
                     sched.step()
-                    running, n_steps = running + float(loss), n_steps + 1
-                    bar.update(task, advance=1, description=f"epoch {epoch + 1} loss {float(loss):.3f}")
+                    running, n_steps = running + loss.item(), n_steps + 1
+                    bar.update(task, advance=1, description=f"epoch {epoch + 1} loss {loss.item():.3f}")
                     if (step + 1) % self.opts.checkpoint_every == 0:
                         self._checkpoint(ckpt, {"epoch": epoch, "step": step + 1})
             self._checkpoint(ckpt, {"epoch": epoch + 1, "step": 0})

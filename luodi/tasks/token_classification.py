@@ -405,7 +405,7 @@ class TokenClassificationTask(TaskBase):
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(self.net.parameters(), 5.0)
                     opt.step()
-                    total += float(loss)
+                    total += loss.item()
                     bar.advance(task)
             f1 = self.evaluate(valid)["f1"] if valid else -float(total)
             improved = f1 > state["best"]
