@@ -229,6 +229,41 @@ def single_stream(levels: dict[int, Level]) -> float:
     return 1.0 / statistics.median(r.tpot for r in lv.reqs) if lv else float("nan")
 
 
+def step_cpu_ms(gguf: str, requantize: str | None = None) -> dict[int, float]:
+    """CPU milliseconds of one llama_decode step holding B decode tokens (1 thread; thread CPU time, so
+    other processes on the machine do not distort it). Shows how much batching can gain on this CPU."""
+    import llama_cpp as L
+
+    from luodi.engines.llamacpp import LlamaCppEngine
+
+    e = LlamaCppEngine(gguf, threads=1, max_running=16, kv_budget_mb=64, adaptive_threads=False,
+                       requantize=requantize, prefix_cache=0)
+    ctx, b, mem = e._ctx, e._batch, e._mem
+    for s in range(16):  # 64 prompt tokens per sequence
+        for k in range(64):
+            b.token[k], b.pos[k], b.n_seq_id[k], b.logits[k] = 100 + k, k, 1, 0
+            b.seq_id[k][0] = s
+        b.logits[63] = 1
+        b.n_tokens = 64
+        assert L.llama_decode(ctx, b) == 0
+    out = {}
+    for bs in (1, 2, 4, 8, 16):
+        times = []
+        for rep in range(4):
+            for s in range(bs):
+                b.token[s], b.pos[s], b.n_seq_id[s], b.logits[s] = 200, 64 + rep, 1, 1
+                b.seq_id[s][0] = s
+            b.n_tokens = bs
+            t = time.thread_time()
+            assert L.llama_decode(ctx, b) == 0
+            times.append(time.thread_time() - t)
+        out[bs] = min(times) * 1000
+        for s in range(16):
+            L.llama_memory_seq_rm(mem, s, 64, -1)
+    e.close()
+    return out
+
+
 # --------------------------------------------------------------------------------------- baselines
 def llama_cpp_own_decode(gguf: str, threads: int, max_tokens: int) -> float:
     """llama.cpp's own single-stream decode speed on the same GGUF (tokens/s after the first token)."""
@@ -318,6 +353,11 @@ def main() -> None:
         f"{weights / 2**20:.0f} MiB ({Path(gguf).suffix[1:]} file) -> bandwidth-bound decode limit "
         f"≈ {bw * 1e9 / weights:.0f} tok/s per step"
     )
+
+    for fmt in (None, "q8_0"):
+        ms = step_cpu_ms(gguf, fmt)
+        print(f"decode step CPU cost, {fmt or Path(gguf).stem.split('.')[-1]} weights, 1 thread: "
+              + ", ".join(f"B={k}: {v:.1f} ms ({k / v * 1000:.0f} tok/s/core)" for k, v in ms.items()))
 
     own = llama_cpp_own_decode(gguf, threads, a.max_tokens)
     print(f"llama.cpp own single-stream decode (llama_cpp.Llama, in process): {own:.1f} tok/s")
