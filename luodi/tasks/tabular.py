@@ -48,6 +48,7 @@ LGB_OPTIONS = {
     "min_split_gain": 0.0,
     "cat_smooth": 10.0,
     "early_stopping_rounds": 50,
+    "seeds": 1,  # >1: that many boosters with different bagging/feature-sampling seeds, averaged
 }
 MLP_OPTIONS = {"hidden": [128, 64], "dropout": 0.1, "weight_decay": 1e-4}
 OTHER_OPTIONS = {
@@ -199,6 +200,7 @@ class TabularTask(TaskBase):
         self.positive = 1
         self.objective = "binary"
         self.booster = None
+        self.more_boosters: list[Any] = []  # seeds 2..n of model.options.seeds
         self.mlp = None
         self.linear: dict[str, Any] | None = None
         self.ordinal: dict[str, list[str]] = {
@@ -375,7 +377,7 @@ class TabularTask(TaskBase):
 
     def _lgb_params(self) -> dict[str, Any]:
         o, tc = self.opts, self.config.train
-        p = {k: o[k] for k in LGB_OPTIONS if k not in ("n_estimators", "early_stopping_rounds")}
+        p = {k: o[k] for k in LGB_OPTIONS if k not in ("n_estimators", "early_stopping_rounds", "seeds")}
         p.update(
             learning_rate=tc.lr,
             seed=tc.seed,
@@ -402,19 +404,34 @@ class TabularTask(TaskBase):
             prep.lgb_matrix(train), y, weight=sw, categorical_feature=cat_idx or "auto", free_raw_data=False
         )
         dva = lgb.Dataset(prep.lgb_matrix(valid), y_va, reference=dtr, categorical_feature=cat_idx or "auto")
+        n = int(self.opts["seeds"])
+        if n < 1:
+            raise ConfigError(
+                f"'model.options.seeds' must be a positive integer (got {self.opts['seeds']!r})"
+            )
+        boosters = [self._fit_one_lgb(i, n, dtr, dva, ckpt, bar) for i in range(n)]
+        self.booster, self.more_boosters = boosters[0], boosters[1:]
+
+    def _fit_one_lgb(self, i: int, n: int, dtr, dva, ckpt: Path, bar):
+        """Booster i of n (seeds differ per booster); checkpointed, resumed, early-stopped on valid."""
+        import lightgbm as lgb
+
         total = int(self.opts["n_estimators"])
         epochs = self.config.train.epochs
         per_epoch = max(1, math.ceil(total / epochs))
-        state_p, model_p = ckpt / "lgb_state.json", ckpt / "lgb.txt"
+        suffix = f"_{i}" if i else ""
+        state_p, model_p = ckpt / f"lgb{suffix}_state.json", ckpt / f"lgb{suffix}.txt"
         state = json.loads(state_p.read_text()) if state_p.exists() and model_p.exists() else {}
         if state.get("done"):
-            self.booster = lgb.Booster(model_str=model_p.read_text())
-            self.history += state.get("history", [])
-            return
+            if i == 0:
+                self.history += state.get("history", [])
+            return lgb.Booster(model_str=model_p.read_text())
         init = lgb.Booster(model_str=model_p.read_text()) if state else None
         start = int(state.get("iteration", 0))
-        self.history += state.get("history", [])
-        task = bar.add_task("boosting", total=total, completed=start, info="")
+        if i == 0:
+            self.history += state.get("history", [])
+        name = "boosting" if n == 1 else f"boosting {i + 1}/{n}"
+        task = bar.add_task(name, total=total, completed=start, info="")
         es = self.opts["early_stopping_rounds"] if self.config.train.early_stopping else None
         evals: dict[str, Any] = {}
 
@@ -427,16 +444,20 @@ class TabularTask(TaskBase):
             bar.update(task, info=" ".join(f"{k}={v:.4f}" for k, v in vals.items()))
             atomic_write_bytes(model_p, env.model.model_to_string().encode())
             logs = {**vals, "stage": "lightgbm", "iteration": it}
-            atomic_write_json(
-                state_p, {"iteration": it, "history": self.history + [{"epoch": it // per_epoch, **logs}]}
-            )
-            self.on_epoch_end(math.ceil(it / per_epoch), logs)
+            hist = self.history + [{"epoch": it // per_epoch, **logs}] if i == 0 else []
+            atomic_write_json(state_p, {"iteration": it, "history": hist})
+            if i == 0:
+                self.on_epoch_end(math.ceil(it / per_epoch), logs)
 
         callbacks = [checkpoint, lgb.record_evaluation(evals)]
         if es:
             callbacks.append(lgb.early_stopping(int(es), first_metric_only=True, verbose=False))
+        params = self._lgb_params()
+        if i:  # same data binning, different row/feature sampling
+            seed = self.config.train.seed + 1000 * i
+            params.update(bagging_seed=seed, feature_fraction_seed=seed, extra_seed=seed)
         booster = lgb.train(
-            self._lgb_params(),
+            params,
             dtr,
             num_boost_round=max(0, total - start),
             valid_sets=[dtr, dva],
@@ -446,10 +467,13 @@ class TabularTask(TaskBase):
             keep_training_booster=True,
         )
         best = booster.best_iteration or booster.current_iteration()
-        self.booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
-        atomic_write_bytes(model_p, self.booster.model_to_string().encode())
-        atomic_write_json(state_p, {"done": True, "iteration": best, "history": self.history})
+        out = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+        atomic_write_bytes(model_p, out.model_to_string().encode())
+        atomic_write_json(
+            state_p, {"done": True, "iteration": best, "history": self.history if i == 0 else []}
+        )
         bar.update(task, completed=total)
+        return out
 
     def _fit_mlp(self, train, y, sw, valid, y_va, ckpt: Path, bar, epoch_offset: int = 0) -> None:
         import torch
@@ -532,7 +556,9 @@ class TabularTask(TaskBase):
         self.prep.check(df)
         parts = []
         if self.weights[0] > 0:
-            p = self.booster.predict(self.prep.lgb_matrix(df), num_threads=int(self.opts["threads"]))
+            x = self.prep.lgb_matrix(df)
+            boosters = [self.booster, *self.more_boosters]
+            p = sum(b.predict(x, num_threads=int(self.opts["threads"])) for b in boosters) / len(boosters)
             p = np.stack([1 - p, p], 1) if self.objective == "binary" else p.reshape(len(df), -1)
             parts.append(self.weights[0] * p)
         if self.weights[1] > 0:
@@ -606,6 +632,8 @@ class TabularTask(TaskBase):
         run_dir = Path(run_dir)
         if self.booster is not None and self.weights[0] > 0:
             atomic_write_bytes(run_dir / "model.lgb.txt", self.booster.model_to_string().encode())
+            for i, b in enumerate(self.more_boosters, 1):
+                atomic_write_bytes(run_dir / f"model.lgb.{i}.txt", b.model_to_string().encode())
         if self.mlp is not None and self.weights[1] > 0:
             save_torch_state(run_dir / "mlp.safetensors", {"model": self.mlp})
         atomic_write_json(run_dir / "preprocess.json", self.meta())
@@ -621,6 +649,7 @@ class TabularTask(TaskBase):
             "weights": self.weights,
             "calibration": self.calibrator,
             "linear": self.linear,
+            "lgb_seeds": 1 + len(self.more_boosters),
             "ordinal": self.ordinal,
             "preprocessor": self.prep.to_json(),
             "mlp": {
@@ -640,6 +669,10 @@ class TabularTask(TaskBase):
             import lightgbm as lgb
 
             self.booster = lgb.Booster(model_str=(run_dir / "model.lgb.txt").read_text())
+            self.more_boosters = [
+                lgb.Booster(model_str=(run_dir / f"model.lgb.{i}.txt").read_text())
+                for i in range(1, int(m.get("lgb_seeds", 1)))
+            ]
         if self.weights[1] > 0:
             mods, _, _ = load_torch_state(run_dir / "mlp.safetensors")
             n_in = mods["model"]["0.weight"].shape[1]
