@@ -205,8 +205,9 @@ class TextClassificationOptions(BaseModel):
     tfidf_weight: float | None = Field(None, ge=0, le=1)  # mixing weight of the TF-IDF head; None: tuned
     oos_label: str | None = None  # label meaning "none of the known classes" (e.g. clinc150's `oos`)
     oos_threshold: float | None = Field(None, ge=0, le=1)  # reject below this probability; None: tuned
-    # tuning maximises (1 - oos_weight) * in-scope accuracy + oos_weight * out-of-scope recall on validation
-    oos_weight: float = Field(0.2, gt=0, lt=1)
+    # tuning: the threshold with the best out-of-scope recall on validation that costs at most this much
+    # in-scope accuracy (absolute) compared with no threshold
+    oos_max_in_scope_drop: float = Field(0.005, ge=0, lt=1)
     top_k: int = Field(5, ge=1)
 
 
@@ -388,15 +389,16 @@ class TextClassificationTask(TaskBase):
                 console.log(f"validation has no '{oos}' and in-scope mix: out-of-scope threshold left at 0")
                 self.oos_threshold = 0.0
                 return
-            best = (-1.0, 0.0)
+            base_acc = (self._labels_from_probs(probs, 0.0)[~is_oos] == gold[~is_oos]).mean()
+            best = (-1.0, 0.0)  # (oos recall, threshold)
             for t in np.round(np.arange(0.0, 0.96, 0.01), 2):
                 pred = self._labels_from_probs(probs, float(t))
-                w = self.opts.oos_weight
-                score = (1 - w) * (pred[~is_oos] == gold[~is_oos]).mean() + w * (pred[is_oos] == oos).mean()
-                if score > best[0] + 1e-9:
-                    best = (score, float(t))
+                in_acc = (pred[~is_oos] == gold[~is_oos]).mean()
+                recall = (pred[is_oos] == oos).mean()
+                if in_acc >= base_acc - self.opts.oos_max_in_scope_drop and recall > best[0] + 1e-9:
+                    best = (recall, float(t))
             self.oos_threshold = best[1]
-            console.log(f"out-of-scope threshold {self.oos_threshold} (weighted score {best[0]:.4f})")
+            console.log(f"out-of-scope threshold {self.oos_threshold} (validation oos recall {best[0]:.3f})")
 
     def _labels_from_probs(self, probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
         lab = np.array(self.classes, dtype=object)
