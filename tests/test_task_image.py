@@ -29,7 +29,7 @@ def digits_config(**train) -> AppConfig:
             "task": "image-classification",
             "data": {"format": "sklearn:digits", "split": {"valid": 0.25, "seed": 0}},
             "model": {"type": "cnn", "options": {"width": 8, "dropout": 0.1}},
-            "train": {"epochs": 3, "lr": 0.01, "batch_size": 64, "augment": {"shift": 0.05}, **train},
+            "train": {"epochs": 6, "lr": 0.01, "batch_size": 32, "augment": {"shift": 0.05}, **train},
         }
     )
 
@@ -48,10 +48,10 @@ def trained(tmp_path_factory):
 def test_learns_digits_well_above_chance(trained):
     task, _, va, _, fit_metrics = trained
     m = task.evaluate(va)
-    assert m["accuracy"] > 0.6, m  # chance is 0.1
+    assert m["accuracy"] > 0.85, m  # chance is 0.1
     assert fit_metrics["valid_accuracy"] == pytest.approx(m["accuracy"])
     assert len(m["report"]["y_true"]) == len(va) and len(m["report"]["labels"]) == 10
-    assert len(task.history) == 3 and "valid_accuracy" in task.history[-1]
+    assert len(task.history) == 6 and "valid_accuracy" in task.history[-1]
 
 
 def test_save_load_round_trip_gives_identical_predictions(trained, tmp_path):
@@ -68,10 +68,10 @@ def test_predict_accepts_png_base64_path_and_inverts_paper_scans(trained, tmp_pa
     from PIL import Image
 
     task, _, va, _, _ = trained
-    idx = [
-        i for i in range(len(va)) if task.predict([{"image": va.x[i, 0].tolist()}])[0]["label"] == va.y[i]
-    ][:5]
-    for i in idx:
+    direct = task.predict([{"image": va.x[i, 0].tolist()} for i in range(len(va))])
+    confident = [i for i, p in enumerate(direct) if p["label"] == va.y[i] and p["score"] > 0.9][:5]
+    hits = 0
+    for i in confident:
         ink_on_paper = ((1.0 - va.x[i, 0]) * 255).astype(np.uint8)  # dark digit on white, 4x larger
         img = Image.fromarray(ink_on_paper).resize((32, 32), Image.Resampling.NEAREST)
         buf = io.BytesIO()
@@ -81,8 +81,9 @@ def test_predict_accepts_png_base64_path_and_inverts_paper_scans(trained, tmp_pa
         b64 = base64.b64encode(buf.getvalue()).decode()
         by_path, by_b64 = task.predict([{"path": str(path)}, {"image": "data:image/png;base64," + b64}])
         assert by_path == by_b64
-        assert by_path["label"] == va.y[i]
         assert 0 < by_path["score"] <= 1 and len(by_path["probabilities"]) == 10
+        hits += by_path["label"] == va.y[i]
+    assert len(confident) == 5 and hits >= 4  # without the inversion these would be guesses
 
 
 def test_bad_inputs_give_clear_errors(trained, tmp_path):

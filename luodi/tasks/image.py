@@ -400,6 +400,7 @@ class ImageClassificationTask(TaskBase):
             "std": float(x.std() or 1.0),
             "background": _border_mean(x),
         }
+        torch.manual_seed(self.config.train.seed)  # reproducible initial weights
         self.clf = GridClassifier(meta)
         va = (valid.x, valid.y) if valid is not None and len(valid) else None
         return self.clf.fit(self.config, x, train.y, va, Path(run_dir), progress, self.on_epoch_end)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from pydantic import BaseModel, Field
 
 from luodi.config import AppConfig
@@ -132,6 +133,7 @@ class SpeechRecognitionTask(TaskBase):
             "n_mels": self.n_mels,
             "hop_ms": self.hop_ms,
         }
+        torch.manual_seed(self.config.train.seed)  # reproducible initial weights
         self.clf = GridClassifier(meta)
         va = (self.features(valid.waves), valid.labels) if valid is not None and len(valid) else None
         return self.clf.fit(self.config, x, train.labels, va, Path(run_dir), progress, self.on_epoch_end)
