@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 
@@ -68,8 +69,9 @@ def get_engine(spec: str | None = None, backend: str | None = None) -> Engine:
         return eng
 
 
+@atexit.register
 def close_engines() -> None:
-    """Close every engine get_engine() created."""
+    """Close every engine get_engine() created (also run at interpreter exit)."""
     with _lock:
         for eng in _engines.values():
             eng.close()
