@@ -137,7 +137,7 @@ def test_regression_and_multiclass(tmp_path):
 
 
 def test_linear_model_with_ordinal_columns(datasets_dir, tmp_path):
-    """A linear + LightGBM ensemble with ordered categories as ranks: trains, saves, loads, predicts."""
+    """Linear + 2-seed LightGBM ensemble, ordered categories as ranks: trains, saves, loads, predicts."""
     order = {"checking_status": ["A11", "A12", "A13", "A14"], "savings": ["A61", "A62", "A63", "A64", "A65"]}
     p = app_from_example(
         tmp_path, "credit-risk.yaml", "t-credit-lin", datasets_dir / "german-credit" / "german.data"
@@ -145,13 +145,23 @@ def test_linear_model_with_ordinal_columns(datasets_dir, tmp_path):
     cfg = yaml.safe_load(p.read_text())
     cfg["model"] = {
         "type": "ensemble",
-        "options": {"n_estimators": 60, "num_leaves": 4, "ensemble_weights": [1, 0, 1], "ordinal": order},
+        "options": {
+            "n_estimators": 60,
+            "num_leaves": 4,
+            "seeds": 2,
+            "ensemble_weights": [1, 0, 1],
+            "ordinal": order,
+        },
     }
     run = api.train(cfg, progress=False)
     assert run.metrics["roc_auc"] > 0.72
     pred = api.load_predictor("t-credit-lin")
     task = pred.task
     assert task.weights == [0.5, 0.0, 0.5] and "checking_status" in task.prep.numeric
+    assert (run.path / "model.lgb.1.txt").exists() and len(task.more_boosters) == 1
+    one = task.more_boosters[0].predict(task.prep.lgb_matrix(task._encode_ordinal(task.read(None).head(50))))
+    two = task.booster.predict(task.prep.lgb_matrix(task._encode_ordinal(task.read(None).head(50))))
+    assert not np.allclose(one, two)  # the seeds differ
     # the linear model learned that more money in the checking account means a good risk
     # (binary coefficients are those of classes[1], here "good")
     col = task.prep.numeric.index("checking_status")
