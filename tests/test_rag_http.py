@@ -7,8 +7,7 @@ import json
 
 import httpx
 import pytest
-
-from tests.test_rag import make_pdf
+from test_rag import make_pdf
 
 
 @pytest.fixture(scope="module")
