@@ -191,19 +191,78 @@ def log_mel(
     return torch.log(mel + 1e-6).numpy()
 
 
-def utterance_features(
-    x: np.ndarray, sample_rate: int, n_mels: int, frames: int, hop_ms: float = 10.0
-) -> np.ndarray:
-    """Normalized log-mel (1, n_mels, frames): per-band mean removed, scaled to unit variance, centred and
-    padded (or centre-cropped) to a fixed number of frames."""
-    m = log_mel(x, sample_rate, n_mels, hop_ms=hop_ms)
-    m = m - m.mean(axis=1, keepdims=True)
-    m = m / (m.std() + 1e-5)
+def trim_silence(m: np.ndarray, top_db: float) -> np.ndarray:
+    """Drop leading/trailing frames of a log-mel (n_mels, frames) whose energy is `top_db` dB below the
+    loudest frame (at least 3 frames are kept)."""
+    if top_db <= 0 or m.shape[1] <= 3:
+        return m
+    energy = np.log(np.exp(m).sum(axis=0) + 1e-10) * (10 / np.log(10))  # dB per frame
+    loud = np.flatnonzero(energy >= energy.max() - top_db)
+    lo, hi = int(loud[0]), int(loud[-1]) + 1
+    if hi - lo < 3:
+        mid = (lo + hi) // 2
+        lo, hi = max(0, mid - 1), min(m.shape[1], mid + 2)
+    return m[:, lo:hi]
+
+
+def fit_frames(m: np.ndarray, frames: int, mode: str = "pad") -> np.ndarray:
+    """(n_mels, t) -> (n_mels, frames): `resize` stretches time linearly (speaking-rate invariant), `pad`
+    centres and zero-pads (or centre-crops)."""
     t = m.shape[1]
+    if mode == "resize":
+        if t == frames:
+            return m
+        x = torch.from_numpy(np.ascontiguousarray(m, dtype=np.float32))[None]
+        return torch.nn.functional.interpolate(x, size=frames, mode="linear", align_corners=True)[0].numpy()
     if t >= frames:
         start = (t - frames) // 2
-        m = m[:, start : start + frames]
+        return m[:, start : start + frames]
+    left = (frames - t) // 2
+    return np.pad(m, ((0, 0), (left, frames - t - left)))
+
+
+def speed_perturb(x: np.ndarray, factor: float) -> np.ndarray:
+    """Play a waveform `factor` times faster (tempo and pitch together, as in Kaldi speed perturbation)."""
+    from scipy.signal import resample
+
+    n = max(16, int(round(len(x) / factor)))
+    return resample(x, n).astype(np.float32)
+
+
+def utterance_features(
+    x: np.ndarray,
+    sample_rate: int,
+    n_mels: int,
+    frames: int,
+    hop_ms: float = 10.0,
+    trim_db: float = 0.0,
+    norm: str = "mean",
+    fit: str = "pad",
+    cepstra: int = 0,
+    lifter: int = 0,
+    floor_db: float = 0.0,
+) -> np.ndarray:
+    """Log-mel (1, n_mels, frames): silence trimmed (`trim_db` > 0), normalized per utterance
+    (`mean`: per-band mean removed, one global scale; `cmvn`: per-band mean and variance), brought to a fixed
+    number of frames (`fit`: `pad` or `resize`). `cepstra` > 0 gives that many MFCCs instead of log-mels;
+    `lifter` > 0 keeps the log-mel bands but smooths them to the first `lifter` cepstral coefficients;
+    `floor_db` > 0 clips log-mel values more than that many dB below the utterance's maximum."""
+    m = log_mel(x, sample_rate, n_mels, hop_ms=hop_ms)
+    m = trim_silence(m, trim_db)
+    if floor_db > 0:  # quiet time-frequency cells are noise: clip them at `floor_db` below the loudest
+        m = np.maximum(m, m.max() - floor_db * np.log(10) / 10)
+    if cepstra or lifter:
+        from scipy.fft import dct, idct
+
+        c = dct(m, type=2, axis=0, norm="ortho")
+        if cepstra:  # MFCCs 1..cepstra (c0, the loudness, dropped)
+            m = c[1 : cepstra + 1]
+        else:  # smoothed log-mel: the spectral envelope without pitch harmonics
+            c[lifter:] = 0
+            m = idct(c, type=2, axis=0, norm="ortho")
+    m = m - m.mean(axis=1, keepdims=True)
+    if norm == "cmvn":
+        m = m / (m.std(axis=1, keepdims=True) + 0.1)
     else:
-        left = (frames - t) // 2
-        m = np.pad(m, ((0, 0), (left, frames - t - left)))
-    return m[None].astype(np.float32)
+        m = m / (m.std() + 1e-5)
+    return fit_frames(m, frames, fit)[None].astype(np.float32)

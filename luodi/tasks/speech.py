@@ -19,7 +19,13 @@ import torch
 from pydantic import BaseModel, Field
 
 from luodi.config import AppConfig
-from luodi.data.audio import AudioSet, audio_from_value, read_wav_dir, utterance_features
+from luodi.data.audio import (
+    AudioSet,
+    audio_from_value,
+    read_wav_dir,
+    speed_perturb,
+    utterance_features,
+)
 from luodi.errors import BadRequest, ConfigError, NotFound
 from luodi.tasks.base import TaskBase
 from luodi.tasks.image import GridClassifier, classification_evaluation, classification_result, split_indices
@@ -51,7 +57,16 @@ class SpeechRecognitionTask(TaskBase):
         self.sample_rate = int(o.get("sample_rate", 8000))
         self.n_mels = int(o.get("n_mels", 40))
         self.hop_ms = float(o.get("hop_ms", 10.0))
-        self.frames = int(round(float(o.get("max_seconds", 1.0)) * 1000 / self.hop_ms))
+        self.frames = int(o.get("frames") or round(float(o.get("max_seconds", 1.0)) * 1000 / self.hop_ms))
+        self.trim_db = float(o.get("trim_db", 0.0))
+        self.norm = str(o.get("normalize", "mean"))
+        self.fit_mode = str(o.get("fit", "pad"))
+        self.cepstra, self.lifter = int(o.get("cepstra", 0)), int(o.get("lifter", 0))
+        self.floor_db = float(o.get("floor_db", 0.0))
+        if self.norm not in ("mean", "cmvn"):
+            raise ConfigError(f"'model.options.normalize' = '{self.norm}'; expected 'mean' or 'cmvn'")
+        if self.fit_mode not in ("pad", "resize"):
+            raise ConfigError(f"'model.options.fit' = '{self.fit_mode}'; expected 'pad' or 'resize'")
 
     # data
     def read(self, path: str | None) -> AudioSet:
@@ -103,9 +118,24 @@ class SpeechRecognitionTask(TaskBase):
 
     def features(self, waves: list[np.ndarray]) -> np.ndarray:
         if not waves:
-            return np.zeros((0, 1, self.n_mels, self.frames), np.float32)
+            return np.zeros((0, 1, self.cepstra or self.n_mels, self.frames), np.float32)
         return np.stack(
-            [utterance_features(w, self.sample_rate, self.n_mels, self.frames, self.hop_ms) for w in waves]
+            [
+                utterance_features(
+                    w,
+                    self.sample_rate,
+                    self.n_mels,
+                    self.frames,
+                    self.hop_ms,
+                    self.trim_db,
+                    self.norm,
+                    self.fit_mode,
+                    self.cepstra,
+                    self.lifter,
+                    self.floor_db,
+                )
+                for w in waves
+            ]
         )
 
     # training
@@ -119,12 +149,26 @@ class SpeechRecognitionTask(TaskBase):
                 "some recordings have no label: name files like 7_jackson_32.wav, put them in class "
                 "folders, or set data.options.pattern"
             )
-        x = self.features(train.waves)
+        aug = dict(self.config.train.augment)
+        speeds = aug.pop("speed", None) or []
+        speeds = [speeds] if isinstance(speeds, int | float) else list(speeds)
+        if not all(isinstance(v, int | float) and 0.5 <= v <= 2 for v in speeds):
+            raise ConfigError(
+                f"'train.augment.speed' = {speeds}; expected a list of speed factors such as [0.9, 1.1]"
+            )
+        waves, labels = list(train.waves), list(train.labels)
+        for f in speeds:  # extra copies played faster/slower (tempo and pitch), fixed once before training
+            waves += [speed_perturb(w, float(f)) for w in train.waves]
+            labels += list(train.labels)
+        x = self.features(waves)
+        config = self.config.model_copy(
+            update={"train": self.config.train.model_copy(update={"augment": aug})}
+        )
         o = dict(self.config.model.options)
         meta = {
             "classes": sorted(set(train.labels), key=str),
             "channels": 1,
-            "size": [self.n_mels, self.frames],
+            "size": [self.cepstra or self.n_mels, self.frames],
             "width": int(o.get("width", 32)),
             "dropout": float(o.get("dropout", 0.3)),
             "mean": 0.0,
@@ -132,11 +176,17 @@ class SpeechRecognitionTask(TaskBase):
             "sample_rate": self.sample_rate,
             "n_mels": self.n_mels,
             "hop_ms": self.hop_ms,
+            "trim_db": self.trim_db,
+            "normalize": self.norm,
+            "fit": self.fit_mode,
+            "cepstra": self.cepstra,
+            "lifter": self.lifter,
+            "floor_db": self.floor_db,
         }
         torch.manual_seed(self.config.train.seed)  # reproducible initial weights
         self.clf = GridClassifier(meta)
         va = (self.features(valid.waves), valid.labels) if valid is not None and len(valid) else None
-        return self.clf.fit(self.config, x, train.labels, va, Path(run_dir), progress, self.on_epoch_end)
+        return self.clf.fit(config, x, labels, va, Path(run_dir), progress, self.on_epoch_end)
 
     # inference
     def _need(self) -> GridClassifier:
@@ -174,6 +224,11 @@ class SpeechRecognitionTask(TaskBase):
         m = self.clf.meta
         self.sample_rate, self.n_mels, self.hop_ms = m["sample_rate"], m["n_mels"], m["hop_ms"]
         self.frames = m["size"][1]
+        # models saved before these options existed used the old fixed behaviour
+        self.trim_db, self.norm = m.get("trim_db", 0.0), m.get("normalize", "mean")
+        self.fit_mode = m.get("fit", "pad")
+        self.cepstra, self.lifter = m.get("cepstra", 0), m.get("lifter", 0)
+        self.floor_db = m.get("floor_db", 0.0)
 
     def input_model(self) -> type[BaseModel]:
         return SpeechInput
