@@ -19,7 +19,7 @@ from luodi import registry
 from luodi.config import AppConfig, load_app_config
 from luodi.errors import BadRequest, ConfigError, NotFound
 from luodi.registry import RunInfo
-from luodi.tasks import task_for
+from luodi.tasks import TASKS, task_for
 from luodi.tasks.base import EpochCallback
 
 DEMO_DIR = Path(__file__).parent / "demo"
@@ -381,6 +381,8 @@ def ensure_demo_apps(
     for f in demo_app_files():
         cfg = load_app_config(f)
         if names is not None and cfg.name not in names:
+            continue
+        if cfg.task not in TASKS:  # e.g. the customer-service assistant: prepared by luodi.agent, not trained
             continue
         try:
             run = registry.get_run(cfg.name)
