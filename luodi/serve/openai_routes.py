@@ -338,20 +338,21 @@ def _tool_message(g: llm.Generation, specs, choice) -> tuple[dict[str, Any], str
     return {"role": "assistant", "content": out.content or ""}, "stop"
 
 
+def _chunk_sse(cid: str, created: int, model: str, obj: str, choices: list, include_usage: bool,
+               usage: dict | None = None) -> str:
+    """One streamed SSE event of a chat or text completion (`usage` is null until the last event)."""
+    body = {"id": cid, "object": obj, "created": created, "model": model, "choices": choices}
+    if include_usage:
+        body["usage"] = usage
+    return _sse(body)
+
+
 async def _chat_stream(
     ts: llm.TimedStream, first, cid: str, created: int, model: str, include_usage: bool, specs, choice
 ) -> AsyncIterator[str]:
     def chunk(delta: dict, finish: str | None = None) -> str:
-        body = {
-            "id": cid,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
-        }
-        if include_usage:
-            body["usage"] = None
-        return _sse(body)
+        choice0 = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+        return _chunk_sse(cid, created, model, "chat.completion.chunk", [choice0], include_usage)
 
     stream = ts.chunks(first)
     try:
@@ -370,16 +371,7 @@ async def _chat_stream(
             finish = _finish(g.finish_reason)
         yield chunk({}, finish)
         if include_usage:
-            yield _sse(
-                {
-                    "id": cid,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": model,
-                    "choices": [],
-                    "usage": _usage(g),
-                }
-            )
+            yield _chunk_sse(cid, created, model, "chat.completion.chunk", [], True, _usage(g))
         yield "[DONE]"
     except (asyncio.CancelledError, GeneratorExit):
         raise
@@ -447,16 +439,8 @@ async def _completion_stream(
     ts: llm.TimedStream, first, cid: str, created: int, model: str, include_usage: bool
 ) -> AsyncIterator[str]:
     def chunk(text: str, finish: str | None = None) -> str:
-        body = {
-            "id": cid,
-            "object": "text_completion",
-            "created": created,
-            "model": model,
-            "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
-        }
-        if include_usage:
-            body["usage"] = None
-        return _sse(body)
+        choice0 = {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
+        return _chunk_sse(cid, created, model, "text_completion", [choice0], include_usage)
 
     stream = ts.chunks(first)
     try:
@@ -466,16 +450,7 @@ async def _completion_stream(
         g = ts.result
         yield chunk("", _finish(g.finish_reason))
         if include_usage:
-            yield _sse(
-                {
-                    "id": cid,
-                    "object": "text_completion",
-                    "created": created,
-                    "model": model,
-                    "choices": [],
-                    "usage": _usage(g),
-                }
-            )
+            yield _chunk_sse(cid, created, model, "text_completion", [], True, _usage(g))
         yield "[DONE]"
     except (asyncio.CancelledError, GeneratorExit):
         raise
