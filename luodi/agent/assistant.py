@@ -15,6 +15,7 @@ agent answers; the answer is appended to the customer's thread (role "human_agen
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sqlite3
@@ -118,6 +119,12 @@ class AbuseConfig(_Strict):
 class LlmConfig(_Strict):
     enabled: bool = False  # phrase FAQ answers with the chat model (greedy); off: exact FAQ text
     model: str | None = None
+
+
+def _turn(tid: str, st: dict[str, Any], ents: dict[str, str], reply: str, intent: str, conf: float,
+          action: str, **kw: Any) -> Turn:
+    """A turn carrying the conversation's current slots, form and the entities found in the message."""
+    return Turn(tid, reply, intent, conf, action, slots=dict(st["slots"]), form=st["form"], entities=ents, **kw)
 
 
 class AssistantOptions(_Strict):
@@ -373,18 +380,7 @@ class Assistant:
         o = self.opts
         ents = self.entities(text)
 
-        def turn(reply: str, intent: str, conf: float, action: str, **kw: Any) -> Turn:
-            return Turn(
-                tid,
-                reply,
-                intent,
-                conf,
-                action,
-                slots=dict(st["slots"]),
-                form=st["form"],
-                entities=ents,
-                **kw,
-            )
+        turn = functools.partial(_turn, tid, st, ents)
 
         if self._abuse and self._abuse.search(text):
             st["strikes"] += 1
@@ -470,18 +466,7 @@ class Assistant:
     ) -> Turn:
         o = self.opts
 
-        def turn(reply: str, intent: str, conf: float, action: str, **kw: Any) -> Turn:
-            return Turn(
-                tid,
-                reply,
-                intent,
-                conf,
-                action,
-                slots=dict(st["slots"]),
-                form=st["form"],
-                entities=ents,
-                **kw,
-            )
+        turn = functools.partial(_turn, tid, st, ents)
 
         if faq_strong and faq is not None:
             st["clarifications"] = 0
