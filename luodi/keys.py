@@ -1,6 +1,7 @@
 """API keys: create (shown once), list, revoke, verify. Only the sha256 of a key is stored.
 
-The CLI (`luodi keys ...`) and the HTTP routes (/v1/keys) both call these functions.
+The CLI (`luodi keys ...`) and the HTTP routes (/v1/keys) both call these functions. A key is either a
+user key (every /v1 route except key management) or an admin key (also create, list and revoke keys).
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ class KeyInfo:
     rate_limit_rpm: int | None
     created_at: datetime
     revoked_at: datetime | None
+    admin: bool = False
+
+    @property
+    def role(self) -> str:
+        return "admin" if self.admin else "user"
 
     @property
     def active(self) -> bool:
@@ -40,6 +46,7 @@ class KeyInfo:
         d["created_at"] = self.created_at.isoformat() if self.created_at else None
         d["revoked_at"] = self.revoked_at.isoformat() if self.revoked_at else None
         d["active"] = self.active
+        d["role"] = self.role
         return d
 
 
@@ -55,11 +62,13 @@ def hash_key(plain: str) -> str:
 
 
 def _info(row: ApiKey) -> KeyInfo:
-    return KeyInfo(row.id, row.name, row.prefix, row.rate_limit_rpm, row.created_at, row.revoked_at)
+    return KeyInfo(
+        row.id, row.name, row.prefix, row.rate_limit_rpm, row.created_at, row.revoked_at, bool(row.admin)
+    )
 
 
-def create_key(name: str, rate_limit_rpm: int | None = None) -> CreatedKey:
-    """Create a key named `name`; the plain key is in the result and nowhere else."""
+def create_key(name: str, rate_limit_rpm: int | None = None, *, admin: bool = False) -> CreatedKey:
+    """Create a key named `name` (an admin key may manage keys); the plain key is in the result only."""
     name = (name or "").strip()
     if not name or len(name) > 200:
         raise BadRequest(
@@ -74,7 +83,11 @@ def create_key(name: str, rate_limit_rpm: int | None = None) -> CreatedKey:
     plain = KEY_PREFIX + secrets.token_urlsafe(32)
     with session_scope() as s:
         row = ApiKey(
-            name=name, prefix=plain[:_SHOWN_CHARS], key_hash=hash_key(plain), rate_limit_rpm=rate_limit_rpm
+            name=name,
+            prefix=plain[:_SHOWN_CHARS],
+            key_hash=hash_key(plain),
+            rate_limit_rpm=rate_limit_rpm,
+            admin=bool(admin),
         )
         s.add(row)
         s.flush()

@@ -89,7 +89,7 @@ def live_server(luodi_home):
             server.should_exit = True
             raise RuntimeError("live_server: /health did not answer within 180 s")
         time.sleep(0.1)
-    key = create_key("pytest-live-server").key
+    key = create_key("pytest-live-server", admin=True).key  # admin: key-management tests use it
     try:
         yield LiveServer(url, key, app, server, thread)
     finally:

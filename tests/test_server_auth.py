@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
 import sqlite3
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 
@@ -53,6 +58,7 @@ def test_keys_over_http_create_use_revoke(live_server):
     assert created.status_code == 201
     new = created.json()
     assert new["key"].startswith("ld-") and new["prefix"] == new["key"][:10]
+    assert new["role"] == "user" and new["admin"] is False  # user keys unless asked for
     listed = h.get("/keys").json()["data"]
     assert any(k["id"] == new["id"] and k["active"] for k in listed)
     assert all("key" not in k and "key_hash" not in k for k in listed)
@@ -62,6 +68,94 @@ def test_keys_over_http_create_use_revoke(live_server):
     err = _error(httpx.get(f"{live_server.base_url}/models", headers=other), 401)
     assert "revoked" in err["message"]
     _error(h.delete("/keys/999999"), 404)
+
+
+def test_user_key_gets_403_on_key_management(live_server):
+    user = create_key("plain-user")
+    hdr = {"Authorization": f"Bearer {user.key}"}
+    assert httpx.get(f"{live_server.base_url}/models", headers=hdr).status_code == 200  # other routes work
+    for method, path, body in (
+        ("GET", "/keys", None),
+        ("POST", "/keys", {"name": "sneaky", "admin": True}),
+        ("DELETE", f"/keys/{user.id}", None),
+    ):
+        err = _error(httpx.request(method, live_server.base_url + path, headers=hdr, json=body), 403)
+        assert err["type"] == "permission_error" and "admin key" in err["message"], (method, path)
+    assert all(k.name != "sneaky" for k in list_keys())
+    assert verify_key(user.key).active  # the DELETE did not revoke it
+    c = openai.OpenAI(base_url=live_server.base_url, api_key=user.key, max_retries=0)
+    with pytest.raises(openai.PermissionDeniedError):
+        c.get("/keys", cast_to=object)
+    admin = live_server.openai(max_retries=0)  # the fixture's key is an admin key
+    assert any(k["id"] == user.id and k["role"] == "user" for k in admin.get("/keys", cast_to=object)["data"])
+
+
+def test_admin_key_can_make_admin_keys(live_server):
+    h = httpx.Client(base_url=live_server.base_url, headers=live_server.headers, timeout=30)
+    made = h.post("/keys", json={"name": "second-admin", "admin": True})
+    assert made.status_code == 201 and made.json()["role"] == "admin"
+    hdr = {"Authorization": f"Bearer {made.json()['key']}"}
+    listed = httpx.get(f"{live_server.base_url}/keys", headers=hdr).json()["data"]
+    assert {k["role"] for k in listed} <= {"admin", "user"}
+    assert next(k for k in listed if k["id"] == made.json()["id"])["admin"] is True
+    assert httpx.delete(f"{live_server.base_url}/keys/{made.json()['id']}", headers=hdr).json()["active"] is False
+
+
+UPGRADE_SCRIPT = textwrap.dedent("""
+    import json, sys
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine, text
+    from luodi.keys import hash_key
+    from luodi.settings import get_settings
+    from luodi.store.db import MIGRATIONS
+
+    url = get_settings().db_url
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url)
+    command.upgrade(cfg, "0001")  # a store as luodi 0001 left it, with two keys (one revoked)
+    with create_engine(url).begin() as con:
+        for name, plain, revoked in (("old-ops", "ld-old-ops-secret", None), ("old-gone", "ld-old-gone", "2026-01-02")):
+            con.execute(
+                text("insert into api_keys (name, prefix, key_hash, rate_limit_rpm, created_at, revoked_at) "
+                     "values (:n, :p, :h, 7, '2026-01-01 00:00:00', :r)"),
+                {"n": name, "p": plain[:10], "h": hash_key(plain), "r": revoked},
+            )
+
+    from fastapi.testclient import TestClient
+    from luodi.keys import create_key, list_keys, verify_key
+    from luodi.serve.app import create_app
+
+    out = {"old": verify_key("ld-old-ops-secret").to_dict()}  # first use upgrades the store to head
+    new = create_key("after-upgrade")
+    with TestClient(create_app(preload=False)) as c:
+        out["old_lists"] = c.get("/v1/keys", headers={"Authorization": "Bearer ld-old-ops-secret"}).status_code
+        out["new_lists"] = c.get("/v1/keys", headers={"Authorization": "Bearer " + new.key}).status_code
+    out["keys"] = [[k.name, k.role, k.active, k.rate_limit_rpm] for k in list_keys()]
+    with create_engine(url).connect() as con:
+        out["revision"] = con.execute(text("select version_num from alembic_version")).scalar()
+    from alembic.script import ScriptDirectory
+    out["head"] = ScriptDirectory.from_config(cfg).get_current_head()
+    print(json.dumps(out))
+""")
+
+
+def test_upgrade_from_0001_keeps_keys_and_makes_them_admin(tmp_path):
+    """A real SQLite store created at revision 0001 upgrades in place: every key kept, old keys are admin."""
+    env = {**os.environ, "LUODI_HOME": str(tmp_path)}
+    env.pop("LUODI_DATABASE_URL", None)
+    r = subprocess.run([sys.executable, "-c", UPGRADE_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["old"]["role"] == "admin" and out["old"]["rate_limit_rpm"] == 7
+    assert out["keys"] == [
+        ["old-ops", "admin", True, 7],
+        ["old-gone", "admin", False, 7],
+        ["after-upgrade", "user", True, None],
+    ]
+    assert (out["old_lists"], out["new_lists"]) == (200, 403)
+    assert out["revision"] == out["head"] != "0001"
 
 
 def test_non_openai_route_validation_is_422_naming_the_field(live_server):

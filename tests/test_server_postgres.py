@@ -78,7 +78,7 @@ SCRIPT = textwrap.dedent("""
     from luodi.serve.app import create_app
     from luodi.store import get_engine
 
-    k = create_key("pg-key", 2)
+    k = create_key("pg-key", 2, admin=True)
     out = {}
     with TestClient(create_app(preload=False)) as c:
         h = {"Authorization": "Bearer " + k.key}

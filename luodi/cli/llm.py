@@ -65,7 +65,7 @@ def print_banner(url: str, key: str | None, model: str) -> None:
     console.print(f"model      {model}")
     if key:
         console.print(
-            f"API key    [bold green]{key}[/bold green]   (shown once; create more: luodi keys create NAME)"
+            f"API key    [bold green]{key}[/bold green]   (admin, shown once; create more: luodi keys create NAME)"
         )
     else:
         console.print("API key    none needed (LUODI_AUTH=off)")
@@ -100,7 +100,7 @@ def run_server(host: str, port: int, *, new_key: bool = True, key_name: str = "l
         raise LuodiError(f"port {port} on {host} is already in use; pick another with --port", param="port")
     key = None
     if settings.auth.lower() not in ("off", "false", "0", "no") and new_key:
-        key = keys_service.create_key(key_name).key
+        key = keys_service.create_key(key_name, admin=True).key  # admin: it may manage keys too
     app = create_app(settings)
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     print_banner(f"http://{shown_host}:{port}", key, settings.chat_model)
@@ -370,20 +370,23 @@ def models() -> None:
 
 
 # ------------------------------------------------------------------------------------------ keys
-keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys: create, list, revoke (admin keys also manage keys).", no_args_is_help=True)
 
 
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Argument(help="a label, e.g. billing-service")],
     rpm: Annotated[int | None, typer.Option("--rpm", help="requests per minute for this key")] = None,
+    admin: Annotated[
+        bool, typer.Option("--admin", help="admin key: may also create, list and revoke keys over HTTP")
+    ] = False,
 ) -> None:
-    """Create a key; it is printed once and stored only as a hash."""
+    """Create a key (a user key unless --admin); it is printed once and stored only as a hash."""
     try:
-        k = keys_service.create_key(name, rpm)
+        k = keys_service.create_key(name, rpm, admin=admin)
     except LuodiError as e:
         raise _fail(e) from e
-    console.print(f"created key {k.id} ({k.name}); copy it now, it is not shown again:")
+    console.print(f"created key {k.id} ({k.name}, {k.role}); copy it now, it is not shown again:")
     _write(k.key + "\n")
 
 
@@ -391,12 +394,13 @@ def keys_create(
 def keys_list() -> None:
     """List keys (prefix only)."""
     t = Table(title="API keys")
-    for col in ("id", "name", "prefix", "rpm", "created", "status"):
+    for col in ("id", "name", "role", "prefix", "rpm", "created", "status"):
         t.add_column(col)
     for k in keys_service.list_keys():
         t.add_row(
             str(k.id),
             k.name,
+            k.role,
             k.prefix + "…",
             str(k.rate_limit_rpm or "default"),
             f"{k.created_at:%Y-%m-%d %H:%M}",

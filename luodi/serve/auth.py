@@ -1,7 +1,8 @@
 """API-key auth for /v1/*: `Authorization: Bearer <key>`, per-key rate limits; LUODI_AUTH=off disables both.
 
 Other routers protect their routes with `Depends(require_key)`; create_app() also adds it to every /v1/ route,
-so a route cannot be left open by mistake (the check runs once per request).
+so a route cannot be left open by mistake (the check runs once per request). Key management routes also
+depend on `require_admin`: a user key gets 403 there.
 """
 
 from __future__ import annotations
@@ -9,12 +10,19 @@ from __future__ import annotations
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from luodi.errors import AuthError
+from luodi.errors import AuthError, LuodiError
 from luodi.keys import KeyInfo, verify_key
 from luodi.serve.ratelimit import RateLimiter
 from luodi.serve.state import get_state
 
 _CHECKED = "luodi_key_checked"
+
+
+class PermissionDenied(LuodiError):
+    """A valid key that may not use this route (OpenAI's 403 `permission_error`)."""
+
+    status = 403
+    code = "insufficient_permissions"
 
 
 def _bearer(request: Request) -> str:
@@ -51,3 +59,14 @@ async def require_key_on_v1(request: Request) -> KeyInfo | None:
     if request.url.path.startswith("/v1/") or request.url.path == "/v1":
         return await require_key(request)
     return None
+
+
+async def require_admin(request: Request) -> KeyInfo | None:
+    """FastAPI dependency for key management: an admin key (or auth off); a user key gets 403."""
+    info = await require_key(request)
+    if info is not None and not info.admin:
+        raise PermissionDenied(
+            f"API key {info.prefix}… ({info.name}) is a user key; managing API keys needs an admin key "
+            "(create one with `luodi keys create NAME --admin`, or use the key `luodi serve` printed)"
+        )
+    return info

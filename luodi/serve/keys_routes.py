@@ -1,19 +1,24 @@
-"""API key management over HTTP: GET/POST /v1/keys, DELETE /v1/keys/{id} (same functions as `luodi keys`)."""
+"""API key management over HTTP: GET/POST /v1/keys, DELETE /v1/keys/{id} (same functions as `luodi keys`).
+
+Every route here needs an admin key; a user key is answered 403 (OpenAI error shape, type permission_error).
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from luodi import keys
+from luodi.serve.auth import require_admin
 
-router = APIRouter(prefix="/v1/keys", tags=["keys"])
+router = APIRouter(prefix="/v1/keys", tags=["keys"], dependencies=[Depends(require_admin)])
 
 
 class KeyCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200, description="a label, e.g. 'billing-service'")
     rate_limit_rpm: int | None = Field(None, ge=1, description="requests per minute; default: server setting")
+    admin: bool = Field(False, description="an admin key may also create, list and revoke keys")
 
 
 @router.get("", summary="List API keys (never the keys themselves)")
@@ -24,7 +29,7 @@ async def list_keys() -> dict:
 
 @router.post("", status_code=201, summary="Create an API key; the key is returned once, only here")
 async def create_key(body: KeyCreate) -> dict:
-    k = await run_in_threadpool(keys.create_key, body.name, body.rate_limit_rpm)
+    k = await run_in_threadpool(keys.create_key, body.name, body.rate_limit_rpm, admin=body.admin)
     return {**k.to_dict(), "key": k.key}
 
 
