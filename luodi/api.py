@@ -281,8 +281,12 @@ def tune(
     executor: str = "local",
     progress: bool = True,
     train_best: bool = False,
+    cpus: int | None = None,
 ) -> dict[str, Any]:
-    """Search tune.space; each trial fits on the train split (or k folds) and scores the validation metric."""
+    """Search tune.space; each trial fits on the train split (or k folds) and scores the validation metric.
+
+    executor "local" runs Optuna in this process; "ray" runs the trials on Ray Tune (`cpus`: local Ray CPUs).
+    """
     from luodi.evaluate.metrics import is_lower_better
     from luodi.train.cv import cross_validate
     from luodi.train.hpo import apply_overrides, parse_space, run_optuna, run_ray
@@ -316,7 +320,14 @@ def tune(
         return float(m[name])
 
     if executor == "ray":
-        res = run_ray(space, tc, objective, trials, sampler, cfg.train.seed)
+        # trials run in Ray workers: the metric's name is settled here, as the workers cannot report it back
+        if not (tc.metric or cfg.evaluate.metrics):
+            raise ConfigError("--executor ray needs the metric to optimize: set tune.metric or evaluate.metrics")
+        metric_box["metric"] = _metric_name(cfg, {})
+        ray_dir = registry.runs_root(cfg.train.output_dir) / cfg.name / "ray"
+        res = run_ray(
+            space, tc, objective, trials, sampler, cfg.train.seed, storage_dir=ray_dir, cpus=cpus, progress=progress
+        )
     elif executor == "local":
         res = run_optuna(space, tc, objective, trials, sampler, cfg.train.seed, progress)
     else:
@@ -332,15 +343,21 @@ def tune(
     return res
 
 
-def cv(app: AppRef, folds: int = 5, progress: bool = True) -> dict[str, Any]:
-    """k-fold cross-validation on the training part (the validation split stays unseen)."""
+def cv(app: AppRef, folds: int = 5, progress: bool = True, train_only: bool = False) -> dict[str, Any]:
+    """k-fold cross-validation: every row of the dataset is validated exactly once, by a model fit without it.
+
+    `train_only` folds only the training part of data.split, so the validation split stays unseen (e.g. to
+    compare with `luodi evaluate` on it later). Returns per-fold metrics, mean and std (see cross_validate).
+    """
     from luodi.train.cv import cross_validate
 
     cfg = load_app(app)
     task = task_for(cfg)
-    tr, _ = task.split(task.read(None))
-    res = cross_validate(cfg, folds, progress=progress, data=tr)
-    res["app"] = cfg.name
+    data = task.read(None)
+    if train_only:
+        data, _ = task.split(data)
+    res = cross_validate(cfg, folds, progress=progress, data=data)
+    res.update(app=cfg.name, scope="training part" if train_only else "whole dataset")
     return res
 
 

@@ -96,6 +96,9 @@ def register(app: typer.Typer) -> None:
         train_best: Annotated[
             bool, typer.Option("--train-best", help="train a run with the best params")
         ] = False,
+        cpus: Annotated[
+            int | None, typer.Option(help="--executor ray: CPUs of the local Ray (default: all; 1 trial per CPU)")
+        ] = None,
     ):
         """Search hyper-parameters (tune.space, dotted paths) with Optuna grid / random / TPE, or Ray Tune."""
         try:
@@ -106,6 +109,7 @@ def register(app: typer.Typer) -> None:
                 folds=folds,
                 executor=executor,
                 train_best=train_best,
+                cpus=cpus,
             )
         except LuodiError as e:
             _fail(e)
@@ -124,18 +128,31 @@ def register(app: typer.Typer) -> None:
     def cv_cmd(
         app_file: Annotated[str, typer.Argument(help="App YAML file")],
         folds: Annotated[int, typer.Option(help="number of folds")] = 5,
+        train_only: Annotated[
+            bool,
+            typer.Option("--train-only", help="fold only the training part of data.split (validation stays unseen)"),
+        ] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="print JSON with every metric")] = False,
     ):
-        """k-fold cross-validation: per-fold metrics, mean and std."""
+        """k-fold cross-validation on the whole dataset: metrics per fold, then mean ± std."""
         try:
-            res = api.cv(app_file, folds=folds)
+            res = api.cv(app_file, folds=folds, train_only=train_only, progress=not as_json)
         except LuodiError as e:
             _fail(e)
-        t = Table(title=f"{res['app']}: {folds}-fold cross-validation")
-        t.add_column("metric")
-        t.add_column("mean", justify="right")
-        t.add_column("std", justify="right")
-        for k, v in res["mean"].items():
-            t.add_row(k, f"{v:.4f}", f"{res['std'][k]:.4f}")
+        if as_json:
+            print(api.dumps(res))
+            return
+        wanted = api.load_app(app_file).evaluate.metrics
+        shown = [k for k in res["mean"] if k in wanted] or list(res["mean"])[:6]
+        t = Table(title=f"{res['app']}: {folds}-fold cv, {res['scope']}, {res['rows']} rows")
+        t.add_column("fold")
+        t.add_column("rows", justify="right")
+        for k in shown:
+            t.add_column(k, justify="right")
+        for i, (m, n) in enumerate(zip(res["per_fold"], res["fold_sizes"], strict=True), 1):
+            t.add_row(str(i), str(n), *(f"{m[k]:.4f}" for k in shown))
+        t.add_section()
+        t.add_row("mean ± std", str(res["rows"]), *(f"{res['mean'][k]:.4f} ± {res['std'][k]:.4f}" for k in shown))
         out.print(t)
 
     @app.command("runs")

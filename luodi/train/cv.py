@@ -1,4 +1,9 @@
-"""k-fold cross-validation of an app: fit a fresh task per fold, report per-fold metrics, mean and std."""
+"""k-fold cross-validation of an app: fit a fresh task per fold, report per-fold metrics, mean and std.
+
+The folds come from the task's `folds()` (stratified where the task gives labels): every row of the data
+handed in is in exactly one fold's validation part. `luodi cv` hands in the whole dataset; tuning hands in
+the training part only, so the app's validation split stays unseen.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,10 @@ from luodi.errors import ConfigError
 from luodi.tasks import task_for
 
 
+def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
 def cross_validate(
     cfg: AppConfig,
     folds: int,
@@ -21,13 +30,23 @@ def cross_validate(
     data: Any = None,
     on_fold: Callable[[int, dict[str, float]], None] | None = None,
 ) -> dict[str, Any]:
-    """Metrics of each fold's validation part, and their mean and standard deviation."""
+    """Metrics of each fold's validation part, and their mean and (population) standard deviation.
+
+    `data` defaults to the app's whole dataset. Returns {folds, rows, fold_sizes, per_fold, mean, std};
+    the app's evaluate.metrics come first in `mean` and `std`.
+    """
     task = task_for(cfg)
     if not hasattr(task, "folds"):
         raise ConfigError(f"task {cfg.task} does not support cross-validation (it has no folds())")
     data = task.read(None) if data is None else data
-    per_fold: list[dict[str, float]] = []
+    n = len(data)
+    if folds < 2 or folds > n:
+        raise ConfigError(f"'folds' must be between 2 and the number of rows ({n}); got {folds}")
     parts = task.folds(data, folds, cfg.train.seed)
+    sizes = [len(va) for _, va in parts]
+    if sum(sizes) != n:  # a task's folds() must validate every row exactly once
+        raise ConfigError(f"task {cfg.task}: folds validate {sum(sizes)} rows, expected each of the {n} once")
+    per_fold: list[dict[str, float]] = []
     from rich.progress import track
 
     it = track(list(enumerate(parts)), description=f"{folds}-fold cv") if progress else enumerate(parts)
@@ -35,13 +54,16 @@ def cross_validate(
         t = task_for(cfg)
         with tempfile.TemporaryDirectory(prefix="luodi-cv-") as d:
             t.fit(tr, va, Path(d), progress=False)
-        m = {k: float(v) for k, v in t.evaluate(va).items() if isinstance(v, int | float)}
+        m = _numbers(t.evaluate(va))
         per_fold.append(m)
         if on_fold:
             on_fold(i, m)
-    keys = [k for k in per_fold[0] if all(k in f for f in per_fold)]
+    common = [k for k in per_fold[0] if all(k in f for f in per_fold)]
+    keys = [k for k in cfg.evaluate.metrics if k in common] + [k for k in common if k not in cfg.evaluate.metrics]
     return {
         "folds": folds,
+        "rows": n,
+        "fold_sizes": sizes,
         "per_fold": per_fold,
         "mean": {k: float(np.mean([f[k] for f in per_fold])) for k in keys},
         "std": {k: float(np.std([f[k] for f in per_fold])) for k in keys},

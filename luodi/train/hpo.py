@@ -7,7 +7,11 @@ needs finite values: lists, or ranges with `step`.
 
 from __future__ import annotations
 
+import logging
+import os
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -140,14 +144,28 @@ def run_ray(
     trials: int,
     sampler: str,
     seed: int = 0,
+    *,
+    storage_dir: Path | None = None,
+    cpus: int | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
-    """The same search on Ray Tune (local or a cluster via RAY_ADDRESS)."""
+    """The same search on Ray Tune: each trial is a Ray task calling `objective` (one CPU per trial).
+
+    Connects to a cluster when RAY_ADDRESS is set; otherwise starts a local Ray without the dashboard, limited
+    to `cpus` CPUs (default: all), and stops it afterwards. Trials keep the caller's working directory, so
+    relative paths in the app still resolve. Results go under `storage_dir` (default ~/ray_results).
+    """
     try:
+        import ray
         from ray import tune
     except ImportError as e:
         raise BadRequest(
             "--executor ray needs Ray Tune: install it with `pip install 'luodi[ray]'`", param="executor"
         ) from e
+    if cpus is not None and cpus < 1:
+        raise BadRequest(f"cpus must be at least 1 (got {cpus})", param="cpus")
+    if sampler not in ("grid", "random", "tpe"):
+        raise BadRequest(f"unknown sampler '{sampler}'; use grid, random or tpe", param="sampler")
     rspace: dict[str, Any] = {}
     for p, s in space.items():
         if "choices" in s:
@@ -155,15 +173,16 @@ def run_ray(
         elif sampler == "grid":
             rspace[p] = tune.grid_search(grid_values(p, s))
         elif s["type"] == "int":
-            rspace[p] = (
-                tune.lograndint(s["low"], s["high"] + 1)
-                if s.get("log")
-                else tune.randint(s["low"], s["high"] + 1)
-            )
+            step = int(s.get("step") or 1)
+            if s.get("log"):
+                rspace[p] = tune.qlograndint(s["low"], s["high"], step)  # q* bounds are inclusive
+            else:
+                rspace[p] = tune.qrandint(s["low"], s["high"], step)
+        elif s.get("step"):
+            quantized = tune.qloguniform if s.get("log") else tune.quniform
+            rspace[p] = quantized(s["low"], s["high"], float(s["step"]))
         else:
-            rspace[p] = (
-                tune.loguniform(s["low"], s["high"]) if s.get("log") else tune.uniform(s["low"], s["high"])
-            )
+            rspace[p] = tune.loguniform(s["low"], s["high"]) if s.get("log") else tune.uniform(s["low"], s["high"])
     mode = "max" if tc.direction == "maximize" else "min"
     search_alg = None
     if sampler == "tpe":
@@ -172,24 +191,45 @@ def run_ray(
         search_alg = OptunaSearch(metric="score", mode=mode, seed=seed)
 
     def trainable(config: dict[str, Any]) -> dict[str, float]:
-        return {"score": objective(config)}
+        return {"score": float(objective({p: config[p] for p in space}))}
 
-    tuner = tune.Tuner(
-        trainable,
-        param_space=rspace,
-        tune_config=tune.TuneConfig(
-            metric="score", mode=mode, num_samples=1 if sampler == "grid" else trials, search_alg=search_alg
-        ),
-    )
-    results = tuner.fit()
-    best = results.get_best_result()
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # read by Tune, passed on to its workers
+    started = False
+    if not ray.is_initialized():
+        kw: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
+        if not os.environ.get("RAY_ADDRESS"):
+            kw["num_cpus"] = cpus
+        ray.init(**kw)
+        started = True
+    try:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=rspace,
+            tune_config=tune.TuneConfig(
+                metric="score", mode=mode, num_samples=1 if sampler == "grid" else trials, search_alg=search_alg
+            ),
+            run_config=tune.RunConfig(
+                name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}",
+                storage_path=str(Path(storage_dir).resolve()) if storage_dir else None,
+                verbose=1 if progress else 0,
+            ),
+        )
+        results = tuner.fit()
+    finally:
+        if started:
+            ray.shutdown()
     rows = [
         {"number": i, "params": {p: r.config[p] for p in space}, "value": float(r.metrics["score"])}
         for i, r in enumerate(results)
-        if r.metrics and "score" in r.metrics
+        if r.error is None and r.metrics and "score" in r.metrics
     ]
+    if not rows:
+        first = next((r.error for r in results if r.error is not None), None)
+        raise BadRequest(f"every Ray Tune trial failed; the first error: {first}", param="executor")
+    best = results.get_best_result()
     return {
         "best_params": {p: best.config[p] for p in space},
         "best_value": float(best.metrics["score"]),
         "trials": rows,
+        "failed_trials": sum(r.error is not None for r in results),
     }
