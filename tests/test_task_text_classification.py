@@ -99,6 +99,10 @@ def test_clear_errors(datasets_dir, tmp_path):
         make_task("x.csv", model={"options": {"features": ["bag"]}})
     with pytest.raises(ConfigError, match="model.options"):
         make_task("x.csv", model={"options": {"c_embedings": 3}})
+    with pytest.raises(ConfigError, match="head_weights"):
+        make_task("x.csv", model={"options": {"features": ["embeddings", "finetune"]}})
+    with pytest.raises(ConfigError, match="one non-negative weight per feature"):
+        make_task("x.csv", model={"options": {"features": ["finetune", "tfidf"], "head_weights": {"tfidf": 1}}})
     with pytest.raises(BadRequest, match="not found"):
         make_task(tmp_path / "missing.csv").read(None)
     with pytest.raises(BadRequest, match="data.columns.label"):
@@ -111,3 +115,28 @@ def test_clear_errors(datasets_dir, tmp_path):
         task.predict([{"text": "ok"}, {"txt": "typo"}])
     with pytest.raises(BadRequest, match="2 distinct labels"):
         task.fit(df[df.label == df.label[0]], df.iloc[:0], tmp_path)
+
+
+def test_finetuned_encoder_learns_and_round_trips(datasets_dir, tmp_path):
+    """The `finetune` head trains the encoder itself; the saved run predicts exactly what the trained one did."""
+    _, df = banking_slice(datasets_dir, n_labels=6, per_label=24)
+    opts = {"features": ["finetune", "tfidf"], "tfidf_weight": 0.25, "max_length": 32, "finetune_layers": 2}
+    over = {"data": {"columns": {"label": "category"}}, "model": {"options": opts}}
+    task = make_task(datasets_dir / "banking77/train.csv", train={"epochs": 2, "lr": 3e-4, "batch_size": 16}, **over)
+    train, valid = task.split(df)
+    metrics = task.fit(train, valid, tmp_path / "work", progress=False)
+    assert metrics["accuracy"] > 0.6  # 6 classes: chance is 0.17
+    enc = task.ft_model.encoder
+    frozen = [p.requires_grad for p in enc.embeddings.parameters()] + [
+        p.requires_grad for p in enc.encoder.layer[0].parameters()
+    ]
+    task_params = [p.requires_grad for p in enc.encoder.layer[-1].parameters()]
+    assert not any(frozen) and all(task_params)  # finetune_layers: 2 trains only the top two layers
+    texts = [{"text": t} for t in valid.text]
+    before = task.predict(texts)
+    task.save(tmp_path / "run")
+    again = make_task(datasets_dir / "banking77/train.csv", **over)
+    again.load(tmp_path / "run")
+    after = again.predict(texts)
+    assert [a["label"] for a in after] == [b["label"] for b in before]
+    assert after[0]["score"] == pytest.approx(before[0]["score"], abs=1e-5)

@@ -1,9 +1,11 @@
 """Text classification (intents, spam, ...) with optional out-of-scope rejection.
 
-Model (`model.type: embedding-head`): two linear heads whose log-probabilities are mixed —
-logistic regression on frozen encoder features (mean-pooled hidden states of a few layers of the
-bundled MiniLM, cached on disk) and logistic regression on TF-IDF word + character n-grams. The
-mixing weight and, for out-of-scope detection, a probability threshold are tuned on validation.
+Model (`model.type: embedding-head`): two heads whose log-probabilities are mixed — a neural head,
+either logistic regression on frozen encoder features (`embeddings`: mean-pooled hidden states of a few
+layers of the bundled MiniLM, cached on disk) or the encoder itself fine-tuned under a cosine classifier
+(`finetune`, see text_finetune.py) — and logistic regression on TF-IDF word + character n-grams. The
+mixing weight (unless fixed in the options) and, for out-of-scope detection, a probability threshold are
+tuned on validation.
 Weights are stored as safetensors, vocabularies and label maps as JSON (no pickle).
 """
 
@@ -196,19 +198,27 @@ class TextClassificationOptions(BaseModel):
     """`model.options` of a text-classification app."""
 
     model_config = ConfigDict(extra="forbid")
-    features: list[str] = Field(default_factory=lambda: ["embeddings", "tfidf"])  # embeddings | tfidf
+    features: list[str] = Field(default_factory=lambda: ["embeddings", "tfidf"])  # embeddings|finetune, tfidf
     # encoder layers, each mean-pooled, concatenated ([6]: the last layer of MiniLM-L6)
     layers: list[int] = Field(default_factory=lambda: [6])
     max_length: int = Field(128, ge=8, le=512)  # tokens per text for the encoder
     c_embeddings: float = Field(10.0, gt=0)  # inverse L2 strength of the embedding head
     c_tfidf: float = Field(20.0, gt=0)  # inverse L2 strength of the TF-IDF head
     tfidf_weight: float | None = Field(None, ge=0, le=1)  # mixing weight of the TF-IDF head; None: tuned
+    # fixed mixing weights per head (normalized), e.g. {finetune: 0.7, embeddings: 0.15, tfidf: 0.15};
+    # required when both neural heads are used, overrides tfidf_weight
+    head_weights: dict[str, float] | None = None
     oos_label: str | None = None  # label meaning "none of the known classes" (e.g. clinc150's `oos`)
     oos_threshold: float | None = Field(None, ge=0, le=1)  # reject below this probability; None: tuned
     # tuning: the threshold with the best out-of-scope recall on validation that costs at most this much
     # in-scope accuracy (absolute) compared with no threshold
     oos_max_in_scope_drop: float = Field(0.005, ge=0, lt=1)
     top_k: int = Field(5, ge=1)
+    # `finetune` head: how many top encoder layers are trained (all: 6 for MiniLM-L6), label smoothing and
+    # the cosine classifier's scale; epochs, lr, batch_size and seed come from `train:`
+    finetune_layers: int = Field(6, ge=1)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    head_scale: float = Field(20.0, gt=0)
 
 
 class TextIn(BaseModel):
@@ -262,16 +272,31 @@ class TextClassificationTask(TaskBase):
                 param="model.type",
             )
         self.opts: TextClassificationOptions = parse_options(config, TextClassificationOptions)
-        bad = set(self.opts.features) - {"embeddings", "tfidf"}
-        if bad or not self.opts.features:
+        feats = set(self.opts.features)
+        bad = feats - {"embeddings", "finetune", "tfidf"}
+        if bad or not feats:
             raise ConfigError(
-                f"model.options.features: {sorted(bad) or '[]'} not allowed; use a non-empty "
-                "subset of [embeddings, tfidf]",
+                f"model.options.features: {self.opts.features} not allowed; use a non-empty subset of "
+                "[embeddings, finetune, tfidf]",
                 param="model.options.features",
+            )
+        hw = self.opts.head_weights
+        if hw is not None and (set(hw) != feats or min(hw.values()) < 0 or sum(hw.values()) <= 0):
+            raise ConfigError(
+                f"model.options.head_weights {hw}: give one non-negative weight per feature "
+                f"({sorted(feats)}), not all zero",
+                param="model.options.head_weights",
+            )
+        if {"embeddings", "finetune"} <= feats and hw is None:
+            raise ConfigError(
+                "model.options.features has two neural heads (embeddings and finetune): set "
+                "model.options.head_weights, e.g. {finetune: 0.7, embeddings: 0.15, tfidf: 0.15}",
+                param="model.options.head_weights",
             )
         self.source = config.model.source or "bundled:minilm-l6"
         self.classes: list[str] = []
         self.emb_head: LinearHead | None = None
+        self.ft_model = None  # text_finetune.CosineClassifier when features has `finetune`
         self.tfidf = None
         self.tfidf_head: LinearHead | None = None
         self.tfidf_weight = self.opts.tfidf_weight
@@ -322,16 +347,31 @@ class TextClassificationTask(TaskBase):
     def _emb(self, texts: list[str], progress: bool = False) -> np.ndarray:
         return encoder_features(texts, self.source, self.opts.layers, self.opts.max_length, progress=progress)
 
+    def _head_log_probs(self, texts: list[str], progress: bool = False) -> dict[str, np.ndarray]:
+        """Each trained head's log-probabilities, keyed by feature name."""
+        out = {}
+        if self.ft_model is not None:
+            out["finetune"] = self.ft_model.log_proba(texts, self.opts.max_length)
+        if self.emb_head is not None:
+            out["embeddings"] = self.emb_head.log_proba(self._emb(texts, progress))
+        if self.tfidf_head is not None:
+            out["tfidf"] = self.tfidf_head.log_proba(self.tfidf.transform(texts))
+        return out
+
+    def _mix_weights(self, heads: list[str]) -> dict[str, float]:
+        if self.opts.head_weights:
+            total = sum(self.opts.head_weights.values())
+            return {h: self.opts.head_weights[h] / total for h in heads}
+        if len(heads) == 1:
+            return {heads[0]: 1.0}
+        neural = next(h for h in heads if h != "tfidf")
+        return {neural: 1 - self.tfidf_weight, "tfidf": self.tfidf_weight}
+
     def _log_probs(self, texts: list[str], progress: bool = False) -> np.ndarray:
         """Mixed log-probabilities, shape (n, n_labels)."""
-        parts, weights = [], []
-        if self.emb_head is not None:
-            parts.append(self.emb_head.log_proba(self._emb(texts, progress)))
-            weights.append(1 - (self.tfidf_weight if self.tfidf_head is not None else 0.0))
-        if self.tfidf_head is not None:
-            parts.append(self.tfidf_head.log_proba(self.tfidf.transform(texts)))
-            weights.append(self.tfidf_weight if self.emb_head is not None else 1.0)
-        lp = sum(w * p for w, p in zip(weights, parts, strict=True))
+        parts = self._head_log_probs(texts, progress)
+        weights = self._mix_weights(list(parts))
+        lp = sum(weights[h] * p for h, p in parts.items())
         return lp - np.logaddexp.reduce(lp, axis=1, keepdims=True)  # renormalize the geometric mixture
 
     def fit(self, train: pd.DataFrame, valid: pd.DataFrame, run_dir: Path, progress: bool = True) -> dict:
@@ -348,7 +388,18 @@ class TextClassificationTask(TaskBase):
         texts = train.text.tolist()
         seed = self.config.train.seed
         cw = "balanced" if self.config.train.class_weights == "balanced" else None
-        self.emb_head = self.tfidf_head = self.tfidf = None
+        self.emb_head = self.tfidf_head = self.tfidf = self.ft_model = None
+        if "finetune" in self.opts.features:
+            from luodi.tasks.text_finetune import finetune
+
+            console.log(f"fine-tuning {self.source} (top {self.opts.finetune_layers} layers) on {len(texts)} texts")
+            held = None
+            if valid is not None and not valid.empty:
+                held = (valid.text.tolist(), valid.label.map(index).fillna(-1).astype(int).values)
+            self.ft_model = finetune(
+                texts, y, len(self.classes), source=self.source, opts=self.opts, train=self.config.train,
+                run_dir=run_dir, valid=held, progress=progress,
+            )
         if "embeddings" in self.opts.features:
             console.log(f"encoder features ({self.source}, layers {self.opts.layers}) for {len(texts)} texts")
             x = self._emb(texts, progress)
@@ -370,10 +421,11 @@ class TextClassificationTask(TaskBase):
     def _tune(self, valid: pd.DataFrame, console) -> None:
         """Pick the mixing weight and the out-of-scope threshold on validation data."""
         texts, gold = valid.text.tolist(), valid.label.values
-        both = self.emb_head is not None and self.tfidf_head is not None
-        if both and self.opts.tfidf_weight is None:
-            le = self.emb_head.log_proba(self._emb(texts))
-            lt = self.tfidf_head.log_proba(self.tfidf.transform(texts))
+        feats = set(self.opts.features)
+        if len(feats) == 2 and "tfidf" in feats and self.opts.tfidf_weight is None and not self.opts.head_weights:
+            heads = self._head_log_probs(texts)
+            lt = heads.pop("tfidf")
+            (le,) = heads.values()
             lab = np.array(self.classes)
             grid = np.round(np.arange(0, 1.01, 0.1), 2)
             accs = [(lab[((1 - w) * le + w * lt).argmax(1)] == gold).mean() for w in grid]
@@ -493,6 +545,11 @@ class TextClassificationTask(TaskBase):
         }
         if self.emb_head is not None:
             meta["heads"].append("emb")
+        if self.ft_model is not None:
+            from luodi.tasks.text_finetune import save_finetuned
+
+            meta["heads"].append("finetune")
+            save_finetuned(self.ft_model, run_dir)
         if self.tfidf_head is not None:
             meta["heads"].append("tfidf")
             tensors.update(self.tfidf_head.tensors("tfidf"))
@@ -522,6 +579,11 @@ class TextClassificationTask(TaskBase):
         self.tfidf_weight = meta["tfidf_weight"]
         self.oos_threshold = meta["oos_threshold"]
         self.emb_head = LinearHead.from_tensors(t, "emb") if "emb" in meta["heads"] else None
+        self.ft_model = None
+        if "finetune" in meta["heads"]:
+            from luodi.tasks.text_finetune import load_finetuned
+
+            self.ft_model = load_finetuned(run_dir, self.source, len(self.classes), self.opts.head_scale)
         self.tfidf_head = self.tfidf = None
         if "tfidf" in meta["heads"]:
             self.tfidf_head = LinearHead.from_tensors(t, "tfidf")

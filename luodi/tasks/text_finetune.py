@@ -1,0 +1,136 @@
+"""Fine-tuning the encoder for text classification (`model.options.features: [finetune, ...]`).
+
+The encoder (the bundled MiniLM by default) is trained end to end — or only its top `finetune_layers`
+layers — under a cosine classifier: mean-pooled hidden states, L2-normalized, scaled, then a linear layer.
+Training runs on luodi/train/torch_loop.py (progress bar, per-epoch checkpoints, --resume), with label
+smoothing, AdamW (head learning rate 20x the encoder's) and linear warmup then cosine decay. The weights of
+the LAST epoch are kept: selecting the epoch on the validation split would flatter the reported numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from luodi.models import resolve
+from luodi.train.torch_loop import LoopConfig, load_weights, save_weights, train_loop
+
+WEIGHTS = "finetuned.safetensors"
+
+
+class CosineClassifier(nn.Module):
+    """Encoder + mean pooling + L2 normalization + scaled linear head."""
+
+    def __init__(self, source: str, n_classes: int, scale: float = 20.0, dropout: float = 0.1):
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        path = resolve(source).path
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.encoder = AutoModel.from_pretrained(path)
+        self.scale = scale
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(int(self.encoder.config.hidden_size), n_classes)
+
+    def freeze_below(self, trained_layers: int) -> None:
+        """Train only the top `trained_layers` transformer layers (and the embeddings when all are trained)."""
+        layers = self.encoder.encoder.layer
+        first = max(0, len(layers) - trained_layers)
+        for p in self.encoder.embeddings.parameters():
+            p.requires_grad = first == 0
+        for i, layer in enumerate(layers):
+            for p in layer.parameters():
+                p.requires_grad = i >= first
+
+    def tokenize(self, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
+        return self.tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        hidden = self.encoder(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return self.head(self.dropout(F.normalize(pooled, dim=-1) * self.scale))
+
+    @torch.inference_mode()
+    def log_proba(self, texts: list[str], max_length: int, batch_size: int = 128) -> np.ndarray:
+        self.eval()
+        out = np.zeros((len(texts), self.head.out_features), dtype=np.float32)
+        order = np.argsort([len(t) for t in texts])  # similar lengths together: little padding
+        for start in range(0, len(texts), batch_size):
+            idx = order[start : start + batch_size]
+            logits = self(self.tokenize([texts[i] for i in idx], max_length))
+            out[idx] = F.log_softmax(logits, dim=-1).numpy()
+        return out
+
+
+class _Batches:
+    """Shuffled mini-batches of indices; torch's RNG (seeded per epoch by the loop) keeps resume exact."""
+
+    def __init__(self, n: int, batch_size: int):
+        self.n, self.batch_size = n, batch_size
+
+    def __len__(self) -> int:
+        return (self.n + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        perm = torch.randperm(self.n).numpy()
+        for start in range(0, self.n, self.batch_size):
+            yield perm[start : start + self.batch_size]
+
+
+def finetune(
+    texts: list[str],
+    y: np.ndarray,
+    n_classes: int,
+    *,
+    source: str,
+    opts: Any,
+    train: Any,
+    run_dir: Path,
+    valid: tuple[list[str], np.ndarray] | None = None,
+    progress: bool = True,
+) -> CosineClassifier:
+    """Fine-tune a CosineClassifier on (texts, y); returns it holding the last epoch's weights."""
+    torch.manual_seed(train.seed)
+    model = CosineClassifier(source, n_classes, scale=opts.head_scale)
+    model.freeze_below(opts.finetune_layers)
+    labels = torch.tensor(np.asarray(y, dtype=np.int64))
+
+    def step(m: CosineClassifier, idx: np.ndarray) -> torch.Tensor:
+        logits = m(m.tokenize([texts[i] for i in idx], opts.max_length))
+        return F.cross_entropy(logits, labels[idx], label_smoothing=opts.label_smoothing)
+
+    def evaluate(m: CosineClassifier) -> dict[str, float]:
+        vt, vy = valid
+        return {"valid_accuracy": float((m.log_proba(vt, opts.max_length).argmax(1) == vy).mean())}
+
+    encoder_params = [p for p in model.encoder.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        [{"params": encoder_params, "lr": train.lr}, {"params": model.head.parameters(), "lr": train.lr * 20}],
+        weight_decay=0.01,
+    )
+    cfg = LoopConfig.from_train(
+        train, schedule="onecycle", warmup=0.06, monitor="epoch", mode="max", patience=None
+    )
+    train_loop(
+        model, _Batches(len(texts), train.batch_size), step, evaluate if valid else None, run_dir, cfg,
+        optimizer=optimizer, progress=progress,
+    )
+    model.eval()
+    return model
+
+
+def save_finetuned(model: CosineClassifier, run_dir: Path) -> None:
+    save_weights(model, Path(run_dir) / WEIGHTS)
+
+
+def load_finetuned(run_dir: Path, source: str, n_classes: int, scale: float) -> CosineClassifier:
+    model = CosineClassifier(source, n_classes, scale=scale)
+    load_weights(model, Path(run_dir) / WEIGHTS)
+    return model.eval()
