@@ -6,6 +6,11 @@ model.type: lightgbm (default) | mlp | linear | ensemble. `ensemble_weights: [li
 regression, strength 1/linear_C) on the standardized + one-hot matrix. `ordinal: {column: [values in
 order]}` turns ordered categories into one numeric rank column (unknown values -> missing), which
 LightGBM splits monotonically and the MLP / linear model see as one slope instead of one-hots.
+`inner_folds: k` (k >= 2) cross-fits: k members, each trained on k-1 folds of the training rows and
+early-stopped on the remaining fold; predictions average the members and the calibrator is fitted on the
+out-of-fold predictions of every training row. Every training row is used and the validation split is
+never touched during fit, so its score is an honest estimate (with k = 0, early stopping and calibration
+use the validation split). Members are saved under run_dir/member<j>/.
 Weights: LightGBM text format, MLP safetensors, linear coefficients, preprocessing and calibration
 as JSON. Training checkpoints every epoch (LightGBM: every
 n_estimators/epochs rounds) under run_dir/checkpoint and resumes from there.
@@ -26,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from luodi.config import AppConfig
 from luodi.data.balance import resample, sample_weights
 from luodi.data.readers import read_table
-from luodi.data.split import split_frame
+from luodi.data.split import kfold_indices, split_frame
 from luodi.data.tabular import Columns, Preprocessor, py_name
 from luodi.errors import BadRequest, ConfigError
 from luodi.evaluate.calibration import apply_calibrator, fit_calibrator
@@ -59,6 +64,7 @@ OTHER_OPTIONS = {
     "linear_C": 1.0,
     "ordinal": None,
     "threads": 1,  # OpenMP threads; >1 is much slower on a busy 2-core machine (spin-waiting)
+    "inner_folds": 0,  # >=2: cross-fitted members; the validation split is only scored (see module doc)
 }
 
 
@@ -95,6 +101,9 @@ def resolve_options(cfg: AppConfig) -> dict[str, Any]:
         ok = False
     if not ok:
         raise ConfigError(f"'model.options.linear_C' must be a positive number (got {opts['linear_C']!r})")
+    k = opts["inner_folds"]
+    if not (isinstance(k, int) and not isinstance(k, bool) and (k == 0 or k >= 2)):
+        raise ConfigError(f"'model.options.inner_folds' must be 0 (off) or an integer >= 2 (got {k!r})")
     return opts
 
 
@@ -208,6 +217,7 @@ class TabularTask(TaskBase):
         }
         self.calibrator: dict[str, Any] | None = None
         self.weights = self._ensemble_weights()
+        self.members: list[TabularTask] = []  # cross-fitted members (model.options.inner_folds)
 
     # ---- data -----------------------------------------------------------------------------------------
     def read(self, path: str | None) -> pd.DataFrame:
@@ -321,10 +331,12 @@ class TabularTask(TaskBase):
     ) -> dict[str, float]:
         ckpt = Path(run_dir) / CHECKPOINT_DIR
         ckpt.mkdir(parents=True, exist_ok=True)
-        raw_valid = valid
+        raw_train, raw_valid = train, valid
         train, valid = self._encode_ordinal(train), self._encode_ordinal(valid)
         self._setup(train)
         y_tr, y_va = self._target(train), self._target(valid)
+        if self.opts["inner_folds"]:
+            return self._fit_crossfit(raw_train, raw_valid, ckpt, progress)
         tc = self.config.train
         rows = (
             np.arange(len(train)) if self.objective == "regression" else resample(y_tr, tc.resample, tc.seed)
@@ -348,6 +360,44 @@ class TabularTask(TaskBase):
                 raw, (y_va == self.positive).astype(int), self.opts["calibration"]
             )
         return {k: v for k, v in self.evaluate(raw_valid).items() if isinstance(v, float)}
+
+    def _member_config(self) -> AppConfig:
+        """The app config of one cross-fitted member: same model, no inner folds, no calibration."""
+        model = self.config.model.model_copy(
+            update={"options": {**self.config.model.options, "inner_folds": 0, "calibration": "none"}}
+        )
+        return self.config.model_copy(update={"model": model})
+
+    def _fit_crossfit(
+        self, train: pd.DataFrame, valid: pd.DataFrame, ckpt: Path, progress: bool
+    ) -> dict[str, float]:
+        """k members on k-1 folds each (early stopping on the k-th); calibrator on out-of-fold predictions."""
+        k, seed = int(self.opts["inner_folds"]), self.config.train.seed
+        cfg = self._member_config()
+        oof = np.zeros(len(train))
+        self.members, self.history = [], []
+        for j, (tr_idx, va_idx) in enumerate(kfold_indices(len(train), k, seed, self.labels(train))):
+            member = TabularTask(cfg)
+
+            def relay(epoch: int, logs: dict[str, Any], j: int = j) -> None:
+                for cb in self.callbacks:
+                    cb(epoch, {**logs, "member": j})
+
+            member.callbacks = [relay]
+            va = train.iloc[va_idx].reset_index(drop=True)
+            member.fit(train.iloc[tr_idx].reset_index(drop=True), va, ckpt / f"member{j}", progress=progress)
+            if member.objective != self.objective or member.classes != self.classes:
+                raise ConfigError(
+                    f"inner fold {j} lacks a class of {self.classes}: lower 'model.options.inner_folds'"
+                )
+            if self.objective == "binary":
+                oof[va_idx] = member._raw_proba(va)[:, self.positive]
+            self.history += [{**h, "member": j} for h in member.history]
+            self.members.append(member)
+        if self.objective == "binary":
+            y = (self._target(train) == self.positive).astype(int)
+            self.calibrator = fit_calibrator(oof, y, self.opts["calibration"])
+        return {k: v for k, v in self.evaluate(valid).items() if isinstance(v, float)}
 
     def _fit_linear(self, train: pd.DataFrame, y: np.ndarray, sw: np.ndarray | None) -> None:
         """L2 logistic regression (ridge for regression) on the standardized + one-hot matrix."""
@@ -552,6 +602,9 @@ class TabularTask(TaskBase):
     # ---- inference ------------------------------------------------------------------------------------
     def _raw_proba(self, df: pd.DataFrame) -> np.ndarray:
         """Uncalibrated class probabilities (n, k), or predictions (n, 1) for regression."""
+        if self.members:
+            self.prep.check(df)
+            return np.mean([m._raw_proba(df) for m in self.members], axis=0)
         df = self._encode_ordinal(df)
         self.prep.check(df)
         parts = []
@@ -630,6 +683,8 @@ class TabularTask(TaskBase):
     # ---- persistence ----------------------------------------------------------------------------------
     def save(self, run_dir: Path) -> None:
         run_dir = Path(run_dir)
+        for j, m in enumerate(self.members):
+            m.save(run_dir / f"member{j}")
         if self.booster is not None and self.weights[0] > 0:
             atomic_write_bytes(run_dir / "model.lgb.txt", self.booster.model_to_string().encode())
             for i, b in enumerate(self.more_boosters, 1):
@@ -650,6 +705,7 @@ class TabularTask(TaskBase):
             "calibration": self.calibrator,
             "linear": self.linear,
             "lgb_seeds": 1 + len(self.more_boosters),
+            "members": len(self.members),
             "ordinal": self.ordinal,
             "preprocessor": self.prep.to_json(),
             "mlp": {
@@ -665,6 +721,14 @@ class TabularTask(TaskBase):
         run_dir = Path(run_dir)
         m = json.loads((run_dir / "preprocess.json").read_text())
         self.load_meta(m)
+        if m.get("members"):
+            cfg = self._member_config()
+            self.members = []
+            for j in range(int(m["members"])):
+                member = TabularTask(cfg)
+                member.load(run_dir / f"member{j}")
+                self.members.append(member)
+            return
         if self.weights[0] > 0:
             import lightgbm as lgb
 
