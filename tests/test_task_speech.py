@@ -71,7 +71,7 @@ def speech_config(path: Path, **split) -> AppConfig:
                 "epochs": 4,
                 "lr": 0.01,
                 "batch_size": 16,
-                "augment": {"speed": [0.97], "shift": [0.1, 0.0], "time_mask": 4},
+                "augment": {"speed": [0.97], "shift": [0.1, 0.0], "time_mask": 4, "mixup": 0.2},
             },
         }
     )
@@ -81,8 +81,8 @@ def speech_config(path: Path, **split) -> AppConfig:
 def trained(tone_dir, tmp_path_factory):
     task = task_for(speech_config(tone_dir))
     tr, va = task.split(task.read(None))
-    task.fit(tr, va, tmp_path_factory.mktemp("speech-run"), progress=False)
-    return task, tr, va
+    fitted = task.fit(tr, va, tmp_path_factory.mktemp("speech-run"), progress=False)
+    return task, tr, va, fitted
 
 
 def test_log_mel_matches_a_filterbank_of_the_power_spectrum():
@@ -123,15 +123,19 @@ def test_silence_trim_resize_and_speed_perturbation():
 
 
 def test_leave_one_speaker_out_split_and_learning(trained):
-    task, tr, va = trained
+    task, tr, va, fitted = trained
     assert set(va.speakers) == {"cyd"} and "cyd" not in set(tr.speakers)
+    # the held-out speaker is only reported: the kept weights are those of the last epoch
+    assert [h["epoch"] for h in task.history] == [1, 2, 3, 4]
+    assert fitted == {k: v for k, v in task.history[-1].items() if k != "epoch"}
+    assert task.evaluate(va)["accuracy"] == pytest.approx(fitted["valid_accuracy"])
     m = task.evaluate(va)
     assert m["accuracy"] >= 0.8, m  # chance is 0.25
     assert len(m["report"]["y_true"]) == len(va)
 
 
 def test_save_load_round_trip_and_input_forms(trained, tone_dir, tmp_path):
-    task, _, va = trained
+    task, _, va, _ = trained
     task.save(tmp_path)
     again = task_for(task.config)
     again.load(tmp_path)
@@ -173,11 +177,41 @@ def test_bad_inputs_and_config_give_clear_errors(trained, tone_dir, tmp_path):
     cfg.model.options["normalize"] = "zscore"
     with pytest.raises(ConfigError, match="model.options.normalize"):
         task_for(cfg)
+    for key, value, match in (
+        ("speed", [0.9, "fast"], "train.augment.speed"),
+        ("mixup", -1, "train.augment.mixup"),
+        ("pitch", 2, "train.augment.pitch"),
+    ):
+        cfg = speech_config(tone_dir)
+        cfg.train.augment[key] = value
+        with pytest.raises(ConfigError, match=match):
+            bad = task_for(cfg)
+            bad.fit(*bad.split(bad.read(None)), tmp_path, progress=False)
     cfg = speech_config(tone_dir)
-    cfg.train.augment["speed"] = [0.9, "fast"]
-    with pytest.raises(ConfigError, match="train.augment.speed"):
+    cfg.model.options["ensemble"] = 0
+    with pytest.raises(ConfigError, match="model.options.ensemble"):
         bad = task_for(cfg)
         bad.fit(*bad.split(bad.read(None)), tmp_path, progress=False)
+
+
+def test_ensemble_averages_members_and_round_trips(tone_dir, tmp_path):
+    cfg = speech_config(tone_dir)
+    cfg.model.options["ensemble"] = 2
+    cfg.train.epochs = 3
+    task = task_for(cfg)
+    tr, va = task.split(task.read(None))
+    task.fit(tr, va, tmp_path, progress=False)
+    ens = task.clf
+    assert ens is not None and len(ens.members) == 2 and ens.meta["ensemble"] == 2
+    x = task.features(va.waves[:8])
+    assert np.allclose(ens.proba(x), (ens.members[0].proba(x) + ens.members[1].proba(x)) / 2, atol=1e-6)
+    assert not np.allclose(ens.members[0].proba(x), ens.members[1].proba(x))  # different seeds
+    assert task.evaluate(va)["accuracy"] >= 0.8
+    task.save(tmp_path)
+    again = task_for(cfg)
+    again.load(tmp_path)
+    recs = [{"path": str(tone_dir / "1_cyd_0.wav")}]
+    assert again.predict(recs) == task.predict(recs)
 
 
 def test_evaluate_reads_a_folder_of_wavs(trained, tone_dir):

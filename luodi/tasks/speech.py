@@ -1,12 +1,16 @@
-"""speech-recognition (spoken command / digit recognition): log-mel features and a CNN over them.
+"""speech-recognition (spoken command / digit recognition): log-mel features and a CNN (or several) over them.
 
 A recording is turned into a normalized log-mel spectrogram (luodi.data.audio) and classified by the same
-CNN as images (luodi.tasks.image.GridClassifier), with spectrogram augmentation: time stretch (scale_x),
-frequency warp (scale_y), shifts, noise and SpecAugment masks (time_mask, freq_mask).
+CNN as images (luodi.tasks.image.SmallCNN), with spectrogram augmentation: time stretch (scale_x),
+frequency warp (scale_y), shifts, noise and SpecAugment masks (time_mask, freq_mask), plus speed-perturbed
+copies (speed) and mixup. `ensemble: N` trains N CNNs with consecutive seeds and averages their
+probabilities. Every CNN keeps its LAST epoch: the validation data (a held-out speaker) is only reported.
 
 App keys used: data.format wav-dir, data.options {pattern: regex with named groups label/speaker},
 data.split {speaker: NAME or [NAMES] (leave those speakers out for validation) | valid: fraction, seed},
-model.options {sample_rate (8000), n_mels (40), hop_ms (10), max_seconds (1.0), width, dropout}.
+model.options {sample_rate (8000), n_mels (40), hop_ms (10), max_seconds (1.0) or frames, trim_db, floor_db,
+normalize (mean | cmvn), fit (pad | resize), cepstra, lifter, width, dropout, label_smoothing, ensemble (1)},
+train.augment {image augmentations above, speed: [factors], mixup: Beta parameter}.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from pydantic import BaseModel, Field
+from torch import nn
 
 from luodi.config import AppConfig
 from luodi.data.audio import (
@@ -28,7 +34,59 @@ from luodi.data.audio import (
 )
 from luodi.errors import BadRequest, ConfigError, NotFound
 from luodi.tasks.base import TaskBase
-from luodi.tasks.image import GridClassifier, classification_evaluation, classification_result, split_indices
+from luodi.tasks.image import (
+    AUGMENT_KEYS,
+    WEIGHTS,
+    GridClassifier,
+    augment_batch,
+    classification_evaluation,
+    classification_result,
+    split_indices,
+    training_threads,
+)
+from luodi.train.torch_loop import LoopConfig, load_weights, save_weights, train_loop, write_json
+
+SPEECH_AUGMENT = {"speed", "mixup"}
+
+
+class Ensemble:
+    """Several GridClassifiers trained with different seeds; probabilities are averaged."""
+
+    def __init__(self, members: list[GridClassifier]):
+        self.members = members
+        self.meta = {**members[0].meta, "ensemble": len(members)}
+
+    def targets(self, labels: list[Any], field: str = "label") -> torch.Tensor:
+        return self.members[0].targets(labels, field)
+
+    def proba(self, x: np.ndarray) -> np.ndarray:
+        return np.mean([m.proba(x) for m in self.members], axis=0)
+
+    def modules(self) -> nn.Module:
+        """One member: its CNN (the single-model file layout); several: a ModuleList of them."""
+        if len(self.members) == 1:
+            return self.members[0].model
+        return nn.ModuleList([m.model for m in self.members])
+
+    def save(self, run_dir: Path, meta_file: str) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_weights(self.modules(), run_dir / WEIGHTS)
+        write_json(run_dir / meta_file, self.meta)
+
+    @classmethod
+    def load(cls, run_dir: Path, meta_file: str) -> Ensemble:
+        import json
+
+        path = run_dir / meta_file
+        if not path.exists() or not (run_dir / WEIGHTS).exists():
+            raise NotFound(
+                f"no trained model in {run_dir} ({meta_file} or {WEIGHTS} missing); train the app first"
+            )
+        meta = json.loads(path.read_text())
+        ens = cls([GridClassifier(meta) for _ in range(int(meta.get("ensemble", 1)))])
+        load_weights(ens.modules(), run_dir / WEIGHTS)
+        ens.modules().eval()
+        return ens
 
 
 class SpeechInput(BaseModel):
@@ -52,7 +110,7 @@ class SpeechRecognitionTask(TaskBase):
 
     def __init__(self, config: AppConfig):
         super().__init__(config)
-        self.clf: GridClassifier | None = None
+        self.clf: Ensemble | None = None
         o = dict(config.model.options)
         self.sample_rate = int(o.get("sample_rate", 8000))
         self.n_mels = int(o.get("n_mels", 40))
@@ -139,9 +197,31 @@ class SpeechRecognitionTask(TaskBase):
         )
 
     # training
+    def _augment_options(self) -> tuple[list[float], float, dict[str, Any]]:
+        """train.augment -> (speed copies, mixup alpha, grid augmentations)."""
+        aug = dict(self.config.train.augment)
+        bad = set(aug) - AUGMENT_KEYS - SPEECH_AUGMENT
+        if bad:
+            raise ConfigError(
+                f"unknown key(s) 'train.augment.{sorted(bad)[0]}'; expected {sorted(AUGMENT_KEYS | SPEECH_AUGMENT)}"
+            )
+        speeds = aug.pop("speed", None) or []
+        speeds = [speeds] if isinstance(speeds, int | float) else list(speeds)
+        if not all(isinstance(v, int | float) and 0.5 <= v <= 2 for v in speeds):
+            raise ConfigError(
+                f"'train.augment.speed' = {speeds}; expected a list of speed factors such as [0.9, 1.1]"
+            )
+        mixup = aug.pop("mixup", 0.0)
+        if not isinstance(mixup, int | float) or mixup < 0:
+            raise ConfigError(f"'train.augment.mixup' = {mixup!r}; expected a Beta parameter >= 0 such as 0.4")
+        return speeds, float(mixup), aug
+
     def fit(
         self, train: AudioSet, valid: AudioSet | None, run_dir: Path, progress: bool = True
     ) -> dict[str, float]:
+        """Train `model.options.ensemble` CNNs (seeds train.seed, +1, ...) on log-mels of the training
+        recordings. Each keeps its last epoch (the cosine schedule has converged there): `valid` is only
+        reported per epoch, never used to pick weights, so its final score is an honest held-out one."""
         if len(train) == 0:
             raise ConfigError("no training recordings: check data.path and data.split")
         if any(v is None for v in train.labels):
@@ -149,22 +229,16 @@ class SpeechRecognitionTask(TaskBase):
                 "some recordings have no label: name files like 7_jackson_32.wav, put them in class "
                 "folders, or set data.options.pattern"
             )
-        aug = dict(self.config.train.augment)
-        speeds = aug.pop("speed", None) or []
-        speeds = [speeds] if isinstance(speeds, int | float) else list(speeds)
-        if not all(isinstance(v, int | float) and 0.5 <= v <= 2 for v in speeds):
-            raise ConfigError(
-                f"'train.augment.speed' = {speeds}; expected a list of speed factors such as [0.9, 1.1]"
-            )
+        speeds, mixup, aug = self._augment_options()
+        o = dict(self.config.model.options)
+        n_models = o.get("ensemble", 1)
+        if not isinstance(n_models, int) or n_models < 1:
+            raise ConfigError(f"'model.options.ensemble' = {n_models!r}; expected a number of models >= 1")
         waves, labels = list(train.waves), list(train.labels)
         for f in speeds:  # extra copies played faster/slower (tempo and pitch), fixed once before training
             waves += [speed_perturb(w, float(f)) for w in train.waves]
             labels += list(train.labels)
         x = self.features(waves)
-        config = self.config.model_copy(
-            update={"train": self.config.train.model_copy(update={"augment": aug})}
-        )
-        o = dict(self.config.model.options)
         meta = {
             "classes": sorted(set(train.labels), key=str),
             "channels": 1,
@@ -183,13 +257,83 @@ class SpeechRecognitionTask(TaskBase):
             "lifter": self.lifter,
             "floor_db": self.floor_db,
         }
-        torch.manual_seed(self.config.train.seed)  # reproducible initial weights
-        self.clf = GridClassifier(meta)
         va = (self.features(valid.waves), valid.labels) if valid is not None and len(valid) else None
-        return self.clf.fit(config, x, labels, va, Path(run_dir), progress, self.on_epoch_end)
+        members, results = [], []
+        for k in range(n_models):
+            seed = self.config.train.seed + k
+            torch.manual_seed(seed)  # reproducible initial weights
+            clf = GridClassifier(meta)
+            member_dir = Path(run_dir) if n_models == 1 else Path(run_dir) / "checkpoint" / f"member-{k}"
+            results.append(self._fit_one(clf, x, labels, va, member_dir, seed, mixup, aug, progress))
+            members.append(clf)
+        self.clf = Ensemble(members)
+        out = {k: float(np.mean([r[k] for r in results])) for k in results[0]}
+        if va is not None and n_models > 1:
+            p = self.clf.proba(va[0])
+            out["valid_accuracy"] = float((p.argmax(1) == self.clf.targets(va[1]).numpy()).mean())
+        return out
+
+    def _fit_one(
+        self,
+        clf: GridClassifier,
+        x: np.ndarray,
+        y: list[Any],
+        valid: tuple[np.ndarray, list[Any]] | None,
+        run_dir: Path,
+        seed: int,
+        mixup: float,
+        aug: dict[str, Any],
+        progress: bool,
+    ) -> dict[str, float]:
+        """One CNN: grid augmentation (luodi.tasks.image.augment_batch) and mixup of pairs of recordings."""
+        t = self.config.train
+        o = self.config.model.options
+        ys = clf.targets(y)
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(torch.from_numpy(x), ys),
+            batch_size=t.batch_size,
+            shuffle=True,
+            drop_last=len(ys) > t.batch_size,
+        )
+        smoothing = float(o.get("label_smoothing", 0.0))
+
+        def step(model: nn.Module, batch: Any) -> torch.Tensor:
+            xb, yb = batch
+            xb = augment_batch(xb, aug)
+            if not mixup:
+                return F.cross_entropy(model(xb), yb, label_smoothing=smoothing)
+            lam = float(torch.distributions.Beta(mixup, mixup).sample())
+            j = torch.randperm(len(xb))
+            out = model(lam * xb + (1 - lam) * xb[j])
+            return lam * F.cross_entropy(out, yb, label_smoothing=smoothing) + (1 - lam) * F.cross_entropy(
+                out, yb[j], label_smoothing=smoothing
+            )
+
+        eval_fn = None
+        if valid is not None:
+            vx, vy = valid[0], clf.targets(valid[1], "valid label").numpy()
+
+            def eval_fn(model: nn.Module) -> dict[str, float]:
+                p = clf.proba(vx)
+                return {
+                    "valid_loss": float(-np.log(np.clip(p[np.arange(len(vy)), vy], 1e-9, 1)).mean()),
+                    "valid_accuracy": float((p.argmax(1) == vy).mean()),
+                }
+
+        cfg = LoopConfig.from_train(
+            t,
+            seed=seed,
+            weight_decay=float(o.get("weight_decay", 5e-4)),
+            schedule=o.get("schedule", "onecycle"),
+            threads=training_threads(),
+            monitor="epoch",  # the last epoch: never chosen by the held-out data
+            mode="max",
+        )
+        res = train_loop(clf.model, loader, step, eval_fn, run_dir, cfg, progress=progress, on_epoch=self.on_epoch_end)
+        return {k: v for k, v in res.best.items() if k != "epoch"}
 
     # inference
-    def _need(self) -> GridClassifier:
+    def _need(self) -> Ensemble:
         if self.clf is None:
             raise NotFound("the model is not trained or loaded yet: call fit() or load(run_dir) first")
         return self.clf
@@ -220,7 +364,7 @@ class SpeechRecognitionTask(TaskBase):
         self._need().save(Path(run_dir), self.META)
 
     def load(self, run_dir: Path) -> None:
-        self.clf = GridClassifier.load(Path(run_dir), self.META)
+        self.clf = Ensemble.load(Path(run_dir), self.META)
         m = self.clf.meta
         self.sample_rate, self.n_mels, self.hop_ms = m["sample_rate"], m["n_mels"], m["hop_ms"]
         self.frames = m["size"][1]
