@@ -139,7 +139,7 @@ def test_resume_after_interruption(tmp_path):
         api.train(p, progress=False, callbacks=[stop_after_two])
     run = registry.list_runs("t-resume")[0]
     assert run.status == "interrupted"
-    assert (run.path / registry.CHECKPOINT_DIR / "mlp.safetensors").exists()
+    assert (run.path / registry.CHECKPOINT_DIR / "mlp" / registry.CHECKPOINT_DIR / "state.json").exists()
     seen.clear()
     done = api.train(p, progress=False, resume=True, callbacks=[lambda e, logs: seen.append(e)])
     assert done.version == run.version and done.status == "done"

@@ -3,6 +3,7 @@ the hybrid model on an NSL-KDD slice evaluated on a KDDTest+-format file."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -30,8 +31,8 @@ def test_isolation_forest_arrays_match_sklearn():
     np.testing.assert_allclose(back.score(q), ours.score(q))
 
 
-@pytest.mark.parametrize("kind", ["autoencoder", "isolation-forest"])
-def test_unsupervised_detectors_find_outliers(tmp_path, kind):
+def synthetic(tmp_path: Path) -> tuple[pd.DataFrame, Path]:
+    """1500 normal rows on 2 latent factors + 60 structureless ones of the same scale, as a csv."""
     rng = np.random.default_rng(1)
     w = rng.normal(size=(2, 6))
     normal = rng.normal(size=(1500, 2)) @ w + rng.normal(scale=0.05, size=(1500, 6))  # 2 latent factors
@@ -41,6 +42,12 @@ def test_unsupervised_detectors_find_outliers(tmp_path, kind):
     df["proto"] = rng.choice(["tcp", "udp"], size=len(df))
     f = tmp_path / "d.csv"
     df.to_csv(f, index=False)
+    return df, f
+
+
+@pytest.mark.parametrize("kind", ["autoencoder", "isolation-forest"])
+def test_unsupervised_detectors_find_outliers(tmp_path, kind):
+    df, f = synthetic(tmp_path)
     cfg = {
         "name": f"t-anom-{kind}",
         "task": "anomaly-detection",
@@ -54,6 +61,38 @@ def test_unsupervised_detectors_find_outliers(tmp_path, kind):
     assert run.metrics["false_positive_rate"] < 0.08
     out = api.predict(cfg["name"], df.drop(columns="kind").iloc[[0, 1550]].to_dict(orient="records"))
     assert set(out[0]) == {"label", "is_anomaly", "anomaly_score", "scores"}
+
+
+def test_autoencoder_resumes_after_interruption(tmp_path):
+    """The autoencoder trains on the shared torch loop: interrupted at epoch 2, resumed from its checkpoint."""
+    from luodi import registry
+
+    _, f = synthetic(tmp_path)
+    cfg = {
+        "name": "t-anom-resume",
+        "task": "anomaly-detection",
+        "data": {"path": str(f), "columns": {"label": "kind"}, "split": {"valid": 0.3, "seed": 0}},
+        "model": {"type": "autoencoder", "options": {"quantile": 0.97, "ae_hidden": [8, 2]}},
+        "train": {"epochs": 6, "lr": 0.01, "batch_size": 64, "early_stopping": None},
+    }
+    seen: list[int] = []
+
+    def stop_at_two(epoch, logs):
+        seen.append(epoch)
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        api.train(cfg, progress=False, callbacks=[stop_at_two])
+    assert registry.list_runs("t-anom-resume")[0].status == "interrupted"
+    seen.clear()
+    run = api.train(cfg, progress=False, resume=True, callbacks=[lambda e, logs: seen.append(e)])
+    assert run.status == "done" and seen == [3, 4, 5, 6]
+    hist = json.loads((run.path / "anomaly.json").read_text())["history"]
+    assert [h["epoch"] for h in hist] == [1, 2, 3, 4, 5, 6] and hist[0]["stage"] == "autoencoder"
+    straight = api.train({**cfg, "name": "t-anom-straight"}, progress=False)  # same run, not interrupted
+    assert run.metrics["roc_auc_autoencoder"] == pytest.approx(straight.metrics["roc_auc_autoencoder"])
+    assert run.metrics["roc_auc_autoencoder"] > 0.75
 
 
 def test_hybrid_on_nsl_kdd_slice_and_kddtest_format(datasets_dir, tmp_path):

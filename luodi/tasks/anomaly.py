@@ -29,10 +29,9 @@ from luodi.tasks.base import TaskBase
 from luodi.tasks.tabular import (
     TabularTask,
     _camel,
-    _progress,
     load_torch_state,
     save_torch_state,
-    torch_threads,
+    tensor_batches,
 )
 
 TARGET = "__anomaly__"
@@ -235,24 +234,22 @@ class AnomalyTask(TaskBase):
         rng = np.random.default_rng(tc.seed)
         held = rng.random(len(normal)) < float(self.opts["threshold_rows"])
         fit_rows, thr_rows = normal[~held], normal[held]
-        with _progress(progress) as bar:
-            if self.kind == "hybrid":
-                self._fit_classifier(train, valid, ckpt / "classifier", progress)
-            if "autoencoder" in self.detectors:
-                with torch_threads(int(self.opts["threads"])):
-                    self._fit_ae(fit_rows, ckpt, bar)
-                self.thresholds["autoencoder"] = float(
-                    np.quantile(self._ae_score(thr_rows), self.opts["quantile"])
-                )
-            if "isolation-forest" in self.detectors:
-                self.iforest = IsolationForestArrays.fit(
-                    self.prep.dense_matrix(fit_rows),
-                    int(self.opts["trees"]),
-                    int(self.opts["max_samples"]),
-                    tc.seed,
-                )
-                s = self.iforest.score(self.prep.dense_matrix(thr_rows))
-                self.thresholds["isolation-forest"] = float(np.quantile(s, self.opts["quantile"]))
+        if self.kind == "hybrid":
+            self._fit_classifier(train, valid, ckpt / "classifier", progress)
+        if "autoencoder" in self.detectors:
+            self._fit_ae(fit_rows, ckpt, progress)
+            self.thresholds["autoencoder"] = float(
+                np.quantile(self._ae_score(thr_rows), self.opts["quantile"])
+            )
+        if "isolation-forest" in self.detectors:
+            self.iforest = IsolationForestArrays.fit(
+                self.prep.dense_matrix(fit_rows),
+                int(self.opts["trees"]),
+                int(self.opts["max_samples"]),
+                tc.seed,
+            )
+            s = self.iforest.score(self.prep.dense_matrix(thr_rows))
+            self.thresholds["isolation-forest"] = float(np.quantile(s, self.opts["quantile"]))
         if self.cols.label in valid.columns:
             return {k: v for k, v in self.evaluate(valid).items() if isinstance(v, float)}
         return {}
@@ -285,10 +282,13 @@ class AnomalyTask(TaskBase):
         self.clf = TabularTask(self._classifier_config())
         self.clf.callbacks = self.callbacks
         self.clf.fit(self._with_target(train), self._with_target(valid), ckpt_dir, progress=progress)
-        self.history = self.clf.history
+        self.history = list(self.clf.history)
 
-    def _fit_ae(self, rows: pd.DataFrame, ckpt: Path, bar) -> None:
+    def _fit_ae(self, rows: pd.DataFrame, ckpt: Path, progress: bool) -> None:
+        """The autoencoder on the shared torch loop; early stopping on 10% of the rows held back."""
         import torch
+
+        from luodi.train.torch_loop import LoopConfig, train_loop
 
         tc = self.config.train
         torch.manual_seed(tc.seed)
@@ -297,53 +297,32 @@ class AnomalyTask(TaskBase):
         perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(tc.seed))
         xva, xtr = x[perm[:n_val]], x[perm[n_val:]]
         self.ae = make_autoencoder(x.shape[1], list(self.opts["ae_hidden"]), float(self.opts["ae_dropout"]))
-        opt = torch.optim.AdamW(self.ae.parameters(), lr=tc.lr, weight_decay=1e-5)
-        path = ckpt / "ae.safetensors"
-        start, best, bad, best_state = 0, float("inf"), 0, None
-        if path.exists():
-            mods, opt_sd, meta = load_torch_state(path)
-            self.ae.load_state_dict(mods["model"])
-            best_state = mods.get("best")
-            if opt_sd:
-                opt.load_state_dict(opt_sd)
-            start, best, bad = meta["epoch"], meta["best_loss"], meta["bad"]
-            self.history = meta.get("history", self.history)
-        if best_state is None:
-            best_state = {k: v.clone() for k, v in self.ae.state_dict().items()}
-        offset = len([h for h in self.history if h.get("stage") != "autoencoder"])
-        task = bar.add_task("autoencoder", total=tc.epochs, completed=start, info="")
-        g = torch.Generator().manual_seed(tc.seed + 1)
-        for epoch in range(start, tc.epochs):
-            if tc.early_stopping and bad >= tc.early_stopping:
-                break
-            self.ae.train()
-            order = torch.randperm(len(xtr), generator=g)
-            total = 0.0
-            for i in range(0, len(order), tc.batch_size):
-                b = xtr[order[i : i + tc.batch_size]]
-                opt.zero_grad()
-                loss = ((self.ae(b) - b) ** 2).mean()
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(b)
-            self.ae.eval()
-            with torch.no_grad():
-                vloss = float(((self.ae(xva) - xva) ** 2).mean())
-            if vloss < best - 1e-6:
-                best, bad, best_state = vloss, 0, {k: v.clone() for k, v in self.ae.state_dict().items()}
-            else:
-                bad += 1
-            logs = {"ae_train_loss": total / len(xtr), "ae_valid_loss": vloss, "stage": "autoencoder"}
-            bar.update(task, completed=epoch + 1, info=f"loss={logs['ae_train_loss']:.4f} val={vloss:.4f}")
-            hist = self.history + [{"epoch": offset + epoch + 1, **logs}]
-            save_torch_state(
-                path,
-                {"model": self.ae, "best": best_state},
-                opt,
-                {"epoch": epoch + 1, "best_loss": best, "bad": bad, "history": hist},
-            )
-            self.on_epoch_end(offset + epoch + 1, logs)
-        self.ae.load_state_dict(best_state)
+        offset = len(self.history)  # epochs of the hybrid's classifier come first
+
+        def on_epoch(epoch: int, logs: dict[str, float]) -> None:
+            for cb in self.callbacks:
+                cb(offset + epoch, {**logs, "stage": "autoencoder"})
+
+        cfg = LoopConfig.from_train(
+            tc,
+            weight_decay=1e-5,
+            schedule="constant",
+            monitor="valid_loss",
+            threads=int(self.opts["threads"]),
+        )
+        res = train_loop(
+            self.ae,
+            tensor_batches(xtr, batch_size=tc.batch_size),
+            lambda model, b: ((model(b[0]) - b[0]) ** 2).mean(),
+            lambda model: {"valid_loss": float(((model(xva) - xva) ** 2).mean())},
+            ckpt / "autoencoder",
+            cfg,
+            progress=progress,
+            on_epoch=on_epoch,
+        )
+        self.history += [
+            {**h, "epoch": offset + int(h["epoch"]), "stage": "autoencoder"} for h in res.history
+        ]
         self.ae.eval()
 
     # ---- scoring --------------------------------------------------------------------------------------
@@ -466,7 +445,7 @@ class AnomalyTask(TaskBase):
         self.prep = Preprocessor.from_json(m["preprocessor"])
         self.history = m.get("history", [])
         if "autoencoder" in self.detectors:
-            mods, _, _ = load_torch_state(run_dir / "autoencoder.safetensors")
+            mods = load_torch_state(run_dir / "autoencoder.safetensors")
             self.ae = make_autoencoder(mods["model"]["0.weight"].shape[1], m["ae_hidden"], 0.0)
             self.ae.load_state_dict(mods["model"])
             self.ae.eval()
@@ -483,7 +462,7 @@ class AnomalyTask(TaskBase):
     # ---- HTTP schemas ---------------------------------------------------------------------------------
     def input_model(self) -> type[BaseModel]:
         tab = TabularTask.__new__(TabularTask)
-        tab.config, tab.prep = self.config, self.prep
+        tab.config, tab.prep, tab.ordinal = self.config, self.prep, {}
         return TabularTask.input_model(tab)
 
     def output_model(self) -> type[BaseModel]:

@@ -12,7 +12,7 @@ out-of-fold predictions of every training row. Every training row is used and th
 never touched during fit, so its score is an honest estimate (with k = 0, early stopping and calibration
 use the validation split). Members are saved under run_dir/member<j>/.
 Weights: LightGBM text format, MLP safetensors, linear coefficients, preprocessing and calibration
-as JSON. Training checkpoints every epoch (LightGBM: every
+as JSON. Training checkpoints every epoch (the MLP on the shared luodi.train.torch_loop; LightGBM: every
 n_estimators/epochs rounds) under run_dir/checkpoint and resumes from there.
 """
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -107,63 +106,40 @@ def resolve_options(cfg: AppConfig) -> dict[str, Any]:
     return opts
 
 
-# ---- safetensors checkpoints for torch modules + optimizers ----------------------------------------------
+# ---- safetensors weights of torch modules (training checkpoints: luodi.train.torch_loop) -----------------
 
 
-def save_torch_state(
-    path: Path, modules: dict[str, Any], optimizer: Any = None, meta: dict | None = None
-) -> None:
-    import torch
+def save_torch_state(path: Path, modules: dict[str, Any]) -> None:
+    """Modules' state dicts in one safetensors file, keys prefixed with the module's name."""
     from safetensors.torch import save
 
     tensors = {
         f"{name}.{k}": v.detach().contiguous().clone()
         for name, m in modules.items()
-        for k, v in (m.state_dict() if hasattr(m, "state_dict") else m).items()
+        for k, v in m.state_dict().items()
     }
-    groups = None
-    if optimizer is not None:
-        sd = optimizer.state_dict()
-        for i, st in sd["state"].items():
-            for k, v in st.items():
-                tensors[f"opt.{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
-        groups = sd["param_groups"]
-    atomic_write_bytes(
-        path, save(tensors, metadata={"meta": json.dumps({**(meta or {}), "param_groups": groups})})
-    )
+    atomic_write_bytes(path, save(tensors))
 
 
-def load_torch_state(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None, dict]:
-    """Returns ({module: state_dict}, optimizer state_dict or None, meta)."""
+def load_torch_state(path: Path) -> dict[str, dict[str, Any]]:
+    """{module name: state_dict} from a file written by save_torch_state."""
     from safetensors import safe_open
 
     mods: dict[str, dict[str, Any]] = {}
-    opt: dict[int, dict[str, Any]] = {}
     with safe_open(str(path), "pt") as f:
-        meta = json.loads((f.metadata() or {}).get("meta", "{}"))
         for key in f.keys():
             head, rest = key.split(".", 1)
-            if head == "opt":
-                i, k = rest.split(".", 1)
-                opt.setdefault(int(i), {})[k] = f.get_tensor(key)
-            else:
-                mods.setdefault(head, {})[rest] = f.get_tensor(key)
-    groups = meta.pop("param_groups", None)
-    opt_sd = {"state": opt, "param_groups": groups} if groups is not None else None
-    return mods, opt_sd, meta
+            mods.setdefault(head, {})[rest] = f.get_tensor(key)
+    return mods
 
 
-@contextmanager
-def torch_threads(n: int):
-    """Run small torch models on n intra-op threads (oversubscribed OpenMP threads spin and crawl)."""
-    import torch
+def tensor_batches(*tensors: Any, batch_size: int):
+    """Shuffled mini-batches of row-aligned tensors (a DataLoader; the shuffle follows torch's seed)."""
+    from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
 
-    old = torch.get_num_threads()
-    torch.set_num_threads(max(1, n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
+    data = TensorDataset(*tensors)
+    batches = BatchSampler(RandomSampler(data), batch_size, drop_last=False)
+    return DataLoader(data, sampler=batches, batch_size=None)
 
 
 def make_mlp(n_in: int, n_out: int, hidden: list[int], dropout: float):
@@ -348,10 +324,9 @@ class TabularTask(TaskBase):
                 self._fit_lgb(train.iloc[rows], y_tr[rows], sw, valid, y_va, ckpt, bar)
                 epochs_done = tc.epochs
             if self.weights[1] > 0:
-                with torch_threads(int(self.opts["threads"])):
-                    self._fit_mlp(
-                        train.iloc[rows], y_tr[rows], sw, valid, y_va, ckpt, bar, epoch_offset=epochs_done
-                    )
+                self._fit_mlp(
+                    train.iloc[rows], y_tr[rows], sw, valid, y_va, ckpt, progress, epoch_offset=epochs_done
+                )
             if self.weights[2] > 0:
                 self._fit_linear(train.iloc[rows], y_tr[rows], sw)
         if self.objective == "binary":
@@ -525,8 +500,11 @@ class TabularTask(TaskBase):
         bar.update(task, completed=total)
         return out
 
-    def _fit_mlp(self, train, y, sw, valid, y_va, ckpt: Path, bar, epoch_offset: int = 0) -> None:
+    def _fit_mlp(self, train, y, sw, valid, y_va, ckpt: Path, progress: bool, epoch_offset: int = 0) -> None:
+        """The MLP on the shared torch loop (early stopping on the validation loss, checkpoints, resume)."""
         import torch
+
+        from luodi.train.torch_loop import LoopConfig, train_loop
 
         tc, o = self.config.train, self.opts
         torch.manual_seed(tc.seed)
@@ -542,61 +520,37 @@ class TabularTask(TaskBase):
         wtr = torch.from_numpy(sw) if sw is not None else torch.ones(len(y))
         n_out = 1 if reg else len(self.classes)
         self.mlp = make_mlp(xtr.shape[1], n_out, list(o["hidden"]), float(o["dropout"]))
-        opt = torch.optim.AdamW(
-            self.mlp.parameters(), lr=float(o["mlp_lr"] or tc.lr), weight_decay=float(o["weight_decay"])
-        )
-        path = ckpt / "mlp.safetensors"
-        start, best_loss, bad, best_state = 0, float("inf"), 0, None
-        if path.exists():
-            mods, opt_sd, meta = load_torch_state(path)
-            self.mlp.load_state_dict(mods["model"])
-            best_state = mods.get("best")
-            if opt_sd:
-                opt.load_state_dict(opt_sd)
-            start, best_loss, bad = meta["epoch"], meta["best_loss"], meta["bad"]
-            self.history = meta.get("history", self.history)
-        if best_state is None:
-            best_state = {k: v.clone() for k, v in self.mlp.state_dict().items()}
-        task = bar.add_task("mlp", total=tc.epochs, completed=start, info="")
-        g = torch.Generator().manual_seed(tc.seed)
 
         def loss_fn(out, target, w):
             if reg:
                 return (w * (out.squeeze(1) - target) ** 2).sum() / w.sum()
             return (w * torch.nn.functional.cross_entropy(out, target, reduction="none")).sum() / w.sum()
 
-        for epoch in range(start, tc.epochs):
-            if tc.early_stopping and bad >= tc.early_stopping:
-                break
-            self.mlp.train()
-            perm = torch.randperm(len(xtr), generator=g)
-            total = 0.0
-            for i in range(0, len(perm), tc.batch_size):
-                b = perm[i : i + tc.batch_size]
-                opt.zero_grad()
-                loss = loss_fn(self.mlp(xtr[b]), ytr[b], wtr[b])
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(b)
-            self.mlp.eval()
-            with torch.no_grad():
-                vloss = float(loss_fn(self.mlp(xva), yva, torch.ones(len(yva))))
-            if vloss < best_loss - 1e-5:
-                best_loss, bad = vloss, 0
-                best_state = {k: v.clone() for k, v in self.mlp.state_dict().items()}
-            else:
-                bad += 1
-            logs = {"train_loss": total / len(xtr), "valid_loss": vloss, "stage": "mlp"}
-            bar.update(task, completed=epoch + 1, info=f"loss={logs['train_loss']:.4f} val={vloss:.4f}")
-            hist = self.history + [{"epoch": epoch_offset + epoch + 1, **logs}]
-            save_torch_state(
-                path,
-                {"model": self.mlp, "best": best_state},
-                opt,
-                {"epoch": epoch + 1, "best_loss": best_loss, "bad": bad, "history": hist},
-            )
-            self.on_epoch_end(epoch_offset + epoch + 1, logs)
-        self.mlp.load_state_dict(best_state)
+        def on_epoch(epoch: int, logs: dict[str, float]) -> None:
+            for cb in self.callbacks:
+                cb(epoch_offset + epoch, {**logs, "stage": "mlp"})
+
+        cfg = LoopConfig.from_train(
+            tc,
+            lr=float(o["mlp_lr"] or tc.lr),
+            weight_decay=float(o["weight_decay"]),
+            schedule="constant",
+            monitor="valid_loss",
+            threads=int(o["threads"]),
+        )
+        res = train_loop(
+            self.mlp,
+            tensor_batches(xtr, ytr, wtr, batch_size=tc.batch_size),
+            lambda model, b: loss_fn(model(b[0]), b[1], b[2]),
+            lambda model: {"valid_loss": float(loss_fn(model(xva), yva, torch.ones(len(yva))))},
+            ckpt / "mlp",
+            cfg,
+            progress=progress,
+            on_epoch=on_epoch,
+        )
+        self.history += [
+            {**h, "epoch": epoch_offset + int(h["epoch"]), "stage": "mlp"} for h in res.history
+        ]
         self.mlp.eval()
 
     # ---- inference ------------------------------------------------------------------------------------
@@ -738,7 +692,7 @@ class TabularTask(TaskBase):
                 for i in range(1, int(m.get("lgb_seeds", 1)))
             ]
         if self.weights[1] > 0:
-            mods, _, _ = load_torch_state(run_dir / "mlp.safetensors")
+            mods = load_torch_state(run_dir / "mlp.safetensors")
             n_in = mods["model"]["0.weight"].shape[1]
             n_out = 1 if self.objective == "regression" else len(self.classes)
             self.mlp = make_mlp(n_in, n_out, m["mlp"]["hidden"], m["mlp"]["dropout"])
