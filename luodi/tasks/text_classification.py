@@ -217,6 +217,7 @@ class TextClassificationOptions(BaseModel):
     # `finetune` head: how many top encoder layers are trained (all: 6 for MiniLM-L6), label smoothing and
     # the cosine classifier's scale; epochs, lr, batch_size and seed come from `train:`
     finetune_layers: int = Field(6, ge=1)
+    finetune_embeddings: bool = False  # also train the token embeddings (slower; rarely helps)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     head_scale: float = Field(20.0, gt=0)
 

@@ -38,12 +38,12 @@ class CosineClassifier(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(int(self.encoder.config.hidden_size), n_classes)
 
-    def freeze_below(self, trained_layers: int) -> None:
-        """Train only the top `trained_layers` transformer layers (and the embeddings when all are trained)."""
+    def freeze_below(self, trained_layers: int, embeddings: bool = False) -> None:
+        """Train only the top `trained_layers` transformer layers (and the token embeddings if asked)."""
         layers = self.encoder.encoder.layer
         first = max(0, len(layers) - trained_layers)
         for p in self.encoder.embeddings.parameters():
-            p.requires_grad = first == 0
+            p.requires_grad = embeddings
         for i, layer in enumerate(layers):
             for p in layer.parameters():
                 p.requires_grad = i >= first
@@ -70,7 +70,8 @@ class CosineClassifier(nn.Module):
 
 
 class _Batches:
-    """Shuffled mini-batches of indices; torch's RNG (seeded per epoch by the loop) keeps resume exact."""
+    """Shuffled mini-batches of indices; torch's RNG (seeded per epoch by the loop) keeps resume exact.
+    (Batches bucketed by text length pad less, but cost ~0.3 points on banking77 over 3 seeds: not used.)"""
 
     def __init__(self, n: int, batch_size: int):
         self.n, self.batch_size = n, batch_size
@@ -99,7 +100,7 @@ def finetune(
     """Fine-tune a CosineClassifier on (texts, y); returns it holding the last epoch's weights."""
     torch.manual_seed(train.seed)
     model = CosineClassifier(source, n_classes, scale=opts.head_scale)
-    model.freeze_below(opts.finetune_layers)
+    model.freeze_below(opts.finetune_layers, embeddings=opts.finetune_embeddings)
     labels = torch.tensor(np.asarray(y, dtype=np.int64))
 
     def step(m: CosineClassifier, idx: np.ndarray) -> torch.Tensor:
