@@ -207,6 +207,7 @@ def test_ensemble_averages_members_and_round_trips(tone_dir, tmp_path):
     assert np.allclose(ens.proba(x), (ens.members[0].proba(x) + ens.members[1].proba(x)) / 2, atol=1e-6)
     assert not np.allclose(ens.members[0].proba(x), ens.members[1].proba(x))  # different seeds
     assert task.evaluate(va)["accuracy"] >= 0.8
+    assert [h["epoch"] for h in task.history] == [1, 2, 3, 4, 5, 6]  # member 2's epochs follow member 1's
     task.save(tmp_path)
     again = task_for(cfg)
     again.load(tmp_path)
@@ -224,6 +225,7 @@ def test_evaluate_reads_a_folder_of_wavs(trained, tone_dir):
 def test_fsdd_slice_learns_above_chance(datasets_dir, tmp_path):
     cfg = load_app_config(REPO / "examples" / "spoken-digits.yaml")
     cfg.train.epochs = 3
+    cfg.model.options["ensemble"] = 1  # one CNN is enough to show learning
     task = task_for(cfg)
     data = task.read(None)
     assert len(data) == 2500 and sorted(set(data.labels)) == [str(d) for d in range(10)]
@@ -238,5 +240,6 @@ def test_spoken_digits_example_on_an_unseen_speaker(datasets_dir, tmp_path):
     task = task_for(load_app_config(REPO / "examples" / "spoken-digits.yaml"))
     tr, va = task.split(task.read(None))
     task.fit(tr, va, tmp_path)
-    # measured 84.8 % (george left out); the 95 % speaker-independent goal is not reached yet
-    assert task.evaluate(va)["accuracy"] >= 0.8
+    # measured 83.6 % (george left out; three CNNs, last epochs: george never picks the weights);
+    # the 95 % speaker-independent goal is not reached
+    assert task.evaluate(va)["accuracy"] >= 0.82

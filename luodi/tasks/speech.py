@@ -4,7 +4,8 @@ A recording is turned into a normalized log-mel spectrogram (luodi.data.audio) a
 CNN as images (luodi.tasks.image.SmallCNN), with spectrogram augmentation: time stretch (scale_x),
 frequency warp (scale_y), shifts, noise and SpecAugment masks (time_mask, freq_mask), plus speed-perturbed
 copies (speed) and mixup. `ensemble: N` trains N CNNs with consecutive seeds and averages their
-probabilities. Every CNN keeps its LAST epoch: the validation data (a held-out speaker) is only reported.
+probabilities. Every CNN keeps its LAST epoch: the validation data (a held-out speaker) is only reported,
+so train.early_stopping has no effect here.
 
 App keys used: data.format wav-dir, data.options {pattern: regex with named groups label/speaker},
 data.split {speaker: NAME or [NAMES] (leave those speakers out for validation) | valid: fraction, seed},
@@ -264,13 +265,16 @@ class SpeechRecognitionTask(TaskBase):
             torch.manual_seed(seed)  # reproducible initial weights
             clf = GridClassifier(meta)
             member_dir = Path(run_dir) if n_models == 1 else Path(run_dir) / "checkpoint" / f"member-{k}"
-            results.append(self._fit_one(clf, x, labels, va, member_dir, seed, mixup, aug, progress))
+            results.append(
+                self._fit_one(clf, x, labels, va, member_dir, seed, k * self.config.train.epochs, mixup, aug, progress)
+            )
             members.append(clf)
         self.clf = Ensemble(members)
-        out = {k: float(np.mean([r[k] for r in results])) for k in results[0]}
-        if va is not None and n_models > 1:
-            p = self.clf.proba(va[0])
-            out["valid_accuracy"] = float((p.argmax(1) == self.clf.targets(va[1]).numpy()).mean())
+        out = {k: float(np.mean([r[k] for r in results])) for k in results[0]}  # members' mean
+        if va is not None and n_models > 1:  # the ensemble's own validation scores
+            p, y = self.clf.proba(va[0]), self.clf.targets(va[1]).numpy()
+            out["valid_loss"] = float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-9, 1)).mean())
+            out["valid_accuracy"] = float((p.argmax(1) == y).mean())
         return out
 
     def _fit_one(
@@ -281,11 +285,13 @@ class SpeechRecognitionTask(TaskBase):
         valid: tuple[np.ndarray, list[Any]] | None,
         run_dir: Path,
         seed: int,
+        offset: int,
         mixup: float,
         aug: dict[str, Any],
         progress: bool,
     ) -> dict[str, float]:
-        """One CNN: grid augmentation (luodi.tasks.image.augment_batch) and mixup of pairs of recordings."""
+        """One CNN: grid augmentation (luodi.tasks.image.augment_batch) and mixup of pairs of recordings;
+        its epochs are reported to on_epoch_end as `offset` + 1, 2, ..."""
         t = self.config.train
         o = self.config.model.options
         ys = clf.targets(y)
@@ -329,7 +335,11 @@ class SpeechRecognitionTask(TaskBase):
             monitor="epoch",  # the last epoch: never chosen by the held-out data
             mode="max",
         )
-        res = train_loop(clf.model, loader, step, eval_fn, run_dir, cfg, progress=progress, on_epoch=self.on_epoch_end)
+
+        def on_epoch(epoch: int, logs: dict[str, float]) -> None:  # members' epochs numbered one after another
+            self.on_epoch_end(offset + epoch, logs)
+
+        res = train_loop(clf.model, loader, step, eval_fn, run_dir, cfg, progress=progress, on_epoch=on_epoch)
         return {k: v for k, v in res.best.items() if k != "epoch"}
 
     # inference
