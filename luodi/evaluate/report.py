@@ -144,7 +144,8 @@ def render_report(
     if material and "y_true" in material and "labels" in material:
         y = np.asarray(material["y_true"])
         labels = material["labels"]
-        pred = np.asarray(material.get("y_pred", np.asarray(material.get("proba", [])).argmax(1)))
+        pred = material.get("y_pred")  # (not a .get default: that would be evaluated when proba is absent)
+        pred = np.asarray(pred) if pred is not None else np.asarray(material["proba"]).argmax(1)
         parts.append("<h2>Confusion matrix</h2>" + confusion_plot(y, pred, labels))
         rows = per_class_table(y, pred, labels)
         parts.append(
