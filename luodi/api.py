@@ -136,12 +136,14 @@ def train(
     registry.atomic_write_text(run.path / "config.yaml", cfg_yaml)
     if callbacks and hasattr(task, "callbacks"):
         task.callbacks = list(callbacks)
+    elapsed_file = run.path / "elapsed.json"  # training time of interrupted attempts, so resumes add up
+    before = json.loads(elapsed_file.read_text())["train_seconds"] if elapsed_file.exists() else 0.0
     t0 = time.perf_counter()
     try:
         data = task.read(None)
         tr, va = task.split(data)
         task.fit(tr, va, run.path, progress=progress)
-        train_s = time.perf_counter() - t0
+        train_s = before + time.perf_counter() - t0
         task.save(run.path)
         ev = task.evaluate(va)
         metrics = _select_metrics(cfg, ev)
@@ -164,8 +166,10 @@ def train(
             info,
         )
         registry.delete_checkpoint(run.path)
+        elapsed_file.unlink(missing_ok=True)
         registry.write_manifest(run.path, {"app": cfg.name, "version": run.version, "task": cfg.task})
     except KeyboardInterrupt:
+        registry.atomic_write_json(elapsed_file, {"train_seconds": before + time.perf_counter() - t0})
         registry.set_status(cfg.name, run.version, "interrupted")
         say(f"interrupted: resume with `luodi train APP.yaml --resume` (run {run.version})")
         raise

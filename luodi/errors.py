@@ -31,6 +31,11 @@ class AuthError(LuodiError):
     code = "invalid_api_key"
 
 
+class Conflict(LuodiError):
+    status = 409
+    code = "conflict"
+
+
 class RateLimited(LuodiError):
     status = 429
     code = "rate_limit_exceeded"

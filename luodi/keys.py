@@ -11,9 +11,9 @@ import secrets
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from luodi.errors import AuthError, BadRequest, NotFound
+from luodi.errors import AuthError, BadRequest, Conflict, NotFound
 from luodi.store import session_scope
 from luodi.store.tables import ApiKey, now
 
@@ -103,14 +103,30 @@ def list_keys(include_revoked: bool = True) -> list[KeyInfo]:
         return [_info(r) for r in s.scalars(q)]
 
 
-def revoke_key(key_id: int) -> KeyInfo:
-    """Revoke a key by id (idempotent); requests with it are answered 401 from then on."""
+def revoke_key(key_id: int, *, keep_last_admin: bool = True) -> KeyInfo:
+    """Revoke a key by id (idempotent); requests with it are answered 401 from then on.
+
+    With keep_last_admin (the HTTP route) the last active admin key cannot be revoked: nobody could manage
+    keys over HTTP any more. The CLI, run on the server itself, may revoke it."""
     with session_scope() as s:
         row = s.get(ApiKey, key_id)
         if row is None:
             raise NotFound(
                 f"no API key with id {key_id}; list keys with `luodi keys list` or GET /v1/keys", param="id"
             )
+        if keep_last_admin and row.admin and row.revoked_at is None:
+            others = s.scalar(
+                select(func.count(ApiKey.id)).where(
+                    ApiKey.admin.is_(True), ApiKey.revoked_at.is_(None), ApiKey.id != row.id
+                )
+            )
+            if not others:
+                raise Conflict(
+                    f"key {row.id} ({row.name}) is the last active admin key; create another admin key first "
+                    "(POST /v1/keys with admin: true), or revoke it on the server with `luodi keys revoke "
+                    f"{row.id}`",
+                    param="id",
+                )
         if row.revoked_at is None:
             row.revoked_at = now()
         s.flush()

@@ -140,9 +140,13 @@ def test_resume_after_interruption(tmp_path):
     run = registry.list_runs("t-resume")[0]
     assert run.status == "interrupted"
     assert (run.path / registry.CHECKPOINT_DIR / "mlp" / registry.CHECKPOINT_DIR / "state.json").exists()
+    first_part = json.loads((run.path / "elapsed.json").read_text())["train_seconds"]
+    assert first_part > 0
     seen.clear()
     done = api.train(p, progress=False, resume=True, callbacks=[lambda e, logs: seen.append(e)])
     assert done.version == run.version and done.status == "done"
+    assert done.metrics["train_seconds"] > first_part  # both attempts counted
+    assert not (run.path / "elapsed.json").exists()
     assert seen == [3, 4, 5, 6]  # continued from the epoch-2 checkpoint
     hist = json.loads((done.path / "preprocess.json").read_text())["history"]
     assert [h["epoch"] for h in hist] == [1, 2, 3, 4, 5, 6]

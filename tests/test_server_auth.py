@@ -90,6 +90,19 @@ def test_user_key_gets_403_on_key_management(live_server):
     assert any(k["id"] == user.id and k["role"] == "user" for k in admin.get("/keys", cast_to=object)["data"])
 
 
+def test_last_admin_key_cannot_be_revoked_over_http(live_server):
+    h = httpx.Client(base_url=live_server.base_url, headers=live_server.headers, timeout=30)
+    mine = verify_key(live_server.headers["Authorization"].split()[-1])
+    for k in list_keys():
+        if k.admin and k.id != mine.id:
+            revoke_key(k.id, keep_last_admin=False)  # leave the fixture's key as the only admin key
+    err = _error(h.delete(f"/keys/{mine.id}"), 409)
+    assert "last active admin key" in err["message"] and "luodi keys revoke" in err["message"]
+    assert verify_key(live_server.headers["Authorization"].split()[-1]).active
+    spare = h.post("/keys", json={"name": "spare-admin", "admin": True}).json()
+    assert h.delete(f"/keys/{spare['id']}").json()["active"] is False  # another admin remained: allowed
+
+
 def test_admin_key_can_make_admin_keys(live_server):
     h = httpx.Client(base_url=live_server.base_url, headers=live_server.headers, timeout=30)
     made = h.post("/keys", json={"name": "second-admin", "admin": True})

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from luodi.config import AppConfig
 from luodi.errors import BadRequest, ConfigError
@@ -118,15 +120,19 @@ def test_clear_errors(datasets_dir, tmp_path):
 
 
 def test_finetuned_encoder_learns_and_round_trips(datasets_dir, tmp_path):
-    """The `finetune` head trains the encoder itself; the saved run predicts exactly what the trained one did."""
+    """The `finetune` head trains the encoder itself (two members from two seeds); the saved run predicts
+    exactly what the trained one did."""
     _, df = banking_slice(datasets_dir, n_labels=6, per_label=24)
     opts = {"features": ["finetune", "tfidf"], "tfidf_weight": 0.25, "max_length": 32, "finetune_layers": 2}
+    opts["finetune_seeds"] = 2
     over = {"data": {"columns": {"label": "category"}}, "model": {"options": opts}}
     task = make_task(datasets_dir / "banking77/train.csv", train={"epochs": 2, "lr": 3e-4, "batch_size": 16}, **over)
     train, valid = task.split(df)
     metrics = task.fit(train, valid, tmp_path / "work", progress=False)
     assert metrics["accuracy"] > 0.6  # 6 classes: chance is 0.17
-    enc = task.ft_model.encoder
+    first, second = task.ft_model.members
+    assert not torch.equal(first.head.weight, second.head.weight)  # different seeds, different members
+    enc = first.encoder
     frozen = [p.requires_grad for p in enc.embeddings.parameters()] + [
         p.requires_grad for p in enc.encoder.layer[0].parameters()
     ]
@@ -140,3 +146,27 @@ def test_finetuned_encoder_learns_and_round_trips(datasets_dir, tmp_path):
     after = again.predict(texts)
     assert [a["label"] for a in after] == [b["label"] for b in before]
     assert after[0]["score"] == pytest.approx(before[0]["score"], abs=1e-5)
+    assert (tmp_path / "run" / "finetuned-1.safetensors").exists()
+
+
+def test_length_grouped_batches_cover_every_text_once_with_less_padding():
+    from luodi.tasks.text_finetune import _Batches
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 60, size=1000)
+    torch.manual_seed(0)
+    plain = list(_Batches(1000, 32))
+    grouped = _Batches(1000, 32, lengths, group=8)
+    batches = list(grouped)
+    assert len(batches) == len(grouped)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+
+    def padded(bs: list[np.ndarray]) -> int:
+        return sum(int(lengths[b].max()) * len(b) for b in bs)
+
+    assert padded(batches) < 0.75 * padded(plain)
+    torch.manual_seed(1)
+    again = list(grouped)
+    torch.manual_seed(1)
+    assert all(np.array_equal(a, b) for a, b in zip(again, list(grouped), strict=True))  # resume replays an epoch
+
