@@ -3,7 +3,8 @@
 Model (`model.type: embedding-head`): two heads whose log-probabilities are mixed — a neural head,
 either logistic regression on frozen encoder features (`embeddings`: mean-pooled hidden states of a few
 layers of the bundled MiniLM, cached on disk) or the encoder itself fine-tuned under a cosine classifier
-(`finetune`, see text_finetune.py) — and logistic regression on TF-IDF word + character n-grams. The
+(`finetune`, see text_finetune.py; `finetune_seeds` > 1 averages several fine-tuned encoders) — and
+logistic regression on TF-IDF word + character n-grams. The
 mixing weight (unless fixed in the options) and, for out-of-scope detection, a probability threshold are
 tuned on validation.
 Weights are stored as safetensors, vocabularies and label maps as JSON (no pickle).
