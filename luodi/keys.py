@@ -103,7 +103,7 @@ def list_keys(include_revoked: bool = True) -> list[KeyInfo]:
         return [_info(r) for r in s.scalars(q)]
 
 
-def revoke_key(key_id: int, *, keep_last_admin: bool = True) -> KeyInfo:
+def revoke_key(key_id: int, *, keep_last_admin: bool = False) -> KeyInfo:
     """Revoke a key by id (idempotent); requests with it are answered 401 from then on.
 
     With keep_last_admin (the HTTP route) the last active admin key cannot be revoked: nobody could manage

@@ -95,7 +95,7 @@ def test_last_admin_key_cannot_be_revoked_over_http(live_server):
     mine = verify_key(live_server.headers["Authorization"].split()[-1])
     for k in list_keys():
         if k.admin and k.id != mine.id:
-            revoke_key(k.id, keep_last_admin=False)  # leave the fixture's key as the only admin key
+            revoke_key(k.id)  # leave the fixture's key as the only admin key
     err = _error(h.delete(f"/keys/{mine.id}"), 409)
     assert "last active admin key" in err["message"] and "luodi keys revoke" in err["message"]
     assert verify_key(live_server.headers["Authorization"].split()[-1]).active

@@ -413,7 +413,7 @@ def keys_list() -> None:
 def keys_revoke(key_id: Annotated[int, typer.Argument(help="the key's id (see `luodi keys list`)")]) -> None:
     """Revoke a key: requests with it get 401 from now on."""
     try:
-        k = keys_service.revoke_key(key_id, keep_last_admin=False)
+        k = keys_service.revoke_key(key_id)
     except LuodiError as e:
         raise _fail(e) from e
     console.print(f"revoked key {k.id} ({k.name}, {k.prefix}…)")

@@ -35,5 +35,5 @@ async def create_key(body: KeyCreate) -> dict:
 
 @router.delete("/{key_id}", summary="Revoke an API key")
 async def revoke_key(key_id: int) -> dict:
-    k = await run_in_threadpool(keys.revoke_key, key_id)
+    k = await run_in_threadpool(keys.revoke_key, key_id, keep_last_admin=True)
     return k.to_dict()
