@@ -227,6 +227,9 @@ def test_cli_verbs(trained, tmp_path):
     r = CliRunner().invoke(app, ["runs", "t-diag", "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)[0]["version"] == run.version
+    r = CliRunner().invoke(app, ["runs", "t-diag"])  # the runner's 80 columns: one block per run, untruncated
+    assert r.exit_code == 0 and f"t-diag {run.version}" in r.stdout
+    assert "roc_auc=" in r.stdout and "…" not in r.stdout
     f = tmp_path / "one.json"
     f.write_text(json.dumps(records(1)[0]))
     r = CliRunner().invoke(app, ["predict", str(p), "--input", str(f)])

@@ -168,12 +168,24 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print(api.dumps(runs))
             return
-        t = Table(title="runs")
-        for c in ("app", "version", "task", "status", "metrics", "created"):
-            t.add_column(c)
+        rows = []
         for r in runs:
-            m = ", ".join(f"{k}={v:.4f}" for k, v in list(r["metrics"].items())[:4])
-            t.add_row(r["app"], r["version"], r["task"], r["status"], m, (r["created_at"] or "")[:19])
+            metrics = {k: v for k, v in r["metrics"].items() if k not in ("n", "train_seconds")}
+            secs = r["metrics"].get("train_seconds")
+            took = "" if secs is None else f"{secs / 60:.1f} min" if secs >= 60 else f"{secs:.0f} s"
+            created = (r["created_at"] or "")[:16].replace("T", " ")
+            m = " ".join(f"{k}={v:.4g}" for k, v in list(metrics.items())[:4])
+            rows.append((r["app"], r["version"], r["task"], r["status"], m, took, created))
+        if out.width < 140:  # narrow terminal or a pipe: one block per run, nothing truncated
+            for app_, ver, task, status, m, took, created in rows:
+                out.print(f"[bold]{app_}[/bold] {ver}  {task}  {status}  {took}  {created}", highlight=False)
+                out.print(f"    {m}" if m else "    (no metrics)", highlight=False)
+            return
+        t = Table(title="runs")
+        for c in ("app", "version", "task", "status", "metrics (validation)", "train", "created (UTC)"):
+            t.add_column(c, no_wrap=c != "metrics (validation)", justify="right" if c == "train" else "left")
+        for row in rows:
+            t.add_row(*row)
         out.print(t)
 
     config = typer.Typer(help="App file tools: render the resolved config, print the JSON Schema.")
