@@ -131,6 +131,7 @@ def test_finetuned_encoder_learns_and_round_trips(datasets_dir, tmp_path):
     metrics = task.fit(train, valid, tmp_path / "work", progress=False)
     assert metrics["accuracy"] > 0.6  # 6 classes: chance is 0.17
     first, second = task.ft_model.members
+    assert (tmp_path / "work" / "checkpoint" / "finetune-member-1" / "checkpoint" / "state.json").exists()
     assert not torch.equal(first.head.weight, second.head.weight)  # different seeds, different members
     enc = first.encoder
     frozen = [p.requires_grad for p in enc.embeddings.parameters()] + [

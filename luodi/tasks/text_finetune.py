@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from luodi.models import resolve
-from luodi.train.torch_loop import LoopConfig, load_weights, save_weights, train_loop
+from luodi.train.torch_loop import CHECKPOINT_DIR, LoopConfig, load_weights, save_weights, train_loop
 
 WEIGHTS = "finetuned.safetensors"
 
@@ -119,8 +119,9 @@ class FinetunedEnsemble:
 
 
 def member_dir(run_dir: Path, k: int) -> Path:
-    """Where fine-tuned member k checkpoints (member 0 in the run dir itself, as before ensembles)."""
-    return Path(run_dir) if k == 0 else Path(run_dir) / f"finetune-member-{k}"
+    """Where fine-tuned member k checkpoints: member 0 in the run dir itself (as before ensembles), the
+    others inside its checkpoint folder, so deleting that folder after training removes them all."""
+    return Path(run_dir) if k == 0 else Path(run_dir) / CHECKPOINT_DIR / f"finetune-member-{k}"
 
 
 def member_weights(k: int) -> str:
