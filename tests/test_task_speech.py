@@ -188,6 +188,10 @@ def test_bad_inputs_and_config_give_clear_errors(trained, tone_dir, tmp_path):
             bad = task_for(cfg)
             bad.fit(*bad.split(bad.read(None)), tmp_path, progress=False)
     cfg = speech_config(tone_dir)
+    cfg.model.options["tta_speeds"] = [1, 3]
+    with pytest.raises(ConfigError, match="model.options.tta_speeds"):
+        task_for(cfg)
+    cfg = speech_config(tone_dir)
     cfg.model.options["ensemble"] = 0
     with pytest.raises(ConfigError, match="model.options.ensemble"):
         bad = task_for(cfg)
@@ -197,6 +201,7 @@ def test_bad_inputs_and_config_give_clear_errors(trained, tone_dir, tmp_path):
 def test_ensemble_averages_members_and_round_trips(tone_dir, tmp_path):
     cfg = speech_config(tone_dir)
     cfg.model.options["ensemble"] = 2
+    cfg.model.options["tta_speeds"] = [0.95, 1, 1.05]
     cfg.train.epochs = 3
     task = task_for(cfg)
     tr, va = task.split(task.read(None))
@@ -207,10 +212,15 @@ def test_ensemble_averages_members_and_round_trips(tone_dir, tmp_path):
     assert np.allclose(ens.proba(x), (ens.members[0].proba(x) + ens.members[1].proba(x)) / 2, atol=1e-6)
     assert not np.allclose(ens.members[0].proba(x), ens.members[1].proba(x))  # different seeds
     assert task.evaluate(va)["accuracy"] >= 0.8
+    waves = va.waves[:8]
+    copies = [ens.proba(task.features([speed_perturb(w, f) if f != 1 else w for w in waves])) for f in (0.95, 1, 1.05)]
+    assert np.allclose(task.proba(waves), np.mean(copies, axis=0), atol=1e-6)  # test-time augmentation
+    assert not np.allclose(task.proba(waves), copies[1])
     assert [h["epoch"] for h in task.history] == [1, 2, 3, 4, 5, 6]  # member 2's epochs follow member 1's
     task.save(tmp_path)
     again = task_for(cfg)
     again.load(tmp_path)
+    assert again.tta_speeds == [0.95, 1.0, 1.05]
     recs = [{"path": str(tone_dir / "1_cyd_0.wav")}]
     assert again.predict(recs) == task.predict(recs)
 

@@ -10,7 +10,8 @@ so train.early_stopping has no effect here.
 App keys used: data.format wav-dir, data.options {pattern: regex with named groups label/speaker},
 data.split {speaker: NAME or [NAMES] (leave those speakers out for validation) | valid: fraction, seed},
 model.options {sample_rate (8000), n_mels (40), hop_ms (10), max_seconds (1.0) or frames, trim_db, floor_db,
-normalize (mean | cmvn), fit (pad | resize), cepstra, lifter, width, dropout, label_smoothing, ensemble (1)},
+normalize (mean | cmvn), fit (pad | resize), cepstra, lifter, width, dropout, label_smoothing, ensemble (1),
+tta_speeds ([]: test-time augmentation, probabilities averaged over copies played at these speeds)},
 train.augment {image augmentations above, speed: [factors], mixup: Beta parameter}.
 """
 
@@ -126,6 +127,14 @@ class SpeechRecognitionTask(TaskBase):
             raise ConfigError(f"'model.options.normalize' = '{self.norm}'; expected 'mean' or 'cmvn'")
         if self.fit_mode not in ("pad", "resize"):
             raise ConfigError(f"'model.options.fit' = '{self.fit_mode}'; expected 'pad' or 'resize'")
+        self.tta_speeds = self._speeds(o.get("tta_speeds") or [], "model.options.tta_speeds")
+
+    @staticmethod
+    def _speeds(value: Any, key: str) -> list[float]:
+        speeds = [value] if isinstance(value, int | float) else value
+        if not isinstance(speeds, list) or not all(isinstance(v, int | float) and 0.5 <= v <= 2 for v in speeds):
+            raise ConfigError(f"'{key}' = {value!r}; expected a list of speed factors such as [0.9, 1.1]")
+        return [float(v) for v in speeds]
 
     # data
     def read(self, path: str | None) -> AudioSet:
@@ -206,12 +215,7 @@ class SpeechRecognitionTask(TaskBase):
             raise ConfigError(
                 f"unknown key(s) 'train.augment.{sorted(bad)[0]}'; expected {sorted(AUGMENT_KEYS | SPEECH_AUGMENT)}"
             )
-        speeds = aug.pop("speed", None) or []
-        speeds = [speeds] if isinstance(speeds, int | float) else list(speeds)
-        if not all(isinstance(v, int | float) and 0.5 <= v <= 2 for v in speeds):
-            raise ConfigError(
-                f"'train.augment.speed' = {speeds}; expected a list of speed factors such as [0.9, 1.1]"
-            )
+        speeds = self._speeds(aug.pop("speed", None) or [], "train.augment.speed")
         mixup = aug.pop("mixup", 0.0)
         if not isinstance(mixup, int | float) or mixup < 0:
             raise ConfigError(f"'train.augment.mixup' = {mixup!r}; expected a Beta parameter >= 0 such as 0.4")
@@ -257,6 +261,7 @@ class SpeechRecognitionTask(TaskBase):
             "cepstra": self.cepstra,
             "lifter": self.lifter,
             "floor_db": self.floor_db,
+            "tta_speeds": self.tta_speeds,
         }
         va = (self.features(valid.waves), valid.labels) if valid is not None and len(valid) else None
         members, results = [], []
@@ -348,6 +353,14 @@ class SpeechRecognitionTask(TaskBase):
             raise NotFound("the model is not trained or loaded yet: call fit() or load(run_dir) first")
         return self.clf
 
+    def proba(self, waves: list[np.ndarray]) -> np.ndarray:
+        """Class probabilities; with tta_speeds, averaged over the recording played at each speed."""
+        clf = self._need()
+        speeds = self.tta_speeds or [1.0]
+        return np.mean(
+            [clf.proba(self.features([w if f == 1 else speed_perturb(w, f) for w in waves])) for f in speeds], axis=0
+        )
+
     def predict(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         clf = self._need()
         waves = []
@@ -361,14 +374,14 @@ class SpeechRecognitionTask(TaskBase):
                 )
             field = f"audio[{i}]" if len(records) > 1 else "audio"
             waves.append(audio_from_value(value, self.sample_rate, r.get("sample_rate"), field))
-        out = classification_result(clf, clf.proba(self.features(waves)))
+        out = classification_result(clf, self.proba(waves))
         return [{"text": str(o["label"]), **o} for o in out]
 
     def evaluate(self, data: AudioSet) -> dict[str, Any]:
         clf = self._need()
         if any(v is None for v in data.labels):
             raise BadRequest("evaluation recordings have no labels (file names like 7_jackson_32.wav needed)")
-        return classification_evaluation(clf, clf.proba(self.features(data.waves)), data.labels)
+        return classification_evaluation(clf, self.proba(data.waves), data.labels)
 
     def save(self, run_dir: Path) -> None:
         self._need().save(Path(run_dir), self.META)
@@ -383,6 +396,7 @@ class SpeechRecognitionTask(TaskBase):
         self.fit_mode = m.get("fit", "pad")
         self.cepstra, self.lifter = m.get("cepstra", 0), m.get("lifter", 0)
         self.floor_db = m.get("floor_db", 0.0)
+        self.tta_speeds = m.get("tta_speeds", [])
 
     def input_model(self) -> type[BaseModel]:
         return SpeechInput
