@@ -142,30 +142,8 @@ def finetune(
 ) -> FinetunedEnsemble:
     """Fine-tune `opts.finetune_seeds` CosineClassifiers (seeds train.seed, +1, ...) on (texts, y), one after
     the other, each resumable from its own checkpoints; each keeps its last epoch's weights."""
-    members = []
-    for k in range(opts.finetune_seeds):
-        member_train = train.model_copy(update={"seed": train.seed + k})
-        members.append(
-            _finetune_one(texts, y, n_classes, source, opts, member_train, member_dir(run_dir, k), valid, progress)
-        )
-    return FinetunedEnsemble(members)
-
-
-def _finetune_one(
-    texts: list[str],
-    y: np.ndarray,
-    n_classes: int,
-    source: str,
-    opts: Any,
-    train: Any,
-    run_dir: Path,
-    valid: tuple[list[str], np.ndarray] | None,
-    progress: bool,
-) -> CosineClassifier:
-    torch.manual_seed(train.seed)
-    model = CosineClassifier(source, n_classes, scale=opts.head_scale)
-    model.freeze_below(opts.finetune_layers, embeddings=opts.finetune_embeddings)
     labels = torch.tensor(np.asarray(y, dtype=np.int64))
+    lengths: np.ndarray | None = None  # token counts, for length-grouped batches
 
     def step(m: CosineClassifier, idx: np.ndarray) -> torch.Tensor:
         logits = m(m.tokenize([texts[i] for i in idx], opts.max_length))
@@ -175,27 +153,30 @@ def _finetune_one(
         vt, vy = valid
         return {"valid_accuracy": float((m.log_proba(vt, opts.max_length).argmax(1) == vy).mean())}
 
-    encoder_params = [p for p in model.encoder.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        [{"params": encoder_params, "lr": train.lr}, {"params": model.head.parameters(), "lr": train.lr * 20}],
-        weight_decay=0.01,
-    )
-    ids = model.tokenizer(texts, truncation=True, max_length=opts.max_length)["input_ids"]
-    lengths = np.array([len(i) for i in ids])
-    batches = _Batches(len(texts), train.batch_size, lengths, opts.finetune_length_group)
-    cfg = LoopConfig.from_train(train, schedule="onecycle", warmup=0.06, monitor="epoch", mode="max", patience=None)
-    train_loop(
-        model,
-        batches,
-        step,
-        evaluate if valid else None,
-        run_dir,
-        cfg,
-        optimizer=optimizer,
-        progress=progress,
-    )
-    model.eval()
-    return model
+    members = []
+    for k in range(opts.finetune_seeds):
+        member_train = train.model_copy(update={"seed": train.seed + k})
+        torch.manual_seed(member_train.seed)
+        model = CosineClassifier(source, n_classes, scale=opts.head_scale)
+        model.freeze_below(opts.finetune_layers, embeddings=opts.finetune_embeddings)
+        if lengths is None:
+            ids = model.tokenizer(texts, truncation=True, max_length=opts.max_length)["input_ids"]
+            lengths = np.array([len(i) for i in ids])
+        encoder_params = [p for p in model.encoder.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(
+            [{"params": encoder_params, "lr": train.lr}, {"params": model.head.parameters(), "lr": train.lr * 20}],
+            weight_decay=0.01,
+        )
+        batches = _Batches(len(texts), train.batch_size, lengths, opts.finetune_length_group)
+        cfg = LoopConfig.from_train(
+            member_train, schedule="onecycle", warmup=0.06, monitor="epoch", mode="max", patience=None
+        )
+        train_loop(
+            model, batches, step, evaluate if valid else None, member_dir(run_dir, k), cfg,
+            optimizer=optimizer, progress=progress,
+        )
+        members.append(model.eval())
+    return FinetunedEnsemble(members)
 
 
 def save_finetuned(model: FinetunedEnsemble, run_dir: Path) -> None:
