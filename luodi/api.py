@@ -115,6 +115,8 @@ def train(
     say = log or (lambda m: None)
     cfg = load_app(app)
     task = task_for(cfg)
+    if cfg.train.refit and (why := task.refit_blocker()):
+        raise ConfigError(f"'train.refit': {why}; remove train.refit or change the model")
     cfg_yaml = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
     run = registry.resumable_run(cfg.name) if resume else None
     if run is not None:
@@ -143,20 +145,20 @@ def train(
         data = task.read(None)
         tr, va = task.split(data)
         task.fit(tr, va, run.path, progress=progress)
-        train_s = before + time.perf_counter() - t0
         task.save(run.path)
         ev = task.evaluate(va)
         metrics = _select_metrics(cfg, ev)
         for m in check_metrics(cfg, metrics):
             say(f"note: evaluate.metrics '{m}' is not computed by task {cfg.task}; see metrics.json")
-        info = {
-            "app": cfg.name,
-            "version": run.version,
-            "task": cfg.task,
-            "train_rows": len(tr),
-            "valid_rows": len(va),
-            "train_seconds": round(train_s, 2),
-        }
+        info = {"app": cfg.name, "version": run.version, "task": cfg.task, "train_rows": len(tr), "valid_rows": len(va)}
+        if cfg.train.refit:
+            say(f"validated; refitting on all {len(data)} rows (train + validation) for the served model")
+            final = task_for(cfg)  # same settings; its checkpoints apart from the first fit's
+            final.fit(data, va, run.path / registry.CHECKPOINT_DIR / "refit", progress=progress)
+            final.save(run.path)
+            info["refit_rows"] = len(data)
+        train_s = before + time.perf_counter() - t0
+        info["train_seconds"] = round(train_s, 2)
         registry.atomic_write_json(run.path / "metrics.json", {"valid": metrics, **info})
         _write_report(
             run.path / "report.html",
@@ -250,10 +252,16 @@ def evaluate(
     cfg = load_app(app)
     pred = load_predictor(cfg.name, version)
     task = pred.task
+    note = None
     if data is None:
         fresh = task_for(pred.config)
         _, va = fresh.split(fresh.read(None))
         ds, tag = va, "valid"
+        if pred.config.train.refit:
+            note = (
+                "this run was refit on train + validation rows: its validation score is not held-out "
+                "(metrics.json has the score before the refit); pass --data FILE for an honest one"
+            )
     else:
         if not Path(data).exists():
             raise BadRequest(f"evaluation file '{data}' not found", param="data")
@@ -265,6 +273,7 @@ def evaluate(
         "version": pred.run.version,
         "data": str(data or "validation split"),
         "metrics": metrics,
+        **({"note": note} if note else {}),
     }
     if report:
         edir = pred.run.path / "evaluations"

@@ -55,6 +55,9 @@ class TrainConfig(Strict):
     resample: Literal["none", "oversample", "undersample"] = "none"
     augment: dict[str, Any] = Field(default_factory=dict)
     max_minutes: float | None = None
+    # after validating, train once more on train + validation rows (the served model); the reported
+    # validation metrics stay those of the model that never saw the validation rows
+    refit: bool = False
     output_dir: str | None = None  # where runs/<app>/<version>/ go (default: LUODI_HOME/runs)
 
 

@@ -314,3 +314,21 @@ def test_tune_on_ray_matches_local(tmp_path):
     assert by_params(on_ray) == pytest.approx(by_params(local))  # same seeds, same data: the same scores
     assert on_ray["best_value"] == max(by_params(on_ray).values()) > 0.9
     assert list((tmp_path / "runs" / "t-tune-ray-grid" / "ray").iterdir())  # Tune's results stay with the app's runs
+
+
+def test_refit_serves_a_model_of_all_rows_and_keeps_the_held_out_score(tmp_path):
+    opts = {"n_estimators": 60, "num_leaves": 8, "inner_folds": 3}
+    metrics = ["roc_auc", "accuracy", "brier"]
+    p = write_app(tmp_path, "t-refit", model__options=opts, train__refit=True, evaluate__metrics=metrics)
+    run = api.train(p, progress=False)
+    m = json.loads((run.path / "metrics.json").read_text())
+    assert m["refit_rows"] == 569 == m["train_rows"] + m["valid_rows"]
+    plain = api.train(write_app(tmp_path, "t-norefit", model__options=opts, evaluate__metrics=metrics), progress=False)
+    held_out = json.loads((plain.path / "metrics.json").read_text())["valid"]
+    assert m["valid"] == pytest.approx(held_out)  # the reported score is the one before the refit
+    ev = api.evaluate(p)  # the served model has seen the validation rows: better on them, and says so
+    assert "refit" in ev["note"] and ev["metrics"]["brier"] < held_out["brier"]
+    assert "note" not in api.evaluate(plain.path / "config.yaml")
+    with pytest.raises(ConfigError, match="train.refit.*validation rows"):
+        api.train(write_app(tmp_path, "t-refit-bad", train__refit=True), progress=False)
+    assert not registry.list_runs("t-refit-bad")  # refused before a run was created

@@ -1,4 +1,5 @@
-"""speech-recognition task: wav folders, speaker split, log-mel CNN learning, persistence, inputs, errors."""
+"""speech-recognition task: wav folders, speaker split, log-mel CNN learning, pretrained speech embeddings,
+persistence, inputs, errors."""
 
 from __future__ import annotations
 
@@ -233,7 +234,7 @@ def test_evaluate_reads_a_folder_of_wavs(trained, tone_dir):
 
 
 def test_fsdd_slice_learns_above_chance(datasets_dir, tmp_path):
-    cfg = load_app_config(REPO / "examples" / "spoken-digits.yaml")
+    cfg = load_app_config(REPO / "examples" / "spoken-digits-cnn.yaml")
     cfg.train.epochs = 3
     cfg.model.options["ensemble"] = 1  # one CNN is enough to show learning
     task = task_for(cfg)
@@ -246,10 +247,98 @@ def test_fsdd_slice_learns_above_chance(datasets_dir, tmp_path):
 
 
 @SLOW
+def test_spoken_digits_cnn_example_on_an_unseen_speaker(datasets_dir, tmp_path):
+    task = task_for(load_app_config(REPO / "examples" / "spoken-digits-cnn.yaml"))
+    tr, va = task.split(task.read(None))
+    task.fit(tr, va, tmp_path)
+    # measured 83.6 % (george left out; three CNNs, last epochs: george never picks the weights)
+    assert task.evaluate(va)["accuracy"] >= 0.82
+
+
+def embedding_config(path: Path, **options) -> AppConfig:
+    return AppConfig.model_validate(
+        {
+            "name": "tones-embedding",
+            "task": "speech-recognition",
+            "data": {"path": str(path), "format": "wav-dir", "split": {"speaker": "cyd"}},
+            "model": {"type": "speech-embedding", "options": {"c": 0.1, **options}},
+        }
+    )
+
+
+def test_speech_embedding_head_learns_saves_and_loads(tone_dir, tmp_path):
+    task = task_for(embedding_config(tone_dir))
+    tr, va = task.split(task.read(None))
+    assert task.sample_rate == 16000 and tr.sample_rate == 16000  # the 8 kHz files are read at the model's rate
+    x = task.features(va.waves[:4])
+    assert x.shape == (4, 96) and np.isfinite(x).all()
+    assert not np.allclose(x[0], x[1])
+    fitted = task.fit(tr, va, tmp_path, progress=False)
+    assert fitted["valid_accuracy"] == pytest.approx(task.evaluate(va)["accuracy"])
+    assert fitted["train_accuracy"] >= 0.9 and fitted["valid_accuracy"] >= 0.7  # chance is 0.25
+    task.save(tmp_path)
+    assert (tmp_path / "speech_head.safetensors").exists() and not (tmp_path / "model.safetensors").exists()
+    again = task_for(embedding_config(tone_dir, c=5.0, window_seconds=3))  # the saved options win
+    again.load(tmp_path)
+    assert (again.kind, again.window_seconds, again.sample_rate) == ("speech-embedding", 1.6, 16000)
+    recs = [{"path": str(tone_dir / "2_cyd_3.wav")}, {"path": str(tone_dir / "0_cyd_1.wav")}]
+    assert again.predict(recs) == task.predict(recs)
+    assert abs(sum(again.predict(recs)[0]["probabilities"].values()) - 1) < 1e-3
+
+
+def test_speech_embedding_refit_serves_all_speakers(tone_dir, tmp_path):
+    import json
+
+    import yaml
+
+    from luodi import api
+
+    cfg = embedding_config(tone_dir).model_dump(mode="json", exclude_defaults=True)
+    cfg["train"] = {"refit": True}
+    p = tmp_path / "tones.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    run = api.train(p, progress=False)
+    m = json.loads((run.path / "metrics.json").read_text())
+    assert (m["train_rows"], m["valid_rows"], m["refit_rows"]) == (64, 32, 96) and m["valid"]["accuracy"] >= 0.7
+    served = api.predict(p, [{"path": str(tone_dir / "2_cyd_3.wav")}])[0]
+    assert served["label"] == "2"  # cyd was part of the refit
+
+
+def test_speech_embedding_config_errors(tone_dir, tmp_path):
+    cfg = embedding_config(tone_dir)
+    cfg.model.type = "rnn"
+    with pytest.raises(ConfigError, match="model.type"):
+        task_for(cfg)
+    cfg = embedding_config(tone_dir)
+    cfg.model.source = str(tmp_path)
+    with pytest.raises(ConfigError, match="model.source.*melspectrogram.onnx"):
+        task_for(cfg).features([np.zeros(8000, np.float32)])
+    for key, value, match in (("c", 0, "model.options.c"), ("window_seconds", 0.2, "window_seconds")):
+        cfg = embedding_config(tone_dir, **{key: value})
+        with pytest.raises(ConfigError, match=match):
+            bad = task_for(cfg)
+            bad.fit(*bad.split(bad.read(None)), tmp_path, progress=False)
+    cfg = embedding_config(tone_dir)
+    cfg.train.augment["mixup"] = 0.2
+    with pytest.raises(ConfigError, match="train.augment.mixup.*cnn"):
+        bad = task_for(cfg)
+        bad.fit(*bad.split(bad.read(None)), tmp_path, progress=False)
+
+
+def test_speech_embedding_recognises_an_unseen_fsdd_speaker(datasets_dir, tmp_path):
+    cfg = load_app_config(REPO / "examples" / "spoken-digits.yaml")
+    cfg.model.options["tta_speeds"] = []
+    task = task_for(cfg)
+    tr, va = task.split(task.read(None))
+    assert set(va.speakers) == {"george"} and "george" not in set(tr.speakers)
+    task.fit(tr.subset(range(0, len(tr), 2)), None, tmp_path, progress=False)  # half the training recordings
+    # george never heard: 93-94 % with all four other speakers (the CNN from scratch: 83.6 %)
+    assert task.evaluate(va.subset(range(0, len(va), 2)))["accuracy"] >= 0.88
+
+
+@SLOW
 def test_spoken_digits_example_on_an_unseen_speaker(datasets_dir, tmp_path):
     task = task_for(load_app_config(REPO / "examples" / "spoken-digits.yaml"))
     tr, va = task.split(task.read(None))
     task.fit(tr, va, tmp_path)
-    # measured 83.6 % (george left out; three CNNs, last epochs: george never picks the weights);
-    # the 95 % speaker-independent goal is not reached
-    assert task.evaluate(va)["accuracy"] >= 0.82
+    assert task.evaluate(va)["accuracy"] >= 0.95  # measured 95.6 % (george left out; speed TTA)

@@ -61,6 +61,8 @@ def register(app: typer.Typer) -> None:
         except LuodiError as e:
             _fail(e)
         out.print(_metrics_table(f"{res['app']} {res['version']} on {res['data']}", res["metrics"]))
+        if res.get("note"):
+            out.print(f"note: {res['note']}")
         out.print(f"report: {res.get('report')}")
 
     @app.command("predict")

@@ -87,6 +87,11 @@ class TaskBase:
         for cb in self.callbacks:
             cb(epoch, logs)
 
+    def refit_blocker(self) -> str | None:
+        """Why train.refit cannot be used with this model (None: it can): refitting on all rows is only
+        sound when the validation rows pick nothing (no early stopping, epoch choice or calibration)."""
+        return f"task {self.name} picks epochs or calibrates on the validation rows"
+
     def labels(self, data: Any) -> Any:
         """Labels used to stratify folds (None: plain k-fold)."""
         return None

@@ -119,6 +119,18 @@ def augment_batch(x: torch.Tensor, aug: dict[str, Any]) -> torch.Tensor:
 # --- a CNN classifier over grids, shared by image and speech -------------------------------------------
 
 
+def label_targets(classes: list[Any], labels: list[Any], field: str = "label") -> torch.Tensor:
+    """Labels -> class indices; a label not seen in training is a BadRequest naming `field`."""
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted({str(v) for v in labels if v not in index})
+    if unknown:
+        raise BadRequest(
+            f"'{field}': labels {unknown[:5]} were not seen in training; known: {classes[:20]}",
+            param=field,
+        )
+    return torch.tensor([index[v] for v in labels])
+
+
 class GridClassifier:
     """Classes, normalization, the CNN and its training; persisted as safetensors + JSON."""
 
@@ -127,20 +139,12 @@ class GridClassifier:
         self.model = SmallCNN(
             meta["channels"], len(meta["classes"]), tuple(meta["size"]), meta["width"], meta["dropout"]
         )
-        self.index = {c: i for i, c in enumerate(meta["classes"])}
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.meta["mean"]) / self.meta["std"]
 
     def targets(self, labels: list[Any], field: str = "label") -> torch.Tensor:
-        unknown = sorted({str(v) for v in labels if v not in self.index})
-        if unknown:
-            raise BadRequest(
-                f"'{field}': labels {unknown[:5]} were not seen in training; "
-                f"known: {self.meta['classes'][:20]}",
-                param=field,
-            )
-        return torch.tensor([self.index[v] for v in labels])
+        return label_targets(self.meta["classes"], labels, field)
 
     @torch.no_grad()
     def proba(self, x: np.ndarray, batch: int = 256) -> np.ndarray:

@@ -1,11 +1,19 @@
-"""speech-recognition (spoken command / digit recognition): log-mel features and a CNN (or several) over them.
+"""speech-recognition (spoken command / digit recognition).
 
-A recording is turned into a normalized log-mel spectrogram (luodi.data.audio) and classified by the same
-CNN as images (luodi.tasks.image.SmallCNN), with spectrogram augmentation: time stretch (scale_x),
-frequency warp (scale_y), shifts, noise and SpecAugment masks (time_mask, freq_mask), plus speed-perturbed
-copies (speed) and mixup. `ensemble: N` trains N CNNs with consecutive seeds and averages their
-probabilities. Every CNN keeps its LAST epoch: the validation data (a held-out speaker) is only reported,
-so train.early_stopping has no effect here.
+`model.type: speech-embedding`: a pretrained speech network (Google's speech_embedding,
+luodi.data.speech_embedding) turns a recording into 96 numbers, and a logistic regression over the
+standardized numbers learns the classes; it needs no epochs and generalizes to new voices far better than
+a CNN trained from scratch on a few speakers. Options: `window_seconds` (1.6: silence the recording is
+centred in), `c` (0.03: inverse L2 strength), `tta_speeds`, sample_rate (16000); train.augment.speed;
+model.source: a folder with the two ONNX files (default: the installed openwakeword package's).
+
+`model.type: cnn` (the default): log-mel features and a CNN (or several) over them. A recording is turned
+into a normalized log-mel spectrogram (luodi.data.audio) and classified by the same CNN as images
+(luodi.tasks.image.SmallCNN), with spectrogram augmentation: time stretch (scale_x), frequency warp
+(scale_y), shifts, noise and SpecAugment masks (time_mask, freq_mask), plus speed-perturbed copies (speed)
+and mixup. `ensemble: N` trains N CNNs with consecutive seeds and averages their probabilities. Every CNN
+keeps its LAST epoch: the validation data (a held-out speaker) is only reported, so train.early_stopping
+has no effect here.
 
 App keys used: data.format wav-dir, data.options {pattern: regex with named groups label/speaker},
 data.split {speaker: NAME or [NAMES] (leave those speakers out for validation) | valid: fraction, seed},
@@ -34,6 +42,7 @@ from luodi.data.audio import (
     speed_perturb,
     utterance_features,
 )
+from luodi.data.speech_embedding import get_embedder
 from luodi.errors import BadRequest, ConfigError, NotFound
 from luodi.tasks.base import TaskBase
 from luodi.tasks.image import (
@@ -43,12 +52,54 @@ from luodi.tasks.image import (
     augment_batch,
     classification_evaluation,
     classification_result,
+    label_targets,
     split_indices,
     training_threads,
 )
+from luodi.tasks.text_classification import LinearHead, fit_logreg
 from luodi.train.torch_loop import LoopConfig, load_weights, save_weights, train_loop, write_json
 
 SPEECH_AUGMENT = {"speed", "mixup"}
+MODEL_TYPES = ("cnn", "speech-embedding")
+HEAD_FILE = "speech_head.safetensors"
+
+
+class EmbeddingClassifier:
+    """Standardized pretrained speech embeddings and a multinomial logistic regression (plain arrays)."""
+
+    def __init__(self, meta: dict[str, Any], head: LinearHead, mean: np.ndarray, std: np.ndarray):
+        self.meta, self.head = meta, head
+        self.mean, self.std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+
+    def targets(self, labels: list[Any], field: str = "label") -> torch.Tensor:
+        return label_targets(self.meta["classes"], labels, field)
+
+    def proba(self, x: np.ndarray) -> np.ndarray:
+        return np.exp(self.head.log_proba((np.asarray(x, np.float32) - self.mean) / self.std))
+
+    @classmethod
+    def fit(cls, meta: dict[str, Any], x: np.ndarray, y: np.ndarray, c: float, seed: int) -> EmbeddingClassifier:
+        mean, std = x.mean(0), x.std(0) + 1e-6
+        head = fit_logreg((x - mean) / std, y, len(meta["classes"]), c, None, seed)
+        return cls(meta, head, mean, std)
+
+    def save(self, run_dir: Path, meta_file: str) -> None:
+        from safetensors.numpy import save_file
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = run_dir / (HEAD_FILE + ".tmp")
+        save_file({**self.head.tensors("head"), "mean": self.mean, "std": self.std}, str(tmp))
+        tmp.replace(run_dir / HEAD_FILE)
+        write_json(run_dir / meta_file, self.meta)
+
+    @classmethod
+    def load(cls, run_dir: Path, meta: dict[str, Any]) -> EmbeddingClassifier:
+        from safetensors.numpy import load_file
+
+        if not (run_dir / HEAD_FILE).exists():
+            raise NotFound(f"no trained model in {run_dir} ({HEAD_FILE} missing); train the app first")
+        t = load_file(str(run_dir / HEAD_FILE))
+        return cls(meta, LinearHead.from_tensors(t, "head"), t["mean"], t["std"])
 
 
 class Ensemble:
@@ -112,9 +163,16 @@ class SpeechRecognitionTask(TaskBase):
 
     def __init__(self, config: AppConfig):
         super().__init__(config)
-        self.clf: Ensemble | None = None
+        self.clf: Ensemble | EmbeddingClassifier | None = None
         o = dict(config.model.options)
-        self.sample_rate = int(o.get("sample_rate", 8000))
+        self.kind = config.model.type or "cnn"
+        if self.kind not in MODEL_TYPES:
+            raise ConfigError(
+                f"'model.type' for speech-recognition must be one of {', '.join(MODEL_TYPES)} (got {self.kind!r})"
+            )
+        self.source = config.model.source
+        self.window_seconds = float(o.get("window_seconds", 1.6))
+        self.sample_rate = int(o.get("sample_rate", 16000 if self.kind == "speech-embedding" else 8000))
         self.n_mels = int(o.get("n_mels", 40))
         self.hop_ms = float(o.get("hop_ms", 10.0))
         self.frames = int(o.get("frames") or round(float(o.get("max_seconds", 1.0)) * 1000 / self.hop_ms))
@@ -135,6 +193,9 @@ class SpeechRecognitionTask(TaskBase):
         if not isinstance(speeds, list) or not all(isinstance(v, int | float) and 0.5 <= v <= 2 for v in speeds):
             raise ConfigError(f"'{key}' = {value!r}; expected a list of speed factors such as [0.9, 1.1]")
         return [float(v) for v in speeds]
+
+    def refit_blocker(self) -> str | None:
+        return None  # validation rows are only reported: every CNN keeps its last epoch, the regression has none
 
     # data
     def read(self, path: str | None) -> AudioSet:
@@ -184,7 +245,10 @@ class SpeechRecognitionTask(TaskBase):
             for tr, va in kfold_indices(len(data), k, seed, self.labels(data))
         ]
 
-    def features(self, waves: list[np.ndarray]) -> np.ndarray:
+    def features(self, waves: list[np.ndarray], progress: bool = False) -> np.ndarray:
+        """CNN: log-mel grids (n, 1, bands, frames); speech-embedding: pretrained embeddings (n, 96)."""
+        if self.kind == "speech-embedding":
+            return get_embedder(self.source, self.window_seconds).embed(waves, self.sample_rate, progress=progress)
         if not waves:
             return np.zeros((0, 1, self.cepstra or self.n_mels, self.frames), np.float32)
         return np.stack(
@@ -235,6 +299,8 @@ class SpeechRecognitionTask(TaskBase):
                 "folders, or set data.options.pattern"
             )
         speeds, mixup, aug = self._augment_options()
+        if self.kind == "speech-embedding":
+            return self._fit_embedding(train, valid, speeds, mixup, aug, progress)
         o = dict(self.config.model.options)
         n_models = o.get("ensemble", 1)
         if not isinstance(n_models, int) or n_models < 1:
@@ -281,6 +347,51 @@ class SpeechRecognitionTask(TaskBase):
             out["valid_loss"] = float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-9, 1)).mean())
             out["valid_accuracy"] = float((p.argmax(1) == y).mean())
         return out
+
+    def _fit_embedding(
+        self,
+        train: AudioSet,
+        valid: AudioSet | None,
+        speeds: list[float],
+        mixup: float,
+        aug: dict[str, Any],
+        progress: bool,
+    ) -> dict[str, float]:
+        """Embed every recording once (and its speed copies) and fit the logistic regression."""
+        if mixup or aug:
+            raise ConfigError(
+                f"'train.augment.{'mixup' if mixup else sorted(aug)[0]}' applies to model.type cnn; "
+                "speech-embedding takes only train.augment.speed"
+            )
+        c = self.config.model.options.get("c", 0.03)
+        if not isinstance(c, int | float) or c <= 0:
+            raise ConfigError(f"'model.options.c' = {c!r}; expected a positive number such as 0.03")
+        waves = list(train.waves) + [speed_perturb(w, f) for f in speeds for w in train.waves]
+        labels = list(train.labels) * (1 + len(speeds))
+        meta = {
+            "model_type": self.kind,
+            "classes": sorted(set(train.labels), key=str),
+            "sample_rate": self.sample_rate,
+            "window_seconds": self.window_seconds,
+            "source": self.source,
+            "c": float(c),
+            "tta_speeds": self.tta_speeds,
+        }
+        x = self.features(waves, progress)
+        y = label_targets(meta["classes"], labels).numpy()
+        self.clf = EmbeddingClassifier.fit(meta, x, y, float(c), self.config.train.seed)
+        out = self._scores(self.clf.proba(x[: len(train)]), train.labels, "train")  # no TTA: the fitted rows
+        if valid is not None and len(valid):
+            out.update(self._scores(self.proba(valid.waves), valid.labels, "valid"))
+        self.on_epoch_end(1, out)
+        return out
+
+    def _scores(self, p: np.ndarray, labels: list[Any], prefix: str) -> dict[str, float]:
+        y = self._need().targets(labels, f"{prefix} label").numpy()
+        return {
+            f"{prefix}_loss": float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-9, 1)).mean()),
+            f"{prefix}_accuracy": float((p.argmax(1) == y).mean()),
+        }
 
     def _fit_one(
         self,
@@ -348,7 +459,7 @@ class SpeechRecognitionTask(TaskBase):
         return {k: v for k, v in res.best.items() if k != "epoch"}
 
     # inference
-    def _need(self) -> Ensemble:
+    def _need(self) -> Ensemble | EmbeddingClassifier:
         if self.clf is None:
             raise NotFound("the model is not trained or loaded yet: call fit() or load(run_dir) first")
         return self.clf
@@ -387,7 +498,17 @@ class SpeechRecognitionTask(TaskBase):
         self._need().save(Path(run_dir), self.META)
 
     def load(self, run_dir: Path) -> None:
+        import json
+
+        path = Path(run_dir) / self.META
+        if path.exists() and json.loads(path.read_text()).get("model_type") == "speech-embedding":
+            m = json.loads(path.read_text())
+            self.clf = EmbeddingClassifier.load(Path(run_dir), m)
+            self.kind, self.sample_rate, self.source = m["model_type"], m["sample_rate"], m.get("source")
+            self.window_seconds, self.tta_speeds = m["window_seconds"], m.get("tta_speeds", [])
+            return
         self.clf = Ensemble.load(Path(run_dir), self.META)
+        self.kind = "cnn"
         m = self.clf.meta
         self.sample_rate, self.n_mels, self.hop_ms = m["sample_rate"], m["n_mels"], m["hop_ms"]
         self.frames = m["size"][1]

@@ -302,6 +302,11 @@ class TabularTask(TaskBase):
             df[c] = df[c].astype(np.float64)
         return df
 
+    def refit_blocker(self) -> str | None:
+        if self.opts["inner_folds"]:
+            return None  # members early-stop on inner folds and calibrate out of fold: validation only reports
+        return "with model.options.inner_folds 0 the model early-stops and calibrates on the validation rows"
+
     def fit(
         self, train: pd.DataFrame, valid: pd.DataFrame, run_dir: Path, progress: bool = True
     ) -> dict[str, float]:
