@@ -24,6 +24,7 @@ def app_from_example(tmp_path: Path, example: str, name: str, data_path: Path, *
     cfg["data"]["path"] = str(data_path)
     cfg["model"] = {"type": "lightgbm", "options": {"n_estimators": 80, "num_leaves": 15, **model_opts}}
     cfg["train"]["epochs"] = 2
+    cfg["train"].pop("refit", None)  # a plain LightGBM early-stops on the validation rows: no refit
     cfg["evaluate"].pop("goal", None)
     p = tmp_path / f"{name}.yaml"
     p.write_text(yaml.safe_dump(cfg))
