@@ -78,6 +78,14 @@ def speech_config(path: Path, **split) -> AppConfig:
     )
 
 
+def fit_on_split(cfg: AppConfig, run_dir: Path, **fit) -> tuple:
+    """Read, split and fit an app's task; returns (task, validation data)."""
+    task = task_for(cfg)
+    tr, va = task.split(task.read(None))
+    task.fit(tr, va, run_dir, **({"progress": False} | fit))
+    return task, va
+
+
 @pytest.fixture(scope="module")
 def trained(tone_dir, tmp_path_factory):
     task = task_for(speech_config(tone_dir))
@@ -186,8 +194,7 @@ def test_bad_inputs_and_config_give_clear_errors(trained, tone_dir, tmp_path):
         cfg = speech_config(tone_dir)
         cfg.train.augment[key] = value
         with pytest.raises(ConfigError, match=match):
-            bad = task_for(cfg)
-            bad.fit(*bad.split(bad.read(None)), tmp_path, progress=False)
+            fit_on_split(cfg, tmp_path)
     cfg = speech_config(tone_dir)
     cfg.model.options["tta_speeds"] = [1, 3]
     with pytest.raises(ConfigError, match="model.options.tta_speeds"):
@@ -195,8 +202,7 @@ def test_bad_inputs_and_config_give_clear_errors(trained, tone_dir, tmp_path):
     cfg = speech_config(tone_dir)
     cfg.model.options["ensemble"] = 0
     with pytest.raises(ConfigError, match="model.options.ensemble"):
-        bad = task_for(cfg)
-        bad.fit(*bad.split(bad.read(None)), tmp_path, progress=False)
+        fit_on_split(cfg, tmp_path)
 
 
 def test_ensemble_averages_members_and_round_trips(tone_dir, tmp_path):
@@ -248,9 +254,7 @@ def test_fsdd_slice_learns_above_chance(datasets_dir, tmp_path):
 
 @SLOW
 def test_spoken_digits_cnn_example_on_an_unseen_speaker(datasets_dir, tmp_path):
-    task = task_for(load_app_config(REPO / "examples" / "spoken-digits-cnn.yaml"))
-    tr, va = task.split(task.read(None))
-    task.fit(tr, va, tmp_path)
+    task, va = fit_on_split(load_app_config(REPO / "examples" / "spoken-digits-cnn.yaml"), tmp_path, progress=True)
     # measured 83.6 % (george left out; three CNNs, last epochs: george never picks the weights)
     assert task.evaluate(va)["accuracy"] >= 0.82
 
@@ -316,13 +320,11 @@ def test_speech_embedding_config_errors(tone_dir, tmp_path):
     for key, value, match in (("c", 0, "model.options.c"), ("window_seconds", 0.2, "window_seconds")):
         cfg = embedding_config(tone_dir, **{key: value})
         with pytest.raises(ConfigError, match=match):
-            bad = task_for(cfg)
-            bad.fit(*bad.split(bad.read(None)), tmp_path, progress=False)
+            fit_on_split(cfg, tmp_path)
     cfg = embedding_config(tone_dir)
     cfg.train.augment["mixup"] = 0.2
     with pytest.raises(ConfigError, match="train.augment.mixup.*cnn"):
-        bad = task_for(cfg)
-        bad.fit(*bad.split(bad.read(None)), tmp_path, progress=False)
+        fit_on_split(cfg, tmp_path)
 
 
 def test_speech_embedding_recognises_an_unseen_fsdd_speaker(datasets_dir, tmp_path):
@@ -338,7 +340,5 @@ def test_speech_embedding_recognises_an_unseen_fsdd_speaker(datasets_dir, tmp_pa
 
 @SLOW
 def test_spoken_digits_example_on_an_unseen_speaker(datasets_dir, tmp_path):
-    task = task_for(load_app_config(REPO / "examples" / "spoken-digits.yaml"))
-    tr, va = task.split(task.read(None))
-    task.fit(tr, va, tmp_path)
+    task, va = fit_on_split(load_app_config(REPO / "examples" / "spoken-digits.yaml"), tmp_path, progress=True)
     assert task.evaluate(va)["accuracy"] >= 0.95  # measured 95.6 % (george left out; speed TTA)

@@ -22,6 +22,7 @@ HOP = 160  # samples per mel frame (10 ms)
 WINDOW_FRAMES, STRIDE_FRAMES = 76, 8
 DIM = 96
 FILES = ("melspectrogram.onnx", "embedding_model.onnx")
+CACHE_SIZE = 50_000  # embeddings kept per embedder (~19 MB)
 PACKAGE_HINT = "pip install openwakeword==0.4.0 (the wheel that ships the ONNX files)"
 
 
@@ -60,6 +61,7 @@ class SpeechEmbedder:
             opts.intra_op_num_threads = threads
         self.mel = ort.InferenceSession(str(d / FILES[0]), opts, providers=["CPUExecutionProvider"])
         self.net = ort.InferenceSession(str(d / FILES[1]), opts, providers=["CPUExecutionProvider"])
+        self.cache: dict[bytes, np.ndarray] = {}  # recording digest -> embedding (fit, evaluate and refit reuse)
         self.min_samples = int(round(window_seconds * RATE))
         if self.min_samples < (WINDOW_FRAMES + 3) * HOP:
             raise ConfigError(f"'model.options.window_seconds' = {window_seconds}; expected at least 0.8")
@@ -75,7 +77,22 @@ class SpeechEmbedder:
         return out.reshape(-1, out.shape[-1]) / 10.0 + 2.0  # openwakeword's scaling of the mel output
 
     def embed(self, waves: list[np.ndarray], sample_rate: int, batch: int = 64, progress: bool = False) -> np.ndarray:
-        """Mean over the windows of each recording of the 96-number window embeddings."""
+        """Mean over the windows of each recording of the 96-number window embeddings (cached per recording)."""
+        import hashlib
+
+        keys = [
+            hashlib.blake2b(np.ascontiguousarray(w, np.float32).tobytes() + sample_rate.to_bytes(4, "little")).digest()
+            for w in waves
+        ]
+        todo = [i for i, k in enumerate(keys) if k not in self.cache]
+        if todo:
+            new = self._embed([waves[i] for i in todo], sample_rate, batch, progress)
+            if len(self.cache) + len(todo) > CACHE_SIZE:
+                self.cache.clear()
+            self.cache.update({keys[i]: e for i, e in zip(todo, new, strict=True)})
+        return np.stack([self.cache[k] for k in keys]) if keys else np.zeros((0, DIM), np.float32)
+
+    def _embed(self, waves: list[np.ndarray], sample_rate: int, batch: int, progress: bool) -> np.ndarray:
         out = np.zeros((len(waves), DIM), np.float32)
         steps = range(0, len(waves), batch)
         if progress:

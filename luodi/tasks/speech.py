@@ -501,8 +501,8 @@ class SpeechRecognitionTask(TaskBase):
         import json
 
         path = Path(run_dir) / self.META
-        if path.exists() and json.loads(path.read_text()).get("model_type") == "speech-embedding":
-            m = json.loads(path.read_text())
+        m = json.loads(path.read_text()) if path.exists() else {}
+        if m.get("model_type") == "speech-embedding":
             self.clf = EmbeddingClassifier.load(Path(run_dir), m)
             self.kind, self.sample_rate, self.source = m["model_type"], m["sample_rate"], m.get("source")
             self.window_seconds, self.tta_speeds = m["window_seconds"], m.get("tta_speeds", [])
