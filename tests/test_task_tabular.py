@@ -137,6 +137,59 @@ def test_regression_and_multiclass(tmp_path):
     assert set(out[0]["probabilities"]) == {"setosa", "versicolor", "virginica"}
 
 
+def test_forest_and_svm_members_stored_as_onnx(tmp_path):
+    """Random forest + RBF SVM (binary, regression, multiclass): ONNX files match scikit-learn, reload the same."""
+    from luodi.tasks.tabular_sklearn import SKLEARN_OPTIONS, _estimator
+
+    app = {
+        "name": "t-sk",
+        "task": "tabular",
+        "data": {"format": "sklearn:breast_cancer", "columns": {"label": "target"}, "split": {"valid": 0.25}},
+        "model": {
+            "type": "ensemble",
+            "options": {"ensemble_weights": {"forest": 1, "svm": 1}, "forest_trees": 60, "calibration": "none"},
+        },
+    }
+    run = api.train(app, progress=False)
+    assert run.metrics["roc_auc"] > 0.97
+    assert (run.path / "forest.onnx").exists() and (run.path / "svm.onnx").exists()
+    assert not list(run.path.rglob("*.pkl")) and not list(run.path.rglob("*.joblib"))
+    task = api.load_predictor("t-sk").task
+    train, valid = task.split(task.read(None))
+    x_tr, x_va = task.prep.dense_matrix(train), task.prep.dense_matrix(valid)
+    y_tr = task._target(train)
+    opts = {**SKLEARN_OPTIONS, "forest_trees": 60, "threads": 1}
+    for kind in ("forest", "svm"):  # the stored ONNX member predicts what scikit-learn predicts
+        ref = _estimator(kind, False, opts, seed=0).fit(x_tr, y_tr).predict_proba(x_va)
+        np.testing.assert_allclose(task.sk[kind].predict(x_va, regression=False), ref, atol=1e-4)
+    np.testing.assert_allclose(task.predict_proba(valid), (task.sk["forest"].predict(x_va, False) + ref) / 2, atol=1e-6)
+
+    reg = {**app, "name": "t-sk-reg", "data": {**app["data"], "format": "sklearn:diabetes"}}
+    run = api.train(reg, progress=False)
+    assert run.metrics["r2"] > 0.3
+    multi = {
+        **app,
+        "name": "t-sk-iris",
+        "data": {**app["data"], "format": "sklearn:iris"},
+        "model": {"type": "svm"},
+    }
+    run = api.train(multi, progress=False)
+    assert run.metrics["accuracy"] > 0.85 and not (run.path / "forest.onnx").exists()
+    out = api.predict("t-sk-iris", [api.load_predictor("t-sk-iris").task.prep.example])[0]
+    assert sum(out["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    for bad, key in (
+        ({"ensemble_weights": {"forest": 1, "boosting": 1}}, "ensemble_weights"),
+        ({"ensemble_weights": {"forest": -1}}, "ensemble_weights"),
+        ({"svm_gamma": -1.0}, "svm_gamma"),
+        ({"forest_max_features": "most"}, "forest_max_features"),
+    ):
+        cfg = {**app, "name": "t-sk-bad", "model": {"type": "ensemble", "options": {"svm_C": 1.0, **bad}}}
+        if "ensemble_weights" not in bad:
+            cfg["model"]["options"]["ensemble_weights"] = {"forest": 1, "svm": 1}
+        with pytest.raises(Exception, match=f"model.options.{key}"):
+            api.train(cfg, progress=False)
+
+
 def test_linear_model_with_ordinal_columns(datasets_dir, tmp_path):
     """Linear + 2-seed LightGBM ensemble, ordered categories as ranks: trains, saves, loads, predicts."""
     order = {"checking_status": ["A11", "A12", "A13", "A14"], "savings": ["A61", "A62", "A63", "A64", "A65"]}
@@ -158,7 +211,7 @@ def test_linear_model_with_ordinal_columns(datasets_dir, tmp_path):
     assert run.metrics["roc_auc"] > 0.72
     pred = api.load_predictor("t-credit-lin")
     task = pred.task
-    assert task.weights == [0.5, 0.0, 0.5] and "checking_status" in task.prep.numeric
+    assert task.weights["lightgbm"] == task.weights["linear"] == 0.5 and "checking_status" in task.prep.numeric
     assert (run.path / "model.lgb.1.txt").exists() and len(task.more_boosters) == 1
     one = task.more_boosters[0].predict(task.prep.lgb_matrix(task._encode_ordinal(task.read(None).head(50))))
     two = task.booster.predict(task.prep.lgb_matrix(task._encode_ordinal(task.read(None).head(50))))

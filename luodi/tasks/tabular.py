@@ -1,9 +1,11 @@
-"""Tabular classification / regression: LightGBM, an MLP, a linear model, or a weighted average of them;
-calibrated probabilities.
+"""Tabular classification / regression: LightGBM, an MLP, a linear model, a random forest, an RBF SVM, or a
+weighted average of them; calibrated probabilities.
 
-model.type: lightgbm (default) | mlp | linear | ensemble. `ensemble_weights: [lightgbm, mlp, linear]`
-(default for ensemble: [0.5, 0.5, 0]). `linear` is L2-regularized logistic regression (ridge for
-regression, strength 1/linear_C) on the standardized + one-hot matrix. `ordinal: {column: [values in
+model.type: lightgbm (default) | mlp | linear | forest | svm | ensemble. `ensemble_weights` maps members to
+weights, e.g. `{lightgbm: 1, linear: 1, forest: 1, svm: 1}` (a list is read as [lightgbm, mlp, linear];
+default for ensemble: lightgbm and mlp, equal). `linear` is L2-regularized logistic regression (ridge for
+regression, strength 1/linear_C) on the standardized + one-hot matrix; `forest` and `svm` are scikit-learn
+models on the same matrix, stored as ONNX (see tabular_sklearn.py). `ordinal: {column: [values in
 order]}` turns ordered categories into one numeric rank column (unknown values -> missing), which
 LightGBM splits monotonically and the MLP / linear model see as one slope instead of one-hots.
 `inner_folds: k` (k >= 2) cross-fits: k members, each trained on k-1 folds of the training rows and
@@ -11,8 +13,8 @@ early-stopped on the remaining fold; predictions average the members and the cal
 out-of-fold predictions of every training row. Every training row is used and the validation split is
 never touched during fit, so its score is an honest estimate (with k = 0, early stopping and calibration
 use the validation split). Members are saved under run_dir/member<j>/.
-Weights: LightGBM text format, MLP safetensors, linear coefficients, preprocessing and calibration
-as JSON. Training checkpoints every epoch (the MLP on the shared luodi.train.torch_loop; LightGBM: every
+Weights: LightGBM text format, MLP safetensors, forest / SVM ONNX, linear coefficients, preprocessing and
+calibration as JSON. Training checkpoints every epoch (the MLP on the shared luodi.train.torch_loop; LightGBM: every
 n_estimators/epochs rounds) under run_dir/checkpoint and resumes from there.
 """
 
@@ -37,8 +39,10 @@ from luodi.evaluate.calibration import apply_calibrator, fit_calibrator
 from luodi.evaluate.metrics import classification_report_data, regression_metrics
 from luodi.registry import CHECKPOINT_DIR, atomic_write_bytes, atomic_write_json
 from luodi.tasks.base import TaskBase
+from luodi.tasks.tabular_sklearn import SKLEARN_MEMBERS, SKLEARN_OPTIONS, OnnxMember, check_options, fit_onnx
 
-MODEL_TYPES = ("lightgbm", "mlp", "linear", "ensemble")
+MEMBERS = ("lightgbm", "mlp", "linear", *SKLEARN_MEMBERS)
+MODEL_TYPES = (*MEMBERS, "ensemble")
 LGB_OPTIONS = {
     "n_estimators": 500,
     "num_leaves": 31,
@@ -69,7 +73,7 @@ OTHER_OPTIONS = {
 
 def resolve_options(cfg: AppConfig) -> dict[str, Any]:
     """model.options merged over defaults; unknown options are rejected with their path."""
-    allowed = {**LGB_OPTIONS, **MLP_OPTIONS, **OTHER_OPTIONS}
+    allowed = {**LGB_OPTIONS, **MLP_OPTIONS, **SKLEARN_OPTIONS, **OTHER_OPTIONS}
     for k in cfg.model.options:
         if k not in allowed:
             raise ConfigError(
@@ -103,6 +107,7 @@ def resolve_options(cfg: AppConfig) -> dict[str, Any]:
     k = opts["inner_folds"]
     if not (isinstance(k, int) and not isinstance(k, bool) and (k == 0 or k >= 2)):
         raise ConfigError(f"'model.options.inner_folds' must be 0 (off) or an integer >= 2 (got {k!r})")
+    check_options(opts)
     return opts
 
 
@@ -188,6 +193,7 @@ class TabularTask(TaskBase):
         self.more_boosters: list[Any] = []  # seeds 2..n of model.options.seeds
         self.mlp = None
         self.linear: dict[str, Any] | None = None
+        self.sk: dict[str, OnnxMember] = {}  # forest / svm members
         self.ordinal: dict[str, list[str]] = {
             str(k): [str(x) for x in v] for k, v in (self.opts["ordinal"] or {}).items()
         }
@@ -268,23 +274,27 @@ class TabularTask(TaskBase):
             raise ConfigError(f"'data.columns.positive' {pos!r} is not a label value; labels: {self.classes}")
         self.positive = self.classes.index(str(pos))
 
-    def _ensemble_weights(self) -> list[float]:
+    def _ensemble_weights(self) -> dict[str, float]:
+        """Normalized weight per member (MEMBERS order); members with weight 0 are not trained."""
         w = self.opts["ensemble_weights"]
         if w is None:
-            single = {"lightgbm": [1.0, 0.0, 0.0], "mlp": [0.0, 1.0, 0.0], "linear": [0.0, 0.0, 1.0]}
-            return single.get(self.kind, [0.5, 0.5, 0.0])
-        if not (
-            isinstance(w, list)
-            and len(w) in (2, 3)
-            and all(isinstance(x, (int, float)) and x >= 0 for x in w)
-            and sum(w) > 0
-        ):
+            w = {self.kind: 1.0} if self.kind in MEMBERS else {"lightgbm": 1.0, "mlp": 1.0}
+        elif isinstance(w, list) and len(w) in (2, 3):
+            w = dict(zip(("lightgbm", "mlp", "linear"), w, strict=False))
+        ok = (
+            isinstance(w, dict)
+            and set(w) <= set(MEMBERS)
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in w.values())
+            and sum(w.values()) > 0
+        )
+        if not ok:
             raise ConfigError(
-                "'model.options.ensemble_weights' must be two or three non-negative numbers "
-                f"[lightgbm, mlp, linear] (got {w!r})"
+                "'model.options.ensemble_weights' must map members to non-negative weights, e.g. "
+                f"{{lightgbm: 1, linear: 1, forest: 1, svm: 1}} (members: {', '.join(MEMBERS)}; a list "
+                f"[lightgbm, mlp, linear] also works), got {w!r}"
             )
-        w = [*w, 0.0] if len(w) == 2 else w
-        return [float(x) / sum(w) for x in w]
+        total = float(sum(w.values()))
+        return {m: float(w.get(m, 0.0)) / total for m in MEMBERS}
 
     def _encode_ordinal(self, df: pd.DataFrame) -> pd.DataFrame:
         """Ordered categorical columns (model.options.ordinal) -> their rank; unknown values -> NaN."""
@@ -325,15 +335,18 @@ class TabularTask(TaskBase):
         sw = None if self.objective == "regression" else sample_weights(y_tr[rows], tc.class_weights)
         epochs_done = 0
         with _progress(progress) as bar:
-            if self.weights[0] > 0:
+            if self.weights["lightgbm"] > 0:
                 self._fit_lgb(train.iloc[rows], y_tr[rows], sw, valid, y_va, ckpt, bar)
                 epochs_done = tc.epochs
-            if self.weights[1] > 0:
+            if self.weights["mlp"] > 0:
                 self._fit_mlp(
                     train.iloc[rows], y_tr[rows], sw, valid, y_va, ckpt, progress, epoch_offset=epochs_done
                 )
-            if self.weights[2] > 0:
+            if self.weights["linear"] > 0:
                 self._fit_linear(train.iloc[rows], y_tr[rows], sw)
+            for kind in SKLEARN_MEMBERS:
+                if self.weights[kind] > 0:
+                    self._fit_sklearn(kind, train.iloc[rows], y_tr[rows], sw, bar)
         if self.objective == "binary":
             raw = self._raw_proba(raw_valid)[:, self.positive]
             self.calibrator = fit_calibrator(
@@ -392,6 +405,13 @@ class TabularTask(TaskBase):
             m = LogisticRegression(C=c, max_iter=5000).fit(x, y, sample_weight=sw)
             coef, icpt = m.coef_, m.intercept_
         self.linear = {"coef": coef.tolist(), "intercept": icpt.tolist()}
+
+    def _fit_sklearn(self, kind: str, train: pd.DataFrame, y: np.ndarray, sw: np.ndarray | None, bar) -> None:
+        task = bar.add_task(kind, total=1, info="")
+        x = self.prep.dense_matrix(train)
+        blob = fit_onnx(kind, x, y, sw, self.objective == "regression", self.opts, self.config.train.seed)
+        self.sk[kind] = OnnxMember(blob, int(self.opts["threads"]))
+        bar.update(task, completed=1)
 
     def _linear_out(self, df: pd.DataFrame) -> np.ndarray:
         x = self.prep.dense_matrix(df).astype(np.float64)
@@ -567,13 +587,14 @@ class TabularTask(TaskBase):
         df = self._encode_ordinal(df)
         self.prep.check(df)
         parts = []
-        if self.weights[0] > 0:
+        w = self.weights
+        if w["lightgbm"] > 0:
             x = self.prep.lgb_matrix(df)
             boosters = [self.booster, *self.more_boosters]
             p = sum(b.predict(x, num_threads=int(self.opts["threads"])) for b in boosters) / len(boosters)
             p = np.stack([1 - p, p], 1) if self.objective == "binary" else p.reshape(len(df), -1)
-            parts.append(self.weights[0] * p)
-        if self.weights[1] > 0:
+            parts.append(w["lightgbm"] * p)
+        if w["mlp"] > 0:
             import torch
 
             with torch.inference_mode():  # global thread count untouched: servers share torch
@@ -582,9 +603,12 @@ class TabularTask(TaskBase):
                 p = out.numpy().astype(np.float64) * self._ystd + self._ymean
             else:
                 p = torch.softmax(out, 1).numpy().astype(np.float64)
-            parts.append(self.weights[1] * p)
-        if self.weights[2] > 0:
-            parts.append(self.weights[2] * self._linear_out(df))
+            parts.append(w["mlp"] * p)
+        if w["linear"] > 0:
+            parts.append(w["linear"] * self._linear_out(df))
+        if self.sk:
+            x = self.prep.dense_matrix(df)
+            parts += [w[k] * m.predict(x, self.objective == "regression") for k, m in self.sk.items()]
         return np.sum(parts, axis=0)
 
     def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
@@ -644,12 +668,14 @@ class TabularTask(TaskBase):
         run_dir = Path(run_dir)
         for j, m in enumerate(self.members):
             m.save(run_dir / f"member{j}")
-        if self.booster is not None and self.weights[0] > 0:
+        if self.booster is not None and self.weights["lightgbm"] > 0:
             atomic_write_bytes(run_dir / "model.lgb.txt", self.booster.model_to_string().encode())
             for i, b in enumerate(self.more_boosters, 1):
                 atomic_write_bytes(run_dir / f"model.lgb.{i}.txt", b.model_to_string().encode())
-        if self.mlp is not None and self.weights[1] > 0:
+        if self.mlp is not None and self.weights["mlp"] > 0:
             save_torch_state(run_dir / "mlp.safetensors", {"model": self.mlp})
+        for kind, member in self.sk.items():
+            atomic_write_bytes(run_dir / f"{kind}.onnx", member.blob)
         atomic_write_json(run_dir / "preprocess.json", self.meta())
 
     def meta(self) -> dict[str, Any]:
@@ -688,7 +714,7 @@ class TabularTask(TaskBase):
                 member.load(run_dir / f"member{j}")
                 self.members.append(member)
             return
-        if self.weights[0] > 0:
+        if self.weights["lightgbm"] > 0:
             import lightgbm as lgb
 
             self.booster = lgb.Booster(model_str=(run_dir / "model.lgb.txt").read_text())
@@ -696,7 +722,12 @@ class TabularTask(TaskBase):
                 lgb.Booster(model_str=(run_dir / f"model.lgb.{i}.txt").read_text())
                 for i in range(1, int(m.get("lgb_seeds", 1)))
             ]
-        if self.weights[1] > 0:
+        self.sk = {
+            k: OnnxMember((run_dir / f"{k}.onnx").read_bytes(), int(self.opts["threads"]))
+            for k in SKLEARN_MEMBERS
+            if self.weights[k] > 0
+        }
+        if self.weights["mlp"] > 0:
             mods = load_torch_state(run_dir / "mlp.safetensors")
             n_in = mods["model"]["0.weight"].shape[1]
             n_out = 1 if self.objective == "regression" else len(self.classes)
@@ -706,8 +737,10 @@ class TabularTask(TaskBase):
 
     def load_meta(self, m: dict[str, Any]) -> None:
         self.kind, self.objective, self.classes = m["model_type"], m["objective"], m["classes"]
-        self.positive, self.weights, self.calibrator = m["positive"], m["weights"], m["calibration"]
-        self.weights = [*self.weights, 0.0][:3]  # runs saved before the linear model had two weights
+        self.positive, self.calibrator = m["positive"], m["calibration"]
+        w = m["weights"]  # a list [lightgbm, mlp(, linear)] in runs saved before forest / svm members
+        w = dict(zip(("lightgbm", "mlp", "linear"), w, strict=False)) if isinstance(w, list) else w
+        self.weights = {k: float(w.get(k, 0.0)) for k in MEMBERS}
         self.linear, self.ordinal = m.get("linear"), m.get("ordinal") or {}
         self.prep = Preprocessor.from_json(m["preprocessor"])
         self._ymean, self._ystd = m["mlp"]["ymean"], m["mlp"]["ystd"]

@@ -223,6 +223,9 @@ class TextClassificationOptions(BaseModel):
     finetune_seeds: int = Field(1, ge=1, le=16)
     # batches drawn in runs of this many, each run sorted by length: less padding, ~2x faster (1: random)
     finetune_length_group: int = Field(8, ge=1, le=1000)
+    # fine-tune under bfloat16 autocast (weights and optimizer stay float32): ~1.9x faster steps on CPUs with
+    # AVX512-BF16 or AMX (e.g. AMD Zen 4, Intel Sapphire Rapids) and on GPUs; slower where bf16 is emulated
+    finetune_bf16: bool = False
 
 
 class TextIn(BaseModel):

@@ -3,7 +3,8 @@
 The encoder (the bundled MiniLM by default) is trained end to end — or only its top `finetune_layers`
 layers — under a cosine classifier: mean-pooled hidden states, L2-normalized, scaled, then a linear layer.
 Training runs on luodi/train/torch_loop.py (progress bar, per-epoch checkpoints, --resume), with label
-smoothing, AdamW (head learning rate 20x the encoder's) and linear warmup then cosine decay. The weights of
+smoothing, AdamW (head learning rate 20x the encoder's) and linear warmup then cosine decay; `finetune_bf16`
+runs the forward pass under bfloat16 autocast (float32 weights, optimizer and predictions). The weights of
 the LAST epoch are kept: selecting the epoch on the validation split would flatter the reported numbers.
 """
 
@@ -146,8 +147,9 @@ def finetune(
     lengths: np.ndarray | None = None  # token counts, for length-grouped batches
 
     def step(m: CosineClassifier, idx: np.ndarray) -> torch.Tensor:
-        logits = m(m.tokenize([texts[i] for i in idx], opts.max_length))
-        return F.cross_entropy(logits, labels[idx], label_smoothing=opts.label_smoothing)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=opts.finetune_bf16):
+            logits = m(m.tokenize([texts[i] for i in idx], opts.max_length))
+        return F.cross_entropy(logits.float(), labels[idx], label_smoothing=opts.label_smoothing)
 
     def evaluate(m: CosineClassifier) -> dict[str, float]:
         vt, vy = valid
