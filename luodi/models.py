@@ -92,6 +92,22 @@ def list_bundled() -> list[dict]:
     return out
 
 
+def hf_model_dir(spec: str, purpose: str, field: str = "model.source") -> str:
+    """A transformers-loadable location for `spec`: a local HF directory, a GGUF converted once into one
+    (gguf_to_hf_dir), or a hub id; ONNX files are refused with `purpose` in the message."""
+    from luodi.errors import ConfigError
+
+    src = resolve(spec)
+    if src.kind == "gguf":
+        return str(gguf_to_hf_dir(src.path))
+    if src.kind in ("hf_dir", "hub"):
+        return src.path
+    raise ConfigError(
+        f"'{field}' {spec!r} is a {src.kind} model; {purpose} needs a GGUF file or a Hugging Face model directory",
+        param=field,
+    )
+
+
 def gguf_to_hf_dir(gguf_path: str | Path) -> Path:
     """Convert a GGUF file once into a Hugging Face model directory (safetensors + tokenizer), cached.
 

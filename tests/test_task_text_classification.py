@@ -120,11 +120,11 @@ def test_clear_errors(datasets_dir, tmp_path):
 
 
 def test_finetuned_encoder_learns_and_round_trips(datasets_dir, tmp_path):
-    """The `finetune` head trains the encoder itself (two members from two seeds); the saved run predicts
-    exactly what the trained one did."""
+    """The `finetune` head trains the encoder itself (bfloat16 autocast): one MiniLM member and one member from
+    another encoder, the bundled SmolLM2 decoder; the saved run predicts exactly what the trained one did."""
     _, df = banking_slice(datasets_dir, n_labels=6, per_label=24)
     opts = {"features": ["finetune", "tfidf"], "tfidf_weight": 0.25, "max_length": 32, "finetune_layers": 2}
-    opts["finetune_seeds"] = 2
+    opts.update(finetune_bf16=True, finetune_sources={"bundled:smollm2-135m-instruct": 1})
     over = {"data": {"columns": {"label": "category"}}, "model": {"options": opts}}
     task = make_task(datasets_dir / "banking77/train.csv", train={"epochs": 2, "lr": 3e-4, "batch_size": 16}, **over)
     train, valid = task.split(df)
@@ -132,13 +132,16 @@ def test_finetuned_encoder_learns_and_round_trips(datasets_dir, tmp_path):
     assert metrics["accuracy"] > 0.6  # 6 classes: chance is 0.17
     first, second = task.ft_model.members
     assert (tmp_path / "work" / "checkpoint" / "finetune-member-1" / "checkpoint" / "state.json").exists()
-    assert not torch.equal(first.head.weight, second.head.weight)  # different seeds, different members
+    assert first.head.in_features == 384 and second.head.in_features == 576  # MiniLM, then SmolLM2
+    assert first.head.weight.dtype == torch.float32  # autocast: weights stay float32
     enc = first.encoder
     frozen = [p.requires_grad for p in enc.embeddings.parameters()] + [
         p.requires_grad for p in enc.encoder.layer[0].parameters()
     ]
     task_params = [p.requires_grad for p in enc.encoder.layer[-1].parameters()]
     assert not any(frozen) and all(task_params)  # finetune_layers: 2 trains only the top two layers
+    trained = [n for n, p in second.encoder.named_parameters() if p.requires_grad]
+    assert trained and all(n.startswith(("layers.28.", "layers.29.", "norm.")) for n in trained)
     texts = [{"text": t} for t in valid.text]
     before = task.predict(texts)
     task.save(tmp_path / "run")

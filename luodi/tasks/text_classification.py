@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from luodi.config import AppConfig, format_validation_error
 from luodi.data.text import read_labelled_texts
 from luodi.errors import BadRequest, ConfigError
+from luodi.models import resolve
 from luodi.settings import get_settings
 from luodi.tasks.base import TaskBase
 
@@ -226,6 +227,9 @@ class TextClassificationOptions(BaseModel):
     # fine-tune under bfloat16 autocast (weights and optimizer stay float32): ~1.9x faster steps on CPUs with
     # AVX512-BF16 or AMX (e.g. AMD Zen 4, Intel Sapphire Rapids) and on GPUs; slower where bf16 is emulated
     finetune_bf16: bool = False
+    # more fine-tuned members from other encoders, {source: members}, e.g. {bundled:smollm2-135m-instruct: 1}
+    # (a decoder LM's hidden states are mean-pooled like MiniLM's; its top finetune_layers layers are trained)
+    finetune_sources: dict[str, Annotated[int, Field(ge=1, le=16)]] = Field(default_factory=dict)
 
 
 class TextIn(BaseModel):
@@ -299,6 +303,12 @@ class TextClassificationTask(TaskBase):
                 param="model.options.head_weights",
             )
         self.source = config.model.source or "bundled:minilm-l6"
+        for src in self.opts.finetune_sources:  # refuse a missing encoder now, not after the first members train
+            try:
+                resolve(src)
+            except BadRequest as e:
+                field = "model.options.finetune_sources"
+                raise ConfigError(f"'{field}': {e}", param=field) from e
         self.classes: list[str] = []
         self.emb_head: LinearHead | None = None
         self.ft_model = None  # text_finetune.FinetunedEnsemble when features has `finetune`
@@ -583,11 +593,10 @@ class TextClassificationTask(TaskBase):
         self.emb_head = LinearHead.from_tensors(t, "emb") if "emb" in meta["heads"] else None
         self.ft_model = None
         if "finetune" in meta["heads"]:
-            from luodi.tasks.text_finetune import load_finetuned
+            from luodi.tasks.text_finetune import load_finetuned, member_sources
 
-            self.ft_model = load_finetuned(
-                run_dir, self.source, len(self.classes), self.opts.head_scale, self.opts.finetune_seeds
-            )
+            sources = member_sources(self.opts, self.source)
+            self.ft_model = load_finetuned(run_dir, sources, len(self.classes), self.opts.head_scale)
         self.tfidf_head = self.tfidf = None
         if "tfidf" in meta["heads"]:
             self.tfidf_head = LinearHead.from_tensors(t, "tfidf")

@@ -19,31 +19,36 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from luodi.models import resolve
+from luodi.models import hf_model_dir
 from luodi.train.torch_loop import CHECKPOINT_DIR, LoopConfig, load_weights, save_weights, train_loop
 
 WEIGHTS = "finetuned.safetensors"
 
 
 class CosineClassifier(nn.Module):
-    """Encoder + mean pooling + L2 normalization + scaled linear head."""
+    """Encoder + mean pooling + L2 normalization + scaled linear head. The encoder is a BERT-style model
+    (MiniLM) or a decoder LM (SmolLM2, also from its GGUF): both give hidden states to mean-pool."""
 
     def __init__(self, source: str, n_classes: int, scale: float = 20.0, dropout: float = 0.1):
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
 
-        path = resolve(source).path
+        path = hf_model_dir(source, "fine-tuning", field="model.options.finetune_sources")
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.encoder = AutoModel.from_pretrained(path)
+        if self.tokenizer.pad_token is None:  # decoder LMs: pad with EOS (masked out of the pooling)
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.encoder = AutoModel.from_pretrained(path, dtype=torch.float32)
         self.scale = scale
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(int(self.encoder.config.hidden_size), n_classes)
 
     def freeze_below(self, trained_layers: int, embeddings: bool = False) -> None:
         """Train only the top `trained_layers` transformer layers (and the token embeddings if asked)."""
-        layers = self.encoder.encoder.layer
+        enc = self.encoder
+        bert = hasattr(enc, "encoder") and hasattr(enc.encoder, "layer")
+        layers = enc.encoder.layer if bert else enc.layers
         first = max(0, len(layers) - trained_layers)
-        for p in self.encoder.embeddings.parameters():
+        for p in (enc.embeddings if bert else enc.get_input_embeddings()).parameters():
             p.requires_grad = embeddings
         for i, layer in enumerate(layers):
             for p in layer.parameters():
@@ -119,6 +124,11 @@ class FinetunedEnsemble:
         return lp - np.logaddexp.reduce(lp, axis=1, keepdims=True)
 
 
+def member_sources(opts: Any, source: str) -> list[str]:
+    """The encoder of each fine-tuned member: `finetune_seeds` x model.source, then finetune_sources' counts."""
+    return [source] * opts.finetune_seeds + [s for s, n in opts.finetune_sources.items() for _ in range(n)]
+
+
 def member_dir(run_dir: Path, k: int) -> Path:
     """Where fine-tuned member k checkpoints: member 0 in the run dir itself (as before ensembles), the
     others inside its checkpoint folder, so deleting that folder after training removes them all."""
@@ -141,10 +151,10 @@ def finetune(
     valid: tuple[list[str], np.ndarray] | None = None,
     progress: bool = True,
 ) -> FinetunedEnsemble:
-    """Fine-tune `opts.finetune_seeds` CosineClassifiers (seeds train.seed, +1, ...) on (texts, y), one after
-    the other, each resumable from its own checkpoints; each keeps its last epoch's weights."""
+    """Fine-tune one CosineClassifier per member_sources entry (seeds train.seed, +1, ...) on (texts, y), one
+    after the other, each resumable from its own checkpoints; each keeps its last epoch's weights."""
     labels = torch.tensor(np.asarray(y, dtype=np.int64))
-    lengths: np.ndarray | None = None  # token counts, for length-grouped batches
+    lengths: dict[str, np.ndarray] = {}  # token counts per encoder, for length-grouped batches
 
     def step(m: CosineClassifier, idx: np.ndarray) -> torch.Tensor:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=opts.finetune_bf16):
@@ -156,20 +166,20 @@ def finetune(
         return {"valid_accuracy": float((m.log_proba(vt, opts.max_length).argmax(1) == vy).mean())}
 
     members = []
-    for k in range(opts.finetune_seeds):
+    for k, member_source in enumerate(member_sources(opts, source)):
         member_train = train.model_copy(update={"seed": train.seed + k})
         torch.manual_seed(member_train.seed)
-        model = CosineClassifier(source, n_classes, scale=opts.head_scale)
+        model = CosineClassifier(member_source, n_classes, scale=opts.head_scale)
         model.freeze_below(opts.finetune_layers, embeddings=opts.finetune_embeddings)
-        if lengths is None:
+        if member_source not in lengths:
             ids = model.tokenizer(texts, truncation=True, max_length=opts.max_length)["input_ids"]
-            lengths = np.array([len(i) for i in ids])
+            lengths[member_source] = np.array([len(i) for i in ids])
         encoder_params = [p for p in model.encoder.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
             [{"params": encoder_params, "lr": train.lr}, {"params": model.head.parameters(), "lr": train.lr * 20}],
             weight_decay=0.01,
         )
-        batches = _Batches(len(texts), train.batch_size, lengths, opts.finetune_length_group)
+        batches = _Batches(len(texts), train.batch_size, lengths[member_source], opts.finetune_length_group)
         cfg = LoopConfig.from_train(
             member_train, schedule="onecycle", warmup=0.06, monitor="epoch", mode="max", patience=None
         )
@@ -186,9 +196,9 @@ def save_finetuned(model: FinetunedEnsemble, run_dir: Path) -> None:
         save_weights(member, Path(run_dir) / member_weights(k))
 
 
-def load_finetuned(run_dir: Path, source: str, n_classes: int, scale: float, members: int = 1) -> FinetunedEnsemble:
+def load_finetuned(run_dir: Path, sources: list[str], n_classes: int, scale: float) -> FinetunedEnsemble:
     loaded = []
-    for k in range(members):
+    for k, source in enumerate(sources):
         model = CosineClassifier(source, n_classes, scale=scale)
         load_weights(model, Path(run_dir) / member_weights(k))
         loaded.append(model.eval())

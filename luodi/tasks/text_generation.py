@@ -62,25 +62,9 @@ class GenerateOut(BaseModel):
 
 def base_model_dir(source: str) -> str:
     """A local HF directory for the base model: GGUF files go through luodi.models.gguf_to_hf_dir."""
-    from luodi.models import resolve
+    from luodi.models import hf_model_dir
 
-    src = resolve(source)
-    if src.kind == "hf_dir":
-        return src.path
-    if src.kind == "gguf":
-        try:
-            from luodi.models import gguf_to_hf_dir
-        except ImportError as e:
-            raise ConfigError(
-                "LoRA on a GGUF model needs luodi.models.gguf_to_hf_dir (not available in this build); "
-                "set model.source to a local Hugging Face model directory",
-                param="model.source",
-            ) from e
-        return str(gguf_to_hf_dir(src.path))
-    raise ConfigError(
-        f"model.source '{source}' is a {src.kind} model; LoRA needs a GGUF or a local HF directory",
-        param="model.source",
-    )
+    return hf_model_dir(source, "LoRA")
 
 
 class TextGenerationTask(TaskBase):
