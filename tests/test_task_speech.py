@@ -335,10 +335,14 @@ def test_speech_embedding_recognises_an_unseen_fsdd_speaker(datasets_dir, tmp_pa
     assert set(va.speakers) == {"george"} and "george" not in set(tr.speakers)
     task.fit(tr.subset(range(0, len(tr), 2)), None, tmp_path, progress=False)  # half the training recordings
     # george never heard: 93-94 % with all four other speakers (the CNN from scratch: 83.6 %)
-    assert task.evaluate(va.subset(range(0, len(va), 2)))["accuracy"] >= 0.88
+    m = task.evaluate(va.subset(range(0, len(va), 2)))
+    assert m["accuracy"] >= 0.88
+    # the strongly regularized head is under-confident; a temperature fitted on held-out training speakers
+    # sharpens it (ECE on george ~0.11 without it)
+    assert task.clf.meta["temperature"] < 0.8 and m["ece"] < 0.06
 
 
 @SLOW
 def test_spoken_digits_example_on_an_unseen_speaker(datasets_dir, tmp_path):
     task, va = fit_on_split(load_app_config(REPO / "examples" / "spoken-digits.yaml"), tmp_path, progress=True)
-    assert task.evaluate(va)["accuracy"] >= 0.95  # measured 95.6 % (george left out; speed TTA)
+    assert task.evaluate(va)["accuracy"] >= 0.95  # measured 95.8 % (george left out; speed TTA)

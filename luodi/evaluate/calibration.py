@@ -1,4 +1,5 @@
-"""Probability calibration for binary classifiers, stored as plain JSON (Platt sigmoid or isotonic)."""
+"""Probability calibration, stored as plain JSON: binary classifiers (Platt sigmoid or isotonic) and
+multiclass log-probabilities (one temperature)."""
 
 from __future__ import annotations
 
@@ -35,3 +36,24 @@ def apply_calibrator(p: np.ndarray, cal: dict[str, Any] | None) -> np.ndarray:
     if cal["method"] == "sigmoid":
         return 1 / (1 + np.exp(-(cal["a"] * _logit(p) + cal["b"])))
     return np.interp(p, cal["x"], cal["y"])
+
+
+def fit_temperature(log_probs: np.ndarray, y: np.ndarray) -> float:
+    """The temperature T minimizing the negative log-likelihood of softmax(log_probs / T) on held-out rows
+    (T > 1 softens over-confident scores, T < 1 sharpens under-confident ones)."""
+    from scipy.optimize import minimize_scalar
+
+    lp, y = np.asarray(log_probs, np.float64), np.asarray(y)
+
+    def nll(log_t: float) -> float:
+        z = lp / np.exp(log_t)
+        z = z - np.logaddexp.reduce(z, axis=1, keepdims=True)
+        return float(-z[np.arange(len(y)), y].mean())
+
+    return float(np.exp(minimize_scalar(nll, bounds=(-3.0, 3.0), method="bounded").x))
+
+
+def apply_temperature(log_probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Renormalized log-probabilities of softmax(log_probs / temperature)."""
+    z = np.asarray(log_probs) / temperature
+    return z - np.logaddexp.reduce(z, axis=1, keepdims=True)
