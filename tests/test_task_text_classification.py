@@ -105,6 +105,11 @@ def test_clear_errors(datasets_dir, tmp_path):
         make_task("x.csv", model={"options": {"features": ["embeddings", "finetune"]}})
     with pytest.raises(ConfigError, match="one non-negative weight per feature"):
         make_task("x.csv", model={"options": {"features": ["finetune", "tfidf"], "head_weights": {"tfidf": 1}}})
+    ft = {"features": ["finetune"], "finetune_sources": {str(tmp_path / "no-such-model"): 1}}
+    with pytest.raises(ConfigError, match="model.options.finetune_sources.*not found"):
+        make_task("x.csv", model={"options": ft})
+    with pytest.raises(ConfigError, match="finetune_sources"):
+        make_task("x.csv", model={"options": {**ft, "finetune_sources": {"bundled:minilm-l6": 0}}})
     with pytest.raises(BadRequest, match="not found"):
         make_task(tmp_path / "missing.csv").read(None)
     with pytest.raises(BadRequest, match="data.columns.label"):
