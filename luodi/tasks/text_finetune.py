@@ -29,11 +29,13 @@ class CosineClassifier(nn.Module):
     """Encoder + mean pooling + L2 normalization + scaled linear head. The encoder is a BERT-style model
     (MiniLM) or a decoder LM (SmolLM2, also from its GGUF): both give hidden states to mean-pool."""
 
-    def __init__(self, source: str, n_classes: int, scale: float = 20.0, dropout: float = 0.1):
+    def __init__(
+        self, source: str, n_classes: int, scale: float = 20.0, dropout: float = 0.1, field: str = "model.source"
+    ):
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
 
-        path = hf_model_dir(source, "fine-tuning", field="model.options.finetune_sources")
+        path = hf_model_dir(source, "fine-tuning", field=field)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         if self.tokenizer.pad_token is None:  # decoder LMs: pad with EOS (masked out of the pooling)
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -169,7 +171,8 @@ def finetune(
     for k, member_source in enumerate(member_sources(opts, source)):
         member_train = train.model_copy(update={"seed": train.seed + k})
         torch.manual_seed(member_train.seed)
-        model = CosineClassifier(member_source, n_classes, scale=opts.head_scale)
+        field = "model.source" if k < opts.finetune_seeds else "model.options.finetune_sources"
+        model = CosineClassifier(member_source, n_classes, scale=opts.head_scale, field=field)
         model.freeze_below(opts.finetune_layers, embeddings=opts.finetune_embeddings)
         if member_source not in lengths:
             ids = model.tokenizer(texts, truncation=True, max_length=opts.max_length)["input_ids"]
