@@ -159,6 +159,9 @@ def test_forest_and_svm_members_stored_as_onnx(tmp_path):
     x_tr, x_va = task.prep.dense_matrix(train), task.prep.dense_matrix(valid)
     y_tr = task._target(train)
     opts = {**SKLEARN_OPTIONS, "forest_trees": 60, "threads": 1}
+    # an integer fraction means a fraction (1: every feature), not scikit-learn's "one feature"
+    mf = _estimator("forest", False, {**opts, "forest_max_features": 1}, seed=0).max_features
+    assert isinstance(mf, float) and mf == 1.0
     for kind in ("forest", "svm"):  # the stored ONNX member predicts what scikit-learn predicts
         ref = _estimator(kind, False, opts, seed=0).fit(x_tr, y_tr).predict_proba(x_va)
         np.testing.assert_allclose(task.sk[kind].predict(x_va, regression=False), ref, atol=1e-4)

@@ -60,7 +60,7 @@ def _estimator(kind: str, regression: bool, opts: dict[str, Any], seed: int) -> 
         return cls(
             n_estimators=opts["forest_trees"],
             min_samples_leaf=opts["forest_min_leaf"],
-            max_features=opts["forest_max_features"],
+            max_features=mf if isinstance(mf := opts["forest_max_features"], str) else float(mf),  # 1 = all
             n_jobs=int(opts["threads"]),
             random_state=seed,
         )
