@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from luodi import registry
-from luodi.config import AppConfig, load_app_config
+from luodi.config import AppConfig, apply_overrides, load_app_config
 from luodi.errors import BadRequest, ConfigError, NotFound
 from luodi.registry import RunInfo
 from luodi.tasks import TASKS, task_for
@@ -31,8 +31,11 @@ _cache_lock = threading.Lock()
 # ---- configs --------------------------------------------------------------------------------------------
 
 
-def load_app(app: AppRef) -> AppConfig:
-    """An AppConfig from a YAML path, a dict, a trained app's name (its latest run) or a demo app's name."""
+def load_app(app: AppRef, overrides: dict[str, Any] | None = None) -> AppConfig:
+    """An AppConfig from a YAML path, a dict, a trained app's name (its latest run) or a demo app's name,
+    with `overrides` ({dotted path: value}, the CLI's `--set`) applied and re-validated."""
+    if overrides:
+        return apply_overrides(load_app(app), overrides)
     if isinstance(app, AppConfig):
         return app
     if isinstance(app, dict):
@@ -63,9 +66,9 @@ def load_app(app: AppRef) -> AppConfig:
     )
 
 
-def render_config(app: AppRef) -> str:
-    """The fully resolved app config (defaults filled in) as YAML."""
-    return yaml.safe_dump(load_app(app).model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+def render_config(app: AppRef, overrides: dict[str, Any] | None = None) -> str:
+    """The fully resolved app config (defaults filled in, `overrides` applied) as YAML."""
+    return yaml.safe_dump(load_app(app, overrides).model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
 
 def config_schema() -> dict[str, Any]:
@@ -106,14 +109,16 @@ def train(
     progress: bool = True,
     callbacks: list[EpochCallback] | None = None,
     log: Callable[[str], None] | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> RunInfo:
     """Train an app into a new run (or continue the newest unfinished one with resume=True).
 
     Writes runs/<app>/<version>/: config.yaml, weights, preprocessing metadata, metrics.json, report.html,
     manifest.json (last). Ctrl-C marks the run interrupted; `resume=True` continues from its checkpoint.
+    `overrides` ({dotted path: value}) change the config for this run; its config.yaml records them.
     """
     say = log or (lambda m: None)
-    cfg = load_app(app)
+    cfg = load_app(app, overrides)
     task = task_for(cfg)
     if cfg.train.refit and (why := task.refit_blocker()):
         raise ConfigError(f"'train.refit': {why}; remove train.refit or change the model")
@@ -302,7 +307,7 @@ def tune(
     """
     from luodi.evaluate.metrics import is_lower_better
     from luodi.train.cv import cross_validate
-    from luodi.train.hpo import apply_overrides, parse_space, run_optuna, run_ray
+    from luodi.train.hpo import parse_space, run_optuna, run_ray
 
     cfg = load_app(app)
     tc = cfg.tune
@@ -318,7 +323,7 @@ def tune(
     metric_box: dict[str, str] = {}
 
     def objective(params: dict[str, Any]) -> float:
-        c = apply_overrides(cfg, params)
+        c = apply_overrides(cfg, params, "tune.space")
         if folds > 1:
             res = cross_validate(c, folds, progress=False, data=tr)
             m = res["mean"]
@@ -351,12 +356,18 @@ def tune(
     out_dir = registry.runs_root(cfg.train.output_dir) / cfg.name
     registry.atomic_write_json(out_dir / f"tune-{time.strftime('%Y%m%d-%H%M%S')}.json", res)
     if train_best:
-        best_cfg = apply_overrides(cfg, res["best_params"])
+        best_cfg = apply_overrides(cfg, res["best_params"], "tune.space")
         res["run"] = train(best_cfg, progress=progress).as_dict()
     return res
 
 
-def cv(app: AppRef, folds: int = 5, progress: bool = True, train_only: bool = False) -> dict[str, Any]:
+def cv(
+    app: AppRef,
+    folds: int = 5,
+    progress: bool = True,
+    train_only: bool = False,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """k-fold cross-validation: every row of the dataset is validated exactly once, by a model fit without it.
 
     `train_only` folds only the training part of data.split, so the validation split stays unseen (e.g. to
@@ -364,7 +375,7 @@ def cv(app: AppRef, folds: int = 5, progress: bool = True, train_only: bool = Fa
     """
     from luodi.train.cv import cross_validate
 
-    cfg = load_app(app)
+    cfg = load_app(app, overrides)
     task = task_for(cfg)
     data = task.read(None)
     if train_only:

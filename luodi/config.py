@@ -133,3 +133,39 @@ def load_app_config(path: str | Path) -> AppConfig:
         return AppConfig.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, str(p))) from e
+
+
+def apply_overrides(cfg: AppConfig, params: dict[str, Any], source: str = "--set") -> AppConfig:
+    """A copy of the config with dotted-path values set, re-validated; errors name `source` and the path."""
+    raw = cfg.model_dump()
+    for path, value in params.items():
+        node = raw
+        keys = path.split(".")
+        for k in keys[:-1]:
+            if not isinstance(node, dict) or k not in node:
+                raise ConfigError(f"'{source} {path}': '{k}' is not a key of the app config")
+            node = node[k]
+        if not isinstance(node, dict):
+            raise ConfigError(f"'{source} {path}': cannot set a value inside a non-mapping")
+        node[keys[-1]] = value
+    try:
+        return AppConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, source)) from e
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """`["data.split.seed=1", "train.epochs=3"]` -> {dotted path: YAML-parsed value} (CLI `--set`)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        path, eq, value = item.partition("=")
+        if not eq or not path.strip() or any(not k for k in path.strip().split(".")):
+            raise ConfigError(
+                f"--set {item!r}: expected a dotted key, '=' and a YAML value, e.g. --set data.split.seed=1",
+                param="--set",
+            )
+        try:
+            out[path.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML: {e}", param="--set") from e
+    return out

@@ -218,6 +218,33 @@ def test_cv_folds(tmp_path):
     assert res["mean"]["roc_auc"] > 0.95 and res["std"]["roc_auc"] < 0.05
 
 
+def test_set_overrides_change_one_command_and_name_bad_keys(tmp_path):
+    from typer.testing import CliRunner
+
+    from luodi.cli import app
+
+    p = write_app(tmp_path, "t-set")
+    r = CliRunner().invoke(app, ["config", "render", str(p), "--set", "data.split.seed=3", "--set", "train.lr=0.05"])
+    assert r.exit_code == 0, r.output
+    rendered = yaml.safe_load(r.stdout)
+    assert rendered["data"]["split"]["seed"] == 3 and rendered["train"]["lr"] == 0.05
+    assert yaml.safe_load(p.read_text())["data"]["split"]["seed"] == 0  # the file itself is untouched
+    for bad, needle in [
+        ("train.epochz=3", "train.epochz"),
+        ("nope.x=1", "'nope' is not a key"),
+        ("train.epochs=ten", "train.epochs"),
+        ("train.epochs", "expected a dotted key"),
+    ]:
+        r = CliRunner().invoke(app, ["config", "render", str(p), "--set", bad])
+        assert r.exit_code == 2 and needle in r.output, (bad, r.output)
+    # a run records the overridden config; train and cv see the override
+    run = api.train(p, progress=False, overrides={"model.options.n_estimators": 7})
+    saved = yaml.safe_load((run.path / "config.yaml").read_text())
+    assert saved["model"]["options"]["n_estimators"] == 7
+    seeds = [api.cv(p, folds=3, progress=False, overrides={"train.seed": s})["per_fold"] for s in (0, 1)]
+    assert seeds[0] != seeds[1]  # fold assignment follows train.seed
+
+
 def test_cli_verbs(trained, tmp_path):
     from typer.testing import CliRunner
 

@@ -21,6 +21,17 @@ def _fail(e: LuodiError) -> None:
     raise typer.Exit(2)
 
 
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="change one config value for this command, dotted path and YAML value (repeatable), "
+        "e.g. --set data.split.seed=1",
+    ),
+]
+
+
 def _metrics_table(title: str, metrics: dict[str, float]) -> Table:
     t = Table(title=title)
     t.add_column("metric")
@@ -37,10 +48,19 @@ def register(app: typer.Typer) -> None:
     def train_cmd(
         app_file: Annotated[str, typer.Argument(help="App YAML file")],
         resume: Annotated[bool, typer.Option("--resume", help="continue the newest unfinished run")] = False,
+        set_: SetOption = None,
     ):
         """Train an app: progress, a checkpoint each epoch, runs/<app>/<version>/ with report.html."""
+        from luodi.config import parse_overrides
+
         try:
-            run = api.train(app_file, resume=resume, progress=True, log=lambda m: console.print(m))
+            run = api.train(
+                app_file,
+                resume=resume,
+                progress=True,
+                log=lambda m: console.print(m),
+                overrides=parse_overrides(set_),
+            )
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/yellow]: continue with `luodi train APP.yaml --resume`")
             raise typer.Exit(130) from None
@@ -135,10 +155,19 @@ def register(app: typer.Typer) -> None:
             typer.Option("--train-only", help="fold only the training part of data.split (validation stays unseen)"),
         ] = False,
         as_json: Annotated[bool, typer.Option("--json", help="print JSON with every metric")] = False,
+        set_: SetOption = None,
     ):
         """k-fold cross-validation on the whole dataset: metrics per fold, then mean ± std."""
+        from luodi.config import parse_overrides
+
         try:
-            res = api.cv(app_file, folds=folds, train_only=train_only, progress=not as_json)
+            res = api.cv(
+                app_file,
+                folds=folds,
+                train_only=train_only,
+                progress=not as_json,
+                overrides=parse_overrides(set_),
+            )
         except LuodiError as e:
             _fail(e)
         if as_json:
@@ -194,10 +223,12 @@ def register(app: typer.Typer) -> None:
     app.add_typer(config, name="config")
 
     @config.command("render")
-    def render_cmd(app_file: Annotated[str, typer.Argument(help="App YAML file")]):
+    def render_cmd(app_file: Annotated[str, typer.Argument(help="App YAML file")], set_: SetOption = None):
         """Print the fully resolved app config (defaults filled in), or the errors with their key paths."""
+        from luodi.config import parse_overrides
+
         try:
-            print(api.render_config(app_file), end="")
+            print(api.render_config(app_file, parse_overrides(set_)), end="")
         except LuodiError as e:
             _fail(e)
 

@@ -16,33 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from luodi.config import AppConfig, TuneConfig
+from luodi.config import TuneConfig
 from luodi.errors import BadRequest, ConfigError
 
 Objective = Callable[[dict[str, Any]], float]
-
-
-def apply_overrides(cfg: AppConfig, params: dict[str, Any]) -> AppConfig:
-    """A copy of the config with dotted-path values set, re-validated (bad paths are named)."""
-    from luodi.config import AppConfig as _App
-    from luodi.config import format_validation_error
-
-    raw = cfg.model_dump()
-    for path, value in params.items():
-        node = raw
-        keys = path.split(".")
-        for k in keys[:-1]:
-            if not isinstance(node, dict) or k not in node:
-                raise ConfigError(f"'tune.space.{path}': '{k}' is not a key of the app config")
-            node = node[k]
-        if not isinstance(node, dict):
-            raise ConfigError(f"'tune.space.{path}': cannot set a value inside a non-mapping")
-        node[keys[-1]] = value
-    try:
-        return _App.model_validate(raw)
-    except Exception as e:  # pydantic.ValidationError
-        msg = format_validation_error(e, "tune.space") if hasattr(e, "errors") else str(e)
-        raise ConfigError(msg) from e
 
 
 def _spec(path: str, spec: Any) -> dict[str, Any]:
