@@ -128,8 +128,8 @@ def train(
         old = run.path / "config.yaml"
         if old.exists() and old.read_text() != cfg_yaml:
             raise ConfigError(
-                f"the app config changed since run {run.version} was interrupted; "
-                "train without --resume to start a new run"
+                f"the app config changed since run {run.version} was interrupted (compare with its "
+                f"{old}; resume with the same file and --set values) or train without --resume to start a new run"
             )
         registry.set_status(cfg.name, run.version, "running")
         say(f"resuming {cfg.name} {run.version} from {run.path}")
