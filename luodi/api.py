@@ -300,16 +300,18 @@ def tune(
     progress: bool = True,
     train_best: bool = False,
     cpus: int | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Search tune.space; each trial fits on the train split (or k folds) and scores the validation metric.
 
     executor "local" runs Optuna in this process; "ray" runs the trials on Ray Tune (`cpus`: local Ray CPUs).
+    `overrides` ({dotted path: value}) change the base config first, e.g. {"tune.trials": 5}.
     """
     from luodi.evaluate.metrics import is_lower_better
     from luodi.train.cv import cross_validate
     from luodi.train.hpo import parse_space, run_optuna, run_ray
 
-    cfg = load_app(app)
+    cfg = load_app(app, overrides)
     tc = cfg.tune
     space = parse_space(tc.space)
     sampler = sampler or tc.sampler

@@ -197,6 +197,9 @@ def test_tune_each_sampler(tmp_path, sampler):
     assert 1 <= len(res["trials"]) <= 4
     assert res["best_value"] == max(t["value"] for t in res["trials"]) > 0.9
     assert set(res["best_params"]) == {"model.options.num_leaves", "train.lr"}
+    # overrides (--set) change the base config the search starts from: here its space
+    res = api.tune(p, sampler=sampler, progress=False, overrides={"tune.space": {"model.options.num_leaves": [4]}})
+    assert all(t["params"] == {"model.options.num_leaves": 4} for t in res["trials"])
 
 
 def test_tune_bad_space_and_ray_hint(tmp_path):

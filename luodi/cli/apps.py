@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from luodi.config import parse_overrides
 from luodi.errors import LuodiError
 
 console = Console(stderr=True)
@@ -51,8 +52,6 @@ def register(app: typer.Typer) -> None:
         set_: SetOption = None,
     ):
         """Train an app: progress, a checkpoint each epoch, runs/<app>/<version>/ with report.html."""
-        from luodi.config import parse_overrides
-
         try:
             run = api.train(
                 app_file,
@@ -121,6 +120,7 @@ def register(app: typer.Typer) -> None:
         cpus: Annotated[
             int | None, typer.Option(help="--executor ray: CPUs of the local Ray (default: all; 1 trial per CPU)")
         ] = None,
+        set_: SetOption = None,
     ):
         """Search hyper-parameters (tune.space, dotted paths) with Optuna grid / random / TPE, or Ray Tune."""
         try:
@@ -132,6 +132,7 @@ def register(app: typer.Typer) -> None:
                 executor=executor,
                 train_best=train_best,
                 cpus=cpus,
+                overrides=parse_overrides(set_),
             )
         except LuodiError as e:
             _fail(e)
@@ -158,8 +159,6 @@ def register(app: typer.Typer) -> None:
         set_: SetOption = None,
     ):
         """k-fold cross-validation on the whole dataset: metrics per fold, then mean ± std."""
-        from luodi.config import parse_overrides
-
         try:
             res = api.cv(
                 app_file,
@@ -225,8 +224,6 @@ def register(app: typer.Typer) -> None:
     @config.command("render")
     def render_cmd(app_file: Annotated[str, typer.Argument(help="App YAML file")], set_: SetOption = None):
         """Print the fully resolved app config (defaults filled in), or the errors with their key paths."""
-        from luodi.config import parse_overrides
-
         try:
             print(api.render_config(app_file, parse_overrides(set_)), end="")
         except LuodiError as e:
