@@ -139,14 +139,15 @@ def apply_overrides(cfg: AppConfig, params: dict[str, Any], source: str = "--set
     """A copy of the config with dotted-path values set, re-validated; errors name `source` and the path."""
     raw = cfg.model_dump()
     for path, value in params.items():
+        where = f"{source} {path}" if source.startswith("-") else f"{source}.{path}"  # --set x.y | tune.space.x.y
         node = raw
         keys = path.split(".")
         for k in keys[:-1]:
             if not isinstance(node, dict) or k not in node:
-                raise ConfigError(f"'{source} {path}': '{k}' is not a key of the app config")
+                raise ConfigError(f"'{where}': '{k}' is not a key of the app config")
             node = node[k]
         if not isinstance(node, dict):
-            raise ConfigError(f"'{source} {path}': cannot set a value inside a non-mapping")
+            raise ConfigError(f"'{where}': cannot set a value inside a non-mapping")
         node[keys[-1]] = value
     try:
         return AppConfig.model_validate(raw)

@@ -206,6 +206,9 @@ def test_tune_bad_space_and_ray_hint(tmp_path):
     p = write_app(tmp_path, "t-tune-bad", tune={"space": {"train.nope": [1, 2]}, "trials": 1})
     with pytest.raises(ConfigError, match="train.nope"):
         api.tune(p, progress=False)
+    p = write_app(tmp_path, "t-tune-bad2", tune={"space": {"nope.x": [1, 2]}, "trials": 1})
+    with pytest.raises(ConfigError, match=r"'tune\.space\.nope\.x': 'nope' is not a key"):
+        api.tune(p, progress=False)
     p = write_app(tmp_path, "t-tune-ray", tune={"space": {"train.lr": [0.1]}, "trials": 1})
     try:
         import ray  # noqa: F401
