@@ -1,11 +1,13 @@
 """Quality bench: train and evaluate every example app, print a table and write bench/results/quality.md.
 
-    python bench/quality.py [--only NAME ...] [--skip-train]
+    python bench/quality.py [--only NAME ...] [--skip-train] [--set KEY=VALUE ...]
 
 Columns: case, task, dataset, goal, measured value (validation split of the dataset we have; goals that
 name a kept-aside test set cannot be measured here), a same-split baseline where one applies (default
 LightGBM for tabular and anomaly apps), train time, batched prediction time per row and single-record latency.
 Results of earlier runs for other cases are kept (bench/results/quality.json), so --only updates one row.
+`--set` changes one config value for every app run (as `luodi train --set`, e.g. `data.split.seed=1` to score
+another validation split); such rows are stored under "NAME [KEY=VALUE]" beside the default ones.
 """
 
 from __future__ import annotations
@@ -70,13 +72,14 @@ def baseline(cfg, tr, va) -> float | None:
     return t.evaluate(va).get(cfg.evaluate.goal.metric)
 
 
-def measure(path: Path, skip_train: bool) -> dict:
+def measure(path: Path, skip_train: bool, overrides: dict | None = None) -> dict:
     from luodi import api, registry
     from luodi.tasks import task_for
 
-    cfg = api.load_app(path)
+    cfg = api.load_app(path, overrides)
+    tag = " ".join(f"{k}={v}" for k, v in (overrides or {}).items())
     row = {
-        "case": cfg.name,
+        "case": f"{cfg.name} [{tag}]" if tag else cfg.name,
         "file": str(path.relative_to(ROOT)),
         "task": cfg.task,
         "dataset": dataset_of(cfg),
@@ -87,7 +90,7 @@ def measure(path: Path, skip_train: bool) -> dict:
     )
     row["goal"] = f"{metric} >= {target}" + (f" ({note})" if note else "") if metric else "-"
     t0 = time.perf_counter()
-    run = registry.get_run(cfg.name) if skip_train else api.train(path, progress=False)
+    run = registry.get_run(cfg.name) if skip_train else api.train(path, progress=False, overrides=overrides)
     row["train_s"] = round(run.metrics.get("train_seconds", time.perf_counter() - t0), 1)
     metric = metric or next(iter(cfg.evaluate.metrics), None) or next(iter(run.metrics))
     row["metric"] = metric
@@ -156,8 +159,16 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", help="app names or example file stems to run")
     ap.add_argument("--skip-train", action="store_true", help="measure the latest trained runs")
     ap.add_argument("--examples", default=str(ROOT / "examples"))
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="change one config value for this run (repeatable), as `luodi train --set`")
     args = ap.parse_args()
-    from luodi.config import load_app_config
+    from luodi.config import load_app_config, parse_overrides
+    from luodi.errors import ConfigError
+
+    try:
+        overrides = parse_overrides(args.overrides)
+    except ConfigError as e:
+        ap.error(str(e))
 
     store = RESULTS / "quality.json"
     rows = {r["case"]: r for r in json.loads(store.read_text())} if store.exists() else {}
@@ -174,10 +185,11 @@ def main() -> None:
             continue
         print(f"== {name} ({f.name})", flush=True)
         try:
-            rows[name] = measure(f.resolve(), args.skip_train)
+            row = measure(f.resolve(), args.skip_train, overrides)
         except Exception as e:  # noqa: BLE001 - one broken example must not stop the bench
-            rows[name] = {"case": name, "error": f"{type(e).__name__}: {str(e)[:200]}"}
-        print(json.dumps(rows[name]), flush=True)
+            row = {"case": name, "error": f"{type(e).__name__}: {str(e)[:200]}"}
+        rows[row["case"]] = row
+        print(json.dumps(row), flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     ordered = [rows[k] for k in sorted(rows)]
     store.write_text(json.dumps(ordered, indent=2) + "\n")
