@@ -138,7 +138,10 @@ def test_regression_and_multiclass(tmp_path):
 
 
 def test_forest_and_svm_members_stored_as_onnx(tmp_path):
-    """Random forest + RBF SVM (binary, regression, multiclass): ONNX files match scikit-learn, reload the same."""
+    """Random forest + RBF SVM (binary, regression, multiclass): ONNX files match scikit-learn, reload the same;
+    svm_max_rows caps the rows the SVM fits."""
+    import onnx
+
     from luodi.tasks.tabular_sklearn import SKLEARN_OPTIONS, _estimator
 
     app = {
@@ -167,6 +170,14 @@ def test_forest_and_svm_members_stored_as_onnx(tmp_path):
         np.testing.assert_allclose(task.sk[kind].predict(x_va, regression=False), ref, atol=1e-4)
     np.testing.assert_allclose(task.predict_proba(valid), (task.sk["forest"].predict(x_va, False) + ref) / 2, atol=1e-6)
 
+    capped = {**app, "name": "t-sk-cap", "model": {"type": "svm", "options": {"svm_max_rows": 120}}}
+    run = api.train(capped, progress=False)  # the SVM fits a stratified sample of 120 of the 426 rows
+    assert run.metrics["roc_auc"] > 0.95
+    svm = onnx.load_from_string(api.load_predictor("t-sk-cap").task.sk["svm"].blob)
+    counts = next(a.ints for n in svm.graph.node if n.op_type == "SVMClassifier" for a in n.attribute
+                  if a.name == "vectors_per_class")
+    assert 0 < sum(counts) <= 120
+
     reg = {**app, "name": "t-sk-reg", "data": {**app["data"], "format": "sklearn:diabetes"}}
     run = api.train(reg, progress=False)
     assert run.metrics["r2"] > 0.3
@@ -185,6 +196,7 @@ def test_forest_and_svm_members_stored_as_onnx(tmp_path):
         ({"ensemble_weights": {"forest": -1}}, "ensemble_weights"),
         ({"svm_gamma": -1.0}, "svm_gamma"),
         ({"forest_max_features": "most"}, "forest_max_features"),
+        ({"svm_max_rows": 10}, "svm_max_rows"),
     ):
         cfg = {**app, "name": "t-sk-bad", "model": {"type": "ensemble", "options": {"svm_C": 1.0, **bad}}}
         if "ensemble_weights" not in bad:

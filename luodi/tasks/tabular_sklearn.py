@@ -3,6 +3,7 @@
 Fitted with scikit-learn on the standardized + one-hot matrix, converted to ONNX with skl2onnx and
 predicted with onnxruntime, so a run stores `forest.onnx` / `svm.onnx` and never a pickle. Classifiers give
 class probabilities (the SVM's from Platt scaling fitted on 5-fold decision values), regressors one value per row.
+The SVM fits at most `svm_max_rows` rows (a stratified sample of larger tables): its cost grows with rows squared.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ SKLEARN_OPTIONS = {
     "forest_max_features": "sqrt",  # features tried per split: sqrt | log2 | a fraction in (0, 1]
     "svm_C": 1.0,
     "svm_gamma": "scale",  # RBF width: scale | auto | a positive number
+    "svm_max_rows": 10_000,  # the SVM's cost grows with rows squared: above this it fits a stratified sample
 }
 
 
@@ -43,6 +45,10 @@ def check_options(opts: dict[str, Any]) -> None:
         "svm_gamma": (
             opts["svm_gamma"] in ("scale", "auto") or _positive(opts["svm_gamma"]),
             "scale, auto or a positive number",
+        ),
+        "svm_max_rows": (
+            _positive(opts["svm_max_rows"], integer=True) and opts["svm_max_rows"] >= 50,
+            "an integer >= 50",
         ),
     }
     for key, (ok, expected) in checks.items():
@@ -77,11 +83,26 @@ def fit_onnx(
     from skl2onnx import to_onnx
 
     model = _estimator(kind, regression, opts, seed)
+    if kind == "svm" and len(x) > opts["svm_max_rows"]:
+        rows = svm_sample(y, int(opts["svm_max_rows"]), regression, seed)
+        x, y, sw = x[rows], y[rows], None if sw is None else sw[rows]
     model.fit(x, y, sample_weight=sw)
     options = None if regression else {id(model): {"zipmap": False}}
     with warnings.catch_warnings():  # skl2onnx's SVC converter reads attributes scikit-learn 1.9 deprecates
         warnings.simplefilter("ignore", FutureWarning)
         return to_onnx(model, x[:1].astype(np.float32), options=options).SerializeToString()
+
+
+def svm_sample(y: np.ndarray, n: int, regression: bool, seed: int) -> np.ndarray:
+    """Sorted indices of n rows (stratified by class for classifiers) the SVM member is fitted on."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(y))
+    counts = None if regression else np.bincount(y)
+    ok = counts is not None and counts[counts > 0].min() >= 2 and len(y) - n >= (counts > 0).sum()
+    strat = y if ok else None  # stratifying needs >= 2 rows per class and a class's worth left out
+    keep, _ = train_test_split(idx, train_size=n, random_state=seed, stratify=strat)
+    return np.sort(keep)
 
 
 class OnnxMember:
