@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -314,3 +315,53 @@ def test_balancing_helpers():
 def test_full_examples_reach_their_goals(datasets_dir, example, metric, target):
     run = api.train(EXAMPLES / example, progress=False)
     assert run.metrics[metric] >= target
+
+
+def test_predict_input_files_in_the_data_format(tmp_path):
+    """`luodi predict --input` reads headerless lines like the training file (with or without the label field,
+    wherever it sits), a CSV with a header, JSON; a wrong field count is a 400 naming the expected counts."""
+    from sklearn.datasets import load_iris
+
+    from luodi.errors import BadRequest
+
+    iris = load_iris()
+    names = ["sepal_l", "sepal_w", "species", "petal_l", "petal_w"]  # the label in the middle
+    lines = [
+        f"{a} {b} {iris.target_names[t]} {c} {d}" for (a, b, c, d), t in zip(iris.data, iris.target, strict=True)
+    ]
+    data = tmp_path / "iris.data"
+    data.write_text("# iris, whitespace-separated, no header\n" + "\n".join(lines) + "\n")
+    app = {
+        "name": "t-iris-ws",
+        "task": "tabular",
+        "data": {
+            "path": str(data),
+            "format": "whitespace",
+            "options": {"comment": "#"},
+            "columns": {"names": names, "label": "species"},
+            "split": {"valid": 0.3, "seed": 0},
+        },
+        "model": {"type": "lightgbm", "options": {"n_estimators": 60, "num_leaves": 7, "min_child_samples": 5}},
+    }
+    api.train(app, progress=False)
+    rows = [0, 60, 120]  # one of each class
+    with_label = tmp_path / "three.data"
+    with_label.write_text("\n".join(lines[i] for i in rows) + "\n")
+    expected = [iris.target_names[iris.target[i]] for i in rows]
+    assert [r["label"] for r in api.predict("t-iris-ws", with_label)] == expected
+    no_label = tmp_path / "three-unlabelled.data"
+    no_label.write_text("\n".join(" ".join(np.delete(lines[i].split(), 2)) for i in rows) + "\n")
+    assert [r["label"] for r in api.predict("t-iris-ws", no_label)] == expected
+    csv = tmp_path / "three.csv"
+    csv.write_text("petal_w,petal_l,sepal_w,sepal_l\n" + "".join(
+        f"{iris.data[i][3]},{iris.data[i][2]},{iris.data[i][1]},{iris.data[i][0]}\n" for i in rows
+    ))
+    assert [r["label"] for r in api.predict("t-iris-ws", csv)] == expected
+    js = tmp_path / "three.json"
+    js.write_text(json.dumps([dict(zip(["sepal_l", "sepal_w", "petal_l", "petal_w"], iris.data[i].tolist(),
+                                       strict=True)) for i in rows]))
+    assert [r["label"] for r in api.predict("t-iris-ws", js)] == expected
+    short = tmp_path / "short.data"
+    short.write_text("5.1 3.5 1.4\n")
+    with pytest.raises(BadRequest, match=r"3 fields per line; expected 5 \(or 4 without the label 'species'\)"):
+        api.predict("t-iris-ws", short)

@@ -19,7 +19,7 @@ import pandas as pd
 from pydantic import BaseModel, Field, create_model
 
 from luodi.config import AppConfig, ModelConfig
-from luodi.data.readers import read_table
+from luodi.data.readers import read_feature_rows, read_table
 from luodi.data.split import split_frame
 from luodi.data.tabular import Columns, Preprocessor
 from luodi.errors import BadRequest, ConfigError
@@ -190,6 +190,11 @@ class AnomalyTask(TaskBase):
         if self.cols.label and self.cols.label in df.columns:
             df[self.cols.label] = df[self.cols.label].astype(str).str.strip()
         return df
+
+    def read_input(self, path: str) -> list[dict[str, Any]]:
+        """`luodi predict --input FILE`: records, a table with a header, or lines in the data's own format."""
+        d = self.config.data
+        return read_feature_rows(path, d.format, d.options, self.cols.names, self.cols.label)
 
     def split(self, data: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         return split_frame(data, dict(self.config.data.split), self.cols.label)

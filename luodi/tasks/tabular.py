@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from luodi.config import AppConfig
 from luodi.data.balance import resample, sample_weights
-from luodi.data.readers import read_table
+from luodi.data.readers import read_feature_rows, read_table
 from luodi.data.split import kfold_indices, split_frame
 from luodi.data.tabular import Columns, Preprocessor, py_name
 from luodi.errors import BadRequest, ConfigError
@@ -215,6 +215,11 @@ class TabularTask(TaskBase):
                 else pd.to_numeric(df[self.cols.label], errors="coerce")
             )
         return df
+
+    def read_input(self, path: str) -> list[dict[str, Any]]:
+        """`luodi predict --input FILE`: records, a table with a header, or lines in the data's own format."""
+        d = self.config.data
+        return read_feature_rows(path, d.format, d.options, self.cols.names, self.cols.label)
 
     def _is_regression_raw(self, df: pd.DataFrame) -> bool:
         if self.opts["objective"] == "regression":
