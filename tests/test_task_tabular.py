@@ -361,7 +361,12 @@ def test_predict_input_files_in_the_data_format(tmp_path):
     js.write_text(json.dumps([dict(zip(["sepal_l", "sepal_w", "petal_l", "petal_w"], iris.data[i].tolist(),
                                        strict=True)) for i in rows]))
     assert [r["label"] for r in api.predict("t-iris-ws", js)] == expected
+    assert api.evaluate("t-iris-ws", data=with_label, report=False)["metrics"]["accuracy"] == 1.0
+    with pytest.raises(BadRequest, match="no label column 'species'"):  # not misaligned columns
+        api.evaluate("t-iris-ws", data=no_label, report=False)
     short = tmp_path / "short.data"
     short.write_text("5.1 3.5 1.4\n")
     with pytest.raises(BadRequest, match=r"3 fields per line; expected 5 \(or 4 without the label 'species'\)"):
         api.predict("t-iris-ws", short)
+    with pytest.raises(BadRequest, match="'data': .* 3 fields per line"):
+        api.evaluate("t-iris-ws", data=short, report=False)

@@ -145,6 +145,50 @@ def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
     return [{k: _plain(v) for k, v in row.items()} for row in df.to_dict(orient="records")]
 
 
+def read_app_table(
+    path: str | os.PathLike | None,
+    fmt: str | None,
+    options: dict[str, Any] | None,
+    names: list[str] | None,
+    label: str | None,
+    field: str = "data",
+) -> pd.DataFrame:
+    """A table app's file: `read_table`, plus for apps whose data is headerless (`names` =
+    data.columns.names) files with a header row (in the app's format or the one the suffix says) and lines
+    without the label field (for prediction; evaluation then asks for the label). A field count that fits
+    neither is an error naming both counts, instead of silently misaligned columns."""
+    opts = dict(options or {})
+    if path is None or not names or "header" in opts or (fmt or "").startswith("sklearn:"):
+        return read_table(path, fmt, opts, names, field=field)
+    p = expand_path(path)
+    fmt = fmt or guess_format(p)
+    if fmt in ("json", "jsonl", "parquet") or not p.is_file():
+        return read_table(path, fmt, opts, None if fmt in ("json", "jsonl", "parquet") else names, field=field)
+    first = _first_line(p, opts.get("comment"), field)
+
+    def fields_as(f: str) -> list[str]:
+        sep = {"tsv": "\t", "whitespace": None}.get(f, opts.get("sep", ",") if f == fmt else ",")
+        return [t.strip() for t in first.split(sep)] if first else []
+
+    def is_header(fields: list[str]) -> bool:  # at least half of the fields are column names
+        hits = len(set(fields) & set(names))
+        return hits > 0 and 2 * hits >= len(fields)
+
+    # a header row in the app's format, else in the one the suffix says (a .csv for a whitespace app)
+    header = next((f for f in dict.fromkeys((fmt, guess_format(p))) if is_header(fields_as(f))), None)
+    if header:
+        return read_table(p, header, opts if header == fmt else {}, None, field=field)
+    n, without = len(fields_as(fmt)), [c for c in names if c != label]
+    if n not in (len(names), len(without)) and first:
+        expected = f"{len(names)}" + (f" (or {len(without)} without the label '{label}')" if label else "")
+        raise BadRequest(
+            f"'{field}': '{p}' has {n} fields per line; expected {expected} as in data.columns.names, "
+            "or a header row naming the fields",
+            param=field,
+        )
+    return read_table(p, fmt, opts, names if n == len(names) else without, field=field)
+
+
 def read_feature_rows(
     path: str | os.PathLike,
     fmt: str | None,
@@ -152,50 +196,20 @@ def read_feature_rows(
     names: list[str] | None,
     label: str | None,
 ) -> list[dict[str, Any]]:
-    """Prediction inputs for a table app (`luodi predict --input FILE`), label field dropped.
-
-    JSON / JSON lines / parquet records and tables with a header row are read as they are; a headerless file in
-    the app's own format (`names` = data.columns.names, e.g. german.data or adult.test lines) is read like the
-    training data, with or without its label field.
-    """
+    """Prediction inputs for a table app (`luodi predict --input FILE`), label field dropped: JSON records,
+    tables with a header, or lines in the app's own headerless format (see `read_app_table`)."""
     p = Path(path)
     if not p.exists():
         raise BadRequest(f"input file '{p}' not found", param="input")
-    fmt = fmt or guess_format(p)
-    if not names or fmt in ("json", "jsonl", "parquet") or guess_format(p) in ("json", "jsonl", "parquet"):
+    if p.suffix.lower() == ".json" or not names:
         rows = read_records(p)
     else:
-        opts = dict(options or {})
-        first = _first_line(p, opts.get("comment"))
-
-        def fields_as(f: str) -> list[str]:
-            sep = {"tsv": "\t", "whitespace": None}.get(f, opts.get("sep", ",") if f == fmt else ",")
-            return [t.strip() for t in first.split(sep)] if first else []
-
-        def is_header(fields: list[str]) -> bool:  # at least half of the fields are column names
-            hits = len(set(fields) & set(names))
-            return hits > 0 and 2 * hits >= len(fields)
-
-        # a header row in the app's format, else in the one the suffix says (a .csv for a whitespace app)
-        header = next((f for f in dict.fromkeys((fmt, guess_format(p))) if is_header(fields_as(f))), None)
-        fields = fields_as(fmt)
-        if header:
-            df = read_table(p, header, opts if header == fmt else {}, None, field="input")
-        else:
-            without = [n for n in names if n != label]
-            if len(fields) not in (len(names), len(without)):
-                expected = f"{len(names)}" + (f" (or {len(without)} without the label '{label}')" if label else "")
-                raise BadRequest(
-                    f"input file '{p}' has {len(fields)} fields per line; expected {expected} as in "
-                    "data.columns.names, or a header row naming the fields",
-                    param="input",
-                )
-            df = read_table(p, fmt, opts, names if len(fields) == len(names) else without, field="input")
+        df = read_app_table(p, fmt, options, names, label, field="input")
         rows = [{k: _plain(v) for k, v in r.items()} for r in df.to_dict(orient="records")]
     return [{k: v for k, v in r.items() if k != label} for r in rows] if label else rows
 
 
-def _first_line(p: Path, comment: str | None) -> str:
+def _first_line(p: Path, comment: str | None, field: str) -> str:
     """The first non-empty, non-comment line of a text file."""
     try:
         with p.open(encoding="utf-8") as f:
@@ -204,7 +218,7 @@ def _first_line(p: Path, comment: str | None) -> str:
                 if s and not (comment and s.startswith(comment)):
                     return s
     except UnicodeDecodeError as e:
-        raise BadRequest(f"input file '{p}' is not text: {e}", param="input") from e
+        raise BadRequest(f"'{field}': '{p}' is not a text file: {e}", param=field) from e
     return ""
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 from pydantic import BaseModel, Field, create_model
 
 from luodi.config import AppConfig, ModelConfig
-from luodi.data.readers import read_feature_rows, read_table
+from luodi.data.readers import read_app_table, read_feature_rows
 from luodi.data.split import split_frame
 from luodi.data.tabular import Columns, Preprocessor
 from luodi.errors import BadRequest, ConfigError
@@ -180,11 +180,12 @@ class AnomalyTask(TaskBase):
     # ---- data -----------------------------------------------------------------------------------------
     def read(self, path: str | None) -> pd.DataFrame:
         d = self.config.data
-        df = read_table(
+        df = read_app_table(
             path if path is not None else d.path,
             d.format,
             d.options,
             self.cols.names,
+            self.cols.label,
             field="data.path" if path is None else "data",
         )
         if self.cols.label and self.cols.label in df.columns:

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from luodi.config import AppConfig
 from luodi.data.balance import resample, sample_weights
-from luodi.data.readers import read_feature_rows, read_table
+from luodi.data.readers import read_app_table, read_feature_rows
 from luodi.data.split import kfold_indices, split_frame
 from luodi.data.tabular import Columns, Preprocessor, py_name
 from luodi.errors import BadRequest, ConfigError
@@ -205,8 +205,8 @@ class TabularTask(TaskBase):
     def read(self, path: str | None) -> pd.DataFrame:
         d = self.config.data
         field = "data.path" if path is None else "data"
-        df = read_table(
-            path if path is not None else d.path, d.format, d.options, self.cols.names, field=field
+        df = read_app_table(
+            path if path is not None else d.path, d.format, d.options, self.cols.names, self.cols.label, field
         )
         if self.cols.label and self.cols.label in df.columns:
             df[self.cols.label] = (
