@@ -68,6 +68,43 @@ def test_tfidf_only_spam_filter(datasets_dir, tmp_path):
     assert m["accuracy"] > 0.9
     out = task.predict([{"text": "WINNER!! You have won a free prize, call 09061701461 now to claim"}])
     assert out[0]["label"] == "spam"
+    # `luodi predict --input`: lines of the dataset's own file, or plain text one message per line
+    sms = tmp_path / "three.sms"
+    sms.write_text("".join(f"{lab}\t{t}\n" for lab, t in zip(valid.label[:3], valid.text[:3], strict=True)))
+    plain = tmp_path / "three.txt"
+    plain.write_text("\n".join(valid.text[:3]) + "\n")
+    direct = [r["label"] for r in task.predict([{"text": t} for t in valid.text[:3]])]
+    assert [r["label"] for r in task.predict(task.read_input(str(sms)))] == direct
+    assert [r["label"] for r in task.predict(task.read_input(str(plain)))] == direct
+
+
+def test_text_prediction_inputs_in_every_format(tmp_path):
+    """read_text_inputs: plain lines, SMSSpamCollection, a CSV naming the text column, JSON, JSON lines, CoNLL."""
+    from luodi.data.text import read_text_inputs
+
+    texts = ["my card has not arrived", "how do I top up, by card?", "WIN a prize now"]
+    want = [{"text": t} for t in texts]
+    files = {
+        "a.txt": "\n".join(texts) + "\n\n",
+        "a.sms": "".join(f"ham\t{t}\n" for t in texts),
+        "a.csv": "text,category\n" + "".join(f'"{t}",x\n' for t in texts),
+        "a.tsv": "label\tutterance\n" + "".join(f"x\t{t}\n" for t in texts),
+        "a.json": json.dumps(texts),
+        "b.json": json.dumps([{"text": t, "label": "x"} for t in texts]),
+        "a.jsonl": "".join(json.dumps({"text": t}) + "\n" for t in texts),
+    }
+    for name, body in files.items():
+        (tmp_path / name).write_text(body)
+        column = "utterance" if name == "a.tsv" else "text"
+        assert read_text_inputs(tmp_path / name, column) == want, name
+    conll = tmp_path / "eng.testb"
+    conll.write_text("-DOCSTART- -X- -X- O\n\nEU NNP B-NP I-ORG\nrejects VBZ B-VP O\n\nPeter NNP B-NP I-PER\n")
+    assert read_text_inputs(conll) == [{"text": "EU rejects"}, {"text": "Peter"}]
+    (tmp_path / "empty.txt").write_text("\n\n")
+    with pytest.raises(BadRequest, match="no texts"):
+        read_text_inputs(tmp_path / "empty.txt")
+    with pytest.raises(BadRequest, match="no column 'text'"):
+        read_text_inputs(tmp_path / "a.tsv")  # header without the text column: named, not guessed
 
 
 def test_out_of_scope_threshold(datasets_dir, tmp_path):

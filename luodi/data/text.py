@@ -163,6 +163,54 @@ def _read_json_texts(p: Path, text_column: str, label_column: str | None) -> pd.
     return df if label_column is not None else df.drop(columns=["label"])
 
 
+def read_text_inputs(path: str | os.PathLike, text_column: str = "text") -> list[dict[str, Any]]:
+    """Prediction inputs for text apps (`luodi predict --input FILE`), each {"text": ...}.
+
+    JSON (a list of records or of strings, or clinc150-style splits) and JSON lines; a CSV / TSV whose header
+    names `text_column` (banking77's test.csv); the SMSSpamCollection format; a CoNLL file (one sentence per
+    input); anything else is plain text, one input per non-empty line. Labels in the file are ignored.
+    """
+    p = _existing(path, "input")
+    suffix = p.suffix.lower()
+    if suffix == ".json":
+        try:
+            raw = json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise BadRequest(f"{p}: not valid JSON: {e}", param="input") from e
+        if isinstance(raw, list) and all(isinstance(x, str) for x in raw):
+            return [{"text": x} for x in raw]
+        if isinstance(raw, dict) and isinstance(raw.get("inputs", raw.get("records")), list):
+            return list(raw.get("inputs", raw.get("records")))
+        texts = _read_json_texts(p, text_column, None).text
+    elif suffix == ".jsonl":
+        texts = _pick_columns(pd.read_json(p, lines=True, dtype=False), p, text_column, None).text
+    else:
+        with p.open(encoding="utf-8", errors="replace") as f:
+            head = [line.strip() for line, _ in zip((x for x in f if x.strip()), range(5), strict=False)]
+        first, fmt = (head or [""])[0], guess_format(p)
+        if first.startswith("-DOCSTART-") or (len(head) >= 2 and all(_looks_conll(x) for x in head)):
+            return [{"text": " ".join(s["tokens"])} for s in read_conll(p, to_bio=False)]
+        if fmt == "sms" or suffix in (".csv", ".tsv") or text_column in _split_header(first, fmt):
+            texts = read_labelled_texts(p, fmt, text_column, None).text
+        else:
+            lines = p.read_text(encoding="utf-8", errors="replace").splitlines()
+            texts = pd.Series([line.strip() for line in lines if line.strip()])
+    out = [{"text": t} for t in texts]
+    if not out:
+        raise BadRequest(f"{p}: no texts found", param="input")
+    return out
+
+
+def _split_header(line: str, fmt: str) -> list[str]:
+    return [c.strip().strip('"') for c in line.split("\t" if fmt == "tsv" else ",")]
+
+
+def _looks_conll(line: str) -> bool:
+    """'token POS chunk B-ORG'-style: whitespace-separated columns ending in a BIO tag."""
+    cols = line.split()
+    return 2 <= len(cols) <= 6 and bool(re.match(r"^(O|[BIES]-\S+)$", cols[-1]))
+
+
 # ---------------------------------------------------------------- CoNLL
 
 

@@ -115,3 +115,15 @@ class TaskBase:
         if Path(path).suffix.lower() in (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt"):
             return read_records(path)
         return [{"path": str(path)}]
+
+
+class TextInputs:
+    """`read_input` for tasks whose input is {"text": ...}: JSON, a CSV naming the text column, the dataset's
+    own format, or one text per line (luodi.data.text.read_text_inputs). Put it before TaskBase in the bases."""
+
+    config: AppConfig
+
+    def read_input(self, path: str) -> list[dict[str, Any]]:
+        from luodi.data.text import read_text_inputs
+
+        return read_text_inputs(path, str(self.config.data.columns.get("text", "text")))

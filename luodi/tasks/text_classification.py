@@ -26,7 +26,7 @@ from luodi.data.text import read_labelled_texts
 from luodi.errors import BadRequest, ConfigError
 from luodi.models import resolve
 from luodi.settings import get_settings
-from luodi.tasks.base import TaskBase
+from luodi.tasks.base import TaskBase, TextInputs
 
 # ---------------------------------------------------------------- shared helpers (also used by NER)
 
@@ -270,7 +270,7 @@ def records_texts(records: list[dict[str, Any]], field: str = "text") -> list[st
     return texts
 
 
-class TextClassificationTask(TaskBase):
+class TextClassificationTask(TextInputs, TaskBase):
     name: ClassVar[str] = "text-classification"
 
     def __init__(self, config: AppConfig):

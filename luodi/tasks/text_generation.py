@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from luodi.config import AppConfig
 from luodi.data.text import read_dialogues
 from luodi.errors import BadRequest, ConfigError
-from luodi.tasks.base import TaskBase
+from luodi.tasks.base import TaskBase, TextInputs
 from luodi.tasks.text_classification import parse_options, write_json
 
 Dialogue = list[str]
@@ -67,7 +67,7 @@ def base_model_dir(source: str) -> str:
     return hf_model_dir(source, "LoRA")
 
 
-class TextGenerationTask(TaskBase):
+class TextGenerationTask(TextInputs, TaskBase):
     name: ClassVar[str] = "text-generation"
 
     def __init__(self, config: AppConfig):

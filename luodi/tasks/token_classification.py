@@ -25,7 +25,7 @@ from luodi.config import AppConfig
 from luodi.data.text import read_conll
 from luodi.errors import BadRequest, ConfigError
 from luodi.settings import get_settings
-from luodi.tasks.base import TaskBase
+from luodi.tasks.base import TaskBase, TextInputs
 from luodi.tasks.text_classification import parse_options, records_texts, write_json
 
 Sentence = dict[str, list[str]]  # {"tokens": [...], "tags": [...]}
@@ -257,7 +257,7 @@ def build_network(n_layers: int, dim: int, n_chars: int, n_tags: int, o: TokenCl
     return Tagger()
 
 
-class TokenClassificationTask(TaskBase):
+class TokenClassificationTask(TextInputs, TaskBase):
     name: ClassVar[str] = "token-classification"
 
     def __init__(self, config: AppConfig):
