@@ -237,6 +237,8 @@ def predict(
             raise BadRequest(f"input file '{inputs}' not found", param="input")
         reader = getattr(pred.task, "read_input", None)
         records = reader(str(inputs)) if reader else [{"path": str(inputs)}]
+        if Path(inputs).is_dir():  # say which file each prediction is for
+            return [{"input": r.get("path"), **o} for r, o in zip(records, pred.predict(records), strict=True)]
     elif isinstance(inputs, dict):
         records = [inputs]
     else:

@@ -84,6 +84,8 @@ def test_predict_single_batch_and_file(trained, tmp_path):
 
     pd.DataFrame(records(5)).to_csv(f, index=False)
     assert len(api.predict(str(p), str(f))) == 5
+    with pytest.raises(LuodiError, match="is a folder; this app reads a csv"):  # folders are for images / wavs
+        api.predict("t-diag", str(tmp_path))
     with pytest.raises(LuodiError, match="mean radius"):
         api.predict("t-diag", [{"mean texture": 1.0}])
 

@@ -129,11 +129,19 @@ def _sklearn_frame(name: str, field: str) -> pd.DataFrame:
     return df
 
 
-def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Read prediction inputs from a csv / tsv / json / jsonl / parquet file as a list of dicts."""
+def input_file(path: str | os.PathLike, what: str = "a csv, tsv, json, jsonl or parquet file") -> Path:
+    """The path of a prediction input file; a missing path or a folder is a 400 naming the file."""
     p = Path(path)
     if not p.exists():
         raise BadRequest(f"input file '{p}' not found", param="input")
+    if p.is_dir():
+        raise BadRequest(f"input '{p}' is a folder; this app reads {what}", param="input")
+    return p
+
+
+def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Read prediction inputs from a csv / tsv / json / jsonl / parquet file as a list of dicts."""
+    p = input_file(path)
     if p.suffix.lower() == ".json":
         raw = json.loads(p.read_text())
         if isinstance(raw, dict):
@@ -198,9 +206,7 @@ def read_feature_rows(
 ) -> list[dict[str, Any]]:
     """Prediction inputs for a table app (`luodi predict --input FILE`), label field dropped: JSON records,
     tables with a header, or lines in the app's own headerless format (see `read_app_table`)."""
-    p = Path(path)
-    if not p.exists():
-        raise BadRequest(f"input file '{p}' not found", param="input")
+    p = input_file(path)
     if p.suffix.lower() == ".json" or not names:
         rows = read_records(p)
     else:

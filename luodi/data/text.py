@@ -170,7 +170,9 @@ def read_text_inputs(path: str | os.PathLike, text_column: str = "text") -> list
     names `text_column` (banking77's test.csv); the SMSSpamCollection format; a CoNLL file (one sentence per
     input); anything else is plain text, one input per non-empty line. Labels in the file are ignored.
     """
-    p = _existing(path, "input")
+    from luodi.data.readers import input_file
+
+    p = input_file(_existing(path, "input"), "a text file (one text per line), csv, tsv, json or jsonl")
     suffix = p.suffix.lower()
     if suffix == ".json":
         try:

@@ -109,12 +109,28 @@ class TaskBase:
         return out
 
     def read_input(self, path: str) -> list[dict[str, Any]]:
-        """Records to predict from an input file (csv/tsv/json/jsonl/parquet; any other file -> its path)."""
+        """Records to predict from an input file (csv/tsv/json/jsonl/parquet; any other file -> its path; a
+        folder -> one {"path": ...} per file in it, sorted, e.g. a folder of images or wavs)."""
         from luodi.data.readers import read_records
 
+        if Path(path).is_dir():
+            return folder_inputs(path)
         if Path(path).suffix.lower() in (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt"):
             return read_records(path)
         return [{"path": str(path)}]
+
+
+def folder_inputs(path: str | Path) -> list[dict[str, Any]]:
+    """One {"path": file} per non-hidden file under a folder (recursively, sorted)."""
+    from luodi.errors import BadRequest
+
+    root = Path(path)
+    files = sorted(
+        f for f in root.rglob("*") if f.is_file() and not any(p.startswith(".") for p in f.relative_to(root).parts)
+    )
+    if not files:
+        raise BadRequest(f"input folder '{path}' has no files", param="input")
+    return [{"path": str(f)} for f in files]
 
 
 class TextInputs:
