@@ -131,6 +131,11 @@ def test_out_of_scope_threshold(datasets_dir, tmp_path):
     f = tmp_path / "clinc_test.json"
     f.write_text(json.dumps({"test": [["how do i freeze my card", intents[0]]], "oos_test": [["hi", "oos"]]}))
     assert list(task.read(str(f)).part) == ["test", "oos_test"]
+    # the full upstream data_full.json (train, val and test keys): only its test parts are scored
+    full = tmp_path / "data_full.json"
+    full.write_text(json.dumps({"train": [["t", intents[0]]], "val": [["v", intents[0]]], "oos_val": [["o", "oos"]],
+                                "test": [["how do i freeze my card", intents[0]]], "oos_test": [["hi", "oos"]]}))
+    assert list(task.read(str(full)).part) == ["test", "oos_test"]
 
 
 def test_clear_errors(datasets_dir, tmp_path):

@@ -329,6 +329,9 @@ class TextClassificationTask(TextInputs, TaskBase):
             raise ConfigError("data.path is not set: point it at a csv/tsv/jsonl/json file", param="data.path")
         fmt = d.format if path == d.path else None
         df = read_labelled_texts(path, fmt, d.columns.get("text", "text"), d.columns.get("label", "label"), d.options)
+        if path != d.path and "part" in df.columns:  # an evaluation file with named splits (clinc150's
+            tests = [p for p in df.part.unique() if "test" in str(p)]  # data_full.json): score its test parts
+            df = df[df.part.isin(tests)] if tests else df
         df = df[df.text.str.strip() != ""].reset_index(drop=True)
         if df.empty:
             raise BadRequest(f"{path}: no non-empty texts")
