@@ -4,6 +4,7 @@ only call these functions: train, evaluate, predict, tune, cv, list_runs, load_a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 import threading
@@ -303,11 +304,14 @@ def tune(
     train_best: bool = False,
     cpus: int | None = None,
     overrides: dict[str, Any] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Search tune.space; each trial fits on the train split (or k folds) and scores the validation metric.
 
-    executor "local" runs Optuna in this process; "ray" runs the trials on Ray Tune (`cpus`: local Ray CPUs).
-    `overrides` ({dotted path: value}) change the base config first, e.g. {"tune.trials": 5}.
+    executor "local" runs Optuna in this process, storing each finished trial in runs/<app>/tune.db, so
+    `resume=True` continues an interrupted search of the same config; "ray" runs the trials on Ray Tune
+    (`cpus`: local Ray CPUs). `overrides` ({dotted path: value}) change the base config first, e.g.
+    {"tune.trials": 5}.
     """
     from luodi.evaluate.metrics import is_lower_better
     from luodi.train.cv import cross_validate
@@ -341,6 +345,8 @@ def tune(
             raise ConfigError(f"'tune.metric' '{name}' is not computed; available: {', '.join(m)}")
         return float(m[name])
 
+    if resume and executor != "local":
+        raise BadRequest("--resume continues a local (Optuna) search; Ray Tune keeps its own results", param="resume")
     if executor == "ray":
         # trials run in Ray workers: the metric's name is settled here, as the workers cannot report it back
         if not (tc.metric or cfg.evaluate.metrics):
@@ -351,7 +357,17 @@ def tune(
             space, tc, objective, trials, sampler, cfg.train.seed, storage_dir=ray_dir, cpus=cpus, progress=progress
         )
     elif executor == "local":
-        res = run_optuna(space, tc, objective, trials, sampler, cfg.train.seed, progress)
+        out_dir = registry.runs_root(cfg.train.output_dir) / cfg.name
+        out_dir.mkdir(parents=True, exist_ok=True)
+        searched = cfg.model_dump(mode="json")
+        searched["tune"].pop("trials", None)  # more trials may be asked for on resume
+        fingerprint = hashlib.sha256(
+            json.dumps({"config": searched, "sampler": sampler, "folds": folds}, sort_keys=True).encode()
+        ).hexdigest()[:16]
+        res = run_optuna(
+            space, tc, objective, trials, sampler, cfg.train.seed, progress,
+            storage_path=out_dir / "tune.db", fingerprint=fingerprint, resume=resume,
+        )
     else:
         raise BadRequest(f"unknown executor '{executor}'; use local or ray", param="executor")
     res.update(

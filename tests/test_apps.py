@@ -11,7 +11,7 @@ import yaml
 from sklearn.datasets import load_breast_cancer
 
 from luodi import api, registry
-from luodi.errors import ConfigError, LuodiError
+from luodi.errors import BadRequest, ConfigError, LuodiError
 
 
 def write_app(tmp_path: Path, name: str, **over) -> Path:
@@ -202,6 +202,38 @@ def test_tune_each_sampler(tmp_path, sampler):
     # overrides (--set) change the base config the search starts from: here its space
     res = api.tune(p, sampler=sampler, progress=False, overrides={"tune.space": {"model.options.num_leaves": [4]}})
     assert all(t["params"] == {"model.options.num_leaves": 4} for t in res["trials"])
+
+
+def test_tune_interrupted_then_resumed(tmp_path, monkeypatch):
+    """Ctrl-C in the 3rd trial keeps the 2 finished ones (runs/<app>/tune.db); --resume runs only the rest."""
+    from luodi.tasks.tabular import TabularTask
+
+    tune = {"space": {"train.lr": {"low": 0.02, "high": 0.3, "log": True}}, "trials": 5, "metric": "roc_auc"}
+    p = write_app(tmp_path, "t-tune-resume", tune=tune, train__output_dir=str(tmp_path / "runs"))
+    with pytest.raises(BadRequest, match="nothing to resume: no search of this app"):
+        api.tune(p, sampler="random", progress=False, resume=True)
+    real, seen = TabularTask.fit, []
+
+    def fit(self, *args, **kwargs):
+        seen.append(self.config.train.lr)
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(TabularTask, "fit", fit)
+    with pytest.raises(KeyboardInterrupt):
+        api.tune(p, sampler="random", progress=False)
+    assert (tmp_path / "runs" / "t-tune-resume" / "tune.db").is_file()
+    with pytest.raises(BadRequest, match="used another config"):  # a different search is not continued
+        api.tune(p, sampler="tpe", progress=False, resume=True)
+    res = api.tune(p, sampler="random", progress=False, resume=True)
+    assert res["resumed_after"] == 2 and len(res["trials"]) == 5 and len(seen) == 3 + 3
+    assert [t["params"]["train.lr"] for t in res["trials"][:2]] == pytest.approx(seen[:2])
+    assert len({round(t["params"]["train.lr"], 9) for t in res["trials"]}) == 5  # no replayed draws
+    again = api.tune(p, sampler="random", progress=False, resume=True)  # finished: nothing more runs
+    assert again["resumed_after"] == 5 and len(seen) == 6 and again["best_value"] == res["best_value"]
+    more = api.tune(p, sampler="random", trials=6, progress=False, resume=True)  # or extend it
+    assert len(more["trials"]) == 6 and len(seen) == 7
 
 
 def test_tune_bad_space_and_ray_hint(tmp_path):

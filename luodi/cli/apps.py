@@ -121,6 +121,9 @@ def register(app: typer.Typer) -> None:
             int | None, typer.Option(help="--executor ray: CPUs of the local Ray (default: all; 1 trial per CPU)")
         ] = None,
         set_: SetOption = None,
+        resume: Annotated[
+            bool, typer.Option("--resume", help="continue the interrupted search of this config (local executor)")
+        ] = False,
     ):
         """Search hyper-parameters (tune.space, dotted paths) with Optuna grid / random / TPE, or Ray Tune."""
         try:
@@ -133,7 +136,14 @@ def register(app: typer.Typer) -> None:
                 train_best=train_best,
                 cpus=cpus,
                 overrides=parse_overrides(set_),
+                resume=resume,
             )
+        except KeyboardInterrupt:
+            console.print(
+                "[yellow]interrupted[/yellow]: finished trials are stored; continue with `luodi tune APP.yaml "
+                "--resume` (same options)"
+            )
+            raise typer.Exit(130) from None
         except LuodiError as e:
             _fail(e)
         t = Table(title=f"{res['app']}: {res['sampler']} search, {res['metric']} ({res['direction']})")

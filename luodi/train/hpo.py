@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -86,32 +87,66 @@ def run_optuna(
     sampler: str,
     seed: int = 0,
     progress: bool = True,
+    *,
+    storage_path: Path | None = None,
+    fingerprint: str = "",
+    resume: bool = False,
 ) -> dict[str, Any]:
+    """Optuna search. With `storage_path` every finished trial is stored in that SQLite file as it completes, so
+    an interrupted search (Ctrl-C, a kill) loses at most the running trial; `resume` continues the latest search
+    whose `fingerprint` (config + sampler + folds) matches, up to `trials` finished trials in all."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if sampler == "grid":
         grid = {p: grid_values(p, s) for p, s in space.items()}
-        samp = optuna.samplers.GridSampler(grid, seed=seed)
         trials = min(trials, int(np.prod([len(v) for v in grid.values()])))
-    elif sampler == "random":
-        samp = optuna.samplers.RandomSampler(seed=seed)
-    elif sampler == "tpe":
-        samp = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(5, max(1, trials // 3)))
-    else:
+    elif sampler not in ("random", "tpe"):
         raise BadRequest(f"unknown sampler '{sampler}'; use grid, random or tpe", param="sampler")
-    study = optuna.create_study(direction=tc.direction, sampler=samp)
+    storage = None if storage_path is None else f"sqlite:///{Path(storage_path).resolve()}"
+    if resume and storage is None:
+        raise BadRequest("resume needs a stored search (storage_path)", param="resume")
+    fresh = f"tune-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    name = _study_to_resume(storage, fingerprint) if resume else fresh
+    study = optuna.create_study(direction=tc.direction, storage=storage, study_name=name, load_if_exists=resume)
+    study.set_user_attr("fingerprint", fingerprint)
+    offset = len(study.trials)  # a resumed random / TPE search must not replay the seed's first draws
+    if sampler == "grid":  # skips the grid points already finished in this study
+        study.sampler = optuna.samplers.GridSampler(grid, seed=seed)
+    elif sampler == "random":
+        study.sampler = optuna.samplers.RandomSampler(seed=seed + offset)
+    else:
+        study.sampler = optuna.samplers.TPESampler(seed=seed + offset, n_startup_trials=min(5, max(1, trials // 3)))
 
     def fn(trial) -> float:
         return objective({p: suggest(trial, p, s) for p, s in space.items()})
 
-    study.optimize(fn, n_trials=trials, show_progress_bar=progress)
-    done = [t for t in study.trials if t.value is not None]
+    finished = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    if trials > finished:
+        study.optimize(fn, n_trials=trials - finished, show_progress_bar=progress)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     return {
         "best_params": study.best_params,
         "best_value": float(study.best_value),
         "trials": [{"number": t.number, "params": t.params, "value": float(t.value)} for t in done],
+        **({"study": name, "resumed_after": finished} if resume else {}),
     }
+
+
+def _study_to_resume(storage: str, fingerprint: str) -> str:
+    """The latest stored search with this fingerprint; a 400 saying why when there is none."""
+    import optuna
+
+    studies = optuna.get_all_study_summaries(storage, include_best_trial=False)
+    same = [s for s in studies if s.user_attrs.get("fingerprint") == fingerprint]
+    if not same:
+        why = (
+            "the stored searches used another config, sampler or --folds"
+            if studies
+            else "no search of this app was stored yet"
+        )
+        raise BadRequest(f"nothing to resume: {why}; run `luodi tune` without --resume", param="resume")
+    return max(same, key=lambda s: (s.datetime_start or 0, s.study_name)).study_name
 
 
 def run_ray(
