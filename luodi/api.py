@@ -4,7 +4,6 @@ only call these functions: train, evaluate, predict, tune, cv, list_runs, load_a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 import threading
@@ -17,7 +16,7 @@ from typing import Any
 import yaml
 
 from luodi import registry
-from luodi.config import AppConfig, apply_overrides, load_app_config
+from luodi.config import AppConfig, apply_overrides, config_fingerprint, load_app_config
 from luodi.errors import BadRequest, ConfigError, NotFound
 from luodi.registry import RunInfo
 from luodi.tasks import TASKS, task_for
@@ -359,11 +358,8 @@ def tune(
     elif executor == "local":
         out_dir = registry.runs_root(cfg.train.output_dir) / cfg.name
         out_dir.mkdir(parents=True, exist_ok=True)
-        searched = cfg.model_dump(mode="json")
-        searched["tune"].pop("trials", None)  # more trials may be asked for on resume
-        fingerprint = hashlib.sha256(
-            json.dumps({"config": searched, "sampler": sampler, "folds": folds}, sort_keys=True).encode()
-        ).hexdigest()[:16]
+        # tune.trials is left out: a resumed search may be extended with more trials
+        fingerprint = config_fingerprint(cfg, ("tune.trials",), sampler=sampler, folds=folds)
         res = run_optuna(
             space, tc, objective, trials, sampler, cfg.train.seed, progress,
             storage_path=out_dir / "tune.db", fingerprint=fingerprint, resume=resume,
@@ -387,11 +383,14 @@ def cv(
     progress: bool = True,
     train_only: bool = False,
     overrides: dict[str, Any] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """k-fold cross-validation: every row of the dataset is validated exactly once, by a model fit without it.
 
     `train_only` folds only the training part of data.split, so the validation split stays unseen (e.g. to
     compare with `luodi evaluate` on it later). Returns per-fold metrics, mean and std (see cross_validate).
+    Each finished fold is recorded in runs/<app>/cv.json; `resume=True` skips the folds an interrupted CV of
+    the same config finished.
     """
     from luodi.train.cv import cross_validate
 
@@ -400,7 +399,12 @@ def cv(
     data = task.read(None)
     if train_only:
         data, _ = task.split(data)
-    res = cross_validate(cfg, folds, progress=progress, data=data)
+    state = registry.runs_root(cfg.train.output_dir) / cfg.name / "cv.json"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    fingerprint = config_fingerprint(cfg, folds=folds, train_only=train_only, rows=len(data))
+    res = cross_validate(
+        cfg, folds, progress=progress, data=data, state=state, fingerprint=fingerprint, resume=resume
+    )
     res.update(app=cfg.name, scope="training part" if train_only else "whole dataset")
     return res
 

@@ -170,3 +170,20 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
         except yaml.YAMLError as e:
             raise ConfigError(f"--set {item!r}: the value is not valid YAML: {e}", param="--set") from e
     return out
+
+
+def config_fingerprint(cfg: AppConfig, ignore: tuple[str, ...] = (), **extra: Any) -> str:
+    """A short hash of the resolved config (minus `ignore`d dotted paths) and `extra` options: tells whether an
+    interrupted search or CV can be continued with the same settings."""
+    import hashlib
+    import json
+
+    dump = cfg.model_dump(mode="json")
+    for path in ignore:
+        *parents, leaf = path.split(".")
+        node = dump
+        for k in parents:
+            node = node.get(k, {})
+        node.pop(leaf, None)
+    blob = json.dumps({"config": dump, **extra}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

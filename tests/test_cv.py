@@ -64,3 +64,32 @@ def test_cv_bad_folds_is_a_clear_error(tmp_path):
         api.cv(p, folds=1, progress=False)
     r = CliRunner().invoke(cli, ["cv", str(p), "--folds", "1"])
     assert r.exit_code == 2 and "folds" in r.output
+
+
+def test_cv_interrupted_then_resumed(tmp_path, monkeypatch):
+    """Ctrl-C in fold 3 of 4 keeps folds 1-2 (runs/<app>/cv.json); --resume fits only folds 3-4, same result."""
+    from luodi.errors import BadRequest
+    from luodi.tasks.tabular import TabularTask
+
+    p = write_app(tmp_path, "t-cv-resume", train__output_dir=str(tmp_path / "runs"))
+    whole = api.cv(p, folds=4, progress=False)
+    with pytest.raises(BadRequest, match="another config"):  # the finished 4-fold CV is not a 3-fold one
+        api.cv(p, folds=3, progress=False, resume=True)
+    real, fits = TabularTask.fit, []
+
+    def fit(self, *args, **kwargs):
+        fits.append(1)
+        if len(fits) == 3:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(TabularTask, "fit", fit)
+    with pytest.raises(KeyboardInterrupt):
+        api.cv(p, folds=4, progress=False)
+    stored = json.loads((tmp_path / "runs" / "t-cv-resume" / "cv.json").read_text())
+    assert sorted(stored["per_fold"]) == ["0", "1"]
+    res = api.cv(p, folds=4, progress=False, resume=True)
+    assert len(fits) == 3 + 2  # only the two unfinished folds were fitted again
+    assert res["per_fold"] == whole["per_fold"] and res["mean"] == whole["mean"]
+    r = CliRunner().invoke(cli, ["cv", str(p), "--folds", "4", "--train-only", "--resume"])
+    assert r.exit_code == 2 and "another config, --folds or" in r.output and "run without --resume" in r.output

@@ -167,6 +167,9 @@ def register(app: typer.Typer) -> None:
         ] = False,
         as_json: Annotated[bool, typer.Option("--json", help="print JSON with every metric")] = False,
         set_: SetOption = None,
+        resume: Annotated[
+            bool, typer.Option("--resume", help="skip the folds an interrupted cv with the same options finished")
+        ] = False,
     ):
         """k-fold cross-validation on the whole dataset: metrics per fold, then mean ± std."""
         try:
@@ -176,7 +179,14 @@ def register(app: typer.Typer) -> None:
                 train_only=train_only,
                 progress=not as_json,
                 overrides=parse_overrides(set_),
+                resume=resume,
             )
+        except KeyboardInterrupt:
+            console.print(
+                "[yellow]interrupted[/yellow]: finished folds are stored; continue with `luodi cv APP.yaml "
+                "--resume` (same options)"
+            )
+            raise typer.Exit(130) from None
         except LuodiError as e:
             _fail(e)
         if as_json:

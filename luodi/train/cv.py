@@ -7,6 +7,7 @@ the training part only, so the app's validation split stays unseen.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -15,8 +16,22 @@ from typing import Any
 import numpy as np
 
 from luodi.config import AppConfig
-from luodi.errors import ConfigError
+from luodi.errors import BadRequest, ConfigError
+from luodi.registry import atomic_write_json
 from luodi.tasks import task_for
+
+
+def _finished_folds(state: Path | None, fingerprint: str, folds: int) -> dict[int, dict[str, float]]:
+    """Fold metrics a CV with the same fingerprint stored before it was interrupted; a 400 when there are none."""
+    if state is None or not state.exists():
+        raise BadRequest("nothing to resume: no interrupted CV of this app; run without --resume", param="resume")
+    saved = json.loads(state.read_text())
+    if saved.get("fingerprint") != fingerprint or saved.get("folds") != folds:
+        raise BadRequest(
+            "nothing to resume: the stored CV used another config, --folds or --train-only; run without --resume",
+            param="resume",
+        )
+    return {int(i): m for i, m in saved["per_fold"].items()}
 
 
 def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
@@ -29,11 +44,15 @@ def cross_validate(
     progress: bool = True,
     data: Any = None,
     on_fold: Callable[[int, dict[str, float]], None] | None = None,
+    state: Path | None = None,
+    fingerprint: str = "",
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Metrics of each fold's validation part, and their mean and (population) standard deviation.
 
     `data` defaults to the app's whole dataset. Returns {folds, rows, fold_sizes, per_fold, mean, std};
-    the app's evaluate.metrics come first in `mean` and `std`.
+    the app's evaluate.metrics come first in `mean` and `std`. With `state` (a JSON file) each fold's metrics
+    are written there as the fold finishes; `resume` skips the folds a run with the same `fingerprint` finished.
     """
     task = task_for(cfg)
     if not hasattr(task, "folds"):
@@ -46,18 +65,21 @@ def cross_validate(
     sizes = [len(va) for _, va in parts]
     if sum(sizes) != n:  # a task's folds() must validate every row exactly once
         raise ConfigError(f"task {cfg.task}: folds validate {sum(sizes)} rows, expected each of the {n} once")
-    per_fold: list[dict[str, float]] = []
+    done = _finished_folds(state, fingerprint, folds) if resume else {}
     from rich.progress import track
 
-    it = track(list(enumerate(parts)), description=f"{folds}-fold cv") if progress else enumerate(parts)
-    for i, (tr, va) in it:
+    todo = [(i, p) for i, p in enumerate(parts) if i not in done]
+    it = track(todo, description=f"{folds}-fold cv ({len(done)} done)" if done else f"{folds}-fold cv")
+    for i, (tr, va) in it if progress else todo:
         t = task_for(cfg)
         with tempfile.TemporaryDirectory(prefix="luodi-cv-") as d:
             t.fit(tr, va, Path(d), progress=False)
-        m = _numbers(t.evaluate(va))
-        per_fold.append(m)
+        done[i] = _numbers(t.evaluate(va))
+        if state is not None:
+            atomic_write_json(state, {"fingerprint": fingerprint, "folds": folds, "per_fold": done})
         if on_fold:
-            on_fold(i, m)
+            on_fold(i, done[i])
+    per_fold = [done[i] for i in range(folds)]
     common = [k for k in per_fold[0] if all(k in f for f in per_fold)]
     keys = [k for k in cfg.evaluate.metrics if k in common] + [k for k in common if k not in cfg.evaluate.metrics]
     return {
