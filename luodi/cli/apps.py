@@ -218,6 +218,10 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print(api.dumps(runs))
             return
+        if not runs:
+            which = f"of '{app_name}' " if app_name else ""
+            console.print(f"no runs {which}yet: train one with `luodi train APP.yaml`")
+            return
         rows = []
         for r in runs:
             metrics = {k: v for k, v in r["metrics"].items() if k not in ("n", "train_seconds")}

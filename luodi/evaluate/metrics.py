@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,13 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> 
     return float(ece)
 
 
+def _balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
+    """Mean recall over the classes present in y (scikit-learn warns when only one class is present)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return float(skm.balanced_accuracy_score(y, pred))
+
+
 def classification_metrics(
     y: np.ndarray, proba: np.ndarray, positive: int = 1, pred: np.ndarray | None = None
 ) -> dict[str, float]:
@@ -48,7 +56,7 @@ def classification_metrics(
     pred = proba.argmax(1) if pred is None else np.asarray(pred).astype(int)
     out: dict[str, float] = {
         "accuracy": float(skm.accuracy_score(y, pred)),
-        "balanced_accuracy": float(skm.balanced_accuracy_score(y, pred)),
+        "balanced_accuracy": _balanced_accuracy(y, pred),
         "f1_macro": float(skm.f1_score(y, pred, average="macro", labels=list(range(k)), zero_division=0)),
     }
     present = np.unique(y)
