@@ -169,7 +169,8 @@ def read_app_table(
     if path is None or not names or "header" in opts or (fmt or "").startswith("sklearn:"):
         return read_table(path, fmt, opts, names, field=field)
     p = expand_path(path)
-    fmt = fmt or guess_format(p)
+    by_suffix = guess_format(p)
+    fmt = by_suffix if by_suffix in ("json", "jsonl", "parquet") else fmt or by_suffix  # records keep their names
     if fmt in ("json", "jsonl", "parquet") or not p.is_file():
         return read_table(path, fmt, opts, None if fmt in ("json", "jsonl", "parquet") else names, field=field)
     first = _first_line(p, opts.get("comment"), field)
