@@ -8,7 +8,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from luodi.models import resolve
+from luodi.models import load_quietly, resolve
 
 
 class Encoder:
@@ -22,7 +22,7 @@ class Encoder:
         self.spec = spec
         self.name = src.name
         self.tokenizer = AutoTokenizer.from_pretrained(src.path)
-        self.model = AutoModel.from_pretrained(src.path).eval()
+        self.model = load_quietly(AutoModel.from_pretrained, src.path).eval()
         self.max_length = max_length
         self.dim = int(self.model.config.hidden_size)
         self._lock = threading.Lock()

@@ -182,3 +182,17 @@ def _fast_gguf_reading():
     with mock.patch.object(gguf, "GGUFReader", reader), \
             mock.patch.object(gguf, "get_tensor_name_map", functools.lru_cache(maxsize=8)(real_map)):
         yield
+
+
+def load_quietly(load, *args, **kwargs):
+    """`load(*args, **kwargs)` (a transformers `from_pretrained`) without its per-load "Loading weights" bar:
+    local weights load in a second, and the bar would clutter `luodi predict` output and server logs."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return load(*args, **kwargs)
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()

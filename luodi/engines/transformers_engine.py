@@ -17,7 +17,7 @@ from luodi.engines.chat_template import normalize_messages, render_chat
 from luodi.engines.llamacpp import check_request
 from luodi.engines.scheduler import Scheduler, Sequence, Stream
 from luodi.errors import BadRequest
-from luodi.models import ModelSource, gguf_to_hf_dir, resolve
+from luodi.models import ModelSource, gguf_to_hf_dir, load_quietly, resolve
 
 
 @lru_cache
@@ -50,7 +50,7 @@ class TransformersEngine(Scheduler):
         self.model_id = model_id or src.spec
         self._torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+        self.model = load_quietly(AutoModelForCausalLM.from_pretrained, path, dtype=torch.float32).eval()
         limit = getattr(self.model.config, "max_position_embeddings", None) or n_ctx
         self.n_ctx = min(n_ctx, limit)
         eos = self.model.generation_config.eos_token_id

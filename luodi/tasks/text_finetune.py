@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from luodi.models import hf_model_dir
+from luodi.models import hf_model_dir, load_quietly
 from luodi.train.torch_loop import CHECKPOINT_DIR, LoopConfig, load_weights, save_weights, train_loop
 
 WEIGHTS = "finetuned.safetensors"
@@ -39,7 +39,7 @@ class CosineClassifier(nn.Module):
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         if self.tokenizer.pad_token is None:  # decoder LMs: pad with EOS (masked out of the pooling)
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.encoder = AutoModel.from_pretrained(path, dtype=torch.float32)
+        self.encoder = load_quietly(AutoModel.from_pretrained, path, dtype=torch.float32)
         self.scale = scale
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(int(self.encoder.config.hidden_size), n_classes)

@@ -115,11 +115,13 @@ class TextGenerationTask(TextInputs, TaskBase):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from luodi.models import load_quietly
+
         path = base_model_dir(self.source)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        return load_quietly(AutoModelForCausalLM.from_pretrained, path, dtype=torch.float32)
 
     def _messages(self, turns: Dialogue) -> list[dict[str, str]]:
         msgs = [{"role": "system", "content": self.opts.system}] if self.opts.system else []
