@@ -105,6 +105,9 @@ def test_text_prediction_inputs_in_every_format(tmp_path):
         read_text_inputs(tmp_path / "empty.txt")
     with pytest.raises(BadRequest, match="no column 'text'"):
         read_text_inputs(tmp_path / "a.tsv")  # header without the text column: named, not guessed
+    (tmp_path / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR")
+    with pytest.raises(BadRequest, match="is a binary file"):
+        read_text_inputs(tmp_path / "photo.png")
 
 
 def test_out_of_scope_threshold(datasets_dir, tmp_path):

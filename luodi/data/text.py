@@ -173,6 +173,10 @@ def read_text_inputs(path: str | os.PathLike, text_column: str = "text") -> list
     from luodi.data.readers import input_file
 
     p = input_file(_existing(path, "input"), "a text file (one text per line), csv, tsv, json or jsonl")
+    with p.open("rb") as f:
+        if b"\0" in f.read(4096):  # an image, a wav, a zip: not texts
+            raise BadRequest(f"input '{p}' is a binary file; this app reads texts (one per line, csv, json)",
+                             param="input")
     suffix = p.suffix.lower()
     if suffix == ".json":
         try:
