@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +33,7 @@ def expand_path(path: str | os.PathLike) -> Path:
         .replace("${LUODI_DATASETS}", str(datasets_root()))
         .replace("$LUODI_DATASETS", str(datasets_root()))
     )
-    s = re.sub(r"\$\{(\w+)\}", lambda m: os.environ.get(m.group(1), m.group(0)), s)
-    return Path(s).expanduser()
+    return Path(os.path.expandvars(s)).expanduser()  # other $VARS / ${VARS}; unknown ones stay as written
 
 
 def guess_format(path: Path) -> str:

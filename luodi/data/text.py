@@ -17,21 +17,10 @@ from typing import Any
 
 import pandas as pd
 
+from luodi.data.readers import expand_path, input_file
 from luodi.errors import BadRequest
 
 TEXT_FORMATS = ("csv", "tsv", "json", "jsonl", "sms")
-
-
-def expand_path(path: str | os.PathLike) -> Path:
-    """Expand ${LUODI_DATASETS} (default ../shared/datasets), other env vars and ~ in a data path."""
-    from luodi.settings import get_settings
-
-    raw = str(path)
-    if "LUODI_DATASETS" in raw and "LUODI_DATASETS" not in os.environ:
-        raw = raw.replace("${LUODI_DATASETS}", str(get_settings().datasets)).replace(
-            "$LUODI_DATASETS", str(get_settings().datasets)
-        )
-    return Path(os.path.expandvars(raw)).expanduser()
 
 
 def _existing(path: str | os.PathLike, field: str = "data.path") -> Path:
@@ -170,8 +159,6 @@ def read_text_inputs(path: str | os.PathLike, text_column: str = "text") -> list
     names `text_column` (banking77's test.csv); the SMSSpamCollection format; a CoNLL file (one sentence per
     input); anything else is plain text, one input per non-empty line. Labels in the file are ignored.
     """
-    from luodi.data.readers import input_file
-
     p = input_file(_existing(path, "input"), "a text file (one text per line), csv, tsv, json or jsonl")
     with p.open("rb") as f:
         if b"\0" in f.read(4096):  # an image, a wav, a zip: not texts
