@@ -26,7 +26,6 @@ class Settings(BaseSettings):
     max_queue: int = 64  # waiting requests before 503
     n_ctx: int = 2048  # context window per sequence
     rate_limit_rpm: int = 600  # per API key, requests per minute
-    datasets: Path = Path("../shared/datasets")
     threads: int = max(1, os.cpu_count() or 1)
 
     @property
