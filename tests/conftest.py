@@ -29,7 +29,9 @@ def luodi_home() -> Path:
 @pytest.fixture(scope="session")
 def datasets_dir() -> Path:
     """The shared datasets folder (LUODI_DATASETS, default ../shared/datasets); skips when absent."""
-    p = Path(os.environ.get("LUODI_DATASETS", Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"))
+    from luodi.data.readers import datasets_root
+
+    p = datasets_root()
     if not p.is_dir():
         pytest.skip(f"datasets folder {p} not found: set LUODI_DATASETS to run dataset tests")
     return p.resolve()
