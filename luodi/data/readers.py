@@ -182,7 +182,7 @@ def read_app_table(
         return hits > 0 and 2 * hits >= len(fields)
 
     # a header row in the app's format, else in the one the suffix says (a .csv for a whitespace app)
-    header = next((f for f in dict.fromkeys((fmt, guess_format(p))) if is_header(fields_as(f))), None)
+    header = next((f for f in dict.fromkeys((fmt, by_suffix)) if is_header(fields_as(f))), None)
     if header:
         return read_table(p, header, opts if header == fmt else {}, None, field=field)
     n, without = len(fields_as(fmt)), [c for c in names if c != label]

@@ -19,13 +19,13 @@ import pandas as pd
 from pydantic import BaseModel, Field, create_model
 
 from luodi.config import AppConfig, ModelConfig
-from luodi.data.readers import read_app_table, read_feature_rows
+from luodi.data.readers import read_app_table
 from luodi.data.split import split_frame
 from luodi.data.tabular import Columns, Preprocessor
 from luodi.errors import BadRequest, ConfigError
 from luodi.evaluate.metrics import classification_report_data
 from luodi.registry import CHECKPOINT_DIR, atomic_write_bytes, atomic_write_json
-from luodi.tasks.base import TaskBase
+from luodi.tasks.base import TableInputs, TaskBase
 from luodi.tasks.tabular import (
     TabularTask,
     _camel,
@@ -138,7 +138,7 @@ def make_autoencoder(n_in: int, hidden: list[int], dropout: float):
     return nn.Sequential(*layers)
 
 
-class AnomalyTask(TaskBase):
+class AnomalyTask(TableInputs, TaskBase):
     name: ClassVar[str] = "anomaly-detection"
 
     def __init__(self, config: AppConfig):
@@ -191,11 +191,6 @@ class AnomalyTask(TaskBase):
         if self.cols.label and self.cols.label in df.columns:
             df[self.cols.label] = df[self.cols.label].astype(str).str.strip()
         return df
-
-    def read_input(self, path: str) -> list[dict[str, Any]]:
-        """`luodi predict --input FILE`: records, a table with a header, or lines in the data's own format."""
-        d = self.config.data
-        return read_feature_rows(path, d.format, d.options, self.cols.names, self.cols.label)
 
     def split(self, data: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         return split_frame(data, dict(self.config.data.split), self.cols.label)

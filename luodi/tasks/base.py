@@ -133,6 +133,20 @@ def folder_inputs(path: str | Path) -> list[dict[str, Any]]:
     return [{"path": str(f)} for f in files]
 
 
+class TableInputs:
+    """`read_input` for table apps (self.cols: names, label): records, a table with a header, or lines in the
+    data's own headerless format, label field optional (luodi.data.readers.read_feature_rows)."""
+
+    config: AppConfig
+    cols: Any
+
+    def read_input(self, path: str) -> list[dict[str, Any]]:
+        from luodi.data.readers import read_feature_rows
+
+        d = self.config.data
+        return read_feature_rows(path, d.format, d.options, self.cols.names, self.cols.label)
+
+
 class TextInputs:
     """`read_input` for tasks whose input is {"text": ...}: JSON, a CSV naming the text column, the dataset's
     own format, or one text per line (luodi.data.text.read_text_inputs). Put it before TaskBase in the bases."""

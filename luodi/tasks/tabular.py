@@ -31,14 +31,14 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from luodi.config import AppConfig
 from luodi.data.balance import resample, sample_weights
-from luodi.data.readers import read_app_table, read_feature_rows
+from luodi.data.readers import read_app_table
 from luodi.data.split import kfold_indices, split_frame
 from luodi.data.tabular import Columns, Preprocessor, py_name
 from luodi.errors import BadRequest, ConfigError
 from luodi.evaluate.calibration import apply_calibrator, fit_calibrator
 from luodi.evaluate.metrics import classification_report_data, regression_metrics
 from luodi.registry import CHECKPOINT_DIR, atomic_write_bytes, atomic_write_json
-from luodi.tasks.base import TaskBase
+from luodi.tasks.base import TableInputs, TaskBase
 from luodi.tasks.tabular_sklearn import SKLEARN_MEMBERS, SKLEARN_OPTIONS, OnnxMember, check_options, fit_onnx
 
 MEMBERS = ("lightgbm", "mlp", "linear", *SKLEARN_MEMBERS)
@@ -173,7 +173,7 @@ def _progress(enabled: bool):
     )
 
 
-class TabularTask(TaskBase):
+class TabularTask(TableInputs, TaskBase):
     name: ClassVar[str] = "tabular"
 
     def __init__(self, config: AppConfig):
@@ -215,11 +215,6 @@ class TabularTask(TaskBase):
                 else pd.to_numeric(df[self.cols.label], errors="coerce")
             )
         return df
-
-    def read_input(self, path: str) -> list[dict[str, Any]]:
-        """`luodi predict --input FILE`: records, a table with a header, or lines in the data's own format."""
-        d = self.config.data
-        return read_feature_rows(path, d.format, d.options, self.cols.names, self.cols.label)
 
     def _is_regression_raw(self, df: pd.DataFrame) -> bool:
         if self.opts["objective"] == "regression":
