@@ -309,8 +309,8 @@ def tune(
 
     executor "local" runs Optuna in this process, storing each finished trial in runs/<app>/tune.db, so
     `resume=True` continues an interrupted search of the same config; "ray" runs the trials on Ray Tune
-    (`cpus`: local Ray CPUs). `overrides` ({dotted path: value}) change the base config first, e.g.
-    {"tune.trials": 5}.
+    (`cpus`: local Ray CPUs), its experiments under runs/<app>/ray/ (`resume=True`: Tuner.restore).
+    `overrides` ({dotted path: value}) change the base config first, e.g. {"tune.trials": 5}.
     """
     from luodi.evaluate.metrics import is_lower_better
     from luodi.train.cv import cross_validate
@@ -344,16 +344,17 @@ def tune(
             raise ConfigError(f"'tune.metric' '{name}' is not computed; available: {', '.join(m)}")
         return float(m[name])
 
-    if resume and executor != "local":
-        raise BadRequest("--resume continues a local (Optuna) search; Ray Tune keeps its own results", param="resume")
     if executor == "ray":
         # trials run in Ray workers: the metric's name is settled here, as the workers cannot report it back
         if not (tc.metric or cfg.evaluate.metrics):
             raise ConfigError("--executor ray needs the metric to optimize: set tune.metric or evaluate.metrics")
         metric_box["metric"] = _metric_name(cfg, {})
         ray_dir = registry.runs_root(cfg.train.output_dir) / cfg.name / "ray"
+        # Tune cannot add trials to a restored experiment: --trials is part of what must match
+        fingerprint = config_fingerprint(cfg, ("tune.trials",), sampler=sampler, folds=folds, trials=trials)
         res = run_ray(
-            space, tc, objective, trials, sampler, cfg.train.seed, storage_dir=ray_dir, cpus=cpus, progress=progress
+            space, tc, objective, trials, sampler, cfg.train.seed, storage_dir=ray_dir, cpus=cpus,
+            progress=progress, fingerprint=fingerprint, resume=resume,
         )
     elif executor == "local":
         out_dir = registry.runs_root(cfg.train.output_dir) / cfg.name

@@ -364,24 +364,58 @@ def test_demo_apps_train_once():
     assert api.predict("diagnosis", records(1))[0]["label"] == "malignant"
 
 
-def test_tune_on_ray_matches_local(tmp_path):
-    """--executor ray runs the same trials as Optuna, on a local one-CPU Ray (skips without ray[tune])."""
+def test_tune_on_ray_interrupted_resumed_and_equal_to_local(tmp_path):
+    """Ctrl-C during `luodi tune --executor ray` (a local one-CPU Ray): Tune saves its state, the CLI exits 130
+    with the resume hint; `--resume` restores that experiment (Tuner.restore) and runs only the trials that had
+    not finished. The scores equal Optuna's in this process (same seeds, same data)."""
     pytest.importorskip("ray.tune", reason="Ray Tune is not installed: pip install 'luodi[ray]'")
-    space = {"model.options.num_leaves": [4, 8], "train.lr": [0.05, 0.2]}
-    tune = {"space": space, "trials": 4, "metric": "roc_auc"}
-    p = write_app(tmp_path, "t-tune-ray-grid", tune=tune, train__output_dir=str(tmp_path / "runs"))
-    on_ray = api.tune(p, sampler="grid", executor="ray", cpus=1, progress=False)
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    space = {"model.options.num_leaves": [4, 8, 16], "train.lr": [0.03, 0.05, 0.1, 0.2]}
+    tune = {"space": space, "trials": 12, "metric": "roc_auc"}
+    runs = tmp_path / "runs"
+    p = write_app(tmp_path, "t-ray-resume", tune=tune, train__output_dir=str(runs))
+    with pytest.raises(BadRequest, match="no Ray search of this app"):
+        api.tune(p, sampler="grid", executor="ray", cpus=1, progress=False, resume=True)
+    cmd = [sys.executable, "-c", "from luodi.cli import main; main()", "tune", str(p), "--executor", "ray",
+           "--cpus", "1", "--sampler", "grid"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "COLUMNS": "200"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not [f for f in runs.glob("t-ray-resume/ray/*/*/result.json") if f.stat().st_size]:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+            time.sleep(0.1)
+        interrupted_at = time.time()
+        proc.send_signal(signal.SIGINT)
+        out = proc.communicate(timeout=120)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "--resume" in out, out
+    with pytest.raises(BadRequest, match="another config, sampler, --folds or --trials"):
+        api.tune(p, sampler="random", executor="ray", cpus=1, progress=False, resume=True)
+    res = api.tune(p, sampler="grid", executor="ray", cpus=1, progress=False, resume=True)
+    assert 1 <= res["resumed_after"] < 12 and res["failed_trials"] == 0
+    pairs = {tuple(t["params"][k] for k in space) for t in res["trials"]}
+    assert len(pairs) == 12 == len(res["trials"])  # the whole grid, each point once
+    assert len(list(runs.glob("t-ray-resume/ray/*/"))) == 1  # the same experiment, continued
+    finished_before = [
+        f for f in runs.glob("t-ray-resume/ray/*/*/result.json")
+        if json.loads(f.read_text().splitlines()[0])["timestamp"] < interrupted_at
+    ]
+    assert len(finished_before) == res["resumed_after"]  # those were kept, not run again
     local = api.tune(p, sampler="grid", progress=False)
 
-    def by_params(res: dict) -> dict:
-        return {tuple(t["params"][k] for k in space): t["value"] for t in res["trials"]}
+    def by_params(r: dict) -> dict:
+        return {tuple(t["params"][k] for k in space): t["value"] for t in r["trials"]}
 
-    assert on_ray["metric"] == "roc_auc" and on_ray["failed_trials"] == 0
-    assert set(by_params(on_ray)) == {(4, 0.05), (4, 0.2), (8, 0.05), (8, 0.2)}
-    assert by_params(on_ray) == pytest.approx(by_params(local))  # same seeds, same data: the same scores
-    assert on_ray["best_value"] == max(by_params(on_ray).values()) > 0.9
-    assert list((tmp_path / "runs" / "t-tune-ray-grid" / "ray").iterdir())  # Tune's results stay with the app's runs
-
+    assert res["metric"] == "roc_auc" and by_params(res) == pytest.approx(by_params(local))
+    assert res["best_value"] == max(by_params(res).values()) > 0.9
 
 def test_refit_serves_a_model_of_all_rows_and_keeps_the_held_out_score(tmp_path):
     opts = {"n_estimators": 60, "num_leaves": 8, "inner_folds": 3}

@@ -122,7 +122,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         set_: SetOption = None,
         resume: Annotated[
-            bool, typer.Option("--resume", help="continue the interrupted search of this config (local executor)")
+            bool, typer.Option("--resume", help="continue the interrupted search of this config and executor")
         ] = False,
     ):
         """Search hyper-parameters (tune.space, dotted paths) with Optuna grid / random / TPE, or Ray Tune."""
@@ -153,6 +153,8 @@ def register(app: typer.Typer) -> None:
         for tr in res["trials"]:
             t.add_row(str(tr["number"]), json.dumps(tr["params"]), f"{tr['value']:.4f}")
         out.print(t)
+        if "resumed_after" in res:
+            out.print(f"resumed: {res['resumed_after']} trials had finished before")
         out.print(f"best: {json.dumps(res['best_params'])} -> {res['best_value']:.4f}")
         if "run" in res:
             out.print(f"trained {res['run']['version']}: {res['run']['path']}")

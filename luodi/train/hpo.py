@@ -7,6 +7,7 @@ needs finite values: lists, or ranges with `step`.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -160,12 +161,17 @@ def run_ray(
     storage_dir: Path | None = None,
     cpus: int | None = None,
     progress: bool = True,
+    fingerprint: str = "",
+    resume: bool = False,
 ) -> dict[str, Any]:
     """The same search on Ray Tune: each trial is a Ray task calling `objective` (one CPU per trial).
 
     Connects to a cluster when RAY_ADDRESS is set; otherwise starts a local Ray without the dashboard, limited
     to `cpus` CPUs (default: all), and stops it afterwards. Trials keep the caller's working directory, so
-    relative paths in the app still resolve. Results go under `storage_dir` (default ~/ray_results).
+    relative paths in the app still resolve. Results go under `storage_dir` (default ~/ray_results), one
+    experiment folder per search with its `fingerprint` beside it (<name>.luodi.json). Ctrl-C lets Tune save its
+    state and raises KeyboardInterrupt; `resume` restores the latest experiment with the same fingerprint
+    (Tuner.restore: finished trials are kept, unfinished and failed ones run again).
     """
     try:
         import ray
@@ -206,6 +212,9 @@ def run_ray(
         return {"score": float(objective({p: config[p] for p in space}))}
 
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # read by Tune, passed on to its workers
+    root = Path(storage_dir or "~/ray_results").expanduser().resolve()
+    restore_from = _experiment_to_resume(root, fingerprint) if resume else None
+    name = f"tune-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     started = False
     if not ray.is_initialized():
         kw: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
@@ -214,18 +223,20 @@ def run_ray(
         ray.init(**kw)
         started = True
     try:
-        tuner = tune.Tuner(
-            trainable,
-            param_space=rspace,
-            tune_config=tune.TuneConfig(
-                metric="score", mode=mode, num_samples=1 if sampler == "grid" else trials, search_alg=search_alg
-            ),
-            run_config=tune.RunConfig(
-                name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}",
-                storage_path=str(Path(storage_dir).resolve()) if storage_dir else None,
-                verbose=1 if progress else 0,
-            ),
-        )
+        if restore_from is not None:
+            tuner = tune.Tuner.restore(str(restore_from), trainable, resume_unfinished=True, restart_errored=True)
+            before = [r for r in tuner.get_results() if r.error is None and r.metrics and "score" in r.metrics]
+        else:
+            root.mkdir(parents=True, exist_ok=True)
+            (root / f"{name}.luodi.json").write_text(json.dumps({"fingerprint": fingerprint}))
+            tuner = tune.Tuner(
+                trainable,
+                param_space=rspace,
+                tune_config=tune.TuneConfig(
+                    metric="score", mode=mode, num_samples=1 if sampler == "grid" else trials, search_alg=search_alg
+                ),
+                run_config=tune.RunConfig(name=name, storage_path=str(root), verbose=1 if progress else 0),
+            )
         results = tuner.fit()
     finally:
         if started:
@@ -235,6 +246,10 @@ def run_ray(
         for i, r in enumerate(results)
         if r.error is None and r.metrics and "score" in r.metrics
     ]
+    if any(r.error is None and not (r.metrics and "score" in r.metrics) for r in results):
+        raise KeyboardInterrupt(  # Tune stopped on Ctrl-C with trials left: its state is saved
+            f"{len(rows)} Ray Tune trials finished; the rest continue with --resume"
+        )
     if not rows:
         first = next((r.error for r in results if r.error is not None), None)
         raise BadRequest(f"every Ray Tune trial failed; the first error: {first}", param="executor")
@@ -244,4 +259,25 @@ def run_ray(
         "best_value": float(best.metrics["score"]),
         "trials": rows,
         "failed_trials": sum(r.error is not None for r in results),
+        **({"experiment": restore_from.name, "resumed_after": len(before)} if restore_from is not None else {}),
     }
+
+
+def _experiment_to_resume(root: Path, fingerprint: str) -> Path:
+    """The latest restorable Ray Tune experiment under `root` with this fingerprint; a 400 saying why if none."""
+    from ray import tune
+
+    marks = sorted(root.glob("*.luodi.json"), reverse=True) if root.is_dir() else []
+    same = [m for m in marks if json.loads(m.read_text()).get("fingerprint") == fingerprint]
+    for mark in same:
+        exp = mark.with_name(mark.name.removesuffix(".luodi.json"))
+        if tune.Tuner.can_restore(exp):
+            return exp
+    why = (
+        "the stored Ray searches cannot be restored (no Tune state saved)"
+        if same
+        else "the stored Ray searches used another config, sampler, --folds or --trials"
+        if marks
+        else "no Ray search of this app was stored yet"
+    )
+    raise BadRequest(f"nothing to resume: {why}; run `luodi tune --executor ray` without --resume", param="resume")
