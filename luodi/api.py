@@ -235,10 +235,9 @@ def predict(
     if isinstance(inputs, str | Path):
         if not Path(inputs).exists():
             raise BadRequest(f"input file '{inputs}' not found", param="input")
-        reader = getattr(pred.task, "read_input", None)
-        records = reader(str(inputs)) if reader else [{"path": str(inputs)}]
-        if Path(inputs).is_dir():  # say which file each prediction is for
-            return [{"input": r.get("path"), **o} for r, o in zip(records, pred.predict(records), strict=True)]
+        records, sources = pred.task.read_inputs(str(inputs))
+        if sources is not None:  # a folder: say which file each prediction is for
+            return [{"input": f, **o} for f, o in zip(sources, pred.predict(records), strict=True)]
     elif isinstance(inputs, dict):
         records = [inputs]
     else:

@@ -84,8 +84,20 @@ def test_predict_single_batch_and_file(trained, tmp_path):
 
     pd.DataFrame(records(5)).to_csv(f, index=False)
     assert len(api.predict(str(p), str(f))) == 5
-    with pytest.raises(LuodiError, match="is a folder; this app reads a csv"):  # folders are for images / wavs
-        api.predict("t-diag", str(tmp_path))
+    folder = tmp_path / "batch"  # a folder: each file's rows in turn, each tagged with its file
+    folder.mkdir()
+    pd.DataFrame(records(5)[:2]).to_csv(folder / "a.csv", index=False)
+    (folder / "b.json").write_text(json.dumps(records(5)[2:]))
+    (folder / ".hidden.csv").write_text("not,a,table\n")
+    out = api.predict("t-diag", str(folder))
+    assert [o["input"] for o in out] == [str(folder / "a.csv")] * 2 + [str(folder / "b.json")] * 3
+    direct = api.predict("t-diag", records(5))
+    assert [o["probability"] for o in out] == pytest.approx([o["probability"] for o in direct])
+    (folder / "notes.md").write_text("# not rows")
+    with pytest.raises(LuodiError, match="notes.md"):  # a file the app cannot read is named
+        api.predict("t-diag", str(folder))
+    with pytest.raises(LuodiError, match="has no files"):
+        api.predict("t-diag", str((tmp_path / "empty").mkdir() or tmp_path / "empty"))
     with pytest.raises(LuodiError, match="mean radius"):
         api.predict("t-diag", [{"mean texture": 1.0}])
 

@@ -86,13 +86,13 @@ def test_predict_accepts_png_base64_path_and_inverts_paper_scans(trained, tmp_pa
     assert len(confident) == 5 and hits >= 4  # without the inversion these would be guesses
     # `luodi predict --input FOLDER`: one input per file, sorted, hidden files skipped
     (tmp_path / ".DS_Store").write_bytes(b"junk")
-    records = task.read_input(str(tmp_path))
-    assert [r["path"] for r in records] == sorted(str(tmp_path / f"d{i}.png") for i in confident)
+    records, sources = task.read_inputs(str(tmp_path))
+    assert [r["path"] for r in records] == sources == sorted(str(tmp_path / f"d{i}.png") for i in confident)
     assert task.predict(records) == task.predict([{"path": str(tmp_path / f"d{i}.png")} for i in sorted(
         confident, key=lambda i: f"d{i}.png")])
     (tmp_path / "empty").mkdir()
     with pytest.raises(BadRequest, match="has no files"):
-        task.read_input(str(tmp_path / "empty"))
+        task.read_inputs(str(tmp_path / "empty"))
 
 
 def test_bad_inputs_give_clear_errors(trained, tmp_path):

@@ -76,6 +76,8 @@ def test_tfidf_only_spam_filter(datasets_dir, tmp_path):
     direct = [r["label"] for r in task.predict([{"text": t} for t in valid.text[:3]])]
     assert [r["label"] for r in task.predict(task.read_input(str(sms)))] == direct
     assert [r["label"] for r in task.predict(task.read_input(str(plain)))] == direct
+    records, sources = task.read_inputs(str(tmp_path))  # a folder: every file's texts, with their file
+    assert sources == [str(sms)] * 3 + [str(plain)] * 3 and records == task.read_input(str(sms)) * 2
 
 
 def test_text_prediction_inputs_in_every_format(tmp_path):

@@ -6,7 +6,7 @@ NOTE to task implementers (apps engineer, backward compatible additions; all opt
   to simulate an interruption, then `train --resume` must continue from the checkpoint), `folds(data, k)`
   for `luodi cv` / k-fold tuning (works for DataFrames and lists; override for other data types),
   and `read_input(path)` used by `luodi predict --input FILE` (default: csv/json/jsonl rows, else
-  [{"path": FILE}]).
+  [{"path": FILE}]); a folder is read file by file (`read_inputs`; `inputs_are_files = True`: one input per file).
 - Checkpoints go under `run_dir / "checkpoint"` (removed when the run finishes, not in the manifest).
 - `evaluate(data)` returns float metrics; it may add a key "report" holding a dict with any of
   y_true (list of labels), y_pred (list), proba (list of per-class lists), labels (class names),
@@ -108,16 +108,40 @@ class TaskBase:
                 out.append(([data[i] for i in tr], [data[i] for i in va]))
         return out
 
+    inputs_are_files: ClassVar[bool] = False  # image / speech: one input per file, so a folder is its files
+
     def read_input(self, path: str) -> list[dict[str, Any]]:
-        """Records to predict from an input file (csv/tsv/json/jsonl/parquet; any other file -> its path; a
-        folder -> one {"path": ...} per file in it, sorted, e.g. a folder of images or wavs)."""
+        """Records to predict from an input file (csv/tsv/json/jsonl/parquet; any other file -> its path)."""
         from luodi.data.readers import read_records
 
-        if Path(path).is_dir():
-            return folder_inputs(path)
         if Path(path).suffix.lower() in (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt"):
             return read_records(path)
         return [{"path": str(path)}]
+
+    def read_inputs(self, path: str) -> tuple[list[dict[str, Any]], list[str] | None]:
+        """Records from an input file (sources None), or from every file of a folder (sorted, hidden files
+        skipped) with the file each record came from: one record per file for image / speech apps, the rows
+        of each file (read by `read_input`) for the others."""
+        if not Path(path).is_dir():
+            return self._read_some(path), None
+        files = [f["path"] for f in folder_inputs(path)]
+        if self.inputs_are_files:
+            return [{"path": f} for f in files], files
+        records: list[dict[str, Any]] = []
+        sources: list[str] = []
+        for f in files:
+            rows = self._read_some(f)
+            records += rows
+            sources += [f] * len(rows)
+        return records, sources
+
+    def _read_some(self, path: str) -> list[dict[str, Any]]:
+        from luodi.errors import BadRequest
+
+        rows = self.read_input(path)
+        if not rows:
+            raise BadRequest(f"input file '{path}' holds nothing to predict (no rows or texts)", param="input")
+        return rows
 
 
 def folder_inputs(path: str | Path) -> list[dict[str, Any]]:

@@ -320,6 +320,7 @@ class ImageOutput(BaseModel):
 
 class ImageClassificationTask(TaskBase):
     name = "image-classification"
+    inputs_are_files = True
     META = "image_classifier.json"
 
     def __init__(self, config: AppConfig):

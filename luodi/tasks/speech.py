@@ -193,6 +193,7 @@ class SpeechOutput(BaseModel):
 
 class SpeechRecognitionTask(TaskBase):
     name = "speech-recognition"
+    inputs_are_files = True
     META = "speech_classifier.json"
 
     def __init__(self, config: AppConfig):
