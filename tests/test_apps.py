@@ -341,6 +341,10 @@ def test_http_routes(trained):
         assert r.status_code == 422 and "worst area" in r.text
         r = c.post("/v1/apps/t-diag/predict", json={"inputs": [rec[0], {"mean radius": 1}]})
         assert r.status_code == 422 and "inputs[1]" in r.text
+        for number in ("1e400", "NaN"):  # Python's json reads both; JSON cannot echo them back
+            body = json.dumps({**rec[0], "mean radius": 0.5}).replace("0.5", number)
+            r = c.post("/v1/apps/t-diag/predict", content=body, headers={"Content-Type": "application/json"})
+            assert r.status_code == 422 and "'mean radius': Input should be a finite number" in r.text, r.text
         assert c.post("/v1/apps/no-such-app/predict", json=rec[0]).status_code == 404
         runs = c.get("/v1/apps/t-diag/runs").json()["data"]
         assert runs[0]["status"] == "done"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -143,10 +145,21 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def jsonable_errors(errors: list[dict]) -> list[dict]:
+    """Validation errors as JSON: the offending input echoed, with 1e400 / NaN as strings (JSON has no such
+    numbers, and the response must not fail on them)."""
     from fastapi.encoders import jsonable_encoder
 
-    return jsonable_encoder(
-        [{k: v for k, v in e.items() if k in ("type", "loc", "msg", "input")} for e in errors]
+    def finite(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return repr(v)
+        if isinstance(v, dict):
+            return {k: finite(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [finite(x) for x in v]
+        return v
+
+    return finite(
+        jsonable_encoder([{k: v for k, v in e.items() if k in ("type", "loc", "msg", "input")} for e in errors])
     )
 
 

@@ -765,7 +765,7 @@ class TabularTask(TableInputs, TaskBase):
         model = create_model(
             f"{_camel(self.config.name)}Input",
             __config__=ConfigDict(
-                populate_by_name=True, extra="forbid", json_schema_extra={"examples": [example]}
+                populate_by_name=True, extra="forbid", allow_inf_nan=False, json_schema_extra={"examples": [example]}
             ),
             **fields,
         )
