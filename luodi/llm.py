@@ -20,6 +20,7 @@ from luodi.settings import Settings, get_settings
 
 _load_lock = threading.Lock()
 MAX_STOP = 16
+MAX_LOGIT_BIAS = 1024  # tokens one request may bias
 
 
 # ---------------------------------------------------------------- loading
@@ -71,6 +72,28 @@ def _check_range(name: str, value: float | None, lo: float, hi: float, fix: str)
         raise BadRequest(
             f"field '{name}': expected a number from {lo} to {hi}, got {value}; {fix}", param=name
         )
+
+
+def normalize_logit_bias(bias: dict[str, float] | None) -> dict[int, float]:
+    """OpenAI's logit_bias: {"token id": bias from -100 (ban) to 100 (force)}, keys as strings in JSON."""
+    out: dict[int, float] = {}
+    for key, value in (bias or {}).items():
+        try:
+            tok = int(key)
+        except (TypeError, ValueError):
+            tok = -1
+        if tok < 0 or str(key).strip() != str(tok):
+            raise BadRequest(
+                f"field 'logit_bias': key {key!r} is not a token id; use the ids the model's tokenizer gives "
+                "(non-negative integers)", param="logit_bias")
+        if not isinstance(value, int | float) or isinstance(value, bool) or not -100 <= value <= 100:
+            raise BadRequest(
+                f"field 'logit_bias': the bias of token {key} must be a number from -100 (never) to 100 "
+                f"(always), got {value!r}", param="logit_bias")
+        out[tok] = float(value)
+    if len(out) > MAX_LOGIT_BIAS:
+        raise BadRequest(f"field 'logit_bias': at most {MAX_LOGIT_BIAS} tokens, got {len(out)}", param="logit_bias")
+    return out
 
 
 def normalize_stop(stop: str | list[str] | None) -> list[str]:
@@ -131,6 +154,7 @@ def sampling_params(
     stop: str | list[str] | None = None,
     response_format: dict | None = None,
     json_schema: dict | None = None,
+    logit_bias: dict[str, float] | None = None,
 ) -> SamplingParams:
     """Validated SamplingParams from OpenAI-style fields (None = engine default). max_tokens is set later
     by fit_to_context when None."""
@@ -148,7 +172,10 @@ def sampling_params(
         raise BadRequest(
             f"field 'max_tokens': expected a positive integer, got {max_tokens}", param="max_tokens"
         )
-    p = SamplingParams(stop=normalize_stop(stop), seed=seed, **response_format_params(response_format))
+    p = SamplingParams(
+        stop=normalize_stop(stop), seed=seed, logit_bias=normalize_logit_bias(logit_bias),
+        **response_format_params(response_format),
+    )
     if json_schema is not None:
         p.json_schema = json_schema
     if max_tokens is not None:
@@ -173,6 +200,13 @@ def fit_to_context(
 
     Returns the prompt's token count.
     """
+    n_vocab = getattr(engine, "n_vocab", None)
+    outside = [t for t in params.logit_bias if n_vocab is not None and t >= n_vocab]
+    if outside:
+        raise BadRequest(
+            f"field 'logit_bias': token id {outside[0]} is outside this model's vocabulary (ids 0 to {n_vocab - 1})",
+            param="logit_bias",
+        )
     n_prompt = len(engine.tokenize(prompt))
     n_ctx = engine.n_ctx
     if n_prompt >= n_ctx:

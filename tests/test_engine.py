@@ -244,6 +244,13 @@ def test_transformers_backend_smoke(engine):
         assert out.text == tf.tokenizer.decode(ref, skip_special_tokens=True)
         with pytest.raises(BadRequest):
             tf.generate(p, SamplingParams(json_object=True))
+        # logit_bias: both backends ban (-100) and force (+100) the same tokens
+        assert tf.n_vocab == engine.n_vocab
+        first, banana = engine.tokenize(out.text, special=False)[0], engine.tokenize(" banana", special=False)[0]
+        for bias in ({first: -100.0}, {banana: 100.0}):
+            a, b = (complete_sync(e, p, greedy(4, logit_bias=bias)).text for e in (tf, engine))
+            assert a == b != out.text
+        assert b.split() == ["banana"] * 4
     finally:
         tf.close()
 

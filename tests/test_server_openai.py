@@ -107,6 +107,27 @@ def test_stop_and_seed(client):
     assert "\n" not in r.choices[0].message.content
 
 
+def test_logit_bias_bans_and_forces_tokens(client):
+    """OpenAI's logit_bias through the official client: -100 bans the greedy first token, 100 forces one."""
+    from luodi.engines import load_engine
+
+    kw = dict(model=CHAT, messages=[{"role": "user", "content": "Name a fruit."}], max_tokens=4, temperature=0)
+    plain = client.chat.completions.create(**kw).choices[0].message.content
+    tok = load_engine(CHAT, "llamacpp", n_ctx=64)  # the served model's tokenizer, as a client would use
+    try:
+        first, banana = tok.tokenize(plain, special=False)[0], tok.tokenize(" banana", special=False)[0]
+        first_text = tok.detokenize([first])
+    finally:
+        tok.close()
+    banned = client.chat.completions.create(**kw, logit_bias={str(first): -100}).choices[0].message.content
+    assert banned and not banned.startswith(first_text), (plain, banned)
+    forced = client.chat.completions.create(**kw, logit_bias={str(banana): 100}).choices[0].message.content
+    assert forced.split() == ["banana"] * 4
+    bias = {str(banana): 100}
+    r = client.completions.create(model=CHAT, prompt="I like", max_tokens=2, temperature=0, logit_bias=bias)
+    assert r.choices[0].text.split() == ["banana", "banana"]
+
+
 def test_completions(client):
     r = client.completions.create(model=CHAT, prompt="The capital of France is", max_tokens=8, temperature=0)
     assert r.object == "text_completion"
@@ -246,6 +267,9 @@ def test_models_lists_chat_and_embedding(client):
             ["text"],
         ),
         ({"messages": HELLO, "stop": [""]}, "stop", ["stop"]),
+        ({"messages": HELLO, "logit_bias": {"hello": 5}}, "logit_bias", ["'hello'", "token id"]),
+        ({"messages": HELLO, "logit_bias": {"42": 101}}, "logit_bias", ["-100", "100"]),
+        ({"messages": HELLO, "logit_bias": {"99999999": 1}}, "logit_bias", ["vocabulary", "49151"]),
     ],
 )
 def test_bad_chat_requests_are_400_naming_the_field(live_server, body, param, words):

@@ -20,6 +20,7 @@ class SamplingParams:
     grammar: str | None = None  # GBNF grammar, if the output must follow one
     json_schema: dict[str, Any] | None = None  # constrained decoding to this JSON Schema
     json_object: bool = False  # constrained decoding to any JSON object
+    logit_bias: dict[int, float] = field(default_factory=dict)  # token id -> added to its logit (OpenAI)
 
 
 @dataclass
@@ -44,6 +45,7 @@ class Engine(Protocol):
     name: str  # backend name, e.g. "llamacpp"
     model_id: str
     n_ctx: int
+    n_vocab: int  # token ids are 0 .. n_vocab - 1
 
     def tokenize(self, text: str) -> list[int]: ...
 

@@ -112,6 +112,7 @@ class LlamaCppEngine(Scheduler):
         if not self._model:
             raise ConfigError(f"llama.cpp could not load '{path}': is it a valid GGUF file?", param="model")
         self._vocab = L.llama_model_get_vocab(self._model)
+        self.n_vocab = int(L.llama_vocab_n_tokens(self._vocab))
         self.n_ctx = max(16, min(n_ctx, L.llama_model_n_ctx_train(self._model)))
         self.prefill_chunk = max(16, prefill_chunk)
 
@@ -224,6 +225,11 @@ class LlamaCppEngine(Scheduler):
     # --- sampling -------------------------------------------------------------------------------
     def _make_sampler(self, p: SamplingParams) -> Any:
         chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+        if p.logit_bias:  # first, so greedy, grammar and top-k / top-p all see the biased logits
+            bias = (L.llama_logit_bias * len(p.logit_bias))(
+                *(L.llama_logit_bias(int(t), float(b)) for t, b in p.logit_bias.items())
+            )
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_logit_bias(self.n_vocab, len(bias), bias))
         gbnf = grammar_for(p)
         if gbnf:
             g = L.llama_sampler_init_grammar(self._vocab, gbnf.encode(), b"root")

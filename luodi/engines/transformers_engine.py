@@ -53,6 +53,7 @@ class TransformersEngine(Scheduler):
         self.model = load_quietly(AutoModelForCausalLM.from_pretrained, path, dtype=torch.float32).eval()
         limit = getattr(self.model.config, "max_position_embeddings", None) or n_ctx
         self.n_ctx = min(n_ctx, limit)
+        self.n_vocab = int(self.model.config.vocab_size)
         eos = self.model.generation_config.eos_token_id
         eos = eos if isinstance(eos, list) else [eos]
         self._eos = {t for t in eos + [self.tokenizer.eos_token_id] if t is not None}
@@ -120,6 +121,10 @@ class TransformersEngine(Scheduler):
 
     def _sample(self, logits: Any, p: SamplingParams, gen: Any) -> int:
         torch = self._torch
+        if p.logit_bias:
+            logits = logits.clone()
+            for tok, b in p.logit_bias.items():
+                logits[tok] += b
         if not p.temperature or p.temperature <= 0:
             return int(torch.argmax(logits))
         logits = logits / p.temperature

@@ -63,6 +63,9 @@ class _Sampling(BaseModel):
     stream_options: StreamOptions | None = None
     presence_penalty: float | None = Field(None, ge=-2, le=2, description="accepted, not applied")
     frequency_penalty: float | None = Field(None, ge=-2, le=2, description="accepted, not applied")
+    logit_bias: dict[str, float] | None = Field(
+        None, description='{"token id": bias}: -100 bans the token, 100 forces it (added to its logit)'
+    )
     user: str | None = None
 
 
@@ -268,6 +271,7 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):
         stop=req.stop,
         response_format=req.response_format.model_dump() if req.response_format else None,
         json_schema=schema,
+        logit_bias=req.logit_bias,
     )
     messages = []
     for i, m in enumerate(req.messages):
@@ -407,6 +411,7 @@ async def completions(req: CompletionRequest, request: Request):
         top_k=req.top_k,
         seed=req.seed,
         stop=req.stop,
+        logit_bias=req.logit_bias,
     )
     n_prompt = llm.fit_to_context(engine, prompt, params, req.max_tokens is not None, "prompt")
     ts = llm.TimedStream(engine, prompt, params, n_prompt, on_done=_on_done(state))
