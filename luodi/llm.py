@@ -155,11 +155,15 @@ def sampling_params(
     response_format: dict | None = None,
     json_schema: dict | None = None,
     logit_bias: dict[str, float] | None = None,
+    presence_penalty: float | None = None,
+    frequency_penalty: float | None = None,
 ) -> SamplingParams:
     """Validated SamplingParams from OpenAI-style fields (None = engine default). max_tokens is set later
     by fit_to_context when None."""
     _check_range("temperature", temperature, 0.0, 2.0, "use 0 for greedy decoding, ~0.7 for varied text")
     _check_range("top_p", top_p, 0.0, 1.0, "use 1 to disable nucleus sampling")
+    _check_range("presence_penalty", presence_penalty, -2.0, 2.0, "use 0 for no penalty")
+    _check_range("frequency_penalty", frequency_penalty, -2.0, 2.0, "use 0 for no penalty")
     if top_p is not None and top_p == 0:
         raise BadRequest(
             "field 'top_p': must be greater than 0; use 1 to disable nucleus sampling", param="top_p"
@@ -174,6 +178,7 @@ def sampling_params(
         )
     p = SamplingParams(
         stop=normalize_stop(stop), seed=seed, logit_bias=normalize_logit_bias(logit_bias),
+        presence_penalty=float(presence_penalty or 0.0), frequency_penalty=float(frequency_penalty or 0.0),
         **response_format_params(response_format),
     )
     if json_schema is not None:

@@ -128,6 +128,16 @@ def test_logit_bias_bans_and_forces_tokens(client):
     assert r.choices[0].text.split() == ["banana", "banana"]
 
 
+def test_frequency_and_presence_penalties_curb_repetition(client):
+    kw = dict(model=CHAT, prompt="List of animals: cat, dog, cat, dog, cat, dog,", max_tokens=24, temperature=0)
+    plain = client.completions.create(**kw).choices[0].text
+    less = client.completions.create(**kw, frequency_penalty=2.0).choices[0].text
+    more = client.completions.create(**kw, presence_penalty=-2.0).choices[0].text  # negative: repeat more
+    assert less.count("cat") < plain.count("cat") < more.count("cat")
+    chat = dict(model=CHAT, messages=[{"role": "user", "content": "Say cat."}], max_tokens=4, temperature=0)
+    assert client.chat.completions.create(**chat, frequency_penalty=1.0).choices[0].message.content
+
+
 def test_completions(client):
     r = client.completions.create(model=CHAT, prompt="The capital of France is", max_tokens=8, temperature=0)
     assert r.object == "text_completion"

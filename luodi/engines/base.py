@@ -21,6 +21,8 @@ class SamplingParams:
     json_schema: dict[str, Any] | None = None  # constrained decoding to this JSON Schema
     json_object: bool = False  # constrained decoding to any JSON object
     logit_bias: dict[int, float] = field(default_factory=dict)  # token id -> added to its logit (OpenAI)
+    presence_penalty: float = 0.0  # OpenAI: subtracted from the logit of every token generated so far
+    frequency_penalty: float = 0.0  # OpenAI: times the number of times the token was generated so far
 
 
 @dataclass

@@ -230,6 +230,10 @@ class LlamaCppEngine(Scheduler):
                 *(L.llama_logit_bias(int(t), float(b)) for t, b in p.logit_bias.items())
             )
             L.llama_sampler_chain_add(chain, L.llama_sampler_init_logit_bias(self.n_vocab, len(bias), bias))
+        if p.presence_penalty or p.frequency_penalty:  # over every generated token (repeat penalty off)
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_penalties(
+                self.n_vocab, max(1, int(p.max_tokens or self.n_ctx)), 1.0,
+                float(p.frequency_penalty), float(p.presence_penalty)))
         gbnf = grammar_for(p)
         if gbnf:
             g = L.llama_sampler_init_grammar(self._vocab, gbnf.encode(), b"root")

@@ -117,14 +117,17 @@ class TransformersEngine(Scheduler):
                 seq.n_past += 1
             out = self.model(input_ids=inp, past_key_values=seq.slot["cache"], use_cache=True)
             seq.slot["cache"] = out.past_key_values
-            seq.accept(self._sample(out.logits[0, -1].float(), seq.params, seq.slot["gen"]))
+            seq.accept(self._sample(out.logits[0, -1].float(), seq.params, seq.slot["gen"], seq.generated))
 
-    def _sample(self, logits: Any, p: SamplingParams, gen: Any) -> int:
+    def _sample(self, logits: Any, p: SamplingParams, gen: Any, generated: list[int]) -> int:
         torch = self._torch
         if p.logit_bias:
             logits = logits.clone()
             for tok, b in p.logit_bias.items():
                 logits[tok] += b
+        if generated and (p.presence_penalty or p.frequency_penalty):  # as llama.cpp's penalties sampler
+            counts = torch.bincount(torch.tensor(generated), minlength=logits.numel())[: logits.numel()].float()
+            logits = logits - p.frequency_penalty * counts - p.presence_penalty * (counts > 0).float()
         if not p.temperature or p.temperature <= 0:
             return int(torch.argmax(logits))
         logits = logits / p.temperature

@@ -61,8 +61,12 @@ class _Sampling(BaseModel):
     n: int = Field(1, ge=1, description="only 1 is supported")
     stream: bool = False
     stream_options: StreamOptions | None = None
-    presence_penalty: float | None = Field(None, ge=-2, le=2, description="accepted, not applied")
-    frequency_penalty: float | None = Field(None, ge=-2, le=2, description="accepted, not applied")
+    presence_penalty: float | None = Field(
+        None, ge=-2, le=2, description="subtracted from the logit of every token generated so far"
+    )
+    frequency_penalty: float | None = Field(
+        None, ge=-2, le=2, description="times the number of times a token was generated so far"
+    )
     logit_bias: dict[str, float] | None = Field(
         None, description='{"token id": bias}: -100 bans the token, 100 forces it (added to its logit)'
     )
@@ -272,6 +276,8 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):
         response_format=req.response_format.model_dump() if req.response_format else None,
         json_schema=schema,
         logit_bias=req.logit_bias,
+        presence_penalty=req.presence_penalty,
+        frequency_penalty=req.frequency_penalty,
     )
     messages = []
     for i, m in enumerate(req.messages):
@@ -412,6 +418,8 @@ async def completions(req: CompletionRequest, request: Request):
         seed=req.seed,
         stop=req.stop,
         logit_bias=req.logit_bias,
+        presence_penalty=req.presence_penalty,
+        frequency_penalty=req.frequency_penalty,
     )
     n_prompt = llm.fit_to_context(engine, prompt, params, req.max_tokens is not None, "prompt")
     ts = llm.TimedStream(engine, prompt, params, n_prompt, on_done=_on_done(state))
