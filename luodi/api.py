@@ -207,11 +207,16 @@ class Predictor:
         return self.task.predict(records)
 
 
-def load_predictor(app: str, version: str | None = None) -> Predictor:
-    """The latest finished run of an app (or a given version), cached per process."""
-    if isinstance(app, str) and (app.endswith((".yaml", ".yml")) or Path(app).exists()):
-        app = load_app(app).name
-    run = registry.get_run(str(app), version)
+def _app_name(app: AppRef) -> str:
+    """The app's name from a name, an App YAML file or a config."""
+    if not isinstance(app, str) or app.endswith((".yaml", ".yml")) or Path(app).is_file():
+        return load_app(app).name
+    return app
+
+
+def load_predictor(app: AppRef, version: str | None = None) -> Predictor:
+    """The run an app serves (pinned, else its latest finished run) or a given version, cached per process."""
+    run = registry.get_run(_app_name(app), version)
     key = (run.app, run.version)
     with _cache_lock:
         if key in _cache:
@@ -230,8 +235,7 @@ def predict(
     app: AppRef, inputs: list[dict[str, Any]] | dict[str, Any] | str | Path, version: str | None = None
 ) -> list[dict[str, Any]]:
     """Predict for records (a dict, a list of dicts) or an input file (csv/json/jsonl/parquet/image/wav)."""
-    name = load_app(app).name if not isinstance(app, str) or app.endswith((".yaml", ".yml")) else app
-    pred = load_predictor(name, version)
+    pred = load_predictor(_app_name(app), version)
     if isinstance(inputs, str | Path):
         if not Path(inputs).exists():
             raise BadRequest(f"input file '{inputs}' not found", param="input")
@@ -410,10 +414,23 @@ def cv(
 
 
 def list_runs(app: str | None = None) -> list[dict[str, Any]]:
-    """Runs (newest first) with status and metrics."""
-    if app and (app.endswith((".yaml", ".yml")) or Path(app).exists()):
-        app = load_app(app).name
-    return [r.as_dict() for r in registry.list_runs(app)]
+    """Runs (newest first) with status, metrics and `served` (the run predictions use) / `pinned`."""
+    runs = [r.as_dict() for r in registry.list_runs(_app_name(app) if app else None)]
+    for name in {r["app"] for r in runs}:
+        pinned = registry.pinned_version(name)
+        served = pinned or next((r["version"] for r in runs if r["app"] == name and r["status"] == "done"), None)
+        for r in runs:
+            if r["app"] == name:
+                r["served"], r["pinned"] = r["version"] == served, r["version"] == pinned
+    return runs
+
+
+def promote(app: AppRef, version: str | None) -> dict[str, Any]:
+    """Serve `version` of an app from now on (every server sharing the store), or, with None, its latest
+    finished run again. The run must be finished and match its manifest. Returns the run now served."""
+    name = _app_name(app)
+    registry.pin_version(name, version)
+    return next(r for r in list_runs(name) if r["served"])
 
 
 def trained_apps() -> list[Predictor]:

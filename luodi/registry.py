@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from luodi.errors import LuodiError, NotFound
 from luodi.settings import get_settings
 from luodi.store.db import session_scope
-from luodi.store.tables import Run
+from luodi.store.tables import Run, ServedVersion
 
 MANIFEST = "manifest.json"
 CHECKPOINT_DIR = "checkpoint"  # per-epoch state, removed when a run finishes; never part of the manifest
@@ -249,8 +249,9 @@ def list_runs(app: str | None = None) -> list[RunInfo]:
 
 
 def get_run(app: str, version: str | None = None) -> RunInfo:
-    """A given version, or the latest finished (status done) run of an app."""
+    """A given version, or the run the app serves: the pinned one (`promote`), else its latest finished run."""
     runs = list_runs(app)
+    version = version or pinned_version(app)
     if version:
         for r in runs:
             if r.version == version:
@@ -263,6 +264,36 @@ def get_run(app: str, version: str | None = None) -> RunInfo:
         if r.status == "done":
             return r
     raise NotFound(f"app '{app}' has no finished run; train it first: `luodi train APP.yaml`", param="app")
+
+
+def pinned_version(app: str) -> str | None:
+    """The version an app is pinned to serve, or None (it serves its latest finished run)."""
+    with session_scope() as s:
+        row = s.get(ServedVersion, app)
+        return row.version if row else None
+
+
+def pin_version(app: str, version: str | None) -> None:
+    """Pin the version an app serves (a finished run whose files match its manifest), or unpin with None."""
+    with session_scope() as s:
+        row = s.get(ServedVersion, app)
+        if version is None:
+            if row is not None:
+                s.delete(row)
+            return
+    run = get_run(app, version)
+    if run.status != "done":
+        raise LuodiError(
+            f"run {app} {version} is {run.status}, not finished; only a finished run can be served "
+            f"(`luodi train APP.yaml --resume` finishes it)", status=409, param="version",
+        )
+    verify_manifest(run.path)
+    with session_scope() as s:
+        row = s.get(ServedVersion, app)
+        if row is None:
+            s.add(ServedVersion(app=app, version=version, set_at=datetime.now(UTC)))
+        else:
+            row.version, row.set_at = version, datetime.now(UTC)
 
 
 def resumable_run(app: str) -> RunInfo | None:

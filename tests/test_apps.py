@@ -318,6 +318,57 @@ def test_cli_verbs(trained, tmp_path):
     assert r.exit_code == 2 and "train.epochz" in r.output
 
 
+def test_promote_pins_the_served_version_for_api_cli_and_http(tmp_path):
+    """A worse v2 need not be served: `luodi promote APP v1` rolls back (store-wide), `--latest` follows training
+    again; ?version= predicts with any finished run; an unfinished or tampered run cannot be promoted."""
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from luodi.cli import app
+    from luodi.serve.app import create_app
+    from luodi.settings import get_settings
+
+    p = write_app(tmp_path, "t-promote", model__options={"n_estimators": 5, "num_leaves": 4})
+    v1 = api.train(p, progress=False)
+    v2 = api.train(write_app(tmp_path, "t-promote", model__options={"n_estimators": 60}), progress=False)
+    rec = records(1)[0]
+    p1, p2 = (api.predict("t-promote", rec, version=v)[0]["probability"] for v in (v1.version, v2.version))
+    assert p1 != p2 and api.predict("t-promote", rec)[0]["probability"] == p2  # the latest serves by default
+    res = CliRunner().invoke(app, ["promote", "t-promote", v1.version])
+    assert res.exit_code == 0 and f"serves {v1.version} (pinned)" in res.stdout, res.output
+    assert api.predict("t-promote", rec)[0]["probability"] == p1
+    runs = {r["version"]: r for r in api.list_runs("t-promote")}
+    assert runs[v1.version]["served"] and runs[v1.version]["pinned"] and not runs[v2.version]["served"]
+    res = CliRunner().invoke(app, ["runs", "t-promote"])
+    assert "served (pinned)" in res.stdout
+    v3 = api.train(p, progress=False)  # training more does not change what is served while pinned
+    assert api.predict("t-promote", rec)[0]["probability"] == p1
+    settings = get_settings().model_copy(update={"auth": "off"})
+    with TestClient(create_app(settings, preload=False)) as c:
+        r = c.post("/v1/apps/t-promote/predict", json=rec)
+        assert r.json()["version"] == v1.version and r.json()["probability"] == p1
+        r = c.post(f"/v1/apps/t-promote/predict?version={v2.version}", json={"inputs": [rec]})
+        assert r.json()["version"] == v2.version and r.json()["outputs"][0]["probability"] == p2
+        r = c.post("/v1/apps/t-promote/predict?version=v99", json=rec)
+        assert r.status_code == 404 and "versions:" in r.json()["error"]["message"]
+        r = c.post("/v1/apps/t-promote/promote", json={"version": "v99"})
+        assert r.status_code == 404
+        r = c.post("/v1/apps/t-promote/promote", json={"version": v2.version})
+        assert r.status_code == 200 and r.json()["version"] == v2.version and r.json()["pinned"]
+        assert c.post("/v1/apps/t-promote/predict", json=rec).json()["version"] == v2.version
+        r = c.post("/v1/apps/t-promote/promote", json={"version": None})
+        assert r.json()["version"] == v3.version and not r.json()["pinned"]
+        assert c.post("/v1/apps/t-promote/promote", json={}).status_code == 422  # version must be given
+    res = CliRunner().invoke(app, ["promote", "t-promote"])
+    assert res.exit_code == 2 and "--latest" in res.output
+    registry.set_status("t-promote", v2.version, "interrupted")
+    with pytest.raises(LuodiError, match="interrupted, not finished"):
+        api.promote("t-promote", v2.version)
+    (v1.path / "preprocess.json").write_text("{}")
+    with pytest.raises(registry.RunIntegrityError, match="preprocess.json"):
+        api.promote(p, v1.version)
+    assert api.list_runs("t-promote")[0]["served"]  # still following the latest
+
 def test_http_routes(trained):
     from fastapi.testclient import TestClient
 

@@ -78,6 +78,7 @@ def test_user_key_gets_403_on_key_management(live_server):
         ("GET", "/keys", None),
         ("POST", "/keys", {"name": "sneaky", "admin": True}),
         ("DELETE", f"/keys/{user.id}", None),
+        ("POST", "/apps/any-app/promote", {"version": "v1"}),  # choosing what an app serves is admin too
     ):
         err = _error(httpx.request(method, live_server.base_url + path, headers=hdr, json=body), 403)
         assert err["type"] == "permission_error" and "admin key" in err["message"], (method, path)

@@ -231,7 +231,8 @@ def register(app: typer.Typer) -> None:
             took = "" if secs is None else f"{secs / 60:.1f} min" if secs >= 60 else f"{secs:.0f} s"
             created = (r["created_at"] or "")[:16].replace("T", " ")
             m = " ".join(f"{k}={v:.4g}" for k, v in list(metrics.items())[:4])
-            rows.append((r["app"], r["version"], r["task"], r["status"], m, took, created))
+            status = r["status"] + (" · served (pinned)" if r.get("pinned") else " · served" if r.get("served") else "")
+            rows.append((r["app"], r["version"], r["task"], status, m, took, created))
         if out.width < 140:  # narrow terminal or a pipe: one block per run, nothing truncated
             for app_, ver, task, status, m, took, created in rows:
                 out.print(f"[bold]{app_}[/bold] {ver}  {task}  {status}  {took}  {created}", highlight=False)
@@ -243,6 +244,24 @@ def register(app: typer.Typer) -> None:
         for row in rows:
             t.add_row(*row)
         out.print(t)
+
+    @app.command("promote")
+    def promote_cmd(
+        app_name: Annotated[str, typer.Argument(help="app name or YAML")],
+        version: Annotated[str | None, typer.Argument(help="the version to serve, e.g. v3")] = None,
+        latest: Annotated[
+            bool, typer.Option("--latest", help="unpin: serve the newest finished run again (after every train)")
+        ] = False,
+    ):
+        """Choose the version an app serves (roll back or forward); servers sharing the store switch at once."""
+        if (version is None) == (not latest):
+            _fail(LuodiError("give a VERSION to serve (see `luodi runs APP`) or --latest, not both", param="version"))
+        try:
+            run = api.promote(app_name, None if latest else version)
+        except LuodiError as e:
+            _fail(e)
+        how = "pinned" if run["pinned"] else "latest finished run, follows new training"
+        out.print(f"{run['app']} serves {run['version']} ({how})", highlight=False)
 
     config = typer.Typer(help="App file tools: render the resolved config, print the JSON Schema.")
     app.add_typer(config, name="config")

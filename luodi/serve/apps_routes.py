@@ -10,20 +10,31 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel, ValidationError, create_model
+from pydantic import BaseModel, Field, ValidationError, create_model
 from starlette.concurrency import run_in_threadpool
 
 from luodi import api, registry
 
 try:
-    from luodi.serve.auth import require_key
+    from luodi.serve.auth import require_admin, require_key
 
     _deps = [Depends(require_key)]
+    _admin = [Depends(require_admin)]
 except ImportError:  # the server area may not be there yet
-    _deps = []
+    _deps = _admin = []
+
+VersionQuery = Query(
+    None, description="predict with this version (see GET /v1/apps/{name}/runs) instead of the one served"
+)
+
+
+class PromoteRequest(BaseModel):
+    version: str | None = Field(
+        ..., description="the version to serve from now on, e.g. v3; null: the latest finished run again"
+    )
 
 
 def _schemas(pred: api.Predictor) -> tuple[type[BaseModel], type[BaseModel]]:
@@ -79,9 +90,9 @@ def _validate(pred: api.Predictor, body: Any) -> tuple[list[dict[str, Any]], boo
     return records, batch
 
 
-async def _predict(name: str, body: Any) -> Any:
+async def _predict(name: str, body: Any, version: str | None = None) -> Any:
     # luodi errors (unknown app, bad values, tampered run) reach the server's handler: status + field
-    pred = await run_in_threadpool(api.load_predictor, name)
+    pred = await run_in_threadpool(api.load_predictor, name, version)
     records, batch = _validate(pred, body)
     outs = await run_in_threadpool(pred.predict, records)
     if batch:
@@ -131,9 +142,14 @@ async def run_report(name: str, version: str) -> HTMLResponse:
     return HTMLResponse(p.read_text())
 
 
-async def predict_any(name: str, request: Request) -> Any:
+async def predict_any(name: str, request: Request, version: str | None = VersionQuery) -> Any:
     """Predict with any trained app: one record, or {"inputs": [...]} for a batch."""
-    return await _predict(name, await _json_body(request))
+    return await _predict(name, await _json_body(request), version)
+
+
+async def promote(name: str, body: PromoteRequest) -> dict[str, Any]:
+    """Choose the version an app serves (admin key): every server sharing the store switches at once."""
+    return await run_in_threadpool(api.promote, name, body.version)
 
 
 def _register_static_routes(r: APIRouter) -> None:
@@ -145,6 +161,13 @@ def _register_static_routes(r: APIRouter) -> None:
     )
     r.add_api_route(
         "/v1/apps/{name}/runs", app_runs, methods=["GET"], summary="Every run of an app, newest first"
+    )
+    r.add_api_route(
+        "/v1/apps/{name}/promote",
+        promote,
+        methods=["POST"],
+        dependencies=_admin,
+        summary="Serve another version of an app (admin key; version null: the latest finished run)",
     )
     r.add_api_route(
         "/v1/apps/{name}/runs/{version}/report",
@@ -246,8 +269,8 @@ def _typed_route(r: APIRouter, pred: api.Predictor) -> None:
         "properties": {"inputs": {"type": "array", "items": one}},
     }
 
-    async def predict_typed(request: Request) -> Any:
-        return await _predict(name, await _json_body(request))
+    async def predict_typed(request: Request, version: str | None = VersionQuery) -> Any:
+        return await _predict(name, await _json_body(request), version)
 
     r.add_api_route(
         f"/v1/apps/{name}/predict",

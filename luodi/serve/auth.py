@@ -62,11 +62,12 @@ async def require_key_on_v1(request: Request) -> KeyInfo | None:
 
 
 async def require_admin(request: Request) -> KeyInfo | None:
-    """FastAPI dependency for key management: an admin key (or auth off); a user key gets 403."""
+    """FastAPI dependency for key management and app promotion: an admin key (or auth off); a user key gets 403."""
     info = await require_key(request)
     if info is not None and not info.admin:
+        what = "choosing the version an app serves" if request.url.path.endswith("/promote") else "managing API keys"
         raise PermissionDenied(
-            f"API key {info.prefix}… ({info.name}) is a user key; managing API keys needs an admin key "
+            f"API key {info.prefix}… ({info.name}) is a user key; {what} needs an admin key "
             "(create one with `luodi keys create NAME --admin`, or use the key `luodi serve` printed)"
         )
     return info

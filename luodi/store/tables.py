@@ -41,6 +41,16 @@ class Run(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
+class ServedVersion(Base):
+    """The run an app serves when pinned with `luodi promote APP VERSION` (migration 0003); no row: the app
+    serves its latest finished run."""
+
+    __tablename__ = "served_versions"
+    app: Mapped[str] = mapped_column(String(200), primary_key=True)
+    version: Mapped[str] = mapped_column(String(64))
+    set_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
 class KnowledgeBase(Base):
     __tablename__ = "kbs"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
