@@ -21,6 +21,7 @@ from luodi.settings import Settings, get_settings
 _load_lock = threading.Lock()
 MAX_STOP = 16
 MAX_LOGIT_BIAS = 1024  # tokens one request may bias
+MAX_TOP_LOGPROBS = 20  # alternatives per token (OpenAI's limit)
 
 
 # ---------------------------------------------------------------- loading
@@ -157,12 +158,18 @@ def sampling_params(
     logit_bias: dict[str, float] | None = None,
     presence_penalty: float | None = None,
     frequency_penalty: float | None = None,
+    logprobs: int | None = None,
 ) -> SamplingParams:
     """Validated SamplingParams from OpenAI-style fields (None = engine default). max_tokens is set later
     by fit_to_context when None."""
     _check_range("temperature", temperature, 0.0, 2.0, "use 0 for greedy decoding, ~0.7 for varied text")
     _check_range("top_p", top_p, 0.0, 1.0, "use 1 to disable nucleus sampling")
     _check_range("presence_penalty", presence_penalty, -2.0, 2.0, "use 0 for no penalty")
+    if logprobs is not None and not (isinstance(logprobs, int) and 0 <= logprobs <= MAX_TOP_LOGPROBS):
+        raise BadRequest(
+            f"field 'top_logprobs': expected 0 to {MAX_TOP_LOGPROBS} alternatives per token, got {logprobs!r}",
+            param="top_logprobs",
+        )
     _check_range("frequency_penalty", frequency_penalty, -2.0, 2.0, "use 0 for no penalty")
     if top_p is not None and top_p == 0:
         raise BadRequest(
@@ -179,6 +186,7 @@ def sampling_params(
     p = SamplingParams(
         stop=normalize_stop(stop), seed=seed, logit_bias=normalize_logit_bias(logit_bias),
         presence_penalty=float(presence_penalty or 0.0), frequency_penalty=float(frequency_penalty or 0.0),
+        logprobs=logprobs,
         **response_format_params(response_format),
     )
     if json_schema is not None:
@@ -266,6 +274,7 @@ class Generation:
     completion_tokens: int = 0
     ttft: float | None = None  # seconds from start to the first token
     decode_seconds: float = 0.0  # first token -> last token
+    logprobs: list[dict[str, Any]] | None = None  # per generated token, when SamplingParams.logprobs is set
 
     @property
     def total_tokens(self) -> int:
@@ -304,6 +313,8 @@ class TimedStream:
         r = self.result
         if chunk.text:
             r.text += chunk.text
+        if chunk.logprobs is not None:
+            r.logprobs = (r.logprobs or []) + chunk.logprobs
         if chunk.completion_tokens or chunk.text:
             if self._t_first is None:
                 self._t_first = t

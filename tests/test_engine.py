@@ -251,6 +251,12 @@ def test_transformers_backend_smoke(engine):
             a, b = (complete_sync(e, p, greedy(4, logit_bias=bias)).text for e in (tf, engine))
             assert a == b != out.text
         assert b.split() == ["banana"] * 4
+        # logprobs: the model's log-softmax, the same on both backends up to quantization / rounding
+        fruit = chat(engine, "Name a fruit.")  # (a prompt whose greedy tokens both backends share)
+        lp = [complete_sync(e, fruit, greedy(5, logprobs=2)).logprobs for e in (tf, engine)]
+        assert [x["token"] for x in lp[0]] == [x["token"] for x in lp[1]] and len(lp[0]) == 5
+        assert max(abs(a["logprob"] - b["logprob"]) for a, b in zip(*lp, strict=True)) < 0.25
+        assert all(x["top_logprobs"][0]["logprob"] == x["logprob"] for x in lp[1])  # greedy picks the likeliest
         # presence / frequency penalties (logit -= freq * count + presence) curb repetition on both backends
         # (exact equality is not asserted: near-ties after the penalty fall to floating-point rounding)
         rep = "List of animals: cat, dog, cat, dog, cat, dog,"

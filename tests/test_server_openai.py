@@ -138,6 +138,30 @@ def test_frequency_and_presence_penalties_curb_repetition(client):
     assert client.chat.completions.create(**chat, frequency_penalty=1.0).choices[0].message.content
 
 
+def test_logprobs_chat_stream_and_completions(client):
+    """logprobs through the official client: one entry per output token whose texts join to the content,
+    log-probabilities <= 0, the k alternatives sorted (greedy: the chosen token is the likeliest)."""
+    kw = dict(model=CHAT, messages=[{"role": "user", "content": "Name a fruit."}], max_tokens=6, temperature=0)
+    r = client.chat.completions.create(**kw, logprobs=True, top_logprobs=3)
+    content, entries = r.choices[0].message.content, r.choices[0].logprobs.content
+    assert "".join(e.token for e in entries) == content and len(entries) == r.usage.completion_tokens
+    for e in entries:
+        alts = [t.logprob for t in e.top_logprobs]
+        assert e.logprob <= 0 and len(alts) == 3 and alts == sorted(alts, reverse=True)
+        assert e.top_logprobs[0].token == e.token and bytes(e.bytes).decode() == e.token
+    assert client.chat.completions.create(**kw).choices[0].logprobs is None  # only when asked
+    # streamed: the same tokens (values may differ in rounding: the shared KV cache's layout differs per request)
+    streamed = list(client.chat.completions.create(**kw, logprobs=True, stream=True))
+    got = [e for c in streamed if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content]
+    assert [e.token for e in got] == [e.token for e in entries] and all(e.logprob <= 0 for e in got)
+    assert all(e.top_logprobs == [] for e in got)  # logprobs without top_logprobs: no alternatives
+    prompt = "The capital of France is"
+    c = client.completions.create(model=CHAT, prompt=prompt, max_tokens=4, temperature=0, logprobs=2)
+    lp = c.choices[0].logprobs
+    assert "".join(lp.tokens) == c.choices[0].text and lp.text_offset[0] == len(prompt)
+    assert all(len(t) == 2 and max(t.values()) >= v for t, v in zip(lp.top_logprobs, lp.token_logprobs, strict=True))
+
+
 def test_completions(client):
     r = client.completions.create(model=CHAT, prompt="The capital of France is", max_tokens=8, temperature=0)
     assert r.object == "text_completion"
@@ -278,6 +302,8 @@ def test_models_lists_chat_and_embedding(client):
         ),
         ({"messages": HELLO, "stop": [""]}, "stop", ["stop"]),
         ({"messages": HELLO, "logit_bias": {"hello": 5}}, "logit_bias", ["'hello'", "token id"]),
+        ({"messages": HELLO, "top_logprobs": 2}, "top_logprobs", ["logprobs", "true"]),
+        ({"messages": HELLO, "logprobs": True, "top_logprobs": 21}, "top_logprobs", ["20"]),
         ({"messages": HELLO, "logit_bias": {"42": 101}}, "logit_bias", ["-100", "100"]),
         ({"messages": HELLO, "logit_bias": {"99999999": 1}}, "logit_bias", ["vocabulary", "49151"]),
     ],

@@ -80,23 +80,22 @@ def close_engines() -> None:
 
 async def complete(engine: Engine, prompt: str, params: SamplingParams | None = None) -> GenerationChunk:
     """Run one request to the end; returns a chunk holding the whole text, finish_reason and usage."""
-    parts: list[str] = []
-    last = GenerationChunk("")
-    async for chunk in engine.generate(prompt, params or SamplingParams()):
-        parts.append(chunk.text)
-        last = chunk
-    return GenerationChunk("".join(parts), last.finish_reason, last.prompt_tokens, last.completion_tokens)
+    return _joined([chunk async for chunk in engine.generate(prompt, params or SamplingParams())])
 
 
 def complete_sync(engine: Engine, prompt: str, params: SamplingParams | None = None) -> GenerationChunk:
     """`complete` for code without an event loop (CLI, scripts, worker threads)."""
-    parts: list[str] = []
-    last = GenerationChunk("")
     stream = engine.generate(prompt, params or SamplingParams())
     try:
-        for chunk in stream:  # engines' streams are also plain iterators
-            parts.append(chunk.text)
-            last = chunk
+        return _joined(list(stream))  # engines' streams are also plain iterators
     finally:
         stream.close()
-    return GenerationChunk("".join(parts), last.finish_reason, last.prompt_tokens, last.completion_tokens)
+
+
+def _joined(chunks: list[GenerationChunk]) -> GenerationChunk:
+    """One chunk with the whole text (and logprobs), the last chunk's finish_reason and usage."""
+    last = chunks[-1] if chunks else GenerationChunk("")
+    lps = [e for c in chunks for e in c.logprobs or []] if any(c.logprobs is not None for c in chunks) else None
+    return GenerationChunk(
+        "".join(c.text for c in chunks), last.finish_reason, last.prompt_tokens, last.completion_tokens, lps
+    )

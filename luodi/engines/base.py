@@ -23,6 +23,7 @@ class SamplingParams:
     logit_bias: dict[int, float] = field(default_factory=dict)  # token id -> added to its logit (OpenAI)
     presence_penalty: float = 0.0  # OpenAI: subtracted from the logit of every token generated so far
     frequency_penalty: float = 0.0  # OpenAI: times the number of times the token was generated so far
+    logprobs: int | None = None  # None: off; k >= 0: each token's log-probability and the k likeliest tokens
 
 
 @dataclass
@@ -33,6 +34,9 @@ class GenerationChunk:
     finish_reason: str | None = None  # None while running; then "stop" | "length" | "cancelled"
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # with SamplingParams.logprobs: one entry per token generated since the last chunk, OpenAI's shape:
+    # {"token", "bytes", "logprob", "top_logprobs": [{"token", "bytes", "logprob"}, ...]}
+    logprobs: list[dict[str, Any]] | None = None
 
 
 @runtime_checkable

@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 # llama.cpp is built with OpenMP here; spinning OpenMP workers make a 2-thread decode ~20x slower when other
 # processes share the cores. Sleep instead of spin (must be set before libgomp loads; users may override).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -407,7 +409,11 @@ class LlamaCppEngine(Scheduler):
         if rc != 0:
             raise LuodiError(f"llama_decode failed with code {rc}", status=500)
         for seq, idx in outputs:
-            seq.accept(L.llama_sampler_sample(seq.slot.sampler, self._ctx, idx))
+            token = L.llama_sampler_sample(seq.slot.sampler, self._ctx, idx)
+            logits = None
+            if seq.wants_logprobs:  # a view of llama.cpp's logits row, read before the next decode
+                logits = np.ctypeslib.as_array(L.llama_get_logits_ith(self._ctx, idx), shape=(self.n_vocab,))
+            seq.accept(token, logits)
 
     def shutdown(self) -> None:
         if getattr(self, "_ctx", None):

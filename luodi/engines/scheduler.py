@@ -17,6 +17,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from luodi.engines.base import GenerationChunk, SamplingParams
 from luodi.engines.streaming import StopFilter, Utf8Stream
 from luodi.errors import BadRequest, LuodiError, Overloaded
@@ -68,15 +70,20 @@ class Stream:
             return None
         first = self._chunks.popleft()
         text = [first.text]
+        lps = None if first.logprobs is None else list(first.logprobs)
         last = first
         while self._chunks and last.finish_reason is None:
             last = self._chunks.popleft()
             text.append(last.text)
+            if last.logprobs is not None:
+                lps = (lps or []) + last.logprobs
         if not self._chunks and self._error is None:
             self._ready.clear()
         if last.finish_reason is not None:
             self._finished = True
-        return GenerationChunk("".join(text), last.finish_reason, last.prompt_tokens, last.completion_tokens)
+        return GenerationChunk(
+            "".join(text), last.finish_reason, last.prompt_tokens, last.completion_tokens, logprobs=lps
+        )
 
     def __aiter__(self) -> Stream:
         return self
@@ -157,6 +164,7 @@ class Sequence:
         self.last_token: int | None = None
         self.finish_reason: str | None = None
         self.slot: Any = None  # backend data (seq_id, sampler, KV cache...)
+        self._logprobs: list[dict[str, Any]] | None = None if params.logprobs is None else []  # not yet sent
 
     @property
     def prefilling(self) -> bool:
@@ -167,20 +175,31 @@ class Sequence:
         """KV cells this sequence may use at most."""
         return len(self.prompt_ids) + self.max_tokens
 
-    def accept(self, token: int) -> None:
-        """Record one sampled token: emit text, or finish on EOS / stop string / max_tokens."""
+    def accept(self, token: int, logits: Any = None) -> None:
+        """Record one sampled token: emit text, or finish on EOS / stop string / max_tokens. `logits` (the
+        raw next-token logits, a numpy array) give the token's log-probabilities when the request asked."""
         if self._is_eog(token):
             self.finish("stop", self._drain())
             return
         self.generated.append(token)
         self.last_token = token
+        if self._logprobs is not None and logits is not None:
+            self._logprobs.append(token_logprobs(logits, token, int(self.params.logprobs or 0), self._piece))
         text, stopped = self._stops.feed(self._utf8.feed(self._piece(token)))
         if stopped:
             self.finish("stop", text)
         elif len(self.generated) >= self.max_tokens:
             self.finish("length", text + self._drain())
         elif text:
-            self.stream.push(GenerationChunk(text, None, len(self.prompt_ids), len(self.generated)))
+            self.stream.push(self._chunk(text, None))
+
+    @property
+    def wants_logprobs(self) -> bool:
+        return self._logprobs is not None
+
+    def _chunk(self, text: str, reason: str | None) -> GenerationChunk:
+        lps, self._logprobs = self._logprobs, (None if self._logprobs is None else [])
+        return GenerationChunk(text, reason, len(self.prompt_ids), len(self.generated), logprobs=lps)
 
     def _drain(self) -> str:
         """Text still held back (an incomplete character, a possible stop-string prefix)."""
@@ -192,11 +211,29 @@ class Sequence:
         if self.finish_reason is not None:
             return
         self.finish_reason = reason
-        self.stream.push(GenerationChunk(text, reason, len(self.prompt_ids), len(self.generated)))
+        self.stream.push(self._chunk(text, reason))
 
     def fail(self, error: BaseException) -> None:
         self.finish_reason = "error"
         self.stream.push(error=error)
+
+
+def token_logprobs(logits: Any, token: int, k: int, piece: Callable[[int], bytes]) -> dict[str, Any]:
+    """OpenAI's logprobs entry for one sampled token, from the model's raw next-token logits (before
+    temperature, penalties or grammar): its log-probability and the k likeliest tokens'."""
+    x = np.asarray(logits, dtype=np.float64)
+    m = x.max()
+    lp = x - (m + np.log(np.exp(x - m).sum()))
+
+    def entry(t: int) -> dict[str, Any]:
+        b = piece(t)
+        return {"token": b.decode("utf-8", errors="replace"), "bytes": list(b), "logprob": float(lp[t])}
+
+    top: list[int] = []
+    if k > 0:
+        cand = np.argpartition(-lp, min(k, lp.size - 1))[:k]
+        top = [int(t) for t in cand[np.argsort(-lp[cand], kind="stable")]]
+    return {**entry(token), "top_logprobs": [entry(t) for t in top]}
 
 
 class Scheduler:

@@ -117,7 +117,9 @@ class TransformersEngine(Scheduler):
                 seq.n_past += 1
             out = self.model(input_ids=inp, past_key_values=seq.slot["cache"], use_cache=True)
             seq.slot["cache"] = out.past_key_values
-            seq.accept(self._sample(out.logits[0, -1].float(), seq.params, seq.slot["gen"], seq.generated))
+            logits = out.logits[0, -1].float()
+            token = self._sample(logits, seq.params, seq.slot["gen"], seq.generated)
+            seq.accept(token, logits.numpy() if seq.wants_logprobs else None)
 
     def _sample(self, logits: Any, p: SamplingParams, gen: Any, generated: list[int]) -> int:
         torch = self._torch

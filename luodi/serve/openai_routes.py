@@ -80,15 +80,15 @@ class ChatCompletionRequest(_Sampling):
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
-    logprobs: bool | None = None
-    top_logprobs: int | None = None
+    logprobs: bool | None = Field(None, description="each output token's log-probability (choices[].logprobs)")
+    top_logprobs: int | None = Field(None, ge=0, le=20, description="with logprobs: the k likeliest tokens too")
 
 
 class CompletionRequest(_Sampling):
     prompt: str | list[str]
     echo: bool = False
     suffix: str | None = None
-    logprobs: int | None = None
+    logprobs: int | None = Field(None, ge=0, le=20, description="log-probabilities of the k likeliest tokens")
     best_of: int | None = None
 
 
@@ -208,18 +208,35 @@ def _usage(g: llm.Generation) -> dict[str, int]:
     }
 
 
-def _reject_unsupported(req: _Sampling, logprobs: Any = None) -> None:
+def _reject_unsupported(req: _Sampling) -> None:
     if req.n != 1:
         raise BadRequest(
             f"field 'n': only n=1 is supported, got n={req.n}; send n=1 and repeat the request "
             "(with different seeds) for more choices",
             param="n",
         )
-    if logprobs:
-        raise BadRequest(
-            "field 'logprobs': log-probabilities are not supported by this server; remove it",
-            param="logprobs",
-        )
+
+
+def _chat_logprobs(req: ChatCompletionRequest) -> int | None:
+    """SamplingParams.logprobs for a chat request: None (off) or the number of alternatives per token."""
+    if req.top_logprobs is not None and not req.logprobs:
+        raise BadRequest("field 'top_logprobs': needs 'logprobs': true", param="top_logprobs")
+    return (req.top_logprobs or 0) if req.logprobs else None
+
+
+def _legacy_logprobs(entries: list[dict[str, Any]], offset: int) -> dict[str, Any]:
+    """/v1/completions' logprobs shape (tokens, token_logprobs, top_logprobs, text_offset) from chat entries;
+    `offset`: characters before the first token (the prompt's length, as OpenAI counts)."""
+    offsets = []
+    for e in entries:
+        offsets.append(offset)
+        offset += len(e["token"])
+    return {
+        "tokens": [e["token"] for e in entries],
+        "token_logprobs": [e["logprob"] for e in entries],
+        "top_logprobs": [{t["token"]: t["logprob"] for t in e["top_logprobs"]} for e in entries],
+        "text_offset": offsets,
+    }
 
 
 def _sse(obj: dict) -> str:
@@ -250,7 +267,8 @@ def _error_event(e: Exception) -> str:
 @router.post("/v1/chat/completions", summary="Chat completion (OpenAI-compatible; SSE when stream=true)")
 async def chat_completions(req: ChatCompletionRequest, request: Request):
     state = get_state(request)
-    _reject_unsupported(req, req.logprobs)
+    _reject_unsupported(req)
+    logprobs = _chat_logprobs(req)
     model = _check_model(state, req.model, "chat")
     engine = await _engine(state)
     max_tokens = req.max_completion_tokens or req.max_tokens
@@ -278,6 +296,7 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):
         logit_bias=req.logit_bias,
         presence_penalty=req.presence_penalty,
         frequency_penalty=req.frequency_penalty,
+        logprobs=logprobs,
     )
     messages = []
     for i, m in enumerate(req.messages):
@@ -312,7 +331,8 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):
         "object": "chat.completion",
         "created": created,
         "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+        "choices": [{"index": 0, "message": message, "finish_reason": finish,
+                     "logprobs": None if logprobs is None else {"content": g.logprobs or []}}],
         "usage": _usage(g),
     }
 
@@ -360,16 +380,17 @@ def _chunk_sse(cid: str, created: int, model: str, obj: str, choices: list, incl
 async def _chat_stream(
     ts: llm.TimedStream, first, cid: str, created: int, model: str, include_usage: bool, specs, choice
 ) -> AsyncIterator[str]:
-    def chunk(delta: dict, finish: str | None = None) -> str:
-        choice0 = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+    def chunk(delta: dict, finish: str | None = None, logprobs: list | None = None) -> str:
+        lp = None if logprobs is None else {"content": logprobs}
+        choice0 = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": lp}
         return _chunk_sse(cid, created, model, "chat.completion.chunk", [choice0], include_usage)
 
     stream = ts.chunks(first)
     try:
         yield chunk({"role": "assistant", "content": ""})
         async for c in stream:
-            if c.text and specs is None:
-                yield chunk({"content": c.text})
+            if (c.text or c.logprobs) and specs is None:
+                yield chunk({"content": c.text}, logprobs=c.logprobs)
         g = ts.result
         if specs is not None:  # tool calls are parsed from the whole output, then sent as one delta
             message, finish = _tool_message(g, specs, choice)
@@ -396,7 +417,7 @@ async def _chat_stream(
 @router.post("/v1/completions", summary="Text completion (OpenAI-compatible legacy endpoint)")
 async def completions(req: CompletionRequest, request: Request):
     state = get_state(request)
-    _reject_unsupported(req, req.logprobs)
+    _reject_unsupported(req)
     for name, bad in (("echo", req.echo), ("suffix", req.suffix), ("best_of", req.best_of not in (None, 1))):
         if bad:
             raise BadRequest(f"field '{name}': not supported by this server; remove it", param=name)
@@ -420,6 +441,7 @@ async def completions(req: CompletionRequest, request: Request):
         logit_bias=req.logit_bias,
         presence_penalty=req.presence_penalty,
         frequency_penalty=req.frequency_penalty,
+        logprobs=req.logprobs,
     )
     n_prompt = llm.fit_to_context(engine, prompt, params, req.max_tokens is not None, "prompt")
     ts = llm.TimedStream(engine, prompt, params, n_prompt, on_done=_on_done(state))
@@ -428,8 +450,9 @@ async def completions(req: CompletionRequest, request: Request):
     created = int(time.time())
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        offset = None if req.logprobs is None else len(prompt)
         return EventSourceResponse(
-            _completion_stream(ts, first, cid, created, model, include_usage), ping=15, sep="\n"
+            _completion_stream(ts, first, cid, created, model, include_usage, offset), ping=15, sep="\n"
         )
 
     async def disconnected() -> bool:
@@ -442,24 +465,36 @@ async def completions(req: CompletionRequest, request: Request):
         "created": created,
         "model": model,
         "choices": [
-            {"index": 0, "text": g.text, "finish_reason": _finish(g.finish_reason), "logprobs": None}
+            {
+                "index": 0,
+                "text": g.text,
+                "finish_reason": _finish(g.finish_reason),
+                "logprobs": None if req.logprobs is None else _legacy_logprobs(g.logprobs or [], len(prompt)),
+            }
         ],
         "usage": _usage(g),
     }
 
 
 async def _completion_stream(
-    ts: llm.TimedStream, first, cid: str, created: int, model: str, include_usage: bool
+    ts: llm.TimedStream, first, cid: str, created: int, model: str, include_usage: bool, offset: int | None
 ) -> AsyncIterator[str]:
-    def chunk(text: str, finish: str | None = None) -> str:
-        choice0 = {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
+    """SSE events of a text completion; `offset` (the prompt's length) when the request asked for logprobs."""
+
+    def chunk(text: str, finish: str | None = None, logprobs: list | None = None) -> str:
+        nonlocal offset
+        lp = None
+        if offset is not None and logprobs is not None:
+            lp = _legacy_logprobs(logprobs, offset)
+            offset += sum(len(e["token"]) for e in logprobs)
+        choice0 = {"index": 0, "text": text, "finish_reason": finish, "logprobs": lp}
         return _chunk_sse(cid, created, model, "text_completion", [choice0], include_usage)
 
     stream = ts.chunks(first)
     try:
         async for c in stream:
-            if c.text:
-                yield chunk(c.text)
+            if c.text or c.logprobs:
+                yield chunk(c.text, logprobs=c.logprobs)
         g = ts.result
         yield chunk("", _finish(g.finish_reason))
         if include_usage:
