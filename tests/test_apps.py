@@ -397,6 +397,23 @@ def test_http_routes(trained):
             r = c.post("/v1/apps/t-diag/predict", content=body, headers={"Content-Type": "application/json"})
             assert r.status_code == 422 and "'mean radius': Input should be a finite number" in r.text, r.text
         assert c.post("/v1/apps/no-such-app/predict", json=rec[0]).status_code == 404
+        # files: read as `luodi predict --input` reads them, each output tagged with its file's name
+        import pandas as pd
+
+        csv = pd.DataFrame(records(3)[:2]).to_csv(index=False).encode()
+        files = [("files", ("a.csv", csv, "text/csv")), ("files", ("b.json", json.dumps(records(3)[2:]), "x"))]
+        r = c.post("/v1/apps/t-diag/predict/files", files=files)
+        assert r.status_code == 200, r.text
+        outs = r.json()["outputs"]
+        assert [o["input"] for o in outs] == ["a.csv", "a.csv", "b.json"]
+        direct = c.post("/v1/apps/t-diag/predict", json={"inputs": records(3)}).json()["outputs"]
+        assert [o["probability"] for o in outs] == pytest.approx([o["probability"] for o in direct])
+        r = c.post("/v1/apps/t-diag/predict/files", files=[("files", ("empty.csv", b"mean radius\n", "text/csv"))])
+        assert r.status_code == 400 and "empty.csv" in r.json()["error"]["message"]
+        r = c.post("/v1/apps/t-diag/predict/files", files=[("files", ("x.csv", b"mean radius\n1\n", "text/csv"))])
+        assert r.status_code == 400 and "mean texture" in r.json()["error"]["message"]
+        assert c.post("/v1/apps/t-diag/predict/files").status_code == 422  # no files part
+        assert c.post("/v1/apps/nope/predict/files", files=files).status_code == 404
         runs = c.get("/v1/apps/t-diag/runs").json()["data"]
         assert runs[0]["status"] == "done"
         rep = c.get(runs[0]["report_url"])

@@ -107,6 +107,9 @@ def test_bad_inputs_give_clear_errors(trained, tmp_path):
         task.predict([{"image": [1, 2, 3]}])
     with pytest.raises(BadRequest, match="not found"):
         task.predict([{"path": str(tmp_path / "missing.png")}])
+    (tmp_path / "scan.png").write_bytes(b"not a png")
+    with pytest.raises(BadRequest, match=r"\(scan.png\) is not a readable image \(not an image format"):
+        task.predict([{"path": str(tmp_path / "scan.png")}])  # the file is named (a folder or an upload)
     with pytest.raises(NotFound, match="train the app first"):
         task_for(task.config).load(tmp_path)
     with pytest.raises(NotFound, match="not trained"):

@@ -47,8 +47,8 @@ class AudioSet:
         )
 
 
-def decode_wav(data: bytes, field: str = "audio") -> tuple[np.ndarray, int]:
-    """WAV bytes -> (mono float32 samples in [-1, 1], sample rate)."""
+def decode_wav(data: bytes, field: str = "audio", name: str | None = None) -> tuple[np.ndarray, int]:
+    """WAV bytes -> (mono float32 samples in [-1, 1], sample rate); `name`: their file, for error messages."""
     from scipy.io import wavfile
 
     try:
@@ -56,7 +56,8 @@ def decode_wav(data: bytes, field: str = "audio") -> tuple[np.ndarray, int]:
             warnings.simplefilter("ignore")  # scipy warns about unknown chunks (e.g. LIST metadata)
             sr, x = wavfile.read(io.BytesIO(data))
     except (ValueError, EOFError, OSError) as e:
-        raise BadRequest(f"'{field}' is not a readable WAV file ({e}); send a PCM .wav", param=field) from e
+        what = f"'{field}' ({name})" if name else f"'{field}'"
+        raise BadRequest(f"{what} is not a readable WAV file ({e}); send a PCM .wav", param=field) from e
     if x.dtype.kind == "i" or x.dtype.kind == "u":
         info = np.iinfo(x.dtype)
         x = (x.astype(np.float32) - (info.max + info.min + 1) / 2) / ((info.max - info.min + 1) / 2)
@@ -64,7 +65,7 @@ def decode_wav(data: bytes, field: str = "audio") -> tuple[np.ndarray, int]:
     if x.ndim == 2:
         x = x.mean(axis=1)
     if x.size == 0:
-        raise BadRequest(f"'{field}': the WAV file holds no samples", param=field)
+        raise BadRequest(f"'{field}': the WAV file{f' {name}' if name else ''} holds no samples", param=field)
     return x, int(sr)
 
 
@@ -121,7 +122,7 @@ def audio_from_value(
             p = Path(s).expanduser()
             if not p.exists():
                 raise BadRequest(f"'{field}': audio file '{s}' not found", param=field)
-            x, sr = decode_wav(p.read_bytes(), field)
+            x, sr = decode_wav(p.read_bytes(), field, name=p.name)
             return resample(x, sr, sample_rate)
         try:
             data = base64.b64decode(s, validate=True)

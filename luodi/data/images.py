@@ -110,16 +110,19 @@ def read_idx_dataset(path: Path, options: dict[str, Any] | None = None) -> Image
 
 
 def decode_image(
-    data: bytes, size: tuple[int, int] | None, channels: int, field: str = "image"
+    data: bytes, size: tuple[int, int] | None, channels: int, field: str = "image", name: str | None = None
 ) -> np.ndarray:
-    """Image bytes (png/jpg/...) -> float32 (C, H, W) in [0, 1], resized to `size` (H, W) when given."""
+    """Image bytes (png/jpg/...) -> float32 (C, H, W) in [0, 1], resized to `size` (H, W) when given; `name`:
+    the file they came from, for the error message."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         img = Image.open(io.BytesIO(data))
         img.load()
     except (UnidentifiedImageError, OSError) as e:
-        raise BadRequest(f"'{field}' is not a readable image ({e}); send a png/jpg file", param=field) from e
+        why = "not an image format Pillow knows" if isinstance(e, UnidentifiedImageError) else str(e)
+        what = f"'{field}' ({name})" if name else f"'{field}'"
+        raise BadRequest(f"{what} is not a readable image ({why}); send a png/jpg file", param=field) from e
     img = img.convert("L" if channels == 1 else "RGB")
     if size is not None and img.size != (size[1], size[0]):
         img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
@@ -184,7 +187,7 @@ def image_from_value(value: Any, size: tuple[int, int], channels: int, field: st
         if p is not None and p.suffix.lower() in IMAGE_SUFFIXES:
             if not p.exists():
                 raise BadRequest(f"'{field}': image file '{s}' not found", param=field)
-            return decode_image(p.read_bytes(), size, channels, field)
+            return decode_image(p.read_bytes(), size, channels, field, name=p.name)
         try:
             data = base64.b64decode(s, validate=True)
         except ValueError as e:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field, ValidationError, create_model
@@ -147,6 +147,27 @@ async def predict_any(name: str, request: Request, version: str | None = Version
     return await _predict(name, await _json_body(request), version)
 
 
+async def predict_files(
+    name: str, files: list[UploadFile] = File(...), version: str | None = VersionQuery
+) -> dict[str, Any]:
+    """Predict for uploaded files (multipart field `files`), read as `luodi predict --input` reads them: rows of
+    a CSV / JSON / the dataset's own format, texts, images, wavs. Each output names its file under `input`."""
+    import tempfile
+    from pathlib import Path
+
+    from luodi.serve.uploads import read_uploads
+
+    pred = await run_in_threadpool(api.load_predictor, name, version)  # 404 before reading the bodies
+    items = await read_uploads(files, "applicants.csv")
+    with tempfile.TemporaryDirectory(prefix="luodi-upload-") as d:
+        for fname, data in items:
+            (Path(d) / fname).write_bytes(data)
+        outs = await run_in_threadpool(api.predict, name, d, pred.run.version)
+    for o in outs:
+        o["input"] = Path(o["input"]).name
+    return {"app": name, "version": pred.run.version, "outputs": outs}
+
+
 async def promote(name: str, body: PromoteRequest) -> dict[str, Any]:
     """Choose the version an app serves (admin key): every server sharing the store switches at once."""
     return await run_in_threadpool(api.promote, name, body.version)
@@ -161,6 +182,12 @@ def _register_static_routes(r: APIRouter) -> None:
     )
     r.add_api_route(
         "/v1/apps/{name}/runs", app_runs, methods=["GET"], summary="Every run of an app, newest first"
+    )
+    r.add_api_route(
+        "/v1/apps/{name}/predict/files",
+        predict_files,
+        methods=["POST"],
+        summary="Predict for uploaded files (multipart `files`: CSV / JSON rows, texts, images, wavs)",
     )
     r.add_api_route(
         "/v1/apps/{name}/promote",

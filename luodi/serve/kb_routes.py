@@ -17,9 +17,9 @@ from luodi.errors import BadRequest, LuodiError, Overloaded
 from luodi.rag.kbs import delete_document
 from luodi.serve.auth import require_key
 from luodi.serve.state import get_state
+from luodi.serve.uploads import read_uploads
 
 router = APIRouter(prefix="/v1/kb", tags=["knowledge bases"], dependencies=[Depends(require_key)])
-MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 
 
 class Strict(BaseModel):
@@ -76,16 +76,7 @@ async def list_documents(name: str) -> dict[str, Any]:
 async def upload_documents(name: str, files: list[UploadFile] = File(...)) -> dict[str, Any]:
     """Upload txt, md, html, pdf or docx files (multipart field `files`), indexed before the reply."""
     await run_in_threadpool(rag.get_kb, name)  # 404 before reading the bodies
-    items: list[tuple[str, bytes]] = []
-    for f in files:
-        fname = PurePath(f.filename or "").name
-        if not fname:
-            raise BadRequest("every uploaded file needs a file name (e.g. guide.pdf)", param="files")
-        data = await f.read(MAX_UPLOAD_BYTES + 1)
-        if len(data) > MAX_UPLOAD_BYTES:
-            raise BadRequest(f"'{fname}' is larger than {MAX_UPLOAD_BYTES // 2**20} MiB; split it",
-                             param="files", status=413)
-        items.append((fname, data))
+    items = await read_uploads(files, "guide.pdf")
     for fname, _ in items:  # reject unsupported types before indexing anything
         rag_suffix_check(fname)
     report = await run_in_threadpool(rag.add_bytes, name, items)
