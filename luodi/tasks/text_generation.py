@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -202,7 +204,8 @@ class TextGenerationTask(TextInputs, TaskBase):
             target_modules=self.opts.target_modules,
             task_type="CAUSAL_LM",
         )
-        return get_peft_model(base, cfg)
+        with _quiet_peft():
+            return get_peft_model(base, cfg)
 
     def fit(self, train: list[Dialogue], valid: list[Dialogue], run_dir: Path, progress: bool = True) -> dict:
         import torch
@@ -360,7 +363,8 @@ class TextGenerationTask(TextInputs, TaskBase):
         meta = json.loads(meta_path.read_text())
         self.source = meta["source"]
         self.opts = TextGenerationOptions.model_validate(meta["options"])
-        self.model = PeftModel.from_pretrained(self._load_base(), str(run_dir))
+        with _quiet_peft():
+            self.model = PeftModel.from_pretrained(self._load_base(), str(run_dir))
         self._evaluated = {}
         self.model.eval()
 
@@ -369,3 +373,12 @@ class TextGenerationTask(TextInputs, TaskBase):
 
     def output_model(self) -> type[BaseModel]:
         return GenerateOut
+
+
+@contextmanager
+def _quiet_peft():
+    """peft wraps a model by reading transformers' deprecated `is_gradient_checkpointing` (a FutureWarning on
+    every train and load that the user cannot act on)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
