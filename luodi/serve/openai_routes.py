@@ -11,9 +11,9 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any, Literal
 
-import anyio
 import numpy as np
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,10 +22,12 @@ from starlette.concurrency import run_in_threadpool
 
 from luodi import llm
 from luodi.errors import BadRequest, LuodiError, NotFound, Overloaded
+from luodi.serve.choices import Choices
 from luodi.serve.state import ServerState, get_state
 
 router = APIRouter(tags=["openai"])
 MAX_EMBED_INPUTS = 2048
+MAX_CHOICES = 16  # n per request: each choice is a sequence in the engine's batch
 
 
 # ------------------------------------------------------------------------------------------ request models
@@ -58,7 +60,7 @@ class _Sampling(BaseModel):
     max_tokens: int | None = Field(None, ge=1, description="default: what is left of the context window")
     stop: str | list[str] | None = None
     seed: int | None = Field(None, description="same seed + same request = same output")
-    n: int = Field(1, ge=1, description="only 1 is supported")
+    n: int = Field(1, ge=1, le=MAX_CHOICES, description="choices to generate (seed + i each when seeded)")
     stream: bool = False
     stream_options: StreamOptions | None = None
     presence_penalty: float | None = Field(
@@ -200,23 +202,6 @@ def _finish(reason: str | None) -> str:
     )
 
 
-def _usage(g: llm.Generation) -> dict[str, int]:
-    return {
-        "prompt_tokens": g.prompt_tokens,
-        "completion_tokens": g.completion_tokens,
-        "total_tokens": g.total_tokens,
-    }
-
-
-def _reject_unsupported(req: _Sampling) -> None:
-    if req.n != 1:
-        raise BadRequest(
-            f"field 'n': only n=1 is supported, got n={req.n}; send n=1 and repeat the request "
-            "(with different seeds) for more choices",
-            param="n",
-        )
-
-
 def _chat_logprobs(req: ChatCompletionRequest) -> int | None:
     """SamplingParams.logprobs for a chat request: None (off) or the number of alternatives per token."""
     if req.top_logprobs is not None and not req.logprobs:
@@ -243,13 +228,6 @@ def _sse(obj: dict) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
-async def _close_shielded(ts: llm.TimedStream, stream) -> None:
-    """Close the stream and the engine's iterator even while being cancelled (client disconnect)."""
-    with anyio.CancelScope(shield=True):
-        await stream.aclose()
-        await ts.aclose()
-
-
 def _error_event(e: Exception) -> str:
     if isinstance(e, LuodiError):
         err = {"message": e.message, "type": "invalid_request_error", "param": e.param, "code": e.code}
@@ -267,7 +245,6 @@ def _error_event(e: Exception) -> str:
 @router.post("/v1/chat/completions", summary="Chat completion (OpenAI-compatible; SSE when stream=true)")
 async def chat_completions(req: ChatCompletionRequest, request: Request):
     state = get_state(request)
-    _reject_unsupported(req)
     logprobs = _chat_logprobs(req)
     model = _check_model(state, req.model, "chat")
     engine = await _engine(state)
@@ -305,15 +282,15 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):
         messages.append(d)
     prompt = engine.chat_prompt(toolcalls.messages_for_model(messages, specs, choice))
     n_prompt = llm.fit_to_context(engine, prompt, params, max_tokens is not None, "messages")
-    ts = llm.TimedStream(engine, prompt, params, n_prompt, on_done=_on_done(state))
-    first = await ts.first()  # errors (context, overload) become a normal HTTP error here
+    choices = Choices(engine, prompt, params, req.n, n_prompt, on_done=_on_done(state))
+    await choices.start()  # errors (context, overload) become a normal HTTP error here
     cid = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
 
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         return EventSourceResponse(
-            _chat_stream(ts, first, cid, created, model, include_usage, specs if use_tools else None, choice),
+            _chat_stream(choices, cid, created, model, include_usage, specs if use_tools else None, choice),
             ping=15,
             sep="\n",
         )
@@ -321,33 +298,22 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):
     async def disconnected() -> bool:
         return await request.is_disconnected()
 
-    g = await _collect(ts, first, disconnected)
-    message: dict[str, Any] = {"role": "assistant", "content": g.text}
-    finish = _finish(g.finish_reason)
-    if use_tools:
-        message, finish = _tool_message(g, specs, choice)
+    out = []
+    for i, g in enumerate(await choices.collect(disconnected)):
+        message: dict[str, Any] = {"role": "assistant", "content": g.text}
+        finish = _finish(g.finish_reason)
+        if use_tools:
+            message, finish = _tool_message(g, specs, choice)
+        lp = None if logprobs is None else {"content": g.logprobs or []}
+        out.append({"index": i, "message": message, "finish_reason": finish, "logprobs": lp})
     return {
         "id": cid,
         "object": "chat.completion",
         "created": created,
         "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": finish,
-                     "logprobs": None if logprobs is None else {"content": g.logprobs or []}}],
-        "usage": _usage(g),
+        "choices": out,
+        "usage": choices.usage(),
     }
-
-
-async def _collect(ts: llm.TimedStream, first, disconnected) -> llm.Generation:
-    n = 0
-    stream = ts.chunks(first)
-    try:
-        async for _ in stream:
-            n += 1
-            if n % 16 == 0 and await disconnected():
-                break
-    finally:
-        await stream.aclose()
-    return ts.result
 
 
 def _tool_message(g: llm.Generation, specs, choice) -> tuple[dict[str, Any], str]:
@@ -378,31 +344,34 @@ def _chunk_sse(cid: str, created: int, model: str, obj: str, choices: list, incl
 
 
 async def _chat_stream(
-    ts: llm.TimedStream, first, cid: str, created: int, model: str, include_usage: bool, specs, choice
+    choices: Choices, cid: str, created: int, model: str, include_usage: bool, specs, tool_choice
 ) -> AsyncIterator[str]:
-    def chunk(delta: dict, finish: str | None = None, logprobs: list | None = None) -> str:
+    def chunk(i: int, delta: dict, finish: str | None = None, logprobs: list | None = None) -> str:
         lp = None if logprobs is None else {"content": logprobs}
-        choice0 = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": lp}
+        choice0 = {"index": i, "delta": delta, "finish_reason": finish, "logprobs": lp}
         return _chunk_sse(cid, created, model, "chat.completion.chunk", [choice0], include_usage)
 
-    stream = ts.chunks(first)
     try:
-        yield chunk({"role": "assistant", "content": ""})
-        async for c in stream:
-            if (c.text or c.logprobs) and specs is None:
-                yield chunk({"content": c.text}, logprobs=c.logprobs)
-        g = ts.result
-        if specs is not None:  # tool calls are parsed from the whole output, then sent as one delta
-            message, finish = _tool_message(g, specs, choice)
-            delta = {k: v for k, v in message.items() if k != "role" and v is not None}
-            if "tool_calls" in delta:
-                delta["tool_calls"] = [{"index": i, **tc} for i, tc in enumerate(delta["tool_calls"])]
-            yield chunk(delta)
-        else:
-            finish = _finish(g.finish_reason)
-        yield chunk({}, finish)
+        for i in range(len(choices.streams)):
+            yield chunk(i, {"role": "assistant", "content": ""})
+        async with aclosing(choices.stream()) as merged:
+            async for i, c in merged:
+                if c is not None:
+                    if (c.text or c.logprobs) and specs is None:
+                        yield chunk(i, {"content": c.text}, logprobs=c.logprobs)
+                    continue
+                g = choices.results[i]  # choice i has finished
+                if specs is not None:  # tool calls are parsed from the whole output, then sent as one delta
+                    message, finish = _tool_message(g, specs, tool_choice)
+                    delta = {k: v for k, v in message.items() if k != "role" and v is not None}
+                    if "tool_calls" in delta:
+                        delta["tool_calls"] = [{"index": j, **tc} for j, tc in enumerate(delta["tool_calls"])]
+                    yield chunk(i, delta)
+                else:
+                    finish = _finish(g.finish_reason)
+                yield chunk(i, {}, finish)
         if include_usage:
-            yield _chunk_sse(cid, created, model, "chat.completion.chunk", [], True, _usage(g))
+            yield _chunk_sse(cid, created, model, "chat.completion.chunk", [], True, choices.usage())
         yield "[DONE]"
     except (asyncio.CancelledError, GeneratorExit):
         raise
@@ -410,14 +379,13 @@ async def _chat_stream(
         yield _error_event(e)
         yield "[DONE]"
     finally:
-        await _close_shielded(ts, stream)
+        await choices.close()
 
 
 # ------------------------------------------------------------------------------------------ completions
 @router.post("/v1/completions", summary="Text completion (OpenAI-compatible legacy endpoint)")
 async def completions(req: CompletionRequest, request: Request):
     state = get_state(request)
-    _reject_unsupported(req)
     for name, bad in (("echo", req.echo), ("suffix", req.suffix), ("best_of", req.best_of not in (None, 1))):
         if bad:
             raise BadRequest(f"field '{name}': not supported by this server; remove it", param=name)
@@ -444,61 +412,62 @@ async def completions(req: CompletionRequest, request: Request):
         logprobs=req.logprobs,
     )
     n_prompt = llm.fit_to_context(engine, prompt, params, req.max_tokens is not None, "prompt")
-    ts = llm.TimedStream(engine, prompt, params, n_prompt, on_done=_on_done(state))
-    first = await ts.first()
+    choices = Choices(engine, prompt, params, req.n, n_prompt, on_done=_on_done(state))
+    await choices.start()
     cid = f"cmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         offset = None if req.logprobs is None else len(prompt)
         return EventSourceResponse(
-            _completion_stream(ts, first, cid, created, model, include_usage, offset), ping=15, sep="\n"
+            _completion_stream(choices, cid, created, model, include_usage, offset), ping=15, sep="\n"
         )
 
     async def disconnected() -> bool:
         return await request.is_disconnected()
 
-    g = await _collect(ts, first, disconnected)
+    out = [
+        {
+            "index": i,
+            "text": g.text,
+            "finish_reason": _finish(g.finish_reason),
+            "logprobs": None if req.logprobs is None else _legacy_logprobs(g.logprobs or [], len(prompt)),
+        }
+        for i, g in enumerate(await choices.collect(disconnected))
+    ]
     return {
         "id": cid,
         "object": "text_completion",
         "created": created,
         "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "text": g.text,
-                "finish_reason": _finish(g.finish_reason),
-                "logprobs": None if req.logprobs is None else _legacy_logprobs(g.logprobs or [], len(prompt)),
-            }
-        ],
-        "usage": _usage(g),
+        "choices": out,
+        "usage": choices.usage(),
     }
 
 
 async def _completion_stream(
-    ts: llm.TimedStream, first, cid: str, created: int, model: str, include_usage: bool, offset: int | None
+    choices: Choices, cid: str, created: int, model: str, include_usage: bool, offset: int | None
 ) -> AsyncIterator[str]:
     """SSE events of a text completion; `offset` (the prompt's length) when the request asked for logprobs."""
+    offsets = [offset] * len(choices.streams)
 
-    def chunk(text: str, finish: str | None = None, logprobs: list | None = None) -> str:
-        nonlocal offset
+    def chunk(i: int, text: str, finish: str | None = None, logprobs: list | None = None) -> str:
         lp = None
-        if offset is not None and logprobs is not None:
-            lp = _legacy_logprobs(logprobs, offset)
-            offset += sum(len(e["token"]) for e in logprobs)
-        choice0 = {"index": 0, "text": text, "finish_reason": finish, "logprobs": lp}
+        if offsets[i] is not None and logprobs is not None:
+            lp = _legacy_logprobs(logprobs, offsets[i])
+            offsets[i] += sum(len(e["token"]) for e in logprobs)
+        choice0 = {"index": i, "text": text, "finish_reason": finish, "logprobs": lp}
         return _chunk_sse(cid, created, model, "text_completion", [choice0], include_usage)
 
-    stream = ts.chunks(first)
     try:
-        async for c in stream:
-            if c.text or c.logprobs:
-                yield chunk(c.text, logprobs=c.logprobs)
-        g = ts.result
-        yield chunk("", _finish(g.finish_reason))
+        async with aclosing(choices.stream()) as merged:
+            async for i, c in merged:
+                if c is None:
+                    yield chunk(i, "", _finish(choices.results[i].finish_reason))
+                elif c.text or c.logprobs:
+                    yield chunk(i, c.text, logprobs=c.logprobs)
         if include_usage:
-            yield _chunk_sse(cid, created, model, "text_completion", [], True, _usage(g))
+            yield _chunk_sse(cid, created, model, "text_completion", [], True, choices.usage())
         yield "[DONE]"
     except (asyncio.CancelledError, GeneratorExit):
         raise
@@ -506,7 +475,7 @@ async def _completion_stream(
         yield _error_event(e)
         yield "[DONE]"
     finally:
-        await _close_shielded(ts, stream)
+        await choices.close()
 
 
 # ------------------------------------------------------------------------------------------ embeddings
