@@ -297,6 +297,27 @@ def test_apps_list_runs_report_and_predict(page, live_server, trained_app):
     assert "mean radius" in err and "HTTP 422" in err
 
 
+def test_apps_serve_an_earlier_version_and_follow_latest_again(page, live_server, trained_app, tmp_path):
+    """The runs table marks the served run; Serve pins an earlier one (admin key), Follow latest unpins."""
+    from luodi import api
+
+    path = tmp_path / "console-diagnosis.yaml"
+    path.write_text(TINY_APP, encoding="utf-8")
+    newer = api.train(path, progress=False)
+    page.goto("/#apps")
+    page.wait_for_selector("#apps-table tr[data-app='console-diagnosis']").click()
+    newest = page.wait_for_selector(f"#app-runs tr[data-version='{newer.version}']")
+    assert "served" in newest.inner_text() and "pinned" not in newest.inner_text()
+    page.click(f"#app-runs tr[data-version='{trained_app.version}'] button.serve")
+    page.wait_for_selector(f"#app-runs tr[data-version='{trained_app.version}'] .served")
+    assert "served (pinned)" in page.inner_text(f"#app-runs tr[data-version='{trained_app.version}']")
+    row = page.wait_for_selector("#apps-table tr[data-app='console-diagnosis']")
+    assert trained_app.version in row.inner_text()  # the apps table shows the version now served
+    assert api.load_predictor("console-diagnosis").run.version == trained_app.version
+    page.click("#app-follow-latest")
+    page.wait_for_selector(f"#app-runs tr[data-version='{newer.version}'] .served")
+    assert api.load_predictor("console-diagnosis").run.version == newer.version
+
 def test_assistant_hand_off_is_answered_from_the_queue(page, live_server):
     """Customer asks for a human -> ticket in the queue -> a human answers -> the customer's chat shows it."""
     need_route(live_server, "/v1/tickets/{ticket_id}/answer")

@@ -636,8 +636,9 @@ const Apps = {
     const table = el("div", { id: "apps-table" });
     const detail = el("div", { id: "app-detail" });
     root.append(el("h2", {}, "Apps & runs"),
-      el("p", { class: "muted" }, "Apps are trained from YAML with `luodi train APP.yaml`; the newest finished run of each is served at /v1/apps/NAME/predict."),
+      el("p", { class: "muted" }, "Apps are trained from YAML with `luodi train APP.yaml`; the newest finished run of each is served at /v1/apps/NAME/predict, unless another version was chosen (Serve, or `luodi promote APP VERSION`)."),
       status, el("div", { class: "card" }, table), detail);
+    this.reload = () => this.load(table, status, detail);
     this.load(table, status, detail);
   },
 
@@ -680,12 +681,31 @@ const Apps = {
     await guarded(box, async () => {
       const runs = asList(await api(`/v1/apps/${enc(name)}/runs`), "runs");
       if (!runs.length) { box.replaceChildren(el("div", { class: "empty" }, "No runs.")); return; }
-      box.replaceChildren(el("table", {},
-        el("thead", {}, el("tr", {}, ["Version", "Status", "Started", "Finished", "Metrics", ""].map((h) => el("th", {}, h)))),
-        el("tbody", {}, runs.map((r) => el("tr", { dataset: { version: r.version } },
-          el("td", { class: "mono" }, r.version), el("td", {}, el("span", { class: `pill ${r.status === "done" ? "ok" : r.status === "failed" ? "err" : "warn"}` }, r.status)),
-          el("td", {}, fmtTime(r.created_at)), el("td", {}, fmtTime(r.finished_at)), el("td", {}, metricChips(r.metrics)),
-          el("td", {}, el("button", { class: "ghost", onclick: () => this.showReport(name, r, report) }, "Report")))))));
+      const pinned = runs.some((r) => r.pinned);
+      const served = (r) => r.served
+        ? el("span", { class: "pill ok served" }, r.pinned ? "served (pinned)" : "served")
+        : r.status === "done"
+          ? el("button", { class: "ghost serve", title: "serve this version from now on (admin key)",
+            onclick: () => this.promote(name, r.version, box, report) }, "Serve")
+          : "";
+      box.replaceChildren(
+        pinned ? el("div", { class: "row" }, el("span", { class: "muted grow" }, "A pinned version is served; new training does not change it."),
+          el("button", { id: "app-follow-latest", class: "ghost", onclick: () => this.promote(name, null, box, report) }, "Follow latest")) : "",
+        el("table", {},
+          el("thead", {}, el("tr", {}, ["Version", "Status", "Served", "Started", "Finished", "Metrics", ""].map((h) => el("th", {}, h)))),
+          el("tbody", {}, runs.map((r) => el("tr", { dataset: { version: r.version } },
+            el("td", { class: "mono" }, r.version), el("td", {}, el("span", { class: `pill ${r.status === "done" ? "ok" : r.status === "failed" ? "err" : "warn"}` }, r.status)),
+            el("td", {}, served(r)),
+            el("td", {}, fmtTime(r.created_at)), el("td", {}, fmtTime(r.finished_at)), el("td", {}, metricChips(r.metrics)),
+            el("td", {}, el("button", { class: "ghost", onclick: () => this.showReport(name, r, report) }, "Report")))))));
+    });
+  },
+
+  /** Serve `version` (null: the newest finished run again), then refresh the runs and the apps table. */
+  async promote(name, version, box, report) {
+    await guarded(box, async () => {
+      await api(`/v1/apps/${enc(name)}/promote`, { method: "POST", json: { version } });
+      if (this.reload) this.reload(); else this.loadRuns(name, box, report);
     });
   },
 
