@@ -72,9 +72,9 @@ def register(app: typer.Typer) -> None:
     def evaluate_cmd(
         app_file: Annotated[str, typer.Argument(help="App YAML file or trained app name")],
         data: Annotated[str | None, typer.Option("--data", help="labelled file (dataset format)")] = None,
-        version: Annotated[str | None, typer.Option(help="run version (default: latest)")] = None,
+        version: Annotated[str | None, typer.Option(help="run version (default: the served one)")] = None,
     ):
-        """Evaluate the latest trained run on the validation split or a labelled file."""
+        """Evaluate the served run (or --version) on the validation split or a labelled file."""
         try:
             res = api.evaluate(app_file, data=data, version=version)
         except LuodiError as e:
@@ -90,9 +90,9 @@ def register(app: typer.Typer) -> None:
         input: Annotated[
             str, typer.Option("--input", "-i", help="csv | json | jsonl | image | wav, or inline JSON")
         ] = ...,
-        version: Annotated[str | None, typer.Option(help="run version (default: latest)")] = None,
+        version: Annotated[str | None, typer.Option(help="run version (default: the served one)")] = None,
     ):
-        """Predict with the latest trained run; prints one JSON line per input."""
+        """Predict with the served run (the latest, unless pinned with `luodi promote`); one JSON line per input."""
         try:
             inputs = input
             if input.lstrip().startswith(("{", "[")) and not Path(input).exists():
