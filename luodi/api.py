@@ -202,9 +202,10 @@ class Predictor:
     config: AppConfig
     run: RunInfo
     task: Any
+    explain: bool = False  # add each feature's effect (table apps)
 
     def predict(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return self.task.predict(records)
+        return self.task.explain(records) if self.explain else self.task.predict(records)
 
 
 def _app_name(app: AppRef) -> str:
@@ -232,10 +233,16 @@ def load_predictor(app: AppRef, version: str | None = None) -> Predictor:
 
 
 def predict(
-    app: AppRef, inputs: list[dict[str, Any]] | dict[str, Any] | str | Path, version: str | None = None
+    app: AppRef,
+    inputs: list[dict[str, Any]] | dict[str, Any] | str | Path,
+    version: str | None = None,
+    explain: bool = False,
 ) -> list[dict[str, Any]]:
-    """Predict for records (a dict, a list of dicts) or an input file (csv/json/jsonl/parquet/image/wav)."""
+    """Predict for records (a dict, a list of dicts) or an input file (csv/json/jsonl/parquet/image/wav);
+    `explain`: each feature's effect on the prediction too (table apps)."""
     pred = load_predictor(_app_name(app), version)
+    if explain:
+        pred = Predictor(pred.config, pred.run, pred.task, explain=True)
     if isinstance(inputs, str | Path):
         if not Path(inputs).exists():
             raise BadRequest(f"input file '{inputs}' not found", param="input")

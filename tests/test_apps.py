@@ -102,6 +102,29 @@ def test_predict_single_batch_and_file(trained, tmp_path):
         api.predict("t-diag", [{"mean texture": 1.0}])
 
 
+def test_explain_gives_each_features_effect(trained):
+    """--explain / ?explain=true: by ablation, each feature's effect is the change in the predicted label's
+    probability when that feature alone takes its typical value; a typical record has no effects."""
+    from luodi.tasks.base import TaskBase
+
+    p, _ = trained
+    rec = records(1)[0]
+    out = api.predict("t-diag", rec, explain=True)[0]
+    plain = api.predict("t-diag", rec)[0]
+    assert {k: v for k, v in out.items() if k != "explanation"} == plain and "explanation" not in plain
+    ex = out["explanation"]
+    assert ex["target"] == f"probability of '{out['label']}'" and ex["effects"]
+    sizes = [abs(e["effect"]) for e in ex["effects"]]
+    assert sizes == sorted(sizes, reverse=True)
+    top = ex["effects"][0]
+    moved = api.predict("t-diag", {**rec, top["feature"]: top["typical"]})[0]["probabilities"][out["label"]]
+    assert out["probability"] - moved == pytest.approx(top["effect"], abs=1e-6)  # the effect, by definition
+    typical = {e["feature"]: e["typical"] for e in ex["effects"]}
+    again = api.predict("t-diag", {**rec, **typical}, explain=True)[0]
+    assert again["explanation"]["effects"] == []
+    with pytest.raises(BadRequest, match="explanations are available for table apps"):
+        TaskBase(api.load_app(p)).explain([rec])
+
 def test_evaluate_on_a_labelled_file(trained, tmp_path):
     p, _ = trained
     df = load_breast_cancer(as_frame=True)
@@ -384,6 +407,9 @@ def test_http_routes(trained):
         assert r.status_code == 200 and r.json()["label"] == "malignant"
         r = c.post("/v1/apps/t-diag/predict", json={"inputs": rec})
         assert r.status_code == 200 and len(r.json()["outputs"]) == 2
+        assert all("explanation" not in o for o in r.json()["outputs"])
+        r = c.post("/v1/apps/t-diag/predict?explain=true", json={"inputs": rec})
+        assert all(o["explanation"]["effects"][0]["feature"] for o in r.json()["outputs"])
         bad = dict(rec[0])
         del bad["mean radius"]
         r = c.post("/v1/apps/t-diag/predict", json=bad)

@@ -22,6 +22,14 @@ def _fail(e: LuodiError) -> None:
     raise typer.Exit(2)
 
 
+def _is_file(text: str) -> bool:
+    """Whether text names an existing path (inline JSON can be longer than a file name may be)."""
+    try:
+        return Path(text).exists()
+    except OSError:
+        return False
+
+
 SetOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -91,16 +99,19 @@ def register(app: typer.Typer) -> None:
             str, typer.Option("--input", "-i", help="csv | json | jsonl | image | wav, or inline JSON")
         ] = ...,
         version: Annotated[str | None, typer.Option(help="run version (default: the served one)")] = None,
+        explain: Annotated[
+            bool, typer.Option("--explain", help="table apps: each feature's effect on the prediction")
+        ] = False,
     ):
         """Predict with the served run (the latest, unless pinned with `luodi promote`); one JSON line per input."""
         try:
             inputs = input
-            if input.lstrip().startswith(("{", "[")) and not Path(input).exists():
+            if input.lstrip().startswith(("{", "[")) and not _is_file(input):
                 try:
                     inputs = json.loads(input)
                 except json.JSONDecodeError as e:
                     raise typer.BadParameter(f"--input is not valid JSON: {e}") from e
-            for row in api.predict(app_file, inputs, version=version):
+            for row in api.predict(app_file, inputs, version=version, explain=explain):
                 print(json.dumps(row, ensure_ascii=False))
         except LuodiError as e:
             _fail(e)

@@ -29,6 +29,9 @@ except ImportError:  # the server area may not be there yet
 VersionQuery = Query(
     None, description="predict with this version (see GET /v1/apps/{name}/runs) instead of the one served"
 )
+ExplainQuery = Query(
+    False, description="table apps: add each feature's effect on the prediction (`explanation`)"
+)
 
 
 class PromoteRequest(BaseModel):
@@ -90,10 +93,12 @@ def _validate(pred: api.Predictor, body: Any) -> tuple[list[dict[str, Any]], boo
     return records, batch
 
 
-async def _predict(name: str, body: Any, version: str | None = None) -> Any:
+async def _predict(name: str, body: Any, version: str | None = None, explain: bool = False) -> Any:
     # luodi errors (unknown app, bad values, tampered run) reach the server's handler: status + field
     pred = await run_in_threadpool(api.load_predictor, name, version)
     records, batch = _validate(pred, body)
+    if explain:
+        pred = api.Predictor(pred.config, pred.run, pred.task, explain=True)
     outs = await run_in_threadpool(pred.predict, records)
     if batch:
         return {"app": name, "version": pred.run.version, "outputs": outs}
@@ -142,9 +147,11 @@ async def run_report(name: str, version: str) -> HTMLResponse:
     return HTMLResponse(p.read_text())
 
 
-async def predict_any(name: str, request: Request, version: str | None = VersionQuery) -> Any:
+async def predict_any(
+    name: str, request: Request, version: str | None = VersionQuery, explain: bool = ExplainQuery
+) -> Any:
     """Predict with any trained app: one record, or {"inputs": [...]} for a batch."""
-    return await _predict(name, await _json_body(request), version)
+    return await _predict(name, await _json_body(request), version, explain)
 
 
 async def predict_files(
@@ -284,9 +291,12 @@ def _typed_route(r: APIRouter, pred: api.Predictor) -> None:
     name = pred.config.name
     inp, outp = _schemas(pred)
     cname = "".join(p.capitalize() for p in name.replace("-", "_").split("_"))  # unique per app
-    single_out = create_model(f"{cname}Prediction", __base__=outp, app=(str, ...), version=(str, ...))
+    explained = create_model(  # with ?explain=true (table apps)
+        f"{cname}PredictionItem", __base__=outp, explanation=(dict[str, Any] | None, None)
+    )
+    single_out = create_model(f"{cname}Prediction", __base__=explained, app=(str, ...), version=(str, ...))
     batch_out = create_model(
-        f"{cname}BatchPrediction", app=(str, ...), version=(str, ...), outputs=(list[outp], ...)
+        f"{cname}BatchPrediction", app=(str, ...), version=(str, ...), outputs=(list[explained], ...)
     )
     one = _inline(inp.model_json_schema(by_alias=True))
     many = {
@@ -296,14 +306,17 @@ def _typed_route(r: APIRouter, pred: api.Predictor) -> None:
         "properties": {"inputs": {"type": "array", "items": one}},
     }
 
-    async def predict_typed(request: Request, version: str | None = VersionQuery) -> Any:
-        return await _predict(name, await _json_body(request), version)
+    async def predict_typed(
+        request: Request, version: str | None = VersionQuery, explain: bool = ExplainQuery
+    ) -> Any:
+        return await _predict(name, await _json_body(request), version, explain)
 
     r.add_api_route(
         f"/v1/apps/{name}/predict",
         predict_typed,
         methods=["POST"],
         response_model=single_out | batch_out,
+        response_model_exclude_unset=True,  # `explanation` only when asked for
         summary=f"Predict with app '{name}'",
         description=(pred.config.description or f"{pred.config.task} app {name}")
         + ' Send one record, or {"inputs": [...]} for a batch.',

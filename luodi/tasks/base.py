@@ -87,6 +87,15 @@ class TaskBase:
         for cb in self.callbacks:
             cb(epoch, logs)
 
+    def explain(self, records: list[dict[str, Any]], top: int | None = None) -> list[dict[str, Any]]:
+        """Predictions with each feature's effect (luodi.evaluate.explain); table apps implement it."""
+        from luodi.errors import BadRequest
+
+        raise BadRequest(
+            f"explanations are available for table apps (task tabular); this app's task is {self.name}",
+            param="explain",
+        )
+
     def refit_blocker(self) -> str | None:
         """Why train.refit cannot be used with this model (None: it can): refitting on all rows is only
         sound when the validation rows pick nothing (no early stopping, epoch choice or calibration)."""
