@@ -2,7 +2,8 @@
 
 For every feature, the record is predicted again with that feature set to a typical value (the training
 median of a number or rank, the most common category) and the change is that feature's effect: how much its
-actual value moved the predicted label's probability (or the predicted value) away from a typical applicant's.
+actual value moved the predicted label's probability (a regression's value, an anomaly score) away from a
+typical record's.
 It works for any model behind `predict` (the credit ensemble included), costs one extra prediction per feature
 and record, and is what captum calls feature ablation, here on the whole pipeline instead of a torch module.
 """
@@ -15,8 +16,31 @@ from typing import Any
 Predict = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 
 
-def _score(out: dict[str, Any], label: Any) -> float:
-    return float(out["value"]) if "value" in out else float(out["probabilities"][label])
+def typical_record(prep: Any, ordinal: dict[str, list[str]]) -> dict[str, Any]:
+    """A table app's typical record from its fitted preprocessor: training medians of numbers and of ordered
+    ranks (as their category), the most common category of the others."""
+    out: dict[str, Any] = {}
+    for c in prep.features:
+        if c in ordinal:
+            order = ordinal[c]
+            out[c] = order[min(len(order) - 1, max(0, int(round(prep.medians.get(c, 0.0)))))]
+        elif c in prep.numeric:
+            out[c] = prep.medians.get(c)
+        else:
+            out[c] = (prep.categories.get(c) or [None])[0]
+    return out
+
+
+def _target(out: dict[str, Any]) -> tuple[str, str | None]:
+    """(the output field an effect is measured on, the label whose probability it is)."""
+    for key in ("value", "anomaly_score"):
+        if key in out:
+            return key, None
+    return "probabilities", out["label"]
+
+
+def _score(out: dict[str, Any], key: str, label: str | None) -> float:
+    return float(out[key][label] if label is not None else out[key])
 
 
 def explain(
@@ -29,15 +53,15 @@ def explain(
     base, rest = outs[: len(records)], outs[len(records) :]
     result = []
     for i, (rec, out) in enumerate(zip(records, base, strict=True)):
-        label = out.get("label")
-        own = _score(out, label)
+        key, label = _target(out)
+        own = _score(out, key, label)
         effects = []
         for j, f in enumerate(feats):
             if rec.get(f) == typical[f]:
                 continue  # already typical: no effect by definition
-            delta = own - _score(rest[i * len(feats) + j], label)
+            delta = own - _score(rest[i * len(feats) + j], key, label)
             effects.append({"feature": f, "value": rec.get(f), "typical": typical[f], "effect": round(delta, 6)})
         effects.sort(key=lambda e: -abs(e["effect"]))
-        target = "value" if "value" in out else f"probability of '{label}'"
+        target = f"probability of '{label}'" if label is not None else key
         result.append({**out, "explanation": {"target": target, "effects": effects[:top] if top else effects}})
     return result

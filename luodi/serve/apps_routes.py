@@ -30,7 +30,7 @@ VersionQuery = Query(
     None, description="predict with this version (see GET /v1/apps/{name}/runs) instead of the one served"
 )
 ExplainQuery = Query(
-    False, description="table apps: add each feature's effect on the prediction (`explanation`)"
+    False, description="table and anomaly apps: add each feature's effect on the prediction (`explanation`)"
 )
 
 

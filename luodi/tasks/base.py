@@ -92,7 +92,7 @@ class TaskBase:
         from luodi.errors import BadRequest
 
         raise BadRequest(
-            f"explanations are available for table apps (task tabular); this app's task is {self.name}",
+            f"explanations are available for table apps (tabular, anomaly-detection); this app is {self.name}",
             param="explain",
         )
 
@@ -168,16 +168,25 @@ def folder_inputs(path: str | Path) -> list[dict[str, Any]]:
 
 class TableInputs:
     """`read_input` for table apps (self.cols: names, label): records, a table with a header, or lines in the
-    data's own headerless format, label field optional (luodi.data.readers.read_feature_rows)."""
+    data's own headerless format, label field optional (luodi.data.readers.read_feature_rows); and `explain`
+    (self.prep, optional self.ordinal)."""
 
     config: AppConfig
     cols: Any
+    prep: Any
 
     def read_input(self, path: str) -> list[dict[str, Any]]:
         from luodi.data.readers import read_feature_rows
 
         d = self.config.data
         return read_feature_rows(path, d.format, d.options, self.cols.names, self.cols.label)
+
+    def explain(self, records: list[dict[str, Any]], top: int | None = None) -> list[dict[str, Any]]:
+        """Predictions with each feature's effect against a typical record (luodi.evaluate.explain)."""
+        from luodi.evaluate.explain import explain, typical_record
+
+        typical = typical_record(self.prep, getattr(self, "ordinal", None) or {})
+        return explain(self.predict, records, typical, top)
 
 
 class TextInputs:

@@ -654,26 +654,6 @@ class TabularTask(TableInputs, TaskBase):
             )
         return out
 
-    def explain(self, records: list[dict[str, Any]], top: int | None = None) -> list[dict[str, Any]]:
-        """Predictions with each feature's effect against a typical record (see luodi.evaluate.explain)."""
-        from luodi.evaluate.explain import explain
-
-        self._frame(records)  # missing fields are named before any work
-        return explain(self.predict, records, self.typical_record(), top)
-
-    def typical_record(self) -> dict[str, Any]:
-        """The training medians (numbers, ordered ranks as their category) and most common categories."""
-        prep, out = self.prep, {}
-        for c in prep.features:
-            if c in self.ordinal:
-                order = self.ordinal[c]
-                out[c] = order[min(len(order) - 1, max(0, int(round(prep.medians.get(c, 0.0)))))]
-            elif c in prep.numeric:
-                out[c] = prep.medians.get(c)
-            else:
-                out[c] = (prep.categories.get(c) or [None])[0]
-        return out
-
     def evaluate(self, data: pd.DataFrame) -> dict[str, Any]:
         y = self._target(data)
         p = self.predict_proba(data)
