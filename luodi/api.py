@@ -165,6 +165,7 @@ def train(
         train_s = before + time.perf_counter() - t0
         info["train_seconds"] = round(train_s, 2)
         registry.atomic_write_json(run.path / "metrics.json", {"valid": metrics, **info})
+        _add_importance(ev, task, va)
         _write_report(
             run.path / "report.html",
             f"{cfg.name} {run.version} — validation",
@@ -184,6 +185,13 @@ def train(
         registry.set_status(cfg.name, run.version, "failed")
         raise
     return registry.set_status(cfg.name, run.version, "done", {**metrics, "train_seconds": round(train_s, 2)})
+
+
+def _add_importance(ev: dict[str, Any], task: Any, data: Any) -> None:
+    """Put the task's feature importance on `data` (if it has one) into the report material."""
+    rows = task.importance(data) if hasattr(task, "importance") else None
+    if rows:
+        ev.setdefault("report", {})["importance"] = rows
 
 
 def _write_report(path: Path, title: str, ev: dict[str, Any], history: list, info: dict[str, Any]) -> None:
@@ -295,6 +303,7 @@ def evaluate(
     if report:
         edir = pred.run.path / "evaluations"
         registry.atomic_write_json(edir / f"{tag}.json", out)
+        _add_importance(ev, task, ds)
         _write_report(
             edir / f"{tag}.html", f"{cfg.name} {pred.run.version} — {tag}", ev, [], {"data": out["data"]}
         )

@@ -71,6 +71,7 @@ def test_train_writes_a_complete_verified_run(trained):
     assert run.metrics["roc_auc"] >= 0.97 and run.metrics["accuracy"] >= 0.9
     html = (run.path / "report.html").read_text()
     assert "Confusion matrix" in html and "ROC" in html and "data:image/png;base64" in html
+    assert "Feature importance (permutation, roc_auc)" in html
     assert [r["version"] for r in api.list_runs("t-diag")][0] == run.version
 
 
@@ -124,6 +125,26 @@ def test_explain_gives_each_features_effect(trained):
     assert again["explanation"]["effects"] == []
     with pytest.raises(BadRequest, match="explanations are available for table apps"):
         TaskBase(api.load_app(p)).explain([rec])
+
+def test_permutation_importance_ranks_signal_above_noise(tmp_path):
+    """The report's feature importance: shuffling a pure-noise column costs nothing, the best one costs most."""
+    import pandas as pd
+
+    df = load_breast_cancer(as_frame=True).frame
+    df["noise"] = np.random.default_rng(0).normal(size=len(df))
+    df["target"] = np.where(df["target"] == 0, "malignant", "benign")
+    f = tmp_path / "bc.csv"
+    df.to_csv(f, index=False)
+    p = write_app(tmp_path, "t-importance", data__format=None, data__path=str(f))
+    api.train(p, progress=False)
+    task = api.load_predictor("t-importance").task
+    rows = task.importance(pd.read_csv(f))
+    by = {r["feature"]: r["importance"] for r in rows}
+    assert set(by) == set(df.columns) - {"target"} and rows[0]["metric"] == "roc_auc"
+    # 30 correlated measurements back each other up, so single drops are small; noise ranks among the least
+    assert abs(by["noise"]) <= 0.001 and rows[0]["importance"] > 3 * max(by["noise"], 0.001)
+    assert [r["feature"] for r in rows].index("noise") >= len(rows) // 2
+    assert [r["importance"] for r in rows] == sorted(by.values(), reverse=True)
 
 def test_evaluate_on_a_labelled_file(trained, tmp_path):
     p, _ = trained

@@ -65,3 +65,24 @@ def explain(
         target = f"probability of '{label}'" if label is not None else key
         result.append({**out, "explanation": {"target": target, "effects": effects[:top] if top else effects}})
     return result
+
+
+def permutation_importance(
+    score: Callable[[Any], float], X: Any, y: Any, metric: str, repeats: int = 5, seed: int = 0
+) -> list[dict[str, Any]]:
+    """Global importance: how much `metric` (higher is better; `score(X)` computes it against y) drops when
+    one column of X is shuffled (scikit-learn's permutation_importance), sorted, mean and std over repeats."""
+    from sklearn.inspection import permutation_importance as sk_permutation_importance
+
+    class _Fitted:  # scikit-learn only needs something to hand to the scorer
+        def fit(self, *_: Any) -> _Fitted:
+            return self
+
+    res = sk_permutation_importance(
+        _Fitted(), X, y, scoring=lambda _est, Xp, _y: score(Xp), n_repeats=repeats, random_state=seed
+    )
+    rows = [
+        {"feature": str(c), "importance": float(m), "std": float(sd), "metric": metric}
+        for c, m, sd in zip(X.columns, res.importances_mean, res.importances_std, strict=True)
+    ]
+    return sorted(rows, key=lambda r: -r["importance"])

@@ -168,5 +168,29 @@ def render_report(
             parts.append(
                 "<h2>ROC, precision-recall and calibration</h2>" + "".join(binary_curves(y == pos, score))
             )
+    if material and material.get("importance"):
+        parts.append(importance_section(material["importance"]))
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def importance_section(rows: list[dict[str, Any]], top: int = 25) -> str:
+    """Permutation importance: a bar chart of the top features and the table of all of them."""
+    esc = html.escape
+    metric = rows[0].get("metric", "score")
+    shown = rows[:top][::-1]
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 0.28 * len(shown) + 1))
+    ax.barh([r["feature"] for r in shown], [r["importance"] for r in shown],
+            xerr=[r["std"] for r in shown], color="#4c78a8")
+    ax.set_xlabel(f"drop in {metric} when the feature is shuffled")
+    ax.grid(axis="x", alpha=0.3)
+    table = "".join(
+        f"<tr><td style='text-align:left'>{esc(r['feature'])}</td><td>{r['importance']:.4f}</td>"
+        f"<td>{r['std']:.4f}</td></tr>"
+        for r in rows
+    )
+    return (
+        f"<h2>Feature importance (permutation, {esc(metric)})</h2>" + _png(fig)
+        + f"<table><tr><th>feature</th><th>drop in {esc(metric)}</th><th>std</th></tr>{table}</table>"
+    )

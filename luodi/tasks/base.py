@@ -87,6 +87,10 @@ class TaskBase:
         for cb in self.callbacks:
             cb(epoch, logs)
 
+    def importance(self, data: Any) -> list[dict[str, Any]] | None:
+        """Global feature importance on labelled data for the report (None: the task has none)."""
+        return None
+
     def explain(self, records: list[dict[str, Any]], top: int | None = None) -> list[dict[str, Any]]:
         """Predictions with each feature's effect (luodi.evaluate.explain); table apps implement it."""
         from luodi.errors import BadRequest

@@ -654,6 +654,32 @@ class TabularTask(TableInputs, TaskBase):
             )
         return out
 
+    def importance(self, data: pd.DataFrame, max_rows: int = 2000) -> list[dict[str, Any]]:
+        """Permutation importance of each input column on (at most `max_rows` of) labelled data: the drop in
+        ROC AUC (binary), accuracy (multi-class) or R² (regression) when the column is shuffled."""
+        from sklearn.metrics import accuracy_score, r2_score, roc_auc_score
+
+        from luodi.evaluate.explain import permutation_importance
+
+        if len(data) > max_rows:
+            data = data.sample(max_rows, random_state=0)
+        y = self._target(data)
+        X = data[self.prep.features].reset_index(drop=True)
+        if self.objective == "regression":
+            metric = "r2"
+        else:
+            metric = "roc_auc" if len(self.classes) == 2 and len(set(y.tolist())) == 2 else "accuracy"
+
+        def score(Xp: pd.DataFrame) -> float:
+            p = self.predict_proba(Xp)
+            if metric == "r2":
+                return float(r2_score(y, p[:, 0]))
+            if metric == "roc_auc":
+                return float(roc_auc_score(y == self.positive, p[:, self.positive]))
+            return float(accuracy_score(y, p.argmax(1)))
+
+        return permutation_importance(score, X, y, metric, seed=int(self.config.train.seed))
+
     def evaluate(self, data: pd.DataFrame) -> dict[str, Any]:
         y = self._target(data)
         p = self.predict_proba(data)
