@@ -39,10 +39,10 @@ class Choices:
         """Submit every choice and wait for each one's first chunk; on an error close the ones started."""
         engine, prompt, params, n, on_done = self._args
         try:
-            for i in range(n):
+            for i in range(n):  # submitted together, so the engine batches them from the start
                 p = params if params.seed is None else dataclasses.replace(params, seed=params.seed + i)
-                ts = llm.TimedStream(engine, prompt, p, self.prompt_tokens, on_done=on_done)
-                self.streams.append(ts)
+                self.streams.append(llm.TimedStream(engine, prompt, p, self.prompt_tokens, on_done=on_done))
+            for ts in self.streams:
                 self._firsts.append(await ts.first())
         except BaseException:
             await self.close()
