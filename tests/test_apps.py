@@ -465,11 +465,49 @@ def test_http_routes(trained):
         assert runs[0]["status"] == "done"
         rep = c.get(runs[0]["report_url"])
         assert rep.status_code == 200 and "<html" in rep.text
-        spec = c.get("/openapi.json").json()
+        import time
+
+        deadline = time.monotonic() + 10  # typed routes of apps trained meanwhile are mounted within ~2 s
+        while "/v1/apps/t-diag/predict" not in (spec := c.get("/openapi.json").json())["paths"]:
+            assert time.monotonic() < deadline, sorted(spec["paths"])
+            time.sleep(0.5)
         body = spec["paths"]["/v1/apps/t-diag/predict"]["post"]["requestBody"]["content"]["application/json"]
         one = body["schema"]["oneOf"][0]
         assert "mean radius" in one["properties"] and "mean radius" in one["required"]
 
+
+def test_http_requests_to_an_app_are_batched(tmp_path):
+    """Concurrent POST /v1/apps/{name}/predict requests on a live app share predict calls; answers match."""
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    from luodi import api
+    from luodi.serve import apps_routes
+    from luodi.serve.app import create_app
+    from luodi.settings import get_settings
+
+    p = write_app(tmp_path, "t-batched", serve={"batch_size": 16, "max_wait_ms": 20})
+    api.train(p, progress=False)
+    recs = records(12)
+    want = [o["probability"] for o in api.predict("t-batched", recs)]
+    settings = get_settings().model_copy(update={"auth": "off"})
+    with TestClient(create_app(settings, preload=False)) as c:
+        got: dict[int, float] = {}
+
+        def one(i: int) -> None:
+            r = c.post("/v1/apps/t-batched/predict", content=json.dumps(recs[i]),
+                       headers={"Content-Type": "application/json"})
+            got[i] = r.json()["probability"]
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        batcher = next(b for loop in apps_routes._batchers.values() for k, b in loop.items() if k[0] == "t-batched")
+    assert [got[i] for i in range(12)] == pytest.approx(want)
+    assert batcher.requests == 12 and batcher.batches < 12
 
 def test_split_is_seeded_stratified_and_holds_out_classes():
     import pandas as pd

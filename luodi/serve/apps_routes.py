@@ -8,6 +8,8 @@ validation. Every route calls luodi.api.
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from typing import Any
 
 from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, UploadFile
@@ -17,6 +19,7 @@ from pydantic import BaseModel, Field, ValidationError, create_model
 from starlette.concurrency import run_in_threadpool
 
 from luodi import api, registry
+from luodi.serve.batching import MicroBatcher
 
 try:
     from luodi.serve.auth import require_admin, require_key
@@ -97,12 +100,27 @@ async def _predict(name: str, body: Any, version: str | None = None, explain: bo
     # luodi errors (unknown app, bad values, tampered run) reach the server's handler: status + field
     pred = await run_in_threadpool(api.load_predictor, name, version)
     records, batch = _validate(pred, body)
-    if explain:
-        pred = api.Predictor(pred.config, pred.run, pred.task, explain=True)
-    outs = await run_in_threadpool(pred.predict, records)
+    outs = await _batcher(pred, explain).predict(records)
     if batch:
         return {"app": name, "version": pred.run.version, "outputs": outs}
     return {"app": name, "version": pred.run.version, **outs[0]}
+
+
+_batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple, MicroBatcher]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _batcher(pred: api.Predictor, explain: bool) -> MicroBatcher:
+    """The micro-batcher of this run (and this event loop): concurrent requests share predict calls."""
+    mine = _batchers.setdefault(asyncio.get_running_loop(), {})
+    key = (pred.run.app, pred.run.version, explain)
+    if key not in mine:
+        if explain:
+            pred = api.Predictor(pred.config, pred.run, pred.task, explain=True)
+        serve = pred.config.serve
+        mine[key] = MicroBatcher(pred.predict, serve.batch_size, serve.max_wait_ms)
+    return mine[key]
 
 
 def _app_summary(pred: api.Predictor) -> dict[str, Any]:
