@@ -446,7 +446,8 @@ def promote(app: AppRef, version: str | None) -> dict[str, Any]:
     finished run again. The run must be finished and match its manifest. Returns the run now served."""
     name = _app_name(app)
     registry.pin_version(name, version)
-    return next(r for r in list_runs(name) if r["served"])
+    served = registry.get_run(name)  # NotFound when the app has no finished run to serve
+    return next(r for r in list_runs(name) if r["version"] == served.version)
 
 
 def trained_apps() -> list[Predictor]:

@@ -275,22 +275,20 @@ def pinned_version(app: str) -> str | None:
 
 def pin_version(app: str, version: str | None) -> None:
     """Pin the version an app serves (a finished run whose files match its manifest), or unpin with None."""
+    if version is not None:
+        run = get_run(app, version)
+        if run.status != "done":
+            raise LuodiError(
+                f"run {app} {version} is {run.status}, not finished; only a finished run can be served "
+                f"(`luodi train APP.yaml --resume` finishes it)", status=409, param="version",
+            )
+        verify_manifest(run.path)
     with session_scope() as s:
         row = s.get(ServedVersion, app)
         if version is None:
             if row is not None:
                 s.delete(row)
-            return
-    run = get_run(app, version)
-    if run.status != "done":
-        raise LuodiError(
-            f"run {app} {version} is {run.status}, not finished; only a finished run can be served "
-            f"(`luodi train APP.yaml --resume` finishes it)", status=409, param="version",
-        )
-    verify_manifest(run.path)
-    with session_scope() as s:
-        row = s.get(ServedVersion, app)
-        if row is None:
+        elif row is None:
             s.add(ServedVersion(app=app, version=version, set_at=datetime.now(UTC)))
         else:
             row.version, row.set_at = version, datetime.now(UTC)

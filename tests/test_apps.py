@@ -412,6 +412,8 @@ def test_promote_pins_the_served_version_for_api_cli_and_http(tmp_path):
     with pytest.raises(registry.RunIntegrityError, match="preprocess.json"):
         api.promote(p, v1.version)
     assert api.list_runs("t-promote")[0]["served"]  # still following the latest
+    with pytest.raises(LuodiError, match="no finished run"):
+        api.promote("t-never-trained", None)
 
 def test_http_routes(trained):
     from fastapi.testclient import TestClient
