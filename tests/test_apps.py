@@ -454,7 +454,9 @@ def test_http_routes(trained):
         r = c.post("/v1/apps/t-diag/predict/files", files=files)
         assert r.status_code == 200, r.text
         outs = r.json()["outputs"]
-        assert [o["input"] for o in outs] == ["a.csv", "a.csv", "b.json"]
+        assert [o["input"] for o in outs] == ["a.csv", "a.csv", "b.json"] and "explanation" not in outs[0]
+        r = c.post("/v1/apps/t-diag/predict/files?explain=true", files=files)
+        assert [o["explanation"]["effects"][0]["feature"] for o in r.json()["outputs"]]
         direct = c.post("/v1/apps/t-diag/predict", json={"inputs": records(3)}).json()["outputs"]
         assert [o["probability"] for o in outs] == pytest.approx([o["probability"] for o in direct])
         r = c.post("/v1/apps/t-diag/predict/files", files=[("files", ("empty.csv", b"mean radius\n", "text/csv"))])

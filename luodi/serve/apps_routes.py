@@ -173,7 +173,10 @@ async def predict_any(
 
 
 async def predict_files(
-    name: str, files: list[UploadFile] = File(...), version: str | None = VersionQuery
+    name: str,
+    files: list[UploadFile] = File(...),
+    version: str | None = VersionQuery,
+    explain: bool = ExplainQuery,
 ) -> dict[str, Any]:
     """Predict for uploaded files (multipart field `files`), read as `luodi predict --input` reads them: rows of
     a CSV / JSON / the dataset's own format, texts, images, wavs. Each output names its file under `input`."""
@@ -187,7 +190,7 @@ async def predict_files(
     with tempfile.TemporaryDirectory(prefix="luodi-upload-") as d:
         for fname, data in items:
             (Path(d) / fname).write_bytes(data)
-        outs = await run_in_threadpool(api.predict, name, d, pred.run.version)
+        outs = await run_in_threadpool(api.predict, name, d, pred.run.version, explain)
     for o in outs:
         o["input"] = Path(o["input"]).name
     return {"app": name, "version": pred.run.version, "outputs": outs}
