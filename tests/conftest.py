@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import tempfile
 from pathlib import Path
@@ -13,6 +14,13 @@ _HOME = tempfile.mkdtemp(prefix="luodi-test-home-")
 os.environ["LUODI_HOME"] = _HOME
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """Remove the session's LUODI_HOME (about 0.5 GB: the converted model, runs, indexes) unless
+    LUODI_KEEP_TEST_HOME=1 asks to keep it for a look."""
+    if os.environ.get("LUODI_KEEP_TEST_HOME") != "1":
+        shutil.rmtree(_HOME, ignore_errors=True)
 
 
 def free_port() -> int:
