@@ -17,7 +17,7 @@ import yaml
 
 from luodi import registry
 from luodi.config import AppConfig, apply_overrides, config_fingerprint, load_app_config
-from luodi.errors import BadRequest, ConfigError, NotFound
+from luodi.errors import BadRequest, ConfigError, LuodiError, NotFound
 from luodi.registry import RunInfo
 from luodi.tasks import TASKS, task_for
 from luodi.tasks.base import EpochCallback
@@ -256,12 +256,34 @@ def predict(
             raise BadRequest(f"input file '{inputs}' not found", param="input")
         records, sources = pred.task.read_inputs(str(inputs))
         if sources is not None:  # a folder: say which file each prediction is for
-            return [{"input": f, **o} for f, o in zip(sources, pred.predict(records), strict=True)]
+            return _predict_by_file(pred, records, sources)
     elif isinstance(inputs, dict):
         records = [inputs]
     else:
         records = list(inputs)
     return pred.predict(records)
+
+
+def _predict_by_file(pred: Predictor, records: list[dict[str, Any]], sources: list[str]) -> list[dict[str, Any]]:
+    """Predictions tagged with their file under "input": one predict call per file of rows (an error names the
+    file), one call for all the files of an image / speech folder (their read errors name the file)."""
+    if getattr(pred.task, "inputs_are_files", False):
+        return [{"input": f, **o} for f, o in zip(sources, pred.predict(records), strict=True)]
+    out: list[dict[str, Any]] = []
+    i = 0
+    while i < len(records):
+        j = i
+        while j < len(records) and sources[j] == sources[i]:
+            j += 1
+        try:
+            outs = pred.predict(records[i:j])
+        except LuodiError as e:
+            e.message = f"{Path(sources[i]).name}: {e.message}"
+            e.args = (e.message,)
+            raise
+        out += [{"input": sources[i], **o} for o in outs]
+        i = j
+    return out
 
 
 # ---- evaluate, tune, cv ---------------------------------------------------------------------------------

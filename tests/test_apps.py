@@ -462,7 +462,8 @@ def test_http_routes(trained):
         r = c.post("/v1/apps/t-diag/predict/files", files=[("files", ("empty.csv", b"mean radius\n", "text/csv"))])
         assert r.status_code == 400 and "empty.csv" in r.json()["error"]["message"]
         r = c.post("/v1/apps/t-diag/predict/files", files=[("files", ("x.csv", b"mean radius\n1\n", "text/csv"))])
-        assert r.status_code == 400 and "mean texture" in r.json()["error"]["message"]
+        assert r.status_code == 400 and r.json()["error"]["message"].startswith("x.csv: ")  # names the file
+        assert "mean texture" in r.json()["error"]["message"]
         assert c.post("/v1/apps/t-diag/predict/files").status_code == 422  # no files part
         assert c.post("/v1/apps/nope/predict/files", files=files).status_code == 404
         runs = c.get("/v1/apps/t-diag/runs").json()["data"]
