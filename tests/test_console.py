@@ -275,7 +275,7 @@ def trained_app(live_server, tmp_path_factory):
         return api.train(path, progress=False)
 
 
-def test_apps_list_runs_report_and_predict(page, live_server, trained_app):
+def test_apps_list_runs_report_and_predict(page, live_server, trained_app, tmp_path):
     page.goto("/#apps")
     row = page.wait_for_selector("#apps-table tr[data-app='console-diagnosis']")
     assert "tabular" in row.inner_text() and "roc_auc" in row.inner_text()
@@ -295,6 +295,17 @@ def test_apps_list_runs_report_and_predict(page, live_server, trained_app):
     page.click("#app-predict")
     err = page.wait_for_selector("#app-output .error").inner_text()
     assert "mean radius" in err and "HTTP 422" in err
+    # files: a CSV of records uploaded, one row per prediction, with each record's main effects when asked
+    from sklearn.datasets import load_breast_cancer
+
+    csv = tmp_path / "patients.csv"
+    load_breast_cancer(as_frame=True).data.head(3).to_csv(csv, index=False)
+    page.set_input_files("#app-files", str(csv))
+    page.check("#app-explain")
+    page.click("#app-predict-files")
+    rows = page.wait_for_selector("#app-file-predictions").query_selector_all("tbody tr")
+    assert len(rows) == 3 and all("patients.csv" in r.inner_text() for r in rows)
+    assert all(r.query_selector_all("td")[3].inner_text().strip() for r in rows)  # effects shown
 
 
 def test_apps_serve_an_earlier_version_and_follow_latest_again(page, live_server, trained_app, tmp_path):

@@ -666,6 +666,8 @@ const Apps = {
     const input = el("textarea", { id: "app-input", rows: 5, class: "mono",
       value: JSON.stringify(app.example ?? app.example_input ?? {}, null, 2) });
     const out = el("div", { id: "app-output" });
+    const files = el("input", { id: "app-files", type: "file", multiple: true });
+    const explain = el("input", { id: "app-explain", type: "checkbox" });
     const schemaHint = app.input_schema || app.request_schema;
     detail.replaceChildren(
       el("div", { class: "card" }, el("h3", { style: "margin-top:0" }, `${name}: runs`), runs, report),
@@ -673,6 +675,10 @@ const Apps = {
         schemaHint ? el("details", {}, el("summary", { class: "muted small" }, "input schema"), el("pre", {}, JSON.stringify(schemaHint, null, 2))) : "",
         el("label", {}, "Request body (JSON): one record, or {\"inputs\": [...]} for a batch"), input,
         el("div", { class: "row" }, el("button", { id: "app-predict", onclick: () => this.predict(name, input.value, out) }, "Predict")),
+        el("label", {}, "…or files, read as `luodi predict --input` reads them (CSV / JSON rows, the dataset's own lines, texts, images, wavs)"),
+        el("div", { class: "row" }, files,
+          el("label", { class: "small" }, explain, " explain"),
+          el("button", { id: "app-predict-files", onclick: () => this.predictFiles(name, files, explain.checked, out) }, "Predict files")),
         out));
     this.loadRuns(name, runs, report);
   },
@@ -726,6 +732,25 @@ const Apps = {
       frame.srcdoc = html;
       box.replaceChildren(el("div", { class: "row" }, el("strong", { class: "grow" }, `Report ${run.version}`),
         el("button", { class: "ghost", onclick: () => box.replaceChildren() }, "Close")), frame);
+    });
+  },
+
+  /** Upload the chosen files to /predict/files; a table of the outputs (file, label or value, probability). */
+  async predictFiles(name, input, explain, out) {
+    await guarded(out, async () => {
+      if (!input.files.length) throw new Error("Choose one or more files first.");
+      const form = new FormData();
+      for (const f of input.files) form.append("files", f, f.name);
+      const r = await api(`/v1/apps/${enc(name)}/predict/files${explain ? "?explain=true" : ""}`, { method: "POST", form });
+      const rows = r.outputs || [];
+      const why = (o) => (o.explanation ? o.explanation.effects.slice(0, 3).map((e) => `${e.feature} ${e.effect >= 0 ? "+" : ""}${fmtValue(e.effect)}`).join(", ") : "");
+      out.replaceChildren(el("p", { class: "muted small" }, `${rows.length} predictions by ${r.app} ${r.version}`),
+        el("table", { id: "app-file-predictions" },
+          el("thead", {}, el("tr", {}, ["File", "Prediction", "Score", explain ? "Main effects" : ""].map((h) => el("th", {}, h)))),
+          el("tbody", {}, rows.map((o) => el("tr", {},
+            el("td", { class: "mono" }, o.input), el("td", {}, String(o.label ?? o.value ?? o.text ?? "")),
+            el("td", {}, o.probability !== undefined ? fmtValue(o.probability) : o.anomaly_score !== undefined ? fmtValue(o.anomaly_score) : ""),
+            el("td", { class: "small" }, why(o)))))));
     });
   },
 
