@@ -246,6 +246,68 @@ def test_linear_model_with_ordinal_columns(datasets_dir, tmp_path):
         api.train({**cfg, "name": "t-bad", "model": {"type": "ensemble", "options": bad}}, progress=False)
 
 
+def test_coding_recodes_columns_for_its_members():
+    """model.options.coding: ranks and a few indicators; unknown / missing values -> NaN; bad configs named."""
+    import pandas as pd
+
+    from luodi.data.coding import Coding
+    from luodi.errors import ConfigError
+
+    c = Coding.from_options(
+        {"ordinal": {"size": ["S", "M", "L"]}, "indicators": {"color": ["red", "blue"]}}, {"grade": ["a", "b"]}
+    )
+    assert c.members == ["linear"]  # the default
+    df = pd.DataFrame({"size": ["M", "XL", None], "color": ["blue", "green", None], "n": [1, 2, 3]})
+    out = c.recode(df)
+    assert list(out.columns) == ["size", "n", "color=red", "color=blue"]
+    assert out["size"].tolist()[:1] == [1.0] and out["size"].isna().tolist() == [False, True, True]
+    assert out["color=blue"].tolist()[:2] == [1.0, 0.0] and out["color=red"].tolist()[:2] == [0.0, 0.0]
+    assert np.isnan(out["color=red"].iloc[2])
+    assert c.features(["size", "color", "n"]) == ["size", "color=red", "color=blue", "n"]
+    for bad, key in (
+        ({"members": ["lightgbm"], "ordinal": {"size": ["S", "M"]}}, "coding.members"),
+        ({"ordinal": {"size": "S"}}, "coding.ordinal"),
+        ({"indicators": {"color": []}}, "coding.indicators"),
+        ({"ordinal": {"grade": ["a", "b"]}}, "coded twice"),
+        ({"members": ["linear"]}, "needs ordinal or indicators"),
+        ({"ordinal": {"size": ["S", "M"]}, "onehot": {}}, "keys members, ordinal, indicators"),
+    ):
+        with pytest.raises(ConfigError, match=key):
+            Coding.from_options(bad, {"grade": ["a", "b"]})
+
+
+def test_compact_coding_for_linear_and_svm_members(datasets_dir, tmp_path):
+    """The linear and SVM members read their own compact coding; LightGBM keeps the shared one; save / load."""
+    p = app_from_example(
+        tmp_path, "credit-risk.yaml", "t-credit-coded", datasets_dir / "german-credit" / "german.data"
+    )
+    cfg = yaml.safe_load(p.read_text())
+    coding = {
+        "members": ["linear", "svm"],
+        "ordinal": {"credit_history": ["A30", "A31", "A32", "A33", "A34"]},
+        "indicators": {"purpose": ["A40", "A41"], "job": ["A171", "A172", "A173"]},
+    }
+    opts = {"n_estimators": 60, "num_leaves": 4, "linear_C": 0.1, "coding": coding}
+    cfg["model"] = {"type": "ensemble", "options": {**opts, "ensemble_weights": {"lightgbm": 1, "linear": 1, "svm": 1}}}
+    run = api.train(cfg, progress=False)
+    assert run.metrics["roc_auc"] > 0.72
+    task = api.load_predictor("t-credit-coded").task
+    shared, coded = task.prep, task.coded_prep
+    assert "purpose" in shared.categorical and "credit_history" in shared.categorical
+    assert {"credit_history", "purpose=A40", "purpose=A41", "job=A173"} <= set(coded.numeric)
+    assert "purpose" not in coded.features and "housing" in coded.categorical
+    rows = task.read(None).head(40)
+    assert len(task.linear["coef"][0]) == task._dense(rows, "linear").shape[1] < shared.dense_matrix(rows).shape[1]
+    first = api.predict("t-credit-coded", rows.drop(columns="risk").head(3).to_dict("records"))
+    assert [r["label"] for r in first] and abs(sum(first[0]["probabilities"].values()) - 1) < 1e-6
+    # an unseen purpose is the indicators' baseline, not an error
+    odd = {**rows.drop(columns="risk").iloc[0].to_dict(), "purpose": "A999"}
+    assert api.predict("t-credit-coded", odd)[0]["label"] in ("good", "bad")
+    cfg["model"]["options"]["coding"] = {"ordinal": {"no_such_column": ["a", "b"]}}
+    with pytest.raises(Exception, match="model.options.coding.*no_such_column"):
+        api.train({**cfg, "name": "t-bad-coding"}, progress=False)
+
+
 def test_inner_folds_cross_fit_resume_and_unseen_validation(datasets_dir, tmp_path):
     """inner_folds: k members, validation split only scored, interrupted member resumes, save/load."""
     from luodi import registry

@@ -7,7 +7,9 @@ default for ensemble: lightgbm and mlp, equal). `linear` is L2-regularized logis
 regression, strength 1/linear_C) on the standardized + one-hot matrix; `forest` and `svm` are scikit-learn
 models on the same matrix, stored as ONNX (see tabular_sklearn.py). `ordinal: {column: [values in
 order]}` turns ordered categories into one numeric rank column (unknown values -> missing), which
-LightGBM splits monotonically and the MLP / linear model see as one slope instead of one-hots.
+LightGBM splits monotonically and the MLP / linear model see as one slope instead of one-hots. `coding:
+{members: [linear], ordinal: {...}, indicators: {column: [values]}}` gives the members named their own,
+compact coding (more ranks; indicators for a few values only): see luodi/data/coding.py.
 `inner_folds: k` (k >= 2) cross-fits: k members, each trained on k-1 folds of the training rows and
 early-stopped on the remaining fold; predictions average the members and the calibrator is fitted on the
 out-of-fold predictions of every training row. Every training row is used and the validation split is
@@ -31,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from luodi.config import AppConfig
 from luodi.data.balance import resample, sample_weights
+from luodi.data.coding import Coding, check_ordinal, rank_columns
 from luodi.data.readers import read_app_table
 from luodi.data.split import kfold_indices, split_frame
 from luodi.data.tabular import Columns, Preprocessor, py_name
@@ -66,6 +69,7 @@ OTHER_OPTIONS = {
     "mlp_lr": None,
     "linear_C": 1.0,
     "ordinal": None,
+    "coding": None,  # a compact coding for some members (luodi/data/coding.py)
     "threads": 1,  # OpenMP threads; >1 is much slower on a busy 2-core machine (spin-waiting)
     "inner_folds": 0,  # >=2: cross-fitted members; the validation split is only scored (see module doc)
 }
@@ -90,14 +94,7 @@ def resolve_options(cfg: AppConfig) -> dict[str, Any]:
             "'model.options.objective' must be auto, binary, multiclass or regression "
             f"(got {opts['objective']!r})"
         )
-    ordinal = opts["ordinal"]
-    if ordinal is not None and not (
-        isinstance(ordinal, dict) and all(isinstance(v, list) and len(v) >= 2 for v in ordinal.values())
-    ):
-        raise ConfigError(
-            "'model.options.ordinal' must map column names to their values in order, e.g. "
-            f"{{savings: [low, medium, high]}} (got {ordinal!r})"
-        )
+    Coding.from_options(opts["coding"], check_ordinal(opts["ordinal"], "model.options.ordinal"))
     try:
         ok = float(opts["linear_C"]) > 0
     except (TypeError, ValueError):
@@ -194,9 +191,9 @@ class TabularTask(TableInputs, TaskBase):
         self.mlp = None
         self.linear: dict[str, Any] | None = None
         self.sk: dict[str, OnnxMember] = {}  # forest / svm members
-        self.ordinal: dict[str, list[str]] = {
-            str(k): [str(x) for x in v] for k, v in (self.opts["ordinal"] or {}).items()
-        }
+        self.ordinal = check_ordinal(self.opts["ordinal"], "model.options.ordinal")
+        self.coding = Coding.from_options(self.opts["coding"], self.ordinal)
+        self.coded_prep: Preprocessor | None = None  # the coding members' preprocessor
         self.calibrator: dict[str, Any] | None = None
         self.weights = self._ensemble_weights()
         self.members: list[TabularTask] = []  # cross-fitted members (model.options.inner_folds)
@@ -256,6 +253,20 @@ class TabularTask(TableInputs, TaskBase):
                 f"columns are: {', '.join(map(str, train.columns))}"
             )
         self.prep = Preprocessor.fit(train, self.cols)
+        if self.coding is not None:
+            cols = [*self.coding.ordinal, *self.coding.indicators]
+            unknown = [c for c in cols if c not in self.prep.features]
+            if unknown:
+                raise ConfigError(
+                    f"'model.options.coding': column '{unknown[0]}' is not a feature; "
+                    f"features are: {', '.join(self.prep.features)}"
+                )
+            coded = Columns(
+                label=lab,
+                features=self.coding.features(self.prep.features),
+                categorical=[c for c in self.prep.categorical if c not in cols],
+            )
+            self.coded_prep = Preprocessor.fit(self.coding.recode(train), coded)
         if self._is_regression_raw(train):
             self.objective, self.classes = "regression", []
             return
@@ -298,19 +309,13 @@ class TabularTask(TableInputs, TaskBase):
 
     def _encode_ordinal(self, df: pd.DataFrame) -> pd.DataFrame:
         """Ordered categorical columns (model.options.ordinal) -> their rank; unknown values -> NaN."""
-        if not self.ordinal:
-            return df
-        missing = [c for c in self.ordinal if c not in df.columns]
-        if missing:
-            raise BadRequest(
-                f"missing column '{missing[0]}' (listed in model.options.ordinal)", param=missing[0]
-            )
-        df = df.copy()
-        for c, order in self.ordinal.items():
-            rank = {v: float(i) for i, v in enumerate(order)}
-            df[c] = [np.nan if pd.isna(v) else rank.get(str(v).strip(), np.nan) for v in df[c]]
-            df[c] = df[c].astype(np.float64)
-        return df
+        return rank_columns(df, self.ordinal, "model.options.ordinal")
+
+    def _dense(self, df: pd.DataFrame, member: str) -> np.ndarray:
+        """The standardized + one-hot matrix `member` reads: its own compact coding, or the shared one."""
+        if self.coded_prep is not None and member in self.coding.members:
+            return self.coded_prep.dense_matrix(self.coding.recode(df))
+        return self.prep.dense_matrix(df)
 
     def refit_blocker(self) -> str | None:
         if self.opts["inner_folds"]:
@@ -396,7 +401,7 @@ class TabularTask(TableInputs, TaskBase):
         """L2 logistic regression (ridge for regression) on the standardized + one-hot matrix."""
         from sklearn.linear_model import LogisticRegression, Ridge
 
-        x = self.prep.dense_matrix(train).astype(np.float64)
+        x = self._dense(train, "linear").astype(np.float64)
         c = float(self.opts["linear_C"])
         if self.objective == "regression":
             m = Ridge(alpha=1.0 / c).fit(x, y, sample_weight=sw)
@@ -408,13 +413,14 @@ class TabularTask(TableInputs, TaskBase):
 
     def _fit_sklearn(self, kind: str, train: pd.DataFrame, y: np.ndarray, sw: np.ndarray | None, bar) -> None:
         task = bar.add_task(kind, total=1, info="")
-        x = self.prep.dense_matrix(train)
+        x = self._dense(train, kind)
         blob = fit_onnx(kind, x, y, sw, self.objective == "regression", self.opts, self.config.train.seed)
         self.sk[kind] = OnnxMember(blob, int(self.opts["threads"]))
         bar.update(task, completed=1)
 
-    def _linear_out(self, df: pd.DataFrame) -> np.ndarray:
-        x = self.prep.dense_matrix(df).astype(np.float64)
+    def _linear_out(self, x: np.ndarray) -> np.ndarray:
+        """The linear model's probabilities (prediction for regression) from its matrix."""
+        x = x.astype(np.float64)
         z = x @ np.asarray(self.linear["coef"]).T + np.asarray(self.linear["intercept"])
         if self.objective == "regression":
             return z[:, :1]
@@ -533,8 +539,8 @@ class TabularTask(TableInputs, TaskBase):
 
         tc, o = self.config.train, self.opts
         torch.manual_seed(tc.seed)
-        xtr = torch.from_numpy(self.prep.dense_matrix(train))
-        xva = torch.from_numpy(self.prep.dense_matrix(valid))
+        xtr = torch.from_numpy(self._dense(train, "mlp"))
+        xva = torch.from_numpy(self._dense(valid, "mlp"))
         reg = self.objective == "regression"
         if reg:
             self._ymean, self._ystd = float(np.mean(y)), float(np.std(y) or 1.0)
@@ -579,13 +585,32 @@ class TabularTask(TableInputs, TaskBase):
         self.mlp.eval()
 
     # ---- inference ------------------------------------------------------------------------------------
-    def _raw_proba(self, df: pd.DataFrame) -> np.ndarray:
+    def _frames(self, df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        """The rows with the shared ranks ("shared") and, with a coding, as its members read them ("coded")."""
+        shared = self._encode_ordinal(df)
+        return {"shared": shared, "coded": self.coding.recode(shared)} if self.coding else {"shared": shared}
+
+    def _raw_proba(self, df: pd.DataFrame, frames: dict[str, pd.DataFrame] | None = None) -> np.ndarray:
         """Uncalibrated class probabilities (n, k), or predictions (n, 1) for regression."""
-        if self.members:
+        if self.members:  # the frames are made once for all cross-fitted members
             self.prep.check(df)
-            return np.mean([m._raw_proba(df) for m in self.members], axis=0)
-        df = self._encode_ordinal(df)
+            frames = self._frames(df)
+            return np.mean([m._raw_proba(df, frames) for m in self.members], axis=0)
+        frames = frames or self._frames(df)
+        df = frames["shared"]
         self.prep.check(df)
+        matrices: dict[bool, np.ndarray] = {}
+
+        def dense(member: str) -> np.ndarray:
+            coded = self.coded_prep is not None and member in self.coding.members
+            if coded not in matrices:
+                matrices[coded] = (
+                    self.coded_prep.dense_matrix(frames["coded"] if "coded" in frames else self.coding.recode(df))
+                    if coded
+                    else self.prep.dense_matrix(df)
+                )
+            return matrices[coded]
+
         parts = []
         w = self.weights
         if w["lightgbm"] > 0:
@@ -598,17 +623,16 @@ class TabularTask(TableInputs, TaskBase):
             import torch
 
             with torch.inference_mode():  # global thread count untouched: servers share torch
-                out = self.mlp(torch.from_numpy(self.prep.dense_matrix(df)))
+                out = self.mlp(torch.from_numpy(dense("mlp")))
             if self.objective == "regression":
                 p = out.numpy().astype(np.float64) * self._ystd + self._ymean
             else:
                 p = torch.softmax(out, 1).numpy().astype(np.float64)
             parts.append(w["mlp"] * p)
         if w["linear"] > 0:
-            parts.append(w["linear"] * self._linear_out(df))
-        if self.sk:
-            x = self.prep.dense_matrix(df)
-            parts += [w[k] * m.predict(x, self.objective == "regression") for k, m in self.sk.items()]
+            parts.append(w["linear"] * self._linear_out(dense("linear")))
+        for k, m in self.sk.items():
+            parts.append(w[k] * m.predict(dense(k), self.objective == "regression"))
         return np.sum(parts, axis=0)
 
     def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
@@ -719,6 +743,8 @@ class TabularTask(TableInputs, TaskBase):
             "members": len(self.members),
             "ordinal": self.ordinal,
             "preprocessor": self.prep.to_json(),
+            "coding": self.coding.to_json() if self.coded_prep is not None else None,
+            "coded_preprocessor": self.coded_prep.to_json() if self.coded_prep is not None else None,
             "mlp": {
                 "hidden": list(self.opts["hidden"]),
                 "dropout": float(self.opts["dropout"]),
@@ -769,6 +795,11 @@ class TabularTask(TableInputs, TaskBase):
         self.weights = {k: float(w.get(k, 0.0)) for k in MEMBERS}
         self.linear, self.ordinal = m.get("linear"), m.get("ordinal") or {}
         self.prep = Preprocessor.from_json(m["preprocessor"])
+        if m.get("coded_preprocessor"):
+            self.coding = Coding(**m["coding"])
+            self.coded_prep = Preprocessor.from_json(m["coded_preprocessor"])
+        else:
+            self.coding, self.coded_prep = None, None
         self._ymean, self._ystd = m["mlp"]["ymean"], m["mlp"]["ystd"]
         self.history = m.get("history", [])
 
