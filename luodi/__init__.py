@@ -2,7 +2,8 @@
 
 import os
 
-# OpenMP workers that spin while waiting make llama.cpp/torch collapse on a busy 2-core machine;
+# OpenMP workers that spin while waiting make torch collapse on a busy 2-core machine (llama.cpp is built
+# without OpenMP: luodi.engines.llamacpp_build);
 # this must be set before the OpenMP runtime loads (users can override it).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

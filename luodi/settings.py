@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     chat_model: str = "bundled:smollm2-135m-instruct"
     embed_model: str = "bundled:minilm-l6"
     engine: str = "llamacpp"  # llamacpp | transformers
+    # when llama.cpp fails its start-up self-check (a crash or wrong tokens on this CPU): serve on the
+    # transformers engine (slower, reported as degraded by /health and `luodi models`) instead of failing
+    engine_fallback: bool = True
     max_running: int = 16  # sequences decoded together
     max_queue: int = 64  # waiting requests before 503
     n_ctx: int = 2048  # context window per sequence

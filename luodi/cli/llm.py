@@ -352,8 +352,11 @@ def embed(
             console.print("  " + " ".join(f"{sims[i, j]:.3f}" for j in range(len(texts))))
 
 
-def models() -> None:
-    """Bundled and registered models."""
+def models(
+    engine: Annotated[bool, typer.Option("--engine/--no-engine", help="also load the chat engine and show "
+                                         "what serves: backend, CPU kernels, self-check")] = True,
+) -> None:
+    """Bundled and registered models, and the chat engine that serves."""
     from luodi.models import list_bundled
     from luodi.serve.openai_routes import _registered_models
 
@@ -366,6 +369,28 @@ def models() -> None:
         t.add_row(m["id"], m["role"], "yes" if m["available"] else "no (package missing)", default)
     for m in _registered_models():
         t.add_row(m["id"], str(m.get("role", m.get("task", ""))), "yes", "registered")
+    console.print(t)
+    if engine:
+        _print_engine()
+
+
+def _print_engine() -> None:
+    """Load the chat engine (llama.cpp's self-check included) and say what serves and on which CPU kernels."""
+    from luodi.engines import engine_status, get_engine
+
+    st = engine_status(get_engine())
+    t = Table(title="chat engine")
+    t.add_column("")
+    t.add_column("")
+    t.add_row("backend", f"{st['backend']}" + (" [red](DEGRADED)[/red]" if st["degraded"] else ""))
+    t.add_row("model", st["model"])
+    if st["degraded"]:
+        t.add_row("why", st["reason"])
+    if st.get("ggml_cpu_variant") is not None or st.get("cpu_features"):
+        t.add_row("ggml CPU kernels", str(st.get("ggml_cpu_variant") or "built into the library"))
+        t.add_row("CPU features", " ".join(st.get("cpu_features", [])))
+    if "self_check_seconds" in st:
+        t.add_row("self-check", f"passed in {st['self_check_seconds']:.2f} s")
     console.print(t)
 
 

@@ -9,16 +9,17 @@
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import threading
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see luodi.engines.llamacpp
 
 from luodi.engines.base import Engine, GenerationChunk, SamplingParams
 from luodi.errors import ConfigError
 
 __all__ = ["BACKENDS", "Engine", "GenerationChunk", "SamplingParams", "complete", "complete_sync",
-           "get_engine", "load_engine"]
+           "engine_status", "get_engine", "load_engine"]
+
+log = logging.getLogger(__name__)
 
 BACKENDS = ("llamacpp", "transformers")  # "vllm" would slot in here (GPU only)
 
@@ -45,14 +46,46 @@ def load_engine(spec: str | None = None, backend: str | None = None, **options) 
             raise ConfigError(
                 f"the llamacpp engine needs a .gguf model but '{spec}' is a {src.kind}; "
                 "use LUODI_ENGINE=transformers for HF directories, or convert it to GGUF", param="engine")
-        from luodi.engines.llamacpp import LlamaCppEngine
+        from luodi.engines import ggml_cpu
 
-        return LlamaCppEngine(src.path, model_id=spec, **opts)
+        try:  # the self-check runs before llama_cpp is imported here: a broken library must not crash us
+            ggml_cpu.prepare(src.path, max(1, opts["threads"] or os.cpu_count() or 1))
+            from luodi.engines.llamacpp import LlamaCppEngine
+
+            return LlamaCppEngine(src.path, model_id=spec, **opts)
+        except ggml_cpu.SelfCheckFailed as e:
+            if not s.engine_fallback:
+                raise ConfigError(f"{e}. (LUODI_ENGINE_FALLBACK is off, so luodi does not fall back to the "
+                                  "transformers engine.)", param="engine") from e
+            log.error("%s. Serving on the transformers engine instead (slower; LUODI_ENGINE_FALLBACK=false "
+                      "makes this an error).", e)
+            from luodi.engines.transformers_engine import TransformersEngine
+
+            opts.pop("requantize", None)
+            engine = TransformersEngine(src, model_id=spec, **opts)
+            engine.degraded = str(e)
+            return engine
     if backend == "transformers":
         from luodi.engines.transformers_engine import TransformersEngine
 
         return TransformersEngine(src, model_id=spec, **opts)
     raise ConfigError(f"unknown engine '{backend}'; choose one of: {', '.join(BACKENDS)}", param="engine")
+
+
+def engine_status(engine: Engine | None) -> dict:
+    """What serves and whether it is degraded: for /health, `luodi models` and bench/serve.py."""
+    if engine is None:
+        return {"backend": None, "degraded": False}
+    out = {"backend": engine.name, "model": engine.model_id, "degraded": bool(getattr(engine, "degraded", None))}
+    if out["degraded"]:
+        out["reason"] = engine.degraded
+    cpu = getattr(engine, "cpu", None)
+    if cpu:
+        out.update(ggml_cpu_variant=cpu["ggml_cpu_variant"], cpu_features=cpu["cpu_features"])
+    check = getattr(engine, "self_check", None)
+    if check:
+        out["self_check_seconds"] = check["seconds"]
+    return out
 
 
 _engines: dict[tuple[str | None, str | None], Engine] = {}

@@ -18,14 +18,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import llama_cpp as L
 import numpy as np
 
-# llama.cpp is built with OpenMP here; spinning OpenMP workers make a 2-thread decode ~20x slower when other
-# processes share the cores. Sleep instead of spin (must be set before libgomp loads; users may override).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import llama_cpp as L  # noqa: E402
-
+from luodi.engines import ggml_cpu
 from luodi.engines.base import GenerationChunk, SamplingParams
 from luodi.engines.chat_template import render_chat
 from luodi.engines.grammar import grammar_for
@@ -105,6 +101,9 @@ class LlamaCppEngine(Scheduler):
         path = Path(model_path)
         if not path.is_file():
             raise ConfigError(f"GGUF file not found: {path}", param="model")
+        # this machine's CPU kernels, checked on this model in a child process first (raises SelfCheckFailed)
+        self.self_check = ggml_cpu.prepare(path, max(1, threads or os.cpu_count() or 1))
+        self.cpu = ggml_cpu.describe()
         _init_llama()
         if requantize:
             path = requantized_gguf(path, requantize)

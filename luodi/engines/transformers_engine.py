@@ -38,6 +38,7 @@ class TransformersEngine(Scheduler):
     """An HF causal LM on PyTorch (fp32, CPU or whatever torch uses), decoding one request at a time."""
 
     name = "transformers"
+    degraded: str | None = None  # why it serves instead of llama.cpp (set by load_engine's fallback)
 
     def __init__(self, source: ModelSource | str, *, model_id: str | None = None, n_ctx: int = 2048,
                  max_queue: int = 64, threads: int | None = None, **_ignored: Any) -> None:

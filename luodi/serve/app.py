@@ -213,11 +213,15 @@ def create_app(settings: Settings | None = None, *, preload: bool = True) -> Fas
 
     @app.get("/health", include_in_schema=False)
     def health() -> dict:
+        from luodi.engines import engine_status
+
         st: ServerState = app.state.luodi
+        engine = engine_status(st.engine)
         return {
-            "status": "ok",
+            "status": "degraded" if engine["degraded"] else "ok",
             "version": __version__,
             "engine_loaded": st.engine is not None,
+            "engine": engine,
             "chat_model": settings.chat_model,
             "auth": settings.auth,
         }
