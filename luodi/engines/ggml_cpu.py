@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 
 PROBE_PROMPT = "The capital of France is Paris. The capital of Italy is"
 CHECK_TOKENS = 8  # greedy tokens compared by the self-check
-SPEED_TOKENS = 24  # tokens timed per variant when choosing
+SPEED_TOKENS = 32  # tokens decoded per variant when choosing (speed: a fast step's CPU time, 1 thread)
+SPEED_ROUNDS = 3  # each runnable variant is timed this many times, interleaved; its best counts
 CHILD_TIMEOUT_S = 120.0
 FEATURES_SHOWN = ("sse4_2", "avx", "f16c", "fma", "avx2", "bmi2", "avx_vnni", "avx512f", "avx512bw", "avx512vl",
                   "avx512vbmi", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16")
@@ -168,7 +169,7 @@ def choose_variant(model_path: str | Path, paths: dict[str, Path] | None = None)
         res = run_child(model_path, variant=path, n_tokens=SPEED_TOKENS, threads=1)
         results[name] = res
         tried[name] = _describe(res)
-        log.warning("  %-15s %s", name, tried[name])
+        log.warning("  %-15s %s", name, tried[name] if not res.get("tokens") else "runs")
     runs = [n for n in paths if results[n].get("tokens")]
     if not runs:
         raise SelfCheckFailed(
@@ -181,8 +182,15 @@ def choose_variant(model_path: str | Path, paths: dict[str, Path] | None = None)
             log.warning("  %-15s ruled out: %s", n, tried[n])
         else:
             good.append(n)
+    for _ in range(SPEED_ROUNDS - 1):  # more rounds, interleaved: a VM's speed wanders by tens of % for seconds
+        for n in good:
+            again = run_child(model_path, variant=paths[n], n_tokens=SPEED_TOKENS, threads=1)
+            results[n]["tok_s"] = max(results[n]["tok_s"], again.get("tok_s", 0.0))
+            tried[n] = _describe(results[n])
     fastest = max(results[n]["tok_s"] for n in good)
     best = next(n for n in good if results[n]["tok_s"] >= 0.95 * fastest)  # ties go to the richer level
+    for n in good:
+        log.warning("  %-15s %s", n, tried[n])
     choice = CpuChoice(best, str(paths[best]), cpu_features(), tried, time.time())
     target = _choice_file(paths)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -225,11 +233,31 @@ def run_child(model_path: str | Path, *, variant: Path | None, n_tokens: int, th
         return {"error": f"exited {proc.returncode}: {' / '.join(tail)}"}
 
 
+_log_callback = None
+
+
+def quiet_llama_logs() -> None:
+    """Route llama.cpp's log to Python logging, errors only (its default prints every load detail to stderr,
+    which blocks a server whose stderr is a pipe nobody reads yet)."""
+    global _log_callback
+    import llama_cpp as L
+
+    if _log_callback is None:
+        @L.llama_log_callback
+        def errors_only(level: int, text: bytes, _user) -> None:
+            if level == 4 and text:  # GGML_LOG_LEVEL_ERROR
+                log.error("llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
+
+        _log_callback = errors_only
+        L.llama_log_set(_log_callback, ctypes.c_void_p(0))
+
+
 def greedy_decode(model_path: str | Path, n_tokens: int, threads: int) -> dict:
     """Load the model and greedy-decode PROBE_PROMPT (the backend must already be loaded)."""
     import llama_cpp as L
     import numpy as np
 
+    quiet_llama_logs()
     L.llama_backend_init()
     mp = L.llama_model_default_params()
     model = L.llama_model_load_from_file(str(model_path).encode(), mp)
@@ -249,24 +277,28 @@ def greedy_decode(model_path: str | Path, n_tokens: int, threads: int) -> dict:
         tokens: list[int] = []
         one = (L.llama_token * 1)()
         n_vocab = L.llama_vocab_n_tokens(vocab)
-        started = None
+        step_cpu: list[float] = []  # CPU time of each decode step on this thread: other processes don't count
         for i in range(n_tokens + 1):
+            t = time.thread_time()
             if L.llama_decode(ctx, batch) != 0:
                 return {"error": "llama_decode failed"}
+            if i > 0:
+                step_cpu.append(time.thread_time() - t)
             if i == n_tokens:
                 break
-            if i == 1:
-                started = time.perf_counter()  # time decode steps only, not the prompt
             logits = np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, -1), shape=(n_vocab,))
             best = int(logits.argmax())
             tokens.append(best)
             one[0] = best
             batch = L.llama_batch_get_one(one, 1)
-        elapsed = time.perf_counter() - started if started else 0.0
         buf = ctypes.create_string_buffer(64)
-        text = b"".join(buf.raw[: max(0, L.llama_token_to_piece(vocab, t, buf, len(buf), 0, False))] for t in tokens)
-        return {"tokens": tokens, "text": text.decode("utf-8", "replace"),
-                "tok_s": (n_tokens - 1) / elapsed if elapsed > 0 else 0.0}
+        pieces = []
+        for tok in tokens:
+            n = L.llama_token_to_piece(vocab, tok, buf, len(buf), 0, False)
+            pieces.append(buf.raw[: max(0, n)])
+        per_token = sorted(step_cpu)[len(step_cpu) // 5] if step_cpu else 0.0  # a fast step: VMs' speed wanders
+        return {"tokens": tokens, "text": b"".join(pieces).decode("utf-8", "replace"),
+                "tok_s": 1.0 / per_token if per_token > 0 else 0.0}
     finally:
         L.llama_free(ctx)
         L.llama_model_free(model)

@@ -34,17 +34,11 @@ _init_lock = threading.Lock()
 _initialized = False
 
 
-@L.llama_log_callback
-def _llama_log(level: int, text: bytes, _user: Any) -> None:  # keep llama.cpp quiet unless it errs
-    if level == 4 and text:  # GGML_LOG_LEVEL_ERROR
-        log.error("llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
-
-
 def _init_llama() -> None:
     global _initialized
     with _init_lock:
         if not _initialized:
-            L.llama_log_set(_llama_log, ctypes.c_void_p(0))
+            ggml_cpu.quiet_llama_logs()
             L.llama_backend_init()
             _initialized = True
 
@@ -146,6 +140,8 @@ class LlamaCppEngine(Scheduler):
         self.kv_cells = L.llama_n_ctx(self._ctx)
         self._mem = L.llama_get_memory(self._ctx)
         self._batch = L.llama_batch_init(cp.n_batch, 0, 1)
+        self._pool = ThreadPool(self.max_threads, poll=int(os.environ.get("LUODI_GGML_POLL", "50")))
+        self._pool.attach(self._ctx)
         self._reserved = 0
         self._free_ids = list(range(max_running))
         self._cache: list[_CachedPrefix] = []  # finished sequences' KV, most recently used last
@@ -418,8 +414,51 @@ class LlamaCppEngine(Scheduler):
         if getattr(self, "_ctx", None):
             L.llama_batch_free(self._batch)
             L.llama_free(self._ctx)
+            self._pool.free()
             L.llama_model_free(self._model)
             self._ctx = None
+
+
+class _ThreadPoolParams(ctypes.Structure):
+    """ggml.h's struct ggml_threadpool_params."""
+
+    _fields_ = [("cpumask", ctypes.c_bool * 512), ("n_threads", ctypes.c_int), ("prio", ctypes.c_int),
+                ("poll", ctypes.c_uint32), ("strict_cpu", ctypes.c_bool), ("paused", ctypes.c_bool)]
+
+
+class ThreadPool:
+    """A persistent ggml thread pool for a context, as llama.cpp's own programs attach one: without it every
+    llama_decode starts and joins its worker threads. `poll` (0-100) is how long idle workers spin before
+    sleeping."""
+
+    def __init__(self, n_threads: int, poll: int = 50) -> None:
+        self._pool = None
+        choice = ggml_cpu.active_choice()
+        cpu = ctypes.CDLL(choice.path) if choice and choice.path else L.llama_cpp._lib  # ggml_threadpool_new's home
+        base = ctypes.CDLL(str(ggml_cpu.lib_dir() / "libggml-base.so"))
+        base.ggml_threadpool_params_default.restype = _ThreadPoolParams
+        base.ggml_threadpool_params_default.argtypes = [ctypes.c_int]
+        params = base.ggml_threadpool_params_default(n_threads)
+        params.poll = max(0, min(100, poll))
+        self._new, self._free = cpu.ggml_threadpool_new, cpu.ggml_threadpool_free
+        self._new.restype, self._new.argtypes = ctypes.c_void_p, [ctypes.POINTER(_ThreadPoolParams)]
+        self._free.restype, self._free.argtypes = None, [ctypes.c_void_p]
+        self._pool = self._new(ctypes.byref(params))
+        self._attach = L.llama_cpp._lib.llama_attach_threadpool
+        self._attach.restype, self._attach.argtypes = None, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+        self._detach = L.llama_cpp._lib.llama_detach_threadpool
+        self._detach.restype, self._detach.argtypes = None, [ctypes.c_void_p]
+        self._ctx = None
+
+    def attach(self, ctx: Any) -> None:
+        if self._pool:
+            self._attach(ctx, self._pool, self._pool)
+            self._ctx = ctx
+
+    def free(self) -> None:
+        if self._pool:
+            self._pool, pool = None, self._pool
+            self._free(pool)
 
 
 REQUANT_TYPES = {"q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",

@@ -82,7 +82,8 @@ def cache_root() -> Path:
 
 def build_key(version: str) -> str:
     """The build folder's name: the llama-cpp-python version and a digest of everything that shapes the build."""
-    digest = hashlib.sha256(json.dumps([version, CMAKE_FLAGS, VARIANT_FLAGS, CPU_VARIANT_FEATURES, _compiler()]).encode()).hexdigest()
+    shape = [version, CMAKE_FLAGS, VARIANT_FLAGS, CPU_VARIANT_FEATURES, _compiler()]
+    digest = hashlib.sha256(json.dumps(shape).encode()).hexdigest()
     return f"{version}-{digest[:10]}"
 
 
