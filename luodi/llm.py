@@ -327,15 +327,25 @@ class TimedStream:
         if chunk.finish_reason:
             r.finish_reason = chunk.finish_reason
 
-    async def chunks(self, first: GenerationChunk | None = None) -> AsyncIterator[GenerationChunk]:
+    async def chunks(self, first: GenerationChunk | None = None, interval: float = 0.0
+                     ) -> AsyncIterator[GenerationChunk]:
+        """The chunks; with `interval` (seconds), at most one per interval: the engine's stream merges the tokens
+        that arrive meanwhile, so a fast single stream costs the server and its client fewer events per token
+        (each streamed event costs ~1 ms of CPU across server and client, a tenth of a decode step)."""
         async with aclosing(self._agen):
             try:
                 if first is not None:
                     self.record(first)
                     yield first
+                due = time.monotonic() + interval
                 async for chunk in self._agen:
                     self.record(chunk)
                     yield chunk
+                    if interval and chunk.finish_reason is None:
+                        wait = due - time.monotonic()
+                        if wait > 0:
+                            await asyncio.sleep(wait)
+                        due = time.monotonic() + interval
             finally:
                 self.finish()
 

@@ -285,3 +285,25 @@ def test_prefix_cache_reuses_earlier_prompts_and_turns(engine):
     assert out.completion_tokens > 0
     assert engine.stats()["prompt_tokens_reused"] - before >= first.prompt_tokens  # the earlier turn
     assert wait_idle(engine)["kv_cells_reserved"] <= engine.kv_cells
+
+
+def test_stream_interval_merges_tokens_into_fewer_chunks_same_text(engine):
+    """llm.TimedStream.chunks(interval=...) (the server's LUODI_STREAM_INTERVAL_MS): fewer chunks than tokens,
+    the same text and usage as without it."""
+    from luodi import llm
+
+    prompt = chat(engine, "Count from one to forty in words.")
+
+    async def run(interval: float) -> tuple[int, str, int]:
+        ts = llm.TimedStream(engine, prompt, greedy(48))
+        n, text = 0, ""
+        async for chunk in ts.chunks(await ts.first(), interval):
+            n += 1
+            text += chunk.text
+        return n, text, ts.result.completion_tokens
+
+    each, text_each, tokens = asyncio.run(run(0.0))
+    merged, text_merged, tokens_merged = asyncio.run(run(0.2))
+    assert text_merged == text_each and tokens_merged == tokens > 16
+    assert each >= tokens - 2  # one chunk per token (a stop-string or UTF-8 hold-back may merge one or two)
+    assert 1 < merged < tokens // 2

@@ -325,6 +325,7 @@ def prepare(model_path: str | Path, threads: int) -> dict:
             raise SelfCheckFailed(failure_message(f"the test decode in a child process {child.get('error')}",
                                                   choice))
         if _active is None:
+            quiet_llama_logs()
             if variant is not None and not _load_variant(variant):
                 raise SelfCheckFailed(failure_message(f"ggml refused the CPU backend {variant}", choice))
             _active = choice

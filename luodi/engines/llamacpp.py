@@ -141,7 +141,8 @@ class LlamaCppEngine(Scheduler):
         self._mem = L.llama_get_memory(self._ctx)
         self._batch = L.llama_batch_init(cp.n_batch, 0, 1)
         self._pool = ThreadPool(self.max_threads, poll=int(os.environ.get("LUODI_GGML_POLL", "50")))
-        self._pool.attach(self._ctx)
+        if os.environ.get("LUODI_GGML_THREADPOOL", "1") != "0":
+            self._pool.attach(self._ctx)
         self._reserved = 0
         self._free_ids = list(range(max_running))
         self._cache: list[_CachedPrefix] = []  # finished sequences' KV, most recently used last

@@ -29,8 +29,10 @@ class Choices:
         n: int,
         prompt_tokens: int,
         on_done: Callable[[llm.Generation], None] | None = None,
+        stream_interval: float = 0.0,
     ) -> None:
         self.prompt_tokens = prompt_tokens
+        self.stream_interval = stream_interval  # seconds between streamed events of one choice (llm.TimedStream)
         self._args = (engine, prompt, params, n, on_done)
         self.streams: list[llm.TimedStream] = []
         self._firsts: list[GenerationChunk | None] = []
@@ -87,7 +89,7 @@ class Choices:
 
         async def pump(i: int, ts: llm.TimedStream, first: GenerationChunk | None) -> None:
             try:
-                async with aclosing(ts.chunks(first)) as chunks:
+                async with aclosing(ts.chunks(first, self.stream_interval)) as chunks:
                     async for c in chunks:
                         await queue.put((i, c, None))
             except Exception as e:  # noqa: BLE001 - handed to the consumer, which reports it in the stream

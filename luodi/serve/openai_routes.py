@@ -282,7 +282,8 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):
         messages.append(d)
     prompt = engine.chat_prompt(toolcalls.messages_for_model(messages, specs, choice))
     n_prompt = llm.fit_to_context(engine, prompt, params, max_tokens is not None, "messages")
-    choices = Choices(engine, prompt, params, req.n, n_prompt, on_done=_on_done(state))
+    choices = Choices(engine, prompt, params, req.n, n_prompt, on_done=_on_done(state),
+                      stream_interval=state.settings.stream_interval_ms / 1000 if req.stream else 0.0)
     await choices.start()  # errors (context, overload) become a normal HTTP error here
     cid = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
@@ -412,7 +413,8 @@ async def completions(req: CompletionRequest, request: Request):
         logprobs=req.logprobs,
     )
     n_prompt = llm.fit_to_context(engine, prompt, params, req.max_tokens is not None, "prompt")
-    choices = Choices(engine, prompt, params, req.n, n_prompt, on_done=_on_done(state))
+    choices = Choices(engine, prompt, params, req.n, n_prompt, on_done=_on_done(state),
+                      stream_interval=state.settings.stream_interval_ms / 1000 if req.stream else 0.0)
     await choices.start()
     cid = f"cmpl-{uuid.uuid4().hex}"
     created = int(time.time())
