@@ -307,3 +307,30 @@ def test_stream_interval_merges_tokens_into_fewer_chunks_same_text(engine):
     assert text_merged == text_each and tokens_merged == tokens > 16
     assert each >= tokens - 2  # one chunk per token (a stop-string or UTF-8 hold-back may merge one or two)
     assert 1 < merged < tokens // 2
+
+
+def test_decode_threads_follow_what_other_processes_use():
+    """adaptive_threads: a process spinning on all cores but one -> 1 decode thread within seconds; gone -> all."""
+    import os
+    import subprocess
+    import sys
+
+    cores = os.cpu_count() or 1
+    if not 2 <= cores <= 4:
+        pytest.skip("needs a 2-4 core machine (the busy processes fill all cores but one)")
+    e = load_engine(threads=cores, max_running=2)
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cores - 1)]
+    try:
+        deadline = time.monotonic() + 20
+        while e.threads != 1 and time.monotonic() < deadline:
+            complete_sync(e, "Once upon a time", greedy(16))
+        assert e.threads == 1
+    finally:
+        for p in busy:
+            p.kill()
+            p.wait()
+    deadline = time.monotonic() + 20
+    while e.threads != cores and time.monotonic() < deadline:
+        complete_sync(e, "Once upon a time", greedy(16))
+    assert e.threads == cores
+    e.close()

@@ -128,6 +128,7 @@ class LlamaCppEngine(Scheduler):
         self.threads = self.max_threads
         self._adaptive = adaptive_threads and self.max_threads > 1
         self._threads_checked = 0.0
+        self._cpu_last: tuple[float, float, float] | None = None
         cp.n_threads = cp.n_threads_batch = self.threads
         cp.flash_attn_type = (L.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn
                               else L.LLAMA_FLASH_ATTN_TYPE_DISABLED)
@@ -330,23 +331,31 @@ class LlamaCppEngine(Scheduler):
         self._reserved -= len(c.tokens)
 
     def _adapt_threads(self) -> None:
-        """Use fewer threads while other processes keep the CPUs busy.
+        """Use fewer decode threads while other processes keep the CPUs busy, all of them when they are free.
 
-        llama.cpp's worker threads spin on barriers; when the machine is oversubscribed (load average above
-        the core count) a 2-thread decode can run 10x slower than a 1-thread one, so back off then.
+        ggml's workers spin at the barriers between operations: when another process takes a core from one of
+        them, the other spins for the rest of that time slice, and a 2-thread decode can run several times slower
+        than a 1-thread one. Measured each second from /proc/stat (CPU time the whole machine used) minus this
+        process's own, so the engine reacts within a second; the load average lags by minutes and had kept a
+        server on one thread for a minute after a build finished.
         """
         now = time.monotonic()
         if now - self._threads_checked < 1.0:
             return
-        self._threads_checked = now
-        try:
-            load = os.getloadavg()[0]
-        except OSError:
+        sample = _cpu_sample()
+        last, self._cpu_last, self._threads_checked = self._cpu_last, sample, now
+        if sample is None or last is None:
             return
+        busy, ours = sample[0] - last[0], sample[1] - last[1]
+        seconds = sample[2] - last[2]
+        if seconds <= 0:
+            return
+        others = max(0.0, (busy - ours) / seconds)  # cores' worth of CPU that other processes used
         cores = os.cpu_count() or 1
-        others = max(0.0, load - self.threads)  # runnable threads that are not ours
         want = max(1, min(self.max_threads, int(cores - others + 0.5)))
         if want != self.threads:
+            log.info("decode threads %d -> %d (other processes used %.1f of %d cores)", self.threads, want,
+                     others, cores)
             self.threads = want
             L.llama_set_n_threads(self._ctx, want, want)
 
@@ -418,6 +427,23 @@ class LlamaCppEngine(Scheduler):
             self._pool.free()
             L.llama_model_free(self._model)
             self._ctx = None
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_sample() -> tuple[float, float, float] | None:
+    """(CPU seconds the machine has been busy, CPU seconds this process used, monotonic time); None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        with open("/proc/self/stat") as f:
+            own = f.read().rsplit(")", 1)[1].split()
+    except (OSError, ValueError, IndexError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
+    busy = (user + nice + system + irq + softirq) / _TICK
+    return busy, (int(own[11]) + int(own[12])) / _TICK, time.monotonic()
 
 
 class _ThreadPoolParams(ctypes.Structure):
