@@ -72,6 +72,7 @@ class Level:
     clients: int
     wall: float
     reqs: list[Req] = field(default_factory=list)
+    profile: str = ""
 
     @property
     def agg(self) -> float:
@@ -207,13 +208,40 @@ async def run_level(
     return level
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds each thread of a process has used (/proc/PID/task)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:
+            continue
+        f = stat.rsplit(")", 1)[1].split()
+        out[tid] = (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def where_time_goes(before: dict[str, float], after: dict[str, float], client_cpu: float, tokens: int) -> str:
+    """Per generated token: CPU of the two busiest server threads (the decode threads), of all its other threads
+    (HTTP, event loop) and of the benchmark's own client process."""
+    used = sorted(((after[t] - before.get(t, 0.0)) for t in after), reverse=True)
+    ms = [1000 * x / max(1, tokens) for x in used]
+    return (f"CPU ms/token: decode threads {ms[0]:.2f} + {ms[1] if len(ms) > 1 else 0:.2f}, "
+            f"other server threads {sum(ms[2:]):.2f}, client {1000 * client_cpu / max(1, tokens):.2f}")
+
+
 def drive(
-    name: str, base_url: str, model: str, levels: list[int], rounds: int, max_tokens: int, usage: bool
+    name: str, base_url: str, model: str, levels: list[int], rounds: int, max_tokens: int, usage: bool,
+    pid: int | None = None,
 ) -> dict[int, Level]:
     asyncio.run(run_level(base_url, model, 1, 1, 8, usage))  # warm-up
     out = {}
     for n in levels:
+        before, cpu0 = (thread_cpu(pid) if pid else {}), time.process_time()
         lv = asyncio.run(run_level(base_url, model, n, rounds, max_tokens, usage))
+        if pid:
+            lv.profile = where_time_goes(before, thread_cpu(pid), time.process_time() - cpu0,
+                                         sum(r.tokens for r in lv.reqs))
         out[n] = lv
         ttft = [r.ttft for r in lv.reqs]
         tpot = [r.tpot * 1000 for r in lv.reqs]
@@ -223,6 +251,8 @@ def drive(
             f"TPOT p50/p99 {pct(tpot, 50):6.1f}/{pct(tpot, 99):6.1f} ms",
             flush=True,
         )
+        if lv.profile:
+            print(f"  {'':<22} {'':>3}          {lv.profile}", flush=True)
     return out
 
 
@@ -397,7 +427,8 @@ def main() -> None:
         proc, url = start_luodi(work, "luodi", a.model, threads)
         try:
             print(f"luodi server (continuous batching; engine: {engine_of(url)}):")
-            results["luodi"] = drive("luodi", f"{url}/v1", a.model, levels, a.rounds, a.max_tokens, usage=True)
+            results["luodi"] = drive("luodi", f"{url}/v1", a.model, levels, a.rounds, a.max_tokens, usage=True,
+                                     pid=proc.pid)
             try:  # the default server holds the encoder too: load it before reading peak memory
                 httpx.post(f"{url}/v1/embeddings", json={"model": "bundled:minilm-l6", "input": ["warm up"]},
                            timeout=300).raise_for_status()
@@ -416,7 +447,7 @@ def main() -> None:
             try:
                 print(f"llama.cpp's own C++ server (llama-server -np {slots} -cb -t {threads}, same kernels):")
                 results["llama-server"] = drive("llama-server", f"http://127.0.0.1:{port}/v1", "model", levels,
-                                                a.rounds, a.max_tokens, usage=True)
+                                                a.rounds, a.max_tokens, usage=True, pid=proc.pid)
             finally:
                 stop(proc)
 

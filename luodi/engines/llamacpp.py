@@ -212,7 +212,8 @@ class LlamaCppEngine(Scheduler):
         try:
             return self.submit(seq)
         except BaseException:
-            L.llama_sampler_free(sampler)
+            if sampler is not None:
+                L.llama_sampler_free(sampler)
             raise
 
     def stats(self) -> dict[str, int]:
@@ -223,6 +224,13 @@ class LlamaCppEngine(Scheduler):
 
     # --- sampling -------------------------------------------------------------------------------
     def _make_sampler(self, p: SamplingParams) -> Any:
+        """llama.cpp's sampler chain for `p`; None for plain greedy decoding, which the step does with an argmax
+        over the logits row (the same token as llama.cpp's greedy sampler, without copying the whole vocabulary
+        into a candidate array every token)."""
+        constrained = p.grammar or p.json_schema is not None or p.json_object
+        if p.temperature <= 0 and not p.logit_bias and not (p.presence_penalty or p.frequency_penalty) \
+                and not constrained:
+            return None
         chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
         if p.logit_bias:  # first, so greedy, grammar and top-k / top-p all see the biased logits
             bias = (L.llama_logit_bias * len(p.logit_bias))(
@@ -414,11 +422,14 @@ class LlamaCppEngine(Scheduler):
         if rc != 0:
             raise LuodiError(f"llama_decode failed with code {rc}", status=500)
         for seq, idx in outputs:
-            token = L.llama_sampler_sample(seq.slot.sampler, self._ctx, idx)
             logits = None
-            if seq.wants_logprobs:  # a view of llama.cpp's logits row, read before the next decode
+            if seq.slot.sampler is None or seq.wants_logprobs:  # a view of the logits row, valid until next decode
                 logits = np.ctypeslib.as_array(L.llama_get_logits_ith(self._ctx, idx), shape=(self.n_vocab,))
-            seq.accept(token, logits)
+            if seq.slot.sampler is None:
+                token = int(logits.argmax())
+            else:
+                token = L.llama_sampler_sample(seq.slot.sampler, self._ctx, idx)
+            seq.accept(token, logits if seq.wants_logprobs else None)
 
     def shutdown(self) -> None:
         if getattr(self, "_ctx", None):
