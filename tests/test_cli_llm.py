@@ -81,6 +81,7 @@ def test_embed_prints_vectors_and_similarity():
 def test_models_lists_bundled():
     r = run("models")
     assert "bundled:smollm2-135m-instruct" in r.stdout and "bundled:minilm-l6" in r.stdout
+    assert "chat engine" in r.stdout and "self-check" in r.stdout and "passed in" in r.stdout
 
 
 def test_keys_create_list_revoke():

@@ -124,3 +124,11 @@ def test_server_falls_back_to_transformers_and_answers(crashing_backend, luodi_h
             proc.kill()
             log, _ = proc.communicate()
     assert "self-check failed" in log and "Serving on the transformers engine" in log
+
+
+def test_luodi_models_shows_the_degraded_engine(crashing_backend, luodi_home):
+    env = {**os.environ, "LUODI_GGML_CPU": str(crashing_backend), "LUODI_HOME": str(luodi_home), "COLUMNS": "200"}
+    out = subprocess.run([sys.executable, "-c", "from luodi.cli import main; main()", "models"], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "transformers (DEGRADED)" in out.stdout and "crashed (SIGILL)" in out.stdout
