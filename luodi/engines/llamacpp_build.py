@@ -167,12 +167,12 @@ def build(version: str = DEFAULT_VERSION, tools: tuple[str, ...] = DEFAULT_TOOLS
         jobs = jobs or os.cpu_count() or 1
         if not manifest:
             _say(f"compiling llama.cpp and {len(CPU_VARIANTS)} CPU levels on {jobs} cores "
-                 "(about 10 minutes on 2 cores, once per machine)")
+                 "(about 5 minutes on 2 cores, once per machine)")
             work = _cmake(llama_src, out / "cmake-build", [*CMAKE_FLAGS, *feature_flags(BASE_VARIANT)],
                           [*LIBRARIES, *tools], jobs)
             _collect(work / "bin", out, BASE_VARIANT)
             for variant in CPU_VARIANTS:
-                if variant != BASE_VARIANT:
+                if variant != BASE_VARIANT and not (out / "cpu" / f"libggml-cpu-{variant}.so").exists():
                     work = _cmake(llama_src, out / f"cmake-build-{variant}",
                                   [*COMMON_FLAGS, *VARIANT_FLAGS, *feature_flags(variant)], ["ggml-cpu"], jobs)
                     _copy(work / "bin" / "libggml-cpu.so", out / "cpu" / f"libggml-cpu-{variant}.so")
@@ -183,7 +183,7 @@ def build(version: str = DEFAULT_VERSION, tools: tuple[str, ...] = DEFAULT_TOOLS
         seconds = round(time.monotonic() - started, 1)
         done = manifest or {"version": version, "flags": list(CMAKE_FLAGS), "variants": list(CPU_VARIANTS),
                             "compiler": _compiler(), "build_seconds": seconds}
-        done["tools"] = sorted(p.name for p in (out / "bin").iterdir())
+        done["tools"] = sorted(p.name for p in (out / "bin").glob("llama-*"))
         tmp = out / "build.json.tmp"
         tmp.write_text(json.dumps(done, indent=1))
         os.replace(tmp, out / "build.json")
