@@ -193,7 +193,8 @@ async def run_level(
 ) -> Level:
     from openai import AsyncOpenAI
 
-    client = AsyncOpenAI(base_url=base_url, api_key="bench", max_retries=0, timeout=1800, http_client=None)
+    # retries: llama-server closes idle keep-alive connections, and a request on a closed one fails before any token
+    client = AsyncOpenAI(base_url=base_url, api_key="bench", max_retries=2, timeout=1800, http_client=None)
     reqs: list[Req] = []
 
     async def worker(c: int) -> None:
