@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from luodi import registry
+from luodi import atomic, registry
 from luodi.config import AppConfig, apply_overrides, config_fingerprint, load_app_config
 from luodi.errors import BadRequest, ConfigError, LuodiError, NotFound
 from luodi.registry import RunInfo
@@ -140,7 +140,7 @@ def train(
             cfg.name, cfg.task, cfg.train.output_dir and str(Path(cfg.train.output_dir))
         )
         say(f"training {cfg.name} {run.version} into {run.path}")
-    registry.atomic_write_text(run.path / "config.yaml", cfg_yaml)
+    atomic.write_text(run.path / "config.yaml", cfg_yaml)
     if callbacks and hasattr(task, "callbacks"):
         task.callbacks = list(callbacks)
     elapsed_file = run.path / "elapsed.json"  # training time of interrupted attempts, so resumes add up
@@ -164,7 +164,7 @@ def train(
             info["refit_rows"] = len(data)
         train_s = before + time.perf_counter() - t0
         info["train_seconds"] = round(train_s, 2)
-        registry.atomic_write_json(run.path / "metrics.json", {"valid": metrics, **info})
+        atomic.write_json(run.path / "metrics.json", {"valid": metrics, **info})
         _add_importance(ev, task, va)
         _write_report(
             run.path / "report.html",
@@ -177,7 +177,7 @@ def train(
         elapsed_file.unlink(missing_ok=True)
         registry.write_manifest(run.path, {"app": cfg.name, "version": run.version, "task": cfg.task})
     except KeyboardInterrupt:
-        registry.atomic_write_json(elapsed_file, {"train_seconds": before + time.perf_counter() - t0})
+        atomic.write_json(elapsed_file, {"train_seconds": before + time.perf_counter() - t0})
         registry.set_status(cfg.name, run.version, "interrupted")
         say(f"interrupted: resume with `luodi train APP.yaml --resume` (run {run.version})")
         raise
@@ -197,7 +197,7 @@ def _add_importance(ev: dict[str, Any], task: Any, data: Any) -> None:
 def _write_report(path: Path, title: str, ev: dict[str, Any], history: list, info: dict[str, Any]) -> None:
     from luodi.evaluate.report import render_report
 
-    registry.atomic_write_text(path, render_report(title, ev, ev.get("report"), history, info))
+    atomic.write_text(path, render_report(title, ev, ev.get("report"), history, info))
 
 
 # ---- loading and predicting -----------------------------------------------------------------------------
@@ -324,7 +324,7 @@ def evaluate(
     }
     if report:
         edir = pred.run.path / "evaluations"
-        registry.atomic_write_json(edir / f"{tag}.json", out)
+        atomic.write_json(edir / f"{tag}.json", out)
         _add_importance(ev, task, ds)
         _write_report(
             edir / f"{tag}.html", f"{cfg.name} {pred.run.version} — {tag}", ev, [], {"data": out["data"]}
@@ -412,7 +412,7 @@ def tune(
         app=cfg.name, sampler=sampler, metric=metric_box.get("metric"), direction=tc.direction, folds=folds
     )
     out_dir = registry.runs_root(cfg.train.output_dir) / cfg.name
-    registry.atomic_write_json(out_dir / f"tune-{time.strftime('%Y%m%d-%H%M%S')}.json", res)
+    atomic.write_json(out_dir / f"tune-{time.strftime('%Y%m%d-%H%M%S')}.json", res)
     if train_best:
         best_cfg = apply_overrides(cfg, res["best_params"], "tune.space")
         res["run"] = train(best_cfg, progress=progress).as_dict()
@@ -524,4 +524,4 @@ def ensure_demo_apps(
 
 
 def dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2, default=registry._json_default, ensure_ascii=False)
+    return atomic.to_json(obj)

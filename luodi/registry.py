@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -21,6 +19,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from luodi import atomic
 from luodi.errors import LuodiError, NotFound
 from luodi.settings import get_settings
 from luodi.store.db import session_scope
@@ -29,8 +28,6 @@ from luodi.store.tables import Run, ServedVersion
 MANIFEST = "manifest.json"
 CHECKPOINT_DIR = "checkpoint"  # per-epoch state, removed when a run finishes; never part of the manifest
 RESUMABLE = ("running", "interrupted", "failed")
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 _LIBS = (
     "luodi",
     "numpy",
@@ -82,44 +79,6 @@ def _info(r: Run) -> RunInfo:
     )
 
 
-# ---- atomic files ---------------------------------------------------------------------------------------
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then os.replace: readers see old or new, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default, ensure_ascii=False) + "\n")
-
-
-def _json_default(o: Any) -> Any:
-    if hasattr(o, "item"):
-        return o.item()
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    if isinstance(o, Path | datetime):
-        return str(o)
-    raise TypeError(f"not JSON serializable: {type(o).__name__}")
-
-
 # ---- manifest -------------------------------------------------------------------------------------------
 
 
@@ -166,7 +125,7 @@ def write_manifest(run_dir: Path, extra: dict[str, Any] | None = None) -> dict[s
         "libraries": library_versions(),
         **(extra or {}),
     }
-    atomic_write_json(run_dir / MANIFEST, man)
+    atomic.write_json(run_dir / MANIFEST, man)
     return man
 
 

@@ -16,7 +16,6 @@ agent answers; the answer is appended to the customer's thread (role "human_agen
 from __future__ import annotations
 
 import functools
-import os
 import re
 import sqlite3
 import threading
@@ -31,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy import select
 
 from luodi.agent import memory
+from luodi.atomic import atomic_path
 from luodi.config import AppConfig, format_validation_error
 from luodi.errors import BadRequest, ConfigError, NotFound
 from luodi.settings import get_settings
@@ -185,16 +185,14 @@ def build_demo_db(path: str | Path | None = None, force: bool = False) -> Path:
     p = Path(path) if path else demo_db_path()
     if p.exists() and not force:
         return p
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(f".tmp{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    conn = sqlite3.connect(tmp)
-    try:
-        conn.executescript(DEMO_SQL.read_text(encoding="utf-8"))
-        conn.commit()
-    finally:
-        conn.close()
-    os.replace(tmp, p)
+    with atomic_path(p) as tmp:
+        tmp.unlink()  # sqlite3 makes its own file
+        conn = sqlite3.connect(tmp)
+        try:
+            conn.executescript(DEMO_SQL.read_text(encoding="utf-8"))
+            conn.commit()
+        finally:
+            conn.close()
     return p
 
 

@@ -7,7 +7,6 @@ whenever it disagrees with the table (so a crash mid-write never loses a memory)
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 
+from luodi.atomic import atomic_path
 from luodi.errors import NotFound
 from luodi.settings import get_settings
 from luodi.store import session_scope
@@ -157,10 +157,8 @@ class LongTermMemory:
     def _write(self, idx) -> None:
         import faiss
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-        faiss.write_index(idx, str(tmp))
-        os.replace(tmp, self.path)
+        with atomic_path(self.path) as tmp:
+            faiss.write_index(idx, str(tmp))
 
     def add(self, text: str) -> int:
         text = text.strip()

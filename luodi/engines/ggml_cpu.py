@@ -31,6 +31,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from luodi.atomic import write_json
 from luodi.engines.llamacpp_build import CPU_VARIANTS, cache_root, rebuild_command
 
 log = logging.getLogger(__name__)
@@ -193,10 +194,7 @@ def choose_variant(model_path: str | Path, paths: dict[str, Path] | None = None)
         log.warning("  %-15s %s", n, tried[n])
     choice = CpuChoice(best, str(paths[best]), cpu_features(), tried, time.time())
     target = _choice_file(paths)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(asdict(choice), indent=1))
-    os.replace(tmp, target)
+    write_json(target, asdict(choice))
     log.warning("llama.cpp CPU kernels: %s (remembered in %s)", best, target)
     return choice
 

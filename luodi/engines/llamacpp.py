@@ -21,6 +21,7 @@ from typing import Any
 import llama_cpp as L
 import numpy as np
 
+from luodi.atomic import atomic_path
 from luodi.engines import ggml_cpu
 from luodi.engines.base import GenerationChunk, SamplingParams
 from luodi.engines.chat_template import render_chat
@@ -525,17 +526,13 @@ def requantized_gguf(path: str | Path, weights: str) -> Path:
     if out.is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     qp = L.llama_model_quantize_default_params()
     qp.ftype = getattr(L, REQUANT_TYPES[name])
     qp.allow_requantize = True
     qp.nthread = 1
-    try:
+    with atomic_path(out) as tmp:
         if L.llama_model_quantize(str(src).encode(), str(tmp).encode(), qp) != 0:
             raise ConfigError(f"llama.cpp could not re-quantize '{src}' to {name}", param="requantize")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 

@@ -28,6 +28,8 @@ import tarfile
 import time
 from pathlib import Path
 
+from luodi.atomic import write_json  # standard library only, like this module
+
 DEFAULT_VERSION = "0.3.36"
 
 # CPU backend variants, best first, with ggml's own feature sets (ggml/src/CMakeLists.txt, GGML_CPU_ALL_VARIANTS).
@@ -184,9 +186,7 @@ def build(version: str = DEFAULT_VERSION, tools: tuple[str, ...] = DEFAULT_TOOLS
         done = manifest or {"version": version, "flags": list(CMAKE_FLAGS), "variants": list(CPU_VARIANTS),
                             "compiler": _compiler(), "build_seconds": seconds}
         done["tools"] = sorted(p.name for p in (out / "bin").glob("llama-*"))
-        tmp = out / "build.json.tmp"
-        tmp.write_text(json.dumps(done, indent=1))
-        os.replace(tmp, out / "build.json")
+        write_json(out / "build.json", done)
         _say(f"built in {seconds} s: {out}")
         return out
 
@@ -245,7 +245,7 @@ def install(out: Path, version: str = DEFAULT_VERSION) -> Path:
         if not f.name.startswith(("libllama-common", "libllama-server", "libllama-bench")):  # tools' own parts
             shutil.copy2(f, lib / f.name, follow_symlinks=False)
     shutil.copytree(out / "cpu", lib / "ggml-cpu", symlinks=True)
-    (lib / "luodi-build.json").write_text(json.dumps({"build": str(out), **(_manifest(out) or {})}, indent=1))
+    write_json(lib / "luodi-build.json", {"build": str(out), **(_manifest(out) or {})})
     _say(f"installed into {lib}")
     return lib
 

@@ -3,9 +3,7 @@ chunk texts (rebuilt in memory). `load(name)` gives a cached, read-only view of 
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +12,7 @@ import faiss
 import numpy as np
 from sqlalchemy import select
 
+from luodi.atomic import atomic_path
 from luodi.rag.kbs import get_kb_row, kb_config, kb_dir
 from luodi.store import session_scope
 from luodi.store.tables import KbChunk, KbDocument
@@ -36,18 +35,8 @@ def read_vectors(name: str, dim: int) -> faiss.Index:
 
 def write_vectors(name: str, index: faiss.Index) -> None:
     """Write the index to a temp file and rename it into place: a crash never leaves a torn file."""
-    d = kb_dir(name)
-    d.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".vectors-", suffix=".tmp")
-    os.close(fd)
-    try:
-        faiss.write_index(index, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, d / INDEX_FILE)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(kb_dir(name) / INDEX_FILE) as tmp:
+        faiss.write_index(index, str(tmp))
 
 
 def remove_ids(index: faiss.Index, ids: list[int]) -> int:

@@ -18,13 +18,14 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field, create_model
 
+from luodi import atomic
 from luodi.config import AppConfig, ModelConfig
 from luodi.data.readers import read_app_table
 from luodi.data.split import split_frame
 from luodi.data.tabular import Columns, Preprocessor
 from luodi.errors import BadRequest, ConfigError
 from luodi.evaluate.metrics import classification_report_data
-from luodi.registry import CHECKPOINT_DIR, atomic_write_bytes, atomic_write_json
+from luodi.registry import CHECKPOINT_DIR
 from luodi.tasks.base import TableInputs, TaskBase
 from luodi.tasks.tabular import (
     TabularTask,
@@ -421,10 +422,10 @@ class AnomalyTask(TableInputs, TaskBase):
         if self.ae is not None:
             save_torch_state(run_dir / "autoencoder.safetensors", {"model": self.ae})
         if self.iforest is not None:
-            atomic_write_bytes(run_dir / "isolation_forest.safetensors", save(self.iforest.tensors()))
+            atomic.write_bytes(run_dir / "isolation_forest.safetensors", save(self.iforest.tensors()))
         if self.clf is not None:
             self.clf.save(run_dir / "classifier")
-        atomic_write_json(
+        atomic.write_json(
             run_dir / "anomaly.json",
             {
                 "task": self.name,

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, Field
 from torch import nn
 
+from luodi.atomic import write_json
 from luodi.config import AppConfig
 from luodi.data.images import (
     ImageSet,
@@ -35,7 +36,7 @@ from luodi.data.images import (
 )
 from luodi.errors import BadRequest, ConfigError, NotFound
 from luodi.tasks.base import TaskBase
-from luodi.train.torch_loop import LoopConfig, load_weights, save_weights, train_loop, write_json
+from luodi.train.torch_loop import LoopConfig, load_weights, save_weights, train_loop
 
 WEIGHTS = "model.safetensors"
 AUGMENT_KEYS = {"rotate", "shift", "scale", "scale_x", "scale_y", "flip", "noise", "time_mask", "freq_mask"}

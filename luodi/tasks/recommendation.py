@@ -17,7 +17,6 @@ run_dir/checkpoint and resumed from.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +26,10 @@ from pydantic import BaseModel, Field
 from rich.progress import Progress
 from safetensors.numpy import load_file, save_file
 
+from luodi.atomic import atomic_path, write_json
 from luodi.config import AppConfig
 from luodi.errors import BadRequest, ConfigError, NotFound
 from luodi.tasks.base import TaskBase
-from luodi.train.torch_loop import write_json
 
 WEIGHTS = "recommender.safetensors"
 META = "recommender.json"
@@ -223,9 +222,8 @@ class BPMF:
         arrays = {"P": self.P, "Q": self.Q}
         for n, (p, q) in enumerate(zip(self.kept_p, self.kept_q, strict=True)):
             arrays[f"kept_p.{n}"], arrays[f"kept_q.{n}"] = p, q
-        tmp = ckpt / "bpmf.safetensors.tmp"
-        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp))
-        os.replace(tmp, ckpt / "bpmf.safetensors")
+        with atomic_path(ckpt / "bpmf.safetensors") as tmp:
+            save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp))
         write_json(
             ckpt / "state.json",
             {
@@ -554,9 +552,8 @@ class RecommendationTask(TaskBase):
             "seen_user": seen_u,
             "seen_item": seen_i,
         }
-        tmp = run_dir / (WEIGHTS + ".tmp")
-        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp))
-        os.replace(tmp, run_dir / WEIGHTS)
+        with atomic_path(run_dir / WEIGHTS) as tmp:
+            save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp))
         write_json(run_dir / META, self.meta)
 
     def load(self, run_dir: Path) -> None:

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, Field
 from torch import nn
 
+from luodi.atomic import atomic_path, write_json
 from luodi.config import AppConfig
 from luodi.data.audio import (
     AudioSet,
@@ -59,7 +60,7 @@ from luodi.tasks.image import (
     training_threads,
 )
 from luodi.tasks.text_classification import LinearHead, fit_logreg
-from luodi.train.torch_loop import LoopConfig, load_weights, save_weights, train_loop, write_json
+from luodi.train.torch_loop import LoopConfig, load_weights, save_weights, train_loop
 
 SPEECH_AUGMENT = {"speed", "mixup"}
 MODEL_TYPES = ("cnn", "speech-embedding")
@@ -120,10 +121,8 @@ class EmbeddingClassifier:
     def save(self, run_dir: Path, meta_file: str) -> None:
         from safetensors.numpy import save_file
 
-        run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = run_dir / (HEAD_FILE + ".tmp")
-        save_file({**self.head.tensors("head"), "mean": self.mean, "std": self.std}, str(tmp))
-        tmp.replace(run_dir / HEAD_FILE)
+        with atomic_path(run_dir / HEAD_FILE) as tmp:
+            save_file({**self.head.tensors("head"), "mean": self.mean, "std": self.std}, str(tmp))
         write_json(run_dir / meta_file, self.meta)
 
     @classmethod

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from luodi import atomic
 from luodi.config import AppConfig
 from luodi.data.balance import resample, sample_weights
 from luodi.data.coding import Coding, check_ordinal, rank_columns
@@ -40,7 +41,7 @@ from luodi.data.tabular import Columns, Preprocessor, py_name
 from luodi.errors import BadRequest, ConfigError
 from luodi.evaluate.calibration import apply_calibrator, fit_calibrator
 from luodi.evaluate.metrics import classification_report_data, regression_metrics
-from luodi.registry import CHECKPOINT_DIR, atomic_write_bytes, atomic_write_json
+from luodi.registry import CHECKPOINT_DIR
 from luodi.tasks.base import TableInputs, TaskBase
 from luodi.tasks.tabular_sklearn import SKLEARN_MEMBERS, SKLEARN_OPTIONS, OnnxMember, check_options, fit_onnx
 
@@ -120,7 +121,7 @@ def save_torch_state(path: Path, modules: dict[str, Any]) -> None:
         for name, m in modules.items()
         for k, v in m.state_dict().items()
     }
-    atomic_write_bytes(path, save(tensors))
+    atomic.write_bytes(path, save(tensors))
 
 
 def load_torch_state(path: Path) -> dict[str, dict[str, Any]]:
@@ -498,10 +499,10 @@ class TabularTask(TableInputs, TaskBase):
                 return
             vals = {f"{name}_{m}": float(v) for name, m, v, *_ in env.evaluation_result_list}
             bar.update(task, info=" ".join(f"{k}={v:.4f}" for k, v in vals.items()))
-            atomic_write_bytes(model_p, env.model.model_to_string().encode())
+            atomic.write_bytes(model_p, env.model.model_to_string().encode())
             logs = {**vals, "stage": "lightgbm", "iteration": it}
             hist = self.history + [{"epoch": it // per_epoch, **logs}] if i == 0 else []
-            atomic_write_json(state_p, {"iteration": it, "history": hist})
+            atomic.write_json(state_p, {"iteration": it, "history": hist})
             if i == 0:
                 self.on_epoch_end(math.ceil(it / per_epoch), logs)
 
@@ -524,8 +525,8 @@ class TabularTask(TableInputs, TaskBase):
         )
         best = booster.best_iteration or booster.current_iteration()
         out = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
-        atomic_write_bytes(model_p, out.model_to_string().encode())
-        atomic_write_json(
+        atomic.write_bytes(model_p, out.model_to_string().encode())
+        atomic.write_json(
             state_p, {"done": True, "iteration": best, "history": self.history if i == 0 else []}
         )
         bar.update(task, completed=total)
@@ -719,14 +720,14 @@ class TabularTask(TableInputs, TaskBase):
         for j, m in enumerate(self.members):
             m.save(run_dir / f"member{j}")
         if self.booster is not None and self.weights["lightgbm"] > 0:
-            atomic_write_bytes(run_dir / "model.lgb.txt", self.booster.model_to_string().encode())
+            atomic.write_bytes(run_dir / "model.lgb.txt", self.booster.model_to_string().encode())
             for i, b in enumerate(self.more_boosters, 1):
-                atomic_write_bytes(run_dir / f"model.lgb.{i}.txt", b.model_to_string().encode())
+                atomic.write_bytes(run_dir / f"model.lgb.{i}.txt", b.model_to_string().encode())
         if self.mlp is not None and self.weights["mlp"] > 0:
             save_torch_state(run_dir / "mlp.safetensors", {"model": self.mlp})
         for kind, member in self.sk.items():
-            atomic_write_bytes(run_dir / f"{kind}.onnx", member.blob)
-        atomic_write_json(run_dir / "preprocess.json", self.meta())
+            atomic.write_bytes(run_dir / f"{kind}.onnx", member.blob)
+        atomic.write_json(run_dir / "preprocess.json", self.meta())
 
     def meta(self) -> dict[str, Any]:
         return {

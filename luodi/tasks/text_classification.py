@@ -13,7 +13,6 @@ Weights are stored as safetensors, vocabularies and label maps as JSON (no pickl
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
@@ -21,6 +20,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from luodi.atomic import atomic_path, write_json
 from luodi.config import AppConfig, format_validation_error
 from luodi.data.text import read_labelled_texts
 from luodi.errors import BadRequest, ConfigError
@@ -29,13 +29,6 @@ from luodi.settings import get_settings
 from luodi.tasks.base import TaskBase, TextInputs
 
 # ---------------------------------------------------------------- shared helpers (also used by NER)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (temp file, then rename): a crash never leaves a half-written file."""
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(obj, ensure_ascii=False))
-    os.replace(tmp, path)
 
 
 def stratified_split(labels: np.ndarray, valid: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -100,10 +93,8 @@ def encoder_features(
                 vec = (hidden[layer] * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
                 out[idx, j] = torch.nn.functional.normalize(vec, dim=-1).numpy()
     out = out.reshape(len(texts), -1)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npy")
-    np.save(tmp, out)
-    os.replace(tmp, cache)
+    with atomic_path(cache, suffix=".npy") as tmp:
+        np.save(tmp, out)
     return out
 
 
@@ -574,9 +565,8 @@ class TextClassificationTask(TextInputs, TaskBase):
             for name, arr in idf.items():
                 tensors[f"tfidf.idf.{name}"] = arr
             write_json(run_dir / "tfidf_vocab.json", vocab)
-        tmp = run_dir / "model.safetensors.tmp"
-        save_file(tensors, str(tmp))
-        tmp.replace(run_dir / "model.safetensors")
+        with atomic_path(run_dir / "model.safetensors") as tmp:
+            save_file(tensors, str(tmp))
         write_json(run_dir / "text_classification.json", meta)
 
     def load(self, run_dir: Path) -> None:

@@ -20,11 +20,12 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from luodi.atomic import atomic_path, write_json
 from luodi.config import AppConfig
 from luodi.data.text import read_dialogues
 from luodi.errors import BadRequest, ConfigError
 from luodi.tasks.base import TaskBase, TextInputs
-from luodi.tasks.text_classification import parse_options, write_json
+from luodi.tasks.text_classification import parse_options
 
 Dialogue = list[str]
 
@@ -274,8 +275,8 @@ class TextGenerationTask(TextInputs, TaskBase):
 
         ckpt.mkdir(parents=True, exist_ok=True)
         sd = {k: v.contiguous() for k, v in get_peft_model_state_dict(self.model).items()}
-        save_file(sd, str(ckpt / "adapter_model.safetensors.tmp"))
-        os.replace(ckpt / "adapter_model.safetensors.tmp", ckpt / "adapter_model.safetensors")
+        with atomic_path(ckpt / "adapter_model.safetensors") as tmp:
+            save_file(sd, str(tmp))
         write_json(ckpt / "state.json", state)
 
     def _require_model(self):

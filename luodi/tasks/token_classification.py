@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -21,12 +20,13 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from luodi.atomic import atomic_path, write_json
 from luodi.config import AppConfig
 from luodi.data.text import read_conll
 from luodi.errors import BadRequest, ConfigError
 from luodi.settings import get_settings
 from luodi.tasks.base import TaskBase, TextInputs
-from luodi.tasks.text_classification import parse_options, records_texts, write_json
+from luodi.tasks.text_classification import parse_options, records_texts
 
 Sentence = dict[str, list[str]]  # {"tokens": [...], "tags": [...]}
 WORD_RE = re.compile(r"\w+(?:[-'.]\w+)*|[^\w\s]")
@@ -206,10 +206,8 @@ def word_features(
                         if w is not None and w not in seen:
                             seen.add(w)
                             flat[offsets[i] + w] = stack[b, pos]
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npy")
-        np.save(tmp, flat)
-        os.replace(tmp, cache)
+        with atomic_path(cache, suffix=".npy") as tmp:
+            np.save(tmp, flat)
     _MEMO[key] = flat
     while len(_MEMO) > 3:  # keep the few most recent sets (train, validation) in memory
         _MEMO.pop(next(iter(_MEMO)))
@@ -440,8 +438,8 @@ class TokenClassificationTask(TextInputs, TaskBase):
                     moments[f"{i}.{k}"] = st[k].contiguous()
             if "step" in st:
                 moments[f"{i}.step"] = st["step"].reshape(1).float()
-        save_file(moments, str(ckpt / "optimizer.safetensors.tmp"))
-        os.replace(ckpt / "optimizer.safetensors.tmp", ckpt / "optimizer.safetensors")
+        with atomic_path(ckpt / "optimizer.safetensors") as tmp:
+            save_file(moments, str(tmp))
         write_json(ckpt / "state.json", state)
 
     def _load_checkpoint(self, ckpt: Path, opt) -> dict:
@@ -502,9 +500,8 @@ class TokenClassificationTask(TextInputs, TaskBase):
             raise BadRequest("nothing to save: the model is not trained")
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = run_dir / "model.safetensors.tmp"
-        save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, str(tmp))
-        os.replace(tmp, run_dir / "model.safetensors")
+        with atomic_path(run_dir / "model.safetensors") as tmp:
+            save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, str(tmp))
         n_layers = len(self.opts.layers)
         dim = self.dim
         write_json(

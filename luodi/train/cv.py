@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from luodi import atomic
 from luodi.config import AppConfig
 from luodi.errors import BadRequest, ConfigError
-from luodi.registry import atomic_write_json
 from luodi.tasks import task_for
 
 
@@ -76,7 +76,7 @@ def cross_validate(
             t.fit(tr, va, Path(d), progress=False)
         done[i] = _numbers(t.evaluate(va))
         if state is not None:
-            atomic_write_json(state, {"fingerprint": fingerprint, "folds": folds, "per_fold": done})
+            atomic.write_json(state, {"fingerprint": fingerprint, "folds": folds, "per_fold": done})
         if on_fold:
             on_fold(i, done[i])
     per_fold = [done[i] for i in range(folds)]

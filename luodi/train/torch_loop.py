@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterable, Sized
 from dataclasses import asdict, dataclass, field, replace
@@ -33,6 +32,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from safetensors.torch import load_file, load_model, save_file, save_model
 
+from luodi.atomic import atomic_path, write_json
 from luodi.errors import ConfigError
 
 CHECKPOINT_DIR = "checkpoint"
@@ -103,19 +103,10 @@ def lr_factor(step: int, total: int, schedule: str, warmup: float) -> float:
 # --- crash-safe files ------------------------------------------------------------------------------
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (temp file, then os.replace)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-
-
 def save_weights(model: torch.nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
     """Save a module's state (parameters and buffers) as safetensors, atomically."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_model(model, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_model(model, str(tmp), metadata=metadata)
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:
@@ -186,9 +177,8 @@ class Checkpoint:
         model_file, optim_file = f"model-{tag}.safetensors", f"optim-{tag}.safetensors"
         save_weights(model, self.dir / model_file)
         tensors, meta = _optimizer_to_files(optimizer)
-        tmp = self.dir / (optim_file + ".tmp")
-        save_file(tensors, str(tmp))
-        os.replace(tmp, self.dir / optim_file)
+        with atomic_path(self.dir / optim_file) as tmp:
+            save_file(tensors, str(tmp))
         state = {**state, "model_file": model_file, "optim_file": optim_file, "optim_meta": meta}
         write_json(self.state_path, state)
         self._remove_unreferenced(state)

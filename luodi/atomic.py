@@ -1,0 +1,78 @@
+"""Crash-safe files: write beside the target, flush to disk, then swap it in with os.replace.
+
+A reader (or a process restarted after a kill) sees the old file or the new one, never half of one. Standard
+library only, and imported by nothing of luodi's own: every layer may use it (luodi.engines.llamacpp_build runs
+before luodi's dependencies are installed).
+
+    write_json(run_dir / "state.json", state)
+    with atomic_path(run_dir / "model.safetensors") as tmp:   # for libraries that write a path themselves
+        save_file(tensors, str(tmp))
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """A fresh temporary path in `path`'s folder: whatever is written there replaces `path` when the block ends
+    without an error (and is removed when it raises). `suffix` keeps an extension some writers insist on
+    (numpy.save adds ".npy" to a name without it)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the file should look like any other
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _fsync(path: Path) -> None:
+    if path.is_file():
+        with open(path, "rb") as f:
+            os.fsync(f.fileno())
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    write_bytes(path, text.encode())
+
+
+def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
+    write_text(path, to_json(obj, indent) + "\n")
+
+
+def to_json(obj: Any, indent: int | None = 2) -> str:
+    """JSON text that also takes numpy scalars and arrays, paths and datetimes (what runs store and print)."""
+    return json.dumps(obj, indent=indent, default=_json_default, ensure_ascii=False)
+
+
+def _json_default(o: Any) -> Any:
+    if getattr(o, "shape", None) == () or (hasattr(o, "item") and not hasattr(o, "shape")):
+        return o.item()  # a numpy / torch scalar
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, Path | datetime):
+        return str(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
