@@ -48,8 +48,7 @@ class ModelConfig(Strict):
 class TrainConfig(Strict):
     epochs: int = Field(10, ge=1)
     lr: float = Field(1e-3, gt=0)
-    batch_size: int = Field(32, ge=1)  # records per predict call; concurrent requests share one (1: never)
-    max_wait_ms: float = Field(0.0, ge=0, le=1000)  # how long a request waits for others to share its batch
+    batch_size: int = Field(32, ge=1)  # training examples per optimizer step
     early_stopping: int | None = Field(3, ge=1)  # patience in epochs; None disables
     seed: int = 0
     class_weights: Literal["none", "balanced"] = "none"

@@ -194,7 +194,11 @@ def choose_variant(model_path: str | Path, paths: dict[str, Path] | None = None)
         log.warning("  %-15s %s", n, tried[n])
     choice = CpuChoice(best, str(paths[best]), cpu_features(), tried, time.time())
     target = _choice_file(paths)
-    write_json(target, asdict(choice))
+    try:
+        write_json(target, asdict(choice))
+    except OSError as e:  # a read-only cache: choose again next time rather than fail now
+        log.warning("could not remember the CPU kernels in %s (%s); set LUODI_NATIVE_CACHE to a writable folder",
+                    target, e)
     log.warning("llama.cpp CPU kernels: %s (remembered in %s)", best, target)
     return choice
 
