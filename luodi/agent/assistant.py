@@ -588,8 +588,8 @@ class Assistant:
     def _phrase_faq(self, question: str, answer: str) -> str:
         if not self.opts.llm.enabled:
             return answer
-        from luodi.agent.runtime import _run_sync, complete, get_engine
-        from luodi.engines.base import SamplingParams
+        from luodi.engines import SamplingParams, complete, get_engine
+        from luodi.llm import run_sync
 
         eng = get_engine(self.opts.llm.model)
         prompt = eng.chat_prompt(
@@ -602,7 +602,7 @@ class Assistant:
                 {"role": "user", "content": question},
             ]
         )
-        text, _, _ = _run_sync(complete(eng, prompt, SamplingParams(max_tokens=80, temperature=0.0)))
+        text = run_sync(complete(eng, prompt, SamplingParams(max_tokens=80, temperature=0.0))).text
         return text.strip() or answer
 
 

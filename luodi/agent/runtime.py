@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
@@ -28,8 +27,9 @@ from luodi.agent import approvals, memory
 from luodi.agent.planner import PLAN_SCHEMA, Plan
 from luodi.agent.toolcalls import ToolCallError, call_schema, parse_output, tool_signature
 from luodi.agent.tools import RUN_CONTEXT, Tool, ToolError
-from luodi.engines.base import SamplingParams
+from luodi.engines import SamplingParams, complete, get_engine
 from luodi.errors import BadRequest, LuodiError
+from luodi.llm import run_sync
 
 STOP_REASONS = (
     "final_answer",
@@ -81,59 +81,6 @@ class AgentResult:
         return asdict(self)
 
 
-# ---------------------------------------------------------------------------------------- engine
-
-_engines: dict[str, Any] = {}
-_engine_lock = threading.Lock()
-
-
-def get_engine(model: str | None = None):
-    """The chat engine for `model` (default: the configured chat model, shared with the server)."""
-    import luodi.engines as engines
-    from luodi.settings import get_settings
-
-    settings = get_settings()
-    if model is None or model == settings.chat_model:
-        shared = getattr(engines, "get_engine", None)
-        if shared is not None:
-            return shared()
-        model = settings.chat_model
-    with _engine_lock:
-        if model not in _engines:
-            load = getattr(engines, "load_engine", None)
-            if load is not None:
-                _engines[model] = load(model, settings.engine)
-            else:  # before luodi.engines exports load_engine: build the llama.cpp engine directly
-                from luodi.engines.llamacpp import LlamaCppEngine
-                from luodi.models import resolve
-
-                src = resolve(model)
-                _engines[model] = LlamaCppEngine(
-                    src.path, model_id=src.name, n_ctx=settings.n_ctx, threads=settings.threads
-                )
-        return _engines[model]
-
-
-async def complete(engine: Any, prompt: str, params: SamplingParams) -> tuple[str, int, int]:
-    """Run one generation to the end: (text, prompt_tokens, completion_tokens)."""
-    parts: list[str] = []
-    pt = ct = 0
-    gen = engine.generate(prompt, params)
-    try:
-        async for chunk in gen:
-            parts.append(chunk.text)
-            pt = chunk.prompt_tokens or pt
-            ct = chunk.completion_tokens or ct
-    finally:
-        close = getattr(gen, "aclose", None)
-        if close is not None:
-            await close()
-    text = "".join(parts)
-    if not ct:
-        ct = len(engine.tokenize(text)) if text else 0
-    return text, pt, ct
-
-
 # ---------------------------------------------------------------------------------------- agent
 
 
@@ -173,7 +120,7 @@ class Agent:
     @property
     def engine(self):
         if self._engine is None:
-            self._engine = get_engine(self.model)
+            self._engine = get_engine(self.model)  # luodi.engines: shared with the server and RAG
         return self._engine
 
     # ----------------------------------------------------------------------------- prompt pieces
@@ -245,10 +192,10 @@ class Agent:
     # ----------------------------------------------------------------------------- public API
     def run(self, goal: str, thread_id: str | None = None) -> AgentResult:
         """Blocking run (for the CLI and tests); see `stream` for the events."""
-        return _run_sync(self._collect(self.stream(goal, thread_id)))
+        return run_sync(self._collect(self.stream(goal, thread_id)))
 
     def resume(self, thread_id: str) -> AgentResult:
-        return _run_sync(self._collect(self.stream_resume(thread_id)))
+        return run_sync(self._collect(self.stream_resume(thread_id)))
 
     async def arun(self, goal: str, thread_id: str | None = None) -> AgentResult:
         return await self._collect(self.stream(goal, thread_id))
@@ -424,9 +371,10 @@ class Agent:
                     json_schema=step_schema,
                 )
                 try:
-                    text, pt, ct = await asyncio.wait_for(
+                    out = await asyncio.wait_for(
                         complete(self.engine, prompt, params), timeout=max(1.0, lim.max_seconds - elapsed)
                     )
+                    text, pt, ct = out.text, out.prompt_tokens, out.completion_tokens
                 except TimeoutError:
                     stop = "timeout"
                     break
@@ -553,14 +501,14 @@ class Agent:
             }
             try:
                 prompt = self._fit(system, hist)
-                text, _, _ = await asyncio.wait_for(
+                text = (await asyncio.wait_for(
                     complete(
                         self.engine,
                         prompt,
                         SamplingParams(max_tokens=120, temperature=0.0, json_schema=schema),
                     ),
                     timeout=max(1.0, lim.max_seconds - (time.time() - start) + 15),
-                )
+                )).text
                 content = json.loads(text).get("content", "").strip()
                 if content and not re.search(r"You already called|Do not call|^Error:|^Result of", content):
                     return content  # (a small model may just parrot the last observation: not an answer)
@@ -569,28 +517,6 @@ class Agent:
         if last_obs:
             return f"(stopped: {stop}) Best result so far: {last_obs[:400]}"
         return f"(stopped: {stop}) I could not reach an answer."
-
-
-def _run_sync(coro):
-    """Run a coroutine from sync code, even when an event loop is already running in this thread."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["v"] = asyncio.run(coro)
-        except BaseException as e:  # re-raised in the caller's thread
-            box["e"] = e
-
-    th = threading.Thread(target=target)
-    th.start()
-    th.join()
-    if "e" in box:
-        raise box["e"]
-    return box["v"]
 
 
 # ---------------------------------------------------------------------------------------- from config

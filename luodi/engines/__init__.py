@@ -88,17 +88,21 @@ def engine_status(engine: Engine | None) -> dict:
     return out
 
 
-_engines: dict[tuple[str | None, str | None], Engine] = {}
+_engines: dict[tuple[str, str], Engine] = {}
 _lock = threading.Lock()
 
 
 def get_engine(spec: str | None = None, backend: str | None = None) -> Engine:
-    """A process-wide shared engine per (spec, backend), loaded on first use."""
-    key = (spec, backend)
+    """A process-wide shared engine per model and backend (None: the configured ones), loaded on first use:
+    the server, agents, the assistant and RAG share it."""
+    from luodi.settings import get_settings
+
+    s = get_settings()
+    key = (spec or s.chat_model, (backend or s.engine).lower())
     with _lock:
         eng = _engines.get(key)
         if eng is None:
-            eng = _engines[key] = load_engine(spec, backend)
+            eng = _engines[key] = load_engine(*key)
         return eng
 
 
