@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     # streamed responses send at most one event per choice per this many ms (tokens that arrive meanwhile are
     # merged): each event costs ~1 ms of CPU in server and client, so a fast stream on a small machine decodes
     # faster with fewer events; 0 sends every token as its own event
-    stream_interval_ms: int = 20
+    stream_interval_ms: int = 50
     rate_limit_rpm: int = 600  # per API key, requests per minute
     threads: int = max(1, os.cpu_count() or 1)
 
