@@ -373,7 +373,7 @@ def tune(
     def objective(params: dict[str, Any]) -> float:
         c = apply_overrides(cfg, params, "tune.space")
         if folds > 1:
-            res = cross_validate(c, folds, progress=False, data=tr)
+            res = cross_validate(c, folds, task_for, progress=False, data=tr)
             m = res["mean"]
         else:
             t = task_for(c)
@@ -445,7 +445,7 @@ def cv(
     state.parent.mkdir(parents=True, exist_ok=True)
     fingerprint = config_fingerprint(cfg, folds=folds, train_only=train_only, rows=len(data))
     res = cross_validate(
-        cfg, folds, progress=progress, data=data, state=state, fingerprint=fingerprint, resume=resume
+        cfg, folds, task_for, progress=progress, data=data, state=state, fingerprint=fingerprint, resume=resume
     )
     res.update(app=cfg.name, scope="training part" if train_only else "whole dataset")
     return res

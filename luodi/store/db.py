@@ -9,24 +9,15 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from luodi.settings import get_settings
-
-
-class Base(DeclarativeBase):
-    """Declarative base shared by every table in luodi.store."""
-
+from luodi.store.tables import Base  # noqa: F401  (importing it registers every table on Base.metadata)
 
 _engines: dict[str, Engine] = {}
 _ready: set[str] = set()
 _lock = threading.Lock()
 MIGRATIONS = Path(__file__).parent / "migrations"
-
-
-def _import_tables() -> None:
-    # Importing the table modules registers them on Base.metadata.
-    from luodi.store import tables  # noqa: F401
 
 
 def get_engine(url: str | None = None) -> Engine:
@@ -56,7 +47,6 @@ def init_db(url: str | None = None) -> Engine:
     with _lock:
         if url in _ready:
             return eng
-        _import_tables()
         from alembic import command
         from alembic.config import Config
 

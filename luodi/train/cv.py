@@ -18,7 +18,6 @@ import numpy as np
 from luodi import atomic
 from luodi.config import AppConfig
 from luodi.errors import BadRequest, ConfigError
-from luodi.tasks import task_for
 
 
 def _finished_folds(state: Path | None, fingerprint: str, folds: int) -> dict[int, dict[str, float]]:
@@ -41,6 +40,7 @@ def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
 def cross_validate(
     cfg: AppConfig,
     folds: int,
+    task_for: Callable[[AppConfig], Any],
     progress: bool = True,
     data: Any = None,
     on_fold: Callable[[int, dict[str, float]], None] | None = None,
@@ -49,6 +49,8 @@ def cross_validate(
     resume: bool = False,
 ) -> dict[str, Any]:
     """Metrics of each fold's validation part, and their mean and (population) standard deviation.
+
+    `task_for(cfg)` makes a fresh task (luodi.tasks.task_for; passed in so this loop stays below the tasks).
 
     `data` defaults to the app's whole dataset. Returns {folds, rows, fold_sizes, per_fold, mean, std};
     the app's evaluate.metrics come first in `mean` and `std`. With `state` (a JSON file) each fold's metrics

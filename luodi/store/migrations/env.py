@@ -4,7 +4,7 @@ from alembic import context
 from sqlalchemy import create_engine
 
 from luodi.store import tables  # noqa: F401
-from luodi.store.db import Base
+from luodi.store.tables import Base
 
 config = context.config
 target_metadata = Base.metadata
