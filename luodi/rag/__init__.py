@@ -9,8 +9,8 @@ from typing import Any
 
 from luodi.rag.answer import Answer, Citation, ask, ask_async, ask_stream
 from luodi.rag.eval import evaluate
-from luodi.rag.ingest import IngestReport, add_bytes, add_paths
-from luodi.rag.kbs import create_kb, delete_kb, get_kb, list_documents, list_kbs
+from luodi.rag.ingest import IngestReport, add_bytes, add_paths, delete_document, delete_kb
+from luodi.rag.kbs import create_kb, get_kb, list_documents, list_kbs
 from luodi.rag.retrieve import Hit, SearchResult, search
 
 add_documents = add_paths
@@ -39,6 +39,7 @@ __all__ = [
     "ask_async",
     "ask_stream",
     "create_kb",
+    "delete_document",
     "delete_kb",
     "ensure_kb",
     "evaluate",

@@ -13,7 +13,7 @@ import numpy as np
 from sqlalchemy import select
 
 from luodi.atomic import atomic_path
-from luodi.rag.kbs import get_kb_row, kb_config, kb_dir
+from luodi.rag.kbs import get_kb_row, kb_config, kb_dir, kb_lock
 from luodi.store import session_scope
 from luodi.store.tables import KbChunk, KbDocument
 
@@ -49,8 +49,6 @@ def drop_vectors(name: str, chunk_ids: list[int]) -> None:
     """Remove vectors of deleted chunks from the index file (searches already ignore them)."""
     if not chunk_ids:
         return
-    from luodi.rag.ingest import kb_lock
-
     with kb_lock(name):
         index = read_vectors(name, 0) if (kb_dir(name) / INDEX_FILE).exists() else None
         if index is not None and remove_ids(index, chunk_ids):

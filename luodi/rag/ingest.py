@@ -8,20 +8,19 @@ the next `add` (which skips every document already indexed, by content hash).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
-from luodi.errors import BadRequest
+from luodi.errors import BadRequest, NotFound
 from luodi.rag.chunk import Chunk, chunk_text
-from luodi.rag.index import embed_text, forget, read_vectors, remove_ids, write_vectors
-from luodi.rag.kbs import bump_generation, get_kb_row, kb_config, kb_dir
+from luodi.rag.index import drop_vectors, embed_text, forget, read_vectors, remove_ids, write_vectors
+from luodi.rag.kbs import bump_generation, describe, get_kb_row, kb_config, kb_dir, kb_lock
 from luodi.rag.readers import extract_text, iter_files
 from luodi.store import session_scope
 from luodi.store.tables import KbChunk, KbDocument
@@ -52,19 +51,6 @@ class _Doc:
     source: str
     sha256: str
     chunks: list[Chunk]
-
-
-@contextmanager
-def kb_lock(name: str) -> Iterator[None]:
-    """One writer per KB across processes and threads (an OS file lock, released if the process dies)."""
-    d = kb_dir(name)
-    d.mkdir(parents=True, exist_ok=True)
-    with open(d / "write.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _recover(name: str, dim: int) -> int:
@@ -220,3 +206,36 @@ def _token_counter(encoder) -> Callable[[str], int]:
 
         return approx_tokens
     return lambda text: len(tok(text, add_special_tokens=False, truncation=False)["input_ids"])
+
+
+# --- removing ------------------------------------------------------------------------------------
+
+
+def delete_kb(name: str) -> dict[str, Any]:
+    """Delete a knowledge base, its documents, chunks and index files."""
+    with session_scope() as s:
+        kb = get_kb_row(s, name)
+        info = describe(s, kb)
+        s.query(KbChunk).filter(KbChunk.kb_id == kb.id).delete()
+        s.query(KbDocument).filter(KbDocument.kb_id == kb.id).delete()
+        s.delete(kb)
+    shutil.rmtree(kb_dir(name), ignore_errors=True)
+    forget(name)
+    return {**info, "deleted": True}
+
+
+def delete_document(name: str, doc_id: int) -> dict[str, Any]:
+    """Remove one document and its chunks (its vectors are dropped from the index on the next load/add)."""
+    with session_scope() as s:
+        kb = get_kb_row(s, name)
+        doc = s.scalar(select(KbDocument).where(KbDocument.kb_id == kb.id, KbDocument.id == doc_id))
+        if doc is None:
+            raise NotFound(f"document {doc_id} not found in knowledge base '{name}'; list them with "
+                           f"`luodi kb docs {name}`", param="doc_id")
+        info = {"id": doc.id, "source": doc.source, "deleted": True}
+        chunk_ids = list(s.scalars(select(KbChunk.id).where(KbChunk.doc_id == doc.id)).all())
+        s.query(KbChunk).filter(KbChunk.doc_id == doc.id).delete(synchronize_session=False)
+        s.delete(doc)
+        bump_generation(s, kb)
+    drop_vectors(name, chunk_ids)
+    return info

@@ -1,9 +1,12 @@
-"""Knowledge bases: create, list, describe and delete them (rows in the store, files under LUODI_HOME/kb/)."""
+"""Knowledge bases: create, list and describe them (rows in the store, files under LUODI_HOME/kb/), and the
+one-writer lock each has. Deleting a KB or a document touches its vectors too: luodi.rag.ingest."""
 
 from __future__ import annotations
 
+import fcntl
 import re
-import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -123,21 +126,6 @@ def list_kbs() -> list[dict[str, Any]]:
         return [describe(s, kb) for kb in s.scalars(select(KnowledgeBase).order_by(KnowledgeBase.name))]
 
 
-def delete_kb(name: str) -> dict[str, Any]:
-    """Delete a knowledge base, its documents, chunks and index files."""
-    with session_scope() as s:
-        kb = get_kb_row(s, name)
-        info = describe(s, kb)
-        s.query(KbChunk).filter(KbChunk.kb_id == kb.id).delete()
-        s.query(KbDocument).filter(KbDocument.kb_id == kb.id).delete()
-        s.delete(kb)
-    shutil.rmtree(kb_dir(name), ignore_errors=True)
-    from luodi.rag.index import forget
-
-    forget(name)
-    return {**info, "deleted": True}
-
-
 def list_documents(name: str) -> list[dict[str, Any]]:
     with session_scope() as s:
         kb = get_kb_row(s, name)
@@ -168,20 +156,14 @@ def kb_config(kb: KnowledgeBase) -> dict[str, Any]:
     return {**DEFAULTS, **(kb.config or {})}
 
 
-def delete_document(name: str, doc_id: int) -> dict[str, Any]:
-    """Remove one document and its chunks (its vectors are dropped from the index on the next load/add)."""
-    with session_scope() as s:
-        kb = get_kb_row(s, name)
-        doc = s.scalar(select(KbDocument).where(KbDocument.kb_id == kb.id, KbDocument.id == doc_id))
-        if doc is None:
-            raise NotFound(f"document {doc_id} not found in knowledge base '{name}'; list them with "
-                           f"`luodi kb docs {name}`", param="doc_id")
-        info = {"id": doc.id, "source": doc.source, "deleted": True}
-        chunk_ids = list(s.scalars(select(KbChunk.id).where(KbChunk.doc_id == doc.id)).all())
-        s.query(KbChunk).filter(KbChunk.doc_id == doc.id).delete(synchronize_session=False)
-        s.delete(doc)
-        bump_generation(s, kb)
-    from luodi.rag.index import drop_vectors
-
-    drop_vectors(name, chunk_ids)
-    return info
+@contextmanager
+def kb_lock(name: str) -> Iterator[None]:
+    """One writer per KB across processes and threads (an OS file lock, released if the process dies)."""
+    d = kb_dir(name)
+    d.mkdir(parents=True, exist_ok=True)
+    with open(d / "write.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from luodi import rag
 from luodi.errors import BadRequest, LuodiError, Overloaded
-from luodi.rag.kbs import delete_document
+from luodi.rag.ingest import delete_document
 from luodi.serve.auth import require_key
 from luodi.serve.state import get_state
 from luodi.serve.uploads import read_uploads
