@@ -2,7 +2,7 @@
 
 A 135M model is weak at reasoning; what must hold regardless: constrained decoding gives valid,
 schema-conforming calls, routed goals call the right tool, tool results reach the model, and every run ends
-with an answer and a stop reason (see README.md for the measured task success rate).
+with an answer and a stop reason (see docs/agents.md for the measured task success rate).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Full-dataset quality of the text examples (slow: LUODI_SLOW=1). Thresholds are what the shipped
-examples reach on their validation splits (see README.md), a little below to absorb noise."""
+examples reach on their validation splits (see docs/text-apps.md), a little below to absorb noise."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from luodi.store.tables import KbChunk, KbDocument, KnowledgeBase
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 # Defaults stored in each KB's config; `min_score` is the calibrated "not found" threshold on the best
-# dense cosine similarity (see bench/rag.py and README.md).
+# dense cosine similarity (see bench/rag.py and docs/rag.md).
 DEFAULTS: dict[str, Any] = {
     "encoder": "bundled:minilm-l6",
     "chunk_tokens": 200,

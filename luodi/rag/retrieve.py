@@ -14,7 +14,7 @@ from luodi.rag.index import LoadedKb, load
 
 Mode = Literal["hybrid", "dense", "bm25"]
 MODES = ("hybrid", "dense", "bm25")
-ALPHA = 0.6  # weight of the cosine; BM25 (scaled to the query's best) gets 1 - ALPHA. See README.md
+ALPHA = 0.6  # weight of the cosine; BM25 (scaled to the query's best) gets 1 - ALPHA. See docs/rag.md
 CANDIDATES = 100  # how deep each ranking is read before blending
 
 
