@@ -6,6 +6,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,6 +26,11 @@ class Settings(BaseSettings):
     # when llama.cpp fails its start-up self-check (a crash or wrong tokens on this CPU): serve on the
     # transformers engine (slower, reported as degraded by /health and `luodi models`) instead of failing
     engine_fallback: bool = True
+    # llama.cpp CPU kernels: "" = the level chosen by trying (luodi.engines.ggml_cpu), else a level name
+    # (haswell, skylakex, icelake, ...) or a path to a libggml-cpu-*.so
+    ggml_cpu: str = ""
+    # how long idle ggml worker threads spin before they sleep (0-100, llama.cpp's --poll)
+    ggml_poll: int = Field(50, ge=0, le=100)
     max_running: int = 16  # sequences decoded together
     max_queue: int = 64  # waiting requests before 503
     n_ctx: int = 2048  # context window per sequence

@@ -40,6 +40,7 @@ def load_engine(spec: str | None = None, backend: str | None = None, **options) 
     opts = {"n_ctx": s.n_ctx, "max_running": s.max_running, "max_queue": s.max_queue, "threads": s.threads}
     opts.update(options)
     if backend == "llamacpp":
+        opts.setdefault("ggml_poll", s.ggml_poll)
         if os.environ.get("LUODI_REQUANTIZE") and "requantize" not in options:
             opts["requantize"] = os.environ["LUODI_REQUANTIZE"]  # e.g. q8_0: faster batches, see llamacpp.py
         if src.kind != "gguf":
@@ -62,6 +63,7 @@ def load_engine(spec: str | None = None, backend: str | None = None, **options) 
             from luodi.engines.transformers_engine import TransformersEngine
 
             opts.pop("requantize", None)
+            opts.pop("ggml_poll", None)
             engine = TransformersEngine(src, model_id=spec, **opts)
             engine.degraded = str(e)
             return engine

@@ -129,7 +129,9 @@ def current_choice(model_path: str | Path) -> CpuChoice:
     if _active is not None:
         return _active
     paths = variant_paths()
-    forced = os.environ.get("LUODI_GGML_CPU", "").strip()
+    from luodi.settings import get_settings
+
+    forced = get_settings().ggml_cpu.strip()
     if forced:
         path = Path(forced) if "/" in forced else paths.get(forced)
         if path is None:

@@ -91,7 +91,8 @@ class LlamaCppEngine(Scheduler):
     def __init__(self, model_path: str | Path, *, model_id: str | None = None, n_ctx: int = 2048,
                  max_running: int = 16, max_queue: int = 64, threads: int | None = None,
                  prefill_chunk: int = 256, kv_budget_mb: int = 256, flash_attn: bool = True,
-                 adaptive_threads: bool = True, requantize: str | None = None, prefix_cache: int = 4) -> None:
+                 adaptive_threads: bool = True, requantize: str | None = None, prefix_cache: int = 4,
+                 ggml_poll: int = 50) -> None:
         super().__init__(max_running, max_queue, name="luodi-llamacpp")
         path = Path(model_path)
         if not path.is_file():
@@ -142,9 +143,8 @@ class LlamaCppEngine(Scheduler):
         self.kv_cells = L.llama_n_ctx(self._ctx)
         self._mem = L.llama_get_memory(self._ctx)
         self._batch = L.llama_batch_init(cp.n_batch, 0, 1)
-        self._pool = ThreadPool(self.max_threads, poll=int(os.environ.get("LUODI_GGML_POLL", "50")))
-        if os.environ.get("LUODI_GGML_THREADPOOL", "1") != "0":
-            self._pool.attach(self._ctx)
+        self._pool = ThreadPool(self.max_threads, poll=ggml_poll)
+        self._pool.attach(self._ctx)
         self._reserved = 0
         self._free_ids = list(range(max_running))
         self._cache: list[_CachedPrefix] = []  # finished sequences' KV, most recently used last
