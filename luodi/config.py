@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer
 
 from luodi.errors import ConfigError
 
@@ -27,15 +27,79 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class SplitConfig(Strict):
+    """`data.split`: how validation rows are held out. Only the keys the app file sets are dumped, so a
+    stored config (and the fingerprint that resumes tune / cv) reads as the file did; `split[key]`,
+    `split.get(key)` and `dict(split)` see those same keys."""
+
+    valid: int | float | None = Field(
+        None, description="validation rows: a fraction in (0, 1) or a count (>= 1); unset: 0.1 (recommendation 0.2)"
+    )
+    seed: int = Field(0, description="seed of the random hold-out")
+    shuffle: bool = Field(True, description="false: hold out the last rows instead of random ones (image apps)")
+    stratify: bool = Field(True, description="keep the class proportions when every class has two rows")
+    holdout: dict[str, list[Any]] = Field(
+        default_factory=dict, description="table apps: column -> values whose rows go to validation only"
+    )
+    speaker: str | int | list[str | int] | None = Field(
+        None, description="speech-recognition: the speaker(s) left out for validation (no random part then)"
+    )
+    speakers: str | int | list[str | int] | None = Field(None, description="same as `speaker`")
+    by: Literal["part"] | None = Field(
+        None, description="text-classification: 'part' holds out the file's named parts (clinc150 JSON)"
+    )
+    valid_parts: list[str] = Field(
+        default_factory=lambda: ["val", "oos_val"], description="with by: part, the parts held out"
+    )
+    valid_path: str | None = Field(
+        None, description="token-classification, text-generation: a separate validation file"
+    )
+
+    @field_validator("valid")
+    @classmethod
+    def _positive(cls, v: int | float | None) -> int | float | None:
+        if v is not None and (isinstance(v, bool) or v <= 0):
+            raise ValueError("expected a fraction in (0, 1) or a row count >= 1")
+        return v
+
+    @model_serializer(mode="wrap")
+    def _set_keys_only(self, handler: Any) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if k in self.model_fields_set}
+
+    def keys(self) -> list[str]:
+        return [k for k in type(self).model_fields if k in self.model_fields_set]
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.model_fields_set:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.model_fields_set
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key) if key in self.model_fields_set else default
+
+    def only(self, task: str, *allowed: str) -> None:
+        """Refuse keys this task does not read, naming the first one."""
+        bad = [k for k in self.keys() if k not in allowed]
+        if bad:
+            raise ConfigError(
+                f"'data.split.{bad[0]}' does not apply to {task}; it reads {', '.join(allowed)}",
+                param=f"data.split.{bad[0]}",
+            )
+
+
 class DataConfig(Strict):
     path: str | None = None  # file or folder; ${LUODI_DATASETS} is expanded; None for built-in sources
     format: str | None = None  # csv | tsv | jsonl | json | conll | idx | wav-dir | sklearn:<name> | ...
     columns: dict[str, Any] = Field(
         default_factory=dict
     )  # role -> column(s), e.g. text: text, label: category
-    split: dict[str, Any] = Field(
-        default_factory=lambda: {"valid": 0.1, "seed": 0}
-    )  # how to hold out validation
+    split: SplitConfig = Field(
+        default_factory=lambda: SplitConfig(valid=0.1, seed=0),
+        description="how validation rows are held out (luodi.data.split.split_indices)",
+    )
     options: dict[str, Any] = Field(default_factory=dict)  # reader-specific options (separator, header, ...)
 
 
