@@ -75,7 +75,8 @@ def baseline(cfg, tr, va) -> float | None:
 
 
 def measure(path: Path, skip_train: bool, overrides: dict | None = None, cv_folds: int = 0) -> dict:
-    from luodi import api, registry
+    from luodi import api
+    from luodi.apps import registry
     from luodi.tasks import task_for
 
     cfg = api.load_app(path, overrides)

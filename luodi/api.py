@@ -15,10 +15,11 @@ from typing import Any
 
 import yaml
 
-from luodi import atomic, registry
+from luodi import atomic
+from luodi.apps import registry
 from luodi.config import AppConfig, apply_overrides, config_fingerprint, load_app_config
 from luodi.errors import BadRequest, ConfigError, LuodiError, NotFound
-from luodi.registry import RunInfo
+from luodi.apps.registry import RunInfo
 from luodi.tasks import TASKS, task_for
 from luodi.tasks.base import EpochCallback
 
@@ -354,8 +355,8 @@ def tune(
     `overrides` ({dotted path: value}) change the base config first, e.g. {"tune.trials": 5}.
     """
     from luodi.evaluate.metrics import is_lower_better
-    from luodi.train.cv import cross_validate
-    from luodi.train.hpo import parse_space, run_optuna, run_ray
+    from luodi.apps.cv import cross_validate
+    from luodi.apps.hpo import parse_space, run_optuna, run_ray
 
     cfg = load_app(app, overrides)
     tc = cfg.tune
@@ -434,7 +435,7 @@ def cv(
     Each finished fold is recorded in runs/<app>/cv.json; `resume=True` skips the folds an interrupted CV of
     the same config finished.
     """
-    from luodi.train.cv import cross_validate
+    from luodi.apps.cv import cross_validate
 
     cfg = load_app(app, overrides)
     task = task_for(cfg)

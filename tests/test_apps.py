@@ -10,7 +10,8 @@ import pytest
 import yaml
 from sklearn.datasets import load_breast_cancer
 
-from luodi import api, registry
+from luodi import api
+from luodi.apps import registry
 from luodi.errors import BadRequest, ConfigError, LuodiError
 
 

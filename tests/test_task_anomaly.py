@@ -70,7 +70,7 @@ def test_unsupervised_detectors_find_outliers(tmp_path, kind):
 
 def test_autoencoder_resumes_after_interruption(tmp_path):
     """The autoencoder trains on the shared torch loop: interrupted at epoch 2, resumed from its checkpoint."""
-    from luodi import registry
+    from luodi.apps import registry
 
     _, f = synthetic(tmp_path)
     cfg = {

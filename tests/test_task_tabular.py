@@ -310,7 +310,7 @@ def test_compact_coding_for_linear_and_svm_members(datasets_dir, tmp_path):
 
 def test_inner_folds_cross_fit_resume_and_unseen_validation(datasets_dir, tmp_path):
     """inner_folds: k members, validation split only scored, interrupted member resumes, save/load."""
-    from luodi import registry
+    from luodi.apps import registry
     from luodi.tasks import task_for
 
     p = app_from_example(

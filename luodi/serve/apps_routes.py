@@ -18,7 +18,8 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field, ValidationError, create_model
 from starlette.concurrency import run_in_threadpool
 
-from luodi import api, registry
+from luodi import api
+from luodi.apps import registry
 from luodi.serve.batching import MicroBatcher
 
 try:

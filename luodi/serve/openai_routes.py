@@ -136,7 +136,7 @@ def available_models(state: ServerState) -> list[dict[str, Any]]:
 def _registered_models() -> list[dict[str, Any]]:
     """Apps with a finished run in the registry (served at /v1/apps/{name}/predict), when present."""
     try:
-        from luodi import registry
+        from luodi.apps import registry
 
         out = []
         for name in registry.apps_with_runs():

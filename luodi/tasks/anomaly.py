@@ -25,7 +25,7 @@ from luodi.data.split import split_frame
 from luodi.data.tabular import Columns, Preprocessor
 from luodi.errors import BadRequest, ConfigError
 from luodi.evaluate.metrics import classification_report_data
-from luodi.registry import CHECKPOINT_DIR
+from luodi.apps.registry import CHECKPOINT_DIR
 from luodi.tasks.base import TableInputs, TaskBase
 from luodi.tasks.tabular import (
     TabularTask,

@@ -41,7 +41,7 @@ from luodi.data.tabular import Columns, Preprocessor, py_name
 from luodi.errors import BadRequest, ConfigError
 from luodi.evaluate.calibration import apply_calibrator, fit_calibrator
 from luodi.evaluate.metrics import classification_report_data, regression_metrics
-from luodi.registry import CHECKPOINT_DIR
+from luodi.apps.registry import CHECKPOINT_DIR
 from luodi.tasks.base import TableInputs, TaskBase
 from luodi.tasks.tabular_sklearn import SKLEARN_MEMBERS, SKLEARN_OPTIONS, OnnxMember, check_options, fit_onnx
 
