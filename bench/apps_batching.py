@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import record
+
 ROOT = Path(__file__).resolve().parents[1]
 APPS = {"diagnosis": ROOT / "luodi" / "demo" / "diagnosis.yaml", "credit-risk": ROOT / "examples" / "credit-risk.yaml"}
 
@@ -60,6 +62,7 @@ def main() -> None:
     from luodi.tasks import task_for
 
     print(f"{'app':14s} {'variant':22s} {'req/s':>8s} {'mean ms':>8s}")
+    stored = {"machine": record.machine(), "requests": args.requests, "concurrency": args.concurrency, "apps": {}}
     for name in args.apps:
         try:
             cfg = api.load_app(APPS[name])
@@ -69,7 +72,7 @@ def main() -> None:
         except Exception as e:  # noqa: BLE001 - e.g. no datasets folder: skip that app
             print(f"{name:14s} skipped: {e}")
             continue
-        result = {}
+        result, numbers = {}, {}
         for variant, size in (("alone (batch_size 1)", 1), (f"batched (batch_size {cfg.serve.batch_size})", None)):
             over = {"name": f"bench-{name}-{'alone' if size == 1 else 'batched'}"}
             if size:
@@ -77,9 +80,14 @@ def main() -> None:
             api.train(APPS[name], progress=False, overrides=over)
             rps, ms = asyncio.run(load(create_app(preload=False), over["name"], rows, args.requests, args.concurrency))
             result[variant] = rps
+            numbers["alone" if size == 1 else "batched"] = {
+                "batch_size": size or cfg.serve.batch_size, "req_per_s": rps, "mean_ms": ms}
             print(f"{name:14s} {variant:22s} {rps:8.1f} {ms:8.1f}")
         alone, batched = result.values()
         print(f"{name:14s} {'speed-up':22s} {batched / alone:7.2f}x")
+        stored["apps"][name] = numbers
+    if stored["apps"]:
+        print(f"stored in {record.save('apps_batching', stored)}; docs tables: python bench/tables.py")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Quality bench: train and evaluate every example app, print a table and write bench/results/quality.md.
+"""Quality bench: train and evaluate every example app, print a table and store it in bench/results/quality.json
+(docs/benchmarks.md's table is rendered from it by bench/tables.py).
 
     python bench/quality.py [--only NAME ...] [--skip-train] [--cv K] [--set KEY=VALUE ...]
 
@@ -22,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import record
+import tables
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,39 +136,6 @@ def measure(path: Path, skip_train: bool, overrides: dict | None = None, cv_fold
     return row
 
 
-def fmt(v, digits=4) -> str:
-    if v is None:
-        return "-"
-    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
-
-
-def to_markdown(rows: list[dict]) -> str:
-    head = (
-        "| case | task | dataset | goal | measured (validation split) | k-fold CV, whole dataset "
-        "| default LightGBM, same split | goal met (split) | train s | ms/row batched | ms single |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|\n"
-    )
-    lines = []
-    for r in rows:
-        if "error" in r:
-            lines.append(
-                f"| {r['case']} | {r.get('task', '-')} | {r.get('dataset', '-')} | - | error: {r['error']} "
-                "| - | - | - | - | - | - |"
-            )
-            continue
-        extra = ", ".join(f"{k} {v}" for k, v in (r.get("extra") or {}).items())
-        measured = f"{r['metric']} {fmt(r['measured'])}" + (f" ({extra})" if extra else "")
-        met = {True: "yes", False: "no", None: "-"}[r["met"]]
-        cv = r.get("cv")
-        cv_text = f"{cv['folds']}-fold {cv['mean']:.4f} ± {cv['std']:.4f}" if cv else "-"
-        lines.append(
-            f"| {r['case']} | {r['task']} | {r['dataset']} | {r['goal']} | {measured} | {cv_text} "
-            f"| {fmt(r['baseline'])} | {met} | {r['train_s']} | {fmt(r['ms_per_row_batched'], 3)} "
-            f"| {fmt(r['ms_single'], 2)} |"
-        )
-    return head + "\n".join(lines) + "\n"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="*", help="app names or example file stems to run")
@@ -204,12 +174,10 @@ def main() -> None:
             row = {"case": name, "error": f"{type(e).__name__}: {str(e)[:200]}"}
         rows[row["case"]] = row
         print(json.dumps(row), flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
     ordered = [rows[k] for k in sorted(rows)]
-    store.write_text(json.dumps(ordered, indent=2) + "\n")
-    md = to_markdown(ordered)
-    (RESULTS / "quality.md").write_text("# Quality bench (python bench/quality.py)\n\n" + md)
-    print(md)
+    record.save("quality", ordered)
+    print(tables.quality_table(ordered))
+    print("stored in bench/results/quality.json; docs tables: python bench/tables.py")
 
 
 if __name__ == "__main__":

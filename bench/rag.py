@@ -10,7 +10,9 @@ Prints, from one run on this machine:
   contains a gold answer) and answer match.
 
     python bench/rag.py                      # everything (~10k questions)
-    python bench/rag.py --articles 5 --answers 10   # a quick run
+    python bench/rag.py --articles 5 --answers 10   # a quick run (not stored)
+
+A whole run stores its numbers in bench/results/rag.json, which docs/benchmarks.md's tables are rendered from.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ def main() -> None:
     ap.add_argument("--articles", type=int, default=0, help="use only the first N articles (0: all 48)")
     ap.add_argument("--answers", type=int, default=40, help="questions answered by the LLM (citation sample)")
     ap.add_argument("--home", default=None, help="LUODI_HOME for the bench KB (default: a temp dir)")
-    ap.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    ap.add_argument("--no-store", action="store_true",
+                    help="do not store the numbers in bench/results/rag.json")
     args = ap.parse_args()
     os.environ["LUODI_HOME"] = args.home or tempfile.mkdtemp(prefix="luodi-bench-rag-")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -169,8 +172,11 @@ def main() -> None:
             f"\nanswers on {len(sample)} random questions (bundled LLM, greedy): "
             + ", ".join(f"{k} {v:.3f}" for k, v in am.items() if isinstance(v, float))
         )
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2))
+    if not args.no_store and not args.articles:  # only whole runs become the stored result
+        import record
+
+        out["machine"] = record.machine()
+        print(f"stored in {record.save('rag', out)}; docs tables: python bench/tables.py")
 
 
 if __name__ == "__main__":

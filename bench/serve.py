@@ -34,6 +34,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import record
 
 TOPICS = [
     "a brave knight",
@@ -412,6 +413,7 @@ def main() -> None:
     for t, r in bench.items():
         print(f"llama-bench ({t} thread{'s' if t > 1 else ''}): tg64 {r['tg']:.1f} tok/s, pp64 {r['pp']:.1f} tok/s")
 
+    bw = None
     if not a.skip_micro:
         bw = mem_bandwidth_gbs()
         weights = os.path.getsize(gguf)
@@ -480,6 +482,24 @@ def main() -> None:
         print(f"transformers generate, one request at a time: {tf[0]:.1f} tok/s, {tf[1]:.2f} s per request")
 
     summary(results, bench, threads, tf, rss, info)
+    stored = {
+        "machine": record.machine(), "model": a.model, "max_tokens": a.max_tokens, "rounds": a.rounds,
+        "threads": threads, "ggml_cpu": info["ggml_cpu_variant"], "self_check_s": round(check["seconds"], 2),
+        "llama_bench": {str(t): r for t, r in bench.items()}, "bandwidth_gbs": bw,
+        "weights_mib": os.path.getsize(gguf) / 2**20, "rss_gib": rss, "goals": GOALS,
+        "transformers_serial_tok_s": tf[0] if tf else None,
+        "servers": {name: {str(n): level_numbers(lv) for n, lv in lvs.items()} for name, lvs in results.items()},
+        "single_stream_tok_s": single_stream(results["luodi"]),
+    }
+    print(f"stored in {record.save('serve', stored)}; docs tables: python bench/tables.py")
+
+
+def level_numbers(lv: Level) -> dict[str, float]:
+    """What bench/tables.py shows for one load level."""
+    ttft = [r.ttft for r in lv.reqs]
+    tpot = [r.tpot * 1000 for r in lv.reqs]
+    return {"agg_tok_s": lv.agg, "mean_latency_s": lv.mean_latency, "ttft_p50_s": pct(ttft, 50),
+            "ttft_p99_s": pct(ttft, 99), "tpot_p50_ms": pct(tpot, 50), "tpot_p99_ms": pct(tpot, 99)}
 
 
 def llamacpp_python_server(work: Path, gguf: str, threads: int, levels: list[int], a, results: dict,
