@@ -6,9 +6,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from luodi.errors import ConfigError
+from luodi.options import OPTIONS
 
 TaskName = Literal[
     "text-classification",
@@ -104,9 +115,17 @@ class DataConfig(Strict):
 
 
 class ModelConfig(Strict):
-    source: str | None = None  # base model (bundled:minilm-l6, a local dir, ...) when the task uses one
-    type: str | None = None  # task-specific model family, e.g. lightgbm | mlp | cnn | embedding-head | lora
-    options: dict[str, Any] = Field(default_factory=dict)  # validated by the task
+    source: str | None = Field(
+        None, description="base model (bundled:minilm-l6, a local dir, ...) when the task uses one"
+    )
+    type: str | None = Field(
+        None, description="task-specific model family, e.g. lightgbm | mlp | cnn | embedding-head | lora"
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the task's options, validated by the app's task (luodi.options; one branch per task in "
+        "`luodi config schema`); kept as written, so defaults are not dumped",
+    )
 
 
 class TrainConfig(Strict):
@@ -147,9 +166,13 @@ class EvaluateConfig(Strict):
 
 
 class ServeConfig(Strict):
-    route: str | None = None  # defaults to the app name
     batch_size: int = Field(32, ge=1)  # records per predict call; concurrent requests share one (1: never)
     max_wait_ms: float = Field(0.0, ge=0, le=1000)  # how long a request waits for others to share its batch
+
+
+# keys removed because nothing read them -> the value every stored config.yaml holds: a stored run still loads
+# (the key is dropped), and config_fingerprint puts them back so interrupted tune / cv runs still resume
+RETIRED: dict[str, Any] = {"train.max_wait_ms": 0.0, "serve.route": None}
 
 
 class AppConfig(Strict):
@@ -164,21 +187,111 @@ class AppConfig(Strict):
     serve: ServeConfig = Field(default_factory=ServeConfig)
     options: dict[str, Any] = Field(default_factory=dict)  # task-level extras (e.g. assistant definition)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_retired(cls, raw: Any) -> Any:
+        """A removed key holding its old default (as every stored config.yaml does) is dropped; any other
+        value is an error saying it was removed."""
+        if not isinstance(raw, dict):
+            return raw
+        raw = dict(raw)
+        for path, default in RETIRED.items():
+            section, key = path.split(".")
+            if isinstance(raw.get(section), dict) and key in raw[section]:
+                if raw[section][key] != default:
+                    raise PydanticCustomError(
+                        "retired_key", "'{path}' was removed: nothing read it; delete it", {"path": path}
+                    )
+                raw[section] = {k: v for k, v in raw[section].items() if k != key}
+        return raw
 
-def format_validation_error(err: ValidationError, source: str = "app") -> str:
-    """One line per problem: the dotted path of the key, what was wrong, what is expected."""
+    @field_validator("model")
+    @classmethod
+    def _typed_options(cls, model: ModelConfig, info: ValidationInfo) -> ModelConfig:
+        """model.options checked with the task's options model (luodi.options); kept as written."""
+        schema = OPTIONS.get(info.data.get("task", ""))
+        if schema is not None:
+            try:
+                schema.model_validate(model.options)
+            except ValidationError as e:
+                raise _under("options", e, schema) from None
+        return model
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """The App file's JSON Schema, with one `if task == ... then model.options: ...` branch per task."""
+        schema = super().model_json_schema(*args, **kwargs)
+        defs = schema.setdefault("$defs", {})
+        branches = []
+        for task, model in OPTIONS.items():
+            sub = model.model_json_schema(*args, **kwargs)
+            defs.update(sub.pop("$defs", {}))
+            defs[model.__name__] = sub
+            ref = {"$ref": f"#/$defs/{model.__name__}"}
+            branches.append(
+                {
+                    "if": {"properties": {"task": {"const": task}}, "required": ["task"]},
+                    "then": {"properties": {"model": {"properties": {"options": ref}}}},
+                }
+            )
+        schema["allOf"] = branches
+        return schema
+
+
+def _under(field: str, err: ValidationError, model: type[BaseModel]) -> ValidationError:
+    """`err` of a sub-model re-raised with its locations under `field`; unknown keys list the known ones."""
+    details: list[Any] = []
+    for e in err.errors():
+        if e["type"] == "extra_forbidden":
+            kind: Any = PydanticCustomError(
+                "extra_forbidden", "Extra inputs are not permitted", {"known": ", ".join(model.model_fields)}
+            )
+            details.append({"type": kind, "loc": (field, *e["loc"]), "input": e["input"]})
+        else:
+            details.append({"type": e["type"], "loc": (field, *e["loc"]), "input": e["input"], "ctx": e.get("ctx")})
+            if details[-1]["ctx"] is None:
+                del details[-1]["ctx"]
+    return ValidationError.from_exception_data(err.title, details)
+
+
+def format_validation_error(err: ValidationError, source: str = "app", prefix: str = "") -> str:
+    """One line per problem: the dotted path of the key (under `prefix`), what was wrong, what is expected."""
     lines = []
     for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"]) or "(root)"
+        parts = [*(prefix.split(".") if prefix else []), *e["loc"]]
+        path = ".".join(str(p) for p in parts) or "(root)"
         if e["type"] == "extra_forbidden":
-            lines.append(f"{source}: unknown key '{path}' — remove it or check its spelling")
+            known = (e.get("ctx") or {}).get("known")
+            hint = f"expected one of {known}" if known else "remove it or check its spelling"
+            lines.append(f"{source}: unknown key '{path}' — {hint}")
         elif e["type"] == "missing":
             lines.append(f"{source}: missing key '{path}' — add it")
+        elif e["type"] == "retired_key":
+            lines.append(f"{source}: {e['msg']}")
         else:
             got = repr(e.get("input"))
             got = got if len(got) <= 80 else got[:77] + "..."
-            lines.append(f"{source}: '{path}': {e['msg']} (got {got})")
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"{source}: '{path}': {msg} (got {got})")
     return "\n".join(lines)
+
+
+def validate_app(raw: dict[str, Any], source: str = "app") -> AppConfig:
+    """An AppConfig from a mapping; errors (a ConfigError) name `source` and each offending key."""
+    try:
+        return AppConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, source)) from e
+
+
+def model_options(cfg: AppConfig) -> Any:
+    """The app's model.options as its task's typed model (luodi.options), defaults filled in; errors (of a
+    config built without validation, e.g. by model_copy) name `model.options.<key>`."""
+    schema = OPTIONS[cfg.task]
+    try:
+        return schema.model_validate(cfg.model.options)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, cfg.name, prefix="model.options")) from e
 
 
 def load_app_config(path: str | Path) -> AppConfig:
@@ -194,10 +307,7 @@ def load_app_config(path: str | Path) -> AppConfig:
         raise ConfigError(
             f"{p}: expected a mapping of keys (name, task, data, ...), got {type(raw).__name__}"
         )
-    try:
-        return AppConfig.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError(format_validation_error(e, str(p))) from e
+    return validate_app(raw, str(p))
 
 
 def apply_overrides(cfg: AppConfig, params: dict[str, Any], source: str = "--set") -> AppConfig:
@@ -214,10 +324,7 @@ def apply_overrides(cfg: AppConfig, params: dict[str, Any], source: str = "--set
         if not isinstance(node, dict):
             raise ConfigError(f"'{where}': cannot set a value inside a non-mapping")
         node[keys[-1]] = value
-    try:
-        return AppConfig.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError(format_validation_error(e, source)) from e
+    return validate_app(raw, source)
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
@@ -244,6 +351,9 @@ def config_fingerprint(cfg: AppConfig, ignore: tuple[str, ...] = (), **extra: An
     import json
 
     dump = cfg.model_dump(mode="json")
+    for path, default in RETIRED.items():  # as before they were removed: same fingerprints, runs resume
+        section, key = path.split(".")
+        dump[section][key] = default
     for path in ignore:
         *parents, leaf = path.split(".")
         node = dump
