@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from luodi.atomic import atomic_path, write_json
 from luodi.config import AppConfig, format_validation_error
 from luodi.data.text import read_labelled_texts
 from luodi.errors import BadRequest, ConfigError
 from luodi.models import resolve
+from luodi.options import TextClassificationOptions
 from luodi.settings import get_settings
 from luodi.tasks.base import TaskBase, TextInputs
 
@@ -183,44 +184,6 @@ def tfidf_from_state(vocab: dict, idf: dict[str, np.ndarray]) -> TfidfFeatures:
         v.idf_ = idf[name].astype(np.float64)
         vecs[name] = v
     return TfidfFeatures(vecs)
-
-
-class TextClassificationOptions(BaseModel):
-    """`model.options` of a text-classification app."""
-
-    model_config = ConfigDict(extra="forbid")
-    features: list[str] = Field(default_factory=lambda: ["embeddings", "tfidf"])  # embeddings|finetune, tfidf
-    # encoder layers, each mean-pooled, concatenated ([6]: the last layer of MiniLM-L6)
-    layers: list[int] = Field(default_factory=lambda: [6])
-    max_length: int = Field(128, ge=8, le=512)  # tokens per text for the encoder
-    c_embeddings: float = Field(10.0, gt=0)  # inverse L2 strength of the embedding head
-    c_tfidf: float = Field(20.0, gt=0)  # inverse L2 strength of the TF-IDF head
-    tfidf_weight: float | None = Field(None, ge=0, le=1)  # mixing weight of the TF-IDF head; None: tuned
-    # fixed mixing weights per head (normalized), e.g. {finetune: 0.7, embeddings: 0.15, tfidf: 0.15};
-    # required when both neural heads are used, overrides tfidf_weight
-    head_weights: dict[str, float] | None = None
-    oos_label: str | None = None  # label meaning "none of the known classes" (e.g. clinc150's `oos`)
-    oos_threshold: float | None = Field(None, ge=0, le=1)  # reject below this probability; None: tuned
-    # tuning: the threshold with the best out-of-scope recall on validation that costs at most this much
-    # in-scope accuracy (absolute) compared with no threshold
-    oos_max_in_scope_drop: float = Field(0.005, ge=0, lt=1)
-    top_k: int = Field(5, ge=1)
-    # `finetune` head: how many top encoder layers are trained (all: 6 for MiniLM-L6), label smoothing and
-    # the cosine classifier's scale; epochs, lr, batch_size and seed come from `train:`
-    finetune_layers: int = Field(6, ge=1)
-    finetune_embeddings: bool = False  # also train the token embeddings (slower; rarely helps)
-    label_smoothing: float = Field(0.1, ge=0, lt=1)
-    head_scale: float = Field(20.0, gt=0)
-    # fine-tuned members from seeds seed, seed+1, ... whose predictions are averaged (each costs a full run)
-    finetune_seeds: int = Field(1, ge=1, le=16)
-    # batches drawn in runs of this many, each run sorted by length: less padding, ~2x faster (1: random)
-    finetune_length_group: int = Field(8, ge=1, le=1000)
-    # fine-tune under bfloat16 autocast (weights and optimizer stay float32): ~1.9x faster steps on CPUs with
-    # AVX512-BF16 or AMX (e.g. AMD Zen 4, Intel Sapphire Rapids) and on GPUs; slower where bf16 is emulated
-    finetune_bf16: bool = False
-    # more fine-tuned members from other encoders, {source: members}, e.g. {bundled:smollm2-135m-instruct: 1}
-    # (a decoder LM's hidden states are mean-pooled like MiniLM's; its top finetune_layers layers are trained)
-    finetune_sources: dict[str, Annotated[int, Field(ge=1, le=16)]] = Field(default_factory=dict)
 
 
 class TextIn(BaseModel):

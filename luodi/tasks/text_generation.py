@@ -18,34 +18,17 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from luodi.atomic import atomic_path, write_json
 from luodi.config import AppConfig
 from luodi.data.text import read_dialogues
 from luodi.errors import BadRequest, ConfigError
+from luodi.options import TextGenerationOptions
 from luodi.tasks.base import TaskBase, TextInputs
 from luodi.tasks.text_classification import parse_options
 
 Dialogue = list[str]
-
-
-class TextGenerationOptions(BaseModel):
-    """`model.options` of a text-generation app."""
-
-    model_config = ConfigDict(extra="forbid")
-    r: int = Field(16, ge=1, le=256)  # LoRA rank
-    alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    )
-    system: str | None = None  # system prompt used for training, evaluation and replies
-    max_length: int = Field(256, ge=16)  # tokens per training dialogue (longer ones are cut)
-    max_train_dialogues: int | None = Field(400, ge=1)  # a slice keeps CPU training short; None: all
-    max_eval_dialogues: int | None = Field(150, ge=1)
-    max_new_tokens: int = Field(64, ge=1, le=1024)
-    checkpoint_every: int = Field(50, ge=1)  # optimizer steps between checkpoints
 
 
 class ChatMessage(BaseModel):

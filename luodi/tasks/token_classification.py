@@ -15,15 +15,16 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from luodi.atomic import atomic_path, write_json
 from luodi.config import AppConfig
 from luodi.data.text import read_conll
 from luodi.errors import BadRequest, ConfigError
+from luodi.options import TokenClassificationOptions
 from luodi.settings import get_settings
 from luodi.tasks.base import TaskBase, TextInputs
 from luodi.tasks.text_classification import parse_options, records_texts
@@ -32,19 +33,6 @@ Sentence = dict[str, list[str]]  # {"tokens": [...], "tags": [...]}
 WORD_RE = re.compile(r"\w+(?:[-'.]\w+)*|[^\w\s]")
 _MEMO: dict[str, np.ndarray] = {}
 CASES = ["lower", "upper", "title", "mixed", "digit", "has_digit", "punct", "other"]
-
-
-class TokenClassificationOptions(BaseModel):
-    """`model.options` of a token-classification app."""
-
-    model_config = ConfigDict(extra="forbid")
-    layers: list[int] = Field(default_factory=lambda: [3, 4, 5, 6])  # encoder layers mixed per word
-    context: Literal["conv", "lstm"] = "conv"  # sentence context layer: 2 convolutions (fast) or a BiLSTM
-    hidden: int = Field(256, ge=16)  # channels of the context layer (per direction for lstm)
-    char_dim: int = Field(32, ge=4)
-    char_filters: int = Field(64, ge=4)
-    dropout: float = Field(0.3, ge=0, lt=1)
-    max_length: int = Field(512, ge=16, le=512)  # sub-word tokens per sentence for the encoder
 
 
 class NerIn(BaseModel):
