@@ -230,7 +230,7 @@ def test_resume_lightgbm_continues_boosting(tmp_path):
 def test_tampered_run_is_refused(tmp_path):
     p = write_app(tmp_path, "t-tamper")
     run = api.train(p, progress=False)
-    api._cache.clear()
+    api.forget_loaded()
     meta = run.path / "preprocess.json"
     meta.write_text(meta.read_text().replace('"positive": 1', '"positive": 0'))
     with pytest.raises(registry.RunIntegrityError, match="preprocess.json"):

@@ -1,0 +1,119 @@
+"""Predict with a trained app: its run loaded once per process (files verified against the manifest)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from luodi.apps import registry
+from luodi.apps.configs import AppRef, app_name
+from luodi.apps.registry import RunInfo
+from luodi.config import AppConfig, load_app_config
+from luodi.errors import BadRequest, LuodiError
+from luodi.tasks import task_for
+
+Records = list[dict[str, Any]]
+
+
+@dataclass
+class Predictor:
+    """A trained app loaded for inference (its files verified against the manifest)."""
+
+    config: AppConfig
+    run: RunInfo
+    task: Any
+    explain: bool = False  # add each feature's effect (table apps)
+
+    def predict(self, records: Records) -> Records:
+        return self.task.explain(records) if self.explain else self.task.predict(records)
+
+    def explaining(self, explain: bool = True) -> Predictor:
+        """The same loaded run, predicting with (or without) each feature's effect."""
+        return self if explain == self.explain else replace(self, explain=explain)
+
+
+_cache: dict[tuple[str, str], Predictor] = {}
+_cache_lock = threading.Lock()
+
+
+def load_predictor(app: AppRef, version: str | None = None) -> Predictor:
+    """The run an app serves (pinned, else its latest finished run) or a given version, cached per process."""
+    run = registry.get_run(app_name(app), version)
+    key = (run.app, run.version)
+    with _cache_lock:
+        if key in _cache:
+            return _cache[key]
+    registry.verify_manifest(run.path)
+    cfg = load_app_config(run.path / "config.yaml")
+    task = task_for(cfg)
+    task.load(run.path)
+    pred = Predictor(cfg, run, task)
+    with _cache_lock:
+        _cache[key] = pred
+    return pred
+
+
+def forget_loaded() -> None:
+    """Drop the loaded runs, so the next prediction loads (and verifies) each again."""
+    with _cache_lock:
+        _cache.clear()
+
+
+def trained_apps() -> list[Predictor]:
+    """Every app with a finished run, loaded (apps whose files fail verification are skipped)."""
+    out = []
+    for name in registry.apps_with_runs():
+        try:
+            out.append(load_predictor(name))
+        except Exception:  # noqa: BLE001 - a broken run must not take the server down
+            continue
+    return out
+
+
+def predict(
+    app: AppRef,
+    inputs: Records | dict[str, Any] | str | Path,
+    version: str | None = None,
+    explain: bool = False,
+) -> Records:
+    """Predict for records (a dict, a list of dicts) or an input file or folder (csv/json/jsonl/parquet/image/wav);
+    `explain`: each feature's effect on the prediction too (table apps)."""
+    pred = load_predictor(app_name(app), version).explaining(explain)
+    if isinstance(inputs, dict):
+        return pred.predict([inputs])
+    if not isinstance(inputs, str | Path):
+        return pred.predict(list(inputs))
+    if not Path(inputs).exists():
+        raise BadRequest(f"input file '{inputs}' not found", param="input")
+    records, sources = pred.task.read_inputs(str(inputs))
+    if sources is None:
+        return pred.predict(records)
+    return predict_by_file(pred, records, sources)  # a folder: say which file each prediction is for
+
+
+def predict_by_file(pred: Predictor, records: Records, sources: list[str]) -> Records:
+    """Predictions tagged with their file under "input": one predict call per file of rows (an error names the
+    file), one call for all the files of an image / speech folder (their read errors name the file)."""
+    if getattr(pred.task, "inputs_are_files", False):
+        return [{"input": f, **o} for f, o in zip(sources, pred.predict(records), strict=True)]
+    out: Records = []
+    i = 0
+    while i < len(records):
+        j = i
+        while j < len(records) and sources[j] == sources[i]:
+            j += 1
+        out += [{"input": sources[i], **o} for o in _naming(Path(sources[i]).name, pred.predict, records[i:j])]
+        i = j
+    return out
+
+
+def _naming(name: str, fn: Any, *args: Any) -> Any:
+    """fn(*args), a luodi error raised by it prefixed with the file `name` it is about."""
+    try:
+        return fn(*args)
+    except LuodiError as e:
+        e.message = f"{name}: {e.message}"
+        e.args = (e.message,)
+        raise

@@ -1,0 +1,29 @@
+"""An app's runs as the CLI and HTTP show them (which one is served, which pinned), and promoting one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from luodi.apps import registry
+from luodi.apps.configs import AppRef, app_name
+
+
+def list_runs(app: str | None = None) -> list[dict[str, Any]]:
+    """Runs (newest first) with status, metrics and `served` (the run predictions use) / `pinned`."""
+    runs = [r.as_dict() for r in registry.list_runs(app_name(app) if app else None)]
+    for name in {r["app"] for r in runs}:
+        pinned = registry.pinned_version(name)
+        served = pinned or next((r["version"] for r in runs if r["app"] == name and r["status"] == "done"), None)
+        for r in runs:
+            if r["app"] == name:
+                r["served"], r["pinned"] = r["version"] == served, r["version"] == pinned
+    return runs
+
+
+def promote(app: AppRef, version: str | None) -> dict[str, Any]:
+    """Serve `version` of an app from now on (every server sharing the store), or, with None, its latest
+    finished run again. The run must be finished and match its manifest. Returns the run now served."""
+    name = app_name(app)
+    registry.pin_version(name, version)
+    served = registry.get_run(name)  # NotFound when the app has no finished run to serve
+    return next(r for r in list_runs(name) if r["version"] == served.version)
