@@ -1,0 +1,230 @@
+"""A small CNN over (C, H, W) grids with on-the-fly augmentation, trained with the shared torch loop.
+
+Images and speech log-mel spectrograms (one-channel grids) both use `GridClassifier`: classes,
+normalization, the CNN, its training and its persistence (safetensors + JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from luodi.atomic import write_json
+from luodi.config import TrainConfig
+from luodi.errors import ConfigError, NotFound
+from luodi.tasks.file_classifier import label_targets, loss_and_accuracy
+from luodi.train.torch_loop import LoopConfig, load_weights, save_weights, train_loop
+
+WEIGHTS = "model.safetensors"
+AUGMENT_KEYS = {"rotate", "shift", "scale", "scale_x", "scale_y", "flip", "noise", "time_mask", "freq_mask"}
+
+
+class SmallCNN(nn.Module):
+    """[conv-bn-relu x2, maxpool] per stage, a last conv, global average pooling, dropout, linear."""
+
+    def __init__(
+        self, channels: int, classes: int, size: tuple[int, int], width: int = 32, dropout: float = 0.3
+    ):
+        super().__init__()
+        stages = max(1, min(3, int(math.log2(max(1, min(size) // 4)))))
+        layers: list[nn.Module] = []
+        c_in = channels
+        for i in range(stages):
+            c = width * 2**i
+            layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU()]
+            layers += [
+                nn.Conv2d(c, c, 3, padding=1, bias=False),
+                nn.BatchNorm2d(c),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            ]
+            c_in = c
+        c = width * 2**stages
+        layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU()]
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(c, classes)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def check_augment(aug: dict[str, Any], extra: set[str] = frozenset()) -> None:
+    """train.augment may hold the grid augmentations (and a task's `extra` keys) only."""
+    bad = set(aug) - AUGMENT_KEYS - set(extra)
+    if bad:
+        raise ConfigError(
+            f"unknown key(s) 'train.augment.{sorted(bad)[0]}'; expected {sorted(AUGMENT_KEYS | set(extra))}",
+            param=f"train.augment.{sorted(bad)[0]}",
+        )
+
+
+def augment_batch(x: torch.Tensor, aug: dict[str, Any]) -> torch.Tensor:
+    """Random affine (rotate degrees, shift fraction or [x, y], scale / scale_x / scale_y), horizontal flip,
+    Gaussian noise, and SpecAugment-style masks (time_mask columns, freq_mask rows), per sample."""
+    n = x.shape[0]
+    if not aug:
+        return x
+
+    def uniform(r: float) -> torch.Tensor:
+        return (torch.rand(n) * 2 - 1) * float(r)
+
+    if any(aug.get(k) for k in ("rotate", "shift", "scale", "scale_x", "scale_y")):
+        ang = uniform(aug.get("rotate", 0)) * math.pi / 180
+        s = 1 + uniform(aug.get("scale", 0))
+        sx = s * (1 + uniform(aug.get("scale_x", 0)))
+        sy = s * (1 + uniform(aug.get("scale_y", 0)))
+        shift = aug.get("shift", 0)  # a fraction, or [horizontal, vertical]
+        shift_x, shift_y = (shift, shift) if isinstance(shift, int | float) else (shift[0], shift[1])
+        theta = torch.zeros(n, 2, 3)
+        theta[:, 0, 0], theta[:, 0, 1] = torch.cos(ang) / sx, -torch.sin(ang) / sx
+        theta[:, 1, 0], theta[:, 1, 1] = torch.sin(ang) / sy, torch.cos(ang) / sy
+        theta[:, 0, 2], theta[:, 1, 2] = uniform(2 * shift_x), uniform(2 * shift_y)  # grid spans [-1, 1]
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, padding_mode="border", align_corners=False)
+    if aug.get("flip"):
+        flip = torch.rand(n) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    if aug.get("noise"):
+        x = x + torch.randn_like(x) * float(aug["noise"]) * torch.rand(n, 1, 1, 1)
+    for key, dim in (("time_mask", -1), ("freq_mask", -2)):
+        width = int(aug.get(key, 0))
+        if width:
+            length = x.shape[dim]
+            w = torch.randint(0, width + 1, (n,))
+            start = (torch.rand(n) * (length - w).clamp(min=1)).long()
+            pos = torch.arange(length)
+            mask = (pos[None] >= start[:, None]) & (pos[None] < (start + w)[:, None])
+            shape = (n, 1, 1, length) if dim == -1 else (n, 1, length, 1)
+            x = x.masked_fill(mask.view(shape), 0.0)
+    return x
+
+
+def training_threads() -> int:
+    """Small models train fastest single-threaded on a shared CPU; LUODI_THREADS overrides."""
+    if "LUODI_THREADS" in os.environ:
+        from luodi.settings import get_settings
+
+        return max(1, get_settings().threads)
+    return 1
+
+
+class GridClassifier:
+    """Classes, normalization, the CNN and its training; persisted as safetensors + JSON."""
+
+    def __init__(self, meta: dict[str, Any]):
+        self.meta = meta  # classes, channels, size, width, dropout, mean, std (+ task extras)
+        self.model = SmallCNN(
+            meta["channels"], len(meta["classes"]), tuple(meta["size"]), meta["width"], meta["dropout"]
+        )
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.meta["mean"]) / self.meta["std"]
+
+    def targets(self, labels: list[Any], field: str = "label") -> torch.Tensor:
+        return label_targets(self.meta["classes"], labels, field)
+
+    @torch.no_grad()
+    def proba(self, x: np.ndarray, batch: int = 256) -> np.ndarray:
+        self.model.eval()
+        out = [
+            F.softmax(self.model(self.normalize(torch.from_numpy(x[i : i + batch]))), 1)
+            for i in range(0, len(x), batch)
+        ]
+        return torch.cat(out).numpy() if out else np.zeros((0, len(self.meta["classes"])), np.float32)
+
+    def fit(
+        self,
+        train: TrainConfig,
+        x: np.ndarray,
+        y: list[Any],
+        valid: tuple[np.ndarray, list[Any]] | None,
+        run_dir: Path,
+        *,
+        aug: dict[str, Any],
+        label_smoothing: float,
+        weight_decay: float,
+        schedule: str,
+        mixup: float = 0.0,
+        keep_last: bool = False,
+        seed: int | None = None,
+        progress: bool = True,
+        on_epoch: Any = None,
+    ) -> None:
+        """Train with cross-entropy on augmented batches (optionally mixup of pairs, Beta(mixup, mixup)),
+        train.class_weights / resample, and `valid` scored per epoch: the best validation accuracy's epoch is
+        kept, or the last epoch with `keep_last` (validation then only reported)."""
+        torch.manual_seed(train.seed)
+        ys = self.targets(y)
+        xs = torch.from_numpy(x)
+        weight = None
+        if train.class_weights == "balanced":
+            counts = torch.bincount(ys, minlength=len(self.meta["classes"])).float().clamp(min=1)
+            weight = len(ys) / (len(counts) * counts)
+        if train.resample != "none":
+            from luodi.data.balance import resample
+
+            idx = torch.from_numpy(resample(ys.numpy(), train.resample, train.seed))
+            xs, ys = xs[idx], ys[idx]
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(xs, ys),
+            batch_size=train.batch_size,
+            shuffle=True,
+            drop_last=len(ys) > train.batch_size,
+        )
+
+        def loss(out: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(out, yb, weight=weight, label_smoothing=label_smoothing)
+
+        def step(model: nn.Module, batch: Any) -> torch.Tensor:
+            xb, yb = batch
+            xb = self.normalize(augment_batch(xb, aug))
+            if not mixup:
+                return loss(model(xb), yb)
+            lam = float(torch.distributions.Beta(mixup, mixup).sample())
+            j = torch.randperm(len(xb))
+            out = model(lam * xb + (1 - lam) * xb[j])
+            return lam * loss(out, yb) + (1 - lam) * loss(out, yb[j])
+
+        eval_fn = None
+        if valid is not None and len(valid[0]):
+            vx, vy = valid[0], self.targets(valid[1], "valid label").numpy()
+
+            def eval_fn(model: nn.Module) -> dict[str, float]:
+                return loss_and_accuracy(self.proba(vx), vy)
+
+        overrides: dict[str, Any] = {} if seed is None else {"seed": seed}
+        if keep_last:  # the last epoch: never chosen by the held-out data
+            overrides.update(monitor="epoch", mode="max")
+        else:
+            overrides.update(monitor="valid_accuracy" if eval_fn else "loss", mode="max" if eval_fn else "min")
+        cfg = LoopConfig.from_train(
+            train, weight_decay=weight_decay, schedule=schedule, threads=training_threads(), **overrides
+        )
+        train_loop(self.model, loader, step, eval_fn, run_dir, cfg, progress=progress, on_epoch=on_epoch)
+
+    def save(self, run_dir: Path, meta_file: str) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_weights(self.model, run_dir / WEIGHTS)
+        write_json(run_dir / meta_file, self.meta)
+
+    @classmethod
+    def load(cls, run_dir: Path, meta_file: str) -> GridClassifier:
+        path = run_dir / meta_file
+        if not path.exists() or not (run_dir / WEIGHTS).exists():
+            raise NotFound(
+                f"no trained model in {run_dir} ({meta_file} or {WEIGHTS} missing); train the app first"
+            )
+        clf = cls(json.loads(path.read_text()))
+        load_weights(clf.model, run_dir / WEIGHTS)
+        clf.model.eval()
+        return clf
