@@ -12,7 +12,9 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from luodi.options.anomaly import AnomalyOptions
+from luodi.options.image import ImageClassificationOptions
 from luodi.options.recommendation import RecommendationOptions
+from luodi.options.speech import SpeechRecognitionOptions
 from luodi.options.tabular import TabularOptions
 from luodi.options.text import TextClassificationOptions, TextGenerationOptions, TokenClassificationOptions
 
@@ -22,6 +24,8 @@ OPTIONS: dict[str, type[BaseModel]] = {
     "tabular": TabularOptions,
     "anomaly-detection": AnomalyOptions,
     "recommendation": RecommendationOptions,
+    "image-classification": ImageClassificationOptions,
+    "speech-recognition": SpeechRecognitionOptions,
     "text-classification": TextClassificationOptions,
     "token-classification": TokenClassificationOptions,
     "text-generation": TextGenerationOptions,
@@ -30,7 +34,9 @@ OPTIONS: dict[str, type[BaseModel]] = {
 __all__ = [
     "OPTIONS",
     "AnomalyOptions",
+    "ImageClassificationOptions",
     "RecommendationOptions",
+    "SpeechRecognitionOptions",
     "TabularOptions",
     "TextClassificationOptions",
     "TextGenerationOptions",
