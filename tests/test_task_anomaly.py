@@ -128,3 +128,20 @@ def test_hybrid_on_nsl_kdd_slice_and_kddtest_format(datasets_dir, tmp_path):
 def test_full_intrusion_example(datasets_dir):
     run = api.train(EXAMPLES / "intrusion-detection.yaml", progress=False)
     assert run.metrics["accuracy"] >= 0.9 and run.metrics["unseen_recall"] >= 0.5
+
+
+def test_bad_options_name_the_key():
+    """model.options are checked when the app is loaded: unknown detectors, out-of-range numbers, the hybrid's
+    classifier options (a tabular app's) are errors naming the key."""
+    from luodi.errors import ConfigError
+
+    base = {"name": "t-anom-bad", "task": "anomaly-detection"}
+    for options, message in (
+        ({"detectors": ["lof"]}, r"'model\.options\.detectors\.0': Input should be 'autoencoder' or"),
+        ({"quantile": 1.5}, r"'model\.options\.quantile': Input should be less than or equal to 1"),
+        ({"classifier": {"num_leaves": 1}}, r"'model\.options\.classifier\.num_leaves': Input should be greater"),
+        ({"classifier_type": "xgboost"}, r"'model\.options\.classifier_type': Input should be 'lightgbm'"),
+        ({"tree": 10}, r"unknown key 'model\.options\.tree' — expected one of normal, attack_label"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            api.load_app({**base, "model": {"type": "hybrid", "options": options}})

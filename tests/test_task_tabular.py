@@ -12,6 +12,7 @@ import yaml
 
 from luodi import api
 from luodi.data.balance import class_weights, resample
+from luodi.errors import BadRequest, ConfigError
 
 SLOW = pytest.mark.skipif(
     os.environ.get("LUODI_SLOW") != "1", reason="full dataset training: set LUODI_SLOW=1"
@@ -65,7 +66,9 @@ def test_german_credit_original_format(datasets_dir, tmp_path):
             }
         ],
     )
-    assert out[0]["label"] in ("good", "bad") and set(out[0]["probabilities"]) == {"good", "bad"}
+    probs = out[0]["probabilities"]
+    assert set(probs) == {"good", "bad"} and sum(probs.values()) == pytest.approx(1.0)
+    assert out[0]["label"] == max(probs, key=probs.get) and out[0]["probability"] == probs[out[0]["label"]]
 
 
 def test_adult_slice_and_adult_test_format(datasets_dir, tmp_path):
@@ -103,10 +106,13 @@ def test_unknown_category_and_missing_values_predict(datasets_dir, tmp_path):
         "hours-per-week": 50,
         "native-country": None,
     }
-    out = api.predict("t-income2", rec)
-    assert out[0]["label"] in ("<=50K", ">50K")
-    with pytest.raises(Exception, match="age"):
+    rich = {**rec, "capital-gain": 99999}  # in adult.data every such row earns >50K
+    poor = {**rec, "age": 19, "education-num": 7, "occupation": "Handlers-cleaners", "relationship": "Own-child",
+            "hours-per-week": 15}
+    assert [r["label"] for r in api.predict("t-income2", [rich, poor])] == [">50K", "<=50K"]
+    with pytest.raises(BadRequest, match=r"column 'age' must be numeric \(got 'forty'\)") as bad:
         api.predict("t-income2", {**rec, "age": "forty"})
+    assert bad.value.param == "age"
 
 
 def test_regression_and_multiclass(tmp_path):
@@ -143,7 +149,8 @@ def test_forest_and_svm_members_stored_as_onnx(tmp_path):
     svm_max_rows caps the rows the SVM fits."""
     import onnx
 
-    from luodi.tasks.tabular_sklearn import SKLEARN_OPTIONS, _estimator
+    from luodi.options import TabularOptions
+    from luodi.tasks.tabular.sklearn_members import sklearn_estimator
 
     app = {
         "name": "t-sk",
@@ -162,12 +169,12 @@ def test_forest_and_svm_members_stored_as_onnx(tmp_path):
     train, valid = task.split(task.read(None))
     x_tr, x_va = task.prep.dense_matrix(train), task.prep.dense_matrix(valid)
     y_tr = task._target(train)
-    opts = {**SKLEARN_OPTIONS, "forest_trees": 60, "threads": 1}
+    opts = TabularOptions(forest_trees=60)
     # an integer fraction means a fraction (1: every feature), not scikit-learn's "one feature"
-    mf = _estimator("forest", False, {**opts, "forest_max_features": 1}, seed=0).max_features
+    mf = sklearn_estimator("forest", False, TabularOptions(forest_max_features=1), seed=0).max_features
     assert isinstance(mf, float) and mf == 1.0
     for kind in ("forest", "svm"):  # the stored ONNX member predicts what scikit-learn predicts
-        ref = _estimator(kind, False, opts, seed=0).fit(x_tr, y_tr).predict_proba(x_va)
+        ref = sklearn_estimator(kind, False, opts, seed=0).fit(x_tr, y_tr).predict_proba(x_va)
         np.testing.assert_allclose(task.sk[kind].predict(x_va, regression=False), ref, atol=1e-4)
     np.testing.assert_allclose(task.predict_proba(valid), (task.sk["forest"].predict(x_va, False) + ref) / 2, atol=1e-6)
 
@@ -202,7 +209,7 @@ def test_forest_and_svm_members_stored_as_onnx(tmp_path):
         cfg = {**app, "name": "t-sk-bad", "model": {"type": "ensemble", "options": {"svm_C": 1.0, **bad}}}
         if "ensemble_weights" not in bad:
             cfg["model"]["options"]["ensemble_weights"] = {"forest": 1, "svm": 1}
-        with pytest.raises(Exception, match=f"model.options.{key}"):
+        with pytest.raises(ConfigError, match=f"model.options.{key}"):
             api.train(cfg, progress=False)
 
 
@@ -242,7 +249,7 @@ def test_linear_model_with_ordinal_columns(datasets_dir, tmp_path):
     hi = api.predict("t-credit-lin", {**example, "checking_status": "A14"})[0]["probabilities"]["bad"]
     assert lo > hi
     bad = {"ordinal": {"savings": "A61"}}
-    with pytest.raises(Exception, match="model.options.ordinal"):
+    with pytest.raises(ConfigError, match=r"model\.options\.ordinal\.savings': Input should be a valid list"):
         api.train({**cfg, "name": "t-bad", "model": {"type": "ensemble", "options": bad}}, progress=False)
 
 
@@ -304,7 +311,7 @@ def test_compact_coding_for_linear_and_svm_members(datasets_dir, tmp_path):
     odd = {**rows.drop(columns="risk").iloc[0].to_dict(), "purpose": "A999"}
     assert api.predict("t-credit-coded", odd)[0]["label"] in ("good", "bad")
     cfg["model"]["options"]["coding"] = {"ordinal": {"no_such_column": ["a", "b"]}}
-    with pytest.raises(Exception, match="model.options.coding.*no_such_column"):
+    with pytest.raises(ConfigError, match="model.options.coding': column 'no_such_column' is not a feature"):
         api.train({**cfg, "name": "t-bad-coding"}, progress=False)
 
 
@@ -351,7 +358,7 @@ def test_inner_folds_cross_fit_resume_and_unseen_validation(datasets_dir, tmp_pa
         probas.append(t.predict_proba(valid))
     np.testing.assert_allclose(probas[0], probas[1])
     bad = {**cfg, "name": "t-bad-folds", "model": {"type": "lightgbm", "options": {"inner_folds": 1}}}
-    with pytest.raises(Exception, match="model.options.inner_folds"):
+    with pytest.raises(ConfigError, match=r"model\.options\.inner_folds': must be 0 \(off\) or an integer >= 2"):
         api.train(bad, progress=False)
 
 

@@ -19,39 +19,20 @@ import pandas as pd
 from pydantic import BaseModel, Field, create_model
 
 from luodi import atomic
-from luodi.config import AppConfig, ModelConfig
+from luodi.apps.registry import CHECKPOINT_DIR
+from luodi.config import AppConfig, ModelConfig, model_options
 from luodi.data.readers import read_app_table
 from luodi.data.split import split_frame
 from luodi.data.tabular import Columns, Preprocessor
 from luodi.errors import BadRequest, ConfigError
 from luodi.evaluate.metrics import classification_report_data
-from luodi.apps.registry import CHECKPOINT_DIR
-from luodi.tasks.base import TableInputs, TaskBase
-from luodi.tasks.tabular import (
-    TabularTask,
-    _camel,
-    load_torch_state,
-    save_torch_state,
-    tensor_batches,
-)
+from luodi.options.anomaly import MODEL_TYPES, AnomalyOptions
+from luodi.tasks.base import TableInputs, TaskBase, model_name
+from luodi.tasks.tabular import TabularTask
+from luodi.tasks.tabular.store import record_model
+from luodi.tasks.tabular.torch_state import load_torch_state, save_torch_state, tensor_batches
 
 TARGET = "__anomaly__"
-MODEL_TYPES = ("autoencoder", "isolation-forest", "hybrid")
-OPTIONS = {
-    "normal": "normal",  # the label value (after data.columns.label_map) of normal rows
-    "detectors": None,  # default: the model.type detector; both for hybrid
-    "quantile": 0.99,  # detector threshold: this quantile of scores on held-back normal training rows
-    "threshold_rows": 0.1,  # fraction of normal training rows held back to set thresholds
-    "ae_hidden": [64, 16],
-    "ae_dropout": 0.0,
-    "trees": 200,
-    "max_samples": 256,
-    "classifier": {},  # model.options for the supervised LightGBM of the hybrid model
-    "classifier_type": "lightgbm",
-    "classifier_lr": 0.05,  # the classifier's learning rate (train.lr is the autoencoder's)
-    "attack_label": "attack",
-    "threads": 1,
-}
 
 
 def _c(n: np.ndarray) -> np.ndarray:
@@ -145,13 +126,7 @@ class AnomalyTask(TableInputs, TaskBase):
     def __init__(self, config: AppConfig):
         super().__init__(config)
         self.cols = Columns.from_config(config.data.columns, need_label=False)
-        for k in config.model.options:
-            if k not in OPTIONS:
-                raise ConfigError(
-                    f"unknown key 'model.options.{k}' for anomaly-detection; "
-                    f"expected one of {', '.join(OPTIONS)}"
-                )
-        self.opts = {**OPTIONS, **config.model.options}
+        self.opts: AnomalyOptions = model_options(config)
         self.kind = config.model.type or ("hybrid" if self.cols.label else "autoencoder")
         if self.kind not in MODEL_TYPES:
             raise ConfigError(
@@ -165,13 +140,7 @@ class AnomalyTask(TableInputs, TaskBase):
             "isolation-forest": ["isolation-forest"],
             "hybrid": ["autoencoder", "isolation-forest"],
         }[self.kind]
-        dets = self.opts["detectors"]
-        self.detectors: list[str] = list(default if dets is None else dets)
-        bad = [d for d in self.detectors if d not in ("autoencoder", "isolation-forest")]
-        if bad:
-            raise ConfigError(
-                f"'model.options.detectors': unknown {bad}; use autoencoder and/or isolation-forest"
-            )
+        self.detectors: list[str] = list(default if self.opts.detectors is None else self.opts.detectors)
         self.prep: Preprocessor | None = None
         self.ae = None
         self.iforest: IsolationForestArrays | None = None
@@ -194,7 +163,7 @@ class AnomalyTask(TableInputs, TaskBase):
         return df
 
     def split(self, data: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-        return split_frame(data, dict(self.config.data.split), self.cols.label)
+        return split_frame(data, self.config.data.split, self.cols.label)
 
     def labels(self, data: pd.DataFrame) -> Any:
         return data[self.cols.label].astype(str).to_numpy() if self.cols.label in data.columns else None
@@ -205,7 +174,7 @@ class AnomalyTask(TableInputs, TaskBase):
             raise BadRequest(
                 f"evaluation needs the label column '{lab}' (data.columns.label)", param=lab or "label"
             )
-        return (self.cols.map_labels(df[lab]) != str(self.opts["normal"])).to_numpy()
+        return (self.cols.map_labels(df[lab]) != self.opts.normal).to_numpy()
 
     def _feature_cols(self) -> Columns:
         return Columns(
@@ -216,9 +185,9 @@ class AnomalyTask(TableInputs, TaskBase):
         )
 
     # ---- training -------------------------------------------------------------------------------------
-    def fit(
-        self, train: pd.DataFrame, valid: pd.DataFrame, run_dir: Path, progress: bool = True
-    ) -> dict[str, float]:
+    def fit(self, train: pd.DataFrame, valid: pd.DataFrame, run_dir: Path, progress: bool = True) -> None:
+        """The detectors on normal training rows (thresholds from held-back ones) and, for hybrid, the classifier
+        (early-stopped on `valid`)."""
         run_dir = Path(run_dir)
         ckpt = run_dir / CHECKPOINT_DIR
         ckpt.mkdir(parents=True, exist_ok=True)
@@ -228,33 +197,25 @@ class AnomalyTask(TableInputs, TaskBase):
             normal = train[~self._is_anomaly(train)]
             if len(normal) < 10:
                 raise ConfigError(
-                    f"fewer than 10 training rows are normal (label '{self.opts['normal']}'); "
+                    f"fewer than 10 training rows are normal (label '{self.opts.normal}'); "
                     "set model.options.normal to the label of normal rows"
                 )
         else:
             normal = train
         rng = np.random.default_rng(tc.seed)
-        held = rng.random(len(normal)) < float(self.opts["threshold_rows"])
+        held = rng.random(len(normal)) < self.opts.threshold_rows
         fit_rows, thr_rows = normal[~held], normal[held]
         if self.kind == "hybrid":
             self._fit_classifier(train, valid, ckpt / "classifier", progress)
         if "autoencoder" in self.detectors:
             self._fit_ae(fit_rows, ckpt, progress)
-            self.thresholds["autoencoder"] = float(
-                np.quantile(self._ae_score(thr_rows), self.opts["quantile"])
-            )
+            self.thresholds["autoencoder"] = float(np.quantile(self._ae_score(thr_rows), self.opts.quantile))
         if "isolation-forest" in self.detectors:
             self.iforest = IsolationForestArrays.fit(
-                self.prep.dense_matrix(fit_rows),
-                int(self.opts["trees"]),
-                int(self.opts["max_samples"]),
-                tc.seed,
+                self.prep.dense_matrix(fit_rows), self.opts.trees, self.opts.max_samples, tc.seed
             )
             s = self.iforest.score(self.prep.dense_matrix(thr_rows))
-            self.thresholds["isolation-forest"] = float(np.quantile(s, self.opts["quantile"]))
-        if self.cols.label in valid.columns:
-            return {k: v for k, v in self.evaluate(valid).items() if isinstance(v, float)}
-        return {}
+            self.thresholds["isolation-forest"] = float(np.quantile(s, self.opts.quantile))
 
     def _classifier_config(self) -> AppConfig:
         c = self.config
@@ -262,22 +223,22 @@ class AnomalyTask(TableInputs, TaskBase):
             "label": TARGET,
             "features": self.prep.features,
             "categorical": self.prep.categorical,
-            "positive": str(self.opts["attack_label"]),
+            "positive": self.opts.attack_label,
         }
         return c.model_copy(
             update={
                 "task": "tabular",
                 "data": c.data.model_copy(update={"columns": cols}),
                 "model": ModelConfig(
-                    type=self.opts["classifier_type"], options=dict(self.opts["classifier"])
+                    type=self.opts.classifier_type, options=dict(c.model.options.get("classifier") or {})
                 ),
-                "train": c.train.model_copy(update={"lr": float(self.opts["classifier_lr"])}),
+                "train": c.train.model_copy(update={"lr": self.opts.classifier_lr}),
             }
         )
 
     def _with_target(self, df: pd.DataFrame) -> pd.DataFrame:
         out = df.copy()
-        out[TARGET] = np.where(self._is_anomaly(df), str(self.opts["attack_label"]), str(self.opts["normal"]))
+        out[TARGET] = np.where(self._is_anomaly(df), self.opts.attack_label, self.opts.normal)
         return out
 
     def _fit_classifier(self, train, valid, ckpt_dir: Path, progress: bool) -> None:
@@ -298,7 +259,7 @@ class AnomalyTask(TableInputs, TaskBase):
         n_val = max(1, len(x) // 10)
         perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(tc.seed))
         xva, xtr = x[perm[:n_val]], x[perm[n_val:]]
-        self.ae = make_autoencoder(x.shape[1], list(self.opts["ae_hidden"]), float(self.opts["ae_dropout"]))
+        self.ae = make_autoencoder(x.shape[1], list(self.opts.ae_hidden), self.opts.ae_dropout)
         offset = len(self.history)  # epochs of the hybrid's classifier come first
 
         def on_epoch(epoch: int, logs: dict[str, float]) -> None:
@@ -310,7 +271,7 @@ class AnomalyTask(TableInputs, TaskBase):
             weight_decay=1e-5,
             schedule="constant",
             monitor="valid_loss",
-            threads=int(self.opts["threads"]),
+            threads=self.opts.threads,
         )
         res = train_loop(
             self.ae,
@@ -370,7 +331,7 @@ class AnomalyTask(TableInputs, TaskBase):
         df = pd.DataFrame.from_records(records)
         s = self.scores(df)
         flag, score = self.decide(s)
-        normal, attack = str(self.opts["normal"]), str(self.opts["attack_label"])
+        normal, attack = self.opts.normal, self.opts.attack_label
         return [
             {
                 "label": attack if flag[i] else normal,
@@ -389,7 +350,7 @@ class AnomalyTask(TableInputs, TaskBase):
         out = classification_report_data(
             y,
             proba,
-            [str(self.opts["normal"]), str(self.opts["attack_label"])],
+            [self.opts.normal, self.opts.attack_label],
             positive=1,
             pred=flag.astype(int),
         )
@@ -433,7 +394,7 @@ class AnomalyTask(TableInputs, TaskBase):
                 "detectors": self.detectors,
                 "thresholds": self.thresholds,
                 "preprocessor": self.prep.to_json(),
-                "ae_hidden": list(self.opts["ae_hidden"]),
+                "ae_hidden": list(self.opts.ae_hidden),
                 "iforest_max_samples": self.iforest.max_samples if self.iforest else None,
                 "classifier": self.clf is not None,
                 "history": self.history,
@@ -463,14 +424,12 @@ class AnomalyTask(TableInputs, TaskBase):
 
     # ---- HTTP schemas ---------------------------------------------------------------------------------
     def input_model(self) -> type[BaseModel]:
-        tab = TabularTask.__new__(TabularTask)
-        tab.config, tab.prep, tab.ordinal = self.config, self.prep, {}
-        return TabularTask.input_model(tab)
+        return record_model(self.config.name, self.prep, {})
 
     def output_model(self) -> type[BaseModel]:
         return create_model(
-            f"{_camel(self.config.name)}Output",
-            label=(str, Field(..., description=f"{self.opts['normal']} or {self.opts['attack_label']}")),
+            model_name(self.config.name, "Output"),
+            label=(str, Field(..., description=f"{self.opts.normal} or {self.opts.attack_label}")),
             is_anomaly=(bool, ...),
             anomaly_score=(float, Field(..., description="0..1; >= 0.5 is anomalous")),
             scores=(

@@ -31,7 +31,7 @@ class Task(Protocol):
     """One task family. A Task instance is bound to one AppConfig.
 
     - `fit(train, valid, run_dir, progress)` trains, checkpointing to run_dir each epoch, resuming from it
-      when a checkpoint exists, and returns validation metrics.
+      when a checkpoint exists. It returns nothing: callers score the validation split once, with `evaluate`.
     - `predict(records)` maps a list of input dicts (the request schema) to a list of output dicts.
     - `evaluate(data)` returns metrics (and fills report material) on labelled data.
     - `save(dir)` / `load(dir)` write and read weights (safetensors/ONNX/JSON, never pickle) and metadata.
@@ -53,7 +53,7 @@ class Task(Protocol):
         """Hold out a validation split per config.data.split (seeded, stratified where it applies)."""
         ...
 
-    def fit(self, train: Any, valid: Any, run_dir: Path, progress: bool = True) -> dict[str, float]: ...
+    def fit(self, train: Any, valid: Any, run_dir: Path, progress: bool = True) -> None: ...
 
     def predict(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]: ...
 
@@ -69,6 +69,11 @@ class Task(Protocol):
 
 
 EpochCallback = Callable[[int, dict[str, Any]], None]
+
+
+def model_name(app: str, suffix: str) -> str:
+    """A pydantic model (and OpenAPI schema) name for an app: `credit-risk`, "Input" -> `CreditRiskInput`."""
+    return "".join(p.capitalize() for p in app.replace("-", "_").split("_")) + suffix
 
 
 class TaskBase:
