@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from luodi.config import AppConfig, load_app_config
+from luodi.config import AppConfig, load_app_config, validate_app
 from luodi.errors import BadRequest, ConfigError, NotFound
 from luodi.tasks import task_for
 from luodi.tasks.recommendation import ndcg_at_k
@@ -35,7 +35,7 @@ def ratings_file(tmp_path_factory) -> Path:
 
 
 def rec_config(path: Path, **options) -> AppConfig:
-    return AppConfig.model_validate(
+    return validate_app(
         {
             "name": "recs",
             "task": "recommendation",
@@ -52,8 +52,8 @@ def rec_config(path: Path, **options) -> AppConfig:
 def trained(ratings_file, tmp_path_factory):
     task = task_for(rec_config(ratings_file))
     tr, va = task.split(task.read(None))
-    metrics = task.fit(tr, va, tmp_path_factory.mktemp("rec-run"), progress=False)
-    return task, tr, va, metrics
+    assert task.fit(tr, va, tmp_path_factory.mktemp("rec-run"), progress=False) is None  # callers evaluate
+    return task, tr, va, task.evaluate(va)
 
 
 def test_learns_ratings_far_better_than_baselines(trained):
@@ -113,9 +113,12 @@ def test_bad_inputs_give_clear_errors(trained, tmp_path):
     bad.write_text("user_id,item_id,rating\n1,2,five\n")
     with pytest.raises(ConfigError, match="not a number"):
         task_for(rec_config(bad)).read(None)
-    with pytest.raises(ConfigError, match="model.options.rank"):
-        t = task_for(rec_config(bad, rank=3))
-        t.fit(pd.DataFrame({"user": ["1"], "item": ["2"], "rating": [5.0]}), None, tmp_path)
+    with pytest.raises(ConfigError, match="unknown key 'model.options.rank' — expected one of factors, iterations"):
+        rec_config(bad, rank=3)
+    with pytest.raises(ConfigError, match=r"'model.options': burn_in \(60\) must be less than iterations \(60\)"):
+        rec_config(bad, burn_in=60)
+    with pytest.raises(ConfigError, match="'model.options.factors': Input should be less than or equal to 200"):
+        rec_config(bad, factors=500)
 
 
 def test_interrupted_sampling_resumes_to_the_same_model(ratings_file, tmp_path):
@@ -151,7 +154,9 @@ def test_movielens_reader_and_quick_fit(datasets_dir, tmp_path):
     assert len(data) == 100_000 and data["rating"].between(1, 5).all()
     cfg.model.options.update(iterations=30, burn_in=10)
     tr, va = task.split(data)
-    m = task_for(cfg).fit(tr, va, tmp_path, progress=False)
+    fitted = task_for(cfg)
+    fitted.fit(tr, va, tmp_path, progress=False)
+    m = fitted.evaluate(va)
     assert m["rmse"] < 0.95, m  # global-mean baseline ~1.13, item-mean ~1.03
 
 
@@ -162,5 +167,6 @@ def test_movielens_5fold_rmse(datasets_dir, tmp_path):
     rmses = []
     for n, (tr, va) in enumerate(task.folds(data, 5, seed=0)):
         fold = task_for(task.config)
-        rmses.append(fold.fit(tr, va, tmp_path / str(n), progress=False)["rmse"])
+        fold.fit(tr, va, tmp_path / str(n), progress=False)
+        rmses.append(fold.evaluate(va)["rmse"])
     assert np.mean(rmses) <= 0.90, rmses
