@@ -8,7 +8,7 @@ from luodi.apps.configs import AppRef, config_schema, load_app, render_config
 from luodi.apps.cv import cv
 from luodi.apps.demo import demo_app_files, ensure_demo_apps
 from luodi.apps.evaluate import evaluate
-from luodi.apps.predict import Predictor, forget_loaded, load_predictor, predict, trained_apps
+from luodi.apps.predict import Predictor, forget_loaded, load_predictor, predict, predict_files, trained_apps
 from luodi.apps.registry import RunInfo
 from luodi.apps.runs import list_runs, promote
 from luodi.apps.train import train
@@ -30,6 +30,7 @@ __all__ = [
     "load_app",
     "load_predictor",
     "predict",
+    "predict_files",
     "promote",
     "render_config",
     "train",

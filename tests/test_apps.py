@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -293,19 +294,20 @@ def test_tune_interrupted_then_resumed(tmp_path, monkeypatch):
     assert len(more["trials"]) == 6 and len(seen) == 7
 
 
-def test_tune_bad_space_and_ray_hint(tmp_path):
+def test_tune_bad_space_and_ray_hint(tmp_path, monkeypatch):
     p = write_app(tmp_path, "t-tune-bad", tune={"space": {"train.nope": [1, 2]}, "trials": 1})
     with pytest.raises(ConfigError, match="train.nope"):
         api.tune(p, progress=False)
     p = write_app(tmp_path, "t-tune-bad2", tune={"space": {"nope.x": [1, 2]}, "trials": 1})
     with pytest.raises(ConfigError, match=r"'tune\.space\.nope\.x': 'nope' is not a key"):
         api.tune(p, progress=False)
-    p = write_app(tmp_path, "t-tune-ray", tune={"space": {"train.lr": [0.1]}, "trials": 1})
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        with pytest.raises(LuodiError, match=r"pip install 'luodi\[ray\]'"):
-            api.tune(p, executor="ray", progress=False)
+    p = write_app(tmp_path, "t-tune-ray", tune={"space": {"train.lr": [0.1]}, "trials": 1, "metric": "roc_auc"})
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed: `import ray` fails
+    with pytest.raises(BadRequest, match=r"needs Ray Tune: install it with `pip install 'luodi\[ray\]'`"):
+        api.tune(p, executor="ray", progress=False)
+    p = write_app(tmp_path, "t-tune-ray2", tune={"space": {"train.lr": [0.1]}, "trials": 1}, evaluate__metrics=[])
+    with pytest.raises(ConfigError, match="--executor ray needs the metric"):  # checked before Ray is needed
+        api.tune(p, executor="ray", progress=False)
 
 
 def test_cv_folds(tmp_path):
@@ -471,15 +473,38 @@ def test_http_routes(trained):
         assert runs[0]["status"] == "done"
         rep = c.get(runs[0]["report_url"])
         assert rep.status_code == 200 and "<html" in rep.text
-        import time
-
-        deadline = time.monotonic() + 10  # typed routes of apps trained meanwhile are mounted within ~2 s
-        while "/v1/apps/t-diag/predict" not in (spec := c.get("/openapi.json").json())["paths"]:
-            assert time.monotonic() < deadline, sorted(spec["paths"])
-            time.sleep(0.5)
-        body = spec["paths"]["/v1/apps/t-diag/predict"]["post"]["requestBody"]["content"]["application/json"]
-        one = body["schema"]["oneOf"][0]
+        spec = c.get("/openapi.json").json()  # the app trained before start-up has its typed route
+        typed = spec["paths"]["/v1/apps/t-diag/predict"]["post"]
+        one = typed["requestBody"]["content"]["application/json"]["schema"]["oneOf"][0]
         assert "mean radius" in one["properties"] and "mean radius" in one["required"]
+        assert typed["tags"] == ["apps"] and typed["summary"] == "Predict with app 't-diag'"
+
+
+def test_typed_routes_come_at_startup_and_on_promote(tmp_path):
+    """An app trained while the server runs is served by the generic route; promoting it (HTTP) gives it its
+    typed route, with its own input schema, on the running server. The typed route asks for the API key too."""
+    from fastapi.testclient import TestClient
+
+    from luodi.serve.app import create_app
+    from luodi.settings import get_settings
+
+    settings = get_settings().model_copy(update={"auth": "off"})
+    with TestClient(create_app(settings, preload=False)) as c:
+        api.train(write_app(tmp_path, "t-late", model__options={"n_estimators": 5}), progress=False)
+        assert "/v1/apps/t-late/predict" not in c.get("/openapi.json").json()["paths"]
+        generic = c.post("/v1/apps/t-late/predict", json=records(1)[0])
+        assert generic.status_code == 200 and generic.json()["app"] == "t-late"
+        assert c.post("/v1/apps/t-late/promote", json={"version": None}).status_code == 200
+        spec = c.get("/openapi.json").json()
+        typed = spec["paths"]["/v1/apps/t-late/predict"]["post"]
+        assert "mean radius" in typed["requestBody"]["content"]["application/json"]["schema"]["oneOf"][0]["required"]
+        assert c.post("/v1/apps/t-late/predict", json=records(1)[0]).json() == generic.json()
+        r = c.post("/v1/apps/t-late/predict", json={"inputs": [{"mean radius": 1}]})
+        assert r.status_code == 422 and "inputs[0]" in r.text
+    keyed = get_settings().model_copy(update={"auth": "on"})
+    with TestClient(create_app(keyed, preload=False)) as c:  # refreshed at start-up, guarded like the rest
+        assert "/v1/apps/t-late/predict" in c.get("/openapi.json").json()["paths"]
+        assert c.post("/v1/apps/t-late/predict", json=records(1)[0]).status_code == 401
 
 
 def test_http_requests_to_an_app_are_batched(tmp_path):

@@ -11,6 +11,7 @@ from luodi.apps import registry
 from luodi.apps.configs import AppRef, app_name
 from luodi.apps.registry import RunInfo
 from luodi.config import AppConfig, load_app_config
+from luodi.data.inmemory import InMemoryFile
 from luodi.errors import BadRequest, LuodiError
 from luodi.tasks import task_for
 
@@ -91,6 +92,28 @@ def predict(
     if sources is None:
         return pred.predict(records)
     return predict_by_file(pred, records, sources)  # a folder: say which file each prediction is for
+
+
+def predict_files(
+    app: AppRef, files: list[tuple[str, bytes]], version: str | None = None, explain: bool = False
+) -> Records:
+    """Predictions for uploaded files, (name, bytes) each, read in memory as `predict` reads the files of a
+    folder: their rows (one predict call per file; an error names the file), or for image / speech apps each
+    file as one input. Each output names its file under "input"."""
+    pred = load_predictor(app_name(app), version).explaining(explain)
+    names = [name for name, _ in files]
+    if getattr(pred.task, "inputs_are_files", False):  # the task decodes the bytes given as its input
+        return predict_by_file(pred, [{"path": data} for _, data in files], names)
+    records: Records = []
+    sources: list[str] = []
+    for name, data in files:
+        with InMemoryFile.holding(name, data) as f:
+            rows = pred.task.read_input(f)  # its errors name the file (str(f) is its name)
+        if not rows:
+            raise BadRequest(f"input file '{name}' holds nothing to predict (no rows or texts)", param="input")
+        records += rows
+        sources += [name] * len(rows)
+    return predict_by_file(pred, records, sources)
 
 
 def predict_by_file(pred: Predictor, records: Records, sources: list[str]) -> Records:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from luodi.data.inmemory import InMemoryFile
 from luodi.errors import BadRequest, ConfigError
 
 FORMATS = ("csv", "tsv", "jsonl", "json", "parquet", "whitespace", "sklearn:<name>")
@@ -27,7 +28,10 @@ def datasets_root() -> Path:
 
 
 def expand_path(path: str | os.PathLike) -> Path:
-    """Expand ${LUODI_DATASETS} (with its default), other ${VARS} and ~ in a data path."""
+    """Expand ${LUODI_DATASETS} (with its default), other ${VARS} and ~ in a data path (an upload held in
+    memory, luodi.data.inmemory, is read as it is)."""
+    if isinstance(path, InMemoryFile):
+        return path
     s = (
         str(path)
         .replace("${LUODI_DATASETS}", str(datasets_root()))
@@ -129,7 +133,7 @@ def _sklearn_frame(name: str, field: str) -> pd.DataFrame:
 
 def input_file(path: str | os.PathLike, what: str = "a csv, tsv, json, jsonl or parquet file") -> Path:
     """The path of a prediction input file; a missing path or a folder is a 400 naming the file."""
-    p = Path(path)
+    p = path if isinstance(path, InMemoryFile) else Path(path)
     if not p.exists():
         raise BadRequest(f"input file '{p}' not found", param="input")
     if p.is_dir():

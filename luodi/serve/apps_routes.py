@@ -1,18 +1,22 @@
 """HTTP routes for trained apps: GET /v1/apps, GET /v1/apps/{name}/runs, the run report, and
 POST /v1/apps/{name}/predict (one record, or {"inputs": [...]} for a batch).
 
-A typed predict route is generated per trained app when this module is imported (so each app's request
-and response models appear in the OpenAPI docs); a generic route serves apps trained later with the same
-validation. Every route calls luodi.api.
+Each trained app gets a typed predict route (its request and response models appear in the OpenAPI docs) from
+`refresh_app_routes`, called at server start-up and when an app is promoted; the generic route serves the
+others (apps trained while the server runs) with the same validation. Every route calls luodi.api.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field, ValidationError, create_model
@@ -21,6 +25,9 @@ from starlette.concurrency import run_in_threadpool
 from luodi import api
 from luodi.apps import registry
 from luodi.serve.batching import MicroBatcher
+from luodi.serve.uploads import read_uploads
+
+log = logging.getLogger("luodi.serve")
 
 try:
     from luodi.serve.auth import require_admin, require_key
@@ -30,6 +37,7 @@ try:
 except ImportError:  # the server area may not be there yet
     _deps = _admin = []
 
+GENERIC_PREDICT = "/v1/apps/{name}/predict"  # serves every app; typed routes of trained apps come before it
 VersionQuery = Query(
     None, description="predict with this version (see GET /v1/apps/{name}/runs) instead of the one served"
 )
@@ -179,27 +187,20 @@ async def predict_files(
     version: str | None = VersionQuery,
     explain: bool = ExplainQuery,
 ) -> dict[str, Any]:
-    """Predict for uploaded files (multipart field `files`), read as `luodi predict --input` reads them: rows of
-    a CSV / JSON / the dataset's own format, texts, images, wavs. Each output names its file under `input`."""
-    import tempfile
-    from pathlib import Path
-
-    from luodi.serve.uploads import read_uploads
-
+    """Predict for uploaded files (multipart field `files`), read in memory as `luodi predict --input` reads
+    files: rows of a CSV / JSON / the dataset's own format, texts, images, wavs. Each output names its file
+    under `input`."""
     pred = await run_in_threadpool(api.load_predictor, name, version)  # 404 before reading the bodies
     items = await read_uploads(files, "applicants.csv")
-    with tempfile.TemporaryDirectory(prefix="luodi-upload-") as d:
-        for fname, data in items:
-            (Path(d) / fname).write_bytes(data)
-        outs = await run_in_threadpool(api.predict, name, d, pred.run.version, explain)
-    for o in outs:
-        o["input"] = Path(o["input"]).name
+    outs = await run_in_threadpool(api.predict_files, name, items, pred.run.version, explain)
     return {"app": name, "version": pred.run.version, "outputs": outs}
 
 
-async def promote(name: str, body: PromoteRequest) -> dict[str, Any]:
+async def promote(name: str, body: PromoteRequest, request: Request) -> dict[str, Any]:
     """Choose the version an app serves (admin key): every server sharing the store switches at once."""
-    return await run_in_threadpool(api.promote, name, body.version)
+    served = await run_in_threadpool(api.promote, name, body.version)
+    await run_in_threadpool(refresh_app_routes, request.app, [name])
+    return served
 
 
 def _register_static_routes(r: APIRouter) -> None:
@@ -233,7 +234,7 @@ def _register_static_routes(r: APIRouter) -> None:
         summary="A run's report.html",
     )
     r.add_api_route(
-        "/v1/apps/{name}/predict",
+        GENERIC_PREDICT,
         predict_any,
         methods=["POST"],
         summary='Predict with any trained app (one record or {"inputs": [...]})',
@@ -255,8 +256,6 @@ def _inline(schema: dict[str, Any]) -> dict[str, Any]:
     defs = schema.pop("$defs", {})
     if not defs:
         return schema
-    import json
-
     text = json.dumps(schema)
     for k, v in defs.items():
         text = text.replace(json.dumps({"$ref": f"#/$defs/{k}"}), json.dumps(v))
@@ -264,8 +263,6 @@ def _inline(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _json_body(request: Request) -> Any:
-    import json
-
     raw = await request.body()
     try:
         return json.loads(raw or b"null")
@@ -283,33 +280,9 @@ async def _json_body(request: Request) -> Any:
         ) from e
 
 
-class _AppsRouter(APIRouter):
-    """Adds a typed predict route for every newly trained app whenever its routes are read (e.g. by
-    FastAPI's include_router in create_app), keeping them before the generic route."""
-
-    _mounted: set[tuple[str, str]]
-    _last = 0.0
-
-    @property
-    def routes(self) -> list:
-        import time
-
-        if getattr(self, "_ready", False) and time.monotonic() - self._last > 2.0:
-            self._ready = False
-            try:
-                self._last = time.monotonic()
-                _mount_trained_apps(self)
-            finally:
-                self._ready = True
-        return self._routes
-
-    @routes.setter
-    def routes(self, value: list) -> None:
-        self._routes = value
-
-
-def _typed_route(r: APIRouter, pred: api.Predictor) -> None:
-    """POST /v1/apps/<name>/predict with the app's own request and response models (for OpenAPI)."""
+def _typed_route(pred: api.Predictor) -> None:
+    """POST /v1/apps/<name>/predict with the app's own request and response models (for OpenAPI), replacing
+    the one it had."""
     name = pred.config.name
     inp, outp = _schemas(pred)
     cname = "".join(p.capitalize() for p in name.replace("-", "_").split("_"))  # unique per app
@@ -333,8 +306,10 @@ def _typed_route(r: APIRouter, pred: api.Predictor) -> None:
     ) -> Any:
         return await _predict(name, await _json_body(request), version, explain)
 
-    r.add_api_route(
-        f"/v1/apps/{name}/predict",
+    path = f"/v1/apps/{name}/predict"
+    _typed.routes[:] = [r for r in _typed.routes if getattr(r, "path", "") != path]
+    _typed.add_api_route(  # also tells the routers that include this one that its routes changed
+        path,
         predict_typed,
         methods=["POST"],
         response_model=single_out | batch_out,
@@ -349,34 +324,34 @@ def _typed_route(r: APIRouter, pred: api.Predictor) -> None:
             }
         },
     )
-    # keep typed routes before the generic /v1/apps/{name}/predict
-    routes = r._routes
-    new = routes.pop()
-    generic = next(
-        (i for i, x in enumerate(routes) if getattr(x, "path", "") == "/v1/apps/{name}/predict"), None
-    )
-    routes.insert(generic if generic is not None else len(routes), new)
 
 
-def _mount_trained_apps(r: _AppsRouter) -> None:
+def refresh_app_routes(app: FastAPI | None = None, names: list[str] | None = None) -> None:
+    """Give every trained app (or the `names` given) its typed POST /v1/apps/<name>/predict, built from the run
+    it serves now; an app that cannot load keeps the route it had (else the generic one serves it). Called at
+    server start-up (this router's lifespan) and when an app is promoted; apps trained while the server runs
+    are served by the generic route until then. `app`: the server whose OpenAPI document is rebuilt."""
     try:
-        names = registry.apps_with_runs()
+        names = registry.apps_with_runs() if names is None else names
     except Exception:  # noqa: BLE001 - no store yet: only the generic routes
+        log.warning("trained apps not listed; their typed predict routes are left out", exc_info=True)
         return
-    for n in names:
+    for name in names:
         try:
-            pred = api.load_predictor(n)
-            key = (n, pred.run.version)
-            if key in r._mounted:
-                continue
-            r._routes[:] = [x for x in r._routes if getattr(x, "path", "") != f"/v1/apps/{n}/predict"]
-            _typed_route(r, pred)
-            r._mounted.add(key)
-        except Exception:  # noqa: BLE001 - an app that cannot load keeps the generic route
-            continue
+            _typed_route(api.load_predictor(name))
+        except Exception:  # noqa: BLE001 - an app that cannot load must not take the server down
+            log.warning("app %s: typed predict route not refreshed", name, exc_info=True)
+    if app is not None:
+        app.openapi_schema = None  # rebuilt with the new request and response models on the next /openapi.json
 
 
-router = _AppsRouter(tags=["apps"], dependencies=_deps)
-router._mounted = set()
+@asynccontextmanager
+async def _typed_routes_at_startup(app: FastAPI) -> AsyncIterator[None]:
+    refresh_app_routes(app)
+    yield
+
+
+_typed = APIRouter()  # the typed predict routes (tag and API key from `router`), matched before the generic one
+router = APIRouter(tags=["apps"], dependencies=_deps, lifespan=_typed_routes_at_startup)
+router.include_router(_typed)
 _register_static_routes(router)
-router._ready = True
