@@ -8,17 +8,20 @@ from typing import Literal
 
 import pytest
 
-from luodi.agent.toolcalls import (
+from luodi.agent.builtin_tools import builtin_tools, kb_search_tool
+from luodi.agent.calculator import calculator, safe_eval
+from luodi.agent.sql_tool import run_select, sql_tool
+from luodi.agent.tools import ToolError, tool
+from luodi.errors import BadRequest
+from luodi.llm.toolcalls import (
     ToolCallError,
     call_schema,
     messages_for_model,
     normalize_tool_choice,
     normalize_tools,
-    parse_output,
     render_tools_prompt,
 )
-from luodi.agent.tools import ToolError, builtin_tools, calculator, run_select, safe_eval, sql_tool, tool
-from luodi.errors import BadRequest
+from luodi.llm.toolparse import parse_output
 
 WEATHER = {
     "type": "function",
@@ -281,7 +284,5 @@ def test_builtin_tools_by_name_and_errors(bank_db):
 
 
 def test_kb_search_finds_the_faq_answer():
-    from luodi.agent.tools import kb_search_tool
-
     text = kb_search_tool("bank-faq").invoke({"query": "my card was stolen"})
     assert "Block the card" in text

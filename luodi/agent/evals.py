@@ -19,10 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
-from luodi.config import format_validation_error
+from luodi.agent.runtime import Limits, agent_from_config
+from luodi.agent.suites import load_yaml_suite
+from luodi.config import Strict
 from luodi.errors import ConfigError
 
 REFUSAL = [
@@ -52,50 +53,41 @@ REFUSAL = [
 ]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Expect(Strict):
+    answer_any: list[str] = Field(default_factory=list, description="the answer contains one of these (any case)")
+    answer_all: list[str] = Field(default_factory=list, description="the answer contains all of these")
+    tool: str | None = Field(None, description="this tool was called")
+    tools_all: list[str] = Field(default_factory=list, description="all of these were called (multi-step)")
+    no_tool: bool = Field(False, description="answered without any tool")
+    refuse: bool = Field(False, description="says it cannot (impossible tasks); a limit stop also counts as graceful")
 
 
-class Expect(_Strict):
-    answer_any: list[str] = Field(default_factory=list)  # the answer contains one of these (case-insensitive)
-    answer_all: list[str] = Field(default_factory=list)
-    tool: str | None = None  # this tool was called
-    tools_all: list[str] = Field(default_factory=list)  # all of these were called (multi-step)
-    no_tool: bool = False  # answered without any tool
-    refuse: bool = False  # says it cannot (impossible tasks); a limit stop also counts as graceful
+class EvalTask(Strict):
+    id: str = Field(description="unique within the suite; results are resumed by it")
+    kind: str = Field("general", description="arithmetic | kb | sql | multi-step | no-tool | impossible | ...")
+    goal: str = Field(description="what the agent is asked")
+    tools: list[str] | None = Field(None, description="built-in tools for this task; default: the suite's")
+    expect: Expect = Field(default_factory=Expect, description="what a successful run does")
 
 
-class EvalTask(_Strict):
-    id: str
-    kind: str = "general"
-    goal: str
-    tools: list[str] | None = None
-    expect: Expect = Field(default_factory=Expect)
-
-
-class EvalSuite(_Strict):
-    tools: list[str] = Field(default_factory=lambda: ["calculator", "sql", "kb_search", "current_time"])
-    max_steps: int = Field(5, ge=1)
-    max_tool_calls: int = Field(4, ge=1)
-    max_seconds: float = Field(180.0, gt=0)
-    route: bool | Literal["strict"] = True  # see luodi.agent.runtime.Agent(route=...)
-    tasks: list[EvalTask]
+class EvalSuite(Strict):
+    tools: list[str] = Field(
+        default_factory=lambda: ["calculator", "sql", "kb_search", "current_time"],
+        description="built-in tools of every task that names none",
+    )
+    max_steps: int = Field(5, ge=1, description="model turns per task")
+    max_tool_calls: int = Field(4, ge=1, description="tool calls per task")
+    max_seconds: float = Field(180.0, gt=0, description="wall time per task")
+    route: bool | Literal["strict"] = Field(True, description="tool routing, see luodi.agent.runtime.Agent(route=...)")
+    tasks: list[EvalTask] = Field(description="the goals to run")
 
 
 def load_suite(path: str | Path) -> EvalSuite:
-    p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"task file '{p}' not found")
-    try:
-        suite = EvalSuite.model_validate(yaml.safe_load(p.read_text(encoding="utf-8")))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML: {e}") from e
-    except ValidationError as e:
-        raise ConfigError(format_validation_error(e, str(p))) from e
+    suite = load_yaml_suite(path, EvalSuite, "task file")
     ids = [t.id for t in suite.tasks]
     dup = {i for i in ids if ids.count(i) > 1}
     if dup:
-        raise ConfigError(f"{p}: task ids must be unique; repeated: {', '.join(sorted(dup))}", param="tasks")
+        raise ConfigError(f"{path}: task ids must be unique; repeated: {', '.join(sorted(dup))}", param="tasks")
     return suite
 
 
@@ -137,8 +129,6 @@ def run_suite(
     route: bool | str | None = None,
 ) -> dict[str, Any]:
     """Run every task (resuming from `out` when it has results) and return the summary."""
-    from luodi.agent.runtime import Limits, agent_from_config
-
     suite = load_suite(path)
     done: dict[str, dict[str, Any]] = {}
     if out and Path(out).exists():
@@ -148,9 +138,7 @@ def run_suite(
                 done[r["id"]] = r
             except (json.JSONDecodeError, KeyError):
                 continue  # a line cut by a crash
-    limits = Limits(
-        max_steps=suite.max_steps, max_tool_calls=suite.max_tool_calls, max_seconds=suite.max_seconds
-    )
+    limits = Limits(max_steps=suite.max_steps, max_tool_calls=suite.max_tool_calls, max_seconds=suite.max_seconds)
     agents: dict[tuple[str, ...], Any] = {}
     results = []
     for task in suite.tasks:
@@ -198,8 +186,7 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
         "tool_calls": sum(r.get("tool_calls", 0) for r in results),
         "tool_call_validity": 1 - invalid / max(1, turns),  # model turns that parsed and validated
         "stop_reasons": {
-            s: sum(r.get("stop_reason") == s for r in results)
-            for s in sorted({r.get("stop_reason") for r in results})
+            s: sum(r.get("stop_reason") == s for r in results) for s in sorted({r.get("stop_reason") for r in results})
         },
         "mean_seconds": sum(r.get("seconds", 0.0) for r in results) / n,
         "completion_tokens": sum(r.get("completion_tokens", 0) for r in results),

@@ -6,11 +6,12 @@
 
 Every model turn is constrained-decoded to one JSON object
 `{"plan": [remaining steps], "name": tool, "arguments": {...}}` or `{"plan": [...], "content": answer}`
-(luodi.agent.toolcalls), so even a 135M model emits valid calls. Invalid output, tool errors, repeated calls
-and rejected approvals all go back to the model as observations. Hard limits (steps, tool calls, completion
-tokens, wall time, repeats) end the run with a best-effort answer and a `stop_reason`, never an exception.
+(luodi.llm.toolcalls; the prompt pieces are in luodi.agent.prompting), so even a 135M model emits valid
+calls. Invalid output, tool errors, repeated calls and rejected approvals all go back to the model as
+observations. Hard limits (steps, tool calls, completion tokens, wall time, repeats) end the run
+with a best-effort answer and a `stop_reason`, never an exception.
 Threads live in the store: `run(goal, thread_id=...)` continues a conversation; a tool that requires
-approval pauses the run (stop_reason "approval_required") until `decide()` + `resume(thread_id)`.
+approval pauses the run (stop_reason "approval_required") until `resume_after_approval(id, approve)`.
 """
 
 from __future__ import annotations
@@ -24,12 +25,25 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from luodi.agent import approvals, memory
-from luodi.agent.planner import PLAN_SCHEMA, Plan
-from luodi.agent.toolcalls import ToolCallError, call_schema, parse_output, tool_signature
+from luodi.agent.builtin_tools import BUILTIN_NAMES, builtin_tools
+from luodi.agent.planner import Plan
+from luodi.agent.prompting import (
+    ANSWER_SCHEMA,
+    BEST_EFFORT_SCHEMA,
+    SYSTEM,
+    fit_prompt,
+    history,
+    salvage_content,
+    step_schema,
+    system_prompt,
+    worked_examples,
+)
 from luodi.agent.tools import RUN_CONTEXT, Tool, ToolError
 from luodi.engines import SamplingParams, complete, get_engine
 from luodi.errors import BadRequest, LuodiError
 from luodi.llm import run_sync
+from luodi.llm.toolcalls import ToolCallError
+from luodi.llm.toolparse import parse_output
 
 STOP_REASONS = (
     "final_answer",
@@ -41,14 +55,6 @@ STOP_REASONS = (
     "approval_required",
     "error",
 )
-
-SYSTEM = """You are a careful assistant. Reach the user's goal step by step, using tools when they help.
-{tools}
-Reply with exactly one JSON object: "plan" lists the steps still to do, then either "name" and "arguments"
-to call a tool, or "content" with the final answer. Answer from tool results; never invent facts or numbers.
-If the goal is impossible or no tool can help, say so in "content"."""
-
-MAX_EXAMPLES = 3  # worked examples (earlier turns) shown to the model
 
 
 @dataclass
@@ -79,6 +85,14 @@ class AgentResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+async def collect(events: AsyncIterator[dict[str, Any]]) -> AgentResult:
+    """Run a trace to its end: the final result, with every event."""
+    trace = [ev async for ev in events]
+    res = AgentResult(**trace[-1]["result"])
+    res.events = trace
+    return res
 
 
 # ---------------------------------------------------------------------------------------- agent
@@ -123,94 +137,29 @@ class Agent:
             self._engine = get_engine(self.model)  # luodi.engines: shared with the server and RAG
         return self._engine
 
-    # ----------------------------------------------------------------------------- prompt pieces
-    def _schema(self) -> dict[str, Any]:
-        specs = [t.spec() for t in self.tools]
-        extra = {"plan": PLAN_SCHEMA}
-        schema = call_schema(specs, "auto", extra_properties=extra)
-        if schema is None:  # no tools: a plan and an answer
-            schema = {
-                "type": "object",
-                "properties": {**extra, "content": {"type": "string"}},
-                "required": ["plan", "content"],
-                "additionalProperties": False,
-            }
-        return schema
-
     def _routed(self, goal: str) -> list[Tool]:
         """Tools clearly relevant to the goal (perceive): the first turn must call one of them."""
         if not self.route:
             return []
         return [t for t in self.tools if t.relevance is not None and t.relevance(goal) >= 0.5]
 
-    def _system_prompt(self, recalled: list[str]) -> str:
-        if self.tools:
-            tools = "You can use these tools:\n" + "\n".join(tool_signature(t.spec()) for t in self.tools)
-        else:
-            tools = "You have no tools; answer directly."
-        text = self.system.format(tools=tools)
-        if recalled:
-            text += "\nThings you remember from earlier conversations:\n" + "\n".join(
-                f"- {r}" for r in recalled
-            )
-        return text
-
-    def _examples(self, tools: list[Tool]) -> list[dict[str, str]]:
-        """Each tool's worked example as earlier turns: goal, call, result, answer."""
-        out: list[dict[str, str]] = []
-        for t in [t for t in tools if t.example][:MAX_EXAMPLES]:
-            ex = t.example or {}
-            call = {"plan": ex.get("plan", ["answer"]), "name": t.name, "arguments": ex["arguments"]}
-            out += [
-                {"role": "user", "content": ex["goal"]},
-                {"role": "assistant", "content": json.dumps(call, ensure_ascii=False)},
-                {"role": "user", "content": f"Result of {t.name}: {ex['result']}"},
-                {
-                    "role": "assistant",
-                    "content": json.dumps({"plan": ["answer"], "content": ex["answer"]}, ensure_ascii=False),
-                },
-            ]
-        return out
-
-    def _fit(
-        self, system: str, history: list[dict[str, str]], example_tools: list[Tool] | None = None
-    ) -> str:
-        """Chat prompt that leaves room for one turn: drop the oldest middle turns when too long."""
-        eng = self.engine
-        budget = int(getattr(eng, "n_ctx", 2048)) - self.limits.step_tokens - 8
-        msgs, examples = list(history), self._examples(example_tools or [])
-        while True:
-            prompt = eng.chat_prompt([{"role": "system", "content": system}, *examples, *msgs])
-            if len(eng.tokenize(prompt)) <= budget or len(msgs) <= 1:
-                return prompt
-            if examples:  # worked examples go first
-                examples = []
-                continue
-            # keep the first user goal and the most recent turns
-            del msgs[1 if len(msgs) > 2 else 0]
+    def _fit(self, system: str, turns: list[dict[str, str]], example_tools: list[Tool] | None = None) -> str:
+        examples = worked_examples(example_tools or [])
+        return fit_prompt(self.engine, system, turns, examples, self.limits.step_tokens)
 
     # ----------------------------------------------------------------------------- public API
     def run(self, goal: str, thread_id: str | None = None) -> AgentResult:
         """Blocking run (for the CLI and tests); see `stream` for the events."""
-        return run_sync(self._collect(self.stream(goal, thread_id)))
+        return run_sync(collect(self.stream(goal, thread_id)))
 
     def resume(self, thread_id: str) -> AgentResult:
-        return run_sync(self._collect(self.stream_resume(thread_id)))
+        return run_sync(collect(self.stream_resume(thread_id)))
 
     async def arun(self, goal: str, thread_id: str | None = None) -> AgentResult:
-        return await self._collect(self.stream(goal, thread_id))
+        return await collect(self.stream(goal, thread_id))
 
     async def aresume(self, thread_id: str) -> AgentResult:
-        return await self._collect(self.stream_resume(thread_id))
-
-    async def _collect(self, events: AsyncIterator[dict[str, Any]]) -> AgentResult:
-        trace: list[dict[str, Any]] = []
-        async for ev in events:
-            trace.append(ev)
-        final = trace[-1]
-        res = AgentResult(**final["result"])
-        res.events = trace
-        return res
+        return await collect(self.stream_resume(thread_id))
 
     async def stream(self, goal: str, thread_id: str | None = None) -> AsyncIterator[dict[str, Any]]:
         """Start (or continue, with thread_id) a conversation with a new goal; yields trace events."""
@@ -287,22 +236,6 @@ class Agent:
         finally:
             RUN_CONTEXT.reset(token)
 
-    def _history(self, thread_id: str) -> list[dict[str, str]]:
-        out = []
-        for m in memory.get_thread(thread_id)["messages"]:
-            if m["role"] == "tool":
-                out.append(
-                    {
-                        "role": "user",
-                        "content": f"Result of {m['meta'].get('name', 'the tool')}: {m['content']}",
-                    }
-                )
-            elif m["role"] in ("user", "assistant"):
-                out.append({"role": m["role"], "content": m["content"]})
-            elif m["role"] == "human_agent":
-                out.append({"role": "user", "content": f"A human agent said: {m['content']}"})
-        return out
-
     async def _loop(self, thread_id: str, state: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         lim = self.limits
         c = state.setdefault("counters", {})
@@ -318,8 +251,8 @@ class Agent:
             recalled = [r.text for r in memory.LongTermMemory(self.memory_scope).search(goal, k=3)]
             if recalled:
                 yield {"type": "memory", "recalled": recalled}
-        system = self._system_prompt(recalled)
-        schema = self._schema()
+        system = system_prompt(self.system, self.tools, recalled)
+        schema = step_schema(self.tools)
         first = c["steps"] == 0  # counters restart with each new goal
         answer_next = False
         routed = self._routed(goal) if first else []
@@ -342,33 +275,21 @@ class Agent:
                     stop = "max_tokens"
                     break
                 c["steps"] += 1
-                step_schema, choice, specs = (
-                    schema,
-                    "auto" if self.tools else "none",
-                    [t.spec() for t in self.tools],
-                )
+                turn_schema, choice, specs = schema, "auto" if self.tools else "none", [t.spec() for t in self.tools]
                 if first and not routed and self.route == "strict" and self.tools:
                     answer_next = True  # no tool is relevant: answer directly
                 if first and routed:  # the goal clearly needs one of these tools: the first turn calls one
-                    specs = [t.spec() for t in routed]
-                    choice = "required"
-                    step_schema = call_schema(specs, "required", extra_properties={"plan": PLAN_SCHEMA})
+                    specs, choice, turn_schema = [t.spec() for t in routed], "required", step_schema(routed, "required")
                 if answer_next:  # the model's own plan has only "answer" left after a good result
-                    choice, specs = "none", []
-                    step_schema = {
-                        "type": "object",
-                        "properties": {"plan": PLAN_SCHEMA, "content": {"type": "string"}},
-                        "required": ["plan", "content"],
-                        "additionalProperties": False,
-                    }
+                    choice, specs, turn_schema = "none", [], ANSWER_SCHEMA
                 first = answer_next = False
                 # worked examples only for the routed tools: a small model copies example answers otherwise
-                prompt = self._fit(system, self._history(thread_id), routed)
+                prompt = self._fit(system, history(thread_id), routed)
                 params = SamplingParams(
                     max_tokens=min(lim.step_tokens, left),
                     temperature=self.temperature,
                     seed=self.seed,
-                    json_schema=step_schema,
+                    json_schema=turn_schema,
                 )
                 try:
                     out = await asyncio.wait_for(
@@ -491,24 +412,20 @@ class Agent:
         """At a limit: one short forced answer when time allows, else the last observation."""
         lim = self.limits
         if stop not in ("timeout", "max_tokens") and time.time() - start < lim.max_seconds:
-            hist = self._history(thread_id)
+            hist = history(thread_id)
             hist.append({"role": "user", "content": "Stop using tools. Give your best final answer now."})
-            schema = {
-                "type": "object",
-                "properties": {"content": {"type": "string"}},
-                "required": ["content"],
-                "additionalProperties": False,
-            }
             try:
                 prompt = self._fit(system, hist)
-                text = (await asyncio.wait_for(
-                    complete(
-                        self.engine,
-                        prompt,
-                        SamplingParams(max_tokens=120, temperature=0.0, json_schema=schema),
-                    ),
-                    timeout=max(1.0, lim.max_seconds - (time.time() - start) + 15),
-                )).text
+                text = (
+                    await asyncio.wait_for(
+                        complete(
+                            self.engine,
+                            prompt,
+                            SamplingParams(max_tokens=120, temperature=0.0, json_schema=BEST_EFFORT_SCHEMA),
+                        ),
+                        timeout=max(1.0, lim.max_seconds - (time.time() - start) + 15),
+                    )
+                ).text
                 content = json.loads(text).get("content", "").strip()
                 if content and not re.search(r"You already called|Do not call|^Error:|^Result of", content):
                     return content  # (a small model may just parrot the last observation: not an answer)
@@ -526,46 +443,40 @@ def agent_from_config(
     config: dict[str, Any] | None = None,
     *,
     model: str | None = None,
+    engine: Any = None,
     limits: Limits | None = None,
     memory_scope: str | None = None,
 ) -> Agent:
-    """An agent with built-in tools from a JSON-able config {names, db, kb, approval} (stored per thread)."""
-    from luodi.agent.tools import BUILTIN_NAMES, builtin_tools
-
+    """An agent with built-in tools from a JSON-able config {names, db, kb, approval, route} (stored per
+    thread, so a paused run is rebuilt with the same tools); `engine` overrides the model (a server's)."""
     cfg = dict(config or {})
     names = cfg.get("names") or list(BUILTIN_NAMES)
-    tools = builtin_tools(
-        names, db=cfg.get("db"), kb=cfg.get("kb") or "bank-faq", approval=cfg.get("approval")
-    )
+    tools = builtin_tools(names, db=cfg.get("db"), kb=cfg.get("kb") or "bank-faq", approval=cfg.get("approval"))
     cfg["names"] = names
     return Agent(
         tools,
         route=cfg.get("route", True),
         model=model or cfg.get("model"),
+        engine=engine,
         limits=limits,
         memory_scope=memory_scope,
         tool_config=cfg,
     )
 
 
-def salvage_content(text: str) -> str | None:
-    """The beginning of a final answer cut off mid-string, without its repeated sentences (or None)."""
-    m = re.match(r'\s*\{\s*"plan"\s*:\s*\[.*?\]\s*,\s*"content"\s*:\s*"(.*)$', text, re.S)
-    if not m:
-        return None
-    raw = m.group(1)
-    try:
-        body = json.loads('"' + raw.rstrip("\\") + '"')
-    except json.JSONDecodeError:
-        body = raw.replace('\\"', '"').replace("\\n", "\n")
-    out: list[str] = []
-    keys: set[str] = set()
-    for sent in re.split(r"(?<=[.!?])\s+", body.strip()):
-        key = " ".join(re.findall(r"[a-z]+", sent.lower())[:4])  # same opening words: a loop
-        if not key or key in keys:
-            break
-        keys.add(key)
-        out.append(sent)
-    if len(out) > 1 and not re.search(r"[.!?]$", out[-1]):
-        out.pop()  # drop a half sentence at the cut
-    return " ".join(out).strip() or None
+@dataclass
+class Resumed:
+    approval: dict[str, Any]  # the decided approval
+    agent: Agent
+    events: AsyncIterator[dict[str, Any]]  # the continued run's trace, starting with "resume"
+
+
+def resume_after_approval(
+    approval_id: int, approve: bool, *, actor: str, reason: str = "", model: str | None = None, engine: Any = None
+) -> Resumed:
+    """Decide a paused tool call and continue its run with the tools it was started with: what both the
+    HTTP route and the CLI do after `approve` / `reject`."""
+    ap = approvals.decide(approval_id, approve, actor, reason)
+    state = memory.get_thread(ap["thread_id"], kind="agent")["state"]
+    agent = agent_from_config(state.get("tools"), model=model, engine=engine)
+    return Resumed(ap, agent, agent.stream_resume(ap["thread_id"]))

@@ -173,9 +173,7 @@ class Assistant:
                 if st["reasks"] > o.handoff.max_reasks:
                     return self._handoff(st, tid, text, "unknown", conf, ents, reason="could not fill a slot")
                 sl = form.slots[st["asked"]]
-                return turn(
-                    f"Sorry, I did not catch that. {sl.ask} {sl.hint}".strip(), "unknown", conf, "ask"
-                )
+                return turn(f"Sorry, I did not catch that. {sl.ask} {sl.hint}".strip(), "unknown", conf, "ask")
         # 2. a correction of the last look-up ("sorry, I meant A1003")
         last = st.get("last_form")
         if last and last in o.forms and not (strong and action != "cancel") and not faq_strong:
@@ -230,9 +228,7 @@ class Assistant:
             fname = action[5:]
             st.update(form=fname, slots={}, asked=None, reasks=0)
             form = o.forms[fname]
-            st["slots"].update(
-                {s: ents[sl.entity or s] for s, sl in form.slots.items() if (sl.entity or s) in ents}
-            )
+            st["slots"].update({s: ents[sl.entity or s] for s, sl in form.slots.items() if (sl.entity or s) in ents})
             return self._advance(st, tid, intent, conf, ents)
         return self._clarify(st, tid, text, intent, conf, ents, ranking)
 
@@ -257,9 +253,7 @@ class Assistant:
         ][:2]
         options = " or ".join(opts) if opts else "your order, your account or a general question"
         reply = o.clarify.format(options=options)
-        return Turn(
-            tid, reply, "unknown", conf, "clarify", slots=dict(st["slots"]), form=st["form"], entities=ents
-        )
+        return Turn(tid, reply, "unknown", conf, "clarify", slots=dict(st["slots"]), form=st["form"], entities=ents)
 
     def _advance(self, st: dict[str, Any], tid: str, intent: str, conf: float, ents: dict[str, str]) -> Turn:
         """Ask the next missing slot, or run the form's look-up and answer."""
@@ -267,9 +261,7 @@ class Assistant:
         for sname, sl in form.slots.items():
             if sname not in st["slots"]:
                 st["asked"] = sname
-                return Turn(
-                    tid, sl.ask, intent, conf, "ask", slots=dict(st["slots"]), form=st["form"], entities=ents
-                )
+                return Turn(tid, sl.ask, intent, conf, "ask", slots=dict(st["slots"]), form=st["form"], entities=ents)
         slots = dict(st["slots"])
         row = self._lookup(form.lookup, slots)
         fname = st["form"]

@@ -123,9 +123,7 @@ class AssistantOptions(Strict):
     def _refs(self) -> AssistantOptions:
         for name, it in self.intents.items.items():
             if it.action.startswith("form:") and it.action[5:] not in self.forms:
-                raise ValueError(
-                    f"intents.items.{name}.action: form '{it.action[5:]}' is not defined under forms"
-                )
+                raise ValueError(f"intents.items.{name}.action: form '{it.action[5:]}' is not defined under forms")
             if it.action == "reply" and not it.reply:
                 raise ValueError(f"intents.items.{name}: action 'reply' needs a 'reply' text")
             if not self.intents.app and not it.examples:
