@@ -7,12 +7,15 @@ before luodi's dependencies are installed).
     write_json(run_dir / "state.json", state)
     with atomic_path(run_dir / "model.safetensors") as tmp:   # for libraries that write a path themselves
         save_file(tensors, str(tmp))
+    with atomic_dir(cache / "model") as tmp:                 # for writers that fill a folder
+        model.save_pretrained(tmp)
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,6 +45,44 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_dir(path: str | os.PathLike, merge: bool = False) -> Iterator[Path]:
+    """A fresh temporary folder beside `path`: what is written there becomes `path` when the block ends without
+    an error (and is removed when it raises), so no reader sees a half-written folder. An old `path` is moved
+    aside first and removed after the swap. `merge=True` instead moves each written entry into the existing
+    folder `path`, replacing its namesakes and keeping its other files (e.g. a model's files saved into a run's
+    folder); each entry is swapped in whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700; the folder should look like any other
+        for f in tmp.rglob("*"):
+            _fsync(f)
+        if merge:
+            path.mkdir(exist_ok=True)
+            for entry in tmp.iterdir():
+                _swap_in(entry, path / entry.name)
+            tmp.rmdir()
+        else:
+            _swap_in(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _swap_in(new: Path, target: Path) -> None:
+    """os.replace for files and folders: an old folder at `target` is renamed aside, then removed."""
+    old = None
+    if target.is_dir() and not target.is_symlink():
+        old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".old"))
+        os.replace(target, old / target.name)
+    os.replace(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _fsync(path: Path) -> None:

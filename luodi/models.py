@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from luodi.atomic import atomic_dir
 from luodi.errors import BadRequest
 
 BUNDLED = {
@@ -116,8 +117,6 @@ def gguf_to_hf_dir(gguf_path: str | Path) -> Path:
     renames it into place, so an interrupted conversion never leaves a half-written cache.
     """
     import hashlib
-    import shutil
-    import tempfile
 
     from filelock import FileLock
 
@@ -139,26 +138,17 @@ def gguf_to_hf_dir(gguf_path: str | Path) -> Path:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=root))
-        try:
-            with _fast_gguf_reading():
-                tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
-                loaded = AutoModelForCausalLM.from_pretrained(
-                    src.parent, gguf_file=src.name, dtype=torch.float32)
-            # save_pretrained refuses a GGUF-loaded model: rebuild a plain one from its config and weights.
-            model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
-            model.load_state_dict(loaded.state_dict())
-            if getattr(model.generation_config, "eos_token_id", None) is None:
-                model.generation_config.eos_token_id = tok.eos_token_id
+        with _fast_gguf_reading():
+            tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+            loaded = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
+        # save_pretrained refuses a GGUF-loaded model: rebuild a plain one from its config and weights.
+        model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+        model.load_state_dict(loaded.state_dict())
+        if getattr(model.generation_config, "eos_token_id", None) is None:
+            model.generation_config.eos_token_id = tok.eos_token_id
+        with atomic_dir(out) as tmp:  # replaces a stale, incomplete directory from an older layout
             model.save_pretrained(tmp, safe_serialization=True)
             tok.save_pretrained(tmp)
-            del loaded, model
-            if out.exists():  # a stale, incomplete directory from an older layout
-                shutil.rmtree(out)
-            os.replace(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     return out
 
 
