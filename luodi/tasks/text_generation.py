@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from luodi.atomic import atomic_path, write_json
+from luodi.atomic import atomic_dir, atomic_path, write_json
 from luodi.config import AppConfig
 from luodi.data.text import read_dialogues
 from luodi.errors import BadRequest, ConfigError
@@ -326,12 +326,8 @@ class TextGenerationTask(TextInputs, TaskBase):
     def save(self, run_dir: Path) -> None:
         self._require_model()
         run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = run_dir / "adapter.tmp"
-        self.model.save_pretrained(str(tmp), safe_serialization=True)
-        for f in tmp.iterdir():
-            os.replace(f, run_dir / f.name)
-        tmp.rmdir()
+        with atomic_dir(run_dir, merge=True) as tmp:  # the adapter's files join the run's folder
+            self.model.save_pretrained(str(tmp), safe_serialization=True)
         write_json(
             run_dir / "text_generation.json",
             {"task": self.name, "source": self.source, "options": self.opts.model_dump()},
