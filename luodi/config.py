@@ -102,16 +102,22 @@ class SplitConfig(Strict):
 
 
 class DataConfig(Strict):
-    path: str | None = None  # file or folder; ${LUODI_DATASETS} is expanded; None for built-in sources
-    format: str | None = None  # csv | tsv | jsonl | json | conll | idx | wav-dir | sklearn:<name> | ...
+    path: str | None = Field(
+        None, description="file or folder; ${LUODI_DATASETS} is expanded; unset for built-in sources (sklearn:...)"
+    )
+    format: str | None = Field(
+        None, description="csv | tsv | jsonl | json | conll | idx | image-folder | wav-dir | sklearn:<name> | ..."
+    )
     columns: dict[str, Any] = Field(
-        default_factory=dict
-    )  # role -> column(s), e.g. text: text, label: category
+        default_factory=dict, description="role -> column(s), e.g. text: text, label: category"
+    )
     split: SplitConfig = Field(
         default_factory=lambda: SplitConfig(valid=0.1, seed=0),
         description="how validation rows are held out (luodi.data.split.split_indices)",
     )
-    options: dict[str, Any] = Field(default_factory=dict)  # reader-specific options (separator, header, ...)
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="reader-specific options (separator, header, comment, ...)"
+    )
 
 
 class ModelConfig(Strict):
@@ -129,45 +135,61 @@ class ModelConfig(Strict):
 
 
 class TrainConfig(Strict):
-    epochs: int = Field(10, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    batch_size: int = Field(32, ge=1)  # training examples per optimizer step
-    early_stopping: int | None = Field(3, ge=1)  # patience in epochs; None disables
-    seed: int = 0
-    class_weights: Literal["none", "balanced"] = "none"
-    resample: Literal["none", "oversample", "undersample"] = "none"
-    augment: dict[str, Any] = Field(default_factory=dict)
-    max_minutes: float | None = None
-    # after validating, train once more on train + validation rows (the served model); the reported
-    # validation metrics stay those of the model that never saw the validation rows
-    refit: bool = False
-    output_dir: str | None = None  # where runs/<app>/<version>/ go (default: LUODI_HOME/runs)
+    epochs: int = Field(10, ge=1, description="passes over the training data (LightGBM: n_estimators spread over them)")
+    lr: float = Field(1e-3, gt=0, description="learning rate")
+    batch_size: int = Field(32, ge=1, description="training examples per optimizer step")
+    early_stopping: int | None = Field(3, ge=1, description="patience in epochs; null disables")
+    seed: int = Field(0, description="seed of initialization, shuffling and sampling")
+    class_weights: Literal["none", "balanced"] = Field(
+        "none", description="balanced: weight classes inversely to their frequency"
+    )
+    resample: Literal["none", "oversample", "undersample"] = Field(
+        "none", description="re-balance the training rows by class"
+    )
+    augment: dict[str, Any] = Field(
+        default_factory=dict, description="image / speech augmentation (rotate, shift, scale, speed, ...)"
+    )
+    max_minutes: float | None = Field(None, description="stop training after this many minutes (torch loop)")
+    refit: bool = Field(
+        False,
+        description="after validating, train once more on train + validation rows (the served model); the "
+        "reported validation metrics stay those of the model that never saw the validation rows",
+    )
+    output_dir: str | None = Field(
+        None, description="where runs/<app>/<version>/ go (default: LUODI_HOME/runs)"
+    )
 
 
 class TuneConfig(Strict):
-    space: dict[str, Any] = Field(default_factory=dict)  # dotted path -> {low, high, log} | [choices]
-    sampler: Literal["grid", "random", "tpe"] = "tpe"
-    trials: int = Field(20, ge=1)
-    folds: int = Field(1, ge=1)
-    metric: str | None = None
-    direction: Literal["maximize", "minimize"] = "maximize"
+    space: dict[str, Any] = Field(
+        default_factory=dict, description="dotted config path -> {low, high, log} | [choices]"
+    )
+    sampler: Literal["grid", "random", "tpe"] = Field("tpe", description="how trials pick values")
+    trials: int = Field(20, ge=1, description="number of trials")
+    folds: int = Field(1, ge=1, description="k-fold cross-validation per trial (1: the validation split)")
+    metric: str | None = Field(None, description="metric to optimize (default: evaluate.metrics[0])")
+    direction: Literal["maximize", "minimize"] = Field("maximize", description="optimize up or down")
 
 
 class GoalConfig(Strict):
-    metric: str  # e.g. roc_auc
-    target: float  # the value to reach
-    direction: Literal["maximize", "minimize"] = "maximize"
-    note: str = ""  # e.g. "on adult.test"
+    metric: str = Field(description="e.g. roc_auc")
+    target: float = Field(description="the value to reach")
+    direction: Literal["maximize", "minimize"] = Field("maximize", description="higher or lower is better")
+    note: str = Field("", description='where it is measured, e.g. "on adult.test"')
 
 
 class EvaluateConfig(Strict):
-    metrics: list[str] = Field(default_factory=list)
-    goal: GoalConfig | None = None  # the business goal; bench/quality.py reports it
+    metrics: list[str] = Field(default_factory=list, description="metrics shown first (all are computed)")
+    goal: GoalConfig | None = Field(None, description="the business goal; bench/quality.py reports it")
 
 
 class ServeConfig(Strict):
-    batch_size: int = Field(32, ge=1)  # records per predict call; concurrent requests share one (1: never)
-    max_wait_ms: float = Field(0.0, ge=0, le=1000)  # how long a request waits for others to share its batch
+    batch_size: int = Field(
+        32, ge=1, description="records per predict call; concurrent requests share one (1: never)"
+    )
+    max_wait_ms: float = Field(
+        0.0, ge=0, le=1000, description="how long a request waits for others to share its batch"
+    )
 
 
 # keys removed because nothing read them -> the value every stored config.yaml holds: a stored run still loads
@@ -176,16 +198,18 @@ RETIRED: dict[str, Any] = {"train.max_wait_ms": 0.0, "serve.route": None}
 
 
 class AppConfig(Strict):
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
-    task: TaskName
-    description: str = ""
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="the app's name (runs, routes)")
+    task: TaskName = Field(description="the task family; it decides what model.options holds")
+    description: str = Field("", description="what the app does, shown in listings and the API docs")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
-    options: dict[str, Any] = Field(default_factory=dict)  # task-level extras (e.g. assistant definition)
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="task-level extras (the assistant's definition)"
+    )
 
     @model_validator(mode="before")
     @classmethod
