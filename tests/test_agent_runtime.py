@@ -12,10 +12,13 @@ import json
 import pytest
 
 from luodi.agent import approvals, memory
-from luodi.agent.runtime import Agent, Limits
-from luodi.agent.tools import builtin_tools, calculator, tool
+from luodi.agent.builtin_tools import builtin_tools
+from luodi.agent.calculator import calculator
+from luodi.agent.runtime import Agent, Limits, agent_from_config, collect, resume_after_approval
+from luodi.agent.tools import tool
 from luodi.engines.base import GenerationChunk
 from luodi.errors import BadRequest
+from luodi.llm import run_sync
 
 
 class ScriptedEngine:
@@ -40,9 +43,7 @@ class ScriptedEngine:
     async def _gen(self, text):
         if self.delay:
             await asyncio.sleep(self.delay)
-        yield GenerationChunk(
-            text=text, finish_reason="stop", prompt_tokens=10, completion_tokens=len(text.split())
-        )
+        yield GenerationChunk(text=text, finish_reason="stop", prompt_tokens=10, completion_tokens=len(text.split()))
 
     def generate(self, prompt, params):
         self.prompts.append(prompt)
@@ -71,9 +72,7 @@ def test_tool_call_then_answer_and_trace_is_stored():
     )
     res = Agent([calculator], engine=eng).run("What is 17 * 23?")
     assert res.stop_reason == "final_answer" and res.answer == "17 * 23 = 391"
-    assert (
-        res.steps == 2 and res.tool_calls == 1 and res.invalid_calls == 0 and res.tools_used == ["calculator"]
-    )
+    assert res.steps == 2 and res.tool_calls == 1 and res.invalid_calls == 0 and res.tools_used == ["calculator"]
     assert "Result of calculator: 391" in eng.prompts[1]  # the observation reached the model
     assert eng.params[0].temperature == 0.0
     # "17 * 23" is arithmetic: the router makes the first turn call a tool (no "content" alternative)
@@ -246,9 +245,7 @@ def test_long_term_memory_recall_reaches_the_prompt():
     mem.forget()
     mem.add("The customer's favourite branch is in Lyon.")
     mem.add("Quarterly report is due on March 31.")
-    assert mem.search("Which branch does the customer like?", k=1)[0].text.startswith(
-        "The customer's favourite"
-    )
+    assert mem.search("Which branch does the customer like?", k=1)[0].text.startswith("The customer's favourite")
     mem.path.unlink()  # the FAISS file is a cache: rebuilt from the table
     assert mem.search("When is the quarterly report due?", k=1)[0].text.startswith("Quarterly report")
     eng = ScriptedEngine([final("Lyon")])
@@ -282,3 +279,55 @@ def test_strict_route_answers_directly_when_no_tool_is_relevant():
     res = Agent([calculator], engine=eng, route="strict").run("Say hello in French")
     assert res.answer == "Bonjour" and res.tool_calls == 0
     assert "name" not in json.dumps(eng.params[0].json_schema)  # the first turn could only answer
+
+
+def _paused_calculator_run(eng: ScriptedEngine):
+    agent = agent_from_config({"names": ["calculator"], "approval": ["calculator"], "route": False}, engine=eng)
+    res = agent.run("What is 6 * 7?")
+    assert res.stop_reason == "approval_required"
+    return res
+
+
+def test_resume_after_approval_rebuilds_the_agent_from_its_thread():
+    """The one resume path the CLI and the HTTP route share: decide, rebuild the same tools, continue."""
+    eng = ScriptedEngine([call("calculator", {"expression": "6*7"}), final("6 * 7 is 42.")])
+    res = _paused_calculator_run(eng)
+    resumed = resume_after_approval(res.approval_id, True, actor="test", engine=eng)
+    assert resumed.approval["status"] == "approved" and resumed.approval["thread_id"] == res.thread_id
+    assert [(t.name, t.requires_approval) for t in resumed.agent.tools] == [("calculator", True)]
+    done = run_sync(collect(resumed.events))
+    assert [e["type"] for e in done.events][:2] == ["resume", "observation"]
+    assert done.events[1]["text"] == "42"
+    assert done.stop_reason == "final_answer" and done.answer == "6 * 7 is 42."
+    with pytest.raises(BadRequest, match="already approved"):
+        resume_after_approval(res.approval_id, False, actor="test", engine=eng)
+
+
+def test_http_approve_and_reject_resume_the_run():
+    from fastapi.testclient import TestClient
+
+    from luodi.serve.app import create_app
+    from luodi.settings import get_settings
+
+    eng = ScriptedEngine(
+        [
+            call("calculator", {"expression": "6*7"}),  # the two runs pause on their calls ...
+            call("calculator", {"expression": "1+1"}),
+            final("42."),  # ... then the approved one answers, then the rejected one
+            final("No."),
+        ]
+    )
+    app = create_app(get_settings().model_copy(update={"auth": "off"}), preload=False)
+    app.state.luodi.engine = eng
+    app.state.luodi.extra["owns_engine"] = False
+    with TestClient(app) as c:
+        approved, rejected = _paused_calculator_run(eng), _paused_calculator_run(eng)
+        r = c.post(f"/v1/agents/approvals/{approved.approval_id}/approve", json={"reason": "fine"})
+        assert r.status_code == 200 and r.json()["answer"] == "42." and r.json()["stop_reason"] == "final_answer"
+        r = c.post(f"/v1/agents/approvals/{rejected.approval_id}/reject")
+        assert r.status_code == 200 and r.json()["answer"] == "No."
+        assert "rejected" in [e for e in r.json()["events"] if e["type"] == "observation"][0]["text"]
+        r = c.post(f"/v1/agents/approvals/{approved.approval_id}/reject")
+        assert r.status_code == 409 and r.json()["error"]["param"] == "approval_id"
+        r = c.post(f"/v1/agents/approvals/{rejected.approval_id}/approve", json={"reason": "x", "colour": "red"})
+        assert r.status_code == 422 and r.json()["error"]["param"] == "colour"

@@ -1,4 +1,5 @@
-"""HTTP routes for agents (/v1/agents), assistants (/v1/assistants) and human hand-off tickets (/v1/tickets).
+"""HTTP routes for agents (`agents`, mounted at /v1/agents), assistants (`assistants`, /v1/assistants) and
+human hand-off tickets (`tickets`, /v1/tickets): create_app includes each router with its prefix.
 
 Every route is a thin face of luodi.agent (runtime, approvals, memory, assistant), like the CLI.
 """
@@ -9,81 +10,68 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Request
+from pydantic import Field
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from luodi.agent import approvals, memory
 from luodi.agent.assistant import answer_ticket, get_ticket, list_tickets, load_assistant
-from luodi.agent.runtime import Agent, Limits, agent_from_config
-from luodi.agent.tools import BUILTIN_NAMES
-from luodi.errors import BadRequest, LuodiError, Overloaded
-from luodi.serve.auth import require_key
+from luodi.agent.builtin_tools import BUILTIN_NAMES
+from luodi.agent.runtime import Limits, agent_from_config, collect, resume_after_approval
+from luodi.config import Strict
+from luodi.errors import BadRequest, LuodiError
+from luodi.llm import ensure_engine
 from luodi.serve.state import get_state
 
-router = APIRouter(dependencies=[Depends(require_key)])
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+agents = APIRouter(tags=["agents"])
+assistants = APIRouter(tags=["assistants"])
+tickets = APIRouter(tags=["tickets"])
 
 
 class RunRequest(Strict):
-    goal: str = Field(min_length=1, max_length=4000, examples=["What is the status of order A1002?"])
+    goal: str = Field(
+        min_length=1,
+        max_length=4000,
+        description="what the agent should achieve",
+        examples=["What is the status of order A1002?"],
+    )
     tools: list[str] = Field(
         default_factory=lambda: ["calculator", "sql", "kb_search", "current_time"],
         description=f"built-in tools: {', '.join(BUILTIN_NAMES)}",
     )
     thread_id: str | None = Field(None, description="continue this conversation")
-    kb: str = "bank-faq"
+    kb: str = Field("bank-faq", description="the knowledge base kb_search reads")
     approval: list[str] = Field(default_factory=list, description="tools that need a human's approval")
     memory: str | None = Field(None, description="long-term memory scope; off when omitted")
-    max_steps: int = Field(6, ge=1, le=50)
-    max_tool_calls: int = Field(5, ge=1, le=50)
-    max_tokens: int = Field(1500, ge=16, le=32000)
-    max_seconds: float = Field(120, gt=0, le=3600)
-    stream: bool = False
+    max_steps: int = Field(6, ge=1, le=50, description="model turns")
+    max_tool_calls: int = Field(5, ge=1, le=50, description="tool calls")
+    max_tokens: int = Field(1500, ge=16, le=32000, description="completion tokens over the whole run")
+    max_seconds: float = Field(120, gt=0, le=3600, description="wall time of the run")
+    stream: bool = Field(False, description="send the trace as server-sent events")
 
 
 class DecideRequest(Strict):
-    reason: str = ""
-    stream: bool = False
+    reason: str = Field("", description="why, kept with the decision")
+    stream: bool = Field(False, description="send the resumed trace as server-sent events")
 
 
 class AssistantMessage(Strict):
-    message: str = Field(min_length=1, max_length=2000, examples=["Where is my order A1002?"])
-    thread_id: str | None = None
+    message: str = Field(
+        min_length=1, max_length=2000, description="the customer's message", examples=["Where is my order A1002?"]
+    )
+    thread_id: str | None = Field(None, description="the conversation; a new one when omitted")
 
 
 class TicketAnswer(Strict):
-    answer: str = Field(min_length=1, max_length=10000)
-    close: bool = False
+    answer: str = Field(min_length=1, max_length=10000, description="the human agent's answer")
+    close: bool = Field(False, description="close the ticket (no further answers)")
 
 
-def _engine(request: Request):
-    from luodi.llm import ensure_engine
-
-    try:
-        return ensure_engine(get_state(request))
-    except LuodiError:
-        raise
-    except Exception as e:  # no chat model on this server: say so, never 500
-        raise Overloaded(f"the chat engine is not available ({e}); agents need an LLM") from e
-
-
-def _agent(
-    request: Request, cfg: dict[str, Any], limits: Limits | None = None, memory_scope: str | None = None
-):
-    agent = agent_from_config(cfg, limits=limits, memory_scope=memory_scope)
-    agent._engine = _engine(request)
-    return agent
-
-
-async def _respond(request: Request, agent: Agent, events: AsyncIterator[dict[str, Any]], stream: bool):
+async def _respond(request: Request, events: AsyncIterator[dict[str, Any]], stream: bool):
     first = await events.__anext__()  # bad thread / state -> a normal 4xx here
     if not stream:
-        res = await agent._collect(_chain(first, events))
+        res = await collect(_chain(first, events))
         return res.to_dict()
 
     async def gen():
@@ -110,7 +98,7 @@ async def _chain(first: dict[str, Any], rest: AsyncIterator[dict[str, Any]]) -> 
 # ------------------------------------------------------------------------------------------ agents
 
 
-@router.post("/v1/agents/runs", tags=["agents"])
+@agents.post("/runs")
 async def run_agent(body: RunRequest, request: Request):
     """Run an agent on a goal: the final result, or its trace as server-sent events with `stream: true`."""
     cfg = {"names": body.tools, "kb": body.kb, "approval": body.approval}
@@ -120,16 +108,19 @@ async def run_agent(body: RunRequest, request: Request):
         max_tokens=body.max_tokens,
         max_seconds=body.max_seconds,
     )
-    agent = await run_in_threadpool(_agent, request, cfg, limits, body.memory)
-    return await _respond(request, agent, agent.stream(body.goal, body.thread_id), body.stream)
+    engine = await run_in_threadpool(ensure_engine, get_state(request))
+    agent = await run_in_threadpool(
+        lambda: agent_from_config(cfg, engine=engine, limits=limits, memory_scope=body.memory)
+    )
+    return await _respond(request, agent.stream(body.goal, body.thread_id), body.stream)
 
 
-@router.get("/v1/agents/threads/{thread_id}", tags=["agents"])
+@agents.get("/threads/{thread_id}")
 async def get_agent_thread(thread_id: str) -> dict[str, Any]:
     return await run_in_threadpool(memory.get_thread, thread_id)
 
 
-@router.get("/v1/agents/approvals", tags=["agents"])
+@agents.get("/approvals")
 async def list_pending(
     status: Literal["pending", "approved", "rejected", "all"] = "pending", thread_id: str | None = None
 ) -> dict[str, Any]:
@@ -138,19 +129,21 @@ async def list_pending(
 
 
 async def _decide(approval_id: int, ok: bool, body: DecideRequest, request: Request):
-    ap = await run_in_threadpool(approvals.decide, approval_id, ok, "http", body.reason)
-    th = await run_in_threadpool(memory.get_thread, ap["thread_id"])
-    agent = await run_in_threadpool(_agent, request, th["state"].get("tools") or {})
-    return await _respond(request, agent, agent.stream_resume(ap["thread_id"]), body.stream)
+    # the engine first: a server without one answers 503 and the approval stays pending
+    engine = await run_in_threadpool(ensure_engine, get_state(request))
+    resumed = await run_in_threadpool(
+        lambda: resume_after_approval(approval_id, ok, actor="http", reason=body.reason, engine=engine)
+    )
+    return await _respond(request, resumed.events, body.stream)
 
 
-@router.post("/v1/agents/approvals/{approval_id}/approve", tags=["agents"])
+@agents.post("/approvals/{approval_id}/approve")
 async def approve(approval_id: int, request: Request, body: DecideRequest | None = None):
     """Approve a paused tool call; the agent runs it and continues."""
     return await _decide(approval_id, True, body or DecideRequest(), request)
 
 
-@router.post("/v1/agents/approvals/{approval_id}/reject", tags=["agents"])
+@agents.post("/approvals/{approval_id}/reject")
 async def reject(approval_id: int, request: Request, body: DecideRequest | None = None):
     """Reject a paused tool call; the agent continues without it."""
     return await _decide(approval_id, False, body or DecideRequest(), request)
@@ -159,7 +152,7 @@ async def reject(approval_id: int, request: Request, body: DecideRequest | None 
 # ------------------------------------------------------------------------------------------ assistants
 
 
-@router.post("/v1/assistants/{app}/threads", tags=["assistants"], status_code=201)
+@assistants.post("/{app}/threads", status_code=201)
 async def start_conversation(app: str) -> dict[str, Any]:
     """Start a conversation; returns its id and the greeting."""
 
@@ -171,7 +164,7 @@ async def start_conversation(app: str) -> dict[str, Any]:
     return await run_in_threadpool(start)
 
 
-@router.post("/v1/assistants/{app}/messages", tags=["assistants"])
+@assistants.post("/{app}/messages")
 async def send_message(app: str, body: AssistantMessage) -> dict[str, Any]:
     """One customer turn: the reply with its intent, confidence, action, slots and any ticket."""
 
@@ -181,7 +174,7 @@ async def send_message(app: str, body: AssistantMessage) -> dict[str, Any]:
     return await run_in_threadpool(respond)
 
 
-@router.get("/v1/assistants/threads/{thread_id}/messages", tags=["assistants"])
+@assistants.get("/threads/{thread_id}/messages")
 async def poll_messages(thread_id: str, after: int = 0) -> dict[str, Any]:
     """Messages after id `after` — how the customer's page sees a human agent's answer."""
     if after < 0:
@@ -197,20 +190,20 @@ async def poll_messages(thread_id: str, after: int = 0) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ tickets
 
 
-@router.get("/v1/tickets", tags=["tickets"])
-async def tickets(
+@tickets.get("")
+async def tickets_by_status(
     status: Literal["open", "answered", "closed", "all"] = "open", limit: int = 100
 ) -> dict[str, Any]:
     rows = await run_in_threadpool(list_tickets, None if status == "all" else status, limit)
     return {"object": "list", "data": rows}
 
 
-@router.get("/v1/tickets/{ticket_id}", tags=["tickets"])
+@tickets.get("/{ticket_id}")
 async def ticket(ticket_id: int) -> dict[str, Any]:
     return await run_in_threadpool(get_ticket, ticket_id)
 
 
-@router.post("/v1/tickets/{ticket_id}/answer", tags=["tickets"])
+@tickets.post("/{ticket_id}/answer")
 async def answer(ticket_id: int, body: TicketAnswer, request: Request) -> dict[str, Any]:
     """A human agent answers; the answer is appended to the customer's conversation."""
     key = getattr(request.state, "luodi_key_checked", None)

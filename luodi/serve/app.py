@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 from contextlib import asynccontextmanager
@@ -15,16 +14,18 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from luodi import __version__
+from luodi.engines import engine_status
 from luodi.errors import LuodiError
-from luodi.serve.auth import require_key_on_v1
+from luodi.llm import ensure_engine
+from luodi.serve import agent_routes, apps_routes, console, kb_routes, keys_routes, openai_routes
+from luodi.serve.auth import require_admin, require_key
 from luodi.serve.metrics import MetricsMiddleware, ServerMetrics
 from luodi.serve.state import ServerState
 from luodi.settings import Settings, get_settings
+from luodi.store import init_db
 
 log = logging.getLogger("luodi.serve")
 
-# Each module defines `router: fastapi.APIRouter`; the list order is the mount order.
-ROUTE_MODULES = ("openai_routes", "keys_routes", "apps_routes", "kb_routes", "agent_routes", "console")
 # Routes that speak the OpenAI protocol answer request validation errors with 400 (as OpenAI does);
 # every other route keeps FastAPI's 422, both naming the offending field.
 OPENAI_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models")
@@ -166,12 +167,8 @@ def jsonable_errors(errors: list[dict]) -> list[dict]:
 @asynccontextmanager
 async def _lifespan(app: FastAPI):
     state: ServerState = app.state.luodi
-    from luodi.store import init_db
-
     init_db(state.settings.db_url)
     if app.state.preload:
-        from luodi.llm import ensure_engine
-
         try:
             ensure_engine(state)
         except Exception as e:  # noqa: BLE001 - serve the other routes; chat routes retry and answer 503
@@ -184,6 +181,20 @@ async def _lifespan(app: FastAPI):
                 state.engine.close()
             except Exception:  # noqa: BLE001 - shutting down anyway
                 log.exception("closing the engine failed")
+
+
+def _include_routes(app: FastAPI) -> None:
+    """Every area's routes, where they are mounted and who may call them: every /v1/ route needs a key
+    (an admin key for key management), the console's page and files need none."""
+    key, admin = [Depends(require_key)], [Depends(require_admin)]
+    app.include_router(openai_routes.router, dependencies=key)  # /v1/chat/completions, /v1/models, ...
+    app.include_router(keys_routes.router, prefix="/v1/keys", dependencies=admin)
+    app.include_router(apps_routes.router, dependencies=key)  # /v1/apps/...
+    app.include_router(kb_routes.router, prefix="/v1/kb", dependencies=key)
+    app.include_router(agent_routes.agents, prefix="/v1/agents", dependencies=key)
+    app.include_router(agent_routes.assistants, prefix="/v1/assistants", dependencies=key)
+    app.include_router(agent_routes.tickets, prefix="/v1/tickets", dependencies=key)
+    app.include_router(console.router)  # / and /static/...
 
 
 def create_app(settings: Settings | None = None, *, preload: bool = True) -> FastAPI:
@@ -202,19 +213,10 @@ def create_app(settings: Settings | None = None, *, preload: bool = True) -> Fas
     app.state.luodi.extra["metrics"] = metrics
     _install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    for name in ROUTE_MODULES:
-        try:
-            mod = importlib.import_module(f"luodi.serve.{name}")
-        except ModuleNotFoundError as e:  # an area not written yet
-            if e.name != f"luodi.serve.{name}":
-                raise
-            continue
-        app.include_router(mod.router, dependencies=[Depends(require_key_on_v1)])
+    _include_routes(app)
 
     @app.get("/health", include_in_schema=False)
     def health() -> dict:
-        from luodi.engines import engine_status
-
         st: ServerState = app.state.luodi
         engine = engine_status(st.engine)
         return {

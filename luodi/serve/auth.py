@@ -1,8 +1,7 @@
 """API-key auth for /v1/*: `Authorization: Bearer <key>`, per-key rate limits; LUODI_AUTH=off disables both.
 
-Other routers protect their routes with `Depends(require_key)`; create_app() also adds it to every /v1/ route,
-so a route cannot be left open by mistake (the check runs once per request). Key management routes also
-depend on `require_admin`: a user key gets 403 there.
+create_app() includes every /v1/ router with `Depends(require_key)` (the check runs once per request, so a
+route may depend on it again); key management is included with `require_admin`: a user key gets 403 there.
 """
 
 from __future__ import annotations
@@ -52,13 +51,6 @@ async def require_key(request: Request) -> KeyInfo | None:
     _limiter(request).check(f"key:{info.id}", info.rate_limit_rpm or settings.rate_limit_rpm)
     setattr(request.state, _CHECKED, info)
     return info
-
-
-async def require_key_on_v1(request: Request) -> KeyInfo | None:
-    """Like require_key, but only for paths under /v1/ (added to every router by create_app)."""
-    if request.url.path.startswith("/v1/") or request.url.path == "/v1":
-        return await require_key(request)
-    return None
 
 
 async def require_admin(request: Request) -> KeyInfo | None:

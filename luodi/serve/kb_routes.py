@@ -1,5 +1,5 @@
-"""HTTP routes for knowledge bases under /v1/kb: list/create/delete, upload and list documents, search,
-and ask (JSON, or server-sent events with `"stream": true`). Every route calls luodi.rag."""
+"""HTTP routes for knowledge bases (create_app mounts them at /v1/kb): list/create/delete, upload and list
+documents, search, and ask (JSON, or server-sent events with `"stream": true`). Every route calls luodi.rag."""
 
 from __future__ import annotations
 
@@ -7,43 +7,39 @@ import json
 from pathlib import PurePath
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, File, Request, UploadFile
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, File, Request, UploadFile
+from pydantic import Field
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from luodi import rag
+from luodi.config import Strict
 from luodi.errors import BadRequest, LuodiError, Overloaded
 from luodi.rag.ingest import delete_document
-from luodi.serve.auth import require_key
 from luodi.serve.state import get_state
 from luodi.serve.uploads import read_uploads
 
-router = APIRouter(prefix="/v1/kb", tags=["knowledge bases"], dependencies=[Depends(require_key)])
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+router = APIRouter(tags=["knowledge bases"])
 
 
 class CreateKb(Strict):
     name: str = Field(description="lowercase letters, digits, '-' or '_'", examples=["product-docs"])
-    chunk_tokens: int = Field(200, ge=16, le=512)
-    overlap: int = Field(1, ge=0, le=5)
+    chunk_tokens: int = Field(200, ge=16, le=512, description="max encoder tokens per chunk")
+    overlap: int = Field(1, ge=0, le=5, description="sentences repeated between neighbouring chunks")
     min_score: float | None = Field(None, ge=-1, le=1, description="'not found' threshold on best cosine")
 
 
 class SearchRequest(Strict):
-    query: str = Field(min_length=1, max_length=2000)
-    k: int = Field(5, ge=1, le=100)
-    mode: Literal["hybrid", "dense", "bm25"] = "hybrid"
+    query: str = Field(min_length=1, max_length=2000, description="what to look for")
+    k: int = Field(5, ge=1, le=100, description="passages returned")
+    mode: Literal["hybrid", "dense", "bm25"] = Field("hybrid", description="ranking: blended, vectors or BM25")
 
 
 class AskRequest(Strict):
-    question: str = Field(min_length=1, max_length=2000)
-    k: int = Field(3, ge=1, le=20)
-    stream: bool = False
-    max_tokens: int = Field(64, ge=1, le=1024)
+    question: str = Field(min_length=1, max_length=2000, description="the question to answer from the KB")
+    k: int = Field(3, ge=1, le=20, description="passages given to the model")
+    stream: bool = Field(False, description="send passages, deltas and the answer as server-sent events")
+    max_tokens: int = Field(64, ge=1, le=1024, description="longest answer, in tokens")
 
 
 @router.get("")

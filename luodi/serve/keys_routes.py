@@ -1,18 +1,18 @@
 """API key management over HTTP: GET/POST /v1/keys, DELETE /v1/keys/{id} (same functions as `luodi keys`).
 
-Every route here needs an admin key; a user key is answered 403 (OpenAI error shape, type permission_error).
+create_app mounts the router at /v1/keys behind `require_admin`: a user key is answered 403 (OpenAI error
+shape, type permission_error).
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from luodi import keys
-from luodi.serve.auth import require_admin
 
-router = APIRouter(prefix="/v1/keys", tags=["keys"], dependencies=[Depends(require_admin)])
+router = APIRouter(tags=["keys"])
 
 
 class KeyCreate(BaseModel):
