@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
-
 import typer
+
+from luodi.cli import agent, apps, kb, llm
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="luodi (落地): put large models to real use.")
 
-# Each module defines register(app) and only calls into luodi's Python API.
-for _mod in ("llm", "apps", "kb", "agent"):
-    try:
-        importlib.import_module(f"luodi.cli.{_mod}").register(app)
-    except ModuleNotFoundError as e:  # an area not written yet
-        if e.name != f"luodi.cli.{_mod}":
-            raise
+# Each area registers its commands and only calls into luodi's Python API.
+for area in (llm, apps, kb, agent):
+    area.register(app)
 
 
 def main() -> None:

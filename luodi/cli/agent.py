@@ -16,15 +16,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from luodi.cli.common import fail
 from luodi.errors import LuodiError
 
 console = Console(stderr=True)
 out = Console()
-
-
-def _fail(e: LuodiError) -> None:
-    console.print(f"[red]error:[/red] {e.message}", highlight=False)
-    raise typer.Exit(2)
 
 
 def _print_event(ev: dict[str, Any]) -> None:
@@ -118,20 +114,17 @@ def register(app: typer.Typer) -> None:
             )
             asyncio.run(_stream(a.stream(goal, thread)))
         except LuodiError as e:
-            _fail(e)
+            fail(e)
 
     def _decide(approval_id: int, ok: bool, model: str | None) -> None:
-        from luodi.agent import approvals, memory
-        from luodi.agent.runtime import agent_from_config
+        from luodi.agent.runtime import resume_after_approval
 
         try:
-            ap = approvals.decide(approval_id, ok, actor="cli")
-            console.print(f"approval {approval_id}: {ap['status']}")
-            state = memory.get_thread(ap["thread_id"])["state"]
-            a = agent_from_config(state.get("tools"), model=model)
-            asyncio.run(_stream(a.stream_resume(ap["thread_id"])))
+            resumed = resume_after_approval(approval_id, ok, actor="cli", model=model)
+            console.print(f"approval {approval_id}: {resumed.approval['status']}")
+            asyncio.run(_stream(resumed.events))
         except LuodiError as e:
-            _fail(e)
+            fail(e)
 
     @agent.command("approve")
     def approve_cmd(approval_id: int, model: Annotated[str | None, typer.Option()] = None):
@@ -151,7 +144,7 @@ def register(app: typer.Typer) -> None:
         try:
             th = memory.get_thread(thread_id)
         except LuodiError as e:
-            _fail(e)
+            fail(e)
         for m in th["messages"]:
             out.print(f"[bold]{m['role']}[/bold]: {m['content']}", highlight=False)
 
@@ -196,7 +189,7 @@ def register(app: typer.Typer) -> None:
             )
             raise typer.Exit(130) from None
         except LuodiError as e:
-            _fail(e)
+            fail(e)
         if json_out:
             out.print_json(json.dumps({k: v for k, v in s.items() if k != "results"}))
             return
@@ -225,7 +218,7 @@ def register(app: typer.Typer) -> None:
             a = load_assistant(app_ref)
             tid = a.start()
         except LuodiError as e:
-            _fail(e)
+            fail(e)
         out.print(f"[bold]bot[/bold]: {a.opts.greeting}", highlight=False)
         seen = max(m["id"] for m in memory.get_thread(tid)["messages"])
         while True:
@@ -273,7 +266,7 @@ def register(app: typer.Typer) -> None:
         try:
             r = run_tests(tests, app=app_ref, progress=show)
         except LuodiError as e:
-            _fail(e)
+            fail(e)
         out.print(
             f"task success {r['task_success_rate']:.1%} ({len(r['conversations'])} conversations) · "
             f"intent accuracy {r['intent_accuracy']:.1%} ({r['intent_turns']} turns) · "
@@ -290,7 +283,7 @@ def register(app: typer.Typer) -> None:
         try:
             rows = list_tickets(None if status == "all" else status)
         except LuodiError as e:
-            _fail(e)
+            fail(e)
         t = Table()
         for col in ("id", "status", "thread", "subject"):
             t.add_column(col)
@@ -306,5 +299,5 @@ def register(app: typer.Typer) -> None:
         try:
             r = answer_ticket(ticket_id, text, actor="cli", close=close)
         except LuodiError as e:
-            _fail(e)
+            fail(e)
         out.print(f"ticket {r['id']} {r['status']}; sent to thread {r['thread_id']}")

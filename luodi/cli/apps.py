@@ -10,16 +10,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from luodi.cli.common import fail as _fail
 from luodi.config import parse_overrides
 from luodi.errors import LuodiError
 
 console = Console(stderr=True)
 out = Console()
-
-
-def _fail(e: LuodiError) -> None:
-    console.print(f"[red]error:[/red] {e.message}", highlight=False)
-    raise typer.Exit(2)
 
 
 def _is_file(text: str) -> bool:

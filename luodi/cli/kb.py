@@ -9,15 +9,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from luodi.cli.common import fail
 from luodi.errors import LuodiError
 
 console = Console(stderr=True)
 out = Console()
-
-
-def _fail(e: LuodiError) -> None:
-    console.print(f"[red]error:[/red] {e.message}", highlight=False)
-    raise typer.Exit(2)
 
 
 def register(app: typer.Typer) -> None:
@@ -37,7 +33,7 @@ def register(app: typer.Typer) -> None:
         try:
             info = rag.create_kb(name, chunk_tokens=chunk_tokens, overlap=overlap, min_score=min_score)
         except LuodiError as e:
-            _fail(e)
+            fail(e)
         out.print(f"created knowledge base '{info['name']}' ({json.dumps(info['config'])})")
 
     @kb.command("add")
@@ -54,7 +50,7 @@ def register(app: typer.Typer) -> None:
             console.print(f"[yellow]interrupted[/yellow]: run `luodi kb add {name} ...` again to resume")
             raise typer.Exit(130) from None
         except LuodiError as e:
-            _fail(e)
+            fail(e)
         if r.recovered:
             console.print(f"cleaned up {r.recovered} half-added document(s) from an interrupted run")
         out.print(
@@ -86,7 +82,7 @@ def register(app: typer.Typer) -> None:
         try:
             docs = rag.list_documents(name)
         except LuodiError as e:
-            _fail(e)
+            fail(e)
         t = Table(title=f"documents in '{name}'")
         for col in ("id", "source", "chunks", "status"):
             t.add_column(col)
@@ -107,7 +103,7 @@ def register(app: typer.Typer) -> None:
         try:
             res = rag.search(name, query, k=k, mode=mode)
         except LuodiError as e:
-            _fail(e)
+            fail(e)
         for i, h in enumerate(res.hits, 1):
             out.print(f"[bold][{i}][/bold] {h.source} [{h.start}:{h.end}] cos={h.dense:.3f}", highlight=False)
             out.print(h.text, highlight=False, markup=False)
@@ -137,7 +133,7 @@ def register(app: typer.Typer) -> None:
         try:
             run_sync(consume())
         except LuodiError as e:
-            _fail(e)
+            fail(e)
         if as_json:
             out.print_json(json.dumps(final))
             return
@@ -162,7 +158,7 @@ def register(app: typer.Typer) -> None:
         try:
             m = rag.evaluate(name, qa, mode=mode, generate=generate, progress=True)
         except LuodiError as e:
-            _fail(e)
+            fail(e)
         t = Table(title=f"'{name}' on {qa} ({mode})")
         t.add_column("metric")
         t.add_column("value", justify="right")
@@ -183,5 +179,5 @@ def register(app: typer.Typer) -> None:
         try:
             info = rag.delete_kb(name)
         except LuodiError as e:
-            _fail(e)
+            fail(e)
         out.print(f"deleted '{name}' ({info['documents']} documents)")

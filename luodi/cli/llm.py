@@ -16,6 +16,7 @@ from rich.table import Table
 
 from luodi import keys as keys_service
 from luodi import llm
+from luodi.cli.common import fail as _fail
 from luodi.errors import LuodiError
 from luodi.settings import get_settings, reset_settings
 
@@ -27,11 +28,6 @@ DEMO_HOOKS: list[tuple[str, str, str]] = [
     ("luodi.api", "ensure_demo_apps", "demo apps"),
     ("luodi.agent.assistant", "ensure_demo", "customer-service assistant"),
 ]
-
-
-def _fail(e: LuodiError) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {e.message}", highlight=False, markup=True)
-    return typer.Exit(2)
 
 
 def _apply_overrides(**env: str | int | None) -> None:
