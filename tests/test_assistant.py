@@ -18,7 +18,7 @@ from luodi.agent.assistant import (
     run_tests,
 )
 from luodi.config import AppConfig, load_app_config
-from luodi.errors import BadRequest, ConfigError
+from luodi.errors import BadRequest, ConfigError, NotFound
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,8 +66,9 @@ def test_bad_input_is_a_clear_error():
     a = load_assistant("customer-service")
     with pytest.raises(BadRequest, match="message"):
         a.respond("   ")
-    with pytest.raises(Exception, match="not found"):
+    with pytest.raises(NotFound, match="not found") as e:
         a.respond("hi", thread_id="th_does_not_exist")
+    assert e.value.status == 404
 
 
 def _cfg(options: dict) -> AppConfig:
@@ -165,9 +166,30 @@ def test_handoff_round_trip_over_http(live_server):
         # errors are 4xx with the field named, never 500
         assert c.post("/v1/tickets/999999/answer", json={"answer": "x"}).status_code == 404
         bad = c.post("/v1/assistants/customer-service/messages", json={"message": ""})
-        assert bad.status_code in (400, 422)
+        assert bad.status_code == 422 and bad.json()["error"]["param"] == "message"
         assert c.post("/v1/assistants/no-such-app/messages", json={"message": "hi"}).status_code == 404
         assert c.get("/v1/assistants/threads/nope/messages").status_code == 404
-        assert c.get("/v1/tickets", params={"status": "weird"}).status_code in (400, 422)
+        weird = c.get("/v1/tickets", params={"status": "weird"})
+        assert weird.status_code == 422 and weird.json()["error"]["param"] == "status"
         assert httpx.get(f"{live_server.url}/v1/tickets", timeout=30).status_code == 401  # key required
     time.sleep(0)  # keep the server fixture alive until here
+
+
+def test_suite_files_are_read_by_one_loader_naming_file_and_key(tmp_path):
+    """Conversation tests and agent task suites: a missing file, bad YAML or a wrong key is a ConfigError."""
+    from luodi.agent.evals import load_suite
+
+    with pytest.raises(ConfigError, match="test file '.*nope.yaml' not found"):
+        run_tests(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("conversations:\n  - name: x\n    turns: [{user: hi, colour: red}]\n")
+    with pytest.raises(ConfigError, match="unknown key 'conversations.0.turns.0.colour'"):
+        run_tests(bad)
+    with pytest.raises(ConfigError, match="task file '.*nope.yaml' not found"):
+        load_suite(tmp_path / "nope.yaml")
+    bad.write_text("tasks: [{id: a, goal: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_suite(bad)
+    bad.write_text("tasks: [{id: a, goal: g}, {id: a, goal: h}]\n")
+    with pytest.raises(ConfigError, match="repeated: a"):
+        load_suite(bad)
