@@ -2,5 +2,5 @@
 
 Import the verbs from `luodi.api` (the public face); the modules here read top to bottom: configs (which app),
 train, predict, evaluate, cv (the k-fold loop), tune (searches via hpo), runs (list, promote), demo, and
-registry (runs/<app>/<version>/ and the runs table, below the tasks: they import its CHECKPOINT_DIR).
+registry (runs/<app>/<version>/ and the runs table).
 """

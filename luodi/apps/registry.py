@@ -24,9 +24,9 @@ from luodi.errors import LuodiError, NotFound
 from luodi.settings import get_settings
 from luodi.store.db import session_scope
 from luodi.store.tables import Run, ServedVersion
+from luodi.train import CHECKPOINT_DIR  # per-epoch state: removed when a run finishes, never in its manifest
 
 MANIFEST = "manifest.json"
-CHECKPOINT_DIR = "checkpoint"  # per-epoch state, removed when a run finishes; never part of the manifest
 RESUMABLE = ("running", "interrupted", "failed")
 _LIBS = (
     "luodi",

@@ -19,7 +19,6 @@ import pandas as pd
 from pydantic import BaseModel, Field, create_model
 
 from luodi import atomic
-from luodi.apps.registry import CHECKPOINT_DIR
 from luodi.config import AppConfig, ModelConfig, model_options
 from luodi.data.readers import read_app_table
 from luodi.data.split import split_frame
@@ -31,6 +30,7 @@ from luodi.tasks.base import TableInputs, TaskBase, model_name
 from luodi.tasks.tabular import TabularTask
 from luodi.tasks.tabular.store import record_model
 from luodi.tasks.tabular.torch_state import load_torch_state, save_torch_state, tensor_batches
+from luodi.train import CHECKPOINT_DIR
 
 TARGET = "__anomaly__"
 

@@ -34,8 +34,8 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 
 from luodi.atomic import atomic_path, write_json
 from luodi.errors import ConfigError
+from luodi.train import CHECKPOINT_DIR
 
-CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
 
 StepFn = Callable[[torch.nn.Module, Any], torch.Tensor]

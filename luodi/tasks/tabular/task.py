@@ -11,7 +11,6 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from luodi.apps.registry import CHECKPOINT_DIR
 from luodi.config import AppConfig, model_options
 from luodi.data.balance import resample, sample_weights
 from luodi.data.coding import Coding, check_ordinal, rank_columns
@@ -26,6 +25,7 @@ from luodi.tasks.base import TableInputs, TaskBase
 from luodi.tasks.tabular.members import MemberFitting
 from luodi.tasks.tabular.sklearn_members import SKLEARN_MEMBERS, OnnxMember
 from luodi.tasks.tabular.store import TabularStore
+from luodi.train import CHECKPOINT_DIR
 
 
 def progress_bars(enabled: bool):
