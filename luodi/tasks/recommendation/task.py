@@ -25,6 +25,7 @@ from luodi.options.recommendation import RecommendationOptions
 from luodi.tasks.base import TaskBase
 from luodi.tasks.recommendation.bpmf import BPMF
 from luodi.tasks.recommendation.ratings import read_item_names, read_ratings
+from luodi.train import CHECKPOINT_DIR
 
 WEIGHTS = "recommender.safetensors"
 META = "recommender.json"
@@ -126,7 +127,7 @@ class RecommendationTask(TaskBase):
         mean = float(train["rating"].mean())
         r = train["rating"].to_numpy(float) - mean
         sampler = BPMF(len(user_ids), len(item_ids), factors, self.config.train.seed)
-        ckpt = Path(run_dir) / "checkpoint"
+        ckpt = Path(run_dir) / CHECKPOINT_DIR
         if sampler.restore(ckpt) and progress:
             print(f"resuming BPMF from iteration {sampler.iteration} ({ckpt})")
         from threadpoolctl import threadpool_limits
