@@ -480,6 +480,57 @@ def test_http_routes(trained):
         assert typed["tags"] == ["apps"] and typed["summary"] == "Predict with app 't-diag'"
 
 
+def test_uploads_are_read_in_memory(trained, monkeypatch):
+    """Uploaded files reach the app's reader from memory (no temporary file or folder), named like the upload,
+    in each format the readers take: rows of a table app, texts of a text app."""
+    import tempfile
+
+    import pandas as pd
+    from fastapi.testclient import TestClient
+
+    from luodi.data.inmemory import InMemoryFile
+    from luodi.data.text import read_text_inputs
+    from luodi.serve.app import create_app
+    from luodi.settings import get_settings
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an upload was written to a temporary file")
+
+    rows = records(3)
+    with TestClient(create_app(get_settings().model_copy(update={"auth": "off"}), preload=False)) as c:
+        monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+        monkeypatch.setattr(tempfile, "mkstemp", refuse)
+        files = [
+            ("files", ("rows.parquet", _parquet(pd.DataFrame(rows[:1])), "application/octet-stream")),
+            ("files", ("rows.jsonl", "\n".join(json.dumps(r) for r in rows[1:]).encode(), "x")),
+        ]
+        r = c.post("/v1/apps/t-diag/predict/files", files=files)
+        assert r.status_code == 200, r.text
+        assert [o["input"] for o in r.json()["outputs"]] == ["rows.parquet", "rows.jsonl", "rows.jsonl"]
+        direct = api.predict("t-diag", rows)
+        assert [o["probability"] for o in r.json()["outputs"]] == pytest.approx([o["probability"] for o in direct])
+        r = c.post("/v1/apps/t-diag/predict/files", files=[("files", ("bad.parquet", b"PAR1 not parquet", "x"))])
+        assert r.status_code == 400 and "bad.parquet" in r.json()["error"]["message"]
+    texts = {
+        "q.txt": (b"where is my card\n\nI lost my PIN\n", ["where is my card", "I lost my PIN"]),
+        "q.json": (b'["hi", "bye"]', ["hi", "bye"]),
+        "q.csv": (b"text,label\nhello there,greet\n", ["hello there"]),
+    }
+    for name, (data, want) in texts.items():
+        with InMemoryFile.holding(name, data) as f:
+            assert [r["text"] for r in read_text_inputs(f)] == want, name
+    with InMemoryFile.holding("img.png", b"\x89PNG\0\0") as f, pytest.raises(BadRequest, match="img.png"):
+        read_text_inputs(f)  # a binary file is refused, and named
+
+
+def _parquet(df) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    df.to_parquet(buf)
+    return buf.getvalue()
+
+
 def test_typed_routes_come_at_startup_and_on_promote(tmp_path):
     """An app trained while the server runs is served by the generic route; promoting it (HTTP) gives it its
     typed route, with its own input schema, on the running server. The typed route asks for the API key too."""
@@ -590,13 +641,14 @@ def test_tune_on_ray_interrupted_resumed_and_equal_to_local(tmp_path):
         while not [f for f in runs.glob("t-ray-resume/ray/*/*/result.json") if f.stat().st_size]:
             assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
             time.sleep(0.1)
-        interrupted_at = time.time()
         proc.send_signal(signal.SIGINT)
         out = proc.communicate(timeout=120)[0]
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130 and "--resume" in out, out
+    # the trials that had finished when Tune stopped (however many finished between the signal and the stop)
+    finished = {f.parent.name: f.read_text() for f in runs.glob("t-ray-resume/ray/*/*/result.json") if f.stat().st_size}
     with pytest.raises(BadRequest, match="another config, sampler, --folds or --trials"):
         api.tune(p, sampler="random", executor="ray", cpus=1, progress=False, resume=True)
     res = api.tune(p, sampler="grid", executor="ray", cpus=1, progress=False, resume=True)
@@ -604,11 +656,9 @@ def test_tune_on_ray_interrupted_resumed_and_equal_to_local(tmp_path):
     pairs = {tuple(t["params"][k] for k in space) for t in res["trials"]}
     assert len(pairs) == 12 == len(res["trials"])  # the whole grid, each point once
     assert len(list(runs.glob("t-ray-resume/ray/*/"))) == 1  # the same experiment, continued
-    finished_before = [
-        f for f in runs.glob("t-ray-resume/ray/*/*/result.json")
-        if json.loads(f.read_text().splitlines()[0])["timestamp"] < interrupted_at
-    ]
-    assert len(finished_before) == res["resumed_after"]  # those were kept, not run again
+    assert len(finished) == res["resumed_after"]  # those were kept, not run again:
+    for trial, result in finished.items():
+        assert next(runs.glob(f"t-ray-resume/ray/*/{trial}/result.json")).read_text() == result, trial
     local = api.tune(p, sampler="grid", progress=False)
 
     def by_params(r: dict) -> dict:

@@ -93,3 +93,15 @@ def test_cv_interrupted_then_resumed(tmp_path, monkeypatch):
     assert res["per_fold"] == whole["per_fold"] and res["mean"] == whole["mean"]
     r = CliRunner().invoke(cli, ["cv", str(p), "--folds", "4", "--train-only", "--resume"])
     assert r.exit_code == 2 and "another config, --folds or" in r.output and "run without --resume" in r.output
+
+
+def test_tune_with_folds_scores_a_trial_as_cv_scores_the_training_part(tmp_path):
+    """tune.folds > 1: a trial's value is the k-fold mean that `luodi cv --train-only` gives with its values."""
+    tune = {"space": {"train.lr": [0.05]}, "trials": 1, "metric": "roc_auc", "folds": 3}
+    p = write_app(tmp_path, "t-cv-tune", tune=tune)
+    trial = api.tune(p, sampler="grid", progress=False)["trials"][0]
+    same = api.cv(p, folds=3, progress=False, train_only=True, overrides={"train.lr": 0.05})
+    assert trial["params"] == {"train.lr": 0.05}
+    assert trial["value"] == pytest.approx(same["mean"]["roc_auc"])
+    other = api.cv(p, folds=3, progress=False, train_only=True, overrides={"train.lr": 0.2})
+    assert other["mean"]["roc_auc"] != pytest.approx(trial["value"])  # the value depends on the trial's params
