@@ -2,7 +2,7 @@
 
 from luodi.data.balance import class_weights, resample
 from luodi.data.readers import expand_path, read_records, read_table
-from luodi.data.split import kfold_indices, split_frame
+from luodi.data.split import kfold_indices, split_frame, split_indices
 
 __all__ = [
     "class_weights",
@@ -12,4 +12,5 @@ __all__ = [
     "read_table",
     "resample",
     "split_frame",
+    "split_indices",
 ]

@@ -26,7 +26,7 @@ def as_split_config(spec: SplitConfig | Mapping[str, Any]) -> SplitConfig:
     try:
         return SplitConfig.model_validate(dict(spec))
     except ValidationError as e:
-        raise ConfigError(format_validation_error(e, "data.split")) from e
+        raise ConfigError(format_validation_error(e, "app", prefix="data.split")) from e
 
 
 def _can_stratify(labels: Sequence[Any] | None, n_valid: int, n_train: int) -> bool:
