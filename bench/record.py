@@ -17,7 +17,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def machine() -> dict[str, Any]:
-    """What the numbers depend on: CPU model and vector extensions, cores, the load when the run started."""
+    """What the numbers depend on: CPU model and vector extensions, cores, the 1-minute load when stored."""
     model, flags = platform.processor() or "unknown", []
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
