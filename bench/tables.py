@@ -34,7 +34,8 @@ def machine_line(m: dict[str, Any] | None) -> str:
     if not m:
         return ""
     feats = " ".join(m.get("cpu_features") or []) or "no AVX2"
-    return f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores; {feats}), 1-minute load average {m['load_average']} when stored.\n\n"
+    return (f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores; {feats}), "
+            f"1-minute load average {m['load_average']} when stored.\n\n")
 
 
 def quality_table(rows: list[dict[str, Any]]) -> str:
@@ -144,7 +145,8 @@ def rag_block(results: Path) -> str:
     ans = r.get("answers")
     if ans:
         shown = ", ".join(f"{k} {v:.3f}" for k, v in ans.items() if isinstance(v, float) and k != "seconds_per_answer")
-        rows.append(f"\nGenerated answers (bundled LLM, greedy, {ans.get('answered', 'a sample of')} questions): {shown}; "
+        n = ans.get("answered", "a sample of")
+        rows.append(f"\nGenerated answers (bundled LLM, greedy, {n} questions): {shown}; "
                     f"{ans['seconds_per_answer']:.1f} s per answer.")
     return machine_line(r.get("machine")) + "\n".join(rows) + "\n"
 
