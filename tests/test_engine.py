@@ -8,9 +8,10 @@ import time
 
 import pytest
 
-from luodi.engines import SamplingParams, complete, complete_sync, load_engine
+from luodi.engines import SamplingParams, complete, load_engine
 from luodi.engines.streaming import StopFilter, Utf8Stream
 from luodi.errors import BadRequest, Overloaded
+from luodi.llm import run_sync
 
 
 @pytest.fixture(scope="module")
@@ -20,6 +21,11 @@ def engine():
     )
     yield eng
     eng.close()
+
+
+def to_end(engine, prompt: str | list[int], params: SamplingParams):
+    """One request to its end from sync code: the one run-to-the-end helper over the one sync bridge."""
+    return run_sync(complete(engine, prompt, params))
 
 
 def chat(engine, text: str) -> str:
@@ -72,27 +78,29 @@ def test_chat_prompt_uses_the_gguf_template(engine):
 
 def test_greedy_is_deterministic_and_max_tokens_gives_length(engine):
     p = chat(engine, "Write a long story about a brave knight.")
-    a = complete_sync(engine, p, greedy(24))
-    b = complete_sync(engine, p, greedy(24))
+    a = to_end(engine, p, greedy(24))
+    b = to_end(engine, p, greedy(24))
     assert a.text == b.text and len(a.text) > 20
     assert a.finish_reason == "length" and a.completion_tokens == 24
     assert a.prompt_tokens == len(engine.tokenize(p))
+    ids = to_end(engine, engine.tokenize(p), greedy(24))  # token ids in: the same request, not tokenized again
+    assert ids.text == a.text and ids.prompt_tokens == a.prompt_tokens
 
 
 def test_seed_reproducibility(engine):
     p = chat(engine, "Name some animals that live in the ocean.")
-    s1 = complete_sync(engine, p, SamplingParams(max_tokens=32, temperature=1.0, top_p=0.95, seed=7))
-    s2 = complete_sync(engine, p, SamplingParams(max_tokens=32, temperature=1.0, top_p=0.95, seed=7))
-    s3 = complete_sync(engine, p, SamplingParams(max_tokens=32, temperature=1.0, top_p=0.95, seed=8))
+    s1 = to_end(engine, p, SamplingParams(max_tokens=32, temperature=1.0, top_p=0.95, seed=7))
+    s2 = to_end(engine, p, SamplingParams(max_tokens=32, temperature=1.0, top_p=0.95, seed=7))
+    s3 = to_end(engine, p, SamplingParams(max_tokens=32, temperature=1.0, top_p=0.95, seed=8))
     assert s1.text == s2.text
     assert s3.text != s1.text
 
 
 def test_stop_strings_never_leak_and_may_span_tokens(engine):
     p = chat(engine, "Write a long story about a brave knight.")
-    full = complete_sync(engine, p, greedy(40)).text
+    full = to_end(engine, p, greedy(40)).text
     stop = full[23:29]  # six characters cut at arbitrary offsets: usually spans token boundaries
-    cut = complete_sync(engine, p, greedy(40, stop=[stop, "@@never@@"]))
+    cut = to_end(engine, p, greedy(40, stop=[stop, "@@never@@"]))
     assert cut.finish_reason == "stop"
     assert cut.text == full[: full.index(stop)]
     assert stop not in cut.text
@@ -109,11 +117,11 @@ def test_json_schema_output_parses_and_validates(engine):
         "required": ["name", "age", "city"],
     }
     p = chat(engine, "Describe a person as JSON with name, age and city.")
-    out = complete_sync(engine, p, greedy(96, json_schema=schema))
+    out = to_end(engine, p, greedy(96, json_schema=schema))
     data = json.loads(out.text)
     jsonschema = pytest.importorskip("jsonschema")
     jsonschema.validate(data, schema)
-    obj = complete_sync(engine, p, SamplingParams(max_tokens=96, temperature=0.7, seed=1, json_object=True))
+    obj = to_end(engine, p, SamplingParams(max_tokens=96, temperature=0.7, seed=1, json_object=True))
     assert obj.finish_reason == "stop"
     assert isinstance(json.loads(obj.text), dict)
 
@@ -136,10 +144,10 @@ def test_bad_grammar_and_context_overflow_are_bad_requests(engine):
 
 def test_utf8_output_is_valid_text(engine):
     p = chat(engine, "Say hello in Chinese (你好) and add a smiley emoji 😀.")
-    out = complete_sync(engine, p, SamplingParams(max_tokens=48, temperature=0.8, seed=3))
+    out = to_end(engine, p, SamplingParams(max_tokens=48, temperature=0.8, seed=3))
     out.text.encode("utf-8")  # a str made only of whole characters
     assert "\ufffd" not in out.text
-    forced = complete_sync(engine, p, greedy(12, grammar='root ::= "你好😀" [a-z]*'))
+    forced = to_end(engine, p, greedy(12, grammar='root ::= "你好😀" [a-z]*'))
     assert forced.text.startswith("你好😀")
 
 
@@ -153,7 +161,7 @@ def test_concurrent_requests_finish_and_match_solo_results(engine):
             "List three colors.",
         )
     ]
-    solo = [complete_sync(engine, p, greedy(20)).text for p in prompts]
+    solo = [to_end(engine, p, greedy(20)).text for p in prompts]
 
     async def run():
         return await asyncio.gather(*(complete(engine, p, greedy(20)) for p in prompts))
@@ -228,7 +236,7 @@ def test_full_queue_raises_overloaded(engine):
         for s in streams:
             s.close()
     assert wait_idle(engine)["running"] == 0
-    assert complete_sync(engine, p, greedy(4)).completion_tokens == 4  # healthy again
+    assert to_end(engine, p, greedy(4)).completion_tokens == 4  # healthy again
 
 
 def test_transformers_backend_smoke(engine):
@@ -236,7 +244,7 @@ def test_transformers_backend_smoke(engine):
     try:
         p = tf.chat_prompt([{"role": "user", "content": "What is the capital of France?"}])
         assert p == chat(engine, "What is the capital of France?")
-        out = complete_sync(tf, p, greedy(8))
+        out = to_end(tf, p, greedy(8))
         assert out.finish_reason in ("stop", "length") and out.text.strip()
         # the engine's own decoding loop reproduces transformers' generate() exactly
         ids = tf.tokenizer(p, return_tensors="pt", add_special_tokens=False).input_ids
@@ -248,12 +256,12 @@ def test_transformers_backend_smoke(engine):
         assert tf.n_vocab == engine.n_vocab
         first, banana = engine.tokenize(out.text, special=False)[0], engine.tokenize(" banana", special=False)[0]
         for bias in ({first: -100.0}, {banana: 100.0}):
-            a, b = (complete_sync(e, p, greedy(4, logit_bias=bias)).text for e in (tf, engine))
+            a, b = (to_end(e, p, greedy(4, logit_bias=bias)).text for e in (tf, engine))
             assert a == b != out.text
         assert b.split() == ["banana"] * 4
         # logprobs: the model's log-softmax, the same on both backends up to quantization / rounding
         fruit = chat(engine, "Name a fruit.")  # (a prompt whose greedy tokens both backends share)
-        lp = [complete_sync(e, fruit, greedy(5, logprobs=2)).logprobs for e in (tf, engine)]
+        lp = [to_end(e, fruit, greedy(5, logprobs=2)).logprobs for e in (tf, engine)]
         assert [x["token"] for x in lp[0]] == [x["token"] for x in lp[1]] and len(lp[0]) == 5
         assert max(abs(a["logprob"] - b["logprob"]) for a, b in zip(*lp, strict=True)) < 0.25
         assert all(x["top_logprobs"][0]["logprob"] == x["logprob"] for x in lp[1])  # greedy picks the likeliest
@@ -261,8 +269,8 @@ def test_transformers_backend_smoke(engine):
         # (exact equality is not asserted: near-ties after the penalty fall to floating-point rounding)
         rep = "List of animals: cat, dog, cat, dog, cat, dog,"
         for e in (tf, engine):
-            plain = complete_sync(e, rep, greedy(24)).text
-            assert plain.count("cat") > complete_sync(e, rep, greedy(24, frequency_penalty=0.5)).text.count("cat")
+            plain = to_end(e, rep, greedy(24)).text
+            assert plain.count("cat") > to_end(e, rep, greedy(24, frequency_penalty=0.5)).text.count("cat")
     finally:
         tf.close()
 
@@ -270,9 +278,9 @@ def test_transformers_backend_smoke(engine):
 def test_prefix_cache_reuses_earlier_prompts_and_turns(engine):
     msgs = [{"role": "user", "content": "Tell me about the moon."}]
     p = engine.chat_prompt(msgs)
-    first = complete_sync(engine, p, greedy(16))
+    first = to_end(engine, p, greedy(16))
     before = engine.stats()["prompt_tokens_reused"]
-    again = complete_sync(engine, p, greedy(16))
+    again = to_end(engine, p, greedy(16))
     # reused KV cells give the same greedy answer; only its start is compared: the recomputed last prompt token
     # runs in a batch of 1 instead of the whole prompt, and that rounding can flip a near-tie many tokens later
     # (seen once in a full-suite run, 16 tokens: "...it's more than" vs "... breathtaking")
@@ -281,7 +289,7 @@ def test_prefix_cache_reuses_earlier_prompts_and_turns(engine):
     follow = engine.chat_prompt(msgs + [{"role": "assistant", "content": again.text},
                                         {"role": "user", "content": "And the sun?"}])
     before = engine.stats()["prompt_tokens_reused"]
-    out = complete_sync(engine, follow, greedy(8))
+    out = to_end(engine, follow, greedy(8))
     assert out.completion_tokens > 0
     assert engine.stats()["prompt_tokens_reused"] - before >= first.prompt_tokens  # the earlier turn
     assert wait_idle(engine)["kv_cells_reserved"] <= engine.kv_cells
@@ -323,7 +331,7 @@ def test_decode_threads_follow_what_other_processes_use():
     try:
         deadline = time.monotonic() + 20
         while e.threads != 1 and time.monotonic() < deadline:
-            complete_sync(e, "Once upon a time", greedy(16))
+            to_end(e, "Once upon a time", greedy(16))
         assert e.threads == 1
     finally:
         for p in busy:
@@ -331,6 +339,6 @@ def test_decode_threads_follow_what_other_processes_use():
             p.wait()
     deadline = time.monotonic() + 20
     while e.threads != cores and time.monotonic() < deadline:
-        complete_sync(e, "Once upon a time", greedy(16))
+        to_end(e, "Once upon a time", greedy(16))
     assert e.threads == cores
     e.close()

@@ -16,8 +16,8 @@ import threading
 from luodi.engines.base import Engine, GenerationChunk, SamplingParams
 from luodi.errors import ConfigError
 
-__all__ = ["BACKENDS", "Engine", "GenerationChunk", "SamplingParams", "complete", "complete_sync",
-           "engine_status", "get_engine", "load_engine"]
+__all__ = ["BACKENDS", "Engine", "GenerationChunk", "SamplingParams", "complete", "engine_status", "get_engine",
+           "load_engine"]
 
 log = logging.getLogger(__name__)
 
@@ -90,21 +90,25 @@ def engine_status(engine: Engine | None) -> dict:
     return out
 
 
-_engines: dict[tuple[str, str], Engine] = {}
+_engines: dict[tuple, Engine] = {}
 _lock = threading.Lock()
+SHARED_OPTIONS = ("n_ctx", "max_running", "max_queue", "threads")  # settings an engine is built with
 
 
-def get_engine(spec: str | None = None, backend: str | None = None) -> Engine:
-    """A process-wide shared engine per model and backend (None: the configured ones), loaded on first use:
-    the server, agents, the assistant and RAG share it."""
+def get_engine(spec: str | None = None, backend: str | None = None, **options) -> Engine:
+    """The one engine accessor: a process-wide engine per model, backend and options (None / left out: the
+    configured ones, luodi.settings), loaded on first use; the server, the CLI, agents, the assistant and RAG
+    share it, and close_engines() closes it at exit."""
     from luodi.settings import get_settings
 
     s = get_settings()
-    key = (spec or s.chat_model, (backend or s.engine).lower())
+    opts = {name: getattr(s, name) for name in SHARED_OPTIONS}
+    opts.update(options)
+    key = (spec or s.chat_model, (backend or s.engine).lower(), tuple(sorted(opts.items())))
     with _lock:
         eng = _engines.get(key)
         if eng is None:
-            eng = _engines[key] = load_engine(*key)
+            eng = _engines[key] = load_engine(key[0], key[1], **opts)
         return eng
 
 
@@ -117,22 +121,15 @@ def close_engines() -> None:
         _engines.clear()
 
 
-async def complete(engine: Engine, prompt: str, params: SamplingParams | None = None) -> GenerationChunk:
-    """Run one request to the end; returns a chunk holding the whole text, finish_reason and usage."""
-    return _joined([chunk async for chunk in engine.generate(prompt, params or SamplingParams())])
-
-
-def complete_sync(engine: Engine, prompt: str, params: SamplingParams | None = None) -> GenerationChunk:
-    """`complete` for code without an event loop (CLI, scripts, worker threads)."""
+async def complete(engine: Engine, prompt: str | list[int], params: SamplingParams | None = None
+                   ) -> GenerationChunk:
+    """The run-to-the-end helper: one request to its end, as one chunk holding the whole text (and logprobs),
+    the finish_reason and usage. Sync code runs it with luodi.llm.run_sync."""
     stream = engine.generate(prompt, params or SamplingParams())
     try:
-        return _joined(list(stream))  # engines' streams are also plain iterators
+        chunks = [chunk async for chunk in stream]
     finally:
-        stream.close()
-
-
-def _joined(chunks: list[GenerationChunk]) -> GenerationChunk:
-    """One chunk with the whole text (and logprobs), the last chunk's finish_reason and usage."""
+        await stream.aclose()
     last = chunks[-1] if chunks else GenerationChunk("")
     lps = [e for c in chunks for e in c.logprobs or []] if any(c.logprobs is not None for c in chunks) else None
     return GenerationChunk(

@@ -11,7 +11,7 @@ from typing import Any, Protocol, runtime_checkable
 class SamplingParams:
     """How to decode one request. temperature == 0 means greedy."""
 
-    max_tokens: int = 256
+    max_tokens: int | None = 256  # None: whatever the context window leaves after the prompt
     temperature: float = 0.7
     top_p: float = 1.0
     top_k: int = 0
@@ -43,7 +43,9 @@ class GenerationChunk:
 class Engine(Protocol):
     """An LLM runtime. Implementations batch concurrent `generate` calls continuously.
 
-    `generate` raises luodi.errors.BadRequest when prompt + max_tokens exceed `n_ctx` (never truncates),
+    `generate` takes the prompt as text or as token ids (`tokenize`'s, so a caller that already counted the
+    prompt's tokens does not tokenize it twice); it raises luodi.errors.BadRequest when the request does not
+    fit (luodi.engines.limits.check_request: prompt + max_tokens over `n_ctx`, never truncated),
     luodi.errors.Overloaded when its queue is full; closing the iterator (client disconnect) cancels
     the sequence and frees its slot.
     """
@@ -59,7 +61,7 @@ class Engine(Protocol):
         """Render chat messages with the model's chat template, ready for the assistant's turn."""
         ...
 
-    def generate(self, prompt: str, params: SamplingParams) -> AsyncIterator[GenerationChunk]: ...
+    def generate(self, prompt: str | list[int], params: SamplingParams) -> AsyncIterator[GenerationChunk]: ...
 
     def stats(self) -> dict[str, int]:
         """{'queue_depth': waiting requests, 'running': sequences being decoded}."""

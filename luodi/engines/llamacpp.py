@@ -21,12 +21,14 @@ from typing import Any
 import llama_cpp as L
 import numpy as np
 
-from luodi.atomic import atomic_path
 from luodi.engines import ggml_cpu
 from luodi.engines.base import GenerationChunk, SamplingParams
 from luodi.engines.chat_template import render_chat
 from luodi.engines.grammar import grammar_for
+from luodi.engines.limits import check_request
+from luodi.engines.requantize import requantized_gguf
 from luodi.engines.scheduler import Scheduler, Sequence, Stream
+from luodi.engines.threadpool import ThreadPool, cpu_sample
 from luodi.errors import BadRequest, ConfigError, LuodiError
 
 log = logging.getLogger(__name__)
@@ -202,10 +204,11 @@ class LlamaCppEngine(Scheduler):
     def chat_prompt(self, messages: list[dict[str, Any]], tools: list[dict] | None = None) -> str:
         return render_chat(self._template, messages, bos_token=self._bos, eos_token=self._eos, tools=tools)
 
-    def generate(self, prompt: str, params: SamplingParams | None = None) -> AsyncIterator[GenerationChunk]:
+    def generate(self, prompt: str | list[int], params: SamplingParams | None = None
+                 ) -> AsyncIterator[GenerationChunk]:
         params = params or SamplingParams()
-        ids = self.tokenize(prompt)
-        max_tokens = check_request(ids, params, self.n_ctx)
+        ids = self.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
+        max_tokens = check_request(ids, params, self.n_ctx, self.n_vocab)
         sampler = self._make_sampler(params)
         stream = Stream(len(ids), self.wake)
         seq = Sequence(ids, params, max_tokens, self._piece, self._is_eog, stream)
@@ -351,7 +354,7 @@ class LlamaCppEngine(Scheduler):
         now = time.monotonic()
         if now - self._threads_checked < 1.0:
             return
-        sample = _cpu_sample()
+        sample = cpu_sample()
         last, self._cpu_last, self._threads_checked = self._cpu_last, sample, now
         if sample is None or last is None:
             return
@@ -439,123 +442,3 @@ class LlamaCppEngine(Scheduler):
             self._pool.free()
             L.llama_model_free(self._model)
             self._ctx = None
-
-
-_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _cpu_sample() -> tuple[float, float, float] | None:
-    """(CPU seconds the machine has been busy, CPU seconds this process used, monotonic time); None off Linux."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-        with open("/proc/self/stat") as f:
-            own = f.read().rsplit(")", 1)[1].split()
-    except (OSError, ValueError, IndexError):
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
-    busy = (user + nice + system + irq + softirq) / _TICK
-    return busy, (int(own[11]) + int(own[12])) / _TICK, time.monotonic()
-
-
-class _ThreadPoolParams(ctypes.Structure):
-    """ggml.h's struct ggml_threadpool_params."""
-
-    _fields_ = [("cpumask", ctypes.c_bool * 512), ("n_threads", ctypes.c_int), ("prio", ctypes.c_int),
-                ("poll", ctypes.c_uint32), ("strict_cpu", ctypes.c_bool), ("paused", ctypes.c_bool)]
-
-
-class ThreadPool:
-    """A persistent ggml thread pool for a context, as llama.cpp's own programs attach one: without it every
-    llama_decode starts and joins its worker threads. `poll` (0-100) is how long idle workers spin before
-    sleeping."""
-
-    def __init__(self, n_threads: int, poll: int = 50) -> None:
-        self._pool = None
-        choice = ggml_cpu.active_choice()
-        cpu = ctypes.CDLL(choice.path) if choice and choice.path else L.llama_cpp._lib  # ggml_threadpool_new's home
-        base = ctypes.CDLL(str(ggml_cpu.lib_dir() / "libggml-base.so"))
-        base.ggml_threadpool_params_default.restype = _ThreadPoolParams
-        base.ggml_threadpool_params_default.argtypes = [ctypes.c_int]
-        params = base.ggml_threadpool_params_default(n_threads)
-        params.poll = max(0, min(100, poll))
-        self._new, self._free = cpu.ggml_threadpool_new, cpu.ggml_threadpool_free
-        self._new.restype, self._new.argtypes = ctypes.c_void_p, [ctypes.POINTER(_ThreadPoolParams)]
-        self._free.restype, self._free.argtypes = None, [ctypes.c_void_p]
-        self._pool = self._new(ctypes.byref(params))
-        self._attach = L.llama_cpp._lib.llama_attach_threadpool
-        self._attach.restype, self._attach.argtypes = None, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
-        self._detach = L.llama_cpp._lib.llama_detach_threadpool
-        self._detach.restype, self._detach.argtypes = None, [ctypes.c_void_p]
-        self._ctx = None
-
-    def attach(self, ctx: Any) -> None:
-        if self._pool:
-            self._attach(ctx, self._pool, self._pool)
-            self._ctx = ctx
-
-    def free(self) -> None:
-        if self._pool:
-            self._pool, pool = None, self._pool
-            self._free(pool)
-
-
-REQUANT_TYPES = {"q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
-                 "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0", "f16": "LLAMA_FTYPE_MOSTLY_F16"}
-
-
-def requantized_gguf(path: str | Path, weights: str) -> Path:
-    """A copy of a GGUF with its weights re-quantized to `weights` (cached under settings.cache_dir).
-
-    Batched decoding on x86 is faster for formats with GEMM kernels (q8_0 via llamafile's tinyBLAS):
-    measured on SmolLM2-135M Q4_1, q8_0 costs +0.5% perplexity and speeds up prefill ~1.7x and 8-16-way
-    batched decode ~1.3x, but single-stream decode is ~15% slower. q4_0 is faster still but +38% perplexity.
-    """
-    import hashlib
-
-    from luodi.settings import get_settings
-
-    name = weights.lower()
-    if name not in REQUANT_TYPES:
-        raise ConfigError(f"unknown weight format '{weights}'; choose one of: {', '.join(REQUANT_TYPES)}",
-                          param="requantize")
-    src = Path(path).resolve()
-    st = src.stat()
-    digest = hashlib.sha256(f"{src}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
-    out = get_settings().cache_dir / "gguf-requant" / f"{src.stem}-{digest}.{name}.gguf"
-    if out.is_file():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    qp = L.llama_model_quantize_default_params()
-    qp.ftype = getattr(L, REQUANT_TYPES[name])
-    qp.allow_requantize = True
-    qp.nthread = 1
-    with atomic_path(out) as tmp:
-        if L.llama_model_quantize(str(src).encode(), str(tmp).encode(), qp) != 0:
-            raise ConfigError(f"llama.cpp could not re-quantize '{src}' to {name}", param="requantize")
-    return out
-
-
-def check_request(ids: list[int], params: SamplingParams, n_ctx: int) -> int:
-    """Validate a request against the context window; return the effective max_tokens."""
-    if not ids:
-        raise BadRequest("the prompt is empty: send at least one message with content", param="messages")
-    if len(ids) >= n_ctx:
-        raise BadRequest(
-            f"the prompt has {len(ids)} tokens but the context window is {n_ctx} tokens; "
-            "shorten the messages (or raise LUODI_N_CTX)", param="messages")
-    max_tokens = params.max_tokens if params.max_tokens is not None else n_ctx - len(ids)
-    if not isinstance(max_tokens, int) or max_tokens < 1:
-        raise BadRequest(f"max_tokens must be a positive integer, got {max_tokens!r}", param="max_tokens")
-    if len(ids) + max_tokens > n_ctx:
-        raise BadRequest(
-            f"prompt ({len(ids)} tokens) + max_tokens ({max_tokens}) exceeds the context window of {n_ctx} "
-            f"tokens; lower max_tokens to at most {n_ctx - len(ids)} or shorten the messages",
-            param="max_tokens")
-    if params.temperature is not None and params.temperature < 0:
-        raise BadRequest("temperature must be >= 0", param="temperature")
-    if not 0 < (params.top_p if params.top_p is not None else 1.0) <= 1:
-        raise BadRequest("top_p must be in (0, 1]", param="top_p")
-    if params.top_k is not None and params.top_k < 0:
-        raise BadRequest("top_k must be >= 0 (0 disables it)", param="top_k")
-    return max_tokens

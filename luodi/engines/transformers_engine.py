@@ -14,7 +14,7 @@ from typing import Any
 
 from luodi.engines.base import GenerationChunk, SamplingParams
 from luodi.engines.chat_template import normalize_messages, render_chat
-from luodi.engines.llamacpp import check_request
+from luodi.engines.limits import check_request
 from luodi.engines.scheduler import Scheduler, Sequence, Stream
 from luodi.errors import BadRequest
 from luodi.models import ModelSource, gguf_to_hf_dir, load_quietly, resolve
@@ -71,13 +71,14 @@ class TransformersEngine(Scheduler):
                 normalize_messages(messages), tools=tools, tokenize=False, add_generation_prompt=True)
         return render_chat(None, messages, tools=tools)
 
-    def generate(self, prompt: str, params: SamplingParams | None = None) -> AsyncIterator[GenerationChunk]:
+    def generate(self, prompt: str | list[int], params: SamplingParams | None = None
+                 ) -> AsyncIterator[GenerationChunk]:
         params = params or SamplingParams()
         if params.grammar or params.json_schema is not None or params.json_object:
             raise BadRequest("constrained decoding (json_schema / json_object / grammar) needs the llamacpp "
                              "engine; set LUODI_ENGINE=llamacpp", param="response_format")
-        ids = self.tokenize(prompt)
-        max_tokens = check_request(ids, params, self.n_ctx)
+        ids = self.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
+        max_tokens = check_request(ids, params, self.n_ctx, self.n_vocab)
         stream = Stream(len(ids), self.wake)
         seq = Sequence(ids, params, max_tokens, self._piece, self._eos.__contains__, stream)
         seed = params.seed if params.seed is not None else random.getrandbits(63)
