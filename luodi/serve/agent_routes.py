@@ -10,7 +10,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import Field
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
@@ -21,7 +21,9 @@ from luodi.agent.builtin_tools import BUILTIN_NAMES
 from luodi.agent.runtime import Limits, agent_from_config, collect, resume_after_approval
 from luodi.config import Strict
 from luodi.errors import BadRequest, LuodiError
+from luodi.keys import KeyInfo
 from luodi.llm import ensure_engine
+from luodi.serve.auth import require_key
 from luodi.serve.state import get_state
 
 agents = APIRouter(tags=["agents"])
@@ -204,8 +206,7 @@ async def ticket(ticket_id: int) -> dict[str, Any]:
 
 
 @tickets.post("/{ticket_id}/answer")
-async def answer(ticket_id: int, body: TicketAnswer, request: Request) -> dict[str, Any]:
-    """A human agent answers; the answer is appended to the customer's conversation."""
-    key = getattr(request.state, "luodi_key_checked", None)
-    actor = f"key:{getattr(key, 'name', None) or getattr(key, 'id', 'anonymous')}" if key else "human_agent"
+async def answer(ticket_id: int, body: TicketAnswer, key: KeyInfo | None = Depends(require_key)) -> dict[str, Any]:
+    """A human agent answers; the answer is appended to the customer's conversation (audited by key name)."""
+    actor = f"key:{key.name or key.id}" if key else "human_agent"
     return await run_in_threadpool(answer_ticket, ticket_id, body.answer, actor, body.close)
