@@ -8,6 +8,9 @@ import json
 import os
 import socket
 import sys
+from collections.abc import Callable
+from contextlib import aclosing
+from dataclasses import dataclass
 from typing import Annotated
 
 import typer
@@ -17,7 +20,9 @@ from rich.table import Table
 from luodi import keys as keys_service
 from luodi import llm
 from luodi.cli.common import fail as _fail
+from luodi.engines import engine_status, get_engine
 from luodi.errors import LuodiError
+from luodi.llm.openai_types import ChatCompletionRequest, CompletionRequest
 from luodi.settings import get_settings, reset_settings
 
 console = Console()
@@ -36,11 +41,6 @@ def _apply_overrides(**env: str | int | None) -> None:
         if value is not None:
             os.environ[f"LUODI_{name.upper()}"] = str(value)
     reset_settings()
-
-
-def _engine():
-    engine, _owned = llm.load_chat_engine(get_settings())
-    return engine
 
 
 # ------------------------------------------------------------------------------------------ serving
@@ -173,6 +173,43 @@ def _write(text: str) -> None:
     sys.stdout.flush()
 
 
+@dataclass
+class Reply:
+    """A finished reply as the CLI shows it."""
+
+    text: str
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def _reply(request: ChatCompletionRequest | CompletionRequest, on_text: Callable[[str], None] | None) -> Reply:
+    """Run one request through the LLM service on the shared engine, streaming its text to `on_text`."""
+
+    async def run() -> Reply:
+        service = llm.chat_completion if isinstance(request, ChatCompletionRequest) else llm.text_completion
+        events = await service(get_engine(), request)
+        parts: list[str] = []
+        finish, usage = None, None
+        async with aclosing(events):
+            async for event in events:
+                usage = event.usage or usage
+                for c in event.choices:
+                    piece = c.delta.content if isinstance(request, ChatCompletionRequest) else c.text
+                    if piece:
+                        parts.append(piece)
+                        if on_text is not None:
+                            on_text(piece)
+                    finish = c.finish_reason or finish
+        return Reply("".join(parts), finish, usage.prompt_tokens, usage.completion_tokens)
+
+    return llm.run_sync(run())
+
+
+def _messages(system: str | None, turns: list[dict[str, str]]) -> list[dict[str, str]]:
+    return ([{"role": "system", "content": system}] if system else []) + turns
+
+
 def generate_text(
     prompt: str,
     *,
@@ -183,27 +220,20 @@ def generate_text(
     schema: dict | None = None,
     raw: bool = False,
     system: str | None = None,
-    on_text=None,
-) -> llm.Generation:
-    """One prompt -> one generation with the local engine (chat template unless raw)."""
-    engine = _engine()
+    on_text: Callable[[str], None] | None = None,
+) -> Reply:
+    """One prompt -> one reply with the local engine (chat template unless raw)."""
+    fields = {"max_tokens": max_tokens, "temperature": temperature, "seed": seed, "stream": True,
+              "stream_options": {"include_usage": True}}
+    if raw:
+        return _reply(CompletionRequest(prompt=prompt, **fields), on_text)
     rf = None
     if schema is not None:
         rf = {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
     elif json_mode:
         rf = {"type": "json_object"}
-    params = llm.sampling_params(
-        max_tokens=max_tokens, temperature=temperature, seed=seed, response_format=rf
-    )
-    if raw:
-        text = prompt
-    else:
-        msgs = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": prompt}
-        ]
-        text = engine.chat_prompt(msgs)
-    n = llm.fit_to_context(engine, text, params, max_tokens is not None, "prompt")
-    return llm.run_sync(llm.generate(engine, text, params, prompt_tokens=n, on_text=on_text))
+    messages = _messages(system, [{"role": "user", "content": prompt}])
+    return _reply(ChatCompletionRequest(messages=messages, response_format=rf, **fields), on_text)
 
 
 def generate(
@@ -258,7 +288,7 @@ def chat(
     """Chat with the local model in the terminal. Commands: /reset, /system <text>, /exit."""
     _apply_overrides(chat_model=model)
     try:
-        engine = _engine()
+        get_engine()  # load it (and fail) before the first question
     except LuodiError as e:
         raise _fail(e) from e
     tty = sys.stdin.isatty()
@@ -294,24 +324,21 @@ def chat(
             console.print("[yellow]unknown command; use /reset, /system <text> or /exit[/yellow]")
             continue
         history.append({"role": "user", "content": line})
-        msgs = ([{"role": "system", "content": system}] if system else []) + history
-        prompt = engine.chat_prompt(msgs)
-        params = llm.sampling_params(max_tokens=max_tokens, temperature=temperature)
+        request = ChatCompletionRequest(messages=_messages(system, history), max_tokens=max_tokens,
+                                        temperature=temperature, stream=True, stream_options={"include_usage": True})
+        console.print("[bold magenta]model>[/bold magenta] ", end="")
         try:
-            n = llm.fit_to_context(engine, prompt, params, True, "messages")
+            reply = _reply(request, _write)
         except LuodiError as e:
             history.pop()
             err_console.print(f"[red]{e.message}[/red] — use /reset to start over", highlight=False)
             continue
-        console.print("[bold magenta]model>[/bold magenta] ", end="")
-        try:
-            g = llm.run_sync(llm.generate(engine, prompt, params, prompt_tokens=n, on_text=_write))
         except KeyboardInterrupt:
             _write("\n")
             history.pop()
             continue
         _write("\n")
-        history.append({"role": "assistant", "content": g.text})
+        history.append({"role": "assistant", "content": reply.text})
 
 
 def embed(
@@ -354,7 +381,7 @@ def models(
 ) -> None:
     """Bundled and registered models, and the chat engine that serves."""
     from luodi.models import list_bundled
-    from luodi.serve.openai_routes import _registered_models
+    from luodi.serve.openai_routes import registered_models
 
     s = get_settings()
     t = Table(title="models")
@@ -363,7 +390,7 @@ def models(
     for m in list_bundled():
         default = "chat" if m["id"] == s.chat_model else "embeddings" if m["id"] == s.embed_model else ""
         t.add_row(m["id"], m["role"], "yes" if m["available"] else "no (package missing)", default)
-    for m in _registered_models():
+    for m in registered_models():
         t.add_row(m["id"], str(m.get("role", m.get("task", ""))), "yes", "registered")
     console.print(t)
     if engine:
@@ -372,8 +399,6 @@ def models(
 
 def _print_engine() -> None:
     """Load the chat engine (llama.cpp's self-check included) and say what serves and on which CPU kernels."""
-    from luodi.engines import engine_status, get_engine
-
     st = engine_status(get_engine())
     t = Table(title="chat engine")
     t.add_column("")

@@ -16,25 +16,27 @@ from typing import Any
 
 import anyio
 
-from luodi import llm
 from luodi.engines.base import GenerationChunk, SamplingParams
+from luodi.llm.generation import Generation, TimedStream
+from luodi.llm.openai_types import Usage
 
 
 class Choices:
+    """n generations of one tokenized prompt (`prompt_ids`, checked against the context window already)."""
+
     def __init__(
         self,
         engine: Any,
-        prompt: str,
+        prompt_ids: list[int],
         params: SamplingParams,
         n: int,
-        prompt_tokens: int,
-        on_done: Callable[[llm.Generation], None] | None = None,
+        on_done: Callable[[Generation], None] | None = None,
         stream_interval: float = 0.0,
     ) -> None:
-        self.prompt_tokens = prompt_tokens
-        self.stream_interval = stream_interval  # seconds between streamed events of one choice (llm.TimedStream)
-        self._args = (engine, prompt, params, n, on_done)
-        self.streams: list[llm.TimedStream] = []
+        self.prompt_tokens = len(prompt_ids)
+        self.stream_interval = stream_interval  # seconds between streamed events of one choice (TimedStream)
+        self._args = (engine, prompt_ids, params, n, on_done)
+        self.streams: list[TimedStream] = []
         self._firsts: list[GenerationChunk | None] = []
 
     async def start(self) -> None:
@@ -43,7 +45,7 @@ class Choices:
         try:
             for i in range(n):  # submitted together, so the engine batches them from the start
                 p = params if params.seed is None else dataclasses.replace(params, seed=params.seed + i)
-                self.streams.append(llm.TimedStream(engine, prompt, p, self.prompt_tokens, on_done=on_done))
+                self.streams.append(TimedStream(engine, prompt, p, self.prompt_tokens, on_done=on_done))
             for ts in self.streams:
                 self._firsts.append(await ts.first())
         except BaseException:
@@ -51,23 +53,20 @@ class Choices:
             raise
 
     @property
-    def results(self) -> list[llm.Generation]:
+    def results(self) -> list[Generation]:
         return [ts.result for ts in self.streams]
 
-    def usage(self) -> dict[str, int]:
+    def usage(self) -> Usage:
         """The prompt counted once, the completions summed (as OpenAI counts n > 1)."""
         completion = sum(g.completion_tokens for g in self.results)
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": completion,
-            "total_tokens": self.prompt_tokens + completion,
-        }
+        return Usage(prompt_tokens=self.prompt_tokens, completion_tokens=completion,
+                     total_tokens=self.prompt_tokens + completion)
 
-    async def collect(self, disconnected: Callable[[], Awaitable[bool]]) -> list[llm.Generation]:
+    async def collect(self, disconnected: Callable[[], Awaitable[bool]]) -> list[Generation]:
         """Run every choice to its end (stopping early when the client went away)."""
         gone = False
 
-        async def one(ts: llm.TimedStream, first: GenerationChunk | None) -> None:
+        async def one(ts: TimedStream, first: GenerationChunk | None) -> None:
             nonlocal gone
             k = 0
             async with aclosing(ts.chunks(first)) as chunks:
@@ -87,7 +86,7 @@ class Choices:
         """(index, chunk) as chunks arrive from any choice; (index, None) once choice `index` has finished."""
         queue: asyncio.Queue[tuple[int, GenerationChunk | None, BaseException | None]] = asyncio.Queue()
 
-        async def pump(i: int, ts: llm.TimedStream, first: GenerationChunk | None) -> None:
+        async def pump(i: int, ts: TimedStream, first: GenerationChunk | None) -> None:
             try:
                 async with aclosing(ts.chunks(first, self.stream_interval)) as chunks:
                     async for c in chunks:

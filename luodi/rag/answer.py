@@ -93,13 +93,14 @@ def cite(answer: str, question: str, hits: list[Hit]) -> list[Citation]:
     return [c for _, _, c in cands]
 
 
-def _fit(engine, question: str, hits: list[Hit], max_tokens: int) -> tuple[str, list[Hit]]:
-    """The prompt with as many passages as fit the engine's context window (at least one)."""
+def _fit(engine, question: str, hits: list[Hit], max_tokens: int) -> tuple[list[int], list[Hit]]:
+    """The prompt's token ids with as many passages as fit the engine's context window (at least one); the
+    ids go to the engine as they are, so the prompt is tokenized once."""
     hits = list(hits)
     while True:
-        prompt = engine.chat_prompt(build_messages(question, hits))
-        if len(hits) <= 1 or len(engine.tokenize(prompt)) + max_tokens <= engine.n_ctx:
-            return prompt, hits
+        ids = engine.tokenize(engine.chat_prompt(build_messages(question, hits)))
+        if len(hits) <= 1 or len(ids) + max_tokens <= engine.n_ctx:
+            return ids, hits
         hits = hits[:-1]
 
 
@@ -112,11 +113,12 @@ def _check(question: str) -> str:
 
 
 def _engine(engine):
-    """`engine`: an Engine, a zero-argument function returning one (called only when needed), or None."""
+    """`engine`: an Engine, a zero-argument function returning one (called only when needed), or None (the
+    shared one, luodi.engines.get_engine)."""
     if engine is None:
-        from luodi.llm import load_chat_engine
+        from luodi.engines import get_engine
 
-        return load_chat_engine()[0]
+        return get_engine()
     if not hasattr(engine, "generate") and callable(engine):
         return engine()
     return engine
@@ -143,9 +145,9 @@ async def ask_stream(
         }
         return
     engine = _engine(engine)
-    prompt, hits = _fit(engine, question, focus(res), max_tokens)
+    prompt_ids, hits = _fit(engine, question, focus(res), max_tokens)
     parts: list[str] = []
-    stream = engine.generate(prompt, SamplingParams(max_tokens=max_tokens, temperature=0.0, stop=["\n"]))
+    stream = engine.generate(prompt_ids, SamplingParams(max_tokens=max_tokens, temperature=0.0, stop=["\n"]))
     try:
         async for chunk in stream:
             if chunk.text:
