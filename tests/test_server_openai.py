@@ -96,14 +96,16 @@ def test_stop_and_seed(client):
         messages=[{"role": "user", "content": "List three fruits, one per line."}],
         max_tokens=12,
         temperature=0.9,
-        seed=1234,
     )
-    # Bit-exact reproducibility of a seeded request is checked on the engine (tests/test_engine.py); on a
-    # shared server the KV cache's occupancy by other requests can change rounding, so here the seed must be
-    # accepted and honoured (a seeded sample is valid text) and stops must hold.
-    a = client.chat.completions.create(**kw)
-    assert a.choices[0].message.content and a.usage.completion_tokens <= 12
-    r = client.chat.completions.create(**{**kw, "stop": ["\n"]})
+    # The first request puts the prompt in the prefix cache; the next two take it from there alike, so with the
+    # same seed they are the same computation and must give the same sample.
+    same = [client.chat.completions.create(**kw, seed=1234) for _ in range(3)]
+    assert same[1].choices[0].message.content == same[2].choices[0].message.content
+    assert all(r.usage.completion_tokens <= 12 for r in same)
+    # other seeds sample other texts (at temperature 0.9, at least one of three differs)
+    others = {client.chat.completions.create(**kw, seed=s).choices[0].message.content for s in (1, 2, 3)}
+    assert others - {same[2].choices[0].message.content}
+    r = client.chat.completions.create(**kw, seed=1234, stop=["\n"])
     assert "\n" not in r.choices[0].message.content
 
 
@@ -398,8 +400,7 @@ def test_concurrent_clients(live_server):
 def test_client_disconnect_cancels_generation(live_server, n):
     """Leaving a stream cancels every choice's sequence (n = 3: three sequences in the batch)."""
     engine = live_server.app.state.luodi.engine
-    metrics = live_server.app.state.metrics
-    before = metrics.generated_tokens._value.get()
+    before = _metric(httpx.get(f"{live_server.url}/metrics").text, "luodi_generated_tokens_total")
     body = {
         "model": CHAT,
         "n": n,
@@ -432,13 +433,28 @@ def test_client_disconnect_cancels_generation(live_server, n):
         time.sleep(0.2)
     assert engine.stats()["running"] == 0
     time.sleep(0.5)
-    generated = metrics.generated_tokens._value.get() - before
+    generated = _metric(httpx.get(f"{live_server.url}/metrics").text, "luodi_generated_tokens_total") - before
     assert generated < 1500  # far less than one choice's max_tokens, for all n choices together
 
 
 def test_metrics_expose_histograms(client, live_server):
-    client.chat.completions.create(model=CHAT, messages=HELLO, max_tokens=8)
-    text = httpx.get(f"{live_server.url}/metrics").text
+    def scrape() -> str:
+        return httpx.get(f"{live_server.url}/metrics").text
+
+    before = scrape()
+    r = client.chat.completions.create(model=CHAT, messages=HELLO, max_tokens=8)
+    bad = httpx.post(f"{live_server.base_url}/chat/completions", headers=live_server.headers,
+                     json={"messages": HELLO, "temperature": 5}, timeout=60)
+    assert bad.status_code == 400
+
+    def grew(name: str, **labels: str) -> float:
+        return _metric(text, name, **labels) - _metric(before, name, **labels)
+
+    deadline = time.monotonic() + 30  # a request is counted once its response has gone out: wait for both
+    text = scrape()
+    while grew("luodi_requests_total", route="/v1/chat/completions") < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        text = scrape()
     for name in (
         "luodi_time_to_first_token_seconds_bucket",
         "luodi_time_per_output_token_seconds_bucket",
@@ -449,7 +465,8 @@ def test_metrics_expose_histograms(client, live_server):
         "luodi_requests_total",
     ):
         assert name in text, name
-    assert _metric(text, "luodi_time_to_first_token_seconds_count") >= 1
-    assert _metric(text, "luodi_generated_tokens_total") >= 1
-    assert _metric(text, "luodi_requests_total", route="/v1/chat/completions", status="200") >= 1
-    assert _metric(text, "luodi_requests_total", status="400") >= 0
+    assert grew("luodi_time_to_first_token_seconds_count") == 1
+    assert grew("luodi_generated_tokens_total") == r.usage.completion_tokens
+    assert grew("luodi_prompt_tokens_total") == r.usage.prompt_tokens
+    assert grew("luodi_requests_total", route="/v1/chat/completions", status="200") == 1
+    assert grew("luodi_requests_total", route="/v1/chat/completions", status="400") == 1
