@@ -105,9 +105,9 @@ def text_generation(d: Path) -> Case:
         "model": {
             "source": "bundled:smollm2-135m-instruct",
             "type": "lora",
-            "options": {"r": 2, "alpha": 4, "max_length": 32, "max_new_tokens": 4, "checkpoint_every": 100},
+            "options": {"r": 2, "alpha": 4, "max_length": 96, "max_new_tokens": 4, "system": "Be brief."},
         },
-        "train": {"batch_size": 2, "lr": 0.001},
+        "train": {"epochs": 1, "batch_size": 2, "lr": 0.001},
     }
     return cfg, [{"text": "Hello , how are you ?"}], {"messages": []}, "text"
 
