@@ -1,14 +1,47 @@
-"""Sentence embeddings from an encoder (default: the bundled all-MiniLM-L6-v2), mean-pooled and L2-normalized."""
+"""Sentence embeddings from an encoder (default: the bundled all-MiniLM-L6-v2), mean-pooled and L2-normalized.
+
+`Encoder.run` is the one batch loop over the encoder (length-sorted batches under the model's lock); the
+embeddings of `encode`, the per-layer text features of text classification and the per-word features of
+token classification are its poolings, the latter two cached on disk by content (`cached_features`).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
+from luodi.atomic import atomic_path
+from luodi.errors import ConfigError
 from luodi.models import load_quietly, resolve
+from luodi.settings import get_settings
+
+_MEMO: dict[str, np.ndarray] = {}  # the few most recent cached feature sets (train, validation), in memory
+
+
+def cached_features(kind: str, key: Any, compute: Callable[[], np.ndarray], memo: bool = False) -> np.ndarray:
+    """`compute()`'s array, stored once under the cache dir as <kind>/<hash of key>.npy (and kept in memory
+    for the next calls when `memo`): features of the same texts with the same settings are computed once."""
+    name = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:32]
+    path = get_settings().cache_dir / kind / f"{name}.npy"
+    if f"{kind}/{name}" in _MEMO:
+        return _MEMO[f"{kind}/{name}"]
+    if path.exists():
+        out = np.load(path)
+    else:
+        out = compute()
+        with atomic_path(path, suffix=".npy") as tmp:
+            np.save(tmp, out)
+    if memo:
+        _MEMO[f"{kind}/{name}"] = out
+        while len(_MEMO) > 3:
+            _MEMO.pop(next(iter(_MEMO)))
+    return out
 
 
 class Encoder:
@@ -31,30 +64,127 @@ class Encoder:
     def count_tokens(self, texts: Sequence[str]) -> int:
         return sum(len(self.tokenizer(t, truncation=True, max_length=self.max_length)["input_ids"]) for t in texts)
 
-    def encode(self, texts: Sequence[str], batch_size: int = 64, normalize: bool = True,
-               progress: bool = False) -> np.ndarray:
-        """Return a float32 array of shape (len(texts), dim)."""
+    def check_layers(self, layers: Sequence[int]) -> None:
+        n = self.model.config.num_hidden_layers
+        bad = [layer for layer in layers if not 0 <= layer <= n]
+        if bad:
+            raise ConfigError(
+                f"model.options.layers {bad}: the encoder has layers 0..{n}", param="model.options.layers"
+            )
+
+    def run(
+        self,
+        inputs: Sequence[Any],
+        *,
+        batch_size: int,
+        max_length: int,
+        all_layers: bool = False,
+        words: bool = False,
+        progress: bool = False,
+        description: str = "encoding",
+    ) -> Iterator[tuple[np.ndarray, Any, Any]]:
+        """Yield (indices into `inputs`, tokenized batch, hidden states) per batch of similar lengths: the last
+        layer's (b, seq, dim), or with `all_layers` every layer's tuple. `words`: inputs are lists of words."""
         torch = self._torch
-        texts = list(texts)
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        order = np.argsort([len(t) for t in texts])  # sort by length: less padding
-        steps = range(0, len(texts), batch_size)
+        order = np.argsort([len(x) for x in inputs])  # similar lengths together: less padding
+        steps = range(0, len(inputs), batch_size)
         if progress:
             from rich.progress import track
 
-            steps = track(steps, description="embedding")
+            steps = track(steps, description=description)
         with self._lock, torch.inference_mode():
             for start in steps:
                 idx = order[start : start + batch_size]
-                batch = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                       max_length=self.max_length, return_tensors="pt")
-                hidden = self.model(**batch).last_hidden_state
-                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                vec = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                if normalize:
-                    vec = torch.nn.functional.normalize(vec, dim=-1)
-                out[idx] = vec.float().numpy()
+                batch = self.tokenizer(
+                    [inputs[i] for i in idx],
+                    is_split_into_words=words,
+                    padding=True,
+                    truncation=True,
+                    max_length=max_length,
+                    return_tensors="pt",
+                )
+                out = self.model(**batch, output_hidden_states=all_layers)
+                yield idx, batch, out.hidden_states if all_layers else out.last_hidden_state
+
+    def _mean(self, hidden: Any, batch: Any, normalize: bool) -> Any:
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        vec = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return self._torch.nn.functional.normalize(vec, dim=-1) if normalize else vec
+
+    def encode(
+        self, texts: Sequence[str], batch_size: int = 64, normalize: bool = True, progress: bool = False
+    ) -> np.ndarray:
+        """Return a float32 array of shape (len(texts), dim)."""
+        texts = list(texts)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        steps = self.run(
+            texts, batch_size=batch_size, max_length=self.max_length, progress=progress, description="embedding"
+        )
+        for idx, batch, hidden in steps:
+            out[idx] = self._mean(hidden, batch, normalize).float().numpy()
         return out
+
+    def layer_features(
+        self, texts: list[str], layers: list[int], max_length: int, progress: bool = False, batch_size: int = 64
+    ) -> np.ndarray:
+        """Mean-pooled, L2-normalized hidden states of `layers`, concatenated: (n, len(layers) * dim); cached."""
+
+        def compute() -> np.ndarray:
+            self.check_layers(layers)
+            out = np.zeros((len(texts), len(layers), self.dim), dtype=np.float32)
+            steps = self.run(
+                texts,
+                batch_size=batch_size,
+                max_length=max_length,
+                all_layers=True,
+                progress=progress,
+                description="encoding texts",
+            )
+            for idx, batch, hidden in steps:
+                for j, layer in enumerate(layers):
+                    out[idx, j] = self._mean(hidden[layer], batch, True).numpy()
+            return out.reshape(len(texts), -1)
+
+        return cached_features("text-features", [self.spec, layers, max_length, texts], compute)
+
+    def word_features(
+        self,
+        sentences: list[list[str]],
+        layers: list[int],
+        max_length: int,
+        progress: bool = False,
+        batch_size: int = 32,
+    ) -> list[np.ndarray]:
+        """First-sub-word hidden states of `layers` for every (lower-cased) word: float16 (n_words, len(layers),
+        dim) per sentence; cached on disk and, for the few latest sets, in memory."""
+        lengths = [len(s) for s in sentences]
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+
+        def compute() -> np.ndarray:
+            self.check_layers(layers)
+            flat = np.zeros((int(offsets[-1]), len(layers), self.dim), dtype=np.float16)
+            lowered = [[w.lower() for w in s] for s in sentences]
+            steps = self.run(
+                lowered,
+                batch_size=batch_size,
+                max_length=max_length,
+                all_layers=True,
+                words=True,
+                progress=progress,
+                description="encoding sentences",
+            )
+            for idx, batch, hidden in steps:
+                stack = self._torch.stack([hidden[la] for la in layers], dim=2).numpy()  # (b, seq, L, dim)
+                for b, i in enumerate(idx):
+                    seen = set()
+                    for pos, w in enumerate(batch.word_ids(b)):
+                        if w is not None and w not in seen:
+                            seen.add(w)
+                            flat[offsets[i] + w] = stack[b, pos]
+            return flat
+
+        flat = cached_features("word-features", [self.spec, layers, max_length, sentences], compute, memo=True)
+        return [flat[offsets[i] : offsets[i + 1]] for i in range(len(sentences))]
 
 
 @lru_cache(maxsize=4)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from luodi.config import AppConfig
+from luodi.config import validate_app
 from luodi.errors import BadRequest, ConfigError
 from luodi.tasks import task_for
 
@@ -18,7 +18,7 @@ def make_task(path, **over):
     raw = {"name": "t", "task": "text-classification", "data": {"path": str(path)}}
     for k, v in over.items():
         raw.setdefault(k, {}).update(v) if isinstance(v, dict) else raw.__setitem__(k, v)
-    return task_for(AppConfig.model_validate(raw))
+    return task_for(validate_app(raw))  # bad keys: a ConfigError naming them
 
 
 def banking_slice(datasets_dir, n_labels=8, per_label=40):
@@ -33,7 +33,8 @@ def test_banking_slice_learns_and_round_trips(datasets_dir, tmp_path):
     task, df = banking_slice(datasets_dir)
     train, valid = task.split(df)
     assert set(train.label) == set(valid.label)  # stratified
-    metrics = task.fit(train, valid, tmp_path)
+    assert task.fit(train, valid, tmp_path) is None  # callers score the validation rows with evaluate
+    metrics = task.evaluate(valid)
     assert metrics["accuracy"] > 0.75  # 8 classes: chance is 0.125
     texts = [{"text": t} for t in valid.text[:10]]
     before = task.predict(texts)
@@ -64,7 +65,8 @@ def test_tfidf_only_spam_filter(datasets_dir, tmp_path):
     assert set(df.label) == {"ham", "spam"}
     df = pd.concat([df[df.label == "spam"].head(150), df[df.label == "ham"].head(450)])
     train, valid = task.split(df)
-    m = task.fit(train, valid, tmp_path)
+    task.fit(train, valid, tmp_path)
+    m = task.evaluate(valid)
     assert m["accuracy"] > 0.9
     out = task.predict([{"text": "WINNER!! You have won a free prize, call 09061701461 now to claim"}])
     assert out[0]["label"] == "spam"
@@ -126,7 +128,8 @@ def test_out_of_scope_threshold(datasets_dir, tmp_path):
     df = df[(df.part != "oos_train") | (df.label == "oos")]
     train, valid = task.split(df)
     assert set(valid.part) == {"val", "oos_val"}
-    m = task.fit(train, valid, tmp_path)
+    task.fit(train, valid, tmp_path)
+    m = task.evaluate(valid)
     assert m["in_scope_accuracy"] > 0.7 and m["oos_recall"] > 0.5
     assert 0 <= task.oos_threshold < 1
     assert task.predict([{"text": "what is the melting point of tungsten in kelvin"}])[0]["label"] in (
@@ -180,7 +183,8 @@ def test_finetuned_encoder_learns_and_round_trips(datasets_dir, tmp_path):
     over = {"data": {"columns": {"label": "category"}}, "model": {"options": opts}}
     task = make_task(datasets_dir / "banking77/train.csv", train={"epochs": 2, "lr": 3e-4, "batch_size": 16}, **over)
     train, valid = task.split(df)
-    metrics = task.fit(train, valid, tmp_path / "work", progress=False)
+    task.fit(train, valid, tmp_path / "work", progress=False)
+    metrics = task.evaluate(valid)
     assert metrics["accuracy"] > 0.6  # 6 classes: chance is 0.17
     first, second = task.ft_model.members
     assert (tmp_path / "work" / "checkpoint" / "finetune-member-1" / "checkpoint" / "state.json").exists()

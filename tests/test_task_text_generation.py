@@ -42,7 +42,8 @@ def test_lora_lowers_perplexity_and_round_trips(datasets_dir, tmp_path):
         pytest.skip("luodi.models.gguf_to_hf_dir (GGUF -> HF conversion) has not landed yet")
     task = make_task(datasets_dir / "dailydialog/validation/dialogues_validation.txt")
     data = task.read(None)[:16]
-    metrics = task.fit(data, data[:8], tmp_path / "fit")  # learns the dialogues it sees
+    assert task.fit(data, data[:8], tmp_path / "fit") is None  # learns the dialogues it sees
+    metrics = task.evaluate(data[:8])
     assert metrics["perplexity"] < 0.9 * metrics["base_perplexity"]
     reply = task.predict([{"text": "Hi, how are you today?"}])[0]["reply"]
     assert isinstance(reply, str) and reply

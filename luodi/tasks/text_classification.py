@@ -18,172 +18,19 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from luodi.atomic import atomic_path, write_json
-from luodi.config import AppConfig, format_validation_error
+from luodi.config import AppConfig, model_options
+from luodi.data.split import held_out, split_indices
 from luodi.data.text import read_labelled_texts
+from luodi.embeddings import get_encoder
 from luodi.errors import BadRequest, ConfigError
 from luodi.models import resolve
 from luodi.options import TextClassificationOptions
-from luodi.settings import get_settings
 from luodi.tasks.base import TaskBase, TextInputs
-
-# ---------------------------------------------------------------- shared helpers (also used by NER)
-
-
-def stratified_split(labels: np.ndarray, valid: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded stratified train/validation indices (plain random when a class is too small)."""
-    from sklearn.model_selection import train_test_split
-
-    if not 0 < valid < 1:
-        raise ConfigError(f"data.split.valid must be a fraction between 0 and 1, got {valid}", param="data.split.valid")
-    idx = np.arange(len(labels))
-    _, counts = np.unique(labels, return_counts=True)
-    n_valid = int(round(valid * len(labels)))
-    strat = labels if counts.min() >= 2 and n_valid >= len(counts) else None
-    return train_test_split(idx, test_size=valid, stratify=strat, random_state=seed)
-
-
-def encoder_features(
-    texts: list[str],
-    spec: str,
-    layers: list[int],
-    max_length: int,
-    progress: bool = False,
-    batch_size: int = 64,
-) -> np.ndarray:
-    """Mean-pooled, L2-normalized hidden states of `layers`, concatenated; cached on disk by content."""
-    import hashlib
-
-    import torch
-
-    from luodi.embeddings import get_encoder
-
-    key = hashlib.sha256(json.dumps([spec, layers, max_length, texts]).encode()).hexdigest()[:32]
-    cache = get_settings().cache_dir / "text-features" / f"{key}.npy"
-    if cache.exists():
-        return np.load(cache)
-    enc = get_encoder(spec)
-    n_layers = enc.model.config.num_hidden_layers
-    bad = [layer for layer in layers if not 0 <= layer <= n_layers]
-    if bad:
-        raise ConfigError(
-            f"model.options.layers {bad}: the encoder has layers 0..{n_layers}", param="model.options.layers"
-        )
-    out = np.zeros((len(texts), len(layers), enc.dim), dtype=np.float32)
-    order = np.argsort([len(t) for t in texts])
-    steps = range(0, len(texts), batch_size)
-    if progress:
-        from rich.progress import track
-
-        steps = track(steps, description="encoding texts")
-    with enc._lock, torch.inference_mode():
-        for start in steps:
-            idx = order[start : start + batch_size]
-            batch = enc.tokenizer(
-                [texts[i] for i in idx],
-                padding=True,
-                truncation=True,
-                max_length=max_length,
-                return_tensors="pt",
-            )
-            hidden = enc.model(**batch, output_hidden_states=True).hidden_states
-            mask = batch["attention_mask"].unsqueeze(-1).float()
-            for j, layer in enumerate(layers):
-                vec = (hidden[layer] * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                out[idx, j] = torch.nn.functional.normalize(vec, dim=-1).numpy()
-    out = out.reshape(len(texts), -1)
-    with atomic_path(cache, suffix=".npy") as tmp:
-        np.save(tmp, out)
-    return out
-
-
-class LinearHead:
-    """A multinomial linear classifier stored as plain arrays (coef: (k, d), intercept: (k,))."""
-
-    def __init__(self, coef: np.ndarray, intercept: np.ndarray):
-        # C order matters: safetensors.numpy writes a Fortran-ordered array's buffer as if it were C order
-        self.coef = np.ascontiguousarray(coef, dtype=np.float32)
-        self.intercept = np.ascontiguousarray(intercept, dtype=np.float32)
-
-    def log_proba(self, x) -> np.ndarray:
-        z = np.asarray(x @ self.coef.T) + self.intercept
-        if z.shape[1] == 1:  # binary: sklearn stores one row for the positive class
-            z = np.hstack([np.zeros_like(z), z])
-        return z - np.logaddexp.reduce(z, axis=1, keepdims=True)
-
-    def tensors(self, prefix: str) -> dict[str, np.ndarray]:
-        return {f"{prefix}.coef": self.coef, f"{prefix}.intercept": self.intercept}
-
-    @classmethod
-    def from_tensors(cls, t: dict[str, np.ndarray], prefix: str) -> LinearHead:
-        return cls(t[f"{prefix}.coef"], t[f"{prefix}.intercept"])
-
-
-def fit_logreg(x, y: np.ndarray, n_classes: int, c: float, class_weight: str | None, seed: int) -> LinearHead:
-    """Fit L2 logistic regression (multinomial) and keep only its arrays."""
-    from sklearn.linear_model import LogisticRegression
-
-    clf = LogisticRegression(C=c, max_iter=3000, class_weight=class_weight, random_state=seed)
-    clf.fit(x, y)
-    if list(clf.classes_) != list(range(n_classes)):
-        raise BadRequest("every label must occur in the training data; some labels have no training example")
-    return LinearHead(clf.coef_, clf.intercept_)
-
-
-TFIDF_PARAMS = {
-    "word": {"analyzer": "word", "ngram_range": (1, 2), "sublinear_tf": True, "lowercase": True},
-    "char": {
-        "analyzer": "char_wb",
-        "ngram_range": (2, 5),
-        "sublinear_tf": True,
-        "lowercase": True,
-        "min_df": 2,
-    },
-}
-
-
-class TfidfFeatures:
-    """Word 1-2-gram and char 2-5-gram TF-IDF, concatenated into one sparse matrix."""
-
-    def __init__(self, vectorizers: dict):
-        self.vectorizers = vectorizers
-
-    def transform(self, texts: list[str]):
-        from scipy import sparse
-
-        return sparse.hstack([v.transform(texts) for v in self.vectorizers.values()]).tocsr()
-
-
-def fit_tfidf(texts: list[str]) -> TfidfFeatures:
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    vecs = {}
-    for name, params in TFIDF_PARAMS.items():
-        v = TfidfVectorizer(**params)
-        try:
-            v.fit(texts)
-        except ValueError:  # too few texts for min_df
-            v = TfidfVectorizer(**{**params, "min_df": 1}).fit(texts)
-        vecs[name] = v
-    return TfidfFeatures(vecs)
-
-
-def tfidf_state(tf: TfidfFeatures) -> tuple[dict, dict[str, np.ndarray]]:
-    vocab = {n: {k: int(i) for k, i in v.vocabulary_.items()} for n, v in tf.vectorizers.items()}
-    return vocab, {n: v.idf_.astype(np.float32) for n, v in tf.vectorizers.items()}
-
-
-def tfidf_from_state(vocab: dict, idf: dict[str, np.ndarray]) -> TfidfFeatures:
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    vecs = {}
-    for name, params in TFIDF_PARAMS.items():
-        v = TfidfVectorizer(**{k: p for k, p in params.items() if k != "min_df"}, vocabulary=vocab[name])
-        v.idf_ = idf[name].astype(np.float64)
-        vecs[name] = v
-    return TfidfFeatures(vecs)
+from luodi.tasks.linear_heads import LinearHead, fit_logreg, fit_tfidf, tfidf_from_state, tfidf_state
+from luodi.tasks.text_records import records_texts
 
 
 class TextIn(BaseModel):
@@ -201,29 +48,6 @@ class TextClassOut(BaseModel):
     top_k: list[LabelScore]
 
 
-def parse_options(config: AppConfig, model: type[BaseModel]) -> Any:
-    try:
-        return model.model_validate(config.model.options)
-    except ValidationError as e:
-        raise ConfigError(format_validation_error(e, "model.options")) from e
-
-
-def records_texts(records: list[dict[str, Any]], field: str = "text") -> list[str]:
-    """Pull `text` out of request records, with an error naming the bad record."""
-    if not isinstance(records, list):
-        raise BadRequest('expected a list of records like {"text": "..."}')
-    texts = []
-    for i, r in enumerate(records):
-        t = r.get(field) if isinstance(r, dict) else None
-        if not isinstance(t, str) or not t.strip():
-            raise BadRequest(
-                f'records[{i}].{field}: expected a non-empty string, got {t!r}; send {{"{field}": "your text"}}',
-                param=field,
-            )
-        texts.append(t)
-    return texts
-
-
 class TextClassificationTask(TextInputs, TaskBase):
     name: ClassVar[str] = "text-classification"
 
@@ -234,7 +58,7 @@ class TextClassificationTask(TextInputs, TaskBase):
                 f"model.type '{config.model.type}' is not supported for text-classification; use 'embedding-head'",
                 param="model.type",
             )
-        self.opts: TextClassificationOptions = parse_options(config, TextClassificationOptions)
+        self.opts: TextClassificationOptions = model_options(config)
         feats = set(self.opts.features)
         bad = feats - {"embeddings", "finetune", "tfidf"}
         if bad or not feats:
@@ -292,28 +116,30 @@ class TextClassificationTask(TextInputs, TaskBase):
         return df
 
     def split(self, data: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """data.split.by 'part': the named parts are validation (clinc150); otherwise the seeded stratified split."""
         s = self.config.data.split
-        if s.get("by") == "part":
+        s.only(self.name, "valid", "seed", "stratify", "by", "valid_parts")
+        if s.by == "part":
             if "part" not in data.columns:
                 raise ConfigError(
                     "data.split.by 'part' needs a file with named splits (clinc150 JSON)",
                     param="data.split.by",
                 )
-            valid_parts = s.get("valid_parts", ["val", "oos_val"])
-            mask = data.part.isin(valid_parts).values
+            mask = data.part.isin(s.valid_parts).values
             if not mask.any() or mask.all():
                 raise ConfigError(
-                    f"data.split.valid_parts {valid_parts} must name some but not all parts "
+                    f"data.split.valid_parts {s.valid_parts} must name some but not all parts "
                     f"(parts: {sorted(data.part.unique())})",
                     param="data.split.valid_parts",
                 )
-            return data[~mask].reset_index(drop=True), data[mask].reset_index(drop=True)
-        itr, iva = stratified_split(data.label.values, float(s.get("valid", 0.1)), int(s.get("seed", 0)))
+            itr, iva = held_out(mask)
+        else:
+            itr, iva = split_indices(len(data), s, data.label.values)
         return data.iloc[itr].reset_index(drop=True), data.iloc[iva].reset_index(drop=True)
 
     # ------------------------------------------------------------ model
     def _emb(self, texts: list[str], progress: bool = False) -> np.ndarray:
-        return encoder_features(texts, self.source, self.opts.layers, self.opts.max_length, progress=progress)
+        return get_encoder(self.source).layer_features(texts, self.opts.layers, self.opts.max_length, progress)
 
     def _head_log_probs(self, texts: list[str], progress: bool = False) -> dict[str, np.ndarray]:
         """Each trained head's log-probabilities, keyed by feature name."""
@@ -342,7 +168,7 @@ class TextClassificationTask(TextInputs, TaskBase):
         lp = sum(weights[h] * p for h, p in parts.items())
         return lp - np.logaddexp.reduce(lp, axis=1, keepdims=True)  # renormalize the geometric mixture
 
-    def fit(self, train: pd.DataFrame, valid: pd.DataFrame, run_dir: Path, progress: bool = True) -> dict:
+    def fit(self, train: pd.DataFrame, valid: pd.DataFrame, run_dir: Path, progress: bool = True) -> None:
         from rich.console import Console
 
         console = Console(quiet=not progress)
@@ -385,9 +211,8 @@ class TextClassificationTask(TextInputs, TaskBase):
         if valid is None or valid.empty:
             self.tfidf_weight = 0.5 if self.tfidf_weight is None else self.tfidf_weight
             self.oos_threshold = 0.0 if self.oos_threshold is None else self.oos_threshold
-            return {}
-        self._tune(valid, console)
-        return {k: v for k, v in self.evaluate(valid).items() if isinstance(v, float)}
+            return
+        self._tune(valid, console)  # the mixing weight and the out-of-scope threshold
 
     def _tune(self, valid: pd.DataFrame, console) -> None:
         """Pick the mixing weight and the out-of-scope threshold on validation data."""

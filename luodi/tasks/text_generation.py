@@ -21,12 +21,12 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from luodi.atomic import atomic_dir, atomic_path, write_json
-from luodi.config import AppConfig
+from luodi.config import AppConfig, model_options
+from luodi.data.split import split_indices
 from luodi.data.text import read_dialogues
 from luodi.errors import BadRequest, ConfigError
 from luodi.options import TextGenerationOptions
 from luodi.tasks.base import TaskBase, TextInputs
-from luodi.tasks.text_classification import parse_options
 
 Dialogue = list[str]
 
@@ -63,7 +63,7 @@ class TextGenerationTask(TextInputs, TaskBase):
                 f"model.type '{config.model.type}' is not supported for text-generation; use 'lora'",
                 param="model.type",
             )
-        self.opts: TextGenerationOptions = parse_options(config, TextGenerationOptions)
+        self.opts: TextGenerationOptions = model_options(config)
         self.source = config.model.source or "bundled:smollm2-135m-instruct"
         self.model = None
         self.tokenizer = None
@@ -79,13 +79,13 @@ class TextGenerationTask(TextInputs, TaskBase):
 
     def split(self, data: list[Dialogue]) -> tuple[list[Dialogue], list[Dialogue]]:
         s = self.config.data.split
-        rng = np.random.default_rng(int(s.get("seed", 0)))
-        if s.get("valid_path"):
-            train, valid = data, self.read(s["valid_path"])
+        s.only(self.name, "valid", "seed", "valid_path")
+        if s.valid_path:
+            train, valid = data, self.read(s.valid_path)
         else:
-            idx = rng.permutation(len(data))
-            n_valid = max(1, int(round(float(s.get("valid", 0.1)) * len(data))))
-            train, valid = [data[i] for i in idx[n_valid:]], [data[i] for i in idx[:n_valid]]
+            tr, va = split_indices(len(data), s)
+            train, valid = [data[i] for i in tr], [data[i] for i in va]
+        rng = np.random.default_rng(s.seed)
         seen = {"\n".join(d) for d in train}
         valid = [d for d in valid if "\n".join(d) not in seen]  # no leak of duplicated dialogues
         if self.opts.max_train_dialogues and len(train) > self.opts.max_train_dialogues:
@@ -191,7 +191,7 @@ class TextGenerationTask(TextInputs, TaskBase):
         with _quiet_peft():
             return get_peft_model(base, cfg)
 
-    def fit(self, train: list[Dialogue], valid: list[Dialogue], run_dir: Path, progress: bool = True) -> dict:
+    def fit(self, train: list[Dialogue], valid: list[Dialogue], run_dir: Path, progress: bool = True) -> None:
         import torch
         from rich.console import Console
         from rich.progress import Progress
@@ -250,7 +250,6 @@ class TextGenerationTask(TextInputs, TaskBase):
             self._checkpoint(ckpt, {"epoch": epoch + 1, "step": 0})
             console.log(f"epoch {epoch + 1} done")
             self.on_epoch_end(epoch + 1, {"train_loss": running / max(1, n_steps)})
-        return {k: v for k, v in self.evaluate(valid).items() if isinstance(v, float)} if valid else {}
 
     def _checkpoint(self, ckpt: Path, state: dict) -> None:
         from peft import get_peft_model_state_dict
@@ -307,7 +306,7 @@ class TextGenerationTask(TextInputs, TaskBase):
         if self.opts.max_eval_dialogues:
             data = data[: self.opts.max_eval_dialogues]
         key = f"{len(data)}:{hash(tuple(map(tuple, data))) & 0xFFFFFFFF}"
-        if key in self._evaluated:  # fit already scored this validation set with these weights
+        if key in self._evaluated:  # this set was already scored with these weights
             return dict(self._evaluated[key])
         ppl = self.perplexity(data)
         if key not in self.base_perplexity:

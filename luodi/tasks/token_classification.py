@@ -10,7 +10,6 @@ transitions. Entity-level precision/recall/F1 follow conlleval/seqeval (exact sp
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -21,17 +20,18 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from luodi.atomic import atomic_path, write_json
-from luodi.config import AppConfig
+from luodi.config import AppConfig, model_options
+from luodi.data.split import split_indices
 from luodi.data.text import read_conll
+from luodi.embeddings import get_encoder
 from luodi.errors import BadRequest, ConfigError
 from luodi.options import TokenClassificationOptions
-from luodi.settings import get_settings
 from luodi.tasks.base import TaskBase, TextInputs
-from luodi.tasks.text_classification import parse_options, records_texts
+from luodi.tasks.bio_tags import allowed_transitions, entity_scores, spans, viterbi
+from luodi.tasks.text_records import records_texts
 
 Sentence = dict[str, list[str]]  # {"tokens": [...], "tags": [...]}
 WORD_RE = re.compile(r"\w+(?:[-'.]\w+)*|[^\w\s]")
-_MEMO: dict[str, np.ndarray] = {}
 CASES = ["lower", "upper", "title", "mixed", "digit", "has_digit", "punct", "other"]
 
 
@@ -51,74 +51,6 @@ class NerOut(BaseModel):
     entities: list[Entity]
 
 
-# ---------------------------------------------------------------- tags and spans
-
-
-def spans(tags: list[str]) -> list[tuple[str, int, int]]:
-    """(type, first, last+1) entity spans of a BIO sequence (an I- without a B- starts an entity)."""
-    out = []
-    start, kind = None, None
-    for i, t in enumerate([*tags, "O"]):
-        boundary = t == "O" or t.startswith("B-") or (t.startswith("I-") and t[2:] != kind)
-        if boundary and start is not None:
-            out.append((kind, start, i))
-            start, kind = None, None
-        if t.startswith(("B-", "I-")) and start is None:
-            start, kind = i, t[2:]
-    return out
-
-
-def entity_scores(gold: list[list[str]], pred: list[list[str]]) -> dict[str, Any]:
-    """Micro precision/recall/F1 over exact (type, span) matches, plus per-type F1."""
-    tp: dict[str, int] = {}
-    n_gold: dict[str, int] = {}
-    n_pred: dict[str, int] = {}
-    for g, p in zip(gold, pred, strict=True):
-        gs, ps = set(spans(g)), set(spans(p))
-        for k, *_ in gs:
-            n_gold[k] = n_gold.get(k, 0) + 1
-        for k, *_ in ps:
-            n_pred[k] = n_pred.get(k, 0) + 1
-        for k, *_ in gs & ps:
-            tp[k] = tp.get(k, 0) + 1
-
-    def prf(t: int, p: int, g: int) -> tuple[float, float, float]:
-        pr, rc = (t / p if p else 0.0), (t / g if g else 0.0)
-        return pr, rc, (2 * pr * rc / (pr + rc) if pr + rc else 0.0)
-
-    t, p, g = sum(tp.values()), sum(n_pred.values()), sum(n_gold.values())
-    precision, recall, f1 = prf(t, p, g)
-    per_type = {k: round(prf(tp.get(k, 0), n_pred.get(k, 0), n_gold[k])[2], 4) for k in sorted(n_gold)}
-    return {"f1": f1, "precision": precision, "recall": recall, "per_type_f1": per_type}
-
-
-def allowed_transitions(tags: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Log-space start and transition masks: I-X only after B-X or I-X."""
-    n = len(tags)
-    start = np.array([0.0 if not t.startswith("I-") else -np.inf for t in tags])
-    trans = np.zeros((n, n))
-    for j, t in enumerate(tags):
-        if t.startswith("I-"):
-            for i, prev in enumerate(tags):
-                if prev[2:] != t[2:] or prev == "O":
-                    trans[i, j] = -np.inf
-    return start, trans
-
-
-def viterbi(logp: np.ndarray, start: np.ndarray, trans: np.ndarray) -> list[int]:
-    """Best tag path under hard transition constraints; logp is (n_words, n_tags)."""
-    score = logp[0] + start
-    back = np.zeros(logp.shape, dtype=np.int64)
-    for i in range(1, len(logp)):
-        cand = score[:, None] + trans
-        back[i] = cand.argmax(0)
-        score = cand.max(0) + logp[i]
-    path = [int(score.argmax())]
-    for i in range(len(logp) - 1, 0, -1):
-        path.append(int(back[i][path[-1]]))
-    return path[::-1]
-
-
 def casing(word: str) -> int:
     if word.isdigit():
         return 4
@@ -133,73 +65,6 @@ def casing(word: str) -> int:
     if not any(c.isalnum() for c in word):
         return 6
     return 3 if any(c.isalpha() for c in word) else 7
-
-
-# ---------------------------------------------------------------- frozen encoder features per word
-
-
-def word_features(
-    sentences: list[list[str]],
-    spec: str,
-    layers: list[int],
-    max_length: int,
-    progress: bool = False,
-    batch_size: int = 32,
-) -> list[np.ndarray]:
-    """First-sub-word hidden states of `layers` for every word: float16 (n_words, len(layers), dim)."""
-    import torch
-
-    from luodi.embeddings import get_encoder
-
-    key = hashlib.sha256(json.dumps([spec, layers, max_length, sentences]).encode()).hexdigest()[:32]
-    cache = get_settings().cache_dir / "word-features" / f"{key}.npy"
-    lengths = [len(s) for s in sentences]
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    if key in _MEMO:
-        flat = _MEMO[key]
-    elif cache.exists():
-        flat = np.load(cache)
-    else:
-        enc = get_encoder(spec)
-        n_layers = enc.model.config.num_hidden_layers
-        if any(not 0 <= la <= n_layers for la in layers):
-            raise ConfigError(
-                f"model.options.layers {layers}: the encoder has layers 0..{n_layers}",
-                param="model.options.layers",
-            )
-        flat = np.zeros((int(offsets[-1]), len(layers), enc.dim), dtype=np.float16)
-        order = np.argsort(lengths)
-        steps = range(0, len(sentences), batch_size)
-        if progress:
-            from rich.progress import track
-
-            steps = track(steps, description="encoding sentences")
-        with enc._lock, torch.inference_mode():
-            for s in steps:
-                idx = order[s : s + batch_size]
-                words = [[w.lower() for w in sentences[i]] for i in idx]
-                batch = enc.tokenizer(
-                    words,
-                    is_split_into_words=True,
-                    truncation=True,
-                    max_length=max_length,
-                    padding=True,
-                    return_tensors="pt",
-                )
-                hidden = enc.model(**batch, output_hidden_states=True).hidden_states
-                stack = torch.stack([hidden[la] for la in layers], dim=2).numpy()  # (b, seq, L, dim)
-                for b, i in enumerate(idx):
-                    seen = set()
-                    for pos, w in enumerate(batch.word_ids(b)):
-                        if w is not None and w not in seen:
-                            seen.add(w)
-                            flat[offsets[i] + w] = stack[b, pos]
-        with atomic_path(cache, suffix=".npy") as tmp:
-            np.save(tmp, flat)
-    _MEMO[key] = flat
-    while len(_MEMO) > 3:  # keep the few most recent sets (train, validation) in memory
-        _MEMO.pop(next(iter(_MEMO)))
-    return [flat[offsets[i] : offsets[i + 1]] for i in range(len(sentences))]
 
 
 # ---------------------------------------------------------------- network
@@ -254,7 +119,7 @@ class TokenClassificationTask(TextInputs, TaskBase):
                 "use 'feature-tagger'",
                 param="model.type",
             )
-        self.opts: TokenClassificationOptions = parse_options(config, TokenClassificationOptions)
+        self.opts: TokenClassificationOptions = model_options(config)
         self.source = config.model.source or "bundled:minilm-l6"
         self.tags: list[str] = []
         self.chars: dict[str, int] = {}
@@ -269,18 +134,13 @@ class TokenClassificationTask(TextInputs, TaskBase):
         return read_conll(path, to_bio=bool(self.config.data.options.get("to_bio", True)))
 
     def split(self, data: list[Sentence]) -> tuple[list[Sentence], list[Sentence]]:
+        """data.split.valid_path: a separate validation file; otherwise a seeded share of the sentences."""
         s = self.config.data.split
-        if s.get("valid_path"):
-            return data, self.read(s["valid_path"])
-        valid = float(s.get("valid", 0.1))
-        if not 0 < valid < 1:
-            raise ConfigError(
-                f"data.split.valid must be a fraction between 0 and 1, got {valid}", param="data.split.valid"
-            )
-        rng = np.random.default_rng(int(s.get("seed", 0)))
-        idx = rng.permutation(len(data))
-        n_valid = max(1, int(round(valid * len(data))))
-        return [data[i] for i in idx[n_valid:]], [data[i] for i in idx[:n_valid]]
+        s.only(self.name, "valid", "seed", "valid_path")
+        if s.valid_path:
+            return data, self.read(s.valid_path)
+        tr, va = split_indices(len(data), s)
+        return [data[i] for i in tr], [data[i] for i in va]
 
     # ------------------------------------------------------------ tensors
     def _batch(self, sents: list[list[str]], feats: list[np.ndarray], tags: list[list[str]] | None = None):
@@ -305,7 +165,7 @@ class TokenClassificationTask(TextInputs, TaskBase):
         return torch.from_numpy(x), torch.from_numpy(ch), torch.from_numpy(case), torch.from_numpy(y)
 
     def _feats(self, sents: list[list[str]], progress: bool = False) -> list[np.ndarray]:
-        return word_features(sents, self.source, self.opts.layers, self.opts.max_length, progress)
+        return get_encoder(self.source).word_features(sents, self.opts.layers, self.opts.max_length, progress)
 
     def _decode(
         self, sents: list[list[str]], progress: bool = False
@@ -334,7 +194,7 @@ class TokenClassificationTask(TextInputs, TaskBase):
         return out_tags, out_p
 
     # ------------------------------------------------------------ training
-    def fit(self, train: list[Sentence], valid: list[Sentence], run_dir: Path, progress: bool = True) -> dict:
+    def fit(self, train: list[Sentence], valid: list[Sentence], run_dir: Path, progress: bool = True) -> None:
         import torch
         from rich.console import Console
 
@@ -409,8 +269,7 @@ class TokenClassificationTask(TextInputs, TaskBase):
                 console.log(f"early stop: no improvement for {cfg.early_stopping} epochs")
                 break
         if (ckpt / "best").exists():
-            self.load(ckpt / "best")
-        return {k: v for k, v in self.evaluate(valid).items() if isinstance(v, float)} if valid else {}
+            self.load(ckpt / "best")  # the epoch with the best validation F1
 
     def _save_checkpoint(self, ckpt: Path, opt, state: dict) -> None:
         """Weights, Adam moments and loop state after an epoch (safetensors + JSON, atomically)."""
