@@ -15,12 +15,29 @@ import numpy as np
 import pandas as pd
 
 from luodi import atomic
-from luodi.options.tabular import LIGHTGBM_PARAMS
+from luodi.config import AppConfig
+from luodi.data.tabular import Preprocessor
+from luodi.options.tabular import LIGHTGBM_PARAMS, TabularOptions
 from luodi.tasks.tabular.sklearn_members import OnnxMember, fit_onnx
 from luodi.tasks.tabular.torch_state import make_mlp, tensor_batches
 
 
 class MemberFitting:
+    """Fits members on TabularTask's state (declared here for the reader; TabularTask sets it)."""
+
+    config: AppConfig
+    opts: TabularOptions
+    prep: Preprocessor
+    objective: str
+    classes: list[str]
+    history: list[dict[str, Any]]
+    callbacks: list[Any]
+    booster: Any
+    more_boosters: list[Any]
+    mlp: Any
+    linear: dict[str, Any] | None
+    sk: dict[str, OnnxMember]
+
     def _fit_linear(self, train: pd.DataFrame, y: np.ndarray, sw: np.ndarray | None) -> None:
         """L2 logistic regression (ridge for regression) on the standardized + one-hot matrix."""
         from sklearn.linear_model import LogisticRegression, Ridge

@@ -21,6 +21,8 @@ from luodi.tasks.tabular.torch_state import load_torch_state, make_mlp, save_tor
 
 
 class TabularStore:
+    """Writes and reads TabularTask's fitted state; `meta()` is preprocess.json (what `load_meta` reads)."""
+
     def save(self, run_dir: Path) -> None:
         run_dir = Path(run_dir)
         for j, m in enumerate(self.members):
