@@ -87,6 +87,17 @@ class AgentResult:
         return asdict(self)
 
 
+def _limit_reached(lim: Limits, counters: dict[str, Any], elapsed: float) -> str | None:
+    """The stop reason of a hard limit the run has reached before its next turn, or None."""
+    if counters["steps"] >= lim.max_steps:
+        return "max_steps"
+    if elapsed >= lim.max_seconds:
+        return "timeout"
+    if lim.max_tokens - counters["completion_tokens"] <= 8:  # too few tokens left for a turn
+        return "max_tokens"
+    return None
+
+
 async def collect(events: AsyncIterator[dict[str, Any]]) -> AgentResult:
     """Run a trace to its end: the final result, with every event."""
     trace = [ev async for ev in events]
@@ -264,16 +275,10 @@ class Agent:
         try:
             while stop is None:
                 elapsed = time.time() - start
-                if c["steps"] >= lim.max_steps:
-                    stop = "max_steps"
-                    break
-                if elapsed >= lim.max_seconds:
-                    stop = "timeout"
+                stop = _limit_reached(lim, c, elapsed)
+                if stop:
                     break
                 left = lim.max_tokens - c["completion_tokens"]
-                if left <= 8:
-                    stop = "max_tokens"
-                    break
                 c["steps"] += 1
                 turn_schema, choice, specs = schema, "auto" if self.tools else "none", [t.spec() for t in self.tools]
                 if first and not routed and self.route == "strict" and self.tools:
