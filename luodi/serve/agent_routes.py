@@ -16,7 +16,7 @@ from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from luodi.agent import approvals, memory
-from luodi.agent.assistant import answer_ticket, get_ticket, list_tickets, load_assistant
+from luodi.agent.assistant import MAX_MESSAGE, answer_ticket, get_ticket, list_tickets, load_assistant
 from luodi.agent.builtin_tools import BUILTIN_NAMES
 from luodi.agent.runtime import Limits, agent_from_config, collect, resume_after_approval
 from luodi.config import Strict
@@ -60,7 +60,10 @@ class DecideRequest(Strict):
 
 class AssistantMessage(Strict):
     message: str = Field(
-        min_length=1, max_length=2000, description="the customer's message", examples=["Where is my order A1002?"]
+        min_length=1,
+        max_length=MAX_MESSAGE,
+        description="the customer's message",
+        examples=["Where is my order A1002?"],
     )
     thread_id: str | None = Field(None, description="the conversation; a new one when omitted")
 

@@ -18,13 +18,14 @@ turns), tickets (hand-off), demo (the bank database and FAQ), conversation_tests
 
 from luodi.agent.assistant.conversation_tests import ConvSuite, load_tests, run_tests
 from luodi.agent.assistant.demo import DEMO_APP, DEMO_KB, build_demo_db, demo_db_path, ensure_demo
-from luodi.agent.assistant.dialogue import Assistant, Turn, load_assistant
+from luodi.agent.assistant.dialogue import MAX_MESSAGE, Assistant, Turn, load_assistant
 from luodi.agent.assistant.options import AssistantOptions, parse_options
 from luodi.agent.assistant.tickets import answer_ticket, create_ticket, get_ticket, list_tickets
 
 __all__ = [
     "DEMO_APP",
     "DEMO_KB",
+    "MAX_MESSAGE",
     "Assistant",
     "AssistantOptions",
     "ConvSuite",
