@@ -22,12 +22,14 @@ from luodi import llm
 from luodi.errors import BadRequest, NotFound
 from luodi.llm.openai_types import (
     Body,
+    ChatCompletion,
     ChatCompletionRequest,
     CompletionRequest,
     Embedding,
     EmbeddingList,
     EmbeddingRequest,
     EmbeddingUsage,
+    TextCompletion,
 )
 from luodi.serve.state import ServerState, get_state
 
@@ -144,12 +146,14 @@ async def _sse(events: AsyncIterator[Body]) -> AsyncIterator[str]:
         yield "[DONE]"
 
 
-@router.post("/v1/chat/completions", summary="Chat completion (OpenAI-compatible; SSE when stream=true)")
+@router.post("/v1/chat/completions", summary="Chat completion (OpenAI-compatible; SSE when stream=true)",
+             responses={200: {"model": ChatCompletion, "description": "or chat.completion.chunk events (stream)"}})
 async def chat_completions(req: ChatCompletionRequest, request: Request):
     return await _serve(llm.chat_completion, req, request)
 
 
-@router.post("/v1/completions", summary="Text completion (OpenAI-compatible legacy endpoint)")
+@router.post("/v1/completions", summary="Text completion (OpenAI-compatible legacy endpoint)",
+             responses={200: {"model": TextCompletion, "description": "or text_completion events (stream)"}})
 async def completions(req: CompletionRequest, request: Request):
     return await _serve(llm.text_completion, req, request)
 
@@ -161,7 +165,7 @@ def embed_texts(state: ServerState, texts: list[str]) -> tuple[np.ndarray, int]:
     return enc.encode(texts), enc.count_tokens(texts)
 
 
-@router.post("/v1/embeddings", summary="Sentence embeddings (L2-normalized)")
+@router.post("/v1/embeddings", summary="Sentence embeddings (L2-normalized)", responses={200: {"model": EmbeddingList}})
 async def embeddings(req: EmbeddingRequest, request: Request):
     state = get_state(request)
     model = _check_model(state, req.model, "embedding")
