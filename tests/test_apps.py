@@ -511,6 +511,9 @@ def test_uploads_are_read_in_memory(trained, monkeypatch):
         assert [o["probability"] for o in r.json()["outputs"]] == pytest.approx([o["probability"] for o in direct])
         r = c.post("/v1/apps/t-diag/predict/files", files=[("files", ("bad.parquet", b"PAR1 not parquet", "x"))])
         assert r.status_code == 400 and "bad.parquet" in r.json()["error"]["message"]
+        monkeypatch.setattr("luodi.serve.uploads.MAX_UPLOAD_BYTES", 64)
+        r = c.post("/v1/apps/t-diag/predict/files", files=[("files", ("big.csv", b"mean radius\n" + b"1\n" * 40, "x"))])
+        assert r.status_code == 413 and "'big.csv' is larger than" in r.json()["error"]["message"]
     texts = {
         "q.txt": (b"where is my card\n\nI lost my PIN\n", ["where is my card", "I lost my PIN"]),
         "q.json": (b'["hi", "bye"]', ["hi", "bye"]),

@@ -24,18 +24,13 @@ from starlette.concurrency import run_in_threadpool
 
 from luodi import api
 from luodi.apps import registry
+from luodi.serve.auth import require_admin, require_key
 from luodi.serve.batching import MicroBatcher
 from luodi.serve.uploads import read_uploads
 
 log = logging.getLogger("luodi.serve")
-
-try:
-    from luodi.serve.auth import require_admin, require_key
-
-    _deps = [Depends(require_key)]
-    _admin = [Depends(require_admin)]
-except ImportError:  # the server area may not be there yet
-    _deps = _admin = []
+_deps = [Depends(require_key)]
+_admin = [Depends(require_admin)]
 
 GENERIC_PREDICT = "/v1/apps/{name}/predict"  # serves every app; typed routes of trained apps come before it
 VersionQuery = Query(
@@ -125,10 +120,8 @@ def _batcher(pred: api.Predictor, explain: bool) -> MicroBatcher:
     mine = _batchers.setdefault(asyncio.get_running_loop(), {})
     key = (pred.run.app, pred.run.version, explain)
     if key not in mine:
-        if explain:
-            pred = api.Predictor(pred.config, pred.run, pred.task, explain=True)
         serve = pred.config.serve
-        mine[key] = MicroBatcher(pred.predict, serve.batch_size, serve.max_wait_ms)
+        mine[key] = MicroBatcher(pred.explaining(explain).predict, serve.batch_size, serve.max_wait_ms)
     return mine[key]
 
 

@@ -1,4 +1,5 @@
-"""Multipart file uploads shared by the routes that take files (knowledge-base documents, app inputs)."""
+"""Multipart file uploads shared by the routes that take files (knowledge-base documents, app inputs): each is
+read into memory, bounded in size, and handed on as (name, bytes); nothing is written to disk here."""
 
 from __future__ import annotations
 
