@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from luodi import rag
 from luodi.config import Strict
 from luodi.errors import BadRequest, LuodiError, Overloaded
+from luodi.llm import ensure_engine
 from luodi.rag.ingest import delete_document
 from luodi.serve.state import get_state
 from luodi.serve.uploads import read_uploads
@@ -107,14 +108,11 @@ async def ask(name: str, body: AskRequest, request: Request):
     """Answer from the KB with citations; `stream: true` sends events passages, delta..., done."""
     state = get_state(request)
 
-    def engine():
-        from luodi.llm import ensure_engine
-
+    def engine():  # loaded only when the answer needs it
         try:
             return ensure_engine(state)
-        except Exception as e:  # the server runs without a chat model: say so, never 500
-            raise Overloaded(f"the chat engine is not available ({e}); answers need an LLM, "
-                             f"search still works at /v1/kb/{name}/search") from e
+        except Overloaded as e:  # the server runs without a chat model: say what still works
+            raise Overloaded(f"{e.message}; answers need an LLM, search still works at /v1/kb/{name}/search") from e
 
     events = rag.ask_stream(name, body.question, body.k, engine=engine, max_tokens=body.max_tokens)
     first = await events.__anext__()  # bad KB name / question -> a normal 4xx here
