@@ -29,9 +29,6 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-# Goals of examples whose YAML does not state evaluate.goal (other areas' examples).
-GOALS: dict[str, tuple[str, float, str]] = {}
-
 
 def dataset_of(cfg) -> str:
     if cfg.data.path:
@@ -91,17 +88,20 @@ def measure(path: Path, skip_train: bool, overrides: dict | None = None, cv_fold
         "dataset": dataset_of(cfg),
     }
     goal = cfg.evaluate.goal
-    metric, target, note = (
-        (goal.metric, goal.target, goal.note) if goal else GOALS.get(cfg.name, (None, None, ""))
-    )
-    row["goal"] = f"{metric} >= {target}" + (f" ({note})" if note else "") if metric else "-"
+    metric, target = (goal.metric, goal.target) if goal else (None, None)
+    lower_is_better = bool(goal) and goal.direction == "minimize"
+    row["goal"] = (f"{metric} {'<=' if lower_is_better else '>='} {target}" + (f" ({goal.note})" if goal.note else "")
+                   if goal else "-")
     t0 = time.perf_counter()
     run = registry.get_run(cfg.name) if skip_train else api.train(path, progress=False, overrides=overrides)
     row["train_s"] = round(run.metrics.get("train_seconds", time.perf_counter() - t0), 1)
     metric = metric or next(iter(cfg.evaluate.metrics), None) or next(iter(run.metrics))
     row["metric"] = metric
     row["measured"] = run.metrics.get(metric)
-    row["met"] = None if row["measured"] is None or target is None else bool(row["measured"] >= target)
+    if row["measured"] is None or target is None:
+        row["met"] = None
+    else:
+        row["met"] = bool(row["measured"] <= target if lower_is_better else row["measured"] >= target)
     pred = api.load_predictor(cfg.name)
     fresh = task_for(pred.config)
     tr, va = fresh.split(fresh.read(None))
