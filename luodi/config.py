@@ -8,7 +8,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
@@ -20,6 +19,7 @@ from pydantic_core import PydanticCustomError
 
 from luodi.errors import ConfigError
 from luodi.options import OPTIONS
+from luodi.options.strict import Strict
 
 TaskName = Literal[
     "text-classification",
@@ -32,10 +32,6 @@ TaskName = Literal[
     "speech-recognition",
     "assistant",
 ]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class SplitConfig(Strict):

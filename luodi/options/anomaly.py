@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from luodi.options.strict import Strict
 from luodi.options.tabular import MODEL_TYPES as TABULAR_MODEL_TYPES
 from luodi.options.tabular import TabularOptions
 
@@ -13,10 +14,10 @@ Detector = Literal["autoencoder", "isolation-forest"]
 MODEL_TYPES = ("autoencoder", "isolation-forest", "hybrid")
 
 
-class AnomalyOptions(BaseModel):
+class AnomalyOptions(Strict):
     """`model.options` of an anomaly-detection app; `model.type` is autoencoder | isolation-forest | hybrid."""
 
-    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+    model_config = ConfigDict(coerce_numbers_to_str=True)
     normal: str = Field("normal", description="the label value (after data.columns.label_map) of normal rows")
     attack_label: str = Field("attack", description="the label predictions give anomalous rows")
     detectors: list[Detector] | None = Field(

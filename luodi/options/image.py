@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from luodi.options.strict import Strict
 
 
-class ImageClassificationOptions(BaseModel):
+class ImageClassificationOptions(Strict):
     """The CNN's shape and its training knobs; epochs, lr, batch size and augmentation come from `train:`."""
 
-    model_config = ConfigDict(extra="forbid")
 
     width: int = Field(32, ge=4, le=512, description="channels of the first CNN stage (doubled per stage)")
     dropout: float = Field(0.3, ge=0, lt=1, description="dropout before the last linear layer")

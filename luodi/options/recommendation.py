@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from luodi.options.strict import Strict
 
 
-class RecommendationOptions(BaseModel):
+class RecommendationOptions(Strict):
     """`model.options` of a recommendation app (model.type bpmf)."""
 
-    model_config = ConfigDict(extra="forbid")
     factors: int = Field(10, ge=1, le=200, description="latent factors per user and item")
     iterations: int = Field(300, ge=1, description="Gibbs sweeps")
     burn_in: int = Field(60, ge=0, description="first sweeps whose draws are not kept (must be < iterations)")

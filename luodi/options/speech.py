@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from luodi.options.strict import Strict
 
 Speed = Annotated[float, Field(ge=0.5, le=2)]
 
 
-class SpeechRecognitionOptions(BaseModel):
+class SpeechRecognitionOptions(Strict):
     """Features, CNN and head options of both model types (`cnn`: log-mels and CNNs; `speech-embedding`:
     pretrained embeddings and a logistic regression); each key says which type reads it."""
 
-    model_config = ConfigDict(extra="forbid")
 
     sample_rate: int | None = Field(
         None,

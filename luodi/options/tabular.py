@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
+
+from luodi.options.strict import Strict
 
 MEMBERS = ("lightgbm", "mlp", "linear", "forest", "svm")
 MODEL_TYPES = (*MEMBERS, "ensemble")
@@ -34,10 +36,10 @@ def _number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-class CodingOptions(BaseModel):
+class CodingOptions(Strict):
     """`model.options.coding`: the members named read a compact coding of the table (luodi/data/coding.py)."""
 
-    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+    model_config = ConfigDict(coerce_numbers_to_str=True)
     members: list[Literal["mlp", "linear", "forest", "svm"]] = Field(
         default_factory=lambda: ["linear"], min_length=1, description="the members that read this coding"
     )
@@ -49,10 +51,10 @@ class CodingOptions(BaseModel):
     )
 
 
-class TabularOptions(BaseModel):
+class TabularOptions(Strict):
     """`model.options` of a tabular app; `model.type` picks the members (lightgbm by default)."""
 
-    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+    model_config = ConfigDict(coerce_numbers_to_str=True)
 
     # LightGBM
     n_estimators: int = Field(

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from luodi.options.strict import Strict
 
 
-class TextClassificationOptions(BaseModel):
+class TextClassificationOptions(Strict):
     """`model.options` of a text-classification app."""
 
-    model_config = ConfigDict(extra="forbid")
     features: list[str] = Field(
         default_factory=lambda: ["embeddings", "tfidf"],
         description="the heads: embeddings or finetune (or both, with head_weights), and tfidf",
@@ -71,10 +72,9 @@ class TextClassificationOptions(BaseModel):
     )
 
 
-class TokenClassificationOptions(BaseModel):
+class TokenClassificationOptions(Strict):
     """`model.options` of a token-classification app."""
 
-    model_config = ConfigDict(extra="forbid")
     layers: list[int] = Field(default_factory=lambda: [3, 4, 5, 6], description="encoder layers mixed per word")
     context: Literal["conv", "lstm"] = Field(
         "conv", description="sentence context layer: 2 convolutions (fast) or a BiLSTM"
@@ -86,10 +86,9 @@ class TokenClassificationOptions(BaseModel):
     max_length: int = Field(512, ge=16, le=512, description="sub-word tokens per sentence for the encoder")
 
 
-class TextGenerationOptions(BaseModel):
+class TextGenerationOptions(Strict):
     """`model.options` of a text-generation app (LoRA fine-tuning of a small chat model)."""
 
-    model_config = ConfigDict(extra="forbid")
     r: int = Field(16, ge=1, le=256, description="LoRA rank")
     alpha: int = Field(32, ge=1, description="LoRA alpha (scale alpha / r)")
     dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout")
