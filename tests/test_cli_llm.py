@@ -102,19 +102,18 @@ def test_keys_create_list_revoke():
     assert r.exit_code == 2 and "no API key with id 987654" in r.output
 
 
-def test_demo_hooks_skip_missing(monkeypatch):
+def test_demo_steps_are_the_apps_then_the_assistant_and_a_failed_one_is_skipped():
     from luodi.cli import llm as cli_llm
 
-    monkeypatch.setattr(
-        cli_llm,
-        "DEMO_HOOKS",
-        [
-            ("luodi.not_a_module", "f", "missing module"),
-            ("json", "not_a_function", "missing function"),
-            ("os", "getcwd", "working dir"),
-        ],
-    )
-    assert cli_llm.run_demo_hooks() == ["working dir"]
+    assert [label for label, _ in cli_llm.demo_steps()] == ["demo apps", "customer-service assistant"]
+    ran = []
+
+    def broken() -> None:
+        raise ValueError("no disk")
+
+    steps = [("first", lambda: ran.append("first")), ("broken", broken), ("last", lambda: ran.append("last"))]
+    assert cli_llm.run_demo_steps(steps) == ["first", "last"]
+    assert ran == ["first", "last"]
 
 
 def test_serve_prints_url_key_and_examples(luodi_home):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import json
 import os
 import socket
@@ -27,13 +25,6 @@ from luodi.settings import get_settings, reset_settings
 
 console = Console()
 err_console = Console(stderr=True)
-
-# Optional steps `luodi demo` runs before serving, from other areas; missing ones are skipped.
-DEMO_HOOKS: list[tuple[str, str, str]] = [
-    ("luodi.api", "ensure_demo_apps", "demo apps"),
-    ("luodi.agent.assistant", "ensure_demo", "customer-service assistant"),
-]
-
 
 def _apply_overrides(**env: str | int | None) -> None:
     """Set LUODI_* env vars for this process (and the server it starts), then re-read the settings."""
@@ -131,19 +122,28 @@ def serve(
         raise _fail(e) from e
 
 
-def run_demo_hooks() -> list[str]:
-    """Run every available demo hook; returns what was prepared. Missing hooks are skipped."""
+def demo_steps() -> list[tuple[str, Callable[[], object]]]:
+    """What `luodi demo` prepares before serving, in order: the demo apps, then the customer-service assistant."""
+    from luodi import api
+    from luodi.agent import assistant
+
+    def log(message: str) -> None:
+        console.print(message, highlight=False)
+
+    return [
+        ("demo apps", lambda: api.ensure_demo_apps(progress=True, log=log)),
+        ("customer-service assistant", assistant.ensure_demo),
+    ]
+
+
+def run_demo_steps(steps: list[tuple[str, Callable[[], object]]] | None = None) -> list[str]:
+    """Run each step; one that fails is reported and skipped, so the demo server still starts. Returns the
+    labels of the steps that finished."""
     done = []
-    for module, func, label in DEMO_HOOKS:
+    for label, step in demo_steps() if steps is None else steps:
+        console.print(f"[bold]preparing {label}[/bold]")
         try:
-            hook = getattr(importlib.import_module(module), func)
-        except (ImportError, AttributeError):
-            continue
-        console.print(f"[bold]preparing {label}[/bold] ({module}.{func})")
-        try:
-            params = inspect.signature(hook).parameters
-            offered = {"progress": True, "log": lambda m: console.print(m, highlight=False)}
-            hook(**{k: v for k, v in offered.items() if k in params})
+            step()
             done.append(label)
         except KeyboardInterrupt:
             raise
@@ -159,7 +159,7 @@ def demo(
     """The whole platform on 127.0.0.1 with the bundled models: demo apps, assistant, API and console."""
     _apply_overrides(port=port)
     if prepare:
-        run_demo_hooks()
+        run_demo_steps()
     s = get_settings()
     try:
         run_server("127.0.0.1", s.port, key_name="luodi-demo")
