@@ -319,7 +319,6 @@ def test_http_approve_and_reject_resume_the_run():
     )
     app = create_app(get_settings().model_copy(update={"auth": "off"}), preload=False)
     app.state.luodi.engine = eng
-    app.state.luodi.extra["owns_engine"] = False
     with TestClient(app) as c:
         approved, rejected = _paused_calculator_run(eng), _paused_calculator_run(eng)
         r = c.post(f"/v1/agents/approvals/{approved.approval_id}/approve", json={"reason": "fine"})

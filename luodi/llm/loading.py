@@ -25,7 +25,6 @@ def ensure_engine(state: Any) -> Engine:
                     raise
                 except Exception as e:  # noqa: BLE001 - no usable chat model on this server: say so
                     raise Overloaded(f"the chat engine is not available on this server ({e})") from e
-                state.extra["owns_engine"] = False  # shared: luodi.engines.close_engines closes it at exit
                 metrics = state.extra.get("metrics")
                 if metrics is not None:
                     metrics.bind_engine_stats(engine.stats)

@@ -17,6 +17,7 @@ from luodi import __version__
 from luodi.engines import engine_status
 from luodi.errors import LuodiError
 from luodi.llm import ensure_engine
+from luodi.llm.openai_types import ErrorBody, ErrorDetail
 from luodi.serve import agent_routes, apps_routes, console, kb_routes, keys_routes, openai_routes
 from luodi.serve.auth import require_admin, require_key
 from luodi.serve.metrics import MetricsMiddleware, ServerMetrics
@@ -44,9 +45,10 @@ _ERROR_TYPES = {
 
 
 def error_body(message: str, status: int, *, param: str | None = None, code: str | None = None) -> dict:
-    """The OpenAI error shape every luodi error uses."""
+    """The OpenAI error shape every luodi error uses (llm.openai_types.ErrorBody)."""
     etype = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    return {"error": {"message": message, "type": etype, "param": param, "code": code}}
+    detail = ErrorDetail(message=message, type=etype, param=param, code=code)
+    return ErrorBody(error=detail).dump()
 
 
 def _retry_headers(exc: Exception, status: int) -> dict[str, str]:
@@ -173,14 +175,7 @@ async def _lifespan(app: FastAPI):
             ensure_engine(state)
         except Exception as e:  # noqa: BLE001 - serve the other routes; chat routes retry and answer 503
             log.warning("chat engine not loaded at start-up: %s", e)
-    try:
-        yield
-    finally:
-        if state.engine is not None and state.extra.get("owns_engine", True):
-            try:
-                state.engine.close()
-            except Exception:  # noqa: BLE001 - shutting down anyway
-                log.exception("closing the engine failed")
+    yield  # the chat engine is shared (luodi.engines.get_engine); close_engines() closes it at process exit
 
 
 def _include_routes(app: FastAPI) -> None:
