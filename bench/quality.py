@@ -124,7 +124,7 @@ def measure(path: Path, skip_train: bool, overrides: dict | None = None, cv_fold
     except Exception as e:  # noqa: BLE001 - a baseline is optional
         row["baseline"] = None
         print(f"  baseline failed: {e}", file=sys.stderr)
-    held_out = any(k in cfg.data.split for k in ("holdout", "by", "speaker"))  # random folds would mix them in
+    held_out = bool({"holdout", "by", "speaker"} & cfg.data.split.model_fields_set)  # random folds would mix them in
     if cv_folds and cfg.task in ("tabular", "anomaly-detection") and metric and not held_out:
         res = api.cv(path, folds=cv_folds, progress=False, overrides=overrides)
         if metric in res["mean"]:

@@ -36,8 +36,7 @@ TaskName = Literal[
 
 class SplitConfig(Strict):
     """`data.split`: how validation rows are held out. Only the keys the app file sets are dumped, so a
-    stored config (and the fingerprint that resumes tune / cv) reads as the file did; `split[key]`,
-    `split.get(key)` and `dict(split)` see those same keys."""
+    stored config (and the fingerprint that resumes tune / cv) reads as the file did."""
 
     valid: int | float | None = Field(
         None, description="validation rows: a fraction in (0, 1) or a count (>= 1); unset: 0.1 (recommendation 0.2)"
@@ -73,23 +72,9 @@ class SplitConfig(Strict):
     def _set_keys_only(self, handler: Any) -> dict[str, Any]:
         return {k: v for k, v in handler(self).items() if k in self.model_fields_set}
 
-    def keys(self) -> list[str]:
-        return [k for k in type(self).model_fields if k in self.model_fields_set]
-
-    def __getitem__(self, key: str) -> Any:
-        if key not in self.model_fields_set:
-            raise KeyError(key)
-        return getattr(self, key)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.model_fields_set
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return getattr(self, key) if key in self.model_fields_set else default
-
     def only(self, task: str, *allowed: str) -> None:
         """Refuse keys this task does not read, naming the first one."""
-        bad = [k for k in self.keys() if k not in allowed]
+        bad = [k for k in type(self).model_fields if k in self.model_fields_set and k not in allowed]
         if bad:
             raise ConfigError(
                 f"'data.split.{bad[0]}' does not apply to {task}; it reads {', '.join(allowed)}",

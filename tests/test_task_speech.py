@@ -247,7 +247,7 @@ def test_fsdd_slice_learns_above_chance(datasets_dir, tmp_path):
     data = task.read(None)
     assert len(data) == 2500 and sorted(set(data.labels)) == [str(d) for d in range(10)]
     tr, va = task.split(data)
-    assert set(va.speakers) == {cfg.data.split["speaker"]} and len(va) == 500
+    assert set(va.speakers) == {cfg.data.split.speaker} and len(va) == 500
     task.fit(tr.subset(range(0, len(tr), 3)), None, tmp_path, progress=False)
     assert task.evaluate(va)["accuracy"] > 0.4  # chance is 0.1; an unseen speaker, 1/3 of the data, 3 epochs
 

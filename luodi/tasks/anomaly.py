@@ -356,7 +356,7 @@ class AnomalyTask(TableInputs, TaskBase):
         )
         out["n"] = float(len(y))
         unseen = np.zeros(len(y), dtype=bool)
-        for col, values in ((self.config.data.split or {}).get("holdout") or {}).items():
+        for col, values in self.config.data.split.holdout.items():
             if col in data.columns:
                 unseen |= data[col].astype(str).isin([str(v) for v in values]).to_numpy()
         unseen &= y == 1
