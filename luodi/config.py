@@ -174,8 +174,10 @@ class ServeConfig(Strict):
 
 
 # keys removed because nothing read them -> the value every stored config.yaml holds: a stored run still loads
-# (the key is dropped), and config_fingerprint puts them back so interrupted tune / cv runs still resume
+# (the key is dropped). FINGERPRINTED: those the previous release still hashed, put back by config_fingerprint
+# so tune / cv runs interrupted under it still resume (train.max_wait_ms went one release earlier).
 RETIRED: dict[str, Any] = {"train.max_wait_ms": 0.0, "serve.route": None}
+FINGERPRINTED = ("serve.route",)
 
 
 class AppConfig(Strict):
@@ -356,9 +358,9 @@ def config_fingerprint(cfg: AppConfig, ignore: tuple[str, ...] = (), **extra: An
     import json
 
     dump = cfg.model_dump(mode="json")
-    for path, default in RETIRED.items():  # as before they were removed: same fingerprints, runs resume
+    for path in FINGERPRINTED:  # as the previous release hashed them: same fingerprints, runs resume
         section, key = path.split(".")
-        dump[section][key] = default
+        dump[section][key] = RETIRED[path]
     for path in ignore:
         *parents, leaf = path.split(".")
         node = dump

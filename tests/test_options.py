@@ -81,12 +81,13 @@ options: {}
 
 def test_stored_config_with_removed_keys_loads_with_its_old_fingerprint(tmp_path):
     """A config.yaml stored before train.max_wait_ms and serve.route were removed still loads, and its
-    fingerprint (which resumes tune / cv) is the one computed then."""
+    fingerprint (which resumes tune / cv) is the one the previous release (commit cc03e4b, which had
+    serve.route but no longer train.max_wait_ms) computed for it."""
     stored = tmp_path / "config.yaml"
     stored.write_text(STORED)
     cfg = load_app_config(stored)
     assert "route" not in cfg.model_dump()["serve"] and "max_wait_ms" not in cfg.model_dump()["train"]
-    assert config_fingerprint(cfg, ignore=("tune.trials",), sampler="tpe", folds=1) == "f26d1131482a2b74"
+    assert config_fingerprint(cfg, ignore=("tune.trials",), sampler="tpe", folds=1) == "221e1ca6c8e8cec3"
     moved = yaml.safe_load(STORED)
     moved["serve"]["route"] = "/v1/fp"
     with pytest.raises(ConfigError, match="'serve.route' was removed: nothing read it; delete it"):
