@@ -101,7 +101,7 @@ def sampling_params(
     logprobs: int | None = None,
 ) -> SamplingParams:
     """Validated SamplingParams from OpenAI-style fields (None = engine default; max_tokens None = what the
-    context window leaves, filled in by fit_to_context)."""
+    context window leaves, filled in by engines.limits.check_request)."""
     p = SamplingParams(
         max_tokens=max_tokens, stop=normalize_stop(stop), seed=seed, logit_bias=normalize_logit_bias(logit_bias),
         presence_penalty=float(presence_penalty or 0.0), frequency_penalty=float(frequency_penalty or 0.0),
