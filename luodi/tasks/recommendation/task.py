@@ -104,10 +104,10 @@ class RecommendationTask(TaskBase):
     def split(self, data: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         spec = self.config.data.split
         spec.only(self.name, "valid", "seed")
-        frac = float(spec.get("valid", 0.2))
+        frac = float(0.2 if spec.valid is None else spec.valid)
         if not 0 < frac < 1:
             raise ConfigError(f"'data.split.valid' must be a fraction between 0 and 1 (got {frac})")
-        rng = np.random.default_rng(int(spec.get("seed", 0)))
+        rng = np.random.default_rng(spec.seed)
         mask = rng.random(len(data)) < frac
         return data[~mask].reset_index(drop=True), data[mask].reset_index(drop=True)
 
