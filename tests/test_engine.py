@@ -327,6 +327,11 @@ def test_decode_threads_follow_what_other_processes_use():
     if not 2 <= cores <= 4:
         pytest.skip("needs a 2-4 core machine (the busy processes fill all cores but one)")
     e = load_engine(threads=cores, max_running=2)
+    deadline = time.monotonic() + 20
+    while e.threads != cores and time.monotonic() < deadline:
+        to_end(e, "Once upon a time", greedy(16))
+    if e.threads != cores:  # what the test measures is already taken by someone else
+        pytest.skip("other processes keep this machine's cores busy: the engine rightly decodes on fewer threads")
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cores - 1)]
     try:
         deadline = time.monotonic() + 20
