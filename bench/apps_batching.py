@@ -62,7 +62,10 @@ def main() -> None:
     from luodi.tasks import task_for
 
     print(f"{'app':14s} {'variant':22s} {'req/s':>8s} {'mean ms':>8s}")
-    stored = {"machine": record.machine(), "requests": args.requests, "concurrency": args.concurrency, "apps": {}}
+    old = record.load("apps_batching")  # apps not run now keep their stored numbers (same load settings only)
+    same = old and (old["requests"], old["concurrency"]) == (args.requests, args.concurrency)
+    stored = {"machine": record.machine(), "requests": args.requests, "concurrency": args.concurrency,
+              "apps": dict(old["apps"]) if same else {}}
     for name in args.apps:
         try:
             cfg = api.load_app(APPS[name])

@@ -491,7 +491,11 @@ def main() -> None:
         "servers": {name: {str(n): level_numbers(lv) for n, lv in lvs.items()} for name, lvs in results.items()},
         "single_stream_tok_s": single_stream(results["luodi"]),
     }
-    print(f"stored in {record.save('serve', stored)}; docs tables: python bench/tables.py")
+    partial = a.clients != "1,4,8,16" or any(getattr(a, f) for f in vars(a) if f.startswith("skip_"))
+    if partial:
+        print("not stored: only a whole run (default clients, nothing skipped) replaces bench/results/serve.json")
+    else:
+        print(f"stored in {record.save('serve', stored)}; docs tables: python bench/tables.py")
 
 
 def level_numbers(lv: Level) -> dict[str, float]:
