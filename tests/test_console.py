@@ -73,6 +73,24 @@ def test_console_page_and_static_files_are_served_without_a_key(live_server):
     assert not re.search(r"(src|href)=\"https?://", r.text + httpx.get(live_server.url + "/").text)
 
 
+def test_every_console_module_is_served_as_javascript_and_runs_cleanly(page, live_server):
+    """The page loads app.js as an ES module; browsers refuse a module served without a JavaScript type."""
+    from luodi.serve.console import WEB_DIR
+
+    scripts: dict[str, str] = {}
+    console_errors: list[str] = []
+    page.on("response", lambda r: scripts.__setitem__(r.url.rsplit("/", 1)[-1], r.headers["content-type"])
+            if r.url.endswith(".js") else None)
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    page.goto("/#keys")
+    page.wait_for_function("document.querySelector('#auth-status').dataset.state === 'ok'")
+    page.wait_for_selector("#keys-table table, #keys-table .empty")
+    assert page.locator("script[type=module][src='/static/app.js']").count() == 1
+    assert set(scripts) == {p.name for p in WEB_DIR.glob("*.js")}  # every module is used, none is missing
+    assert all(ctype.startswith("text/javascript") for ctype in scripts.values()), scripts
+    assert not console_errors
+
+
 def test_api_key_is_entered_once_and_kept(browser, live_server):
     context = browser.new_context(base_url=live_server.url)
     context.set_default_timeout(TIMEOUT_MS)

@@ -1,0 +1,49 @@
+/* The API key box at the top right: the key is kept in localStorage and the pill says whether it works. */
+import { hideBanner, showBanner } from "./errors.js";
+import { api, onUnauthorized, saveKey, savedKey } from "./http.js";
+import { $ } from "./lib.js";
+
+export const Auth = {
+  set(state, text) {
+    const pill = $("#auth-status");
+    pill.dataset.state = state;
+    pill.textContent = text;
+  },
+  failed() {
+    this.set("error", savedKey() ? "key rejected" : "key needed");
+  },
+  /** Probe /v1/models: tells whether the server needs a key and whether ours works. */
+  async check() {
+    const has = !!savedKey();
+    try {
+      await api("/v1/models");
+      this.set("ok", has ? "key ok" : "no key needed");
+      hideBanner();
+    } catch (err) {
+      if (err.status === 401) {
+        this.set("error", has ? "key rejected" : "key needed");
+        showBanner(has ? `The saved API key was refused: ${err.message}` :
+          "This server requires an API key: paste it at the top right (`luodi keys create NAME` makes one).");
+      } else {
+        this.set("warn", err.status ? `HTTP ${err.status}` : "offline");
+      }
+    }
+  },
+  /** Wire the form; `onKeySaved` runs once a newly saved key has been checked (the router redraws the panel). */
+  init(onKeySaved) {
+    onUnauthorized(() => this.failed());
+    const input = $("#auth-key");
+    input.value = savedKey();
+    $("#auth-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      saveKey(input.value.trim());
+      this.check().then(onKeySaved);
+    });
+    $("#auth-forget").addEventListener("click", () => {
+      saveKey("");
+      input.value = "";
+      this.check();
+    });
+    this.check();
+  },
+};
