@@ -178,6 +178,9 @@ class ServeConfig(Strict):
 # so tune / cv runs interrupted under it still resume (train.max_wait_ms went one release earlier).
 RETIRED: dict[str, Any] = {"train.max_wait_ms": 0.0, "serve.route": None}
 FINGERPRINTED = ("serve.route",)
+# keys added after runs were stored: unset (None) they are left out of config_fingerprint, so a tune / cv run
+# interrupted before they existed still resumes
+ADDED_OPTIONAL = ("evaluate.fairness", "train.fairness", "train.adversarial")
 
 
 class AppConfig(Strict):
@@ -361,6 +364,10 @@ def config_fingerprint(cfg: AppConfig, ignore: tuple[str, ...] = (), **extra: An
     for path in FINGERPRINTED:  # as the previous release hashed them: same fingerprints, runs resume
         section, key = path.split(".")
         dump[section][key] = RETIRED[path]
+    for path in ADDED_OPTIONAL:
+        section, key = path.split(".")
+        if dump.get(section, {}).get(key, "unset") is None:
+            del dump[section][key]
     for path in ignore:
         *parents, leaf = path.split(".")
         node = dump
