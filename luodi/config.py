@@ -115,6 +115,22 @@ class ModelConfig(Strict):
     )
 
 
+class TrainFairnessConfig(Strict):
+    """Fairness mitigation of a tabular binary app: per-group decision thresholds (deterministic)."""
+
+    constraint: Literal["demographic_parity", "equalized_odds"] = Field(
+        description="what the thresholds equalize across groups: selection rates, or true and false positive rates"
+    )
+    sensitive: str = Field(description="the column whose groups are treated alike; predict requests must send it")
+    bins: list[float] | None = Field(
+        None, description="cut points that group a numeric sensitive column, e.g. [25] (age < 25, >= 25)"
+    )
+    tolerance: float = Field(
+        0.0, ge=0, le=1, description="the largest gap allowed on the fitting rows; the most accurate thresholds "
+        "within it win (0: the smallest gap reachable)"
+    )
+
+
 class TrainConfig(Strict):
     epochs: int = Field(10, ge=1, description="passes over the training data (LightGBM: n_estimators spread over them)")
     lr: float = Field(1e-3, gt=0, description="learning rate")
@@ -139,6 +155,9 @@ class TrainConfig(Strict):
     output_dir: str | None = Field(
         None, description="where runs/<app>/<version>/ go (default: LUODI_HOME/runs)"
     )
+    fairness: TrainFairnessConfig | None = Field(
+        None, description="tabular binary apps: per-group decision thresholds that close a fairness gap"
+    )
 
 
 class TuneConfig(Strict):
@@ -159,9 +178,24 @@ class GoalConfig(Strict):
     note: str = Field("", description='where it is measured, e.g. "on adult.test"')
 
 
+class FairnessConfig(Strict):
+    """The fairness audit of a tabular binary app: per-group metrics and gaps with bootstrap intervals."""
+
+    sensitive: list[str] = Field(min_length=1, description="columns whose groups are compared, e.g. [sex, race]")
+    bins: dict[str, list[float]] = Field(
+        default_factory=dict, description="column -> cut points for numeric columns, e.g. {age: [25]}"
+    )
+    resamples: int = Field(200, ge=10, description="bootstrap resamples of each confidence interval")
+    confidence: float = Field(0.95, gt=0, lt=1, description="confidence level of the intervals")
+    seed: int = Field(0, description="seed of the bootstrap")
+
+
 class EvaluateConfig(Strict):
     metrics: list[str] = Field(default_factory=list, description="metrics shown first (all are computed)")
     goal: GoalConfig | None = Field(None, description="the business goal; bench/quality.py reports it")
+    fairness: FairnessConfig | None = Field(
+        None, description="tabular binary apps: compare groups of sensitive columns (luodi audit)"
+    )
 
 
 class ServeConfig(Strict):
