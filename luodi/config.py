@@ -131,6 +131,22 @@ class TrainFairnessConfig(Strict):
     )
 
 
+class AdversarialConfig(Strict):
+    """`train.adversarial`: train on adversarial examples (image apps) so the model resists small perturbations."""
+
+    method: Literal["fgsm-rs", "pgd"] = Field(
+        "fgsm-rs", description="fgsm-rs: one FGSM step from a random start (fast, Wong et al. 2020); pgd: `steps`"
+    )
+    eps: float = Field(0.3, gt=0, le=1, description="L-inf radius in pixel units ([0, 1] images)")
+    alpha: float | None = Field(
+        None, gt=0, description="step size; unset: 1.25 eps (fgsm-rs) or 2.5 eps / steps (pgd)"
+    )
+    steps: int = Field(7, ge=1, description="pgd steps per batch (fgsm-rs takes one)")
+    check_steps: int = Field(
+        10, ge=1, description="PGD steps of the robust accuracy measured on validation each epoch and in metrics"
+    )
+
+
 class TrainConfig(Strict):
     epochs: int = Field(10, ge=1, description="passes over the training data (LightGBM: n_estimators spread over them)")
     lr: float = Field(1e-3, gt=0, description="learning rate")
@@ -154,6 +170,9 @@ class TrainConfig(Strict):
     )
     output_dir: str | None = Field(
         None, description="where runs/<app>/<version>/ go (default: LUODI_HOME/runs)"
+    )
+    adversarial: AdversarialConfig | None = Field(
+        None, description="adversarial training (image apps): {method: fgsm-rs | pgd, eps, alpha, steps}"
     )
     fairness: TrainFairnessConfig | None = Field(
         None, description="tabular binary apps: per-group decision thresholds that close a fairness gap"

@@ -20,6 +20,7 @@ from torch import nn
 from luodi.atomic import write_json
 from luodi.config import TrainConfig
 from luodi.errors import ConfigError, NotFound
+from luodi.evaluate.robustness import adversarial_examples, torch_robust_accuracy
 from luodi.tasks.file_classifier import label_targets, loss_and_accuracy
 from luodi.train.torch_loop import LoopConfig, load_weights, save_weights, train_loop
 
@@ -56,6 +57,17 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+class PixelInput(nn.Module):
+    """The CNN behind its input normalization: pixels in [0, 1] -> logits (what attacks perturb)."""
+
+    def __init__(self, model: nn.Module, mean: float, std: float):
+        super().__init__()
+        self.model, self.mean, self.std = model, mean, std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model((x - self.mean) / self.std)
 
 
 def check_augment(aug: dict[str, Any], extra: set[str] = frozenset()) -> None:
@@ -130,6 +142,14 @@ class GridClassifier:
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.meta["mean"]) / self.meta["std"]
 
+    def pixel_model(self) -> nn.Module:
+        return PixelInput(self.model, self.meta["mean"], self.meta["std"])
+
+    def robust_accuracy(self, x: np.ndarray, y: torch.Tensor, adv: Any) -> float:
+        """Accuracy under a PGD of `adv.check_steps` steps at `adv.eps` (train.adversarial)."""
+        self.model.eval()
+        return torch_robust_accuracy(self.pixel_model(), torch.from_numpy(x), y, adv.eps, steps=adv.check_steps)
+
     def targets(self, labels: list[Any], field: str = "label") -> torch.Tensor:
         return label_targets(self.meta["classes"], labels, field)
 
@@ -156,13 +176,17 @@ class GridClassifier:
         schedule: str,
         mixup: float = 0.0,
         keep_last: bool = False,
+        adversarial: bool = False,
         seed: int | None = None,
         progress: bool = True,
         on_epoch: Any = None,
     ) -> None:
         """Train with cross-entropy on augmented batches (optionally mixup of pairs, Beta(mixup, mixup)),
         train.class_weights / resample, and `valid` scored per epoch: the best validation accuracy's epoch is
-        kept, or the last epoch with `keep_last` (validation then only reported)."""
+        kept, or the last epoch with `keep_last` (validation then only reported). With train.adversarial (when
+        the caller's inputs are pixels in [0, 1]: `adversarial`) each
+        batch is replaced by its adversarial examples, and the best epoch is the one with the best accuracy under
+        PGD on (up to 500) validation images: it guards against fast adversarial training's sudden collapse."""
         torch.manual_seed(train.seed)
         ys = self.targets(y)
         xs = torch.from_numpy(x)
@@ -185,9 +209,20 @@ class GridClassifier:
         def loss(out: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
             return F.cross_entropy(out, yb, weight=weight, label_smoothing=label_smoothing)
 
+        adv = train.adversarial
+        if adv is not None and not adversarial:  # e.g. spectrograms: not pixels in [0, 1]
+            raise ConfigError(
+                "'train.adversarial' applies to image apps (pixels in [0, 1]) only; remove it",
+                param="train.adversarial",
+            )
+
         def step(model: nn.Module, batch: Any) -> torch.Tensor:
             xb, yb = batch
-            xb = self.normalize(augment_batch(xb, aug))
+            xb = augment_batch(xb, aug)
+            if adv is not None:
+                pixels = PixelInput(model, self.meta["mean"], self.meta["std"])
+                xb = adversarial_examples(pixels, xb.clamp(0, 1), yb, adv.method, adv.eps, adv.alpha, adv.steps)
+            xb = self.normalize(xb)
             if not mixup:
                 return loss(model(xb), yb)
             lam = float(torch.distributions.Beta(mixup, mixup).sample())
@@ -200,13 +235,17 @@ class GridClassifier:
             vx, vy = valid[0], self.targets(valid[1], "valid label").numpy()
 
             def eval_fn(model: nn.Module) -> dict[str, float]:
-                return loss_and_accuracy(self.proba(vx), vy)
+                out = loss_and_accuracy(self.proba(vx), vy)
+                if adv is not None:
+                    out["valid_robust_accuracy"] = self.robust_accuracy(vx[:500], torch.from_numpy(vy[:500]), adv)
+                return out
 
         overrides: dict[str, Any] = {} if seed is None else {"seed": seed}
         if keep_last:  # the last epoch: never chosen by the held-out data
             overrides.update(monitor="epoch", mode="max")
         else:
-            overrides.update(monitor="valid_accuracy" if eval_fn else "loss", mode="max" if eval_fn else "min")
+            monitor = "valid_robust_accuracy" if adv is not None else "valid_accuracy"
+            overrides.update(monitor=monitor if eval_fn else "loss", mode="max" if eval_fn else "min")
         cfg = LoopConfig.from_train(
             train, weight_decay=weight_decay, schedule=schedule, threads=training_threads(), **overrides
         )

@@ -106,6 +106,7 @@ class ImageClassificationTask(FileClassifierTask):
             label_smoothing=self.opts.label_smoothing,
             weight_decay=self.opts.weight_decay,
             schedule=self.opts.schedule,
+            adversarial=True,
             progress=progress,
             on_epoch=self.on_epoch_end,
         )
@@ -126,12 +127,25 @@ class ImageClassificationTask(FileClassifierTask):
     def values_proba(self, values: list[Any], records: list[dict[str, Any]]) -> np.ndarray:
         return self.need().proba(self.pixels(values))
 
-    def data_proba(self, data: ImageSet) -> np.ndarray:
+    def model_input(self, data: ImageSet) -> np.ndarray:
+        """A data set's images as the model's (N, C, H, W) pixels in [0, 1] (resized when they differ)."""
         clf = self.need()
         x = data.x
         if tuple(x.shape[1:]) != (clf.meta["channels"], *clf.meta["size"]):
             x = self.pixels(list(x))
-        return clf.proba(x)
+        return x
+
+    def data_proba(self, data: ImageSet) -> np.ndarray:
+        return self.need().proba(self.model_input(data))
+
+    def evaluate(self, data: ImageSet) -> dict[str, Any]:
+        """Classification metrics; with train.adversarial also `robust_accuracy` (under PGD at its eps)."""
+        out = super().evaluate(data)
+        adv = self.config.train.adversarial
+        if adv is not None:
+            clf = self.need()
+            out["robust_accuracy"] = clf.robust_accuracy(self.model_input(data), clf.targets(data.y, "labels"), adv)
+        return out
 
     def load(self, run_dir: Path) -> None:
         self.clf = GridClassifier.load(Path(run_dir), self.META)

@@ -1,0 +1,122 @@
+"""Robustness: attacks lower accuracy, eps 0 does not, table attacks stay feature-valid, adversarial training
+is configured by train.adversarial, and the audit section says when it does not apply."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from luodi.audit.robustness import section
+from luodi.config import AppConfig, validate_app
+from luodi.errors import ConfigError
+from luodi.evaluate.robustness import FeatureSpace, art_accuracy, art_adversarial, art_classifier, fgsm_rs
+from luodi.tasks import task_for
+
+
+def digits_config(**train) -> AppConfig:
+    return AppConfig.model_validate(
+        {
+            "name": "digits-robust",
+            "task": "image-classification",
+            "data": {"format": "sklearn:digits", "split": {"valid": 0.25, "seed": 0}},
+            "model": {"type": "cnn", "options": {"width": 8, "dropout": 0.1}},
+            "train": {"epochs": 4, "lr": 0.01, "batch_size": 32, "early_stopping": None, **train},
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    torch.set_num_threads(1)
+    task = task_for(digits_config())
+    tr, va = task.split(task.read(None))
+    task.fit(tr, va, tmp_path_factory.mktemp("robust-run"), progress=False)
+    return task, va
+
+
+def test_fgsm_lowers_accuracy_and_eps_zero_changes_nothing(trained):
+    task, va = trained
+    clf = task.need()
+    x, y = task.model_input(va), clf.targets(va.y).numpy()
+    art = art_classifier(clf.pixel_model(), 10, tuple(x.shape[1:]), (0.0, 1.0))
+    clean = art_accuracy(art, x, y)
+    assert clean > 0.7, clean
+    assert art_accuracy(art, art_adversarial(art, "fgsm", x, y, 0.0), y) == clean
+    attacked = art_adversarial(art, "fgsm", x, y, 0.2)
+    assert np.abs(attacked - x).max() <= 0.2 + 1e-6 and attacked.min() >= 0 and attacked.max() <= 1
+    assert art_accuracy(art, attacked, y) < clean - 0.2
+
+
+def test_audit_section_reports_the_curve_for_an_image_app(trained):
+    task, va = trained
+    s = section(SimpleNamespace(task=task, config=task.config), None, va, attack="fgsm", eps=0.1)
+    assert s.status == "ok" and s.numbers["eps"] == 0.1
+    assert [r["eps"] for r in s.numbers["curve"]][0] == 0.0
+    assert s.numbers["robust_accuracy"] < s.numbers["clean_accuracy"]
+    assert "<img" in s.html
+
+
+def test_fgsm_rs_stays_in_the_eps_ball_and_in_pixel_range():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    x, y = torch.rand(8, 1, 4, 4), torch.randint(0, 3, (8,))
+    adv = fgsm_rs(net, x, y, eps=0.1, alpha=0.125)
+    assert (adv - x).abs().max() <= 0.1 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+    assert not torch.equal(adv, x)
+
+
+def test_table_perturbations_keep_categories_and_training_ranges():
+    rng = np.random.default_rng(0)
+    train = pd.DataFrame(
+        {
+            "age": rng.integers(18, 90, 200),
+            "income": rng.lognormal(10, 2, 200),
+            "flag": rng.integers(0, 2, 200),
+            "job": rng.choice(["a", "b", "c"], 200),
+        }
+    )
+    space = FeatureSpace.fit(train, ["age", "income", "flag"], log1p=["income"])
+    assert list(space.movable) == [True, True, False]  # a 0/1 flag is a category in disguise
+    rows = train.iloc[:50]
+    moved = space.apply(rows, space.to_z(rows) + rng.normal(0, 5, (50, 3)).astype(np.float32))
+    assert moved["job"].tolist() == rows["job"].tolist()
+    assert moved["flag"].tolist() == rows["flag"].tolist()
+    assert not np.allclose(moved["age"], rows["age"])
+    for c in ("age", "income"):
+        assert moved[c].min() >= train[c].min() and moved[c].max() <= train[c].max()
+    assert np.all(moved["age"] == np.round(moved["age"]))  # integer columns stay integers
+
+
+def test_adversarial_config_validates_and_names_the_field():
+    base = {"name": "d", "task": "image-classification", "data": {"format": "sklearn:digits"}}
+    ok = validate_app({**base, "train": {"adversarial": {"method": "fgsm-rs", "eps": 0.3}}})
+    assert ok.train.adversarial.method == "fgsm-rs" and ok.train.adversarial.alpha is None
+    with pytest.raises(ConfigError, match=r"train\.adversarial\.method"):
+        validate_app({**base, "train": {"adversarial": {"method": "fgsm", "eps": 0.3}}})
+    with pytest.raises(ConfigError, match=r"train\.adversarial\.eps"):
+        validate_app({**base, "train": {"adversarial": {"eps": 0}}})
+
+
+def test_adversarial_training_reports_robust_accuracy(tmp_path):
+    torch.set_num_threads(1)
+    task = task_for(digits_config(epochs=1, adversarial={"method": "fgsm-rs", "eps": 0.1, "check_steps": 2}))
+    tr, va = task.split(task.read(None))
+    task.fit(tr.subset(range(300)), va.subset(range(100)), tmp_path, progress=False)
+    assert "valid_robust_accuracy" in task.history[-1]
+    m = task.evaluate(va.subset(range(100)))
+    assert 0 <= m["robust_accuracy"] <= m["accuracy"] + 0.05
+
+
+def test_audit_section_is_skipped_for_a_text_app():
+    cfg = validate_app({"name": "t", "task": "text-classification", "data": {"path": "x.csv"}})
+    s = section(SimpleNamespace(task=task_for(cfg), config=cfg), None, None)
+    assert s.status == "skipped" and "text" in s.note
+
+
+def test_unknown_attack_is_a_config_error():
+    with pytest.raises(ConfigError, match="attack"):
+        section(SimpleNamespace(task=None), None, None, attack="cw")
