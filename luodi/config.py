@@ -126,8 +126,8 @@ class TrainFairnessConfig(Strict):
         None, description="cut points that group a numeric sensitive column, e.g. [25] (age < 25, >= 25)"
     )
     tolerance: float = Field(
-        0.0, ge=0, le=1, description="the largest gap allowed on the fitting rows; the most accurate thresholds "
-        "within it win (0: the smallest gap reachable)"
+        0.01, ge=0, le=1, description="the largest gap allowed on the held-out rows the thresholds are fitted on; "
+        "the most accurate thresholds within it win (a gap of 0 is always reachable by selecting nobody)"
     )
 
 

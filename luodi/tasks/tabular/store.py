@@ -16,6 +16,7 @@ from luodi.data.coding import Coding
 from luodi.data.tabular import Preprocessor, py_name
 from luodi.options.tabular import MEMBERS
 from luodi.tasks.base import model_name
+from luodi.tasks.tabular.fairness import GroupThresholds
 from luodi.tasks.tabular.sklearn_members import SKLEARN_MEMBERS, OnnxMember
 from luodi.tasks.tabular.torch_state import load_torch_state, make_mlp, save_torch_state
 
@@ -61,6 +62,7 @@ class TabularStore:
                 "ystd": getattr(self, "_ystd", 1.0),
             },
             "history": self.history,
+            "fairness": self.fairness.to_json() if self.fairness else None,
         }
 
     def load(self, run_dir: Path) -> None:
@@ -111,10 +113,17 @@ class TabularStore:
             self.coding, self.coded_prep = None, None
         self._ymean, self._ystd = m["mlp"]["ymean"], m["mlp"]["ystd"]
         self.history = m.get("history", [])
+        self.fairness = GroupThresholds.from_json(m.get("fairness"))
 
     # ---- HTTP schemas ---------------------------------------------------------------------------------
     def input_model(self) -> type[BaseModel]:
-        return record_model(self.config.name, self.prep, self.ordinal)
+        base = record_model(self.config.name, self.prep, self.ordinal)
+        col = self.fairness.sensitive if self.fairness else None
+        if col is None or col in self.prep.features:
+            return base
+        name = py_name(col, set(base.model_fields))  # train.fairness's column, read for the decision only
+        field = (str | float | None, Field(..., alias=col, description="the group column of train.fairness"))
+        return create_model(model_name(self.config.name, "Input"), __base__=base, **{name: field})
 
     def output_model(self) -> type[BaseModel]:
         if self.objective == "regression":

@@ -22,6 +22,7 @@ from luodi.evaluate.calibration import apply_calibrator, fit_calibrator
 from luodi.evaluate.metrics import classification_report_data, regression_metrics
 from luodi.options.tabular import MODEL_TYPES, TabularOptions
 from luodi.tasks.base import TableInputs, TaskBase
+from luodi.tasks.tabular.fairness import GroupThresholds
 from luodi.tasks.tabular.members import MemberFitting
 from luodi.tasks.tabular.sklearn_members import SKLEARN_MEMBERS, OnnxMember
 from luodi.tasks.tabular.store import TabularStore
@@ -71,6 +72,7 @@ class TabularTask(TableInputs, MemberFitting, TabularStore, TaskBase):
         self.calibrator: dict[str, Any] | None = None
         self.weights = self.opts.weights(self.kind)
         self.members: list[TabularTask] = []  # cross-fitted members (model.options.inner_folds)
+        self.fairness: GroupThresholds | None = None  # per-group decision thresholds (train.fairness)
 
     # ---- data -----------------------------------------------------------------------------------------
     def read(self, path: str | None) -> pd.DataFrame:
@@ -181,9 +183,11 @@ class TabularTask(TableInputs, MemberFitting, TabularStore, TaskBase):
         raw_train, raw_valid = train, valid
         train, valid = self._encode_ordinal(train), self._encode_ordinal(valid)
         self._setup(train)
+        if self.config.train.fairness and self.objective != "binary":
+            raise ConfigError(f"'train.fairness' needs a binary label; this one is {self.objective}")
         y_tr, y_va = self._target(train), self._target(valid)
         if self.opts.inner_folds:
-            self._fit_crossfit(raw_train, ckpt, progress)
+            self._fit_fairness(raw_train, self._fit_crossfit(raw_train, ckpt, progress))
             return
         tc = self.config.train
         rows = (
@@ -207,17 +211,27 @@ class TabularTask(TableInputs, MemberFitting, TabularStore, TaskBase):
         if self.objective == "binary":
             raw = self._raw_proba(raw_valid)[:, self.positive]
             self.calibrator = fit_calibrator(raw, (y_va == self.positive).astype(int), self.opts.calibration)
+            self._fit_fairness(raw_valid, raw)
+
+    def _fit_fairness(self, frame: pd.DataFrame, raw: np.ndarray) -> None:
+        """Per-group thresholds (train.fairness) on held-out probabilities of `frame`'s rows."""
+        options = self.config.train.fairness
+        if options is None:
+            return
+        y = self._target(frame) == self.positive
+        self.fairness = GroupThresholds.fit(frame, apply_calibrator(raw, self.calibrator), y, options)
 
     def _member_config(self) -> AppConfig:
         """The app config of one cross-fitted member: same model, no inner folds, no calibration."""
         model = self.config.model.model_copy(
             update={"options": {**self.config.model.options, "inner_folds": 0, "calibration": "none"}}
         )
-        return self.config.model_copy(update={"model": model})
+        train = self.config.train.model_copy(update={"fairness": None})
+        return self.config.model_copy(update={"model": model, "train": train})
 
-    def _fit_crossfit(self, train: pd.DataFrame, ckpt: Path, progress: bool) -> None:
-        """k members on k-1 folds each (early stopping on the k-th); calibrator on out-of-fold predictions.
-        The validation split is not read: its score stays an honest estimate."""
+    def _fit_crossfit(self, train: pd.DataFrame, ckpt: Path, progress: bool) -> np.ndarray:
+        """k members on k-1 folds each (early stopping on the k-th); calibrator on out-of-fold predictions,
+        which are returned. The validation split is not read: its score stays an honest estimate."""
         k, seed = self.opts.inner_folds, self.config.train.seed
         cfg = self._member_config()
         oof = np.zeros(len(train))
@@ -243,7 +257,7 @@ class TabularTask(TableInputs, MemberFitting, TabularStore, TaskBase):
         if self.objective == "binary":
             y = (self._target(train) == self.positive).astype(int)
             self.calibrator = fit_calibrator(oof, y, self.opts.calibration)
-
+        return oof
 
     # ---- inference ------------------------------------------------------------------------------------
     def _frames(self, df: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -327,9 +341,9 @@ class TabularTask(TableInputs, MemberFitting, TabularStore, TaskBase):
         p = self.predict_proba(df)
         if self.objective == "regression":
             return [{"value": float(v)} for v in p[:, 0]]
+        chosen = self._decisions(df, p)
         out = []
-        for row in p:
-            i = int(row.argmax())
+        for row, i in zip(p, chosen, strict=True):
             out.append(
                 {
                     "label": self.classes[i],
@@ -338,6 +352,14 @@ class TabularTask(TableInputs, MemberFitting, TabularStore, TaskBase):
                 }
             )
         return out
+
+    def _decisions(self, df: pd.DataFrame, p: np.ndarray) -> np.ndarray:
+        """The predicted class index of each row: the most probable, or with train.fairness the positive class
+        where its probability reaches the row's group threshold."""
+        if self.fairness is None or self.objective != "binary":
+            return p.argmax(1)
+        chosen = self.fairness.selected(df, p[:, self.positive])
+        return np.where(chosen, self.positive, 1 - self.positive)
 
     def importance(self, data: pd.DataFrame, max_rows: int = 2000) -> list[dict[str, Any]]:
         """Permutation importance of each input column on (at most `max_rows` of) labelled data: the drop in
@@ -370,7 +392,7 @@ class TabularTask(TableInputs, MemberFitting, TabularStore, TaskBase):
         p = self.predict_proba(data)
         if self.objective == "regression":
             return regression_metrics(y, p[:, 0])
-        out = classification_report_data(y, p, self.classes, self.positive)
+        out = classification_report_data(y, p, self.classes, self.positive, self._decisions(data, p))
         out["n"] = float(len(y))
         return out
 
