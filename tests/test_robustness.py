@@ -82,6 +82,7 @@ def test_table_perturbations_keep_categories_and_training_ranges():
     space = FeatureSpace.fit(train, ["age", "income", "flag"], log1p=["income"])
     assert list(space.movable) == [True, True, False]  # a 0/1 flag is a category in disguise
     rows = train.iloc[:50]
+    pd.testing.assert_frame_equal(space.apply(rows, space.to_z(rows)), rows)  # nothing moved: nothing changes
     moved = space.apply(rows, space.to_z(rows) + rng.normal(0, 5, (50, 3)).astype(np.float32))
     assert moved["job"].tolist() == rows["job"].tolist()
     assert moved["flag"].tolist() == rows["flag"].tolist()

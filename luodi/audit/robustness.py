@@ -151,11 +151,12 @@ def table_numbers(
     zlo, zhi = space.z_bounds()
     lo = np.concatenate([zlo, np.zeros(xv.shape[1] - n_num, np.float32)])
     hi = np.concatenate([zhi, np.ones(xv.shape[1] - n_num, np.float32)])
+    hi = np.maximum(hi, lo + 1e-6)  # a constant column (ART wants min < max); it never moves anyway
     art = art_classifier(surrogate, len(classes), (xv.shape[1],), (lo, hi))
     mask = np.concatenate([space.movable, np.zeros(xv.shape[1] - n_num, bool)]).astype(np.float32)
     curve = []
     for e in sorted({*TABLE_EPS, eps}):
-        adv = art_adversarial(art, attack, xv, yv, e, mask=mask[None, :], **options)
+        adv = art_adversarial(art, attack, xv, yv, e, mask=np.broadcast_to(mask, xv.shape).copy(), **options)
         attacked = space.apply(valid, adv[:, :n_num])
         curve.append(
             {

@@ -216,18 +216,19 @@ class FeatureSpace:
         return z[0].astype(np.float32), z[1].astype(np.float32)
 
     def apply(self, df: pd.DataFrame, z: np.ndarray) -> pd.DataFrame:
-        """A copy of `df` whose movable numeric columns take the values of `z` (back in raw units, rounded where
-        integer, clipped to the training range); every other column, categories included, is left as it was."""
+        """A copy of `df` whose movable numeric columns take the values of `z` where `z` moved them (back in raw
+        units, rounded where integer, clipped to the training range); every other value, categories included, is
+        left exactly as it was."""
         raw = z.astype(np.float64) * self.std + self.mean
         raw = np.where(self.log1p, np.expm1(raw), raw)
         raw = np.where(self.integer, np.round(raw), raw)
         raw = np.clip(raw, self.lo, self.hi)
         out = df.copy()
         before = _numeric(df, self.columns)
+        moved = (np.abs(z - self.to_z(df)) > 1e-6) & self.movable & ~np.isnan(before)  # missing stays missing
         for j, c in enumerate(self.columns):
-            if self.movable[j]:
-                keep = np.isnan(before[:, j])  # a missing value stays missing
-                out[c] = np.where(keep, before[:, j], raw[:, j])
+            if moved[:, j].any():
+                out[c] = np.where(moved[:, j], raw[:, j], before[:, j])
         return out
 
 
