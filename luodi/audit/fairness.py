@@ -1,0 +1,113 @@
+"""The fairness section of an audit: per-group metrics of a tabular binary app on its validation rows, the
+demographic-parity and equalized-odds differences with bootstrap intervals, and a bar plot by group.
+
+The sensitive columns come from `luodi audit --sensitive` or the app's evaluate.fairness; they are read from the
+validation frame, so a column the model does not use as a feature (left out on purpose) is audited too. The
+decisions are the served ones: with train.fairness, the per-group thresholds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from luodi.audit.section import Section, figure_html, table_html
+from luodi.errors import ConfigError
+from luodi.evaluate.fairness import fairness_report, group_labels
+
+TITLE = "Fairness"
+METRICS = ("selection_rate", "tpr", "fpr", "accuracy")
+
+
+def sensitive_columns(pred: Any, sensitive: list[str] | str | None) -> list[str]:
+    """The columns to audit: the argument (a list or "sex,race"), else evaluate.fairness.sensitive."""
+    if isinstance(sensitive, str):
+        sensitive = [c.strip() for c in sensitive.split(",") if c.strip()]
+    if sensitive:
+        return list(sensitive)
+    fc = pred.config.evaluate.fairness
+    return list(fc.sensitive) if fc else []
+
+
+def measure(
+    task: Any, valid: Any, columns: list[str], bins: dict[str, list[float]], resamples: int = 200,
+    confidence: float = 0.95, seed: int = 0,
+) -> dict[str, Any]:
+    """The numbers of the section, from a fitted tabular task and labelled rows (usable without a report)."""
+    missing = [c for c in columns if c not in valid.columns]
+    if missing:
+        raise ConfigError(
+            f"sensitive column '{missing[0]}' is not in the data; columns are: {', '.join(map(str, valid.columns))}"
+        )
+    p = task.predict_proba(valid)
+    y = (task._target(valid) == task.positive).astype(int)
+    chosen = (task._decisions(valid, p) == task.positive).astype(int)
+    groups = {}
+    for c in columns:
+        if c not in bins and valid[c].dtype.kind in "fi" and valid[c].nunique() > 10:
+            raise ConfigError(
+                f"sensitive column '{c}' is numeric with {valid[c].nunique()} values: group it with "
+                f"evaluate.fairness.bins, e.g. {{{c}: [25]}}"
+            )
+        try:
+            groups[c] = group_labels(valid[c], bins.get(c))
+        except ValueError as e:
+            raise ConfigError(f"'evaluate.fairness.bins': column '{c}': {e}") from e
+    return fairness_report(y, chosen, p[:, task.positive], groups, resamples, confidence, seed)
+
+
+def plot(report: dict[str, Any]) -> Any:
+    """One panel per sensitive column: selection rate, TPR, FPR and accuracy, one bar per group."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(report), figsize=(5 * len(report), 3.2), squeeze=False)
+    for ax, (col, r) in zip(axes[0], report.items(), strict=True):
+        groups = [g["group"] for g in r["groups"]]
+        width = 0.8 / len(groups)
+        for j, g in enumerate(r["groups"]):
+            xs = np.arange(len(METRICS)) + j * width
+            ax.bar(xs, [g[m] for m in METRICS], width, label=str(g["group"]))
+        ax.set_xticks(np.arange(len(METRICS)) + width * (len(groups) - 1) / 2, METRICS)
+        ax.set_ylim(0, 1)
+        ax.set_title(f"by {col}")
+        ax.legend(fontsize=7)
+    return fig
+
+
+def section(pred: Any, train: Any, valid: Any, sensitive: list[str] | str | None = None, **_: Any) -> Section:
+    """Per-group metrics and both differences (with intervals) of the served decisions, on the validation rows."""
+    task = pred.task
+    if pred.config.task != "tabular" or getattr(task, "objective", None) != "binary":
+        return Section(TITLE, {}, "", "skipped", "fairness by group applies to tabular binary classification apps")
+    columns = sensitive_columns(pred, sensitive)
+    if not columns:
+        return Section(TITLE, {}, "", "skipped", "no sensitive column: set evaluate.fairness.sensitive or --sensitive")
+    fc = pred.config.evaluate.fairness
+    options = {"bins": fc.bins, "resamples": fc.resamples, "confidence": fc.confidence, "seed": fc.seed} if fc else {}
+    if not fc:  # numeric columns without configured bins: the audit may still name them, as raw values
+        options["bins"] = {}
+    report = measure(task, valid, columns, **options)
+    level = int(round(100 * (fc.confidence if fc else 0.95)))
+    parts, lines = [], []
+    for col, r in report.items():
+        dp, eo = r["demographic_parity_difference"], r["equalized_odds_difference"]
+        lines.append(f"{col}: parity gap {dp['value']:.3f}, odds gap {eo['value']:.3f}")
+        parts.append(
+            f"<h3>by {col}</h3>"
+            + table_html(r["groups"])
+            + table_html([
+                {"difference": name, "value": d["value"], f"{level}% low": d["low"], f"{level}% high": d["high"]}
+                for name, d in (("demographic parity", dp), ("equalized odds", eo))
+            ])
+        )
+    mitigation = task.fairness.to_json() if getattr(task, "fairness", None) else None
+    if mitigation:
+        parts.append(f"<p>Decisions use per-group thresholds by {mitigation['sensitive']} "
+                     f"({mitigation['constraint']}): {mitigation['thresholds']}</p>")
+    html = figure_html(plot(report), "selection rate, TPR, FPR and accuracy by group") + "".join(parts)
+    numbers = {"rows": int(len(valid)), "columns": report, "mitigation": mitigation}
+    return Section(TITLE, numbers, html, "ok", "; ".join(lines) + " (validation rows)")

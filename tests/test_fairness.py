@@ -1,0 +1,177 @@
+"""Fairness: per-group metrics and differences (luodi.evaluate.fairness), per-group thresholds
+(train.fairness, luodi.tasks.tabular.fairness) and the audit section, on tiny data with a known group gap."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from luodi import api
+from luodi.audit.fairness import section
+from luodi.errors import BadRequest, ConfigError
+from luodi.evaluate.fairness import (
+    _gaps,
+    bootstrap_differences,
+    differences,
+    group_labels,
+    group_table,
+)
+from luodi.tasks.tabular.fairness import search
+
+# two groups of four rows: a selects 2 (TPR 1/2, FPR 1/2), b selects 1 (TPR 0, FPR 1/3)
+Y = np.array([1, 1, 0, 0, 1, 0, 0, 0])
+PRED = np.array([1, 0, 1, 0, 0, 0, 1, 0])
+PROBA = np.array([0.9, 0.4, 0.6, 0.1, 0.3, 0.2, 0.7, 0.2])
+GROUPS = np.array(["a"] * 4 + ["b"] * 4)
+
+
+def test_group_labels_bin_numbers_and_keep_missing():
+    assert group_labels([18, 25, 40.5, None], [25]).tolist() == ["< 25", ">= 25", ">= 25", "missing"]
+    assert group_labels([10, 30, 70], [25, 65]).tolist() == ["< 25", "25 to < 65", ">= 65"]
+    assert group_labels(["f", " m", None]).tolist() == ["f", "m", "missing"]
+    with pytest.raises(ValueError, match="bins need numbers"):
+        group_labels(["young"], [25])
+
+
+def test_group_table_matches_hand_computation():
+    rows = {r["group"]: r for r in group_table(Y, PRED, PROBA, GROUPS)}
+    a, b = rows["a"], rows["b"]
+    assert (a["count"], b["count"]) == (4, 4)
+    assert a["selection_rate"] == 0.5 and b["selection_rate"] == 0.25
+    assert a["tpr"] == 0.5 and b["tpr"] == 0.0
+    assert a["fpr"] == 0.5 and b["fpr"] == pytest.approx(1 / 3)
+    assert a["accuracy"] == 0.5 and b["accuracy"] == 0.5
+    assert a["mean_probability"] == pytest.approx(0.5) and a["positive_rate"] == 0.5
+    assert b["mean_probability"] == pytest.approx(0.35) and b["calibration_gap"] == pytest.approx(0.35 - 0.25)
+
+
+def test_differences_match_hand_computation_and_the_fast_path():
+    d = differences(Y, PRED, GROUPS)
+    assert d["demographic_parity_difference"] == pytest.approx(0.25)
+    assert d["equalized_odds_difference"] == pytest.approx(0.5)  # max(TPR gap 1/2, FPR gap 1/6)
+    codes = (GROUPS == "b").astype(int)
+    assert _gaps(Y.astype(float), PRED.astype(float), codes, 2) == pytest.approx((0.25, 0.5))
+
+
+def gapped(n: int = 1500, seed: int = 0) -> pd.DataFrame:
+    """A table whose label (and so any good model's selections) leans on the group column."""
+    rng = np.random.default_rng(seed)
+    group = rng.choice(["a", "b"], n, p=[0.7, 0.3])
+    x1 = rng.normal(size=n) + np.where(group == "a", 0.8, -0.8)
+    x2 = rng.normal(size=n)
+    y = np.where(x1 - x2 + rng.normal(scale=0.7, size=n) > 0, "good", "bad")
+    return pd.DataFrame({"x1": x1, "x2": x2, "group": group, "y": y})
+
+
+def test_bootstrap_intervals_contain_the_point_and_are_seeded():
+    df = gapped(600)
+    y, pred = (df["y"] == "good").to_numpy(), (df["x1"] > 0).to_numpy()
+    ci = bootstrap_differences(y, pred, df["group"], resamples=100, seed=3)
+    for d in ci.values():
+        assert d["low"] <= d["value"] <= d["high"]
+        assert d["high"] - d["low"] > 0  # 600 rows: the gap is uncertain
+    assert ci["demographic_parity_difference"]["value"] > 0.3  # the known gap
+    assert bootstrap_differences(y, pred, df["group"], resamples=100, seed=3) == ci
+
+
+def test_search_closes_the_selection_gap_on_its_rows():
+    rng = np.random.default_rng(1)
+    groups = np.array(["a"] * 300 + ["b"] * 200)
+    scores = np.r_[rng.uniform(0.3, 1, 300), rng.uniform(0, 0.7, 200)]
+    y = (rng.uniform(size=500) < scores).astype(int)
+    th = search(scores, y, groups, "demographic_parity", 0.01)
+    rates = [np.mean(scores[groups == g] >= th[g]) for g in ("a", "b")]
+    assert abs(rates[0] - rates[1]) <= 0.01
+    assert 0 < rates[0] < 1  # a real decision, not "select nobody"
+
+
+@pytest.fixture(scope="module")
+def fair_app(tmp_path_factory) -> dict:
+    """An app trained with train.fairness (demographic parity by group; group is not a model feature)."""
+    d = tmp_path_factory.mktemp("fair")
+    gapped().to_csv(d / "g.csv", index=False)
+    app = {
+        "name": "fair-thresholds",
+        "task": "tabular",
+        "data": {
+            "path": str(d / "g.csv"),
+            "columns": {"label": "y", "positive": "good", "drop": ["group"]},
+            "split": {"valid": 0.3, "seed": 0},
+        },
+        "model": {"type": "lightgbm", "options": {"n_estimators": 40, "min_child_samples": 5, "inner_folds": 3}},
+        "train": {"lr": 0.1, "fairness": {"constraint": "demographic_parity", "sensitive": "group"}},
+        "evaluate": {"fairness": {"sensitive": ["group"], "resamples": 50}},
+    }
+    api.train(app, progress=False)
+    return app
+
+
+def test_mitigation_reduces_the_gap_with_the_models_probabilities(fair_app):
+    pred = api.load_predictor("fair-thresholds")  # loaded from disk: the thresholds went through preprocess.json
+    task = pred.task
+    _, valid = task.split(task.read(None))
+    p = task.predict_proba(valid)
+    y = task._target(valid) == task.positive
+    plain = p.argmax(1) == task.positive
+    fair = task._decisions(valid, p) == task.positive
+    before = differences(y, plain, valid["group"])["demographic_parity_difference"]
+    after = differences(y, fair, valid["group"])["demographic_parity_difference"]
+    assert before > 0.3 and after < before / 3
+    out = api.predict("fair-thresholds", valid.head(20).to_dict("records"))
+    for o, row in zip(out, p[:20], strict=True):
+        assert o["probabilities"]["good"] == pytest.approx(row[task.positive])  # the probability stays the model's
+
+
+def test_mitigated_predictions_are_the_same_twice(fair_app):
+    records = gapped(50, seed=7).drop(columns="y").to_dict("records")
+    assert api.predict("fair-thresholds", records) == api.predict("fair-thresholds", records)
+
+
+def test_predict_without_the_sensitive_column_names_it(fair_app):
+    with pytest.raises(BadRequest, match="'group'") as e:
+        api.predict("fair-thresholds", [{"x1": 0.1, "x2": 0.0}])
+    assert e.value.param == "group"
+
+
+def test_http_schema_accepts_the_sensitive_column_that_is_not_a_feature(fair_app):
+    task = api.load_predictor("fair-thresholds").task
+    aliases = {f.alias for f in task.input_model().model_fields.values()}
+    assert aliases == {"x1", "x2", "group"}
+
+
+def test_fairness_on_a_multiclass_label_is_a_config_error(tmp_path):
+    df = gapped(300)
+    df["y"] = np.where(df["x1"] > 0.5, "hi", np.where(df["x1"] < -0.5, "lo", "mid"))
+    df.to_csv(tmp_path / "m.csv", index=False)
+    app = {
+        "name": "fair-multiclass",
+        "task": "tabular",
+        "data": {"path": str(tmp_path / "m.csv"), "columns": {"label": "y"}},
+        "model": {"type": "lightgbm", "options": {"n_estimators": 10}},
+        "train": {"fairness": {"constraint": "equalized_odds", "sensitive": "group"}},
+    }
+    with pytest.raises(ConfigError, match="train.fairness"):
+        api.train(app, progress=False)
+
+
+def test_audit_section_reports_groups_and_intervals(fair_app):
+    pred = api.load_predictor("fair-thresholds")
+    train, valid = pred.task.split(pred.task.read(None))
+    sec = section(pred, train, valid)
+    assert sec.status == "ok" and "<img" in sec.html
+    by = sec.numbers["columns"]["group"]
+    assert {g["group"] for g in by["groups"]} == {"a", "b"}
+    dp = by["demographic_parity_difference"]
+    assert dp["low"] <= dp["value"] <= dp["high"]
+    assert sec.numbers["mitigation"]["constraint"] == "demographic_parity"
+    with pytest.raises(ConfigError, match="'nope'"):
+        section(pred, train, valid, sensitive="nope")
+
+
+def test_audit_section_skips_apps_that_are_not_tables():
+    pred = SimpleNamespace(config=SimpleNamespace(task="text-classification"), task=None)
+    sec = section(pred, None, None, sensitive=["sex"])
+    assert sec.status == "skipped" and "tabular" in sec.note
