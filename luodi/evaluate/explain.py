@@ -6,12 +6,16 @@ actual value moved the predicted label's probability (a regression's value, an a
 typical record's.
 It works for any model behind `predict` (the credit ensemble included), costs one extra prediction per feature
 and record, and is what captum calls feature ablation, here on the whole pipeline instead of a torch module.
+Table apps with LightGBM members explain those exactly (TreeSHAP, luodi/evaluate/attributions.py) and ablate
+only the other members (`ablation_deltas`); anomaly apps and models without trees use `explain` here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 Predict = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 
@@ -43,6 +47,19 @@ def _score(out: dict[str, Any], key: str, label: str | None) -> float:
     return float(out[key][label] if label is not None else out[key])
 
 
+def ablation_deltas(
+    score: Callable[[list[dict[str, Any]]], np.ndarray], records: list[dict[str, Any]], typical: dict[str, Any]
+) -> np.ndarray:
+    """(n, f, k): how much each record's k scores (`score` of records, (n, k)) move away from their value when
+    feature f alone takes its typical value; 0 where the record already has it. One batch of n * (f + 1) rows."""
+    feats = list(typical)
+    variants = [dict(r, **{f: typical[f]}) for r in records for f in feats]
+    outs = np.asarray(score(list(records) + variants), dtype=np.float64)
+    own, rest = outs[: len(records)], outs[len(records) :].reshape(len(records), len(feats), -1)
+    same = np.array([[r.get(f) == typical[f] for f in feats] for r in records], dtype=bool)
+    return np.where(same[..., None], 0.0, own[:, None, :] - rest)
+
+
 def explain(
     predict: Predict, records: list[dict[str, Any]], typical: dict[str, Any], top: int | None = None
 ) -> list[dict[str, Any]]:
@@ -65,6 +82,20 @@ def explain(
         target = f"probability of '{label}'" if label is not None else key
         result.append({**out, "explanation": {"target": target, "effects": effects[:top] if top else effects}})
     return result
+
+
+def global_importance(explained: list[dict[str, Any]], key: str = "feature") -> list[dict[str, Any]]:
+    """Global importance from per-prediction explanations: each feature's (token's) mean |effect| over the
+    explained predictions (0 where it had none), with how many it appeared in, sorted."""
+    total: dict[str, float] = {}
+    seen: dict[str, int] = {}
+    for out in explained:
+        for e in out["explanation"]["effects"]:
+            total[e[key]] = total.get(e[key], 0.0) + abs(float(e["effect"]))
+            seen[e[key]] = seen.get(e[key], 0) + 1
+    n = max(1, len(explained))
+    rows = [{key: f, "mean_abs_effect": round(v / n, 6), "count": seen[f]} for f, v in total.items()]
+    return sorted(rows, key=lambda r: -r["mean_abs_effect"])
 
 
 def permutation_importance(

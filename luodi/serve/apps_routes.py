@@ -1,5 +1,6 @@
 """HTTP routes for trained apps: GET /v1/apps, GET /v1/apps/{name}/runs, the run report, and
-POST /v1/apps/{name}/predict (one record, or {"inputs": [...]} for a batch).
+POST /v1/apps/{name}/predict (one record, or {"inputs": [...]} for a batch) and POST /v1/apps/{name}/explain
+(the same, each prediction explained).
 
 Each trained app gets a typed predict route (its request and response models appear in the OpenAPI docs) from
 `refresh_app_routes`, called at server start-up and when an app is promoted; the generic route serves the
@@ -174,6 +175,12 @@ async def predict_any(
     return await _predict(name, await _json_body(request), version, explain)
 
 
+async def explain_any(name: str, request: Request, version: str | None = VersionQuery) -> Any:
+    """Predict with a table app and explain each prediction (as predict?explain=true): one record, or
+    {"inputs": [...]} for a batch."""
+    return await _predict(name, await _json_body(request), version, explain=True)
+
+
 async def predict_files(
     name: str,
     files: list[UploadFile] = File(...),
@@ -211,6 +218,22 @@ def _register_static_routes(r: APIRouter) -> None:
         predict_files,
         methods=["POST"],
         summary="Predict for uploaded files (multipart `files`: CSV / JSON rows, texts, images, wavs)",
+    )
+    r.add_api_route(
+        "/v1/apps/{name}/explain",
+        explain_any,
+        methods=["POST"],
+        summary="Predict and explain (table apps: each feature's effect; TreeSHAP for LightGBM members)",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"type": "object", "description": 'one record, or {"inputs": [...]}'}
+                    }
+                },
+            }
+        },
     )
     r.add_api_route(
         "/v1/apps/{name}/promote",

@@ -281,6 +281,13 @@ class TextClassificationTask(TextInputs, TaskBase):
             )
         return out
 
+    def explain(self, records: list[dict[str, Any]], top: int | None = None) -> list[dict[str, Any]]:
+        """Predictions with each word's integrated-gradients effect on the top class (token_attributions.py)."""
+        from luodi.tasks.token_attributions import explain_texts
+
+        self._require_fitted()
+        return explain_texts(self, records, top)
+
     def evaluate(self, data: pd.DataFrame) -> dict[str, Any]:
         from sklearn.metrics import accuracy_score, f1_score
 

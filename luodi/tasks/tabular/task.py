@@ -22,6 +22,7 @@ from luodi.evaluate.calibration import apply_calibrator, fit_calibrator
 from luodi.evaluate.metrics import classification_report_data, regression_metrics
 from luodi.options.tabular import MODEL_TYPES, TabularOptions
 from luodi.tasks.base import TableInputs, TaskBase
+from luodi.tasks.tabular.explaining import Explaining
 from luodi.tasks.tabular.fairness import GroupThresholds
 from luodi.tasks.tabular.members import MemberFitting
 from luodi.tasks.tabular.sklearn_members import SKLEARN_MEMBERS, OnnxMember
@@ -44,7 +45,7 @@ def progress_bars(enabled: bool):
     )
 
 
-class TabularTask(TableInputs, MemberFitting, TabularStore, TaskBase):
+class TabularTask(Explaining, TableInputs, MemberFitting, TabularStore, TaskBase):
     name: ClassVar[str] = "tabular"
 
     def __init__(self, config: AppConfig):
@@ -265,12 +266,15 @@ class TabularTask(TableInputs, MemberFitting, TabularStore, TaskBase):
         shared = self._encode_ordinal(df)
         return {"shared": shared, "coded": self.coding.recode(shared)} if self.coding else {"shared": shared}
 
-    def _raw_proba(self, df: pd.DataFrame, frames: dict[str, pd.DataFrame] | None = None) -> np.ndarray:
-        """Uncalibrated class probabilities (n, k), or predictions (n, 1) for regression."""
+    def _raw_proba(
+        self, df: pd.DataFrame, frames: dict[str, pd.DataFrame] | None = None, only: tuple[str, ...] = ()
+    ) -> np.ndarray:
+        """Uncalibrated class probabilities (n, k), or predictions (n, 1) for regression; `only`: the weighted
+        parts of these members alone (explanations ablate the members TreeSHAP cannot read)."""
         if self.members:  # the frames are made once for all cross-fitted members
             self.prep.check(df)
             frames = self._frames(df)
-            return np.mean([m._raw_proba(df, frames) for m in self.members], axis=0)
+            return np.mean([m._raw_proba(df, frames, only) for m in self.members], axis=0)
         frames = frames or self._frames(df)
         df = frames["shared"]
         self.prep.check(df)
@@ -287,7 +291,7 @@ class TabularTask(TableInputs, MemberFitting, TabularStore, TaskBase):
             return matrices[coded]
 
         parts = []
-        w = self.weights
+        w = {k: v if not only or k in only else 0.0 for k, v in self.weights.items()}
         if w["lightgbm"] > 0:
             x = self.prep.lgb_matrix(df)
             boosters = [self.booster, *self.more_boosters]
@@ -307,7 +311,8 @@ class TabularTask(TableInputs, MemberFitting, TabularStore, TaskBase):
         if w["linear"] > 0:
             parts.append(w["linear"] * self._linear_out(dense("linear")))
         for k, m in self.sk.items():
-            parts.append(w[k] * m.predict(dense(k), self.objective == "regression"))
+            if w[k] > 0:
+                parts.append(w[k] * m.predict(dense(k), self.objective == "regression"))
         return np.sum(parts, axis=0)
 
     def predict_proba(self, df: pd.DataFrame) -> np.ndarray:

@@ -1,0 +1,134 @@
+"""Exact attributions where the model allows them: TreeSHAP for LightGBM boosters, integrated gradients for
+differentiable (torch) models.
+
+TreeSHAP: LightGBM's own `pred_contrib` is the TreeSHAP algorithm of Lundberg et al. (path-dependent, the
+same numbers shap's TreeExplainer gives for a booster; tests/test_explain.py checks it) at a fraction of the
+cost, so a single record explains in well under a millisecond. Its values add up to the booster's margin (raw
+score); `probability_shap` turns them into the probability units the tabular task predicts in.
+
+Integrated gradients (Captum): attributions of a differentiable model's logit to its inputs (pixels, token
+embeddings) along the straight path from a baseline; their sum should equal logit(x) - logit(baseline)
+(completeness), and `completeness_error` says by how much it does not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+
+def lgb_shap(booster: Any, x: np.ndarray, n_classes: int, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """TreeSHAP of one LightGBM booster in margin space: (phi (n, k, f), base (n, k)), k = 1 for a binary or
+    regression booster, k = classes for a multi-class one; phi.sum(-1) + base is the raw score."""
+    k = n_classes if n_classes > 2 else 1
+    c = np.asarray(booster.predict(x, pred_contrib=True, num_threads=threads), dtype=np.float64)
+    c = c.reshape(len(x), k, -1)
+    return c[..., :-1], c[..., -1]
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _chord(phi: np.ndarray, gap: np.ndarray, slope: np.ndarray) -> np.ndarray:
+    """phi rescaled so that it sums to `gap` (the change in probability) instead of the margin change; where
+    the margin hardly moved, the link's local slope scales it."""
+    total = phi.sum(-1)
+    safe = np.abs(total) > 1e-9
+    scale = np.where(safe, gap / np.where(safe, total, 1.0), slope)
+    return phi * scale[..., None]
+
+
+def probability_shap(
+    boosters: Sequence[Any], x: np.ndarray, objective: str, n_classes: int, threads: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """SHAP values of the boosters' averaged prediction, in the units the tabular task predicts in:
+    (effects (n, K, f), base (n, K)), K = classes (1 for regression); effects.sum(-1) + base is the average
+    of the boosters' probabilities (values).
+
+    Each booster's margin SHAP values are scaled onto its probability (the chord of the sigmoid / softmax
+    between the base margin and the record's margin; exact for the sum, and the ranking of features is kept),
+    then averaged like the boosters' predictions are."""
+    effects, bases = [], []
+    for b in boosters:
+        phi, base = lgb_shap(b, x, n_classes, threads)
+        if objective == "regression":
+            effects.append(phi)
+            bases.append(base)
+            continue
+        z = base + phi.sum(-1)
+        if objective == "binary":
+            p, p0 = _sigmoid(z[:, 0]), _sigmoid(base[:, 0])
+            pos = _chord(phi[:, 0], p - p0, p * (1 - p))
+            effects.append(np.stack([-pos, pos], 1))
+            bases.append(np.stack([1 - p0, p0], 1))
+        else:
+            p, p0 = _softmax(z), _softmax(base)
+            effects.append(_chord(phi, p - p0, p * (1 - p)))
+            bases.append(p0)
+    return np.mean(effects, axis=0), np.mean(bases, axis=0)
+
+
+def integrated_gradients(
+    forward: Callable[..., Any],
+    inputs: Any,
+    baselines: Any,
+    target: Any,
+    steps: int = 32,
+    additional_forward_args: Any = None,
+    layer: Any = None,
+) -> tuple[Any, np.ndarray]:
+    """Captum integrated gradients of `forward`'s output `target` (a logit) with respect to `inputs` (or to
+    `layer`'s output, e.g. a token embedding layer: then `inputs` / `baselines` are that model's inputs) with
+    `steps` Gauss-Legendre points: (attributions, completeness error per example)."""
+    from captum.attr import IntegratedGradients, LayerIntegratedGradients
+
+    ig = IntegratedGradients(forward) if layer is None else LayerIntegratedGradients(forward, layer)
+    attr, delta = ig.attribute(
+        inputs,
+        baselines=baselines,
+        target=target,
+        n_steps=steps,
+        method="gausslegendre",
+        additional_forward_args=additional_forward_args,
+        return_convergence_delta=True,
+    )
+    return attr, completeness_error(attr, delta, forward, inputs, target, additional_forward_args)
+
+
+def completeness_error(
+    attr: Any, delta: Any, forward: Callable[..., Any], inputs: Any, target: Any, extra: Any
+) -> np.ndarray:
+    """|sum of attributions - (logit(x) - logit(baseline))| / |logit(x)| per example (Captum's convergence
+    delta, relative to the logit)."""
+    import torch
+
+    with torch.no_grad():
+        args = (inputs,) if extra is None else (inputs, *(extra if isinstance(extra, tuple) else (extra,)))
+        out = forward(*args)
+        idx = torch.as_tensor(target).reshape(-1, 1).expand(len(out), 1) if out.dim() > 1 else None
+        logit = out.gather(1, idx).squeeze(1) if idx is not None else out
+    return (delta.abs() / logit.abs().clamp_min(1e-12)).detach().cpu().numpy()
+
+
+def image_attributions(
+    model: Any, images: Any, target: Any, steps: int = 32, baseline: float | Any = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Integrated gradients of a torch image classifier's logit `target` over its pixels ((n, c, h, w) float
+    input, already normalized as the model reads it), from a constant `baseline` image (default: 0, the
+    normalized black image is the caller's to pass): (attributions shaped like the images, completeness error
+    per image)."""
+    import torch
+
+    model.eval()
+    x = torch.as_tensor(images, dtype=torch.float32)
+    base = baseline if torch.is_tensor(baseline) else torch.full_like(x, float(baseline))
+    attr, err = integrated_gradients(model, x, base, torch.as_tensor(target), steps)
+    return attr.detach().cpu().numpy(), err

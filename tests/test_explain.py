@@ -1,0 +1,199 @@
+"""Explanations: exact TreeSHAP for LightGBM members, ablation for the rest, the explain route, integrated
+gradients (completeness) for torch models and text apps, and the audit's explanations section."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from luodi import api
+from luodi.audit import explanations
+from luodi.errors import BadRequest
+from luodi.evaluate.attributions import integrated_gradients, lgb_shap
+
+
+def frame(n: int = 300, seed: int = 0) -> pd.DataFrame:
+    """A table whose label depends on two numbers and a category; `noise` carries nothing."""
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame(
+        {
+            "income": rng.normal(size=n),
+            "debt": rng.normal(size=n),
+            "noise": rng.normal(size=n),
+            "region": rng.choice(["north", "south", "east"], n),
+        }
+    )
+    z = df.income - df.debt + np.where(df.region == "north", 1.0, 0.0) + rng.normal(scale=0.3, size=n)
+    df["y"] = np.where(z > 0.3, "good", "bad")
+    return df
+
+
+def app(tmp_path, name: str, model: dict) -> dict:
+    path = tmp_path / f"{name}.csv"
+    frame().to_csv(path, index=False)
+    return {
+        "name": name,
+        "task": "tabular",
+        "data": {"path": str(path), "columns": {"label": "y", "positive": "good"}, "split": {"valid": 0.3, "seed": 0}},
+        "model": model,
+        "train": {"epochs": 2, "lr": 0.1, "seed": 0},
+    }
+
+
+@pytest.fixture(scope="module")
+def lgb_app(tmp_path_factory) -> dict:
+    cfg = app(
+        tmp_path_factory.mktemp("explain"),
+        "x-lgb",
+        {"type": "lightgbm", "options": {"n_estimators": 40, "min_child_samples": 5}},
+    )
+    api.train(cfg, progress=False)
+    return cfg
+
+
+def rows(n: int = 5) -> list[dict]:
+    return frame(n, seed=1).drop(columns="y").to_dict(orient="records")
+
+
+def test_tree_shap_adds_up_to_the_boosters_margin_and_matches_shap(lgb_app):
+    """Additivity: SHAP values + base = the booster's raw score; the same numbers as shap's TreeExplainer."""
+    import shap
+
+    task = api.load_predictor(lgb_app["name"]).task
+    x = task.prep.lgb_matrix(task._encode_ordinal(pd.DataFrame(rows(20))))
+    phi, base = lgb_shap(task.booster, x, len(task.classes))
+    margin = task.booster.predict(x, raw_score=True)
+    assert phi.shape == (20, 1, len(task.prep.features))
+    np.testing.assert_allclose(phi.sum(-1)[:, 0] + base[:, 0], margin, atol=1e-9)
+    ref = np.asarray(shap.TreeExplainer(task.booster).shap_values(x))
+    np.testing.assert_allclose(phi[:, 0], ref.reshape(phi[:, 0].shape), atol=1e-6)
+
+
+def test_explanation_adds_up_to_the_served_probability(lgb_app):
+    """explain: effects on the predicted label's probability; base + effects = the served probability; the
+    feature the label ignores has (almost) no effect, the one it leans on most is on top."""
+    outs = api.predict(lgb_app["name"], rows(), explain=True)
+    plain = api.predict(lgb_app["name"], rows())
+    for out, p in zip(outs, plain, strict=True):
+        ex = out["explanation"]
+        assert {k: v for k, v in out.items() if k != "explanation"} == p
+        assert ex["method"] == "shap" and ex["target"] == f"probability of '{out['label']}'"
+        assert ex["base"] + sum(e["effect"] for e in ex["effects"]) == pytest.approx(out["probability"], abs=1e-5)
+        sizes = [abs(e["effect"]) for e in ex["effects"]]
+        assert sizes == sorted(sizes, reverse=True)
+    importance = explanations.table_numbers(api.load_predictor(lgb_app["name"]).task, frame(200, seed=2))["importance"]
+    order = [r["feature"] for r in importance]
+    assert order.index("noise") > order.index("income") and order.index("noise") > order.index("debt")
+
+
+def test_ensemble_combines_shap_with_ablation_and_other_models_keep_ablation(tmp_path):
+    ens = app(
+        tmp_path,
+        "x-ens",
+        {"type": "ensemble", "options": {"ensemble_weights": {"lightgbm": 1, "linear": 1}, "n_estimators": 30}},
+    )
+    api.train(ens, progress=False)
+    out = api.predict("x-ens", rows(2), explain=True)
+    for o in out:
+        ex = o["explanation"]
+        assert ex["method"] == "shap+ablation"
+        assert ex["base"] + sum(e["effect"] for e in ex["effects"]) == pytest.approx(o["probability"], abs=1e-5)
+    lin = app(tmp_path, "x-lin", {"type": "linear"})
+    api.train(lin, progress=False)
+    ex = api.predict("x-lin", rows(1), explain=True)[0]["explanation"]
+    assert "method" not in ex and {"feature", "value", "typical", "effect"} <= set(ex["effects"][0])  # ablation
+
+
+def test_explain_route_answers_with_effects_and_names_bad_fields(lgb_app):
+    from luodi.serve.app import create_app
+    from luodi.settings import get_settings
+
+    settings = get_settings().model_copy(update={"auth": "off"})
+    with TestClient(create_app(settings, preload=False)) as c:
+        rec = rows(2)
+        r = c.post(f"/v1/apps/{lgb_app['name']}/explain", json=rec[0])
+        assert r.status_code == 200, r.text
+        effects = r.json()["explanation"]["effects"]
+        assert {e["feature"] for e in effects} <= {"income", "debt", "noise", "region"} and effects
+        r = c.post(f"/v1/apps/{lgb_app['name']}/explain", json={"inputs": rec})
+        assert len(r.json()["outputs"]) == 2 and all("explanation" in o for o in r.json()["outputs"])
+        bad = {k: v for k, v in rec[0].items() if k != "debt"}
+        r = c.post(f"/v1/apps/{lgb_app['name']}/explain", json=bad)
+        assert 400 <= r.status_code < 500 and "debt" in r.text
+        r = c.post(f"/v1/apps/{lgb_app['name']}/explain", json={**rec[0], "income": "lots"})
+        assert 400 <= r.status_code < 500 and "income" in r.text
+        assert c.post("/v1/apps/no-such-app/explain", json=rec[0]).status_code == 404
+
+
+def test_integrated_gradients_completeness_on_a_tiny_torch_model():
+    """Sum of attributions = f(x) - f(baseline) within 1 % of the logit (32 Gauss-Legendre steps)."""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+    x = torch.randn(8, 6)
+    target = model(x).argmax(1)
+    attr, err = integrated_gradients(model, x, torch.zeros_like(x), target, steps=32)
+    with torch.no_grad():
+        gap = model(x).gather(1, target[:, None])[:, 0] - model(torch.zeros_like(x)).gather(1, target[:, None])[:, 0]
+    np.testing.assert_allclose(attr.sum(1).detach().numpy(), gap.numpy(), rtol=0.01, atol=1e-4)
+    assert attr.shape == x.shape and (err <= 0.01).all()
+
+
+def test_image_attributions_are_pixel_maps_that_add_up():
+    import torch
+
+    from luodi.evaluate.attributions import image_attributions
+
+    torch.manual_seed(0)
+    cnn = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3), torch.nn.Softplus(), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 3)
+    )
+    images = torch.rand(2, 1, 8, 8)
+    attr, err = image_attributions(cnn, images, target=torch.tensor([0, 2]))
+    assert attr.shape == (2, 1, 8, 8) and (err <= 0.01).all()
+
+
+def test_text_app_explains_words_with_integrated_gradients(datasets_dir, tmp_path):
+    from luodi.config import validate_app
+    from luodi.tasks import task_for
+
+    raw = {
+        "name": "t",
+        "task": "text-classification",
+        "data": {"path": str(datasets_dir / "banking77/train.csv"), "columns": {"label": "category"}},
+        "model": {"options": {"features": ["embeddings", "tfidf"]}},
+    }
+    task = task_for(validate_app(raw))
+    df = task.read(None)
+    keep = sorted(df.label.unique())[:4]
+    df = df[df.label.isin(keep)].groupby("label").head(25).reset_index(drop=True)
+    task.fit(df, df, tmp_path / "run", progress=False)
+    texts = [{"text": t} for t in df.text[:4]]
+    outs = task.explain(texts, top=3)
+    for t, o in zip(texts, outs, strict=True):
+        ex = o["explanation"]
+        assert ex["method"] == "integrated-gradients" and ex["completeness_error"] <= 0.01
+        assert "TF-IDF head is not differentiable" in ex["target"] and len(ex["effects"]) <= 3
+        assert all(e["token"].lower() in t["text"].lower() for e in ex["effects"])
+    tfidf_only = task_for(validate_app({**raw, "model": {"options": {"features": ["tfidf"]}}}))
+    tfidf_only.fit(df, df, tmp_path / "tfidf", progress=False)
+    with pytest.raises(BadRequest, match="not differentiable"):
+        tfidf_only.explain(texts)
+
+
+def test_audit_section_is_skipped_where_it_does_not_apply():
+    pred = SimpleNamespace(task=SimpleNamespace(name="text-generation"))
+    s = explanations.section(pred, None, None)
+    assert s.status == "skipped" and "text-generation" in s.note
+
+
+def test_audit_section_of_a_table_app_has_importance_and_a_plot(lgb_app):
+    pred = api.load_predictor(lgb_app["name"])
+    s = explanations.section(pred, None, frame(100, seed=3), explain_rows=50)
+    assert s.status == "ok" and s.numbers["method"] == "shap" and s.numbers["rows"] == 50
+    assert "<img" in s.html and len(s.numbers["examples"]) == 3
