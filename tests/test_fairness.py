@@ -169,6 +169,10 @@ def test_audit_section_reports_groups_and_intervals(fair_app):
     assert sec.numbers["mitigation"]["constraint"] == "demographic_parity"
     with pytest.raises(ConfigError, match="'nope'"):
         section(pred, train, valid, sensitive="nope")
+    binned = section(pred, train, valid, sensitive="x1:0")  # cut points after a colon group a numeric column
+    assert {g["group"] for g in binned.numbers["columns"]["x1"]["groups"]} == {"< 0", ">= 0"}
+    with pytest.raises(ConfigError, match="bins"):
+        section(pred, train, valid, sensitive="x1")  # numeric, many values, no cut points
 
 
 def test_audit_section_skips_apps_that_are_not_tables():

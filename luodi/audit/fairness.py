@@ -20,14 +20,25 @@ TITLE = "Fairness"
 METRICS = ("selection_rate", "tpr", "fpr", "accuracy")
 
 
-def sensitive_columns(pred: Any, sensitive: list[str] | str | None) -> list[str]:
-    """The columns to audit: the argument (a list or "sex,race"), else evaluate.fairness.sensitive."""
+def sensitive_columns(pred: Any, sensitive: list[str] | str | None) -> tuple[list[str], dict[str, list[float]]]:
+    """The columns to audit and their bins: the argument (a list or "sex,age:25" - cut points after a colon),
+    else evaluate.fairness."""
     if isinstance(sensitive, str):
         sensitive = [c.strip() for c in sensitive.split(",") if c.strip()]
-    if sensitive:
-        return list(sensitive)
     fc = pred.config.evaluate.fairness
-    return list(fc.sensitive) if fc else []
+    bins = dict(fc.bins) if fc else {}
+    if not sensitive:
+        return (list(fc.sensitive) if fc else []), bins
+    columns = []
+    for item in sensitive:
+        col, *cuts = str(item).split(":")
+        if cuts:
+            try:
+                bins[col] = [float(c) for c in cuts]
+            except ValueError as e:
+                raise ConfigError(f"sensitive '{item}': cut points after ':' must be numbers, e.g. age:25") from e
+        columns.append(col)
+    return columns, bins
 
 
 def measure(
@@ -83,14 +94,12 @@ def section(pred: Any, train: Any, valid: Any, sensitive: list[str] | str | None
     task = pred.task
     if pred.config.task != "tabular" or getattr(task, "objective", None) != "binary":
         return Section(TITLE, {}, "", "skipped", "fairness by group applies to tabular binary classification apps")
-    columns = sensitive_columns(pred, sensitive)
+    columns, bins = sensitive_columns(pred, sensitive)
     if not columns:
         return Section(TITLE, {}, "", "skipped", "no sensitive column: set evaluate.fairness.sensitive or --sensitive")
     fc = pred.config.evaluate.fairness
-    options = {"bins": fc.bins, "resamples": fc.resamples, "confidence": fc.confidence, "seed": fc.seed} if fc else {}
-    if not fc:  # numeric columns without configured bins: the audit may still name them, as raw values
-        options["bins"] = {}
-    report = measure(task, valid, columns, **options)
+    options = {"resamples": fc.resamples, "confidence": fc.confidence, "seed": fc.seed} if fc else {}
+    report = measure(task, valid, columns, bins, **options)
     level = int(round(100 * (fc.confidence if fc else 0.95)))
     parts, lines = [], []
     for col, r in report.items():
@@ -110,4 +119,7 @@ def section(pred: Any, train: Any, valid: Any, sensitive: list[str] | str | None
                      f"({mitigation['constraint']}): {mitigation['thresholds']}</p>")
     html = figure_html(plot(report), "selection rate, TPR, FPR and accuracy by group") + "".join(parts)
     numbers = {"rows": int(len(valid)), "columns": report, "mitigation": mitigation}
-    return Section(TITLE, numbers, html, "ok", "; ".join(lines) + " (validation rows)")
+    note = "; ".join(lines) + " (validation rows"
+    if pred.config.train.refit:  # the served model was trained once more on train + validation rows
+        note += "; the served model was refit on them (train.refit), so these gaps are optimistic"
+    return Section(TITLE, numbers, html, "ok", note + ")")
