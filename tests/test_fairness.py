@@ -179,3 +179,19 @@ def test_audit_section_skips_apps_that_are_not_tables():
     pred = SimpleNamespace(config=SimpleNamespace(task="text-classification"), task=None)
     sec = section(pred, None, None, sensitive=["sex"])
     assert sec.status == "skipped" and "tabular" in sec.note
+
+
+def test_http_predict_needs_the_sensitive_column(fair_app):
+    from fastapi.testclient import TestClient
+
+    from luodi.serve.app import create_app
+    from luodi.settings import get_settings
+
+    app = create_app(get_settings().model_copy(update={"auth": "off"}), preload=False)
+    with TestClient(app) as c:
+        ok = c.post("/v1/apps/fair-thresholds/predict", json={"x1": 0.2, "x2": 0.1, "group": "b"})
+        assert ok.status_code == 200, ok.text
+        assert ok.json() == c.post("/v1/apps/fair-thresholds/predict", json={"x1": 0.2, "x2": 0.1, "group": "b"}).json()
+        bad = c.post("/v1/apps/fair-thresholds/predict", json={"x1": 0.2, "x2": 0.1})
+        # the typed schema refuses it as it refuses any missing field: 422, naming it
+        assert bad.status_code == 422 and bad.json()["error"]["param"] == "group"
