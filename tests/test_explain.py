@@ -197,3 +197,22 @@ def test_audit_section_of_a_table_app_has_importance_and_a_plot(lgb_app):
     s = explanations.section(pred, None, frame(100, seed=3), explain_rows=50)
     assert s.status == "ok" and s.numbers["method"] == "shap" and s.numbers["rows"] == 50
     assert "<img" in s.html and len(s.numbers["examples"]) == 3
+
+
+def test_audit_section_of_an_image_app_has_heat_maps(tmp_path):
+    from luodi.config import AppConfig
+    from luodi.tasks import task_for
+
+    cfg = {
+        "name": "x-digits",
+        "task": "image-classification",
+        "data": {"format": "sklearn:digits", "split": {"valid": 0.25, "seed": 0}},
+        "model": {"type": "cnn", "options": {"width": 4}},
+        "train": {"epochs": 1, "batch_size": 32},
+    }
+    task = task_for(AppConfig.model_validate(cfg))
+    train, valid = task.split(task.read(None))
+    task.fit(train.subset(range(200)), valid, tmp_path, progress=False)
+    s = explanations.section(SimpleNamespace(task=task), train, valid)
+    assert s.status == "ok" and s.numbers["images"] == 4 and len(s.numbers["completeness_error"]) == 4
+    assert "<img" in s.html and s.numbers["predicted"][0] in [str(c) for c in task.need().meta["classes"]]

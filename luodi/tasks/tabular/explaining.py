@@ -7,8 +7,9 @@ MLP / linear / forest / SVM part's effects by ablation against a typical record 
 ONNX-stored forest keeps no tree statistics TreeSHAP could read). Their weighted sum is mapped through the
 calibrator (the chord between the record's uncalibrated probability and the same minus the effects), so
 `base` + the sum of the effects is the served probability. With LightGBM alone the effects are exact SHAP
-values and `base` is the model's average prediction; models without LightGBM keep pure ablation.
-`EXPLAIN_METHODS` names what each answer used.
+values and `base` is the model's average prediction; models without LightGBM keep pure ablation. `method`
+says which: shap | shap+ablation (ablation answers have none, as before). Each effect also names the typical
+record's value of its feature (the ablation's reference; context for a SHAP value), as ablation answers do.
 """
 
 from __future__ import annotations
@@ -23,12 +24,6 @@ from luodi.evaluate.attributions import probability_shap
 from luodi.evaluate.calibration import apply_calibrator
 from luodi.evaluate.explain import ablation_deltas, typical_record
 from luodi.options.tabular import TabularOptions
-
-EXPLAIN_METHODS = {
-    "shap": "exact TreeSHAP (LightGBM)",
-    "shap+ablation": "TreeSHAP for LightGBM, ablation for the other members, weighted as the ensemble",
-    "ablation": "ablation against a typical record",
-}
 
 
 class Explaining:
@@ -86,8 +81,8 @@ class Explaining:
         effects, base = self._tree_effects(self._frame(records))
         raw = base + effects.sum(-1)  # the weighted LightGBM part of the uncalibrated prediction
         rest = tuple(m for m, w in self.weights.items() if w > 0 and m != "lightgbm")
+        typical = typical_record(self.prep, self.ordinal or {})
         if rest:  # one batch: the records and their ablated variants, through the other members only
-            typical = typical_record(self.prep, self.ordinal or {})
             own: list[np.ndarray] = []
 
             def score(rows: list[dict[str, Any]]) -> np.ndarray:
@@ -106,7 +101,11 @@ class Explaining:
             served = out["value"] if self.objective == "regression" else out["probabilities"][out["label"]]
             eff = effects[i, k]
             order = [j for j in np.argsort(-np.abs(eff), kind="stable") if eff[j] != 0.0]
-            rows = [{"feature": feats[j], "value": rec.get(feats[j]), "effect": round(float(eff[j]), 6)} for j in order]
+            rows = [
+                {"feature": f, "value": rec.get(f), "typical": typical[f], "effect": round(float(eff[j]), 6)}
+                for j in order
+                for f in [feats[j]]
+            ]
             target = "value" if self.objective == "regression" else f"probability of '{out['label']}'"
             base = round(float(served - eff.sum()), 6)
             explanation = {"target": target, "method": method, "base": base, "effects": rows[:top] if top else rows}
