@@ -216,3 +216,18 @@ def test_audit_section_of_an_image_app_has_heat_maps(tmp_path):
     s = explanations.section(SimpleNamespace(task=task), train, valid)
     assert s.status == "ok" and s.numbers["images"] == 4 and len(s.numbers["completeness_error"]) == 4
     assert "<img" in s.html and s.numbers["predicted"][0] in [str(c) for c in task.need().meta["classes"]]
+
+
+def test_fine_tuned_encoder_head_is_explained_through_its_embeddings():
+    """The fine-tuned head's path (encoder from its word embeddings, pooling, cosine classifier) is
+    differentiable: integrated gradients over its tokens add up to its logit change (an untrained head here)."""
+    import torch
+
+    from luodi.tasks.text_finetune import CosineClassifier
+    from luodi.tasks.token_attributions import _finetune_part, attribute_text
+
+    torch.manual_seed(0)
+    member = CosineClassifier("bundled:minilm-l6", n_classes=3).eval()
+    a = attribute_text([_finetune_part(member, 1.0)], "my card has not arrived yet", target=1, max_length=32)
+    assert [w for w, _ in a["words"]] == ["my", "card", "has", "not", "arrived", "yet"]
+    assert a["completeness_error"] <= 0.01
