@@ -80,7 +80,8 @@ def test_explanation_adds_up_to_the_served_probability(lgb_app):
     plain = api.predict(lgb_app["name"], rows())
     for out, p in zip(outs, plain, strict=True):
         ex = out["explanation"]
-        assert {k: v for k, v in out.items() if k != "explanation"} == p
+        assert out["label"] == p["label"] and set(out) == {*p, "explanation"}  # predict's answer, in one pass
+        assert out["probabilities"] == pytest.approx(p["probabilities"], abs=1e-12)
         assert ex["method"] == "shap" and ex["target"] == f"probability of '{out['label']}'"
         assert ex["base"] + sum(e["effect"] for e in ex["effects"]) == pytest.approx(out["probability"], abs=1e-5)
         sizes = [abs(e["effect"]) for e in ex["effects"]]

@@ -75,10 +75,10 @@ class Explaining:
         features sorted by the size of their effect (top `top`)."""
         if self.weights.get("lightgbm", 0.0) <= 0:
             return super().explain(records, top)  # no trees to read: ablation (TableInputs)
-        outs = self.predict(records)  # checks the records
-        if not outs:
+        df = self._frame(records)  # checks the records
+        if not len(df):
             return []
-        effects, base = self._tree_effects(self._frame(records))
+        effects, base = self._tree_effects(df)
         raw = base + effects.sum(-1)  # the weighted LightGBM part of the uncalibrated prediction
         rest = tuple(m for m, w in self.weights.items() if w > 0 and m != "lightgbm")
         typical = typical_record(self.prep, self.ordinal or {})
@@ -92,6 +92,7 @@ class Explaining:
 
             effects = effects + ablation_deltas(score, records, typical).transpose(0, 2, 1)
             raw = raw + own[0]
+        outs = self._outputs(df, self._calibrate(raw))  # what predict answers, from the same pass
         effects = self._calibrated(raw, effects)
         feats = self.prep.features
         method = "shap+ablation" if rest else "shap"

@@ -316,7 +316,10 @@ class TabularTask(Explaining, TableInputs, MemberFitting, TabularStore, TaskBase
         return np.sum(parts, axis=0)
 
     def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
-        p = self._raw_proba(df)
+        return self._calibrate(self._raw_proba(df))
+
+    def _calibrate(self, p: np.ndarray) -> np.ndarray:
+        """Uncalibrated probabilities -> the served ones (binary apps with a calibrator)."""
         if self.objective == "binary" and self.calibrator:
             pos = apply_calibrator(p[:, self.positive], self.calibrator)
             p = np.empty_like(p)
@@ -343,7 +346,10 @@ class TabularTask(Explaining, TableInputs, MemberFitting, TabularStore, TaskBase
         df = self._frame(records)
         if not len(df):
             return []
-        p = self.predict_proba(df)
+        return self._outputs(df, self.predict_proba(df))
+
+    def _outputs(self, df: pd.DataFrame, p: np.ndarray) -> list[dict[str, Any]]:
+        """The answers for the rows of `df` from their served probabilities (predictions) `p`."""
         if self.objective == "regression":
             return [{"value": float(v)} for v in p[:, 0]]
         chosen = self._decisions(df, p)
