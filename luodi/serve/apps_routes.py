@@ -38,7 +38,9 @@ VersionQuery = Query(
     None, description="predict with this version (see GET /v1/apps/{name}/runs) instead of the one served"
 )
 ExplainQuery = Query(
-    False, description="table and anomaly apps: add each feature's effect on the prediction (`explanation`)"
+    False,
+    description="table, anomaly and text-classification apps: add each feature's (word's) effect on the "
+    "prediction (`explanation`)",
 )
 
 

@@ -97,11 +97,12 @@ class TaskBase:
         return None
 
     def explain(self, records: list[dict[str, Any]], top: int | None = None) -> list[dict[str, Any]]:
-        """Predictions with each feature's effect (luodi.evaluate.explain); table apps implement it."""
+        """Predictions with each feature's (token's) effect; table and text-classification apps implement it."""
         from luodi.errors import BadRequest
 
         raise BadRequest(
-            f"explanations are available for table apps (tabular, anomaly-detection); this app is {self.name}",
+            "explanations are available for table apps (tabular, anomaly-detection) and text-classification "
+            f"apps; this app is {self.name}",
             param="explain",
         )
 
