@@ -74,7 +74,7 @@ def table_numbers(task: Any, valid: Any, max_rows: int = 200) -> dict[str, Any]:
     ]
     return {
         "method": first.get("method", "ablation"),
-        "target": first.get("target"),
+        "target": "value" if first.get("target") == "value" else "the predicted label's probability",
         "rows": len(records),
         "importance": global_importance(explained)[:20],
         "examples": examples,
@@ -111,7 +111,9 @@ def text_numbers(task: Any, valid: Any, max_texts: int = 40, steps: int = 32) ->
         "method": "integrated-gradients",
         "steps": steps,
         "texts": len(records),
-        "target": explained[0]["explanation"]["target"] if explained else None,
+        "target": "logit of the top class (" + explained[0]["explanation"]["target"].split(" (", 1)[1]
+        if explained
+        else None,
         "completeness_error_median": float(np.median(errors)) if len(errors) else None,
         "completeness_within_1pct": float(np.mean(errors <= COMPLETENESS_GOAL)) if len(errors) else None,
         "importance": global_importance(explained, key="token")[:20],
