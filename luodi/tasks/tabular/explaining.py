@@ -39,19 +39,17 @@ class Explaining:
     members: list[Any]
     ordinal: dict[str, list[str]]
 
-    def _tree_effects(self, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """The weighted LightGBM part's SHAP effects (n, K, f) and base (n, K), averaged over cross-fitted
-        members like their predictions are."""
-        effects, bases = [], []
-        for m in self.members or [self]:
-            shared = m._encode_ordinal(df)
-            e, b = probability_shap(
-                [m.booster, *m.more_boosters], m.prep.lgb_matrix(shared), m.objective, len(m.classes), m.opts.threads
-            )
-            effects.append(e)
-            bases.append(b)
+    def _tree_effects(self, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The weighted LightGBM part's SHAP effects (n, K, f), and its probabilities (n, K) as predict computes
+        them, averaged over cross-fitted members like their predictions are."""
         w = self.weights["lightgbm"]
-        return w * np.mean(effects, axis=0), w * np.mean(bases, axis=0)
+        effects, probs = [], []
+        for m in self.members or [self]:
+            x = m.prep.lgb_matrix(m._encode_ordinal(df))
+            boosters = [m.booster, *m.more_boosters]
+            effects.append(probability_shap(boosters, x, m.objective, len(m.classes), m.opts.threads)[0])
+            probs.append(w * m._lgb_proba(x))
+        return w * np.mean(effects, axis=0), np.mean(probs, axis=0)
 
     def _calibrated(self, raw: np.ndarray, effects: np.ndarray) -> np.ndarray:
         """Effects on the uncalibrated probabilities -> on the calibrated ones (binary with a calibrator)."""
@@ -78,8 +76,7 @@ class Explaining:
         df = self._frame(records)  # checks the records
         if not len(df):
             return []
-        effects, base = self._tree_effects(df)
-        raw = base + effects.sum(-1)  # the weighted LightGBM part of the uncalibrated prediction
+        effects, raw = self._tree_effects(df)  # raw: the weighted LightGBM part of the uncalibrated prediction
         rest = tuple(m for m, w in self.weights.items() if w > 0 and m != "lightgbm")
         typical = typical_record(self.prep, self.ordinal or {})
         if rest:  # one batch: the records and their ablated variants, through the other members only

@@ -293,11 +293,7 @@ class TabularTask(Explaining, TableInputs, MemberFitting, TabularStore, TaskBase
         parts = []
         w = {k: v if not only or k in only else 0.0 for k, v in self.weights.items()}
         if w["lightgbm"] > 0:
-            x = self.prep.lgb_matrix(df)
-            boosters = [self.booster, *self.more_boosters]
-            p = sum(b.predict(x, num_threads=self.opts.threads) for b in boosters) / len(boosters)
-            p = np.stack([1 - p, p], 1) if self.objective == "binary" else p.reshape(len(df), -1)
-            parts.append(w["lightgbm"] * p)
+            parts.append(w["lightgbm"] * self._lgb_proba(self.prep.lgb_matrix(df)))
         if w["mlp"] > 0:
             import torch
 
@@ -314,6 +310,12 @@ class TabularTask(Explaining, TableInputs, MemberFitting, TabularStore, TaskBase
             if w[k] > 0:
                 parts.append(w[k] * m.predict(dense(k), self.objective == "regression"))
         return np.sum(parts, axis=0)
+
+    def _lgb_proba(self, x: np.ndarray) -> np.ndarray:
+        """The boosters' averaged class probabilities (n, k), or predictions (n, 1), from their matrix."""
+        boosters = [self.booster, *self.more_boosters]
+        p = sum(b.predict(x, num_threads=self.opts.threads) for b in boosters) / len(boosters)
+        return np.stack([1 - p, p], 1) if self.objective == "binary" else p.reshape(len(x), -1)
 
     def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
         return self._calibrate(self._raw_proba(df))
