@@ -98,7 +98,7 @@ class Explaining:
             k = 0 if self.objective == "regression" else self.classes.index(out["label"])
             served = out["value"] if self.objective == "regression" else out["probabilities"][out["label"]]
             eff = effects[i, k]
-            order = [j for j in np.argsort(-np.abs(eff), kind="stable") if eff[j] != 0.0]
+            order = [j for j in np.argsort(-np.abs(eff), kind="stable") if round(float(eff[j]), 6) != 0.0]
             rows = [
                 {"feature": f, "value": rec.get(f), "typical": typical[f], "effect": round(float(eff[j]), 6)}
                 for j in order
