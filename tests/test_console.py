@@ -425,3 +425,16 @@ def test_no_key_needed_when_auth_is_off(browser, open_server):
         assert not pg.query_selector("#keys-table .error")
     finally:
         context.close()
+
+
+def test_an_audited_run_shows_its_audit_page(page, live_server, trained_app):
+    from luodi.audit.report import audit
+
+    audit("console-diagnosis", trained_app.version, areas=["explanations"])
+    page.goto("/#apps")
+    page.wait_for_selector("#apps-table tr[data-app='console-diagnosis']").click()
+    run = page.wait_for_selector(f"#app-runs tr[data-version='{trained_app.version}']")
+    run.wait_for_selector("button.audit").click()  # the button appears once the run has an audit.html
+    frame = page.wait_for_selector("#app-audit-frame").content_frame()
+    body = frame.wait_for_selector("body").inner_text()
+    assert f"Audit of console-diagnosis {trained_app.version}" in body and "Integrity" in body

@@ -27,6 +27,7 @@ from luodi.store.tables import Run, ServedVersion
 from luodi.train import CHECKPOINT_DIR  # per-epoch state: removed when a run finishes, never in its manifest
 
 MANIFEST = "manifest.json"
+AUDIT_PAGE = "audit.html"  # written by `luodi audit` beside report.html; derived, so not in the manifest
 RESUMABLE = ("running", "interrupted", "failed")
 _LIBS = (
     "luodi",

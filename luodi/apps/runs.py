@@ -10,7 +10,8 @@ from luodi.apps.configs import AppRef, app_name
 
 def list_runs(app: str | None = None) -> list[dict[str, Any]]:
     """Runs (newest first) with status, metrics and `served` (the run predictions use) / `pinned`."""
-    runs = [r.as_dict() for r in registry.list_runs(app_name(app) if app else None)]
+    runs = [{**r.as_dict(), "audited": (r.path / registry.AUDIT_PAGE).exists()}
+            for r in registry.list_runs(app_name(app) if app else None)]
     for name in {r["app"] for r in runs}:
         pinned = registry.pinned_version(name)
         served = pinned or next((r["version"] for r in runs if r["app"] == name and r["status"] == "done"), None)

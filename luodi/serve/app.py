@@ -18,7 +18,7 @@ from luodi.engines import engine_status
 from luodi.errors import LuodiError
 from luodi.llm import ensure_engine
 from luodi.llm.openai_types import ErrorBody, ErrorDetail
-from luodi.serve import agent_routes, apps_routes, console, kb_routes, keys_routes, openai_routes
+from luodi.serve import agent_routes, apps_routes, audit_routes, console, kb_routes, keys_routes, openai_routes
 from luodi.serve.auth import require_admin, require_key
 from luodi.serve.metrics import MetricsMiddleware, ServerMetrics
 from luodi.serve.state import ServerState
@@ -185,6 +185,7 @@ def _include_routes(app: FastAPI) -> None:
     app.include_router(openai_routes.router, dependencies=key)  # /v1/chat/completions, /v1/models, ...
     app.include_router(keys_routes.router, prefix="/v1/keys", dependencies=admin)
     app.include_router(apps_routes.router, dependencies=key)  # /v1/apps/...
+    app.include_router(audit_routes.router, prefix="/v1/apps", dependencies=key)  # /v1/apps/{name}/audit
     app.include_router(kb_routes.router, prefix="/v1/kb", dependencies=key)
     app.include_router(agent_routes.agents, prefix="/v1/agents", dependencies=key)
     app.include_router(agent_routes.assistants, prefix="/v1/assistants", dependencies=key)

@@ -159,6 +159,8 @@ async def app_runs(name: str) -> dict[str, Any]:
         raise HTTPException(404, f"app '{name}' has no runs; train it with `luodi train APP.yaml`")
     for r in runs:
         r["report_url"] = f"/v1/apps/{name}/runs/{r['version']}/report"
+        if r["audited"]:  # `luodi audit` wrote its page
+            r["audit_url"] = f"/v1/apps/{name}/runs/{r['version']}/audit"
     return {"object": "list", "data": runs}
 
 

@@ -84,7 +84,8 @@ export const Apps = {
             el("td", { class: "mono" }, r.version), el("td", {}, el("span", { class: `pill ${r.status === "done" ? "ok" : r.status === "failed" ? "err" : "warn"}` }, r.status)),
             el("td", {}, served(r)),
             el("td", {}, fmtTime(r.created_at)), el("td", {}, fmtTime(r.finished_at)), el("td", {}, metricChips(r.metrics)),
-            el("td", {}, el("button", { class: "ghost", onclick: () => this.showReport(name, r, report) }, "Report")))))));
+            el("td", {}, el("button", { class: "ghost", onclick: () => this.showReport(name, r, report) }, "Report"),
+              r.audit_url ? el("button", { class: "ghost audit", onclick: () => this.showReport(name, r, report, "audit") }, "Audit") : ""))))));
     });
   },
 
@@ -96,18 +97,18 @@ export const Apps = {
     });
   },
 
-  /** Fetch the run's HTML report with the API key and show it in a sandboxed frame. */
-  async showReport(name, run, box) {
-    box.replaceChildren(el("div", { class: "muted" }, "Loading report…"));
+  /** Fetch the run's HTML report (or its audit: `luodi audit`) with the API key and show it in a sandboxed frame. */
+  async showReport(name, run, box, kind = "report") {
+    box.replaceChildren(el("div", { class: "muted" }, `Loading ${kind}…`));
     await guarded(box, async () => {
-      const url = run.report_url || `/v1/apps/${enc(name)}/runs/${enc(run.version)}/report`;
+      const url = run[`${kind}_url`] || `/v1/apps/${enc(name)}/runs/${enc(run.version)}/${kind}`;
       const resp = await request(url);
       const html = await resp.text();
       if (!resp.ok) throw failure(resp.status, html);
-      const frame = el("iframe", { id: "app-report-frame", sandbox: "", title: `${name} ${run.version} report`,
+      const frame = el("iframe", { id: `app-${kind}-frame`, sandbox: "", title: `${name} ${run.version} ${kind}`,
         style: "width:100%;height:70vh;border:1px solid var(--line);border-radius:6px;background:#fff" });
       frame.srcdoc = html;
-      box.replaceChildren(el("div", { class: "row" }, el("strong", { class: "grow" }, `Report ${run.version}`),
+      box.replaceChildren(el("div", { class: "row" }, el("strong", { class: "grow" }, `${kind === "audit" ? "Audit" : "Report"} ${run.version}`),
         el("button", { class: "ghost", onclick: () => box.replaceChildren() }, "Close")), frame);
     });
   },
