@@ -107,6 +107,15 @@ def test_ensemble_combines_shap_with_ablation_and_other_models_keep_ablation(tmp
     api.train(lin, progress=False)
     ex = api.predict("x-lin", rows(1), explain=True)[0]["explanation"]
     assert "method" not in ex and {"feature", "value", "typical", "effect"} <= set(ex["effects"][0])  # ablation
+    # ablation, by definition: an effect is the change in the predicted label's probability when that feature
+    # alone takes its typical value, and a typical record has no effects
+    rec = rows(1)[0]
+    out = api.predict("x-lin", rec, explain=True)[0]
+    top = out["explanation"]["effects"][0]
+    moved = api.predict("x-lin", {**rec, top["feature"]: top["typical"]})[0]["probabilities"][out["label"]]
+    assert out["probability"] - moved == pytest.approx(top["effect"], abs=1e-6)
+    typical = {e["feature"]: e["typical"] for e in out["explanation"]["effects"]}
+    assert api.predict("x-lin", {**rec, **typical}, explain=True)[0]["explanation"]["effects"] == []
 
 
 def test_explain_route_answers_with_effects_and_names_bad_fields(lgb_app):

@@ -121,7 +121,7 @@ export const Apps = {
       for (const f of input.files) form.append("files", f, f.name);
       const r = await api(`/v1/apps/${enc(name)}/predict/files${explain ? "?explain=true" : ""}`, { method: "POST", form });
       const rows = r.outputs || [];
-      const why = (o) => (o.explanation ? o.explanation.effects.slice(0, 3).map((e) => `${e.feature} ${e.effect >= 0 ? "+" : ""}${fmtValue(e.effect)}`).join(", ") : "");
+      const why = (o) => (o.explanation ? o.explanation.effects.slice(0, 3).map((e) => `${e.feature ?? e.token} ${e.effect >= 0 ? "+" : ""}${fmtValue(e.effect)}`).join(", ") : "");
       out.replaceChildren(el("p", { class: "muted small" }, `${rows.length} predictions by ${r.app} ${r.version}`),
         el("table", { id: "app-file-predictions" },
           el("thead", {}, el("tr", {}, ["File", "Prediction", "Score", explain ? "Main effects" : ""].map((h) => el("th", {}, h)))),
