@@ -74,7 +74,7 @@ def table_numbers(task: Any, valid: Any, max_rows: int = 200) -> dict[str, Any]:
     ]
     return {
         "method": first.get("method", "ablation"),
-        "target": "value" if first.get("target") == "value" else "the predicted label's probability",
+        "target": "value" if first.get("target") == "value" else "predicted label's probability",
         "rows": len(records),
         "importance": global_importance(explained)[:20],
         "examples": examples,
