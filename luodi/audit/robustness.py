@@ -42,24 +42,25 @@ def section(
     attack: str = "pgd",
     eps: float | None = None,
     *,
-    steps: int = 20,
-    restarts: int = 1,
-    max_rows: int = 1000,
+    attack_steps: int = 20,
+    attack_restarts: int = 1,
+    attack_rows: int = 1000,
     **_: Any,
 ) -> Section:
-    """Clean against robust quality of the app behind `pred` (a Predictor: .task, .config) on `valid`."""
+    """Clean against robust quality of the app behind `pred` (a Predictor: .task, .config) on (the first
+    `attack_rows` of) `valid`; PGD takes `attack_steps` steps from `attack_restarts` random starts."""
     if attack not in ATTACKS:
         raise ConfigError(f"--attack '{attack}' is unknown; expected {' or '.join(ATTACKS)}", param="attack")
     if eps is not None and eps < 0:
         raise ConfigError(f"--eps must be >= 0 (got {eps})", param="eps")
     task = pred.task
-    options = {"steps": steps, "restarts": restarts}
+    options = {"steps": attack_steps, "restarts": attack_restarts, "max_rows": attack_rows}
     if task.name == "image-classification":
-        return image_section(task, valid, attack, eps, max_rows=max_rows, **options)
+        return image_section(task, valid, attack, eps, **options)
     if task.name in TABLE_TASKS:
         if getattr(task, "objective", None) == "regression":
             return skipped("a regression app: the attacks here measure classification accuracy")
-        return table_section(task, train, valid, attack, eps, max_rows=max_rows, **options)
+        return table_section(task, train, valid, attack, eps, **options)
     why = {
         "text-classification": "text apps need word-substitution attacks, not built yet",
         "speech-recognition": "speech apps (input-space attacks on recordings) are not built yet",
