@@ -219,9 +219,11 @@ class GridClassifier:
         def step(model: nn.Module, batch: Any) -> torch.Tensor:
             xb, yb = batch
             xb = augment_batch(xb, aug)
-            if adv is not None:
+            if adv is not None:  # crafted in eval mode: batch-norm statistics of the attacked batch cannot mask it
+                model.eval()
                 pixels = PixelInput(model, self.meta["mean"], self.meta["std"])
                 xb = adversarial_examples(pixels, xb.clamp(0, 1), yb, adv.method, adv.eps, adv.alpha, adv.steps)
+                model.train()
             xb = self.normalize(xb)
             if not mixup:
                 return loss(model(xb), yb)
