@@ -345,5 +345,24 @@ def test_decode_threads_follow_what_other_processes_use():
     deadline = time.monotonic() + 20
     while e.threads != cores and time.monotonic() < deadline:
         to_end(e, "Once upon a time", greedy(16))
+    if e.threads != cores and cores_used_by_others() > 0.5:  # someone else started working meanwhile
+        pytest.skip("other processes became busy during the test: the engine rightly stays on fewer threads")
     assert e.threads == cores
     e.close()
+
+
+def cores_used_by_others(seconds: float = 1.0) -> float:
+    """Cores' worth of CPU time the other processes of the machine used over `seconds` (from /proc)."""
+    import os
+
+    def machine_and_self() -> tuple[float, float]:
+        with open("/proc/stat") as f:
+            fields = [float(x) for x in f.readline().split()[1:]]
+        busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0.0)  # minus idle and iowait
+        mine = os.times()
+        return busy / os.sysconf("SC_CLK_TCK"), mine.user + mine.system
+
+    m0, s0 = machine_and_self()
+    time.sleep(seconds)
+    m1, s1 = machine_and_self()
+    return max(0.0, (m1 - m0) - (s1 - s0)) / seconds
