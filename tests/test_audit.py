@@ -98,3 +98,25 @@ def test_a_tampered_run_is_refused_before_the_audit(credit_app, tmp_path):
     finally:
         target.write_bytes(original)
         api.forget_loaded()
+
+
+def test_robustness_of_a_table_app_with_ordered_categories(tmp_path):
+    """Ordered categories reach the model as ranks but are categories: the attack never moves them (it used to
+    fail on them: 'column must be numeric')."""
+    rng = np.random.default_rng(1)
+    n = 300
+    level = rng.choice(["low", "mid", "high"], n)
+    x = rng.normal(size=n) + pd.Series(level).map({"low": -1.0, "mid": 0.0, "high": 1.0}).to_numpy()
+    y = np.where(x + rng.normal(scale=0.3, size=n) > 0, "yes", "no")
+    pd.DataFrame({"x": x, "level": level, "y": y}).to_csv(tmp_path / "o.csv", index=False)
+    app = {
+        "name": "audit-ordinal",
+        "task": "tabular",
+        "data": {"path": str(tmp_path / "o.csv"), "columns": {"label": "y"}, "split": {"valid": 0.3, "seed": 0}},
+        "model": {"type": "lightgbm", "options": {"n_estimators": 30, "min_child_samples": 5,
+                                                  "ordinal": {"level": ["low", "mid", "high"]}}},
+    }
+    api.train(app, progress=False)
+    sec = audit("audit-ordinal", areas=["robustness"])["sections"]["Robustness"]
+    assert "not measured" not in sec["note"] and 0 <= sec["robust_accuracy"] <= sec["clean_accuracy"] + 0.05
+    assert "level" in sec["fixed_features"] and sec["moved_features"] == ["x"]

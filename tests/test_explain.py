@@ -64,7 +64,7 @@ def test_tree_shap_adds_up_to_the_boosters_margin_and_matches_shap(lgb_app):
     import shap
 
     task = api.load_predictor(lgb_app["name"]).task
-    x = task.prep.lgb_matrix(task._encode_ordinal(pd.DataFrame(rows(20))))
+    x = task.prep.lgb_matrix(task.encode_ordinal(pd.DataFrame(rows(20))))
     phi, base = lgb_shap(task.booster, x, len(task.classes))
     margin = task.booster.predict(x, raw_score=True)
     assert phi.shape == (20, 1, len(task.prep.features))

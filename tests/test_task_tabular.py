@@ -236,8 +236,8 @@ def test_linear_model_with_ordinal_columns(datasets_dir, tmp_path):
     task = pred.task
     assert task.weights["lightgbm"] == task.weights["linear"] == 0.5 and "checking_status" in task.prep.numeric
     assert (run.path / "model.lgb.1.txt").exists() and len(task.more_boosters) == 1
-    one = task.more_boosters[0].predict(task.prep.lgb_matrix(task._encode_ordinal(task.read(None).head(50))))
-    two = task.booster.predict(task.prep.lgb_matrix(task._encode_ordinal(task.read(None).head(50))))
+    one = task.more_boosters[0].predict(task.prep.lgb_matrix(task.encode_ordinal(task.read(None).head(50))))
+    two = task.booster.predict(task.prep.lgb_matrix(task.encode_ordinal(task.read(None).head(50))))
     assert not np.allclose(one, two)  # the seeds differ
     # the linear model learned that more money in the checking account means a good risk
     # (binary coefficients are those of classes[1], here "good")

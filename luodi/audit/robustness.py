@@ -134,7 +134,11 @@ def table_numbers(
     answers them (see the module docstring)."""
     eps = 0.25 if eps is None else eps
     prep = task.prep
-    space = FeatureSpace.fit(train, prep.numeric, getattr(prep, "log1p", ()))
+    # ordered categories (model.options.ordinal) reach the preprocessor as ranks; as categories they never move
+    encode = getattr(task, "encode_ordinal", None) or (lambda df: df)
+    ordered = set(getattr(task, "ordinal", None) or ())
+    space = FeatureSpace.fit(encode(train), prep.numeric, getattr(prep, "log1p", ()))
+    space.movable = space.movable & np.array([c not in ordered for c in space.columns], bool)
     train = train.sample(min(len(train), 4000), random_state=0)
     valid = valid.iloc[:max_rows]
     served_train = served_labels(task, train)
@@ -143,6 +147,7 @@ def table_numbers(
     index = {c: i for i, c in enumerate(classes)}
 
     def inputs(df: Any) -> np.ndarray:
+        df = encode(df)
         onehot = prep.dense_matrix(df)[:, len(prep.numeric) :]  # categories: fixed, never attacked
         return np.hstack([space.to_z(df), onehot]).astype(np.float32)
 

@@ -45,7 +45,7 @@ class Explaining:
         w = self.weights["lightgbm"]
         effects, probs = [], []
         for m in self.members or [self]:
-            x = m.prep.lgb_matrix(m._encode_ordinal(df))
+            x = m.prep.lgb_matrix(m.encode_ordinal(df))
             boosters = [m.booster, *m.more_boosters]
             effects.append(probability_shap(boosters, x, m.objective, len(m.classes), m.opts.threads)[0])
             probs.append(w * m._lgb_proba(x))

@@ -162,7 +162,7 @@ class TabularTask(Explaining, TableInputs, MemberFitting, TabularStore, TaskBase
             raise ConfigError(f"'data.columns.positive' {pos!r} is not a label value; labels: {self.classes}")
         self.positive = self.classes.index(str(pos))
 
-    def _encode_ordinal(self, df: pd.DataFrame) -> pd.DataFrame:
+    def encode_ordinal(self, df: pd.DataFrame) -> pd.DataFrame:
         """Ordered categorical columns (model.options.ordinal) -> their rank; unknown values -> NaN."""
         return rank_columns(df, self.ordinal, "model.options.ordinal")
 
@@ -182,7 +182,7 @@ class TabularTask(Explaining, TableInputs, MemberFitting, TabularStore, TaskBase
         ckpt = Path(run_dir) / CHECKPOINT_DIR
         ckpt.mkdir(parents=True, exist_ok=True)
         raw_train, raw_valid = train, valid
-        train, valid = self._encode_ordinal(train), self._encode_ordinal(valid)
+        train, valid = self.encode_ordinal(train), self.encode_ordinal(valid)
         self._setup(train)
         if self.config.train.fairness and self.objective != "binary":
             raise ConfigError(f"'train.fairness' needs a binary label; this one is {self.objective}")
@@ -263,7 +263,7 @@ class TabularTask(Explaining, TableInputs, MemberFitting, TabularStore, TaskBase
     # ---- inference ------------------------------------------------------------------------------------
     def _frames(self, df: pd.DataFrame) -> dict[str, pd.DataFrame]:
         """The rows with the shared ranks ("shared") and, with a coding, as its members read them ("coded")."""
-        shared = self._encode_ordinal(df)
+        shared = self.encode_ordinal(df)
         return {"shared": shared, "coded": self.coding.recode(shared)} if self.coding else {"shared": shared}
 
     def _raw_proba(
