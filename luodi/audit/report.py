@@ -42,7 +42,8 @@ def manifest_section(run_dir: Path) -> Section:
     libs = ", ".join(f"{k} {v}" for k, v in sorted(man.get("libraries", {}).items()))
     return Section(
         "Integrity", {"files": len(rows), "verified": True, "libraries": man.get("libraries", {})},
-        table_html(rows) + f"<p>Trained with: {html.escape(libs)}</p>",
+        f"<details><summary>the {len(rows)} files and their sha256</summary>{table_html(rows)}</details>"
+        f"<p>Trained with: {html.escape(libs)}</p>",
         note=f"all {len(rows)} files match manifest.json (sha256)",
     )
 
