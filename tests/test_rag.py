@@ -267,6 +267,13 @@ def test_answer_cites_the_right_file_and_span(kb, corpus):
     assert Path(c.source).name == "lighthouse.pdf"
     text = extract_text("lighthouse.pdf", (corpus / "lighthouse.pdf").read_bytes())
     assert text[c.start : c.end] == c.text and "Marie Kerlan" in c.text
+    # the retrieval scores behind the citation are its passage's, at its place in the ranking
+    passage = ans.passages[c.rank - 1]
+    assert passage.chunk_id == c.chunk_id and c.rank >= 1
+    assert (c.retrieval_score, c.dense, c.bm25) == (
+        round(passage.score, 4), round(passage.dense, 4), round(passage.bm25, 4)
+    )
+    assert c.dense >= ans.best_dense - rag.answer.MARGIN and c.bm25 > 0
 
 
 def test_citation_picks_the_sentence_supporting_the_answer(kb):

@@ -142,6 +142,12 @@ def register(app: typer.Typer) -> None:
             out.print(
                 f'[dim]source:[/dim] {c["source"]} [{c["start"]}:{c["end"]}] "{c["text"]}"', highlight=False
             )
+            if c.get("rank"):
+                out.print(
+                    f'[dim]retrieved #{c["rank"]}: score {c["retrieval_score"]:.3f}, '
+                    f'cosine {c["dense"]:.3f}, BM25 {c["bm25"]:.2f}[/dim]',
+                    highlight=False,
+                )
 
     @kb.command("eval")
     def eval_cmd(

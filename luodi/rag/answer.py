@@ -32,6 +32,10 @@ class Citation:
     text: str
     chunk_id: int
     score: float  # how much of the answer the sentence covers (0..1)
+    rank: int = 0  # the cited passage's place in the retrieval ranking (1 = best)
+    retrieval_score: float = 0.0  # that passage's ranking score (hybrid blend, cosine or BM25: the KB's mode)
+    dense: float = 0.0  # cosine similarity of the question and the passage
+    bm25: float = 0.0  # BM25 score of the passage for the question
 
 
 @dataclass
@@ -64,11 +68,14 @@ def build_messages(question: str, hits: list[Hit]) -> list[dict[str, str]]:
     ]
 
 
-def cite(answer: str, question: str, hits: list[Hit]) -> list[Citation]:
+def cite(answer: str, question: str, hits: list[Hit], ranking: list[Hit] | None = None) -> list[Citation]:
     """The passages' sentences that best support `answer`, best first (at most one per passage).
 
     A sentence scores by the share of the answer's words it contains; passages the answer marks as [n]
-    get a bonus, and so do sentences sharing the question's words; ties go to the better-ranked passage."""
+    get a bonus, and so do sentences sharing the question's words; ties go to the better-ranked passage.
+    Each citation carries the retrieval scores of its passage and its place in `ranking` (the whole search
+    result; default `hits`), so a reader can see how strongly the source was retrieved, not only quoted."""
+    place = {h.chunk_id: i + 1 for i, h in enumerate(ranking if ranking is not None else hits)}
     a_tokens = set(bm25_tokens(answer))
     q_tokens = set(bm25_tokens(question))
     marked = {int(m) - 1 for m in _MARK.findall(answer)}
@@ -85,7 +92,18 @@ def cite(answer: str, question: str, hits: list[Hit]) -> list[Citation]:
             if best is None or cover > best[0]:
                 best = (
                     cover,
-                    Citation(h.source, h.start + s, h.start + e, sent, h.chunk_id, round(cover, 4)),
+                    Citation(
+                        h.source,
+                        h.start + s,
+                        h.start + e,
+                        sent,
+                        h.chunk_id,
+                        round(cover, 4),
+                        place.get(h.chunk_id, 0),
+                        round(h.score, 4),
+                        round(h.dense, 4),
+                        round(h.bm25, 4),
+                    ),
                 )
         if best is not None:
             cands.append((best[0], -rank, best[1]))
@@ -156,13 +174,11 @@ async def ask_stream(
     finally:
         await stream.aclose()
     text = "".join(parts).strip()
-    ans = Answer(question, text, True, cite(text, question, hits)[:1], res.hits, res.best_dense)
+    ans = Answer(question, text, True, cite(text, question, hits, res.hits)[:1], res.hits, res.best_dense)
     yield {"event": "done", "answer": ans.as_dict()}
 
 
-async def ask_async(
-    name: str, question: str, k: int = 3, *, engine=None, encoder=None, max_tokens: int = 64
-) -> Answer:
+async def ask_async(name: str, question: str, k: int = 3, *, engine=None, encoder=None, max_tokens: int = 64) -> Answer:
     final: dict[str, Any] = {}
     async for ev in ask_stream(name, question, k, engine=engine, encoder=encoder, max_tokens=max_tokens):
         if ev["event"] == "done":

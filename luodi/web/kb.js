@@ -116,10 +116,11 @@ export const KB = {
   citationList(items, cls = "citations") {
     return el("ol", { class: cls }, items.map((c) => {
       const span = c.start !== undefined && c.end !== undefined ? ` [chars ${c.start}–${c.end}]` : "";
-      const score = typeof c.score === "number" ? ` · score ${c.score.toFixed(3)}` : "";
+      const score = typeof c.score === "number" ? ` · ${c.rank ? "support" : "score"} ${c.score.toFixed(3)}` : "";
+      const retrieved = c.rank ? ` · retrieved #${c.rank}: score ${c.retrieval_score.toFixed(3)}, cosine ${c.dense.toFixed(3)}, BM25 ${c.bm25.toFixed(2)}` : "";
       return el("li", { class: "citation" },
         el("span", { class: "mono source" }, `${c.source ?? "?"}${span}`),
-        el("span", { class: "muted small" }, score), c.text ? el("pre", {}, c.text) : "");
+        el("span", { class: "muted small" }, score + retrieved), c.text ? el("pre", {}, c.text) : "");
     }));
   },
 
