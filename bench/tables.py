@@ -1,6 +1,6 @@
-"""Render docs/benchmarks.md's tables from the stored results in bench/results/*.json.
+"""Render the docs' measured tables from the stored results in bench/results/*.json.
 
-    python bench/tables.py           # rewrite the generated blocks in docs/benchmarks.md
+    python bench/tables.py           # rewrite the generated blocks in docs/benchmarks.md and docs/responsible-ai.md
     python bench/tables.py --check   # exit 1 when the docs differ from bench/results (the test suite runs this)
 
 A generated block sits between `<!-- begin: NAME -->` and `<!-- end: NAME -->`; text outside the blocks is
@@ -18,7 +18,8 @@ from typing import Any
 
 import record
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+DOCS = [Path(__file__).resolve().parents[1] / "docs" / name for name in ("benchmarks.md", "responsible-ai.md")]
+DOC = DOCS[0]
 BLOCK = re.compile(r"(<!-- begin: (?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- end: (?P=name) -->)", re.S)
 
 
@@ -151,8 +152,47 @@ def rag_block(results: Path) -> str:
     return machine_line(r.get("machine")) + "\n".join(rows) + "\n"
 
 
+# issue 19's parts (bench/trust.py) -> the result each stores; every one holds "goals": [{goal, value, target, op,
+# met, note}], so one table shows them all
+TRUST_PARTS = {"fairness": "fairness", "explain": "explain", "robustness": "robustness",
+               "robustness_text": "robustness_text", "audit": "audit_pages"}
+
+
+def trust_rows(results: Path) -> list[dict[str, Any]]:
+    """Every stored goal of issue 19's parts, in part order, each tagged with its part."""
+    rows = []
+    for part, name in TRUST_PARTS.items():
+        for g in (record.load(name, results) or {}).get("goals", []):
+            rows.append({"part": part, **g})
+    return rows
+
+
+def goal_value(g: dict[str, Any]) -> str:
+    v = g.get("value")
+    if isinstance(v, bool) or v is None:
+        return "-" if v is None else str(v).lower()
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def trust_block(results: Path) -> str:
+    rows = trust_rows(results)
+    if not rows:
+        return "No stored run yet: `python bench/trust.py`.\n"
+    out = ["| part | goal | measured | target | met | note |", "|---|---|---:|---|---|---|"]
+    for g in rows:
+        target = f"{g['op']} {g['target']}" if g.get("target") is not None else "-"
+        met = {True: "met", False: "**missed**", None: "-"}[g.get("met")]
+        note = str(g.get("note") or "").replace("|", "/").replace("\n", " ")
+        out.append(f"| {g['part']} | {g['goal']} | {goal_value(g)} | {target} | {met} | {note} |")
+    stamps = sorted({f"{m['date']}, load {m['load_average']}" for name in TRUST_PARTS.values()
+                     if (m := (record.load(name, results) or {}).get("machine"))})
+    head = "`python bench/trust.py` (each part's script stores bench/results/<part>.json)"
+    return f"{head}; stored {'; '.join(stamps) or 'without machine info'}.\n\n" + "\n".join(out) + "\n"
+
+
 BLOCKS: dict[str, Callable[[Path], str]] = {
     "quality": quality_block, "serve": serve_block, "apps_batching": apps_batching_block, "rag": rag_block,
+    "trust": trust_block,
 }
 
 
@@ -162,7 +202,7 @@ def render(doc: str, results: Path = record.RESULTS) -> str:
     def fill(m: re.Match) -> str:
         name = m.group("name")
         if name not in BLOCKS:
-            raise SystemExit(f"{DOC}: unknown generated block '{name}' (known: {', '.join(BLOCKS)})")
+            raise SystemExit(f"unknown generated block '{name}' (known: {', '.join(BLOCKS)})")
         return m.group(1) + BLOCKS[name](results) + m.group(4)
 
     return BLOCK.sub(fill, doc)
@@ -172,15 +212,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="only check that the docs match bench/results")
     args = ap.parse_args()
-    text = DOC.read_text()
-    new = render(text)
-    if args.check:
-        if new != text:
-            sys.exit(f"{DOC} differs from bench/results: run `python bench/tables.py`")
-        print(f"{DOC}: generated tables match bench/results")
-        return
-    DOC.write_text(new)
-    print(f"rendered {len(BLOCK.findall(new))} tables into {DOC}")
+    for doc in DOCS:
+        text = doc.read_text()
+        new = render(text)
+        if args.check:
+            if new != text:
+                sys.exit(f"{doc} differs from bench/results: run `python bench/tables.py`")
+            print(f"{doc}: generated tables match bench/results")
+            continue
+        doc.write_text(new)
+        print(f"rendered {len(BLOCK.findall(new))} tables into {doc}")
 
 
 if __name__ == "__main__":

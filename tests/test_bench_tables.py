@@ -18,9 +18,9 @@ import tables  # noqa: E402
 def test_docs_tables_match_the_stored_results():
     r = subprocess.run([sys.executable, str(BENCH / "tables.py"), "--check"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr + r.stdout
-    doc = tables.DOC.read_text()
+    docs = "".join(d.read_text() for d in tables.DOCS)
     for name in tables.BLOCKS:
-        assert f"<!-- begin: {name} -->" in doc and f"<!-- end: {name} -->" in doc
+        assert f"<!-- begin: {name} -->" in docs and f"<!-- end: {name} -->" in docs
 
 
 def level(agg: float, latency: float) -> dict[str, float]:
@@ -56,3 +56,17 @@ def test_tables_render_the_stored_numbers_and_their_ratios(tmp_path):
 def test_an_unknown_block_is_an_error_naming_it(tmp_path):
     with pytest.raises(SystemExit, match="unknown generated block 'nope'"):
         tables.render("<!-- begin: nope -->\n<!-- end: nope -->\n", tmp_path)
+
+
+def test_the_trust_table_shows_every_part_s_goals_and_misses(tmp_path):
+    record.save("fairness", {"goals": [
+        {"goal": "income DP difference", "value": 0.006, "target": 0.02, "op": "<=", "met": True, "note": "a"},
+        {"goal": "income loss (pt)", "value": 2.43, "target": 1.0, "op": "<=", "met": False, "note": "LP | bound"},
+    ]}, tmp_path)
+    record.save("audit_pages", {"goals": [{"goal": "income page", "value": 3, "target": None, "op": None,
+                                           "met": True, "note": ""}]}, tmp_path)
+    out = tables.render("<!-- begin: trust -->\n<!-- end: trust -->\n", tmp_path)
+    assert "| fairness | income DP difference | 0.006 | <= 0.02 | met | a |" in out
+    assert "| fairness | income loss (pt) | 2.43 | <= 1.0 | **missed** | LP / bound |" in out
+    assert "| audit | income page | 3 | - | met |" in out
+    assert [r["part"] for r in tables.trust_rows(tmp_path)] == ["fairness", "fairness", "audit"]
