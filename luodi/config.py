@@ -115,33 +115,91 @@ class ModelConfig(Strict):
     )
 
 
-class TrainFairnessConfig(Strict):
-    """Fairness mitigation of a tabular binary app: per-group decision thresholds (deterministic)."""
+FairnessConstraint = Literal["demographic_parity", "equalized_odds"]
 
-    constraint: Literal["demographic_parity", "equalized_odds"] = Field(
-        description="what the thresholds equalize across groups: selection rates, or true and false positive rates"
+
+class TrainFairnessConfig(Strict):
+    """Fairness mitigation of a tabular binary app: per-group decision thresholds (deterministic). One constraint
+    (a string, as stored runs have it) or several at once (a list), with one tolerance for all or one each."""
+
+    constraint: FairnessConstraint | list[FairnessConstraint] = Field(
+        description="what the thresholds equalize across groups: selection rates (demographic_parity), true and "
+        "false positive rates (equalized_odds), or both at once: [demographic_parity, equalized_odds]"
     )
     sensitive: str = Field(description="the column whose groups are treated alike; predict requests must send it")
     bins: list[float] | None = Field(
         None, description="cut points that group a numeric sensitive column, e.g. [25] (age < 25, >= 25)"
     )
-    tolerance: float = Field(
-        0.01, ge=0, le=1, description="the largest gap allowed on the held-out rows the thresholds are fitted on; "
-        "the most accurate thresholds within it win (a gap of 0 is always reachable by selecting nobody)"
+    tolerance: float | dict[str, float] = Field(
+        0.01, description="the largest gap allowed on the held-out rows the thresholds are fitted on, in [0, 1]: "
+        "one number for every constraint, or one per constraint, e.g. {demographic_parity: 0.02, "
+        "equalized_odds: 0.05}; the most accurate thresholds within it win (selecting nobody has no gap)"
     )
+
+    @field_validator("constraint", mode="before")
+    @classmethod
+    def _known(cls, v: Any) -> Any:
+        """One clear message instead of one per branch of the union."""
+        allowed = ("demographic_parity", "equalized_odds")
+        items = v if isinstance(v, list) else [v]
+        bad = [c for c in items if c not in allowed]
+        if bad or not items or len(set(map(str, items))) != len(items):
+            what = f"{bad[0]!r} is not a constraint" if bad else "a list of distinct constraints is needed"
+            raise ValueError(f"{what}: demographic_parity, equalized_odds, or both: [demographic_parity, "
+                             "equalized_odds]")
+        return v
+
+    @field_validator("tolerance", mode="before")
+    @classmethod
+    def _per_constraint(cls, v: Any, info: ValidationInfo) -> Any:
+        values = list(v.values()) if isinstance(v, dict) else [v]
+        if any(isinstance(t, bool) or not isinstance(t, int | float) or not 0 <= t <= 1 for t in values):
+            raise ValueError("a tolerance is a gap between rates, a number in [0, 1]: one, or one per constraint, "
+                             "e.g. {demographic_parity: 0.02, equalized_odds: 0.05}")
+        if isinstance(v, dict) and "constraint" in info.data:
+            named = info.data["constraint"]
+            named = [named] if isinstance(named, str) else named
+            extra = [k for k in v if k not in named]
+            if extra:
+                raise ValueError(f"'{extra[0]}' is not one of the constraints ({', '.join(named)})")
+            missing = [c for c in named if c not in v]
+            if missing:
+                raise ValueError(f"no tolerance for '{missing[0]}': give one per constraint, or one number")
+        return v
+
+    def tolerances(self) -> dict[str, float]:
+        """Constraint -> the largest gap allowed (the one number, or each constraint's own)."""
+        named = [self.constraint] if isinstance(self.constraint, str) else list(self.constraint)
+        tol = self.tolerance
+        return {c: float(tol[c]) if isinstance(tol, dict) else float(tol) for c in named}
 
 
 class AdversarialConfig(Strict):
     """`train.adversarial`: train on adversarial examples (image apps) so the model resists small perturbations."""
 
-    method: Literal["fgsm-rs", "pgd"] = Field(
-        "fgsm-rs", description="fgsm-rs: one FGSM step from a random start (fast, Wong et al. 2020); pgd: `steps`"
+    method: Literal["fgsm-rs", "n-fgsm", "pgd"] = Field(
+        "fgsm-rs",
+        description="fgsm-rs: one FGSM step from a random start in the eps-ball, projected back (Wong et al. "
+        "2020); n-fgsm: one FGSM step of eps from noise in a 2 eps ball, not projected (de Jorge et al. 2022); "
+        "pgd: `steps` projected steps (Madry et al.)",
     )
     eps: float = Field(0.3, gt=0, le=1, description="L-inf radius in pixel units ([0, 1] images)")
     alpha: float | None = Field(
-        None, gt=0, description="step size; unset: 1.25 eps (fgsm-rs) or 2.5 eps / steps (pgd)"
+        None, gt=0, description="step size; unset: 1.25 eps (fgsm-rs), eps (n-fgsm) or 2.5 eps / steps (pgd)"
     )
-    steps: int = Field(7, ge=1, description="pgd steps per batch (fgsm-rs takes one)")
+    noise: float | None = Field(
+        None,
+        gt=0,
+        le=4,
+        description="radius of the random start in eps (fgsm-rs, n-fgsm only); unset: 1 (fgsm-rs), 2 (n-fgsm)",
+    )
+    steps: int = Field(7, ge=1, description="pgd steps per batch (fgsm-rs and n-fgsm take one)")
+    ramp_epochs: float = Field(
+        0,
+        ge=0,
+        description="eps (and the step) grow linearly from 0 to eps over this many first epochs; 0: full eps "
+        "from the start",
+    )
     check_steps: int = Field(
         10, ge=1, description="PGD steps of the robust accuracy measured on validation each epoch and in metrics"
     )

@@ -13,7 +13,14 @@ import torch
 from luodi.audit.robustness import section
 from luodi.config import AppConfig, validate_app
 from luodi.errors import ConfigError
-from luodi.evaluate.robustness import FeatureSpace, art_accuracy, art_adversarial, art_classifier, fgsm_rs
+from luodi.evaluate.robustness import (
+    FeatureSpace,
+    adversarial_examples,
+    art_accuracy,
+    art_adversarial,
+    art_classifier,
+    fgsm_rs,
+)
 from luodi.tasks import task_for
 
 
@@ -69,6 +76,20 @@ def test_fgsm_rs_stays_in_the_eps_ball_and_in_pixel_range():
     assert not torch.equal(adv, x)
 
 
+def test_n_fgsm_leaves_the_eps_ball_but_not_the_noise_plus_step_ball():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
+    x, y = torch.rand(16, 1, 8, 8) * 0.5 + 0.25, torch.randint(0, 3, (16,))
+    adv = adversarial_examples(net, x, y, "n-fgsm", 0.1, None, 1)
+    moved = (adv - x).abs().max()
+    assert 0.1 < moved <= 0.3 + 1e-6  # noise 2 eps + step eps, no projection back onto the eps-ball
+    assert adv.min() >= 0 and adv.max() <= 1
+    near = adversarial_examples(net, x, y, "n-fgsm", 0.1, None, 1, noise=0.5)
+    assert (near - x).abs().max() <= 0.15 + 1e-6
+    start = adversarial_examples(net, x, y, "fgsm-rs", 0.1, None, 1, noise=2.0)
+    assert (start - x).abs().max() <= 0.1 + 1e-6  # fgsm-rs still projects, whatever its start
+
+
 def test_table_perturbations_keep_categories_and_training_ranges():
     rng = np.random.default_rng(0)
     train = pd.DataFrame(
@@ -100,6 +121,12 @@ def test_adversarial_config_validates_and_names_the_field():
         validate_app({**base, "train": {"adversarial": {"method": "fgsm", "eps": 0.3}}})
     with pytest.raises(ConfigError, match=r"train\.adversarial\.eps"):
         validate_app({**base, "train": {"adversarial": {"eps": 0}}})
+    nf = validate_app({**base, "train": {"adversarial": {"method": "n-fgsm", "ramp_epochs": 2.5, "noise": 1}}})
+    assert nf.train.adversarial.method == "n-fgsm" and nf.train.adversarial.ramp_epochs == 2.5
+    with pytest.raises(ConfigError, match=r"train\.adversarial\.ramp_epochs"):
+        validate_app({**base, "train": {"adversarial": {"method": "n-fgsm", "ramp_epochs": -1}}})
+    with pytest.raises(ConfigError, match=r"train\.adversarial\.noise"):
+        validate_app({**base, "train": {"adversarial": {"method": "n-fgsm", "noise": 0}}})
 
 
 def test_adversarial_training_reports_robust_accuracy(tmp_path):
@@ -109,6 +136,17 @@ def test_adversarial_training_reports_robust_accuracy(tmp_path):
     task.fit(tr.subset(range(300)), va.subset(range(100)), tmp_path, progress=False)
     assert "valid_robust_accuracy" in task.history[-1]
     m = task.evaluate(va.subset(range(100)))
+    assert 0 <= m["robust_accuracy"] <= m["accuracy"] + 0.05
+
+
+def test_n_fgsm_training_with_an_eps_ramp_runs_and_reports_robust_accuracy(tmp_path):
+    torch.set_num_threads(1)
+    adv = {"method": "n-fgsm", "eps": 0.1, "ramp_epochs": 1, "check_steps": 2}
+    task = task_for(digits_config(epochs=2, adversarial=adv))
+    tr, va = task.split(task.read(None))
+    task.fit(tr.subset(range(200)), va.subset(range(60)), tmp_path, progress=False)
+    assert len(task.history) == 2 and all("valid_robust_accuracy" in h for h in task.history)
+    m = task.evaluate(va.subset(range(60)))
     assert 0 <= m["robust_accuracy"] <= m["accuracy"] + 0.05
 
 

@@ -2,7 +2,8 @@
 
 Two kinds of code live here, both on plain tensors / arrays (no app, no task), so tests, the audit report and the
 bench call them directly:
-- fast torch attacks used while training (`fgsm_rs`, Wong et al. 2020: FGSM from a random start) and for the
+- fast torch attacks used while training (`fgsm_rs`, Wong et al. 2020: FGSM from a random start; `n_fgsm`, de Jorge
+  et al. 2022: FGSM from larger noise, not projected) and for the
   per-epoch robust accuracy (`pgd`); they run inside the training loop, where ART's numpy round trips would cost;
 - the Adversarial Robustness Toolbox (ART) for the measured report: `art_accuracy` wraps a torch model in
   `PyTorchClassifier` and attacks it with `FastGradientMethod` or `ProjectedGradientDescent`.
@@ -29,15 +30,28 @@ Forward = Callable[[torch.Tensor], torch.Tensor]  # inputs (in the attacked spac
 # --- torch attacks (training and per-epoch checks) -------------------------------------------------------
 
 
-def fgsm_rs(forward: Forward, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float) -> torch.Tensor:
-    """One FGSM step of size `alpha` from a uniform random start in the eps-ball, projected back onto the ball
-    and [0, 1]: the cheap adversarial example of fast adversarial training."""
-    delta = (torch.rand_like(x) * 2 - 1) * eps
+def fgsm_rs(
+    forward: Forward, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, start: float | None = None
+) -> torch.Tensor:
+    """One FGSM step of size `alpha` from a uniform random start in the `start`-ball (default: the eps-ball),
+    projected back onto the eps-ball and [0, 1]: the cheap adversarial example of fast adversarial training."""
+    start = eps if start is None else start
+    delta = (torch.rand_like(x) * 2 - 1) * start
     delta.requires_grad_(True)
     loss = F.cross_entropy(forward((x + delta).clamp(0, 1)), y)
     (grad,) = torch.autograd.grad(loss, delta)
     delta = (delta.detach() + alpha * grad.sign()).clamp(-eps, eps)
     return (x + delta).clamp(0, 1).detach()
+
+
+def n_fgsm(forward: Forward, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, noise: float) -> torch.Tensor:
+    """N-FGSM (de Jorge et al. 2022): uniform noise in the `noise`-ball (2 eps in the paper), then one FGSM step of
+    `alpha` (eps), **not** projected back onto the eps-ball (only onto [0, 1]). The larger, unclipped
+    perturbation is what keeps single-step training from catastrophic overfitting, at FGSM's cost."""
+    start = (x + (torch.rand_like(x) * 2 - 1) * noise).clamp(0, 1).requires_grad_(True)
+    loss = F.cross_entropy(forward(start), y)
+    (grad,) = torch.autograd.grad(loss, start)
+    return (start.detach() + alpha * grad.sign()).clamp(0, 1)
 
 
 def pgd(
@@ -265,14 +279,25 @@ def fit_surrogate(
 
 
 def adversarial_examples(
-    forward: Forward, x: torch.Tensor, y: torch.Tensor, method: str, eps: float, alpha: float | None, steps: int
+    forward: Forward,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    method: str,
+    eps: float,
+    alpha: float | None,
+    steps: int,
+    noise: float | None = None,
 ) -> torch.Tensor:
-    """The training batch of adversarial training (`train.adversarial`): fgsm-rs (step 1.25 eps unless `alpha`)
-    or pgd (`steps` steps)."""
+    """The training batch of adversarial training (`train.adversarial`): fgsm-rs (step 1.25 eps unless `alpha`,
+    start within `noise` eps), n-fgsm (step eps unless `alpha`, noise 2 eps, no projection) or pgd (`steps`
+    steps)."""
     if method == "fgsm-rs":
-        return fgsm_rs(forward, x, y, eps, alpha or 1.25 * eps)
+        return fgsm_rs(forward, x, y, eps, alpha or 1.25 * eps, start=(noise or 1.0) * eps)
+    if method == "n-fgsm":
+        return n_fgsm(forward, x, y, eps, alpha or eps, noise=(noise or 2.0) * eps)
     if method == "pgd":
         return pgd(forward, x, y, eps, steps=steps, alpha=alpha)
     raise ConfigError(
-        f"'train.adversarial.method' = '{method}' is unknown; expected fgsm-rs or pgd", param="train.adversarial.method"
+        f"'train.adversarial.method' = '{method}' is unknown; expected fgsm-rs, n-fgsm or pgd",
+        param="train.adversarial.method",
     )

@@ -216,13 +216,21 @@ class GridClassifier:
                 param="train.adversarial",
             )
 
+        ramp_steps = adv.ramp_epochs * len(loader) if adv is not None else 0
+        done = [0]  # training steps so far: the eps ramp's clock
+
         def step(model: nn.Module, batch: Any) -> torch.Tensor:
             xb, yb = batch
             xb = augment_batch(xb, aug)
             if adv is not None:  # crafted in eval mode: batch-norm statistics of the attacked batch cannot mask it
+                done[0] += 1
+                scale = min(1.0, done[0] / ramp_steps) if ramp_steps else 1.0
+                alpha = adv.alpha * scale if adv.alpha else None  # unset: the method's default, relative to eps
                 model.eval()
                 pixels = PixelInput(model, self.meta["mean"], self.meta["std"])
-                xb = adversarial_examples(pixels, xb.clamp(0, 1), yb, adv.method, adv.eps, adv.alpha, adv.steps)
+                xb = adversarial_examples(
+                    pixels, xb.clamp(0, 1), yb, adv.method, adv.eps * scale, alpha, adv.steps, adv.noise
+                )
                 model.train()
             xb = self.normalize(xb)
             if not mixup:
