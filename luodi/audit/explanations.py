@@ -8,6 +8,9 @@ attributions, from the same `explain` the app serves.
   the texts at 32 steps).
 - Image classification: integrated gradients over pixels (luodi.evaluate.attributions.image_attributions):
   heat maps of example images and the mean |attribution| map.
+- Speech recognition (CNN apps): integrated gradients over the log-mel frames from silence
+  (luodi.tasks.speech_explain): each frame's effect drawn over the spectrogram of three validation clips, and
+  the share of 20 clips with completeness error <= 1 %; speech-embedding apps (ONNX, no gradients): skipped.
 - Other tasks: skipped, saying why.
 """
 
@@ -39,6 +42,8 @@ def section(
         return text_section(task, valid, explain_texts)
     if task.name == "image-classification":
         return image_section(task, valid)
+    if task.name == "speech-recognition":
+        return speech_section(task, valid)
     return Section(TITLE, status="skipped", note=f"task {task.name} has no attributions here")
 
 
@@ -191,3 +196,66 @@ def image_section(task: Any, valid: Any, examples: int = 4) -> Section:
         ]
     )
     return Section(TITLE, n, html, note=note)
+
+
+# --- speech ------------------------------------------------------------------------------------------------
+
+
+def speech_numbers(task: Any, valid: Any, clips: int = 20, steps: int = 32) -> tuple[dict[str, Any], dict[str, Any]]:
+    """IG over the frames of up to `clips` validation recordings (target: the predicted word): numbers and
+    the attributions (luodi.tasks.speech_explain.attribute_waves) for the plot."""
+    from luodi.tasks.speech_explain import attribute_waves
+
+    a = attribute_waves(task, list(valid.waves[:clips]), steps)
+    classes = task.need().meta["classes"]
+    err = np.asarray(a["error"], dtype=float)
+    numbers = {
+        "method": "integrated-gradients",
+        "steps": steps,
+        "baseline": "silence (the all-zero normalized log-mel)",
+        "clips": len(err),
+        "predicted": [str(classes[int(t)]) for t in a["target"][:3]],
+        "completeness_error": [round(float(e), 6) for e in err[:3]],
+        "completeness_error_median": float(np.median(err)) if len(err) else None,
+        "completeness_within_1pct": float(np.mean(err <= COMPLETENESS_GOAL)) if len(err) else None,
+    }
+    return numbers, a
+
+
+def speech_section(task: Any, valid: Any, clips: int = 20) -> Section:
+    if getattr(task, "kind", "cnn") != "cnn":
+        return Section(TITLE, status="skipped", note="speech-embedding apps run an ONNX network: no gradients")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n, a = speech_numbers(task, valid, clips)
+    shown = min(3, n["clips"])
+    fig, axes = plt.subplots(2, shown, figsize=(3 * shown, 4), squeeze=False, sharex="col", height_ratios=[1, 2])
+    for i in range(shown):
+        times, step = a["times"][i]
+        keep = np.isfinite(times)  # padding frames hold no audio (and have no effect)
+        effect = a["attr"][i].sum((0, 1))[keep]
+        t = times[keep]
+        colors = np.where(effect >= 0, "#c0392b", "#2e6db4")
+        axes[0, i].bar(t, effect, width=step, color=colors)
+        axes[0, i].set_title(f"→ {n['predicted'][i]}")
+        extent = (t[0] - step / 2, t[-1] + step / 2, -0.5, a["x"].shape[2] - 0.5)
+        axes[1, i].imshow(a["x"][i][0][:, keep], origin="lower", aspect="auto", cmap="magma", extent=extent)
+        axes[1, i].set_xlabel("seconds")
+    axes[0, 0].set_ylabel("effect")
+    axes[1, 0].set_ylabel("mel band")
+    share = n["completeness_within_1pct"] or 0.0
+    note = (
+        f"integrated gradients over log-mel frames ({n['steps']} steps, silence baseline) on {n['clips']} "
+        f"validation clips; completeness error <= 1 % of the logit for {share:.0%} of them (goal >= 95 %)"
+    )
+    html = figure_html(fig, "each frame's effect on the predicted word (red: towards it) over the spectrogram")
+    html += table_html(
+        [
+            {"clip": i, "predicted": p, "completeness_error": e}
+            for i, (p, e) in enumerate(zip(n["predicted"], n["completeness_error"], strict=True))
+        ]
+    )
+    return Section(TITLE, n, html, status="ok" if share >= COMPLETENESS_SHARE else "warning", note=note)

@@ -132,3 +132,86 @@ def image_attributions(
     base = baseline if torch.is_tensor(baseline) else torch.full_like(x, float(baseline))
     attr, err = integrated_gradients(model, x, base, torch.as_tensor(target), steps)
     return attr.detach().cpu().numpy(), err
+
+
+# --- compact summaries of pixel / frame attributions (what the explain answers and the console show) -------
+
+
+def sig(v: float, digits: int = 4) -> float:
+    """`v` rounded to `digits` significant digits (keeps explain answers small)."""
+    return float(f"{float(v):.{digits}g}")
+
+
+def grid_attributions(
+    model: Any, x: np.ndarray, target: np.ndarray, steps: int = 32, chunk: int = 8
+) -> dict[str, np.ndarray]:
+    """Integrated gradients of a grid model (images, spectrograms: (n, c, h, w) as the model reads them) from
+    the all-zero input (a black image; silence in a normalized spectrogram), `chunk` inputs at a time (each
+    costs `steps` forward and backward passes): attributions, completeness errors, and the explained logit at
+    the input and at the baseline."""
+    import torch
+
+    model.eval()
+    if not len(x):
+        return {
+            k: np.zeros((0, *x.shape[1:]) if k == "attr" else 0, np.float32) for k in ("attr", "error", "logit", "base")
+        }
+    attrs, errs = [], []
+    for i in range(0, len(x), chunk):
+        a, e = image_attributions(model, x[i : i + chunk], target[i : i + chunk], steps, 0.0)
+        attrs.append(a)
+        errs.append(e)
+    xt = torch.as_tensor(x, dtype=torch.float32)
+    idx = torch.as_tensor(target, dtype=torch.long)[:, None]
+    with torch.no_grad():
+        logit = model(xt).gather(1, idx)[:, 0].numpy()
+        base = model(torch.zeros_like(xt)).gather(1, idx)[:, 0].numpy()
+    return {"attr": np.concatenate(attrs), "error": np.concatenate(errs), "logit": logit, "base": base}
+
+
+def pixel_summary(attr: np.ndarray, top: int = 5, cells: int = 7) -> dict[str, Any]:
+    """One image's attributions (c, h, w) summed over channels and into a coarse grid of `cells` x `cells`
+    blocks (the image's own pixels when a side has at most 8): the grid (rows of block sums, which add up
+    to the total attribution) and the `top` blocks by |effect|, each with its box as fractions of the image
+    (x0, y0, x1, y1: left, top, right, bottom)."""
+    heat = attr.sum(0)
+    h, w = heat.shape
+    rows = np.array_split(np.arange(h), h if h <= 8 else cells)
+    cols = np.array_split(np.arange(w), w if w <= 8 else cells)
+    grid = np.array([[heat[np.ix_(r, c)].sum() for c in cols] for r in rows])
+    regions = []
+    for k in np.argsort(-np.abs(grid), axis=None)[: max(0, top)]:
+        i, j = divmod(int(k), grid.shape[1])
+        box = [cols[j][0] / w, rows[i][0] / h, (cols[j][-1] + 1) / w, (rows[i][-1] + 1) / h]
+        regions.append({"row": i, "col": j, "box": [round(b, 4) for b in box], "effect": sig(grid[i, j])})
+    return {"input_size": [h, w], "grid": [[sig(v) for v in row] for row in grid], "regions": regions}
+
+
+def frame_summary(attr: np.ndarray, times: np.ndarray, frame_seconds: float, top: int = 3) -> dict[str, Any]:
+    """One spectrogram's attributions (c, bands, frames) summed over channels and bands into one effect per
+    frame (time column), the frames that hold the recording (`times`: each frame's centre in seconds of the
+    request's audio, NaN for padding, whose effect is 0 as it equals the baseline) with their effect, and the
+    `top` segments: maximal runs of frames pushing the same way, by |summed effect|."""
+    per_frame = attr.sum((0, 1))
+    keep = np.isfinite(times)
+    t, e = times[keep], per_frame[keep]
+    segments, start = [], 0
+    sign = np.sign(e)
+    for k in range(1, len(e) + 1):
+        if k == len(e) or sign[k] != sign[start]:
+            if sign[start] != 0:
+                segments.append(
+                    {
+                        "start": round(max(0.0, float(t[start]) - frame_seconds / 2), 3),
+                        "end": round(float(t[k - 1]) + frame_seconds / 2, 3),
+                        "effect": sig(e[start:k].sum()),
+                    }
+                )
+            start = k
+    segments.sort(key=lambda s: -abs(s["effect"]))
+    return {
+        "frame_seconds": round(float(frame_seconds), 5),
+        "time": [round(float(v), 3) for v in t],
+        "effect": [sig(v) for v in e],
+        "segments": segments[: max(0, top)],
+    }

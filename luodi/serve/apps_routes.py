@@ -39,8 +39,8 @@ VersionQuery = Query(
 )
 ExplainQuery = Query(
     False,
-    description="table, anomaly and text-classification apps: add each feature's (word's) effect on the "
-    "prediction (`explanation`)",
+    description="add why (`explanation`): each feature's effect (table, anomaly apps), integrated gradients over "
+    "words (text-classification), pixels (image) or frames (speech CNN apps)",
 )
 
 
@@ -180,7 +180,7 @@ async def predict_any(
 
 
 async def explain_any(name: str, request: Request, version: str | None = VersionQuery) -> Any:
-    """Predict with a table app and explain each prediction (as predict?explain=true): one record, or
+    """Predict with an app and explain each prediction (as predict?explain=true): one record, or
     {"inputs": [...]} for a batch."""
     return await _predict(name, await _json_body(request), version, explain=True)
 
@@ -227,7 +227,7 @@ def _register_static_routes(r: APIRouter) -> None:
         "/v1/apps/{name}/explain",
         explain_any,
         methods=["POST"],
-        summary="Predict and explain (table apps: each feature's effect; TreeSHAP for LightGBM members)",
+        summary="Predict and explain (table apps: TreeSHAP / ablation; text, image, speech: integrated gradients)",
         openapi_extra={
             "requestBody": {
                 "required": True,

@@ -33,7 +33,7 @@ from pydantic import BaseModel, Field
 from luodi.config import AppConfig, model_options
 from luodi.data.audio import AudioSet, audio_from_value, read_wav_dir, speed_perturb, utterance_features
 from luodi.data.speech_embedding import get_embedder
-from luodi.errors import ConfigError
+from luodi.errors import BadRequest, ConfigError
 from luodi.options.speech import SpeechRecognitionOptions
 from luodi.tasks.file_classifier import (
     FileClassifierTask,
@@ -277,15 +277,35 @@ class SpeechRecognitionTask(FileClassifierTask):
             [clf.proba(self.features([w if f == 1 else speed_perturb(w, f) for w in waves])) for f in speeds], axis=0
         )
 
-    def values_proba(self, values: list[Any], records: list[dict[str, Any]]) -> np.ndarray:
-        waves = [
+    def decode(self, values: list[Any], records: list[dict[str, Any]]) -> list[np.ndarray]:
+        """Request values -> mono waveforms at the model's rate (errors name the record's field)."""
+        return [
             audio_from_value(v, self.sample_rate, r.get("sample_rate"), self.field_name(i, len(values)))
             for i, (v, r) in enumerate(zip(values, records, strict=True))
         ]
-        return self.proba(waves)
+
+    def values_proba(self, values: list[Any], records: list[dict[str, Any]]) -> np.ndarray:
+        return self.proba(self.decode(values, records))
 
     def data_proba(self, data: AudioSet) -> np.ndarray:
         return self.proba(data.waves)
+
+    def explain(self, records: list[dict[str, Any]], top: int | None = None) -> list[dict[str, Any]]:
+        """Predictions with an `explanation` each: integrated gradients (Captum) of the predicted class's
+        logit (the CNNs' mean logit) over the normalized log-mel frames the CNN reads, from silence (the
+        all-zero spectrogram, also what padding holds), summed over the mel bands into one effect per frame
+        (times in seconds of the request's audio) with the `top` segments (default 3) and the completeness
+        error. speech-embedding apps run an ONNX network, which has no gradients: 400."""
+        from luodi.tasks.speech_explain import explain_waves
+
+        if self.kind != "cnn":
+            raise BadRequest(
+                "explanations of speech apps need model.type cnn: the speech-embedding network is ONNX, which "
+                "gives no gradients for integrated gradients",
+                param="explain",
+            )
+        values = self.request_values(records)
+        return explain_waves(self, self.decode(values, records), 3 if top is None else top)
 
     def predict(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [{"text": str(o["label"]), **o} for o in super().predict(records)]

@@ -90,6 +90,17 @@ class EmbeddingClassifier:
         return cls(meta, LinearHead.from_tensors(t, "head"), t["mean"], t["std"])
 
 
+class MeanLogits(nn.Module):
+    """The mean of several models' logits."""
+
+    def __init__(self, models: list[nn.Module]):
+        super().__init__()
+        self.models = nn.ModuleList(models)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.models]).mean(0)
+
+
 class Ensemble:
     """Several GridClassifiers trained with different seeds; probabilities are averaged."""
 
@@ -102,6 +113,11 @@ class Ensemble:
 
     def proba(self, x: np.ndarray) -> np.ndarray:
         return np.mean([m.proba(x) for m in self.members], axis=0)
+
+    def logit_model(self) -> nn.Module:
+        """The members' mean logits from the model's input (what explanations attribute: a mean of logits is
+        differentiable and additive, while the served mean of probabilities is not a logit)."""
+        return MeanLogits([m.pixel_model() for m in self.members])
 
     def modules(self) -> nn.Module:
         """One member: its CNN (the single-model file layout); several: a ModuleList of them."""
