@@ -83,8 +83,9 @@ def check_page(page: Any, path: Path, statuses: dict[str, str]) -> dict[str, Any
     return {"title": page.title(), "sections": rows, "ok": complete and all(r["ok"] for r in rows)}
 
 
-def audit_part(keep: Path | None) -> dict[str, Any]:
-    """Train the four apps, audit each, and check each audit.html in a real browser."""
+def audit_part(keep: Path | None, apps: list[str]) -> dict[str, Any]:
+    """Train the four apps (or `apps`), audit each, and check each audit.html in a real browser; apps measured
+    before and not asked for now keep their stored result."""
     home = Path(keep or tempfile.mkdtemp(prefix="luodi-bench-trust-"))
     os.environ["LUODI_HOME"] = str(home)
     from playwright.sync_api import sync_playwright
@@ -94,8 +95,14 @@ def audit_part(keep: Path | None) -> dict[str, Any]:
     from luodi.audit.report import audit
 
     chromium = shutil.which("chromium") or os.environ.get("LUODI_CHROMIUM")
+    old = record.load("audit_pages") or {}
     out: dict[str, Any] = {"machine": record.machine(), "apps": {}, "goals": []}
     for app, how in AUDITED.items():
+        if app not in apps:
+            if app in old.get("apps", {}):
+                out["apps"][app] = old["apps"][app]
+                out["goals"] += [g for g in old["goals"] if g["goal"].startswith(f"{app}:")]
+            continue
         print(f"\n=== audit {app}", flush=True)
         t0 = time.monotonic()
         if app not in registry.apps_with_runs():
@@ -144,6 +151,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", help=f"comma-separated parts ({', '.join(PARTS)}); default all")
     ap.add_argument("--stored", action="store_true", help="print the stored goals only; run nothing")
+    ap.add_argument("--apps", default=",".join(AUDITED), help="apps the audit part trains and audits")
     ap.add_argument("--home", type=Path, help="LUODI_HOME for the audit part (kept; reuses apps trained there)")
     args = ap.parse_args()
     parts = [p.strip() for p in args.only.split(",")] if args.only else PARTS
@@ -153,7 +161,7 @@ def main() -> int:
     failed = []
     if not args.stored:
         for part in parts:
-            res = audit_part(args.home) if part == "audit" else run_script(part)
+            res = audit_part(args.home, args.apps.split(",")) if part == "audit" else run_script(part)
             if res["rc"]:
                 failed.append(part)
     print("\n=== issue 19 goals (bench/results)")
