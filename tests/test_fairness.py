@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -11,6 +13,7 @@ import pytest
 
 from luodi import api
 from luodi.audit.fairness import section
+from luodi.config import config_fingerprint, validate_app
 from luodi.errors import BadRequest, ConfigError
 from luodi.evaluate.fairness import (
     _gaps,
@@ -19,7 +22,7 @@ from luodi.evaluate.fairness import (
     group_labels,
     group_table,
 )
-from luodi.tasks.tabular.fairness import search
+from luodi.tasks.tabular.fairness import GroupRates, GroupThresholds, fit_gaps, joint_search, search, tolerances_of
 
 # two groups of four rows: a selects 2 (TPR 1/2, FPR 1/2), b selects 1 (TPR 0, FPR 1/3)
 Y = np.array([1, 1, 0, 0, 1, 0, 0, 0])
@@ -56,11 +59,11 @@ def test_differences_match_hand_computation_and_the_fast_path():
     assert _gaps(Y.astype(float), PRED.astype(float), codes, 2) == pytest.approx((0.25, 0.5))
 
 
-def gapped(n: int = 1500, seed: int = 0) -> pd.DataFrame:
+def gapped(n: int = 1500, seed: int = 0, shift: float = 0.8) -> pd.DataFrame:
     """A table whose label (and so any good model's selections) leans on the group column."""
     rng = np.random.default_rng(seed)
     group = rng.choice(["a", "b"], n, p=[0.7, 0.3])
-    x1 = rng.normal(size=n) + np.where(group == "a", 0.8, -0.8)
+    x1 = rng.normal(size=n) + np.where(group == "a", shift, -shift)
     x2 = rng.normal(size=n)
     y = np.where(x1 - x2 + rng.normal(scale=0.7, size=n) > 0, "good", "bad")
     return pd.DataFrame({"x1": x1, "x2": x2, "group": group, "y": y})
@@ -195,3 +198,129 @@ def test_http_predict_needs_the_sensitive_column(fair_app):
         bad = c.post("/v1/apps/fair-thresholds/predict", json={"x1": 0.2, "x2": 0.1})
         # the typed schema refuses it as it refuses any missing field: 422, naming it
         assert bad.status_code == 422 and bad.json()["error"]["param"] == "group"
+
+
+# --- the joint mode: both constraints at once, a tolerance each -----------------------------------------------
+
+BOTH = {"demographic_parity": 0.02, "equalized_odds": 0.05}
+
+
+def scored(n: int = 2000, k: int = 2, seed: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Calibrated-looking scores whose groups differ in base rate (the case where the two constraints pull apart)."""
+    rng = np.random.default_rng(seed)
+    groups = rng.choice(np.array(["a", "b", "c"][:k]), n, p=[0.6, 0.4, 0.0][:k] if k == 2 else [0.5, 0.3, 0.2])
+    shift = {"a": 0.15, "b": -0.05, "c": 0.05}
+    scores = np.clip(rng.beta(2, 3, n) + np.array([shift[g] for g in groups]), 0, 1)
+    return scores, (rng.uniform(size=n) < scores).astype(int), groups
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_joint_search_meets_both_tolerances_on_its_rows(k):
+    scores, y, groups = scored(k=k)
+    th = joint_search(scores, y, groups, BOTH)
+    gaps = fit_gaps(scores, y, groups, th)
+    assert gaps["demographic_parity"] <= 0.02 + 1e-9 and gaps["equalized_odds"] <= 0.05 + 1e-9
+    chosen = scores >= np.array([th[g] for g in groups])
+    assert 0.1 < chosen.mean() < 0.9  # a real decision, not "select nobody"
+    assert joint_search(scores, y, groups, BOTH) == th  # deterministic
+
+
+def test_joint_search_is_the_most_accurate_pair_within_both():
+    """Two groups: every pair of thresholds, by brute force, is no more accurate within both tolerances."""
+    scores, y, groups = scored(600)
+    th = joint_search(scores, y, groups, BOTH)
+    a, b = (GroupRates.of(scores[groups == g], y[groups == g]) for g in ("a", "b"))
+    dp = np.abs(a.selected[:, None] / a.n - b.selected[None, :] / b.n)
+    eo = np.maximum(np.abs(a.tpr[:, None] - b.tpr[None, :]), np.abs(a.fpr[:, None] - b.fpr[None, :]))
+    best = np.where((dp <= 0.02 + 1e-12) & (eo <= 0.05 + 1e-12), a.correct[:, None] + b.correct[None, :], -1).max()
+    chosen = scores >= np.array([th[g] for g in groups])
+    assert int(np.sum(chosen == y)) == best
+
+
+def test_tolerances_of_reads_both_config_forms():
+    assert tolerances_of("equalized_odds", 0.03) == {"equalized_odds": 0.03}
+    assert tolerances_of(["demographic_parity", "equalized_odds"], 0.02) == {
+        "demographic_parity": 0.02, "equalized_odds": 0.02}
+    assert tolerances_of(["demographic_parity", "equalized_odds"], BOTH) == BOTH
+
+
+def fairness_config(fairness: dict) -> Any:
+    return validate_app({"name": "x", "task": "tabular", "data": {"path": "a.csv", "columns": {"label": "y"}},
+                         "train": {"fairness": fairness}})
+
+
+@pytest.mark.parametrize(
+    ("fairness", "message"),
+    [
+        ({"constraint": ["demographic_parity", "equalized_odds"], "tolerance": {"demographic_parity": 0.02,
+          "accuracy": 0.05}}, "'train.fairness.tolerance': 'accuracy' is not one of the constraints"),
+        ({"constraint": ["demographic_parity", "equalized_odds"], "tolerance": {"demographic_parity": 0.02}},
+         "'train.fairness.tolerance': no tolerance for 'equalized_odds'"),
+        ({"constraint": ["demographic_parity", "parity"]}, "'train.fairness.constraint': 'parity' is not a constraint"),
+        ({"constraint": ["equalized_odds", "equalized_odds"]}, "'train.fairness.constraint': a list of distinct"),
+        ({"constraint": []}, "'train.fairness.constraint'"),
+        ({"constraint": "demographic_parity", "tolerance": 1.5}, "'train.fairness.tolerance': a tolerance is"),
+        ({"constraint": ["demographic_parity", "equalized_odds"], "tolerance": {"demographic_parity": 0.02,
+          "equalized_odds": -1}}, "'train.fairness.tolerance'"),
+    ],
+)
+def test_bad_joint_config_names_the_field(fairness, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        fairness_config({"sensitive": "s", **fairness})
+
+
+def test_the_single_constraint_form_keeps_its_fingerprint():
+    """Stored configs with one constraint hash as before the joint mode (the value of the previous release)."""
+    cfg = fairness_config({"constraint": "demographic_parity", "sensitive": "s"})
+    assert config_fingerprint(cfg) == "4758930fc71b1ac3"
+    assert cfg.train.fairness.tolerances() == {"demographic_parity": 0.01}
+    both = fairness_config({"constraint": ["demographic_parity", "equalized_odds"], "sensitive": "s",
+                            "tolerance": BOTH})
+    assert both.train.fairness.tolerances() == BOTH
+
+
+def test_thresholds_stored_before_the_joint_mode_still_load():
+    old = {"sensitive": "sex", "constraint": "equalized_odds", "bins": None, "thresholds": {"f": 0.4, "m": 0.6},
+           "fallback": 0.5}
+    th = GroupThresholds.from_json(old)
+    assert th.tolerance is None and th.selected(pd.DataFrame({"sex": ["f", "m"]}), np.array([0.5, 0.5])).tolist() \
+        == [True, False]
+
+
+@pytest.fixture(scope="module")
+def joint_app(tmp_path_factory) -> dict:
+    """An app trained with both constraints at once (group is not a model feature)."""
+    d = tmp_path_factory.mktemp("joint")
+    gapped(shift=0.3).to_csv(d / "g.csv", index=False)  # a smaller gap: both constraints leave real decisions
+    app = {
+        "name": "fair-joint",
+        "task": "tabular",
+        "data": {
+            "path": str(d / "g.csv"),
+            "columns": {"label": "y", "positive": "good", "drop": ["group"]},
+            "split": {"valid": 0.3, "seed": 0},
+        },
+        "model": {"type": "lightgbm", "options": {"n_estimators": 40, "min_child_samples": 5, "inner_folds": 3}},
+        "train": {"lr": 0.1, "fairness": {"constraint": ["demographic_parity", "equalized_odds"],
+                                          "sensitive": "group", "tolerance": {"demographic_parity": 0.03,
+                                                                              "equalized_odds": 0.06}}},
+        "evaluate": {"fairness": {"sensitive": ["group"], "resamples": 50}},
+    }
+    api.train(app, progress=False)
+    return app
+
+
+def test_joint_app_meets_both_on_its_fitting_rows_and_answers_the_same_twice(joint_app):
+    pred = api.load_predictor("fair-joint")  # through preprocess.json
+    m = pred.task.fairness.to_json()
+    assert m["constraint"] == ["demographic_parity", "equalized_odds"]
+    assert m["tolerance"] == {"demographic_parity": 0.03, "equalized_odds": 0.06}
+    assert m["fit_gaps"]["demographic_parity"] <= 0.03 and m["fit_gaps"]["equalized_odds"] <= 0.06
+    records = gapped(60, seed=9).drop(columns="y").to_dict("records")
+    out = api.predict("fair-joint", records)
+    assert out == api.predict("fair-joint", records)
+    assert len({o["label"] for o in out}) == 2  # a real decision
+    train, valid = pred.task.split(pred.task.read(None))
+    sec = section(pred, train, valid)
+    assert "demographic parity within 0.03" in sec.html and "equalized odds within 0.06" in sec.html
+    assert sec.numbers["mitigation"]["tolerance"] == m["tolerance"]

@@ -89,6 +89,24 @@ def plot(report: dict[str, Any]) -> Any:
     return fig
 
 
+def mitigation_html(m: dict[str, Any]) -> str:
+    """What train.fairness chose: the constraint(s), each tolerance and the gaps on the rows the thresholds were
+    fitted on (a run stored before tolerances were kept shows the constraint only)."""
+    named = [m["constraint"]] if isinstance(m["constraint"], str) else list(m["constraint"])
+    tol, fit = m.get("tolerance") or {}, m.get("fit_gaps") or {}
+    said = []
+    for c in named:
+        text = c.replace("_", " ")
+        if c in tol:
+            text += f" within {tol[c]:g}"
+        if c in fit:
+            text += f" (fitted rows: {fit[c]:.3f})"
+        said.append(text)
+    cuts = ", ".join(f"{g}: {t:.4f}" for g, t in m["thresholds"].items())
+    return (f"<p>Decisions use per-group thresholds by {m['sensitive']}, {' and '.join(said)}: {cuts}. "
+            "The probabilities are the model's.</p>")
+
+
 def section(pred: Any, train: Any, valid: Any, sensitive: list[str] | str | None = None, **_: Any) -> Section:
     """Per-group metrics and both differences (with intervals) of the served decisions, on the validation rows."""
     task = pred.task
@@ -115,8 +133,7 @@ def section(pred: Any, train: Any, valid: Any, sensitive: list[str] | str | None
         )
     mitigation = task.fairness.to_json() if getattr(task, "fairness", None) else None
     if mitigation:
-        parts.append(f"<p>Decisions use per-group thresholds by {mitigation['sensitive']} "
-                     f"({mitigation['constraint']}): {mitigation['thresholds']}</p>")
+        parts.append(mitigation_html(mitigation))
     html = figure_html(plot(report), "selection rate, TPR, FPR and accuracy by group") + "".join(parts)
     numbers = {"rows": int(len(valid)), "columns": report, "mitigation": mitigation}
     note = "; ".join(lines) + " (validation rows"

@@ -10,6 +10,12 @@ The search: every group picks the threshold whose rate is nearest a common targe
 demographic parity; a (TPR, FPR) point for equalized odds); over a grid of targets, the most accurate choice whose
 gap on the fitting rows is within `tolerance` wins. Selecting nobody has no gap, so a choice always exists; a
 tolerance of 0 usually ends there (in a classifier that is fair and useless).
+
+Several constraints at once (`constraint: [demographic_parity, equalized_odds]`, a tolerance each): `joint_search`
+takes the largest group as the anchor and tries every one of its thresholds; each other group takes its most
+accurate threshold whose rates (selection rate, TPR, FPR, as the constraints need) are within each tolerance of the
+anchor's. With two groups this is the most accurate pair of thresholds within both tolerances on the fitting rows
+(exact, no grid); with more, a box half as wide is tried too and every choice is checked on all pairs.
 """
 
 from __future__ import annotations
@@ -90,20 +96,84 @@ def search(
     return {g: float(r.thresholds[i[best]]) for g, r, i in zip(names, rates, picks, strict=True)}
 
 
+RATES = {"demographic_parity": ("selection",), "equalized_odds": ("tpr", "fpr")}
+CHUNK = 256  # anchor thresholds compared at once (memory: CHUNK x candidates x rates)
+
+
+def tolerances_of(constraint: str | list[str], tolerance: float | dict[str, float]) -> dict[str, float]:
+    """Constraint -> largest gap allowed, from the config's two forms (one string or a list; one number or one
+    per constraint)."""
+    named = [constraint] if isinstance(constraint, str) else list(constraint)
+    return {c: float(tolerance[c]) if isinstance(tolerance, dict) else float(tolerance) for c in named}
+
+
+def _rate_table(r: GroupRates, names: list[str]) -> np.ndarray:
+    """Candidates x rates: the rates a constraint compares, at each of the group's thresholds."""
+    cols = {"selection": r.selected / max(r.n, 1), "tpr": r.tpr, "fpr": r.fpr}
+    return np.stack([cols[n] for n in names], 1)
+
+
+def joint_search(
+    scores: np.ndarray, y: np.ndarray, groups: np.ndarray, tolerances: dict[str, float]
+) -> dict[str, float]:
+    """Group -> threshold: the most accurate choice whose every gap is within its tolerance on these rows (see the
+    module docstring). Selecting nobody everywhere has no gap, so a choice always exists."""
+    names = sorted(set(groups.tolist()))
+    rates = [GroupRates.of(scores[groups == g], y[groups == g]) for g in names]
+    kinds = [k for c in tolerances for k in RATES[c]]
+    tol = np.array([tolerances[c] for c in tolerances for _ in RATES[c]]) + 1e-12
+    tables = [_rate_table(r, kinds) for r in rates]
+    anchor = int(np.argmax([r.n for r in rates]))  # ties: the first name
+    others = [j for j in range(len(names)) if j != anchor]
+    best: tuple[int, list[int]] = (-1, [])
+    for width in (1.0, 0.5) if len(names) > 2 else (1.0,):
+        for start in range(0, len(tables[anchor]), CHUNK):
+            a = tables[anchor][start:start + CHUNK]  # chunk x rates
+            total = rates[anchor].correct[start:start + CHUNK].astype(float)
+            picks = []
+            for j in others:
+                near = np.all(np.abs(tables[j][None, :, :] - a[:, None, :]) <= width * tol, axis=2)
+                score = np.where(near, rates[j].correct[None, :], -1)
+                pick = score.argmax(1)
+                total = np.where(near.any(1), total + score[np.arange(len(a)), pick], -np.inf)
+                picks.append(pick)
+            for i in np.argsort(-total, kind="stable"):
+                if total[i] <= best[0] or not np.isfinite(total[i]):
+                    break
+                choice = [start + int(i) if j == anchor else int(picks[others.index(j)][i]) for j in range(len(names))]
+                chosen = np.stack([tables[j][c] for j, c in enumerate(choice)])
+                if np.all(_spread(chosen) <= tol):  # always true for two groups
+                    best = (int(total[i]), choice)
+                    break
+    return {g: float(r.thresholds[c]) for g, r, c in zip(names, rates, best[1], strict=True)}
+
+
+def fit_gaps(scores: np.ndarray, y: np.ndarray, groups: np.ndarray, thresholds: dict[str, float]) -> dict[str, float]:
+    """Both gaps of the chosen thresholds on the rows they were fitted on (stored, shown in the audit)."""
+    from luodi.evaluate.fairness import differences
+
+    cut = np.array([thresholds[g] for g in groups], dtype=float)
+    d = differences(y, scores >= cut, groups)
+    return {"demographic_parity": d["demographic_parity_difference"], "equalized_odds": d["equalized_odds_difference"]}
+
+
 @dataclass
 class GroupThresholds:
     """Fitted per-group thresholds; groups not seen in fitting use `fallback` (0.5: the unmitigated decision)."""
 
     sensitive: str
-    constraint: str
+    constraint: str | list[str]  # one, as stored runs have it, or several at once
     thresholds: dict[str, float]
     bins: list[float] | None = None
     fallback: float = 0.5
+    tolerance: dict[str, float] | None = None  # constraint -> largest gap allowed (None: a run stored before it)
+    fit_gaps: dict[str, float] | None = None  # both gaps on the fitting rows
     fit_rows: dict[str, Any] = field(default_factory=dict, repr=False)  # in memory only (bench, tests)
 
     @classmethod
     def fit(cls, frame: pd.DataFrame, scores: np.ndarray, y: np.ndarray, options: Any) -> GroupThresholds:
-        """`options`: the app's train.fairness (constraint, sensitive, bins, tolerance)."""
+        """`options`: the app's train.fairness (constraint: one or a list, sensitive, bins, tolerance: one number
+        or one per constraint)."""
         col = options.sensitive
         if col not in frame.columns:
             raise ConfigError(
@@ -115,9 +185,16 @@ class GroupThresholds:
         except ValueError as e:
             raise ConfigError(f"'train.fairness.bins': column '{col}': {e}") from e
         y = np.asarray(y).astype(int)
-        thresholds = search(np.asarray(scores, float), y, groups, options.constraint, options.tolerance)
-        out = cls(col, options.constraint, thresholds, list(options.bins) if options.bins else None)
-        out.fit_rows = {"scores": np.asarray(scores, float), "y": y, "groups": groups}
+        scores = np.asarray(scores, float)
+        tol = tolerances_of(options.constraint, options.tolerance)
+        if isinstance(options.constraint, str):  # one constraint: the grid search, as before
+            thresholds = search(scores, y, groups, options.constraint, tol[options.constraint])
+        else:
+            thresholds = joint_search(scores, y, groups, tol)
+        constraint = options.constraint if isinstance(options.constraint, str) else list(options.constraint)
+        out = cls(col, constraint, thresholds, list(options.bins) if options.bins else None, tolerance=tol,
+                  fit_gaps=fit_gaps(scores, y, groups, thresholds))
+        out.fit_rows = {"scores": scores, "y": y, "groups": groups}
         return out
 
     def selected(self, frame: pd.DataFrame, scores: np.ndarray) -> np.ndarray:
@@ -141,10 +218,15 @@ class GroupThresholds:
             "bins": self.bins,
             "thresholds": self.thresholds,
             "fallback": self.fallback,
+            "tolerance": self.tolerance,
+            "fit_gaps": self.fit_gaps,
         }
 
     @classmethod
     def from_json(cls, d: dict[str, Any] | None) -> GroupThresholds | None:
         if not d:
             return None
-        return cls(d["sensitive"], d["constraint"], dict(d["thresholds"]), d.get("bins"), d.get("fallback", 0.5))
+        return cls(
+            d["sensitive"], d["constraint"], dict(d["thresholds"]), d.get("bins"), d.get("fallback", 0.5),
+            d.get("tolerance"), d.get("fit_gaps"),
+        )
