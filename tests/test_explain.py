@@ -241,3 +241,110 @@ def test_fine_tuned_encoder_head_is_explained_through_its_embeddings():
     a = attribute_text([_finetune_part(member, 1.0)], "my card has not arrived yet", target=1, max_length=32)
     assert [w for w, _ in a["words"]] == ["my", "card", "has", "not", "arrived", "yet"]
     assert a["completeness_error"] <= 0.01
+
+
+@pytest.fixture(scope="module")
+def full_ensemble(tmp_path_factory) -> dict:
+    """All five members, two cross-fitted copies, an ordered column (shared ranks) and a compact coding for the
+    MLP and the linear model: every way the direct coder (luodi/tasks/tabular/rows.py) builds a matrix."""
+    df = frame(240)
+    rng = np.random.default_rng(3)
+    df["grade"] = rng.choice(["low", "mid", "high"], len(df))
+    df["kind"] = rng.choice(["a", "b", "c", "d"], len(df))
+    df["size"] = rng.choice(["s", "m", "l"], len(df))
+    df.loc[::17, "debt"] = np.nan
+    path = tmp_path_factory.mktemp("full") / "x-full.csv"
+    df.to_csv(path, index=False)
+    options = {
+        "ensemble_weights": {"lightgbm": 1, "mlp": 1, "linear": 1, "forest": 1, "svm": 1},
+        "inner_folds": 2,
+        "n_estimators": 20,
+        "forest_trees": 15,
+        "hidden": [8],
+        "calibration": "sigmoid",
+        "ordinal": {"grade": ["low", "mid", "high"]},
+        "coding": {"members": ["mlp", "linear"], "ordinal": {"size": ["s", "m", "l"]}, "indicators": {"kind": ["a"]}},
+    }
+    cfg = {
+        "name": "x-full",
+        "task": "tabular",
+        "data": {"path": str(path), "columns": {"label": "y", "positive": "good"}, "split": {"valid": 0.3, "seed": 0}},
+        "model": {"type": "ensemble", "options": options},
+        "train": {"epochs": 2, "lr": 0.1, "seed": 0},
+    }
+    api.train(cfg, progress=False)
+    return cfg
+
+
+def odd_rows() -> list[dict]:
+    """Validation-like records plus the awkward ones: missing values, unknown categories and ranks, padding."""
+    out = rows(6)
+    rng = np.random.default_rng(4)
+    for r in out:
+        r.update(grade=str(rng.choice(["low", "mid", "high"])), kind=str(rng.choice(["a", "b", "d"])), size="m")
+    out[1].update(debt=None, region=None, grade=None, kind=None, size=None)
+    out[2].update(region="west", grade="top", kind="zz", size="xl")
+    out[3].update(region=" north ", grade=" high", kind="a ", income=3)
+    return out
+
+
+def test_single_records_skip_pandas_with_the_same_matrices_and_answers(full_ensemble):
+    """The direct coder builds each cross-fitted member's matrices bit for bit as the pandas path does; the
+    answers equal the ensemble computed the way predict did before (torch MLP, pandas per member) to float
+    rounding; a value only pandas converts (a number sent as a string) takes the pandas path, same answer."""
+    import torch
+
+    from luodi.tasks.tabular.rows import ArrayRows, PandasRows
+
+    task = api.load_predictor(full_ensemble["name"]).task
+    recs = odd_rows()
+    fast, slow = task._rows(recs), PandasRows(task, task._frame(recs))
+    assert isinstance(fast, ArrayRows) and len(task.members) == 2
+    for j in range(len(task.members)):
+        for key in ("lgb", "dense", "coded"):
+            a, b = fast.matrices(j)(key), slow.matrices(j)(key)
+            assert a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True), (j, key)
+
+    def before(m, df):  # the ensemble as _raw_proba computed it before the direct coder
+        sh = m.encode_ordinal(df)
+        w = m.weights
+        with torch.inference_mode():
+            mlp = torch.softmax(m.mlp(torch.from_numpy(m._dense(sh, "mlp"))), 1).numpy().astype(np.float64)
+        parts = [w["lightgbm"] * m._lgb_proba(m.prep.lgb_matrix(sh)), w["mlp"] * mlp]
+        parts.append(w["linear"] * m._linear_out(m._dense(sh, "linear")))
+        parts += [w[k] * s.predict(m._dense(sh, k), False) for k, s in m.sk.items()]
+        return np.sum(parts, axis=0)
+
+    ref = task._calibrate(np.mean([before(m, task._frame(recs)) for m in task.members], axis=0))
+    got = np.array([[o["probabilities"][c] for c in task.classes] for o in task.predict(recs)])
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-6)
+    stringly = dict(recs[0], income=str(recs[0]["income"]))
+    assert isinstance(task._rows([stringly]), PandasRows)
+    assert task.predict([stringly])[0]["probabilities"] == pytest.approx(task.predict(recs[:1])[0]["probabilities"])
+
+
+def test_ensemble_explanation_is_the_same_through_either_coder_and_adds_up(full_ensemble):
+    """explain with the direct coder = explain through pandas (the coder forced off); ablation is only run
+    where a feature differs from typical; base + effects = the served probability = predict's."""
+    from luodi.evaluate.explain import ablation_deltas, typical_record
+
+    task = api.load_predictor(full_ensemble["name"]).task
+    recs = odd_rows()
+    fast = task.explain(recs)
+    task._coder = False  # the pandas path
+    slow = task.explain(recs)
+    rest = ("mlp", "linear", "forest", "svm")
+    deltas = ablation_deltas(
+        lambda r: task._raw_proba(task._frame(r), only=rest), recs, typical_record(task.prep, task.ordinal)
+    )
+    task._coder = None
+    for a, b, p in zip(fast, slow, task.predict(recs), strict=True):
+        assert a["label"] == b["label"] == p["label"]
+        assert a["probabilities"] == pytest.approx(p["probabilities"], abs=1e-12)
+        assert a["explanation"]["method"] == "shap+ablation"
+        assert a["explanation"]["base"] == pytest.approx(b["explanation"]["base"], abs=1e-9)
+        effects = {e["feature"]: e["effect"] for e in b["explanation"]["effects"]}
+        assert {e["feature"]: e["effect"] for e in a["explanation"]["effects"]} == pytest.approx(effects, abs=1e-9)
+        ex = a["explanation"]
+        assert ex["base"] + sum(e["effect"] for e in ex["effects"]) == pytest.approx(a["probability"], abs=1e-5)
+    assert deltas.shape == (len(recs), len(task.prep.features), 2)  # the old one-batch ablation still answers

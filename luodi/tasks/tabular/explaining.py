@@ -17,13 +17,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from luodi.data.tabular import Preprocessor
 from luodi.evaluate.attributions import probability_shap
 from luodi.evaluate.calibration import apply_calibrator
-from luodi.evaluate.explain import ablation_deltas, typical_record
+from luodi.evaluate.explain import typical_record
 from luodi.options.tabular import TabularOptions
+from luodi.tasks.tabular.rows import PandasRows
 
 
 class Explaining:
@@ -39,17 +39,33 @@ class Explaining:
     members: list[Any]
     ordinal: dict[str, list[str]]
 
-    def _tree_effects(self, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The weighted LightGBM part's SHAP effects (n, K, f), and its probabilities (n, K) as predict computes
-        them, averaged over cross-fitted members like their predictions are."""
+    def _tree_effects(self, rows: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The weighted LightGBM part's SHAP effects (n, K, f) of the first n of the encoded `rows`, and its
+        probabilities (n, K) as predict computes them, averaged over cross-fitted members like predictions."""
         w = self.weights["lightgbm"]
         effects, probs = [], []
-        for m in self.members or [self]:
-            x = m.prep.lgb_matrix(m.encode_ordinal(df))
+        for j, m in enumerate(self.members or [self]):
+            x = rows.matrices(j)("lgb")[:n]
             boosters = [m.booster, *m.more_boosters]
             effects.append(probability_shap(boosters, x, m.objective, len(m.classes), m.opts.threads)[0])
             probs.append(w * m._lgb_proba(x))
         return w * np.mean(effects, axis=0), np.mean(probs, axis=0)
+
+    def _ablation_rows(
+        self, records: list[dict[str, Any]], typical: dict[str, Any], rec: np.ndarray, feat: np.ndarray
+    ) -> Any:
+        """The records, then record rec[i] with feature feat[i] alone set to its typical value, encoded for
+        the members once: directly (rows.RowCoder) when it converts every value, else through pandas."""
+        rows = self._rows(records)
+        if not len(rec):
+            return rows
+        reference = None if isinstance(rows, PandasRows) else self._coder.parse([typical])
+        if reference is None:  # values the direct coder leaves to pandas: the variants as records
+            feats = self.prep.features
+            variants = [dict(records[i], **{feats[f]: typical[feats[f]]}) for i, f in zip(rec, feat, strict=True)]
+            return PandasRows(self, self._frame(list(records) + variants))
+        num, cat = self._coder.variants((rows.num, rows.cat), reference, rec, feat)
+        return self._coder.matrices(np.vstack([rows.num, num]), np.vstack([rows.cat, cat]))
 
     def _calibrated(self, raw: np.ndarray, effects: np.ndarray) -> np.ndarray:
         """Effects on the uncalibrated probabilities -> on the calibrated ones (binary with a calibrator)."""
@@ -73,23 +89,25 @@ class Explaining:
         features sorted by the size of their effect (top `top`)."""
         if self.weights.get("lightgbm", 0.0) <= 0:
             return super().explain(records, top)  # no trees to read: ablation (TableInputs)
-        df = self._frame(records)  # checks the records
-        if not len(df):
+        self._check_records(records)
+        if not records:
             return []
-        effects, raw = self._tree_effects(df)  # raw: the weighted LightGBM part of the uncalibrated prediction
-        rest = tuple(m for m, w in self.weights.items() if w > 0 and m != "lightgbm")
+        n, feats = len(records), self.prep.features
         typical = typical_record(self.prep, self.ordinal or {})
+        rest = tuple(m for m, w in self.weights.items() if w > 0 and m != "lightgbm")
+        # ablation of the other members: only where a feature differs from typical (elsewhere its effect is 0)
+        same = np.array([[r.get(f) == typical[f] for f in feats] for r in records], dtype=bool)
+        rec, feat = np.nonzero(~same) if rest else (np.zeros(0, np.intp), np.zeros(0, np.intp))
+        rows = self._ablation_rows(records, typical, rec, feat)  # one encoding for every member
+        effects, raw = self._tree_effects(rows, n)  # raw: the weighted LightGBM part of the uncalibrated prediction
         if rest:  # one batch: the records and their ablated variants, through the other members only
-            own: list[np.ndarray] = []
-
-            def score(rows: list[dict[str, Any]]) -> np.ndarray:
-                out = self._raw_proba(self._frame(rows), only=rest)
-                own.append(out[: len(records)])
-                return out
-
-            effects = effects + ablation_deltas(score, records, typical).transpose(0, 2, 1)
-            raw = raw + own[0]
-        outs = self._outputs(df, self._calibrate(raw))  # what predict answers, from the same pass
+            out = self._raw_proba(rows, only=rest)
+            own = out[:n]
+            deltas = np.zeros((n, len(feats), out.shape[1]))
+            deltas[rec, feat] = own[rec] - out[n:]
+            effects = effects + deltas.transpose(0, 2, 1)
+            raw = raw + own
+        outs = self._outputs(rows, self._calibrate(raw), records)  # what predict answers, from the same pass
         effects = self._calibrated(raw, effects)
         feats = self.prep.features
         method = "shap+ablation" if rest else "shap"

@@ -25,6 +25,7 @@ from luodi.tasks.base import TableInputs, TaskBase
 from luodi.tasks.tabular.explaining import Explaining
 from luodi.tasks.tabular.fairness import GroupThresholds
 from luodi.tasks.tabular.members import MemberFitting
+from luodi.tasks.tabular.rows import Matrices, PandasRows, RowCoder
 from luodi.tasks.tabular.sklearn_members import SKLEARN_MEMBERS, OnnxMember
 from luodi.tasks.tabular.store import TabularStore
 from luodi.train import CHECKPOINT_DIR
@@ -74,6 +75,8 @@ class TabularTask(Explaining, TableInputs, MemberFitting, TabularStore, TaskBase
         self.weights = self.opts.weights(self.kind)
         self.members: list[TabularTask] = []  # cross-fitted members (model.options.inner_folds)
         self.fairness: GroupThresholds | None = None  # per-group decision thresholds (train.fairness)
+        self._coder: RowCoder | bool | None = None  # records -> matrices without pandas (built on first use)
+        self._mlp_layers: list[tuple[np.ndarray, np.ndarray]] | None = None  # the MLP's weights as arrays
 
     # ---- data -----------------------------------------------------------------------------------------
     def read(self, path: str | None) -> pd.DataFrame:
@@ -181,6 +184,7 @@ class TabularTask(Explaining, TableInputs, MemberFitting, TabularStore, TaskBase
         """Fit the members on `train` (early stopping and calibration on `valid` unless inner_folds)."""
         ckpt = Path(run_dir) / CHECKPOINT_DIR
         ckpt.mkdir(parents=True, exist_ok=True)
+        self._coder, self._mlp_layers = None, None
         raw_train, raw_valid = train, valid
         train, valid = self.encode_ordinal(train), self.encode_ordinal(valid)
         self._setup(train)
@@ -267,49 +271,65 @@ class TabularTask(Explaining, TableInputs, MemberFitting, TabularStore, TaskBase
         return {"shared": shared, "coded": self.coding.recode(shared)} if self.coding else {"shared": shared}
 
     def _raw_proba(
-        self, df: pd.DataFrame, frames: dict[str, pd.DataFrame] | None = None, only: tuple[str, ...] = ()
+        self, df: pd.DataFrame | PandasRows | Any, only: tuple[str, ...] = ()
     ) -> np.ndarray:
-        """Uncalibrated class probabilities (n, k), or predictions (n, 1) for regression; `only`: the weighted
+        """Uncalibrated class probabilities (n, k), or predictions (n, 1) for regression, of a frame or of rows
+        already encoded (PandasRows / rows.ArrayRows), averaged over cross-fitted members; `only`: the weighted
         parts of these members alone (explanations ablate the members TreeSHAP cannot read)."""
-        if self.members:  # the frames are made once for all cross-fitted members
-            self.prep.check(df)
-            frames = self._frames(df)
-            return np.mean([m._raw_proba(df, frames, only) for m in self.members], axis=0)
-        frames = frames or self._frames(df)
-        df = frames["shared"]
-        self.prep.check(df)
-        matrices: dict[bool, np.ndarray] = {}
+        rows = PandasRows(self, df) if isinstance(df, pd.DataFrame) else df
+        members = self.members or [self]
+        return np.mean([m._member_proba(rows.matrices(j), only) for j, m in enumerate(members)], axis=0)
 
-        def dense(member: str) -> np.ndarray:
-            coded = self.coded_prep is not None and member in self.coding.members
-            if coded not in matrices:
-                matrices[coded] = (
-                    self.coded_prep.dense_matrix(frames["coded"] if "coded" in frames else self.coding.recode(df))
-                    if coded
-                    else self.prep.dense_matrix(df)
-                )
-            return matrices[coded]
-
+    def _member_proba(self, x: Matrices, only: tuple[str, ...] = ()) -> np.ndarray:
+        """One (not cross-fitted) model's weighted members on its matrices `x`."""
         parts = []
         w = {k: v if not only or k in only else 0.0 for k, v in self.weights.items()}
         if w["lightgbm"] > 0:
-            parts.append(w["lightgbm"] * self._lgb_proba(self.prep.lgb_matrix(df)))
+            parts.append(w["lightgbm"] * self._lgb_proba(x("lgb")))
         if w["mlp"] > 0:
-            import torch
-
-            with torch.inference_mode():  # global thread count untouched: servers share torch
-                out = self.mlp(torch.from_numpy(dense("mlp")))
-            if self.objective == "regression":
-                p = out.numpy().astype(np.float64) * self._ystd + self._ymean
-            else:
-                p = torch.softmax(out, 1).numpy().astype(np.float64)
-            parts.append(w["mlp"] * p)
+            parts.append(w["mlp"] * self._mlp_out(x(self._matrix_of("mlp"))))
         if w["linear"] > 0:
-            parts.append(w["linear"] * self._linear_out(dense("linear")))
+            parts.append(w["linear"] * self._linear_out(x(self._matrix_of("linear"))))
         for k, m in self.sk.items():
             if w[k] > 0:
-                parts.append(w[k] * m.predict(dense(k), self.objective == "regression"))
+                parts.append(w[k] * m.predict(x(self._matrix_of(k)), self.objective == "regression"))
         return np.sum(parts, axis=0)
+
+    def _matrix_of(self, member: str) -> str:
+        """Which dense matrix `member` reads: its coding's ("coded") or the shared one ("dense")."""
+        return "coded" if self.coded_prep is not None and member in self.coding.members else "dense"
+
+    def _mlp_out(self, x: np.ndarray) -> np.ndarray:
+        """The MLP's probabilities (prediction for regression), its layers run as float32 numpy (the torch
+        module's numbers to float rounding, without torch's per-call and thread costs on single records)."""
+        if self._mlp_layers is None:
+            import torch
+
+            linears = [mod for mod in self.mlp if isinstance(mod, torch.nn.Linear)]
+            self._mlp_layers = [(m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy()) for m in linears]
+        h = np.asarray(x, dtype=np.float32)
+        for i, (w, b) in enumerate(self._mlp_layers):
+            h = h @ w + b
+            if i < len(self._mlp_layers) - 1:
+                h = np.maximum(h, 0)  # ReLU; dropout is the identity in eval mode
+        if self.objective == "regression":
+            return h.astype(np.float64) * self._ystd + self._ymean
+        e = np.exp(h - h.max(1, keepdims=True))
+        return (e / e.sum(1, keepdims=True)).astype(np.float64)
+
+    def _rows(self, records: list[dict[str, Any]]) -> PandasRows | Any:
+        """Checked records encoded for the members: directly (RowCoder) or, for values it leaves to pandas,
+        through a DataFrame."""
+        self._check_records(records)
+        if self._coder is None:
+            try:
+                self._coder = RowCoder(self)
+            except ValueError:
+                self._coder = False
+        parsed = self._coder.parse(records) if self._coder else None
+        if parsed is None:
+            return PandasRows(self, self._frame(records))
+        return self._coder.matrices(*parsed)
 
     def _lgb_proba(self, x: np.ndarray) -> np.ndarray:
         """The boosters' averaged class probabilities (n, k), or predictions (n, 1), from their matrix."""
@@ -331,6 +351,11 @@ class TabularTask(Explaining, TableInputs, MemberFitting, TabularStore, TaskBase
     def _frame(self, records: list[dict[str, Any]]) -> pd.DataFrame:
         if not records:
             return pd.DataFrame(columns=self.prep.features)
+        self._check_records(records)
+        return pd.DataFrame.from_records(records)
+
+    def _check_records(self, records: list[dict[str, Any]]) -> None:
+        """Each record an object with every feature field; else BadRequest naming the first that is not."""
         for i, r in enumerate(records):
             if not isinstance(r, dict):
                 raise BadRequest(
@@ -342,18 +367,21 @@ class TabularTask(Explaining, TableInputs, MemberFitting, TabularStore, TaskBase
                     f"input {i} is missing field '{missing[0]}' (needs: {', '.join(self.prep.features)})",
                     param=missing[0],
                 )
-        return pd.DataFrame.from_records(records)
 
     def predict(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        df = self._frame(records)
-        if not len(df):
+        if not records:
             return []
-        return self._outputs(df, self.predict_proba(df))
+        rows = self._rows(records)
+        return self._outputs(rows, self._calibrate(self._raw_proba(rows)), records)
 
-    def _outputs(self, df: pd.DataFrame, p: np.ndarray) -> list[dict[str, Any]]:
+    def _outputs(
+        self, df: pd.DataFrame | Any, p: np.ndarray, records: list[dict[str, Any]] | None = None
+    ) -> list[dict[str, Any]]:
         """The answers for the rows of `df` from their served probabilities (predictions) `p`."""
         if self.objective == "regression":
             return [{"value": float(v)} for v in p[:, 0]]
+        if self.fairness is not None and not isinstance(df, pd.DataFrame):
+            df = self._frame(records)  # encoded rows: the group column decides, read from the records
         chosen = self._decisions(df, p)
         out = []
         for row, i in zip(p, chosen, strict=True):
