@@ -154,16 +154,18 @@ def image_numbers(
     task: Any, valid: Any, examples: int = 4, steps: int = 32
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """IG over pixels of a few validation images (target: the predicted class): numbers, images, maps."""
-    from luodi.evaluate.attributions import image_attributions
+    from luodi.evaluate.attributions import grid_attributions
 
     clf = task.need()
     x = task.model_input(valid)[:examples]
     target = clf.proba(x).argmax(1)
-    attr, err = image_attributions(clf.pixel_model(), x, target, steps)
+    ig = grid_attributions(clf.pixel_model(), x, target, steps)
+    attr, err = ig["attr"], ig["error"]
     classes = clf.meta["classes"]
     numbers = {
         "method": "integrated-gradients",
         "steps": steps,
+        "steps_used": [int(s) for s in ig["steps"]],
         "baseline": "black image",
         "images": len(x),
         "predicted": [str(classes[int(t)]) for t in target],
@@ -188,7 +190,10 @@ def image_section(task: Any, valid: Any, examples: int = 4) -> Section:
         axes[1, i].imshow(heat, cmap="bwr", vmin=-lim, vmax=lim)
         for ax in axes[:, i]:
             ax.axis("off")
-    note = f"integrated gradients over pixels ({n['steps']} steps, black baseline) on {n['images']} validation images"
+    note = (
+        f"integrated gradients over pixels ({n['steps']} steps, up to {max(n['steps_used'], default=n['steps'])} "
+        f"where the error was above 1 %; black baseline) on {n['images']} validation images"
+    )
     html = figure_html(fig, "attribution heat maps (red: pushes towards the predicted class)") + table_html(
         [
             {"image": i, "predicted": p, "completeness_error": e}
@@ -212,6 +217,7 @@ def speech_numbers(task: Any, valid: Any, clips: int = 20, steps: int = 32) -> t
     numbers = {
         "method": "integrated-gradients",
         "steps": steps,
+        "steps_used_max": int(a["steps"].max()) if len(a["steps"]) else steps,
         "baseline": "silence (the all-zero normalized log-mel)",
         "clips": len(err),
         "predicted": [str(classes[int(t)]) for t in a["target"][:3]],
@@ -248,7 +254,8 @@ def speech_section(task: Any, valid: Any, clips: int = 20) -> Section:
     axes[1, 0].set_ylabel("mel band")
     share = n["completeness_within_1pct"] or 0.0
     note = (
-        f"integrated gradients over log-mel frames ({n['steps']} steps, silence baseline) on {n['clips']} "
+        f"integrated gradients over log-mel frames ({n['steps']} steps, up to {n['steps_used_max']} where the "
+        f"error was above 1 %; silence baseline) on {n['clips']} "
         f"validation clips; completeness error <= 1 % of the logit for {share:.0%} of them (goal >= 95 %)"
     )
     html = figure_html(fig, "each frame's effect on the predicted word (red: towards it) over the spectrogram")

@@ -84,10 +84,12 @@ def integrated_gradients(
     steps: int = 32,
     additional_forward_args: Any = None,
     layer: Any = None,
+    internal_batch_size: int | None = None,
 ) -> tuple[Any, np.ndarray]:
     """Captum integrated gradients of `forward`'s output `target` (a logit) with respect to `inputs` (or to
     `layer`'s output, e.g. a token embedding layer: then `inputs` / `baselines` are that model's inputs) with
-    `steps` Gauss-Legendre points: (attributions, completeness error per example)."""
+    `steps` Gauss-Legendre points (`internal_batch_size`: at most that many interpolated inputs per pass):
+    (attributions, completeness error per example)."""
     from captum.attr import IntegratedGradients, LayerIntegratedGradients
 
     ig = IntegratedGradients(forward) if layer is None else LayerIntegratedGradients(forward, layer)
@@ -98,6 +100,7 @@ def integrated_gradients(
         n_steps=steps,
         method="gausslegendre",
         additional_forward_args=additional_forward_args,
+        internal_batch_size=internal_batch_size,
         return_convergence_delta=True,
     )
     return attr, completeness_error(attr, delta, forward, inputs, target, additional_forward_args)
@@ -119,7 +122,12 @@ def completeness_error(
 
 
 def image_attributions(
-    model: Any, images: Any, target: Any, steps: int = 32, baseline: float | Any = 0.0
+    model: Any,
+    images: Any,
+    target: Any,
+    steps: int = 32,
+    baseline: float | Any = 0.0,
+    internal_batch_size: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Integrated gradients of a torch image classifier's logit `target` over its pixels ((n, c, h, w) float
     input, already normalized as the model reads it), from a constant `baseline` image (default: 0, the
@@ -130,7 +138,9 @@ def image_attributions(
     model.eval()
     x = torch.as_tensor(images, dtype=torch.float32)
     base = baseline if torch.is_tensor(baseline) else torch.full_like(x, float(baseline))
-    attr, err = integrated_gradients(model, x, base, torch.as_tensor(target), steps)
+    attr, err = integrated_gradients(
+        model, x, base, torch.as_tensor(target), steps, internal_batch_size=internal_batch_size
+    )
     return attr.detach().cpu().numpy(), err
 
 
@@ -143,30 +153,43 @@ def sig(v: float, digits: int = 4) -> float:
 
 
 def grid_attributions(
-    model: Any, x: np.ndarray, target: np.ndarray, steps: int = 32, chunk: int = 8
+    model: Any,
+    x: np.ndarray,
+    target: np.ndarray,
+    steps: int = 32,
+    goal: float = 0.01,
+    max_steps: int = 512,
+    chunk: int = 8,
 ) -> dict[str, np.ndarray]:
     """Integrated gradients of a grid model (images, spectrograms: (n, c, h, w) as the model reads them) from
-    the all-zero input (a black image; silence in a normalized spectrogram), `chunk` inputs at a time (each
-    costs `steps` forward and backward passes): attributions, completeness errors, and the explained logit at
-    the input and at the baseline."""
+    the all-zero input (a black image; silence in a normalized spectrogram): attributions, completeness
+    errors, the steps each input used, and the explained logit at the input and at the baseline.
+
+    A ReLU / max-pool CNN is piecewise linear, so the path integral has kinks that a fixed quadrature misses:
+    on a small digits CNN 32 steps leave a median error of 1.8 % (p95 6 %), while 512 reach 0.1 %. Each input
+    starts at `steps`; those whose error is above `goal` are redone with four times as many, up to
+    `max_steps` (the easy ones stay cheap). `chunk` inputs go through Captum together, in batches of at most
+    256 interpolated inputs."""
     import torch
 
     model.eval()
-    if not len(x):
-        return {
-            k: np.zeros((0, *x.shape[1:]) if k == "attr" else 0, np.float32) for k in ("attr", "error", "logit", "base")
-        }
-    attrs, errs = [], []
-    for i in range(0, len(x), chunk):
-        a, e = image_attributions(model, x[i : i + chunk], target[i : i + chunk], steps, 0.0)
-        attrs.append(a)
-        errs.append(e)
+    attr = np.zeros(x.shape, np.float32)
+    err, used = np.zeros(len(x)), np.zeros(len(x), dtype=int)
+    todo, s = np.arange(len(x)), steps
+    while len(todo):
+        for i in range(0, len(todo), chunk):
+            idx = todo[i : i + chunk]
+            attr[idx], err[idx] = image_attributions(model, x[idx], target[idx], s, 0.0, internal_batch_size=256)
+            used[idx] = s
+        if s >= max_steps:
+            break
+        todo, s = todo[err[todo] > goal], min(s * 4, max_steps)
     xt = torch.as_tensor(x, dtype=torch.float32)
-    idx = torch.as_tensor(target, dtype=torch.long)[:, None]
+    idx = torch.as_tensor(target, dtype=torch.long).reshape(-1, 1)
     with torch.no_grad():
-        logit = model(xt).gather(1, idx)[:, 0].numpy()
-        base = model(torch.zeros_like(xt)).gather(1, idx)[:, 0].numpy()
-    return {"attr": np.concatenate(attrs), "error": np.concatenate(errs), "logit": logit, "base": base}
+        logit = model(xt).gather(1, idx)[:, 0].numpy() if len(x) else np.zeros(0)
+        base = model(torch.zeros_like(xt)).gather(1, idx)[:, 0].numpy() if len(x) else np.zeros(0)
+    return {"attr": attr, "error": err, "steps": used, "logit": logit, "base": base}
 
 
 def pixel_summary(attr: np.ndarray, top: int = 5, cells: int = 7) -> dict[str, Any]:
@@ -182,7 +205,7 @@ def pixel_summary(attr: np.ndarray, top: int = 5, cells: int = 7) -> dict[str, A
     regions = []
     for k in np.argsort(-np.abs(grid), axis=None)[: max(0, top)]:
         i, j = divmod(int(k), grid.shape[1])
-        box = [cols[j][0] / w, rows[i][0] / h, (cols[j][-1] + 1) / w, (rows[i][-1] + 1) / h]
+        box = [int(cols[j][0]) / w, int(rows[i][0]) / h, (int(cols[j][-1]) + 1) / w, (int(rows[i][-1]) + 1) / h]
         regions.append({"row": i, "col": j, "box": [round(b, 4) for b in box], "effect": sig(grid[i, j])})
     return {"input_size": [h, w], "grid": [[sig(v) for v in row] for row in grid], "regions": regions}
 

@@ -70,7 +70,7 @@ def explain_waves(task: Any, waves: list[np.ndarray], top: int = 3, steps: int =
             "explanation": {
                 "target": f"logit of '{classes[t]}'{over}{tta}",
                 "method": "integrated-gradients",
-                "steps": steps,
+                "steps": int(a["steps"][i]),
                 "baseline": "silence (the all-zero normalized log-mel)",
                 "base": sig(a["base"][i]),
                 "completeness_error": sig(a["error"][i]),
