@@ -1,5 +1,6 @@
 /* Apps & runs: trained apps, their runs and reports, which version is served, and predictions (JSON or files). */
 import { guarded } from "./errors.js";
+import { explanationView, mainEffects } from "./explain.js";
 import { api, failure, request } from "./http.js";
 import { asList, el, enc, fmtTime, fmtValue } from "./lib.js";
 
@@ -55,7 +56,7 @@ export const Apps = {
       el("div", { class: "card" }, el("h3", { style: "margin-top:0" }, `${name}: predict`),
         schemaHint ? el("details", {}, el("summary", { class: "muted small" }, "input schema"), el("pre", {}, JSON.stringify(schemaHint, null, 2))) : "",
         el("label", {}, "Request body (JSON): one record, or {\"inputs\": [...]} for a batch"), input,
-        el("div", { class: "row" }, el("button", { id: "app-predict", onclick: () => this.predict(name, input.value, out) }, "Predict")),
+        el("div", { class: "row" }, el("button", { id: "app-predict", onclick: () => this.predict(name, input.value, out, explain.checked) }, "Predict")),
         el("label", {}, "…or files, read as `luodi predict --input` reads them (CSV / JSON rows, the dataset's own lines, texts, images, wavs)"),
         el("div", { class: "row" }, files,
           el("label", { class: "small" }, explain, " explain"),
@@ -121,23 +122,27 @@ export const Apps = {
       for (const f of input.files) form.append("files", f, f.name);
       const r = await api(`/v1/apps/${enc(name)}/predict/files${explain ? "?explain=true" : ""}`, { method: "POST", form });
       const rows = r.outputs || [];
-      const why = (o) => (o.explanation ? o.explanation.effects.slice(0, 3).map((e) => `${e.feature ?? e.token} ${e.effect >= 0 ? "+" : ""}${fmtValue(e.effect)}`).join(", ") : "");
+      const byName = new Map([...input.files].map((f) => [f.name, f]));
+      const why = (o) => (o.explanation ? explanationView(o.explanation, byName.get(o.input)) || mainEffects(o.explanation) : "");
       out.replaceChildren(el("p", { class: "muted small" }, `${rows.length} predictions by ${r.app} ${r.version}`),
         el("table", { id: "app-file-predictions" },
           el("thead", {}, el("tr", {}, ["File", "Prediction", "Score", explain ? "Main effects" : ""].map((h) => el("th", {}, h)))),
           el("tbody", {}, rows.map((o) => el("tr", {},
             el("td", { class: "mono" }, o.input), el("td", {}, String(o.label ?? o.value ?? o.text ?? "")),
-            el("td", {}, o.probability !== undefined ? fmtValue(o.probability) : o.anomaly_score !== undefined ? fmtValue(o.anomaly_score) : ""),
+            el("td", {}, o.probability !== undefined ? fmtValue(o.probability) : o.anomaly_score !== undefined ? fmtValue(o.anomaly_score) : o.score !== undefined ? fmtValue(o.score) : ""),
             el("td", { class: "small" }, why(o)))))));
     });
   },
 
-  async predict(name, text, out) {
+  /** Predict for the JSON body; with `explain`, ask for the explanation and draw it when it has a picture. */
+  async predict(name, text, out, explain = false) {
     await guarded(out, async () => {
       let body;
       try { body = JSON.parse(text); } catch (e) { throw new Error(`The request body is not valid JSON: ${e.message}`); }
-      const r = await api(`/v1/apps/${enc(name)}/predict`, { method: "POST", json: body });
-      out.replaceChildren(el("pre", { id: "app-prediction" }, JSON.stringify(r, null, 2)));
+      const r = await api(`/v1/apps/${enc(name)}/predict${explain ? "?explain=true" : ""}`, { method: "POST", json: body });
+      const records = Array.isArray(body && body.inputs) ? body.inputs : [body];
+      const views = (r.outputs || [r]).map((o, i) => explanationView(o.explanation, records[i] && records[i].image)).filter(Boolean);
+      out.replaceChildren(...views, el("pre", { id: "app-prediction" }, JSON.stringify(r, null, 2)));
     });
   },
 };
