@@ -6,7 +6,16 @@
   numeric columns that may move, within their training range (luodi.evaluate.robustness.FeatureSpace), and the
   rows it crafts are replayed on the served model. Both numbers are reported and named: the served model under
   this transfer attack, and the surrogate under the white-box one.
-- Other tasks (text, speech, recommendation, generation): skipped, saying why.
+- Text classification apps: a black-box word-substitution attack on the served predictor
+  (luodi.evaluate.text_attacks): words swapped for their nearest whole-word neighbours in the bundled MiniLM's
+  input-embedding table, greedy by drop-one importance, up to a share of the words (eps 0.1: 10 %, at least one).
+  The report gives the curve over budgets, the sentence-embedding similarity of the attacked texts to the
+  originals, and examples with the changed words marked.
+- Speech apps: an input-space attack on the waveform (luodi.evaluate.speech_attacks), eps in units of each
+  recording's peak amplitude. CNN apps: white-box through the log-mel path rebuilt in torch; speech-embedding
+  apps (an ONNX network, no torch gradients): a transfer attack crafted on a small log-mel CNN that learns the
+  served answers, replayed on the served model, and named so.
+- Other tasks (recommendation, generation): skipped, saying why.
 """
 
 from __future__ import annotations
@@ -33,6 +42,10 @@ IMAGE_EPS = (0.0, 0.05, 0.1, 0.2, 0.3)  # pixels in [0, 1]
 TABLE_EPS = (0.0, 0.1, 0.25, 0.5, 1.0)  # training standard deviations of each numeric feature
 TABLE_GOAL = 0.90  # share of clean accuracy to keep under the feature-valid PGD (nsl-kdd goal)
 TABLE_TASKS = ("tabular", "anomaly-detection")
+TEXT_EPS = (0.0, 0.05, 0.1, 0.2, 0.3)  # share of a text's words the attack may change
+TEXT_ROWS = 500  # validation texts attacked at most (each costs about (words x candidates) queries)
+SPEECH_EPS = (0.0, 0.001, 0.003, 0.01, 0.03)  # L-inf, in units of each recording's peak amplitude
+SIMILARITY_ENCODER = "bundled:minilm-l6"
 
 
 def section(
@@ -61,11 +74,13 @@ def section(
         if getattr(task, "objective", None) == "regression":
             return skipped("a regression app: the attacks here measure classification accuracy")
         return table_section(task, train, valid, attack, eps, **options)
-    why = {
-        "text-classification": "text apps need word-substitution attacks, not built yet",
-        "speech-recognition": "speech apps (input-space attacks on recordings) are not built yet",
-    }.get(task.name, f"task {task.name} has no attack here")
-    return skipped(why)
+    if task.name == "text-classification":
+        if not task.classes:
+            return skipped("the text app is not trained: nothing to attack")
+        return text_section(task, valid, eps, max_rows=min(attack_rows, TEXT_ROWS))
+    if task.name == "speech-recognition":
+        return speech_section(task, train, valid, attack, eps, **options)
+    return skipped(f"task {task.name} has no attack here")
 
 
 def skipped(why: str) -> Section:
@@ -212,6 +227,210 @@ def table_section(task: Any, train: Any, valid: Any, attack: str, eps: float | N
         + ".</p>"
     )
     return Section(TITLE, n, html, status="ok" if ok else "warning", note=note)
+
+
+# --- text ------------------------------------------------------------------------------------------------
+
+
+def text_numbers(
+    task: Any,
+    data: Any,
+    eps: float | None,
+    *,
+    max_rows: int = TEXT_ROWS,
+    candidates: int = 10,
+    min_cosine: float = 0.4,
+    examples: int = 3,
+) -> dict[str, Any]:
+    """Clean and attacked accuracy of a text-classification app under the word-substitution attack, on (the
+    first `max_rows` of) `data`; eps = the share of each text's words that may change (default 0.1)."""
+    import time
+
+    from luodi.embeddings import get_encoder
+    from luodi.evaluate import text_attacks as ta
+
+    eps = 0.1 if eps is None else eps
+    data = data.iloc[:max_rows]
+    texts, truths = data.text.astype(str).tolist(), data.label.astype(str).tolist()
+    enc = get_encoder(SIMILARITY_ENCODER)
+    table = enc.model.get_input_embeddings().weight.detach().numpy()
+    vocab = enc.tokenizer.convert_ids_to_tokens(list(range(len(table))))
+    neighbours = ta.Neighbours.from_table(vocab, table, candidates, min_cosine)
+    queries = [0]
+
+    def probe(batch: list[str], truth: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        queries[0] += len(batch)
+        outs = task.predict([{"text": t} for t in batch])
+        p = [next((s["score"] for s in o["top_k"] if s["label"] == y), 0.0) for o, y in zip(outs, truth, strict=True)]
+        return np.array([o["label"] for o in outs], dtype=object), np.array(p)
+
+    start = time.process_time()
+    attacked = ta.attack_texts(probe, texts, truths, neighbours, max(*TEXT_EPS, eps))
+    cpu = time.process_time() - start
+    curve = ta.curve(attacked, sorted({*TEXT_EPS, eps}))
+    at = next(r for r in curve if r["eps"] == eps)
+    moved = [a for a in attacked if a.changes and a.clean_label == a.truth]
+    sims = _similarity(enc, [a.text for a in moved], [a.at(eps)[0] for a in moved])
+    fooled = [(a, s) for a, s in zip(moved, sims, strict=True) if a.at(eps)[1] != a.truth]
+    return {
+        "attacked": "the served predictor as a black box (its answers only): word substitution",
+        "attack": "word-substitution",
+        "eps": eps,
+        "eps_unit": "share of each text's words that may be replaced (at least one word)",
+        "candidates": f"up to {candidates} nearest whole words (cosine >= {min_cosine}) in the input-embedding "
+        f"table of {SIMILARITY_ENCODER}; stop words never replaced",
+        "n": len(attacked),
+        "clean_accuracy": curve[0]["accuracy"],
+        "robust_accuracy": at["accuracy"],
+        "kept_share": at["accuracy"] / curve[0]["accuracy"] if curve[0]["accuracy"] else float("nan"),
+        "similarity": {
+            "what": f"cosine of the {SIMILARITY_ENCODER} sentence embeddings, original vs attacked text (texts "
+            "with at least one word changed)",
+            "n": len(sims),
+            "mean": float(np.mean(sims)) if len(sims) else None,
+            "p10": float(np.percentile(sims, 10)) if len(sims) else None,
+            "min": float(np.min(sims)) if len(sims) else None,
+        },
+        "queries": queries[0],
+        "cpu_seconds": round(cpu, 1),
+        "curve": curve,
+        "examples": [
+            {
+                "label": a.truth,
+                "attacked_label": a.at(eps)[1],
+                "text": a.text,
+                "attacked": ta.marked(a, eps),
+                "changed": f"{len(a.at(eps)[2])} of {a.n_words} words",
+                "similarity": round(float(s), 3),
+            }
+            for a, s in sorted(fooled, key=lambda t: -t[1])[:examples]
+        ],
+    }
+
+
+def _similarity(enc: Any, a: list[str], b: list[str]) -> np.ndarray:
+    if not a:
+        return np.zeros(0)
+    return np.sum(enc.encode(a) * enc.encode(b), axis=1)  # encode() L2-normalizes
+
+
+def text_section(task: Any, valid: Any, eps: float | None, **options: Any) -> Section:
+    n = text_numbers(task, valid, eps, **options)
+    sim = n["similarity"]
+    note = (
+        f"word substitution (black box), up to {n['eps']:.0%} of each text's words, on {n['n']} validation texts: "
+        f"accuracy {n['clean_accuracy']:.3f} clean, {n['robust_accuracy']:.3f} attacked"
+        + (f"; attacked texts keep a mean sentence similarity of {sim['mean']:.3f}" if sim["n"] else "")
+    )
+    html = (
+        _curve_figure(n["curve"], "share of words changed (budget)", "accuracy against the word budget")
+        + table_html(n["curve"])
+        + "<p>"
+        + html_lib.escape(f"Candidates: {n['candidates']}. Similarity: {sim['what']}.")
+        + "</p>"
+        + table_html(n["examples"])
+    )
+    return Section(TITLE, n, html, note=note)
+
+
+# --- speech ----------------------------------------------------------------------------------------------
+
+
+def speech_model(task: Any, train: Any) -> tuple[Any, str]:
+    """The torch model attacked for a speech app (packed recordings -> log-probabilities) and what it is."""
+    import torch
+
+    from luodi.data.audio import mel_filterbank
+    from luodi.evaluate import speech_attacks as sa
+
+    sr = task.sample_rate
+    if task.kind == "cnn":
+        o = sa.FeatureOptions(sr, task.n_mels, task.frames, task.hop_ms, **task.feature_options)
+    else:  # the surrogate's features: those of examples/spoken-digits-cnn.yaml
+        o = sa.FeatureOptions(sr, 32, 32, 16.0, trim_db=20, fit="resize", lifter=16, floor_db=40)
+    feats = sa.WaveFeatures(o, mel_filterbank(sr, _n_fft(o), o.n_mels))
+    if task.kind == "cnn":
+        clf = task.need()
+        classify = sa.ensemble_classifier([m.model for m in clf.members], clf.meta["mean"], clf.meta["std"])
+        what = "the CNN ensemble on the waveform through its log-mel path (rebuilt in torch), white-box"
+        if task.tta_speeds:
+            what += f"; crafted on the 1x copy, the served model averages speeds {task.tta_speeds}"
+        return sa.WaveModel(feats, classify), what
+    sample = train.subset(range(0, len(train), max(1, len(train) // 2000)))
+    served = task.proba(sample.waves).argmax(1)
+    with torch.no_grad():
+        grids = torch.stack([feats(torch.from_numpy(w)) for w in sample.waves]).numpy()
+    net = sa.fit_surrogate_cnn(grids, served, len(task.need().meta["classes"]))
+    what = (
+        "transfer attack: a small log-mel CNN learns the served answers on the training recordings (the "
+        "pretrained ONNX speech embedding has no torch gradients); its waveform attacks are replayed on the "
+        "served model"
+    )
+    return sa.WaveModel(feats, lambda g: torch.log_softmax(net(g), 1)), what
+
+
+def _n_fft(o: Any) -> int:
+    win = int(round(o.sample_rate * o.win_ms / 1000))
+    return 1 << (win - 1).bit_length()
+
+
+def speech_numbers(
+    task: Any, train: Any, data: Any, attack: str, eps: float | None, *, max_rows: int = 1000, **options: int
+) -> dict[str, Any]:
+    """Clean and attacked accuracy of a speech app on (the first `max_rows` of) `data` under an L-inf attack on
+    the waveform, eps in units of each recording's peak amplitude (default 0.01), and the eps curve."""
+    from luodi.evaluate import speech_attacks as sa
+
+    eps = 0.01 if eps is None else eps
+    data = data.subset(range(min(max_rows, len(data))))
+    y = task.need().targets(data.labels, "label").numpy()
+    model, what = speech_model(task, train)
+    rows, mask = sa.pack(data.waves)
+    art = art_classifier(model, len(task.need().meta["classes"]), (rows.shape[1],), (-1.0, 1.0))
+    curve = []
+    for e in sorted({*SPEECH_EPS, eps}):
+        adv = art_adversarial(art, attack, rows, y, e, mask=mask, **options)
+        waves = sa.unpack(adv) if e > 0 else list(data.waves)
+        curve.append(
+            {
+                "eps": e,
+                "accuracy": float((task.proba(waves).argmax(1) == y).mean()),
+                "crafted_on_accuracy": art_accuracy(art, adv, y),
+                "snr_db": sa.snr_db(data.waves, waves) if e > 0 else None,
+            }
+        )
+    at = next(r for r in curve if r["eps"] == eps)
+    return {
+        "attacked": what,
+        "attack": attack,
+        "eps": eps,
+        "eps_unit": "L-inf, share of each recording's peak amplitude (0.01: every sample moves by at most 1 % "
+        "of the loudest one, -40 dB of the peak); snr_db: recording power against added-noise power",
+        **({"steps": options.get("steps", 50), "restarts": options.get("restarts", 1)} if attack == "pgd" else {}),
+        "n": len(y),
+        "clean_accuracy": curve[0]["accuracy"],
+        "robust_accuracy": at["accuracy"],
+        "snr_db": at["snr_db"],
+        "curve": curve,
+    }
+
+
+def speech_section(task: Any, train: Any, valid: Any, attack: str, eps: float | None, **options: Any) -> Section:
+    n = speech_numbers(task, train, valid, attack, eps, **options)
+    snr = f", SNR {n['snr_db']:.1f} dB" if n["snr_db"] is not None else ""
+    note = (
+        f"{attack.upper()} on the waveform at eps {n['eps']:g} of each recording's peak{snr}, on {n['n']} "
+        f"validation recordings: accuracy {n['clean_accuracy']:.3f} clean, {n['robust_accuracy']:.3f} attacked"
+        + ("" if task.kind == "cnn" else " (transfer attack through a surrogate CNN)")
+    )
+    html = (
+        _curve_figure(n["curve"], "eps (share of each recording's peak amplitude)", "served accuracy against eps")
+        + table_html(n["curve"])
+        + "<p>"
+        + html_lib.escape(f"Attacked: {n['attacked']}. eps: {n['eps_unit']}.")
+        + "</p>"
+    )
+    return Section(TITLE, n, html, note=note)
 
 
 def _curve_figure(rows: list[dict[str, float]], xlabel: str, title: str) -> str:
