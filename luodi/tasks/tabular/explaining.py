@@ -39,16 +39,19 @@ class Explaining:
     members: list[Any]
     ordinal: dict[str, list[str]]
 
-    def _tree_effects(self, rows: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def _tree_effects(self, rows: Any, n: int, exact: bool) -> tuple[np.ndarray, np.ndarray]:
         """The weighted LightGBM part's SHAP effects (n, K, f) of the first n of the encoded `rows`, and its
-        probabilities (n, K) as predict computes them, averaged over cross-fitted members like predictions."""
+        probabilities (n, K), averaged over cross-fitted members like predictions: predict's own numbers when
+        `exact` (LightGBM alone answers exactly as predict does), else base + effects (the same to float
+        rounding, without a second pass through the trees)."""
         w = self.weights["lightgbm"]
         effects, probs = [], []
         for j, m in enumerate(self.members or [self]):
             x = rows.matrices(j)("lgb")[:n]
             boosters = [m.booster, *m.more_boosters]
-            effects.append(probability_shap(boosters, x, m.objective, len(m.classes), m.opts.threads)[0])
-            probs.append(w * m._lgb_proba(x))
+            phi, base = probability_shap(boosters, x, m.objective, len(m.classes), m.opts.threads)
+            effects.append(phi)
+            probs.append(w * (m._lgb_proba(x) if exact else base + phi.sum(-1)))
         return w * np.mean(effects, axis=0), np.mean(probs, axis=0)
 
     def _ablation_rows(
@@ -99,7 +102,8 @@ class Explaining:
         same = np.array([[r.get(f) == typical[f] for f in feats] for r in records], dtype=bool)
         rec, feat = np.nonzero(~same) if rest else (np.zeros(0, np.intp), np.zeros(0, np.intp))
         rows = self._ablation_rows(records, typical, rec, feat)  # one encoding for every member
-        effects, raw = self._tree_effects(rows, n)  # raw: the weighted LightGBM part of the uncalibrated prediction
+        # raw: the weighted LightGBM part of the uncalibrated prediction
+        effects, raw = self._tree_effects(rows, n, exact=not rest)
         if rest:  # one batch: the records and their ablated variants, through the other members only
             out = self._raw_proba(rows, only=rest)
             own = out[:n]

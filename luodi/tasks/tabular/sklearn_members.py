@@ -86,3 +86,38 @@ class OnnxMember:
             return outs[0].reshape(len(x), 1).astype(np.float64)
         p = outs[1].astype(np.float64)
         return p / p.sum(1, keepdims=True)
+
+
+class OnnxBatch:
+    """Several stored forest / SVM members as one onnxruntime session, so a prediction of every cross-fitted
+    copy's forest and SVM is one call instead of one per member (the same graphs, prefixed and side by side:
+    the same numbers; what one call saves is onnxruntime's and Python's per-call cost, which single records
+    pay ten times in credit-risk)."""
+
+    def __init__(self, members: list[OnnxMember], threads: int = 1):
+        import onnx
+        import onnxruntime as ort
+        from onnx import compose
+
+        merged, self.outputs = None, []
+        for i, m in enumerate(members):
+            model = compose.add_prefix(onnx.load_from_string(m.blob), f"m{i}_")
+            self.outputs.append([o.name for o in model.graph.output])
+            merged = model if merged is None else compose.merge_models(merged, model, io_map=[])
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = so.inter_op_num_threads = max(1, threads)
+        self.session = ort.InferenceSession(merged.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        self.inputs = [f"m{i}_{m.input}" for i, m in enumerate(members)]
+
+    def predict(self, xs: list[np.ndarray], regression: bool) -> list[np.ndarray]:
+        """Each member's OnnxMember.predict of its matrix xs[i]."""
+        names = [outs[0] if regression else outs[1] for outs in self.outputs]
+        feeds = {name: np.ascontiguousarray(x, dtype=np.float32) for name, x in zip(self.inputs, xs, strict=True)}
+        out = []
+        for x, p in zip(xs, self.session.run(names, feeds), strict=True):
+            if regression:
+                out.append(p.reshape(len(x), 1).astype(np.float64))
+            else:
+                p = p.astype(np.float64)
+                out.append(p / p.sum(1, keepdims=True))
+        return out

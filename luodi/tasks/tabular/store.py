@@ -69,7 +69,7 @@ class TabularStore:
         run_dir = Path(run_dir)
         m = json.loads((run_dir / "preprocess.json").read_text())
         self.load_meta(m)
-        self._coder, self._mlp_layers = None, None  # rebuilt from what is loaded on first use
+        self._coder, self._mlp_layers, self._onnx_batch = None, None, None  # rebuilt on first use
         if m.get("members"):
             cfg = self._member_config()
             self.members = []

@@ -26,7 +26,7 @@ from luodi.tasks.tabular.explaining import Explaining
 from luodi.tasks.tabular.fairness import GroupThresholds
 from luodi.tasks.tabular.members import MemberFitting
 from luodi.tasks.tabular.rows import Matrices, PandasRows, RowCoder
-from luodi.tasks.tabular.sklearn_members import SKLEARN_MEMBERS, OnnxMember
+from luodi.tasks.tabular.sklearn_members import SKLEARN_MEMBERS, OnnxBatch, OnnxMember
 from luodi.tasks.tabular.store import TabularStore
 from luodi.train import CHECKPOINT_DIR
 
@@ -77,6 +77,7 @@ class TabularTask(Explaining, TableInputs, MemberFitting, TabularStore, TaskBase
         self.fairness: GroupThresholds | None = None  # per-group decision thresholds (train.fairness)
         self._coder: RowCoder | bool | None = None  # records -> matrices without pandas (built on first use)
         self._mlp_layers: list[tuple[np.ndarray, np.ndarray]] | None = None  # the MLP's weights as arrays
+        self._onnx_batch: OnnxBatch | bool | None = None  # every member's forest / SVM in one session
 
     # ---- data -----------------------------------------------------------------------------------------
     def read(self, path: str | None) -> pd.DataFrame:
@@ -184,7 +185,7 @@ class TabularTask(Explaining, TableInputs, MemberFitting, TabularStore, TaskBase
         """Fit the members on `train` (early stopping and calibration on `valid` unless inner_folds)."""
         ckpt = Path(run_dir) / CHECKPOINT_DIR
         ckpt.mkdir(parents=True, exist_ok=True)
-        self._coder, self._mlp_layers = None, None
+        self._coder, self._mlp_layers, self._onnx_batch = None, None, None
         raw_train, raw_valid = train, valid
         train, valid = self.encode_ordinal(train), self.encode_ordinal(valid)
         self._setup(train)
@@ -278,10 +279,34 @@ class TabularTask(Explaining, TableInputs, MemberFitting, TabularStore, TaskBase
         parts of these members alone (explanations ablate the members TreeSHAP cannot read)."""
         rows = PandasRows(self, df) if isinstance(df, pd.DataFrame) else df
         members = self.members or [self]
-        return np.mean([m._member_proba(rows.matrices(j), only) for j, m in enumerate(members)], axis=0)
+        mats = [rows.matrices(j) for j in range(len(members))]
+        onnx = self._onnx_outputs(mats, only)
+        return np.mean([m._member_proba(mats[j], only, onnx[j]) for j, m in enumerate(members)], axis=0)
 
-    def _member_proba(self, x: Matrices, only: tuple[str, ...] = ()) -> np.ndarray:
-        """One (not cross-fitted) model's weighted members on its matrices `x`."""
+    def _onnx_outputs(self, mats: list[Matrices], only: tuple[str, ...]) -> list[dict[str, np.ndarray]]:
+        """The cross-fitted members' forest / SVM outputs from one onnxruntime call (sklearn_members.OnnxBatch);
+        else empty (each member then runs its own: one model, or `only` leaving some out)."""
+        members = self.members or [self]
+        kinds = [k for k in members[0].sk if members[0].weights[k] > 0]
+        if not self.members or not kinds or (only and not set(kinds) <= set(only)):
+            return [{} for _ in members]
+        if self._onnx_batch is None:
+            try:
+                self._onnx_batch = OnnxBatch([m.sk[k] for m in members for k in kinds], self.opts.threads)
+            except Exception:  # graphs onnx.compose cannot put side by side: one call per member, as before
+                self._onnx_batch = False
+        if not self._onnx_batch:
+            return [{} for _ in members]
+        xs = [mats[j](m._matrix_of(k)) for j, m in enumerate(members) for k in kinds]
+        outs = iter(self._onnx_batch.predict(xs, self.objective == "regression"))
+        return [{k: next(outs) for k in kinds} for _ in members]
+
+    def _member_proba(
+        self, x: Matrices, only: tuple[str, ...] = (), onnx: dict[str, np.ndarray] | None = None
+    ) -> np.ndarray:
+        """One (not cross-fitted) model's weighted members on its matrices `x` (`onnx`: its forest / SVM
+        outputs, when they were computed together with the other members')."""
+        onnx = onnx or {}
         parts = []
         w = {k: v if not only or k in only else 0.0 for k, v in self.weights.items()}
         if w["lightgbm"] > 0:
@@ -292,7 +317,8 @@ class TabularTask(Explaining, TableInputs, MemberFitting, TabularStore, TaskBase
             parts.append(w["linear"] * self._linear_out(x(self._matrix_of("linear"))))
         for k, m in self.sk.items():
             if w[k] > 0:
-                parts.append(w[k] * m.predict(x(self._matrix_of(k)), self.objective == "regression"))
+                out = onnx[k] if k in onnx else m.predict(x(self._matrix_of(k)), self.objective == "regression")
+                parts.append(w[k] * out)
         return np.sum(parts, axis=0)
 
     def _matrix_of(self, member: str) -> str:
