@@ -5,12 +5,15 @@
 
 Latency: one record explained at a time (TreeSHAP for LightGBM + ablation of the other members), p50 / p99,
 through the task's `explain` (what `predict?explain=true` and `POST /v1/apps/{name}/explain` call, without HTTP),
-beside plain predict's. Goal: p99 <= 5 ms on credit-risk (issue 19).
+beside plain predict's. Goal: p99 <= 5 ms on credit-risk (issue 19). Wall time is what the goal reads; each
+call's CPU time (time.process_time) and the 1-minute load average before and after are stored beside it, as a
+busy machine stretches wall time: rerun on a quiet machine before trusting a miss (or a pass) on wall time.
 Completeness: |sum of attributions - (logit(x) - logit(baseline))| / |logit(x)| on `--texts` validation texts.
 Goal: <= 1 % for >= 95 % of banking77 validation texts at <= 32 steps. banking-intents is trained here (when
 --home has no run of it) with its frozen-encoder and TF-IDF heads only: the fine-tuned head takes hours of CPU.
 Apps are trained first unless a finished run exists under --home (LUODI_HOME; default a temporary folder); the
-shared datasets are needed (LUODI_DATASETS). Printed, not asserted.
+shared datasets are needed (LUODI_DATASETS). Printed, not asserted; stored in bench/results/explain.json
+(record.py): each app's latency and the completeness, each kept from its last run, and the goals from them.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from record import load, machine, save
 
 ROOT = Path(__file__).resolve().parents[1]
 APPS = {
@@ -34,16 +38,94 @@ TEXT_OVERRIDES = {  # the frozen-encoder head (differentiable) and TF-IDF; no fi
     "model.options.head_weights": {"embeddings": 0.85, "tfidf": 0.15},
 }
 GOAL_P99_MS = 5.0
+GOAL_SHARE, GOAL_STEPS = 0.95, 32
+NAME = "explain"
 
 
-def latencies(fn, rows: list[dict]) -> list[float]:
-    """Milliseconds of fn([row]) for each row, one at a time."""
-    out = []
+def latencies(fn, rows: list[dict]) -> tuple[list[float], list[float]]:
+    """Milliseconds of fn([row]) for each row, one at a time: wall clock and this process's CPU time."""
+    wall, cpu = [], []
     for r in rows:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn([r])
-        out.append(1000 * (time.perf_counter() - t))
+        wall.append(1000 * (time.perf_counter() - t))
+        cpu.append(1000 * (time.process_time() - c))
+    return wall, cpu
+
+
+def pct(ms: list[float]) -> dict[str, float]:
+    p50, p99 = np.percentile(ms, [50, 99])
+    return {"p50": round(float(p50), 3), "p99": round(float(p99), 3)}
+
+
+def goals(stored: dict) -> list[dict]:
+    """The goals from the stored measurements (each kept from its last run)."""
+    out = []
+    lat = stored.get("latency", {}).get("credit-risk")
+    if lat:
+        e, p, ce, cp = lat["explain_ms"], lat["predict_ms"], lat["explain_cpu_ms"], lat["predict_cpu_ms"]
+        load_note = (
+            f"1-min load average {lat['load_before']} -> {lat['load_after']} on {lat['cores']} cores; "
+            "wall time stretches with the load: rerun on a quiet machine"
+        )
+        out.append(
+            {
+                "goal": "credit-risk: single-record explain p99 (ms)",
+                "value": e["p99"],
+                "target": GOAL_P99_MS,
+                "op": "<=",
+                "met": e["p99"] <= GOAL_P99_MS,
+                "note": f"{lat['records']} records; p50 {e['p50']} ms; CPU (process_time) p50 {ce['p50']}, p99 "
+                f"{ce['p99']} ms; {load_note}",
+            }
+        )
+        for what, v in (
+            ("explain p50 (ms)", e["p50"]),
+            ("explain CPU time p99 (ms, process_time)", ce["p99"]),
+            ("predict p50 (ms)", p["p50"]),
+            ("predict p99 (ms)", p["p99"]),
+            ("predict CPU time p99 (ms, process_time)", cp["p99"]),
+        ):
+            out.append(
+                {
+                    "goal": f"credit-risk: single-record {what}",
+                    "value": v,
+                    "target": None,
+                    "op": None,
+                    "met": None,
+                    "note": "measured beside the goal",
+                }
+            )
+    comp = stored.get("completeness")
+    goal = f"banking77: share of validation texts with completeness error <= 1 % at <= {GOAL_STEPS} steps"
+    if comp:
+        ok = comp["share"] >= GOAL_SHARE and comp["steps"] <= GOAL_STEPS
+        note = f"{comp['texts']} texts, {comp['steps']} steps, {comp['app']} ({comp['heads']}); {comp['date']}"
+        out.append({"goal": goal, "value": comp["share"], "target": GOAL_SHARE, "op": ">=", "met": ok, "note": note})
+    else:
+        out.append(
+            {
+                "goal": goal,
+                "value": None,
+                "target": GOAL_SHARE,
+                "op": ">=",
+                "met": False,
+                "note": "not measured yet: python bench/explain.py --text-app banking-intents",
+            }
+        )
     return out
+
+
+def store(part: str, data: dict) -> None:
+    """Merge one measurement into bench/results/explain.json and recompute the goals."""
+    stored = load(NAME) or {}
+    if part == "completeness":
+        stored["completeness"] = data
+    else:
+        stored.setdefault("latency", {})[part] = data
+    stored["machine"] = machine()
+    stored["goals"] = goals(stored)
+    print(f"stored in {save(NAME, stored)}")
 
 
 def text_completeness(app: str, n: int, steps: int) -> None:
@@ -72,6 +154,21 @@ def text_completeness(app: str, n: int, steps: int) -> None:
     )
     top = ", ".join(f"{e['token']} {e['effect']:+.2f}" for e in outs[0]["explanation"]["effects"][:4])
     print(f"  e.g. “{texts[0]}” → {outs[0]['label']}: {top}")
+    store(
+        "completeness",
+        {
+            "app": app,
+            "heads": "features: embeddings, tfidf",
+            "texts": len(texts),
+            "steps": steps,
+            "share": round(share, 4),
+            "median": float(np.median(err)),
+            "p95": float(np.percentile(err, 95)),
+            "max": float(err.max()),
+            "seconds_per_text": round(seconds / len(texts), 3),
+            "date": time.strftime("%Y-%m-%d"),
+        },
+    )
 
 
 def main() -> None:
@@ -98,19 +195,42 @@ def main() -> None:
     _, valid = task.split(task.read(None))
     rows = valid[task.prep.features].to_dict(orient="records")
     rows = (rows * (args.records // max(1, len(rows)) + 1))[: args.records]
-    for r in rows[:20]:  # warm-up: first calls load libraries, build ONNX sessions' caches
+    for r in rows[:20]:  # warm-up: first calls load libraries, build ONNX sessions' caches, the row coder
         task.explain([r])
-    explain_ms, predict_ms = latencies(task.explain, rows), latencies(task.predict, rows)
+        task.predict([r])
+    load_before = round(os.getloadavg()[0], 2)
+    (explain_ms, explain_cpu), (predict_ms, predict_cpu) = latencies(task.explain, rows), latencies(task.predict, rows)
+    load_after = round(os.getloadavg()[0], 2)
     out = task.explain(rows[-1:])
     ex = out[0]["explanation"]
-    p50, p99 = np.percentile(explain_ms, [50, 99])
-    verdict = "met" if p99 <= GOAL_P99_MS else "MISSED"
+    e, p, ce, cp = pct(explain_ms), pct(predict_ms), pct(explain_cpu), pct(predict_cpu)
+    verdict = ("met" if e["p99"] <= GOAL_P99_MS else "MISSED") if args.app == "credit-risk" else "credit-risk's"
     print(f"{args.app} {pred.run.version}: {len(rows)} single-record explanations ({ex['method']})")
-    print(f"  explain p50 {p50:.2f} ms   p99 {p99:.2f} ms   (goal p99 <= {GOAL_P99_MS} ms: {verdict})")
-    q50, q99 = np.percentile(predict_ms, [50, 99])
-    print(f"  predict alone (no explanation) p50 {q50:.2f} ms   p99 {q99:.2f} ms")
+    print(f"  explain p50 {e['p50']:.2f} ms   p99 {e['p99']:.2f} ms   (goal p99 <= {GOAL_P99_MS} ms: {verdict})")
+    print(f"  predict alone (no explanation) p50 {p['p50']:.2f} ms   p99 {p['p99']:.2f} ms")
+    print(
+        f"  CPU time (process_time): explain p50 {ce['p50']:.2f} p99 {ce['p99']:.2f} ms, "
+        f"predict p50 {cp['p50']:.2f} p99 {cp['p99']:.2f} ms"
+    )
+    print(f"  1-minute load average {load_before} before, {load_after} after ({os.cpu_count()} cores)")
     top = ", ".join(f"{e['feature']} {e['effect']:+.3f}" for e in ex["effects"][:3])
     print(f"  last record: {ex['target']} = {ex['base']:.3f} (base) + effects; top: {top}")
+    store(
+        args.app,
+        {
+            "version": pred.run.version,
+            "method": ex["method"],
+            "records": len(rows),
+            "explain_ms": e,
+            "predict_ms": p,
+            "explain_cpu_ms": ce,
+            "predict_cpu_ms": cp,
+            "load_before": load_before,
+            "load_after": load_after,
+            "cores": os.cpu_count(),
+            "date": time.strftime("%Y-%m-%d"),
+        },
+    )
 
 
 if __name__ == "__main__":
