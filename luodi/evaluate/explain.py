@@ -5,9 +5,11 @@ median of a number or rank, the most common category) and the change is that fea
 actual value moved the predicted label's probability (a regression's value, an anomaly score) away from a
 typical record's.
 It works for any model behind `predict` (the credit ensemble included), costs one extra prediction per feature
-and record, and is what captum calls feature ablation, here on the whole pipeline instead of a torch module.
+and record (for the features whose value is not already the typical one), and is what captum calls feature
+ablation, here on the whole pipeline instead of a torch module.
 Table apps with LightGBM members explain those exactly (TreeSHAP, luodi/evaluate/attributions.py) and ablate
-only the other members (`ablation_deltas`); anomaly apps and models without trees use `explain` here.
+only the other members (the deltas of `ablation_deltas`, computed there on encoded rows and only for features
+that differ from typical); anomaly apps and models without trees use `explain` here.
 """
 
 from __future__ import annotations
@@ -65,18 +67,18 @@ def explain(
 ) -> list[dict[str, Any]]:
     """Predictions with an `explanation` each: the features sorted by the size of their effect (top `top`)."""
     feats = list(typical)
-    variants = [dict(r, **{f: typical[f]}) for r in records for f in feats]
-    outs = predict(list(records) + variants)
-    base, rest = outs[: len(records)], outs[len(records) :]
+    varied = [(i, f) for i, r in enumerate(records) for f in feats if r.get(f) != typical[f]]  # typical: no effect
+    outs = predict(list(records) + [dict(records[i], **{f: typical[f]}) for i, f in varied])
+    base, moved = outs[: len(records)], dict(zip(varied, outs[len(records) :], strict=True))
     result = []
     for i, (rec, out) in enumerate(zip(records, base, strict=True)):
         key, label = _target(out)
         own = _score(out, key, label)
         effects = []
-        for j, f in enumerate(feats):
-            if rec.get(f) == typical[f]:
+        for f in feats:
+            if (i, f) not in moved:
                 continue  # already typical: no effect by definition
-            delta = own - _score(rest[i * len(feats) + j], key, label)
+            delta = own - _score(moved[i, f], key, label)
             effects.append({"feature": f, "value": rec.get(f), "typical": typical[f], "effect": round(delta, 6)})
         effects.sort(key=lambda e: -abs(e["effect"]))
         target = f"probability of '{label}'" if label is not None else key

@@ -19,9 +19,11 @@ Weights: LightGBM text format, MLP safetensors, forest / SVM ONNX, linear coeffi
 calibration as JSON. Training checkpoints every epoch (the MLP on the shared luodi.train.torch_loop; LightGBM: every
 n_estimators/epochs rounds) under run_dir/checkpoint and resumes from there.
 
-Modules, top down: task.py (TabularTask: data, fit, the weighted average, predictions, metrics), members.py
-(fitting each member), sklearn_members.py (forest / SVM as ONNX), store.py (files and HTTP schemas),
-torch_state.py (safetensors of torch modules, the MLP). The options are luodi.options.tabular.TabularOptions.
+Modules, top down: task.py (TabularTask: data, fit, the weighted average, predictions, metrics), explaining.py
+(TreeSHAP + ablation), rows.py (records -> every member's matrices, directly for single records or through
+pandas), members.py (fitting each member), sklearn_members.py (forest / SVM as ONNX), store.py (files and HTTP
+schemas), torch_state.py (safetensors of torch modules, the MLP). The options are
+luodi.options.tabular.TabularOptions.
 """
 
 from luodi.tasks.tabular.task import TabularTask

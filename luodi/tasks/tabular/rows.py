@@ -217,9 +217,9 @@ def _number(v: Any, kind: str, arg: Any) -> float:
     if v is None or (isinstance(v, float) and v != v):
         return np.nan
     if kind == "raw":
-        if isinstance(v, NUMBER) and not isinstance(v, (bool, np.bool_)):
+        if isinstance(v, NUMBER) and not isinstance(v, (bool, np.bool_)) and abs(v) < 1e300:
             return float(v)
-        raise _NeedsPandas
+        raise _NeedsPandas  # also an int float() cannot hold: pandas' error, as before
     if not isinstance(v, str):
         raise _NeedsPandas
     if kind == "rank":
