@@ -40,18 +40,8 @@ def wav_bytes(x: np.ndarray) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def client():
-    from luodi.serve.app import create_app
-    from luodi.settings import get_settings
-
-    torch.set_num_threads(1)
-    settings = get_settings().model_copy(update={"auth": "off"})
-    with TestClient(create_app(settings, preload=False)) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def image_app() -> dict:
+    torch.set_num_threads(1)
     cfg = {
         "name": "x-media-digits",
         "task": "image-classification",
@@ -83,6 +73,17 @@ def speech_app(tmp_path_factory) -> dict:
     }
     api.train(cfg, progress=False)
     return cfg
+
+
+@pytest.fixture(scope="module")
+def client(image_app, speech_app):
+    """The server, started after the apps are trained: their typed predict routes serve predict?explain=true."""
+    from luodi.serve.app import create_app
+    from luodi.settings import get_settings
+
+    settings = get_settings().model_copy(update={"auth": "off"})
+    with TestClient(create_app(settings, preload=False)) as c:
+        yield c
 
 
 def digit_images(n: int) -> np.ndarray:
@@ -131,6 +132,7 @@ def test_image_explain_route_answers_a_grid_that_adds_up(client, image_app):
     # the prediction is predict's; predict?explain=true and batches answer the same
     plain = client.post(f"/v1/apps/{name}/predict", json={"image": imgs[0].tolist()}).json()
     assert plain["label"] == out["label"] and "explanation" not in plain
+    assert "XMediaDigitsPredictionItem" in client.get("/openapi.json").text  # the typed route answers
     same = client.post(f"/v1/apps/{name}/predict?explain=true", json={"image": imgs[0].tolist()}).json()
     assert same["explanation"]["grid"] == ex["grid"]
     batch = client.post(f"/v1/apps/{name}/explain", json={"inputs": [{"image": i.tolist()} for i in imgs]}).json()
