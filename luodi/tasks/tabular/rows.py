@@ -58,6 +58,7 @@ class _Plan:
     def __init__(self, prep: Any, source_of: Callable[[str], tuple], coder: RowCoder):
         self.num = np.array([coder.numeric_slot(source_of(c)) for c in prep.numeric], dtype=np.intp)
         self.cat = np.array([coder.category_slot(c) for c in prep.categorical], dtype=np.intp)
+        self.columns = np.arange(len(self.cat))
         width = max([len(coder.vocab[c]) + 1 for c in prep.categorical], default=1)
         self.lut = np.full((len(prep.categorical), width), -1, dtype=np.int64)  # global id -> this prep's code
         for j, c in enumerate(prep.categorical):
@@ -72,7 +73,7 @@ class _Plan:
         self.width = len(prep.numeric) + sum(sizes)
 
     def codes(self, cat: np.ndarray) -> np.ndarray:
-        return self.lut[np.arange(len(self.cat)), cat[:, self.cat]]
+        return self.lut[self.columns, cat[:, self.cat]]
 
     def lgb(self, num: np.ndarray, cat: np.ndarray) -> np.ndarray:
         """= Preprocessor.lgb_matrix: raw numbers (NaN kept) + category codes (NaN for unknown)."""
@@ -87,7 +88,7 @@ class _Plan:
             x[:, self.log] = np.log1p(np.maximum(x[:, self.log], 0))
         x = (np.where(np.isnan(x), self.medians, x) - self.means) / self.stds
         out = np.zeros((len(num), self.width), dtype=np.float32)
-        out[:, : len(self.num)] = np.clip(x, -10, 10).astype(np.float32)
+        out[:, : len(self.num)] = np.minimum(np.maximum(x, -10), 10)  # np.clip's numbers, without its wrapper
         codes = self.codes(cat)
         r, c = np.nonzero(codes >= 0)
         out[r, self.offsets[c] + codes[r, c]] = 1.0
