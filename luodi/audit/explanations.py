@@ -191,8 +191,8 @@ def image_section(task: Any, valid: Any, examples: int = 4) -> Section:
         for ax in axes[:, i]:
             ax.axis("off")
     note = (
-        f"integrated gradients over pixels ({n['steps']} steps, up to {max(n['steps_used'], default=n['steps'])} "
-        f"where the error was above 1 %; black baseline) on {n['images']} validation images"
+        f"integrated gradients over pixels ({_steps(n['steps'], max(n['steps_used'], default=n['steps']))}; "
+        f"black baseline) on {n['images']} validation images"
     )
     html = figure_html(fig, "attribution heat maps (red: pushes towards the predicted class)") + table_html(
         [
@@ -203,25 +203,38 @@ def image_section(task: Any, valid: Any, examples: int = 4) -> Section:
     return Section(TITLE, n, html, note=note)
 
 
+def _steps(start: int, most: int) -> str:
+    """How many integration steps were used: `start`, and more for the inputs that needed them."""
+    return f"{start} steps" if most <= start else f"{start} steps, up to {most} where the error was above 1 %"
+
+
 # --- speech ------------------------------------------------------------------------------------------------
 
 
 def speech_numbers(task: Any, valid: Any, clips: int = 20, steps: int = 32) -> tuple[dict[str, Any], dict[str, Any]]:
-    """IG over the frames of up to `clips` validation recordings (target: the predicted word): numbers and
-    the attributions (luodi.tasks.speech_explain.attribute_waves) for the plot."""
+    """IG over the frames of up to `clips` validation recordings spread over the set (target: the predicted
+    word): numbers and the attributions (luodi.tasks.speech_explain.attribute_waves) for the plot, which shows
+    three clips (`shown`), different predicted words where there are."""
     from luodi.tasks.speech_explain import attribute_waves
 
-    a = attribute_waves(task, list(valid.waves[:clips]), steps)
+    pick = np.unique(np.linspace(0, len(valid) - 1, min(clips, len(valid))).round().astype(int))  # spread out
+    a = attribute_waves(task, [valid.waves[i] for i in pick], steps)
     classes = task.need().meta["classes"]
     err = np.asarray(a["error"], dtype=float)
+    seen: dict[int, int] = {}  # the first clip of each predicted word, for the plot
+    for i, t in enumerate(a["target"]):
+        seen.setdefault(int(t), i)
+    shown = (list(seen.values()) + [i for i in range(len(err)) if i not in seen.values()])[:3]
+    a["shown"] = shown
     numbers = {
         "method": "integrated-gradients",
         "steps": steps,
         "steps_used_max": int(a["steps"].max()) if len(a["steps"]) else steps,
         "baseline": "silence (the all-zero normalized log-mel)",
         "clips": len(err),
-        "predicted": [str(classes[int(t)]) for t in a["target"][:3]],
-        "completeness_error": [round(float(e), 6) for e in err[:3]],
+        "files": [str(valid.names[pick[i]]) for i in shown],
+        "predicted": [str(classes[int(a["target"][i])]) for i in shown],
+        "completeness_error": [round(float(err[i]), 6) for i in shown],
         "completeness_error_median": float(np.median(err)) if len(err) else None,
         "completeness_within_1pct": float(np.mean(err <= COMPLETENESS_GOAL)) if len(err) else None,
     }
@@ -237,32 +250,32 @@ def speech_section(task: Any, valid: Any, clips: int = 20) -> Section:
     import matplotlib.pyplot as plt
 
     n, a = speech_numbers(task, valid, clips)
-    shown = min(3, n["clips"])
+    shown = len(a["shown"])
     fig, axes = plt.subplots(2, shown, figsize=(3 * shown, 4), squeeze=False, sharex="col", height_ratios=[1, 2])
-    for i in range(shown):
-        times, step = a["times"][i]
+    for i, k in enumerate(a["shown"]):
+        times, step = a["times"][k]
         keep = np.isfinite(times)  # padding frames hold no audio (and have no effect)
-        effect = a["attr"][i].sum((0, 1))[keep]
+        effect = a["attr"][k].sum((0, 1))[keep]
         t = times[keep]
         colors = np.where(effect >= 0, "#c0392b", "#2e6db4")
         axes[0, i].bar(t, effect, width=step, color=colors)
         axes[0, i].set_title(f"→ {n['predicted'][i]}")
         extent = (t[0] - step / 2, t[-1] + step / 2, -0.5, a["x"].shape[2] - 0.5)
-        axes[1, i].imshow(a["x"][i][0][:, keep], origin="lower", aspect="auto", cmap="magma", extent=extent)
+        axes[1, i].imshow(a["x"][k][0][:, keep], origin="lower", aspect="auto", cmap="magma", extent=extent)
         axes[1, i].set_xlabel("seconds")
     axes[0, 0].set_ylabel("effect")
     axes[1, 0].set_ylabel("mel band")
     share = n["completeness_within_1pct"] or 0.0
     note = (
-        f"integrated gradients over log-mel frames ({n['steps']} steps, up to {n['steps_used_max']} where the "
-        f"error was above 1 %; silence baseline) on {n['clips']} "
-        f"validation clips; completeness error <= 1 % of the logit for {share:.0%} of them (goal >= 95 %)"
+        f"integrated gradients over log-mel frames ({_steps(n['steps'], n['steps_used_max'])}; silence baseline) "
+        f"on {n['clips']} validation clips; completeness error <= 1 % of the logit for {share:.0%} of them "
+        "(goal >= 95 %)"
     )
     html = figure_html(fig, "each frame's effect on the predicted word (red: towards it) over the spectrogram")
     html += table_html(
         [
-            {"clip": i, "predicted": p, "completeness_error": e}
-            for i, (p, e) in enumerate(zip(n["predicted"], n["completeness_error"], strict=True))
+            {"file": f, "predicted": p, "completeness_error": e}
+            for f, p, e in zip(n["files"], n["predicted"], n["completeness_error"], strict=True)
         ]
     )
     return Section(TITLE, n, html, status="ok" if share >= COMPLETENESS_SHARE else "warning", note=note)
