@@ -97,12 +97,13 @@ class TaskBase:
         return None
 
     def explain(self, records: list[dict[str, Any]], top: int | None = None) -> list[dict[str, Any]]:
-        """Predictions with each feature's (token's) effect; table and text-classification apps implement it."""
+        """Predictions with each feature's (token's, pixel block's, frame's) effect; table, text-classification,
+        image and speech (CNN) apps implement it."""
         from luodi.errors import BadRequest
 
         raise BadRequest(
-            "explanations are available for table apps (tabular, anomaly-detection) and text-classification "
-            f"apps; this app is {self.name}",
+            "explanations are available for table apps (tabular, anomaly-detection), text-classification, "
+            f"image-classification and speech (CNN) apps; this app is {self.name}",
             param="explain",
         )
 
