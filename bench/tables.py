@@ -154,8 +154,8 @@ def rag_block(results: Path) -> str:
 
 # issue 19's parts (bench/trust.py) -> the result each stores; every one holds "goals": [{goal, value, target, op,
 # met, note}], so one table shows them all
-TRUST_PARTS = {"fairness": "fairness", "explain": "explain", "robustness": "robustness",
-               "robustness_text": "robustness_text", "audit": "audit_pages"}
+TRUST_PARTS = {"fairness": "fairness", "explain": "explain", "explain_media": "explain_media",
+               "robustness": "robustness", "robustness_text": "robustness_text", "audit": "audit_pages"}
 
 
 def trust_rows(results: Path) -> list[dict[str, Any]]:

@@ -1,14 +1,16 @@
 """Issue 19's goals in one run: fairness, robustness, explanations, and the audit page of four apps.
 
     python bench/trust.py                      # run every part, then print every goal against its target
-    python bench/trust.py --only audit,explain # run some parts (fairness, explain, robustness, robustness_text, audit)
+    python bench/trust.py --only audit,explain # some parts: fairness, explain, explain_media, robustness,
+                                               # robustness_text, audit
     python bench/trust.py --stored             # print the goals from bench/results without running anything
 
-Each measured part is its own bench script (bench/fairness.py, explain.py, robustness.py, robustness_text.py) that
-stores its numbers and goals in bench/results/<part>.json; run alone, each has more options. The audit part lives
-here: it trains credit-risk, income, handwritten-digits and banking-intents in a temporary LUODI_HOME, runs
-`luodi audit` on each, and opens each audit.html in headless Chromium to check that the page renders and that every
-measured section carries its plot. Then `python bench/tables.py` renders the goal table into docs/responsible-ai.md.
+Each measured part is its own bench script (bench/fairness.py, explain.py, explain_media.py, robustness.py,
+robustness_text.py) that stores its numbers and goals in bench/results/<part>.json; run alone, each has more
+options. The audit part lives here: it trains credit-risk, income, handwritten-digits and banking-intents in a
+temporary LUODI_HOME, runs `luodi audit` on each, and opens each audit.html in headless Chromium to check that the
+page renders and that every measured section carries its plot. Then `python bench/tables.py` renders the goal
+table into docs/responsible-ai.md.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ BENCH = Path(__file__).resolve().parent
 SCRIPTS = {  # part -> the bench script that measures it (and stores bench/results/<part>.json)
     "fairness": ["fairness.py"],
     "explain": ["explain.py"],
+    "explain_media": ["explain_media.py"],
     "robustness": ["robustness.py"],
     "robustness_text": ["robustness_text.py"],
 }

@@ -96,7 +96,7 @@ def register(app: typer.Typer) -> None:
         ] = ...,
         version: Annotated[str | None, typer.Option(help="run version (default: the served one)")] = None,
         explain: Annotated[
-            bool, typer.Option("--explain", help="table, text, image, speech apps: each feature's (word's, region's, frame's) effect")
+            bool, typer.Option("--explain", help="table, text, image, speech apps: each input's effect")
         ] = False,
     ):
         """Predict with the served run (the latest, unless pinned with `luodi promote`); one JSON line per input."""
