@@ -20,10 +20,11 @@ from luodi.agent.assistant import MAX_MESSAGE, answer_ticket, get_ticket, list_t
 from luodi.agent.builtin_tools import BUILTIN_NAMES
 from luodi.agent.runtime import Limits, agent_from_config, collect, resume_after_approval
 from luodi.config import Strict
-from luodi.errors import BadRequest, LuodiError
+from luodi.errors import LuodiError
 from luodi.keys import KeyInfo
 from luodi.llm import ensure_engine
 from luodi.serve.auth import require_key
+from luodi.serve.ids import AfterId, Id, Limit
 from luodi.serve.state import get_state
 
 agents = APIRouter(tags=["agents"])
@@ -133,7 +134,7 @@ async def list_pending(
     return {"object": "list", "data": rows}
 
 
-async def _decide(approval_id: int, ok: bool, body: DecideRequest, request: Request):
+async def _decide(approval_id: Id, ok: bool, body: DecideRequest, request: Request):
     # the engine first: a server without one answers 503 and the approval stays pending
     engine = await run_in_threadpool(ensure_engine, get_state(request))
     resumed = await run_in_threadpool(
@@ -143,13 +144,13 @@ async def _decide(approval_id: int, ok: bool, body: DecideRequest, request: Requ
 
 
 @agents.post("/approvals/{approval_id}/approve")
-async def approve(approval_id: int, request: Request, body: DecideRequest | None = None):
+async def approve(approval_id: Id, request: Request, body: DecideRequest | None = None):
     """Approve a paused tool call; the agent runs it and continues."""
     return await _decide(approval_id, True, body or DecideRequest(), request)
 
 
 @agents.post("/approvals/{approval_id}/reject")
-async def reject(approval_id: int, request: Request, body: DecideRequest | None = None):
+async def reject(approval_id: Id, request: Request, body: DecideRequest | None = None):
     """Reject a paused tool call; the agent continues without it."""
     return await _decide(approval_id, False, body or DecideRequest(), request)
 
@@ -180,10 +181,8 @@ async def send_message(app: str, body: AssistantMessage) -> dict[str, Any]:
 
 
 @assistants.get("/threads/{thread_id}/messages")
-async def poll_messages(thread_id: str, after: int = 0) -> dict[str, Any]:
+async def poll_messages(thread_id: str, after: AfterId = 0) -> dict[str, Any]:
     """Messages after id `after` — how the customer's page sees a human agent's answer."""
-    if after < 0:
-        raise BadRequest("'after' must be a message id >= 0", param="after")
 
     def poll() -> dict[str, Any]:
         memory.get_thread(thread_id)  # 404 for unknown threads
@@ -197,19 +196,19 @@ async def poll_messages(thread_id: str, after: int = 0) -> dict[str, Any]:
 
 @tickets.get("")
 async def tickets_by_status(
-    status: Literal["open", "answered", "closed", "all"] = "open", limit: int = 100
+    status: Literal["open", "answered", "closed", "all"] = "open", limit: Limit = 100
 ) -> dict[str, Any]:
     rows = await run_in_threadpool(list_tickets, None if status == "all" else status, limit)
     return {"object": "list", "data": rows}
 
 
 @tickets.get("/{ticket_id}")
-async def ticket(ticket_id: int) -> dict[str, Any]:
+async def ticket(ticket_id: Id) -> dict[str, Any]:
     return await run_in_threadpool(get_ticket, ticket_id)
 
 
 @tickets.post("/{ticket_id}/answer")
-async def answer(ticket_id: int, body: TicketAnswer, key: KeyInfo | None = Depends(require_key)) -> dict[str, Any]:
+async def answer(ticket_id: Id, body: TicketAnswer, key: KeyInfo | None = Depends(require_key)) -> dict[str, Any]:
     """A human agent answers; the answer is appended to the customer's conversation (audited by key name)."""
     actor = f"key:{key.name or key.id}" if key else "human_agent"
     return await run_in_threadpool(answer_ticket, ticket_id, body.answer, actor, body.close)

@@ -17,6 +17,7 @@ from luodi.config import Strict
 from luodi.errors import BadRequest, LuodiError, Overloaded
 from luodi.llm import ensure_engine
 from luodi.rag.ingest import delete_document
+from luodi.serve.ids import Id
 from luodi.serve.state import get_state
 from luodi.serve.uploads import read_uploads
 
@@ -92,7 +93,7 @@ def rag_suffix_check(fname: str) -> None:
 
 
 @router.delete("/{name}/documents/{doc_id}")
-async def delete_doc(name: str, doc_id: int) -> dict[str, Any]:
+async def delete_doc(name: str, doc_id: Id) -> dict[str, Any]:
     return await run_in_threadpool(delete_document, name, doc_id)
 
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from luodi import keys
+from luodi.serve.ids import Id
 
 router = APIRouter(tags=["keys"])
 
@@ -34,6 +35,6 @@ async def create_key(body: KeyCreate) -> dict:
 
 
 @router.delete("/{key_id}", summary="Revoke an API key")
-async def revoke_key(key_id: int) -> dict:
+async def revoke_key(key_id: Id) -> dict:
     k = await run_in_threadpool(keys.revoke_key, key_id, keep_last_admin=True)
     return k.to_dict()
