@@ -35,9 +35,10 @@ class PandasRows:
         self.n, self.df = len(df), df
         self.frames = task._frames(df)  # ranks and the coding, made once for all cross-fitted members
         self.members = task.members or [task]
+        self.caches: dict[int, dict[str, np.ndarray]] = {}
 
     def matrices(self, j: int) -> Matrices:
-        m, cache = self.members[j], {}
+        m, cache = self.members[j], self.caches.setdefault(j, {})
 
         def get(key: str) -> np.ndarray:
             if key not in cache:
@@ -199,10 +200,11 @@ class ArrayRows:
 
     def __init__(self, coder: RowCoder, num: np.ndarray, cat: np.ndarray):
         self.coder, self.num, self.cat, self.n = coder, num, cat, len(num)
+        self.caches: dict[int, dict[str, np.ndarray]] = {}
 
     def matrices(self, j: int) -> Matrices:
         shared, coded = self.coder.plans[j]
-        cache: dict[str, np.ndarray] = {}
+        cache = self.caches.setdefault(j, {})
 
         def get(key: str) -> np.ndarray:
             if key not in cache:
