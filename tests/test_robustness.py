@@ -139,13 +139,28 @@ def test_adversarial_training_reports_robust_accuracy(tmp_path):
     assert 0 <= m["robust_accuracy"] <= m["accuracy"] + 0.05
 
 
+def test_flat_cnn_has_no_batch_norm_and_fits_odd_sizes():
+    from luodi.tasks.grid_cnn import FlatCNN
+
+    for size in ((28, 28), (30, 31), (8, 8)):
+        net = FlatCNN(1, 10, size, width=4, hidden=16)
+        assert net(torch.rand(2, 1, *size)).shape == (2, 10)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    base = {"name": "d", "task": "image-classification", "data": {"format": "sklearn:digits"}}
+    with pytest.raises(ConfigError, match=r"model\.options\.arch"):
+        task_for(validate_app({**base, "model": {"options": {"arch": "resnet"}}}))
+
+
 def test_n_fgsm_training_with_an_eps_ramp_runs_and_reports_robust_accuracy(tmp_path):
     torch.set_num_threads(1)
     adv = {"method": "n-fgsm", "eps": 0.1, "ramp_epochs": 1, "check_steps": 2}
     task = task_for(digits_config(epochs=2, adversarial=adv))
+    task.config.model.options.update(arch="flat", hidden=32)
+    task = task_for(task.config)
     tr, va = task.split(task.read(None))
     task.fit(tr.subset(range(200)), va.subset(range(60)), tmp_path, progress=False)
     assert len(task.history) == 2 and all("valid_robust_accuracy" in h for h in task.history)
+    assert task.need().meta["arch"] == "flat"
     m = task.evaluate(va.subset(range(60)))
     assert 0 <= m["robust_accuracy"] <= m["accuracy"] + 0.05
 

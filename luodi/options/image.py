@@ -15,6 +15,13 @@ class ImageClassificationOptions(Strict):
 
     width: int = Field(32, ge=4, le=512, description="channels of the first CNN stage (doubled per stage)")
     dropout: float = Field(0.3, ge=0, lt=1, description="dropout before the last linear layer")
+    arch: Literal["cnn", "flat"] = Field(
+        "cnn",
+        description="cnn: conv-batchnorm stages with global average pooling; flat: two strided convs (width, "
+        "2 width) and a dense layer of `hidden` units, no batch norm (Wong et al.'s MNIST model: the one where "
+        "single-step adversarial training works, see train.adversarial)",
+    )
+    hidden: int = Field(100, ge=8, le=4096, description="units of the flat CNN's dense layer (arch: flat)")
     size: int | list[int] | None = Field(
         None,
         description="image-folder images are resized to [height, width] (an int: square); unset: 32 x 32",

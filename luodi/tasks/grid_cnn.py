@@ -59,6 +59,36 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x))
 
 
+class FlatCNN(nn.Module):
+    """Two strided convs (width, 2 width; 4x4, stride 2), a dense hidden layer and the classes: no batch norm and
+    no global average pooling. Wong et al.'s MNIST model for fast adversarial training, where batch norm and
+    pooling can mask the single-step attack's gradient."""
+
+    def __init__(self, channels: int, classes: int, size: tuple[int, int], width: int = 16, hidden: int = 100):
+        super().__init__()
+        h, w = size[0] // 2 // 2, size[1] // 2 // 2  # each 4x4 conv with stride 2 and padding 1 halves (floor)
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, width, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),
+            nn.ReLU(),
+        )
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(2 * width * h * w, hidden), nn.ReLU(), nn.Linear(hidden, classes)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def build_cnn(meta: dict[str, Any]) -> nn.Module:
+    """The network `meta` names (`arch`: cnn, the default, or flat)."""
+    shape = (meta["channels"], len(meta["classes"]), tuple(meta["size"]))
+    if meta.get("arch", "cnn") == "flat":
+        return FlatCNN(*shape, meta["width"], meta.get("hidden", 100))
+    return SmallCNN(*shape, meta["width"], meta["dropout"])
+
+
 class PixelInput(nn.Module):
     """The CNN behind its input normalization: pixels in [0, 1] -> logits (what attacks perturb)."""
 
@@ -135,9 +165,7 @@ class GridClassifier:
 
     def __init__(self, meta: dict[str, Any]):
         self.meta = meta  # classes, channels, size, width, dropout, mean, std (+ task extras)
-        self.model = SmallCNN(
-            meta["channels"], len(meta["classes"]), tuple(meta["size"]), meta["width"], meta["dropout"]
-        )
+        self.model = build_cnn(meta)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.meta["mean"]) / self.meta["std"]

@@ -91,6 +91,8 @@ class ImageClassificationTask(FileClassifierTask):
             "size": list(x.shape[2:]),
             "width": self.opts.width,
             "dropout": self.opts.dropout,
+            "arch": self.opts.arch,  # flat: the model of single-step adversarial training
+            "hidden": self.opts.hidden,
             "mean": float(x.mean()),
             "std": float(x.std() or 1.0),
             "background": border_mean(x),
