@@ -40,6 +40,18 @@ class Settings(BaseSettings):
     stream_interval_ms: int = 50
     rate_limit_rpm: int = 600  # per API key, requests per minute
     threads: int = max(1, os.cpu_count() or 1)
+    max_body_mb: float = Field(
+        32,
+        gt=0,
+        description="largest request body the server reads, in MB (2**20 bytes); a larger one is answered 413 "
+        "before it is buffered. Multipart file uploads have their own limit, max_upload_mb",
+    )
+    max_upload_mb: float = Field(
+        200,
+        gt=0,
+        description="largest multipart/form-data request (file uploads to apps and knowledge bases), in MB, "
+        "all files together; each file is also at most 50 MB",
+    )
 
     @property
     def db_url(self) -> str:

@@ -1,8 +1,13 @@
-"""Server hardening (issue 18): bad ids are 4xx, not 500."""
+"""Server hardening (issue 18): bad ids are 4xx, not 500; request body limits (413)."""
 
 from __future__ import annotations
 
+import threading
+
+import httpx
 import pytest
+import uvicorn
+from conftest import free_port
 from fastapi.testclient import TestClient
 
 from luodi.keys import create_key
@@ -55,3 +60,104 @@ def test_id_range_is_in_the_openapi_schema(client):
     params = spec["paths"]["/v1/tickets/{ticket_id}"]["get"]["parameters"]
     schema = next(p for p in params if p["name"] == "ticket_id")["schema"]
     assert schema["minimum"] == 1 and schema["maximum"] == 2**63 - 1
+
+
+# ------------------------------------------------------------------------------------------ body limits
+MB = 2**20
+
+
+def _small_limits():
+    return get_settings().model_copy(update={"max_body_mb": 1, "max_upload_mb": 2})
+
+
+@pytest.fixture(scope="module")
+def limited():
+    """The app with a 1 MB body limit and a 2 MB upload limit."""
+    with TestClient(create_app(_small_limits(), preload=False), raise_server_exceptions=False) as c:
+        c.headers["Authorization"] = f"Bearer {create_key('pytest-limits', admin=True).key}"
+        yield c
+
+
+def _too_large(r: httpx.Response, setting: str, limit: str) -> None:
+    assert r.status_code == 413, r.text
+    err = r.json()["error"]
+    assert err["code"] == "request_too_large" and err["type"] == "invalid_request_error"
+    assert setting in err["message"] and limit in err["message"], err["message"]
+
+
+def test_body_under_the_limit_is_served(limited):
+    r = limited.post("/v1/keys", json={"name": "x" * 100})
+    assert r.status_code == 201, r.text
+
+
+def test_declared_length_over_the_limit_is_413(limited):
+    body = b'{"model": "m", "prompt": "' + b"a" * (2 * MB) + b'"}'
+    r = limited.post("/v1/completions", content=body, headers={"Content-Type": "application/json"})
+    _too_large(r, "LUODI_MAX_BODY_MB", "1 MB")
+
+
+def test_chunked_body_over_the_limit_is_413(limited):
+    """No Content-Length: the body is counted as it streams in."""
+    sent = []
+
+    def chunks():
+        for _ in range(64):
+            sent.append(1)
+            yield b"a" * (64 * 1024)
+
+    r = limited.post("/v1/keys", content=chunks(), headers={"Content-Type": "application/json"})
+    _too_large(r, "LUODI_MAX_BODY_MB", "1 MB")
+
+
+def test_understated_content_length_is_cut_off(limited):
+    """A Content-Length that lies (says small, sends more) is still cut off at the limit."""
+    body = b"a" * (2 * MB)
+    r = limited.post("/v1/keys", content=body, headers={"Content-Type": "application/json", "Content-Length": "10"})
+    _too_large(r, "LUODI_MAX_BODY_MB", "1 MB")
+
+
+def test_uploads_have_their_own_limit(limited):
+    files = [("files", ("a.txt", b"a" * (1536 * 1024), "text/plain"))]  # 1.5 MB: over the body limit, under upload
+    r = limited.post("/v1/kb/no-such-kb/documents", files=files)
+    assert r.status_code == 404, r.text  # reached the route
+    files = [("files", (f"{i}.txt", b"a" * MB, "text/plain")) for i in range(3)]
+    _too_large(limited.post("/v1/kb/no-such-kb/documents", files=files), "LUODI_MAX_UPLOAD_MB", "2 MB")
+
+
+def test_live_server_stops_reading_a_chunked_body_at_the_limit(luodi_home):
+    """Under uvicorn, a 64 MB chunked body to a 1 MB server is answered 413 and not read to the end."""
+    app = create_app(_small_limits(), preload=False)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                httpx.get(f"{url}/health", timeout=1)
+                break
+            except httpx.HTTPError:
+                threading.Event().wait(0.1)
+        key = create_key("pytest-limits-live", admin=True).key
+        sent = []
+
+        def chunks():
+            for _ in range(1024):
+                sent.append(1)
+                yield b"a" * (64 * 1024)
+
+        try:
+            r = httpx.post(
+                f"{url}/v1/keys",
+                content=chunks(),
+                headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+                timeout=30,
+            )
+            _too_large(r, "LUODI_MAX_BODY_MB", "1 MB")
+        except httpx.TransportError:
+            pass  # the server closed the connection while the client was still sending: also a refusal
+        assert len(sent) < 1024, "the client could send the whole 64 MB: the server read it all"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -20,6 +20,7 @@ from luodi.llm import ensure_engine
 from luodi.llm.openai_types import ErrorBody, ErrorDetail
 from luodi.serve import agent_routes, apps_routes, audit_routes, console, kb_routes, keys_routes, openai_routes
 from luodi.serve.auth import require_admin, require_key
+from luodi.serve.limits import BodyLimitMiddleware
 from luodi.serve.metrics import MetricsMiddleware, ServerMetrics
 from luodi.serve.state import ServerState
 from luodi.settings import Settings, get_settings
@@ -208,6 +209,12 @@ def create_app(settings: Settings | None = None, *, preload: bool = True) -> Fas
     app.state.metrics = metrics
     app.state.luodi.extra["metrics"] = metrics
     _install_error_handlers(app)
+    # innermost first: body limits inside metrics (413s are counted)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=int(settings.max_body_mb * 2**20),
+        upload_bytes=int(settings.max_upload_mb * 2**20),
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     _include_routes(app)
 
