@@ -52,10 +52,20 @@ class Settings(BaseSettings):
         description="largest multipart/form-data request (file uploads to apps and knowledge bases), in MB, "
         "all files together; each file is also at most 50 MB",
     )
+    cors_origins: str = Field(
+        "",
+        description="browser origins allowed to call the API cross-origin, comma-separated "
+        "(e.g. 'https://app.example.com,http://localhost:3000'; '*' = any). Empty (the default): CORS is off, "
+        "browsers refuse cross-origin calls; the console, served by the server itself, needs none",
+    )
 
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'luodi.db'}"
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
 
     @property
     def runs_dir(self) -> Path:

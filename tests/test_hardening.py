@@ -1,4 +1,4 @@
-"""Server hardening (issue 18): bad ids are 4xx, not 500; request body limits (413)."""
+"""Server hardening (issue 18): bad ids are 4xx, not 500; request body limits (413); CORS."""
 
 from __future__ import annotations
 
@@ -161,3 +161,40 @@ def test_live_server_stops_reading_a_chunked_body_at_the_limit(luodi_home):
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+# ------------------------------------------------------------------------------------------ CORS
+PREFLIGHT = {
+    "Origin": "https://app.example.com",
+    "Access-Control-Request-Method": "POST",
+    "Access-Control-Request-Headers": "authorization, content-type",
+}
+
+
+def test_cors_is_off_by_default(client):
+    r = client.options("/v1/chat/completions", headers=PREFLIGHT)
+    assert "access-control-allow-origin" not in r.headers
+    r = client.get("/v1/models", headers={"Origin": "https://app.example.com"})
+    assert "access-control-allow-origin" not in r.headers
+
+
+def test_cors_allows_the_configured_origins_only():
+    settings = get_settings().model_copy(update={"cors_origins": "https://app.example.com/, http://localhost:3000"})
+    with TestClient(create_app(settings, preload=False), raise_server_exceptions=False) as c:
+        r = c.options("/v1/chat/completions", headers=PREFLIGHT)
+        assert r.status_code == 200, r.text
+        assert r.headers["access-control-allow-origin"] == "https://app.example.com"
+        assert "authorization" in r.headers["access-control-allow-headers"].lower()
+        r = c.get("/v1/models", headers={"Origin": "https://app.example.com"})  # 401 without a key, still CORS
+        assert r.status_code == 401 and r.headers["access-control-allow-origin"] == "https://app.example.com"
+        r = c.options("/v1/chat/completions", headers={**PREFLIGHT, "Origin": "https://evil.example.org"})
+        assert "access-control-allow-origin" not in r.headers
+
+
+def test_cors_origins_env_setting(monkeypatch):
+    from luodi.settings import Settings
+
+    monkeypatch.setenv("LUODI_CORS_ORIGINS", "https://a.example, https://b.example/")
+    assert Settings().cors_origin_list == ["https://a.example", "https://b.example"]
+    monkeypatch.delenv("LUODI_CORS_ORIGINS")
+    assert Settings().cors_origin_list == []

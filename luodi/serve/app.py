@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -216,6 +217,14 @@ def create_app(settings: Settings | None = None, *, preload: bool = True) -> Fas
         upload_bytes=int(settings.max_upload_mb * 2**20),
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    if settings.cors_origin_list:  # outermost: preflights and error responses carry the CORS headers too
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["*"],
+            allow_headers=["*"],  # Authorization, Content-Type, X-Api-Key
+            allow_credentials=False,  # API keys travel in headers, never in cookies
+        )
     _include_routes(app)
 
     @app.get("/health", include_in_schema=False)
