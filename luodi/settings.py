@@ -52,6 +52,8 @@ class Settings(BaseSettings):
         description="largest multipart/form-data request (file uploads to apps and knowledge bases), in MB, "
         "all files together; each file is also at most 50 MB",
     )
+    ssl_certfile: str = Field("", description="PEM certificate: `luodi serve` speaks HTTPS when set (--ssl-certfile)")
+    ssl_keyfile: str = Field("", description="PEM private key of ssl_certfile unless that file holds it")
     cors_origins: str = Field(
         "",
         description="browser origins allowed to call the API cross-origin, comma-separated "

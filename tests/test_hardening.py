@@ -1,7 +1,8 @@
-"""Server hardening (issue 18): bad ids are 4xx, not 500; request body limits (413); CORS."""
+"""Server hardening (issue 18): bad ids are 4xx, not 500; request body limits (413); CORS; TLS."""
 
 from __future__ import annotations
 
+import os
 import threading
 
 import httpx
@@ -198,3 +199,110 @@ def test_cors_origins_env_setting(monkeypatch):
     assert Settings().cors_origin_list == ["https://a.example", "https://b.example"]
     monkeypatch.delenv("LUODI_CORS_ORIGINS")
     assert Settings().cors_origin_list == []
+
+
+# ------------------------------------------------------------------------------------------ TLS
+def _self_signed(tmp_path):
+    """A self-signed certificate for 127.0.0.1 / localhost and its key, as PEM files (cert doubles as CA)."""
+    x509 = pytest.importorskip("cryptography.x509", reason="TLS tests need the cryptography package")
+    import datetime
+    import ipaddress
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "luodi test")])
+    now = datetime.datetime.now(datetime.UTC)
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(ski, critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, True, False, False, False), critical=True
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_file, key_file
+
+
+def test_tls_server_answers_https(tmp_path, luodi_home):
+    """The real app under uvicorn with the options `luodi serve --ssl-certfile/--ssl-keyfile` passes."""
+    import ssl
+
+    from luodi.serve.tls import tls_options
+
+    cert, key = _self_signed(tmp_path)
+    opts = tls_options(str(cert), str(key))
+    port = free_port()
+    config = uvicorn.Config(create_app(get_settings(), preload=False), host="127.0.0.1", port=port,
+                            log_level="warning", **opts)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        ca = ssl.create_default_context(cafile=str(cert))
+        for _ in range(300):
+            try:
+                r = httpx.get(f"https://127.0.0.1:{port}/health", verify=ca, timeout=2)
+                break
+            except httpx.ConnectError as e:
+                if "CERTIFICATE" in str(e).upper():
+                    raise
+                threading.Event().wait(0.1)
+        assert r.status_code == 200 and r.json()["status"] == "ok"
+        with pytest.raises(httpx.ConnectError):  # an untrusted client refuses the self-signed certificate
+            httpx.get(f"https://127.0.0.1:{port}/health", timeout=5)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def test_tls_bad_files_are_clear_cli_errors(tmp_path):
+    from typer.testing import CliRunner
+
+    from luodi.cli import app
+
+    cert, key = _self_signed(tmp_path)
+    runner = CliRunner()
+    port = str(free_port())
+    cases = [
+        (["--ssl-certfile", str(tmp_path / "missing.pem")], "missing.pem: no such file"),
+        (["--ssl-certfile", str(cert), "--ssl-keyfile", str(tmp_path / "nokey.pem")], "nokey.pem: no such file"),
+        (["--ssl-keyfile", str(key)], "--ssl-keyfile needs --ssl-certfile"),
+        (["--ssl-certfile", str(key), "--ssl-keyfile", str(key)], "not a PEM certificate"),
+    ]
+    try:
+        for args, expected in cases:
+            for name in ("LUODI_SSL_CERTFILE", "LUODI_SSL_KEYFILE"):  # `serve` sets them for its process
+                os.environ.pop(name, None)
+            r = runner.invoke(app, ["serve", "--port", port, "--no-key", *args])
+            assert r.exit_code == 2, r.output + repr(r.exception)
+            assert expected in " ".join(r.output.split()), r.output
+            assert "Traceback" not in r.output
+    finally:
+        for name in ("LUODI_SSL_CERTFILE", "LUODI_SSL_KEYFILE", "LUODI_PORT"):
+            os.environ.pop(name, None)
+        from luodi.settings import reset_settings
+
+        reset_settings()

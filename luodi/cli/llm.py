@@ -81,8 +81,10 @@ def run_server(host: str, port: int, *, new_key: bool = True, key_name: str = "l
     import uvicorn
 
     from luodi.serve.app import create_app
+    from luodi.serve.tls import tls_options
 
     settings = get_settings()
+    tls = tls_options(settings.ssl_certfile, settings.ssl_keyfile)
     if not _port_free(host, port):
         raise LuodiError(f"port {port} on {host} is already in use; pick another with --port", param="port")
     key = None
@@ -90,8 +92,8 @@ def run_server(host: str, port: int, *, new_key: bool = True, key_name: str = "l
         key = keys_service.create_key(key_name, admin=True).key  # admin: it may manage keys too
     app = create_app(settings)
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    print_banner(f"http://{shown_host}:{port}", key, settings.chat_model)
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+    print_banner(f"{'https' if tls else 'http'}://{shown_host}:{port}", key, settings.chat_model)
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5, **tls)
 
 
 HostOpt = Annotated[str | None, typer.Option(help="interface to listen on (default LUODI_HOST)")]
@@ -110,10 +112,13 @@ def serve(
         int | None, typer.Option(help="CPU threads for decoding (default LUODI_THREADS)")
     ] = None,
     new_key: Annotated[bool, typer.Option("--key/--no-key", help="create and print a fresh API key")] = True,
+    ssl_certfile: Annotated[str | None, typer.Option(help="PEM certificate: serve HTTPS (LUODI_SSL_CERTFILE)")] = None,
+    ssl_keyfile: Annotated[str | None, typer.Option(help="its PEM private key (LUODI_SSL_KEYFILE)")] = None,
 ) -> None:
-    """Serve the OpenAI-compatible API (and the console) on HOST:PORT."""
+    """Serve the OpenAI-compatible API (and the console) on HOST:PORT, over HTTPS with --ssl-certfile."""
     _apply_overrides(
-        host=host, port=port, chat_model=model, engine=engine, embed_model=embed_model, threads=threads
+        host=host, port=port, chat_model=model, engine=engine, embed_model=embed_model, threads=threads,
+        ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
     )
     s = get_settings()
     try:
