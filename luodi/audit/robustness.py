@@ -375,20 +375,30 @@ def _n_fft(o: Any) -> int:
 
 
 def speech_numbers(
-    task: Any, train: Any, data: Any, attack: str, eps: float | None, *, max_rows: int = 1000, **options: int
+    task: Any,
+    train: Any,
+    data: Any,
+    attack: str,
+    eps: float | None,
+    *,
+    max_rows: int = 1000,
+    curve_eps: tuple[float, ...] = SPEECH_EPS,
+    **options: int,
 ) -> dict[str, Any]:
-    """Clean and attacked accuracy of a speech app on (the first `max_rows` of) `data` under an L-inf attack on
-    the waveform, eps in units of each recording's peak amplitude (default 0.01), and the eps curve."""
+    """Clean and attacked accuracy of a speech app on (`max_rows` evenly spread rows of) `data` under an L-inf attack on
+    the waveform, eps in units of each recording's peak amplitude (default 0.01), and the curve over
+    `curve_eps` (with 0 and eps)."""
     from luodi.evaluate import speech_attacks as sa
 
     eps = 0.01 if eps is None else eps
-    data = data.subset(range(min(max_rows, len(data))))
+    if len(data) > max_rows:  # evenly spread: files sorted by name come grouped by label
+        data = data.subset(np.linspace(0, len(data) - 1, max_rows).round().astype(int))
     y = task.need().targets(data.labels, "label").numpy()
     model, what = speech_model(task, train)
     rows, mask = sa.pack(data.waves)
     art = art_classifier(model, len(task.need().meta["classes"]), (rows.shape[1],), (-1.0, 1.0))
     curve = []
-    for e in sorted({*SPEECH_EPS, eps}):
+    for e in sorted({0.0, *curve_eps, eps}):
         adv = art_adversarial(art, attack, rows, y, e, mask=mask, **options)
         waves = sa.unpack(adv) if e > 0 else list(data.waves)
         curve.append(

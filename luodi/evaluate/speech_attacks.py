@@ -138,7 +138,13 @@ class WaveModel(nn.Module):
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
         longest = rows.shape[1] - SLOTS
-        grids = [self.features(r[: int(round(float(r[-2].detach()) * longest))] * r[-1].detach()) for r in rows]
+        meta = rows[:, -SLOTS:].detach()
+        # unbind, not iteration: its backward stacks the rows' gradients once (indexing row by row would add a
+        # full-batch zero gradient per row, quadratic in the batch)
+        grids = [
+            self.features(r[: int(round(float(share) * longest))] * peak)
+            for r, (share, peak) in zip(rows.unbind(0), meta, strict=True)
+        ]
         return self.classify(torch.stack(grids))
 
 
