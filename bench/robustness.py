@@ -1,15 +1,20 @@
 """Robustness bench: the MNIST goal of issue 19, measured end to end.
 
-    python bench/robustness.py [--set KEY=VALUE ...] [--n 2000] [--steps 50] [--restarts 10] [--eps 0.3]
+    python bench/robustness.py [--config APP.yaml] [--set KEY=VALUE ...] [--label NAME]
+                               [--n 2000] [--steps 50] [--restarts 10] [--eps 0.3]
 
-1. Trains examples/handwritten-digits.yaml (first 8,000 MNIST images train, last 2,000 evaluate) with
-   `train.adversarial: {method: fgsm-rs, eps: 0.3}` (fast adversarial training, Wong et al. 2020) plus any
-   `--set` overrides (as `luodi train --set`), counting the CPU time of this process (all threads).
+1. Trains examples/handwritten-digits-robust.yaml (handwritten-digits, first 8,000 MNIST images train, last 2,000
+   evaluate, with its single-step `train.adversarial`) or `--config`, plus any `--set` overrides (as `luodi train
+   --set`), counting the CPU time of this process (all threads). A config without `train.adversarial` gets
+   `{method: fgsm-rs, eps: 0.3}` (fast adversarial training, Wong et al. 2020).
 2. Attacks the first `--n` evaluation images with ART's ProjectedGradientDescent (L-inf, `--steps` steps of
    `--alpha`, `--restarts` random starts; per image the first successful start is kept) at `--eps`.
 3. Prints clean and robust accuracy and the training CPU minutes against the goals (>= 97 % clean, >= 85 % under
    PGD-50x10 at eps 0.3, <= 30 CPU-minutes), and says when the run was reduced (fewer images, steps or restarts)
    so its numbers do not measure the goal.
+4. Stores the run under `runs[--label]` in bench/results/robustness.json (runs stored before are kept), with one
+   goal entry per number. The goals are taken from the newest full-measurement run of a single-step method
+   (fgsm-rs, n-fgsm), the method the goal names; a multi-step (pgd) run is stored as a run only.
 """
 
 from __future__ import annotations
@@ -22,7 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import record
+
 ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "examples" / "handwritten-digits-robust.yaml"
+SINGLE_STEP = ("fgsm-rs", "n-fgsm")
 GOAL_CLEAN, GOAL_ROBUST, GOAL_CPU_MIN = 0.97, 0.85, 30.0
 FULL = {"n": 2000, "steps": 50, "restarts": 10, "eps": 0.3}
 
@@ -34,6 +43,9 @@ def cpu_seconds() -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", type=Path, default=CONFIG, help="the app trained (default: %(default)s)")
+    ap.add_argument("--label", help="name of this run in bench/results/robustness.json (default: from the method)")
+    ap.add_argument("--no-save", action="store_true", help="print only; bench/results is left as it is")
     ap.add_argument("--set", action="append", default=[], help="config override, e.g. train.epochs=4")
     ap.add_argument("--n", type=int, default=FULL["n"], help="evaluation images attacked")
     ap.add_argument("--steps", type=int, default=FULL["steps"])
@@ -49,8 +61,10 @@ def main() -> int:
     from luodi.evaluate.robustness import art_accuracy, art_adversarial, art_classifier
     from luodi.tasks import task_for
 
-    cfg = load_app_config(ROOT / "examples" / "handwritten-digits.yaml")
-    overrides = {"train.adversarial": {"method": "fgsm-rs", "eps": 0.3}, **parse_overrides(args.set)}
+    cfg = load_app_config(args.config)
+    overrides = parse_overrides(args.set)
+    if cfg.train.adversarial is None and "train.adversarial" not in overrides:
+        overrides = {"train.adversarial": {"method": "fgsm-rs", "eps": 0.3}, **overrides}
     cfg = apply_overrides(cfg, overrides)
     task = task_for(cfg)
     train, valid = task.split(task.read(None))
@@ -62,6 +76,8 @@ def main() -> int:
         task.fit(train, valid, Path(run_dir), progress=False)
     train_cpu_min, train_wall_min = (cpu_seconds() - cpu0) / 60, (time.monotonic() - wall0) / 60
     print(f"trained: {train_cpu_min:.2f} CPU-min ({train_wall_min:.2f} wall-min, {torch.get_num_threads()} threads)")
+    for h in task.history:
+        print("  " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in h.items()))
 
     clf = task.need()
     x = task.model_input(valid)[: args.n]
@@ -86,8 +102,16 @@ def main() -> int:
         "attack_cpu_minutes": attack_cpu_min,
         "epochs_run": len(task.history),
         "history": task.history,
+        "config": str(args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config),
         "overrides": overrides,
+        "adversarial": cfg.train.adversarial.model_dump(),
+        "augment": cfg.train.augment,
+        "model_options": cfg.model.options,
+        "epochs": cfg.train.epochs,
+        "threads": torch.get_num_threads(),
+        "command": "python bench/robustness.py " + " ".join(sys.argv[1:]),
         "full_goal_measurement": full,
+        "machine": record.machine(),
     }
     mark = lambda ok: "met" if ok else "MISSED"  # noqa: E731
     print(f"clean accuracy (all {len(valid)} eval images): {clean_all:.4f}  goal >= {GOAL_CLEAN}: "
@@ -98,7 +122,63 @@ def main() -> int:
         print(f"REDUCED RUN: the goal is measured with {FULL}; these numbers do not measure it")
     if args.json:
         args.json.write_text(json.dumps(numbers, indent=2))
+    if not args.no_save:
+        adv = cfg.train.adversarial
+        label = args.label or f"{adv.method} eps {adv.eps}" + ("" if full else " (reduced)")
+        print(f"stored as '{label}' in {save_runs(label, numbers)}")
     return 0
+
+
+def goals(run: dict | None) -> list[dict]:
+    """One entry per number of the goal, from `run` (None: not measured yet, every goal missed)."""
+    if run is None:
+        note = "no full-measurement run of a single-step method (fgsm-rs, n-fgsm) stored yet"
+        return [
+            {"goal": g, "value": None, "target": t, "op": op, "met": False, "note": note}
+            for g, t, op in (
+                ("MNIST clean accuracy, single-step adversarial training", GOAL_CLEAN, ">="),
+                ("MNIST accuracy under PGD-50x10 at eps 0.3, single-step adversarial training", GOAL_ROBUST, ">="),
+                ("MNIST single-step adversarial training CPU-minutes", GOAL_CPU_MIN, "<="),
+            )
+        ]
+    adv = run["adversarial"]
+    how = (
+        f"{adv['method']} eps {adv['eps']}, {run['epochs_run']} epochs, augment {run['augment'] or 'off'}, "
+        f"model {run['model_options']}, {run['config']} {run['overrides'] or ''}".rstrip()
+    )
+    return [
+        {
+            "goal": "MNIST clean accuracy, single-step adversarial training (all 2,000 eval images)",
+            "value": run["clean_accuracy"], "target": GOAL_CLEAN, "op": ">=",
+            "met": run["clean_accuracy"] >= GOAL_CLEAN, "note": how,
+        },
+        {
+            "goal": "MNIST accuracy under PGD-50x10 at eps 0.3, single-step adversarial training",
+            "value": run["robust_accuracy"], "target": GOAL_ROBUST, "op": ">=",
+            "met": run["robust_accuracy"] >= GOAL_ROBUST, "note": f"{run['attack']} (ART); {how}",
+        },
+        {
+            "goal": "MNIST single-step adversarial training CPU-minutes",
+            "value": run["train_cpu_minutes"], "target": GOAL_CPU_MIN, "op": "<=",
+            "met": run["train_cpu_minutes"] <= GOAL_CPU_MIN,
+            "note": f"CPU time of the training process, {run['threads']} thread(s), shared machine "
+            f"(load {run['machine']['load_average']}); wall {run['train_wall_minutes']:.1f} min",
+        },
+    ]
+
+
+def save_runs(label: str, numbers: dict) -> Path:
+    """Add this run to bench/results/robustness.json; the goals follow the newest full single-step run."""
+    stored = record.load("robustness") or {}
+    runs = {k: v for k, v in stored.get("runs", {}).items() if k != label}
+    runs[label] = {**numbers, "stored": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    full = [r for r in runs.values() if r["full_goal_measurement"] and r["adversarial"]["method"] in SINGLE_STEP]
+    best = max(full, key=lambda r: r["stored"]) if full else None
+    return record.save(
+        "robustness",
+        {"machine": record.machine(), "goal_run": next((k for k, v in runs.items() if v is best), None),
+         "goals": goals(best), "runs": runs},
+    )
 
 
 if __name__ == "__main__":
