@@ -63,6 +63,22 @@ def test_id_range_is_in_the_openapi_schema(client):
     assert schema["minimum"] == 1 and schema["maximum"] == 2**63 - 1
 
 
+def test_every_integer_parameter_is_bounded(client):
+    """A guard for new routes: every integer path or query parameter declares its range (use luodi.serve.ids),
+    so none can reach the database with a number it cannot store."""
+    spec = client.get("/openapi.json").json()
+    unbounded = []
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            for param in op.get("parameters", []):
+                schema = param.get("schema", {})
+                options = schema.get("anyOf", [schema])
+                for o in options:
+                    if o.get("type") == "integer" and ("maximum" not in o or "minimum" not in o):
+                        unbounded.append(f"{method.upper()} {path} {param['name']}")
+    assert not unbounded, f"integer parameters without a range: {unbounded}"
+
+
 # ------------------------------------------------------------------------------------------ body limits
 MB = 2**20
 
