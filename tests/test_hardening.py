@@ -79,6 +79,19 @@ def test_every_integer_parameter_is_bounded(client):
     assert not unbounded, f"integer parameters without a range: {unbounded}"
 
 
+@pytest.mark.parametrize("path", ["/v1/apps/{name}/predict/files", "/v1/kb/{name}/documents"])
+def test_upload_schemas_say_what_is_validated(client, path):
+    spec = client.get("/openapi.json").json()
+    op = spec["paths"][path]["post"]
+    ref = op["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[1]
+    files = spec["components"]["schemas"][ref]["properties"]["files"]
+    assert files["minItems"] == 1 and "50 MB" in files["description"]
+    assert {"400", "404", "413"} <= set(op["responses"])
+    name = path.replace("{name}", "no-such-name")
+    r = client.post(name, data={"other": "x"})  # no files: refused as the schema says
+    assert r.status_code == 422 and r.json()["error"]["param"] == "files"
+
+
 # ------------------------------------------------------------------------------------------ body limits
 MB = 2**20
 

@@ -21,7 +21,7 @@ from luodi.llm import ensure_engine
 from luodi.llm.openai_types import ErrorBody, ErrorDetail
 from luodi.serve import agent_routes, apps_routes, audit_routes, console, kb_routes, keys_routes, openai_routes
 from luodi.serve.auth import require_admin, require_key
-from luodi.serve.limits import BodyLimitMiddleware
+from luodi.serve.limits import BodyLimitMiddleware, error_responses
 from luodi.serve.metrics import MetricsMiddleware, ServerMetrics
 from luodi.serve.state import ServerState
 from luodi.settings import Settings, get_settings
@@ -203,6 +203,7 @@ def create_app(settings: Settings | None = None, *, preload: bool = True) -> Fas
         version=__version__,
         lifespan=_lifespan,
         description="OpenAI-compatible LLM server, apps, knowledge bases and agents.",
+        responses=error_responses(413),  # every route: BodyLimitMiddleware
     )
     app.state.luodi = ServerState(settings=settings)
     app.state.preload = preload

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field, ValidationError, create_model
@@ -27,7 +27,8 @@ from luodi import api
 from luodi.apps import registry
 from luodi.serve.auth import require_admin, require_key
 from luodi.serve.batching import MicroBatcher
-from luodi.serve.uploads import read_uploads
+from luodi.serve.limits import error_responses
+from luodi.serve.uploads import files_field, read_uploads
 
 log = logging.getLogger("luodi.serve")
 _deps = [Depends(require_key)]
@@ -187,7 +188,7 @@ async def explain_any(name: str, request: Request, version: str | None = Version
 
 async def predict_files(
     name: str,
-    files: list[UploadFile] = File(...),
+    files: list[UploadFile] = files_field("input files: CSV / JSON rows, texts, images or wavs, as the app takes"),
     version: str | None = VersionQuery,
     explain: bool = ExplainQuery,
 ) -> dict[str, Any]:
@@ -222,6 +223,7 @@ def _register_static_routes(r: APIRouter) -> None:
         predict_files,
         methods=["POST"],
         summary="Predict for uploaded files (multipart `files`: CSV / JSON rows, texts, images, wavs)",
+        responses=error_responses(400, 404, 413),
     )
     r.add_api_route(
         "/v1/apps/{name}/explain",

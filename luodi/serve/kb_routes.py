@@ -7,7 +7,7 @@ import json
 from pathlib import PurePath
 from typing import Any, Literal
 
-from fastapi import APIRouter, File, Request, UploadFile
+from fastapi import APIRouter, Request, UploadFile
 from pydantic import Field
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
@@ -18,8 +18,9 @@ from luodi.errors import BadRequest, LuodiError, Overloaded
 from luodi.llm import ensure_engine
 from luodi.rag.ingest import delete_document
 from luodi.serve.ids import Id
+from luodi.serve.limits import error_responses
 from luodi.serve.state import get_state
-from luodi.serve.uploads import read_uploads
+from luodi.serve.uploads import files_field, read_uploads
 
 router = APIRouter(tags=["knowledge bases"])
 
@@ -70,8 +71,10 @@ async def list_documents(name: str) -> dict[str, Any]:
     return {"object": "list", "data": await run_in_threadpool(rag.list_documents, name)}
 
 
-@router.post("/{name}/documents")
-async def upload_documents(name: str, files: list[UploadFile] = File(...)) -> dict[str, Any]:
+@router.post("/{name}/documents", responses=error_responses(400, 404, 413, 415))
+async def upload_documents(
+    name: str, files: list[UploadFile] = files_field("txt, md, html, pdf or docx files (by suffix)")
+) -> dict[str, Any]:
     """Upload txt, md, html, pdf or docx files (multipart field `files`), indexed before the reply."""
     await run_in_threadpool(rag.get_kb, name)  # 404 before reading the bodies
     items = await read_uploads(files, "guide.pdf")

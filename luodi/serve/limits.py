@@ -21,6 +21,19 @@ class BodyTooLarge(Exception):
     """Raised into the app from `receive` when the body crosses the limit (the middleware answers 413)."""
 
 
+_WHY = {
+    400: "a bad value or file (OpenAI error shape; `param` names the field)",
+    404: "no such app / knowledge base",
+    413: "the request body is over LUODI_MAX_BODY_MB (LUODI_MAX_UPLOAD_MB for uploads), or a file over 50 MB",
+    415: "an unsupported file type",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict]:
+    """OpenAPI `responses` for error statuses a route answers, in luodi's error shape."""
+    return {code: {"model": ErrorBody, "description": _WHY[code]} for code in codes}
+
+
 def _mb(n_bytes: int) -> str:
     return f"{n_bytes / 2**20:g} MB"
 

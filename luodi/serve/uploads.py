@@ -4,12 +4,24 @@ read into memory, bounded in size, and handed on as (name, bytes); nothing is wr
 from __future__ import annotations
 
 from pathlib import PurePath
+from typing import Any
 
-from fastapi import UploadFile
+from fastapi import File, UploadFile
 
 from luodi.errors import BadRequest
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+
+
+def files_field(what: str) -> Any:
+    """The multipart `files` parameter of an upload route: at least one file (validated and documented in
+    /openapi.json), with what read_uploads checks said in its description."""
+    return File(
+        ...,
+        min_length=1,
+        description=f"{what}; each with its file name (unique in the request) and at most "
+        f"{MAX_UPLOAD_BYTES // 2**20} MB; the whole request at most LUODI_MAX_UPLOAD_MB",
+    )
 
 
 async def read_uploads(files: list[UploadFile], example: str, param: str = "files") -> list[tuple[str, bytes]]:
