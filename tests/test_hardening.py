@@ -92,6 +92,21 @@ def test_upload_schemas_say_what_is_validated(client, path):
     assert r.status_code == 422 and r.json()["error"]["param"] == "files"
 
 
+def test_completion_and_embedding_schemas_say_what_is_validated(client):
+    props = lambda name: client.get("/openapi.json").json()["components"]["schemas"][name]["properties"]  # noqa: E731
+    completion, embedding = props("CompletionBody"), props("EmbeddingBody")
+    assert completion["prompt"]["anyOf"][1]["maxItems"] == 1 and completion["prompt"]["anyOf"][0]["minLength"] == 1
+    assert completion["echo"]["enum"] == [False] and completion["suffix"]["type"] == "null"
+    assert completion["stop"]["anyOf"][1]["maxItems"] == 16
+    assert embedding["input"]["anyOf"][1]["maxItems"] == 2048
+    assert all(o["type"] != "integer" and o.get("items", {}).get("type") != "integer"
+               for o in embedding["input"]["anyOf"])
+    # what the schema leaves out is refused (400, naming the field), before any model loads
+    for bad in ([], [1, 2, 3], ["ok", "   "], ["x"] * 2049):
+        r = client.post("/v1/embeddings", json={"input": bad})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "input", (bad, r.text)
+
+
 # ------------------------------------------------------------------------------------------ body limits
 MB = 2**20
 

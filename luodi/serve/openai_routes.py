@@ -24,17 +24,15 @@ from luodi.llm.openai_types import (
     Body,
     ChatCompletion,
     ChatCompletionRequest,
-    CompletionRequest,
     Embedding,
     EmbeddingList,
-    EmbeddingRequest,
     EmbeddingUsage,
     TextCompletion,
 )
+from luodi.serve.openai_schemas import MAX_EMBED_INPUTS, CompletionBody, EmbeddingBody
 from luodi.serve.state import ServerState, get_state
 
 router = APIRouter(tags=["openai"])
-MAX_EMBED_INPUTS = 2048
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -154,7 +152,7 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):
 
 @router.post("/v1/completions", summary="Text completion (OpenAI-compatible legacy endpoint)",
              responses={200: {"model": TextCompletion, "description": "or text_completion events (stream)"}})
-async def completions(req: CompletionRequest, request: Request):
+async def completions(req: CompletionBody, request: Request):
     return await _serve(llm.text_completion, req, request)
 
 
@@ -166,7 +164,7 @@ def embed_texts(state: ServerState, texts: list[str]) -> tuple[np.ndarray, int]:
 
 
 @router.post("/v1/embeddings", summary="Sentence embeddings (L2-normalized)", responses={200: {"model": EmbeddingList}})
-async def embeddings(req: EmbeddingRequest, request: Request):
+async def embeddings(req: EmbeddingBody, request: Request):
     state = get_state(request)
     model = _check_model(state, req.model, "embedding")
     inp = req.input
