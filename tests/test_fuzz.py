@@ -61,9 +61,32 @@ def _fuzz(operation, mode, path_parameters: dict | None = None) -> str | None:
     return None
 
 
-def _existing_rows() -> dict[str, object]:
-    """A knowledge base with a document, a ticket and a throwaway key, so generated requests also reach past
-    the 404s: path parameters pinned to them, by name."""
+def _trained_app(tmp_path) -> str:
+    """A small table app (LightGBM on sklearn's breast cancer set, seconds), so its typed predict route is
+    fuzzed too."""
+    import yaml
+
+    from luodi import api
+    from luodi.apps import registry
+
+    name = "fuzz-diag"
+    if name not in registry.apps_with_runs():
+        cfg = {
+            "name": name,
+            "task": "tabular",
+            "data": {"format": "sklearn:breast_cancer", "columns": {"label": "target", "positive": "malignant"},
+                     "split": {"valid": 0.25, "seed": 0}},
+            "model": {"type": "lightgbm", "options": {"n_estimators": 20, "num_leaves": 8}},
+            "evaluate": {"metrics": ["accuracy"]},
+        }
+        (tmp_path / "app.yaml").write_text(yaml.safe_dump(cfg))
+        api.train(tmp_path / "app.yaml", progress=False)
+    return name
+
+
+def _existing_rows(tmp_path) -> dict[str, object]:
+    """An app, a knowledge base with a document, a ticket and a throwaway key, so generated requests also reach
+    past the 404s: path parameters pinned to them, by name."""
     from luodi import rag
     from luodi.agent.assistant.tickets import create_ticket
     from luodi.keys import create_key
@@ -73,6 +96,7 @@ def _existing_rows() -> dict[str, object]:
         rag.create_kb(kb)
     rag.add_bytes(kb, [("guide.txt", b"Cards can be frozen in the app. Transfers take one working day.")])
     return {
+        "app": _trained_app(tmp_path),
         "name": kb,
         "doc_id": rag.list_documents(kb)[0]["id"],
         "ticket_id": create_ticket(None, "fuzz", "a ticket for the fuzz run"),
@@ -86,20 +110,28 @@ def _runs(operation, rows: dict[str, object]) -> list[dict | None]:
     answer rows other tests in the session made; `name` is pinned to the knowledge base on /v1/kb/ paths."""
     params = re.findall(r"{(\w+)}", operation.path)
     own = [p for p in params if p in ROW_IDS]
-    pinned = {p: rows[p] for p in params if p in rows and (p != "name" or operation.path.startswith("/v1/kb/"))}
-    if operation.method.upper() == "DELETE" and operation.path == "/v1/kb/{name}":
-        pinned = {}  # would delete the knowledge base the other runs use
+    pinned = {p: rows[p] for p in params if p in rows and p != "name"}
+    if "name" in params and operation.path.startswith("/v1/kb/"):
+        pinned["name"] = rows["name"]
+    elif "name" in params and operation.path.startswith("/v1/apps/"):
+        pinned["name"] = rows["app"]
+    if (operation.method.upper(), operation.path) in (("DELETE", "/v1/kb/{name}"), ("POST", "/v1/apps/{name}/audit")):
+        pinned = {}  # would delete the knowledge base the other runs use; an audit takes minutes
     runs: list[dict | None] = [] if own and operation.method.upper() != "GET" else [None]
     if pinned and set(own) <= set(pinned):
         runs.append(pinned)
     return runs
 
 
-def test_api_never_answers_5xx_and_keeps_its_schema():
+def test_api_never_answers_5xx_and_keeps_its_schema(tmp_path):
+    from luodi.serve.apps_routes import refresh_app_routes
+
     s = get_settings().model_copy(update={"auth": "off"})
     init_db(s.db_url)  # the app's lifespan does this; schemathesis calls the app without it
-    rows = _existing_rows()
-    schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(s, preload=False)).exclude(path_regex=SLOW)
+    rows = _existing_rows(tmp_path)
+    app = create_app(s, preload=False)
+    refresh_app_routes(app)  # the lifespan does this too: typed predict routes of the trained apps
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app).exclude(path_regex=SLOW)
     failures, ran = [], 0
     for result in schema.get_all_operations():
         operation = result.ok()
