@@ -350,3 +350,15 @@ def test_tls_bad_files_are_clear_cli_errors(tmp_path):
         from luodi.settings import reset_settings
 
         reset_settings()
+
+
+def test_banner_without_a_key_says_one_is_required(capsys):
+    """`luodi serve --no-key` with auth on: the banner must not claim no key is needed."""
+    from luodi.cli.llm import print_banner
+
+    print_banner("https://127.0.0.1:8443", None, "bundled:smollm2-135m-instruct", auth_on=True)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "https://127.0.0.1:8443" in out and "required" in out and "Bearer <your key>" in out
+    assert "none needed" not in out
+    print_banner("http://127.0.0.1:8000", None, "m", auth_on=False)
+    assert "none needed (LUODI_AUTH=off)" in " ".join(capsys.readouterr().out.split())

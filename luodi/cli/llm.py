@@ -44,13 +44,16 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def print_banner(url: str, key: str | None, model: str) -> None:
-    """URL, key and ready-to-paste examples."""
+def print_banner(url: str, key: str | None, model: str, auth_on: bool = False) -> None:
+    """URL, key and ready-to-paste examples (`auth_on` without a key: --no-key, the examples name a placeholder)."""
+    key = key or ("<your key>" if auth_on else None)
     auth = f' -H "Authorization: Bearer {key}"' if key else ""
     console.rule("[bold]luodi is serving[/bold]")
     console.print(f"URL        [bold cyan]{url}[/bold cyan]   (console: {url}/ , API docs: {url}/docs)")
     console.print(f"model      {model}")
-    if key:
+    if auth_on and key == "<your key>":
+        console.print("API key    required (--no-key: none created; `luodi keys create NAME` makes one)")
+    elif key:
         console.print(
             f"API key    [bold green]{key}[/bold green]   (admin, shown once; create more: luodi keys create NAME)"
         )
@@ -88,11 +91,12 @@ def run_server(host: str, port: int, *, new_key: bool = True, key_name: str = "l
     if not _port_free(host, port):
         raise LuodiError(f"port {port} on {host} is already in use; pick another with --port", param="port")
     key = None
-    if settings.auth.lower() not in ("off", "false", "0", "no") and new_key:
+    auth_on = settings.auth.lower() not in ("off", "false", "0", "no")
+    if auth_on and new_key:
         key = keys_service.create_key(key_name, admin=True).key  # admin: it may manage keys too
     app = create_app(settings)
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    print_banner(f"{'https' if tls else 'http'}://{shown_host}:{port}", key, settings.chat_model)
+    print_banner(f"{'https' if tls else 'http'}://{shown_host}:{port}", key, settings.chat_model, auth_on)
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5, **tls)
 
 
