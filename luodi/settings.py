@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     )
     ssl_certfile: str = Field("", description="PEM certificate: `luodi serve` speaks HTTPS when set (--ssl-certfile)")
     ssl_keyfile: str = Field("", description="PEM private key of ssl_certfile unless that file holds it")
+    audit_log: bool = Field(
+        True,
+        description="record every /v1/ call (key, route template, app, status; never bodies) in the store's "
+        "append-only audit log, shown to admin keys at GET /v1/audit-log",
+    )
     cors_origins: str = Field(
         "",
         description="browser origins allowed to call the API cross-origin, comma-separated "

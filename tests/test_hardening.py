@@ -1,4 +1,4 @@
-"""Server hardening (issue 18): bad ids are 4xx, not 500; request body limits (413); CORS; TLS."""
+"""Server hardening (issue 18): bad ids are 4xx, not 500; request body limits (413); CORS; TLS; the audit log."""
 
 from __future__ import annotations
 
@@ -362,3 +362,47 @@ def test_banner_without_a_key_says_one_is_required(capsys):
     assert "none needed" not in out
     print_banner("http://127.0.0.1:8000", None, "m", auth_on=False)
     assert "none needed (LUODI_AUTH=off)" in " ".join(capsys.readouterr().out.split())
+
+
+# ------------------------------------------------------------------------------------------ audit log
+def test_audit_log_records_who_called_what_without_bodies(client):
+    from luodi.keys import create_key as make_key
+
+    user = make_key("pytest-audit-user")
+    uh = {"Authorization": f"Bearer {user.key}"}
+    secret = "jane.doe@example.com"
+    client.post("/v1/tickets/424242/answer", json={"answer": secret}, headers=uh)  # 404, body holds "PII"
+    client.get(f"/v1/kb/audit-kb?q={secret}", headers=uh)  # 404 with a query string
+    client.get("/v1/models", headers={"Authorization": "Bearer ld-wrong"})  # 401
+    r = client.get("/v1/audit-log", params={"key_id": user.id})
+    assert r.status_code == 200, r.text
+    rows = r.json()["data"]
+    assert [(x["detail"]["method"], x["detail"]["route"], x["detail"]["status"]) for x in rows[:2]] == [
+        ("GET", "/v1/kb/{name}", 404),
+        ("POST", "/v1/tickets/{ticket_id}/answer", 404),
+    ]
+    assert rows[0]["detail"]["kb"] == "audit-kb" and rows[0]["actor"] == f"key:{user.id}"
+    assert rows[0]["detail"]["key_name"] == "pytest-audit-user"
+    everything = client.get("/v1/audit-log", params={"limit": 1000}).text
+    assert secret not in everything and "424242" not in everything  # route templates, never paths or bodies
+    assert any(x["actor"] == "no-valid-key" and x["detail"]["status"] == 401
+               for x in client.get("/v1/audit-log").json()["data"])
+    # user keys may not read it
+    r = client.get("/v1/audit-log", headers=uh)
+    assert r.status_code == 403 and "audit log" in r.json()["error"]["message"]
+
+
+def test_audit_rows_cannot_be_changed(client):
+    from luodi.errors import LuodiError
+    from luodi.store import session_scope
+    from luodi.store.tables import AuditLog
+
+    client.get("/v1/tickets")
+    client.get("/v1/audit-log")  # flushes the queue
+    with pytest.raises(LuodiError, match="append-only"), session_scope() as s:
+        row = s.query(AuditLog).order_by(AuditLog.id.desc()).first()
+        row.actor = "someone-else"
+        s.flush()
+    with pytest.raises(LuodiError, match="append-only"), session_scope() as s:
+        s.delete(s.query(AuditLog).order_by(AuditLog.id.desc()).first())
+        s.flush()

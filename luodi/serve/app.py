@@ -19,7 +19,16 @@ from luodi.engines import engine_status
 from luodi.errors import LuodiError
 from luodi.llm import ensure_engine
 from luodi.llm.openai_types import ErrorBody, ErrorDetail
-from luodi.serve import agent_routes, apps_routes, audit_routes, console, kb_routes, keys_routes, openai_routes
+from luodi.serve import (
+    access_log,
+    agent_routes,
+    apps_routes,
+    audit_routes,
+    console,
+    kb_routes,
+    keys_routes,
+    openai_routes,
+)
 from luodi.serve.auth import require_admin, require_key
 from luodi.serve.limits import BodyLimitMiddleware, error_responses
 from luodi.serve.metrics import MetricsMiddleware, ServerMetrics
@@ -178,6 +187,9 @@ async def _lifespan(app: FastAPI):
         except Exception as e:  # noqa: BLE001 - serve the other routes; chat routes retry and answer 503
             log.warning("chat engine not loaded at start-up: %s", e)
     yield  # the chat engine is shared (luodi.engines.get_engine); close_engines() closes it at process exit
+    writer = state.extra.get("audit_writer")
+    if writer is not None:
+        writer.close()  # the last queued audit rows
 
 
 def _include_routes(app: FastAPI) -> None:
@@ -186,6 +198,7 @@ def _include_routes(app: FastAPI) -> None:
     key, admin = [Depends(require_key)], [Depends(require_admin)]
     app.include_router(openai_routes.router, dependencies=key)  # /v1/chat/completions, /v1/models, ...
     app.include_router(keys_routes.router, prefix="/v1/keys", dependencies=admin)
+    app.include_router(access_log.router, prefix="/v1/audit-log", dependencies=admin)
     app.include_router(apps_routes.router, dependencies=key)  # /v1/apps/...
     app.include_router(audit_routes.router, prefix="/v1/apps", dependencies=key)  # /v1/apps/{name}/audit
     app.include_router(kb_routes.router, prefix="/v1/kb", dependencies=key)
@@ -217,6 +230,10 @@ def create_app(settings: Settings | None = None, *, preload: bool = True) -> Fas
         max_bytes=int(settings.max_body_mb * 2**20),
         upload_bytes=int(settings.max_upload_mb * 2**20),
     )
+    if settings.audit_log:  # inside metrics, outside the body limit: refused bodies are logged too
+        writer = access_log.AuditWriter(settings.db_url)
+        app.state.luodi.extra["audit_writer"] = writer
+        app.add_middleware(access_log.AccessLogMiddleware, writer=writer)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     if settings.cors_origin_list:  # outermost: preflights and error responses carry the CORS headers too
         app.add_middleware(

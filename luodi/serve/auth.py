@@ -57,7 +57,9 @@ async def require_admin(request: Request) -> KeyInfo | None:
     """FastAPI dependency for key management and app promotion: an admin key (or auth off); a user key gets 403."""
     info = await require_key(request)
     if info is not None and not info.admin:
-        what = "choosing the version an app serves" if request.url.path.endswith("/promote") else "managing API keys"
+        path = request.url.path
+        what = ("choosing the version an app serves" if path.endswith("/promote")
+                else "reading the audit log" if path.startswith("/v1/audit-log") else "managing API keys")
         raise PermissionDenied(
             f"API key {info.prefix}… ({info.name}) is a user key; {what} needs an admin key "
             "(create one with `luodi keys create NAME --admin`, or use the key `luodi serve` printed)"

@@ -77,6 +77,15 @@ class ServerMetrics:
         return generate_latest(self.registry)
 
 
+def route_template(scope) -> str:
+    """The matched route's full template (`/v1/kb/{name}`), after the app has run; "unmatched" for a 404 path.
+    FastAPI >= 0.16x keeps included routers' routes unprefixed in scope["route"] (`/{name}`) and the full path
+    in its effective route context."""
+    ctx = (scope.get("fastapi") or {}).get("effective_route_context")
+    path = getattr(ctx, "path", None) or getattr(scope.get("route"), "path", None)
+    return path or "unmatched"
+
+
 class MetricsMiddleware:
     """Pure ASGI middleware counting every HTTP request by its route template (streaming-safe)."""
 
@@ -100,7 +109,6 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, _send)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
+            path = route_template(scope)
             self.metrics.requests.labels(path, scope.get("method", ""), str(status["code"])).inc()
             self.metrics.request_seconds.labels(path).observe(time.perf_counter() - start)
