@@ -331,6 +331,7 @@ def test_models_lists_chat_and_embedding(client):
         ({"messages": HELLO, "logprobs": True, "top_logprobs": 21}, "top_logprobs", ["20"]),
         ({"messages": HELLO, "logit_bias": {"42": 101}}, "logit_bias", ["-100", "100"]),
         ({"messages": HELLO, "logit_bias": {"99999999": 1}}, "logit_bias", ["vocabulary", "49151"]),
+        ({"messages": HELLO, "seed": 2**70}, "seed", ["seed"]),  # was a 500 from the sampler's 64-bit seed
     ],
 )
 def test_bad_chat_requests_are_400_naming_the_field(live_server, body, param, words):

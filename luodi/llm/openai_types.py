@@ -44,7 +44,9 @@ class SamplingRequest(BaseModel):
     top_k: int | None = Field(None, ge=0, description="luodi extension; 0 = disabled")
     max_tokens: int | None = Field(None, ge=1, description="default: what is left of the context window")
     stop: str | list[str] | None = Field(None, description="up to 16 strings that end the output (not included)")
-    seed: int | None = Field(None, description="same seed + same request = same output")
+    seed: int | None = Field(
+        None, ge=-(2**63), le=2**63 - 1, description="same seed + same request = same output (a 64-bit integer)"
+    )
     n: int = Field(1, ge=1, le=MAX_CHOICES, description="choices to generate (seed + i each when seeded)")
     stream: bool = Field(False, description="send server-sent events as the text is generated")
     stream_options: StreamOptions | None = Field(None, description="with stream: include_usage")
