@@ -2,11 +2,14 @@
 
 The CLI (`luodi keys ...`) and the HTTP routes (/v1/keys) both call these functions. A key is either a
 user key (every /v1 route except key management) or an admin key (also create, list and revoke keys).
+A user key may be *scoped* to some apps, knowledge bases and route groups (ROUTE_GROUPS); the server enforces
+the scope in luodi.serve.auth.require_key. Admin keys are never scoped.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -20,6 +23,21 @@ from luodi.store.tables import ApiKey, now
 KEY_PREFIX = "ld-"
 _SHOWN_CHARS = 10  # "ld-" + 7 random characters identify a key in listings
 
+# Route groups a scoped key may be limited to, by the /v1 path prefix they cover. /v1/models (discovery) is open
+# to every key; key management and the audit log need an admin key, which is never scoped.
+ROUTE_GROUPS: dict[str, str] = {
+    "chat": "/v1/chat",  # /v1/chat/completions
+    "completions": "/v1/completions",
+    "embeddings": "/v1/embeddings",
+    "apps": "/v1/apps",  # predict, runs, explain, audit, promote
+    "kb": "/v1/kb",
+    "agents": "/v1/agents",
+    "assistant": "/v1/assistants",
+    "tickets": "/v1/tickets",
+}
+_SCOPE_NAME = re.compile(r"^[^\s,/]{1,200}$")
+_SCOPE_FIELDS = {"apps": "app", "kbs": "knowledge base", "routes": "route group"}
+
 
 @dataclass
 class KeyInfo:
@@ -32,6 +50,7 @@ class KeyInfo:
     created_at: datetime
     revoked_at: datetime | None
     admin: bool = False
+    scope: dict | None = None  # {"apps": [...], "kbs": [...], "routes": [...]}, fields absent = not limited
 
     @property
     def role(self) -> str:
@@ -63,12 +82,70 @@ def hash_key(plain: str) -> str:
 
 def _info(row: ApiKey) -> KeyInfo:
     return KeyInfo(
-        row.id, row.name, row.prefix, row.rate_limit_rpm, row.created_at, row.revoked_at, bool(row.admin)
+        row.id, row.name, row.prefix, row.rate_limit_rpm, row.created_at, row.revoked_at, bool(row.admin),
+        row.scope or None,
     )
 
 
-def create_key(name: str, rate_limit_rpm: int | None = None, *, admin: bool = False) -> CreatedKey:
-    """Create a key named `name` (an admin key may manage keys); the plain key is in the result only."""
+def make_scope(apps: list[str] | None = None, kbs: list[str] | None = None,
+               routes: list[str] | None = None) -> dict | None:
+    """Check and normalise a key's scope (None: unscoped). Every bad entry is a BadRequest naming its field."""
+    scope: dict[str, list[str]] = {}
+    for field, values in (("apps", apps), ("kbs", kbs), ("routes", routes)):
+        if values is None:
+            continue
+        what = _SCOPE_FIELDS[field]
+        if isinstance(values, str) or not values:
+            raise BadRequest(f"field '{field}': expected a non-empty list of {what} names; omit it for no "
+                             f"{what} limit", param=field)
+        names = [str(v).strip() for v in values]
+        for n in names:
+            if not _SCOPE_NAME.match(n):
+                raise BadRequest(f"field '{field}': {what} name {n!r} must be 1 to 200 characters without "
+                                 "spaces, commas or '/'", param=field)
+            if field == "routes" and n not in ROUTE_GROUPS:
+                raise BadRequest(f"field 'routes': unknown route group {n!r}; route groups: "
+                                 f"{', '.join(ROUTE_GROUPS)}", param="routes")
+        scope[field] = sorted(set(names))
+    return scope or None
+
+
+def scope_groups(scope: dict) -> set[str]:
+    """The route groups a scoped key may call: its `routes`, plus apps / kb when it names apps / KBs."""
+    groups = set(scope.get("routes") or ())
+    if scope.get("apps"):
+        groups.add("apps")
+    if scope.get("kbs"):
+        groups.add("kb")
+    return groups
+
+
+def scope_allows(scope: dict | None, *, group: str | None = None, app: str | None = None,
+                 kb: str | None = None) -> bool:
+    """Whether a key with `scope` may call route group `group` naming `app` / `kb` (None: not named)."""
+    if not scope:
+        return True
+    if group is not None and group not in scope_groups(scope):
+        return False
+    if app is not None and scope.get("apps") is not None and app not in scope["apps"]:
+        return False
+    return not (kb is not None and scope.get("kbs") is not None and kb not in scope["kbs"])
+
+
+def describe_scope(scope: dict) -> str:
+    """'apps a, b; knowledge bases x; route groups apps, kb' — what a scoped key may use."""
+    parts = [f"apps {', '.join(scope['apps'])}" if scope.get("apps") else "",
+             f"knowledge bases {', '.join(scope['kbs'])}" if scope.get("kbs") else "",
+             f"route groups {', '.join(sorted(scope_groups(scope)))}"]
+    return "; ".join(p for p in parts if p)
+
+
+def create_key(name: str, rate_limit_rpm: int | None = None, *, admin: bool = False,
+               apps: list[str] | None = None, kbs: list[str] | None = None,
+               routes: list[str] | None = None) -> CreatedKey:
+    """Create a key named `name` (an admin key may manage keys); the plain key is in the result only.
+
+    apps / kbs / routes scope a user key (make_scope); an admin key cannot be scoped."""
     name = (name or "").strip()
     if not name or len(name) > 200:
         raise BadRequest(
@@ -80,6 +157,10 @@ def create_key(name: str, rate_limit_rpm: int | None = None, *, admin: bool = Fa
             f"got {rate_limit_rpm}; omit it to use the server default",
             param="rate_limit_rpm",
         )
+    scope = make_scope(apps, kbs, routes)
+    if admin and scope:
+        raise BadRequest("field 'admin': an admin key cannot be scoped to apps, knowledge bases or routes; "
+                         "create a user key for the scope", param="admin")
     plain = KEY_PREFIX + secrets.token_urlsafe(32)
     with session_scope() as s:
         row = ApiKey(
@@ -88,6 +169,7 @@ def create_key(name: str, rate_limit_rpm: int | None = None, *, admin: bool = Fa
             key_hash=hash_key(plain),
             rate_limit_rpm=rate_limit_rpm,
             admin=bool(admin),
+            scope=scope,
         )
         s.add(row)
         s.flush()

@@ -435,10 +435,17 @@ def keys_create(
     admin: Annotated[
         bool, typer.Option("--admin", help="admin key: may also create, list and revoke keys over HTTP")
     ] = False,
+    apps: Annotated[str | None, typer.Option("--apps", help="scope: only these apps, e.g. a,b")] = None,
+    kbs: Annotated[str | None, typer.Option("--kbs", help="scope: only these knowledge bases")] = None,
+    routes: Annotated[str | None, typer.Option(
+        "--routes", help=f"scope: only these route groups ({','.join(keys_service.ROUTE_GROUPS)})")] = None,
 ) -> None:
     """Create a key (a user key unless --admin); it is printed once and stored only as a hash."""
+    def split(v: str | None) -> list[str] | None:
+        return None if v is None else [p.strip() for p in v.split(",")]
+
     try:
-        k = keys_service.create_key(name, rpm, admin=admin)
+        k = keys_service.create_key(name, rpm, admin=admin, apps=split(apps), kbs=split(kbs), routes=split(routes))
     except LuodiError as e:
         raise _fail(e) from e
     console.print(f"created key {k.id} ({k.name}, {k.role}); copy it now, it is not shown again:")
@@ -455,7 +462,7 @@ def keys_list() -> None:
         t.add_row(
             str(k.id),
             k.name,
-            k.role,
+            f"{k.role} ({keys_service.describe_scope(k.scope)})" if k.scope else k.role,
             k.prefix + "…",
             str(k.rate_limit_rpm or "default"),
             f"{k.created_at:%Y-%m-%d %H:%M}",

@@ -2,15 +2,20 @@
 
 create_app() includes every /v1/ router with `Depends(require_key)` (the check runs once per request, so a
 route may depend on it again); key management is included with `require_admin`: a user key gets 403 there.
+A scoped key (luodi.keys.make_scope) is checked here too, in one place: a route group, app or knowledge base
+outside its scope is a 403 naming what the key may use. Listing routes narrow their rows with `visible`.
 """
 
 from __future__ import annotations
+
+import json
+from typing import Any
 
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from luodi.errors import AuthError, LuodiError
-from luodi.keys import KeyInfo, verify_key
+from luodi.keys import ROUTE_GROUPS, KeyInfo, describe_scope, scope_allows, verify_key
 from luodi.serve.ratelimit import RateLimiter
 from luodi.serve.state import get_state
 
@@ -49,8 +54,67 @@ async def require_key(request: Request) -> KeyInfo | None:
         return None
     info = await run_in_threadpool(verify_key, _bearer(request))
     _limiter(request).check(f"key:{info.id}", info.rate_limit_rpm or settings.rate_limit_rpm)
-    setattr(request.state, _CHECKED, info)
+    setattr(request.state, _CHECKED, info)  # set first: the audit log names the key of a refused call too
+    if info.scope and not info.admin:
+        await _check_scope(request, info)
     return info
+
+
+def route_group(path: str) -> str | None:
+    """The route group (luodi.keys.ROUTE_GROUPS) a /v1 path belongs to; None for /v1/models and admin routes."""
+    return next((g for g, p in ROUTE_GROUPS.items() if path == p or path.startswith(p + "/")), None)
+
+
+async def _target(request: Request, group: str) -> tuple[str | None, str | None]:
+    """The app and the knowledge base a call names: in its path, or the `kb` an agent run reads."""
+    parts = request.scope.get("path", "").split("/")  # "", "v1", group, name, ...
+    named = parts[3] if len(parts) > 3 and parts[3] else None
+    if group == "apps":
+        return named, None
+    if group == "kb":
+        return None, named
+    if group == "assistant":
+        return request.path_params.get("app"), None
+    if group == "agents" and request.method == "POST" and request.scope["path"] == "/v1/agents/runs":
+        from luodi.serve.agent_routes import RunRequest  # lazy: agent_routes imports this module
+
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError:
+            body = {}  # the route answers the malformed body with its own 400
+        kb = body.get("kb") if isinstance(body, dict) else None
+        return None, str(kb) if isinstance(kb, str) else RunRequest.model_fields["kb"].default
+    return None, None
+
+
+async def _check_scope(request: Request, info: KeyInfo) -> None:
+    group = route_group(request.scope.get("path", ""))
+    if group is None:
+        return
+    app, kb = await _target(request, group)
+    if scope_allows(info.scope, group=group, app=app, kb=kb):
+        return
+    scope = info.scope or {}
+    if not scope_allows(scope, group=group):
+        what = f"route group '{group}' ({ROUTE_GROUPS[group]}/...)"
+    else:
+        what = f"app '{app}'" if not scope_allows(scope, app=app) else f"knowledge base '{kb}'"
+    raise PermissionDenied(
+        f"API key {info.prefix}… ({info.name}) is scoped and may not use {what}; it may use "
+        f"{describe_scope(scope)} (and GET /v1/models)"
+    )
+
+
+def visible(request: Request, kind: str, rows: list[Any], field: str = "name") -> list[Any]:
+    """Rows of a listing (kind 'app' or 'kb') that the caller's key may use: every row for an unscoped key."""
+    info = getattr(request.state, _CHECKED, None)
+    if info is None or not info.scope:
+        return rows
+
+    def name(row: Any) -> Any:
+        return row.get(field) if isinstance(row, dict) else getattr(row, field, row)
+
+    return [r for r in rows if scope_allows(info.scope, **{kind: str(name(r))})]
 
 
 async def require_admin(request: Request) -> KeyInfo | None:

@@ -20,6 +20,12 @@ class KeyCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200, description="a label, e.g. 'billing-service'")
     rate_limit_rpm: int | None = Field(None, ge=1, description="requests per minute; default: server setting")
     admin: bool = Field(False, description="an admin key may also create, list and revoke keys")
+    apps: list[str] | None = Field(None, max_length=100, description="scope: only these apps (user keys)")
+    kbs: list[str] | None = Field(None, max_length=100, description="scope: only these knowledge bases")
+    routes: list[str] | None = Field(
+        None, max_length=len(keys.ROUTE_GROUPS),
+        description=f"scope: only these route groups ({', '.join(keys.ROUTE_GROUPS)})",
+    )
 
 
 @router.get("", summary="List API keys (never the keys themselves)")
@@ -30,7 +36,8 @@ async def list_keys() -> dict:
 
 @router.post("", status_code=201, summary="Create an API key; the key is returned once, only here")
 async def create_key(body: KeyCreate) -> dict:
-    k = await run_in_threadpool(keys.create_key, body.name, body.rate_limit_rpm, admin=body.admin)
+    k = await run_in_threadpool(lambda: keys.create_key(body.name, body.rate_limit_rpm, admin=body.admin,
+                                                        apps=body.apps, kbs=body.kbs, routes=body.routes))
     return {**k.to_dict(), "key": k.key}
 
 

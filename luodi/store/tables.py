@@ -27,6 +27,8 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # admin keys may also create, list and revoke keys (migration 0002; keys older than it became admin)
     admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # scoped keys (migration 0004): {"apps": [...], "kbs": [...], "routes": [...]}; NULL = unscoped
+    scope: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
 
 class Run(Base):
