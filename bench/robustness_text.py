@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -122,12 +123,15 @@ def main() -> None:
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     from record import load, machine, save
 
+    command = "python bench/robustness_text.py " + " ".join(sys.argv[1:])
     results = {}
     if not args.skip_text:
         results["banking-intents"] = text_part(args.texts, args.eps)
     if not args.skip_speech:
         for name in args.speech_apps.split(","):
             results[name] = speech_part(name, args.attack, args.speech_eps, args.recordings, args.steps)
+    for r in results.values():  # each part says how and where it was measured
+        r["command"], r["machine"] = command, machine()
     # a part not run here keeps its last stored numbers (read now: another run may have stored since)
     results = {**(load("robustness_text") or {}).get("results", {}), **results}
     goals = []
@@ -144,11 +148,17 @@ def main() -> None:
     for name in SPEECH_APPS:
         if name in results:
             r = results[name]
+            at = next(c for c in r["curve"] if c["eps"] == r["eps"])
+            how = (
+                "white-box"
+                if r["attacked"].startswith("the CNN")
+                else f"transfer attack from a surrogate CNN (white-box on it: {at['crafted_on_accuracy']:.4f})"
+            )
             goals.append(
                 goal(
                     f"{name} accuracy under {r['attack'].upper()} on the waveform",
                     r["robust_accuracy"],
-                    f"eps {r['eps']:g} of each recording's peak (SNR {r['snr_db']:.1f} dB), {r['n']} "
+                    f"{how}; eps {r['eps']:g} of each recording's peak (SNR {r['snr_db']:.1f} dB), {r['n']} "
                     f"recordings; clean {r['clean_accuracy']:.4f}; no goal in issue 19",
                 )
             )
