@@ -19,7 +19,9 @@ export const Auth = {
       await api("/v1/models");
       this.set("ok", has ? "key ok" : "no key needed");
       hideBanner();
+      await this.checkAdmin();
     } catch (err) {
+      $("#nav-audit").hidden = true;
       if (err.status === 401) {
         this.set("error", has ? "key rejected" : "key needed");
         showBanner(has ? `The saved API key was refused: ${err.message}` :
@@ -28,6 +30,17 @@ export const Auth = {
         this.set("warn", err.status ? `HTTP ${err.status}` : "offline");
       }
     }
+  },
+  /** Admin keys (or a server without auth) may read the audit log: only they see its entry in the menu. */
+  async checkAdmin() {
+    let admin = false;
+    try {
+      await api("/v1/audit-log?limit=1");
+      admin = true;
+    } catch { /* 403: a user key */ }
+    this.admin = admin;
+    $("#nav-audit").hidden = !admin;
+    document.body.dataset.admin = String(admin);
   },
   /** Wire the form; `onKeySaved` runs once a newly saved key has been checked (the router redraws the panel). */
   init(onKeySaved) {
@@ -42,6 +55,7 @@ export const Auth = {
     $("#auth-forget").addEventListener("click", () => {
       saveKey("");
       input.value = "";
+      $("#nav-audit").hidden = true;
       this.check();
     });
     this.check();
