@@ -110,3 +110,27 @@ def test_user_key_does_not_see_the_audit_log(open_console, live_server):
     page.goto("/#audit")  # typed by hand: the view says it is for admins and shows no rows
     page.wait_for_selector("#audit-admin-only")
     assert page.locator("#audit-table tr").count() == 0
+
+
+def test_keys_panel_creates_a_scoped_key(open_console, live_server):
+    if live_server.app.state.luodi.settings.auth.lower() == "off":
+        pytest.skip("auth is off: keys are not checked")
+    page = open_console(live_server.key)
+    page.goto("/#keys")
+    page.wait_for_selector("#keys-table table")
+    page.fill("#key-name", "console-scoped-key")
+    page.click("form details summary")
+    page.fill("#key-apps", "only-this-app")
+    page.fill("#key-routes", "chat")
+    page.click("#key-create")
+    secret = page.wait_for_selector("#key-secret").inner_text().strip()
+    headers = {"Authorization": f"Bearer {secret}"}
+    r = httpx.get(f"{live_server.base_url}/kb", headers=headers)
+    assert r.status_code == 403 and "only-this-app" in r.json()["error"]["message"]
+    row = page.locator("tr", has_text="console-scoped-key")
+    assert "apps only-this-app · routes chat" in row.inner_text()
+    page.fill("#key-name", "console-bad-scope")
+    assert page.locator("#key-routes").is_visible()  # the scope fields stay open, emptied
+    page.fill("#key-routes", "everything")
+    page.click("#key-create")
+    assert "field 'routes'" in page.wait_for_selector("#key-created .error").inner_text()
