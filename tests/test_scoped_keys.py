@@ -149,6 +149,25 @@ def test_scope_is_checked_in_the_library_and_the_cli():
     assert r.exit_code == 2 and "field 'routes'" in r.output
 
 
+def test_visible_narrows_a_listing_to_the_keys_scope():
+    """The helper listing routes use: a scoped key's rows only; every row for an unscoped key or auth off."""
+    from starlette.requests import Request
+
+    from luodi.keys import verify_key
+    from luodi.serve.auth import visible
+
+    rows = [{"name": "x"}, {"name": "y"}]
+
+    def req(key: str | None) -> Request:
+        return Request({"type": "http", "state": {"luodi_key_checked": verify_key(key) if key else None}})
+
+    assert visible(req(create_key("vis-app", apps=["x"]).key), "app", rows) == [{"name": "x"}]
+    assert visible(req(create_key("vis-kb", kbs=["y"]).key), "kb", rows) == [{"name": "y"}]
+    assert visible(req(create_key("vis-kb2", kbs=["y"]).key), "app", rows) == rows  # no app limit
+    assert visible(req(create_key("vis-any").key), "app", rows) == rows
+    assert visible(req(None), "kb", rows) == rows
+
+
 UPGRADE_SCRIPT = textwrap.dedent("""
     import json
     from alembic import command
