@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from luodi.agent import approvals, memory
+from luodi.agent.assistant.demo import DEMO_KB
 from luodi.agent.builtin_tools import BUILTIN_NAMES, builtin_tools
 from luodi.agent.planner import Plan
 from luodi.agent.prompting import (
@@ -456,7 +457,7 @@ def agent_from_config(
     thread, so a paused run is rebuilt with the same tools); `engine` overrides the model (a server's)."""
     cfg = dict(config or {})
     names = cfg.get("names") or list(BUILTIN_NAMES)
-    tools = builtin_tools(names, db=cfg.get("db"), kb=cfg.get("kb") or "bank-faq", approval=cfg.get("approval"))
+    tools = builtin_tools(names, db=cfg.get("db"), kb=cfg.get("kb") or DEMO_KB, approval=cfg.get("approval"))
     cfg["names"] = names
     return Agent(
         tools,

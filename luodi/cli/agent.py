@@ -88,7 +88,7 @@ def register(app: typer.Typer) -> None:
         db: Annotated[
             str | None, typer.Option(help="SQLite database for the sql tool (default: demo bank)")
         ] = None,
-        kb: Annotated[str, typer.Option(help="knowledge base for kb_search")] = "bank-faq",
+        kb: Annotated[str, typer.Option(help="knowledge base for kb_search")] = "bank-faq",  # = DEMO_KB (lazy CLI)
         approve: Annotated[str, typer.Option(help="comma-separated tools that need a human's approval")] = "",
         max_steps: Annotated[int, typer.Option(min=1)] = 6,
         max_seconds: Annotated[float, typer.Option(min=1)] = 300,

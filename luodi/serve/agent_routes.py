@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from luodi.agent import approvals, memory
 from luodi.agent.assistant import MAX_MESSAGE, answer_ticket, get_ticket, list_tickets, load_assistant
+from luodi.agent.assistant.demo import DEMO_KB
 from luodi.agent.builtin_tools import BUILTIN_NAMES
 from luodi.agent.runtime import Limits, agent_from_config, collect, resume_after_approval
 from luodi.config import Strict
@@ -44,7 +45,7 @@ class RunRequest(Strict):
         description=f"built-in tools: {', '.join(BUILTIN_NAMES)}",
     )
     thread_id: str | None = Field(None, description="continue this conversation")
-    kb: str = Field("bank-faq", description="the knowledge base kb_search reads")
+    kb: str = Field(DEMO_KB, description="the knowledge base kb_search reads")
     approval: list[str] = Field(default_factory=list, description="tools that need a human's approval")
     memory: str | None = Field(None, description="long-term memory scope; off when omitted")
     max_steps: int = Field(6, ge=1, le=50, description="model turns")

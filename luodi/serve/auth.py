@@ -76,14 +76,14 @@ async def _target(request: Request, group: str) -> tuple[str | None, str | None]
     if group == "assistant":
         return request.path_params.get("app"), None
     if group == "agents" and request.method == "POST" and request.scope["path"] == "/v1/agents/runs":
-        from luodi.serve.agent_routes import RunRequest  # lazy: agent_routes imports this module
+        from luodi.agent.assistant.demo import DEMO_KB  # the kb an agent run reads when its body names none
 
         try:
             body = json.loads(await request.body() or b"{}")
         except ValueError:
             body = {}  # the route answers the malformed body with its own 400
         kb = body.get("kb") if isinstance(body, dict) else None
-        return None, str(kb) if isinstance(kb, str) else RunRequest.model_fields["kb"].default
+        return None, str(kb) if isinstance(kb, str) else DEMO_KB
     return None, None
 
 

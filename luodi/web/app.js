@@ -3,7 +3,7 @@
  * This module is the router: the URL's #hash names the panel drawn into #panel. */
 import { Agent } from "./agent.js";
 import { Apps } from "./apps.js";
-import { Audit } from "./audit.js";
+import { AuditLog } from "./auditlog.js";
 import { Auth } from "./auth.js";
 import { Chat } from "./chat.js";
 import { errorBox, reportUncaughtErrors } from "./errors.js";
@@ -15,7 +15,7 @@ import { Tickets } from "./tickets.js";
 reportUncaughtErrors();
 
 /** Each panel draws itself with render(root, redraw); redraw() draws it again (e.g. after switching a tab). */
-const PANELS = { chat: Chat, agent: Agent, kb: KB, apps: Apps, tickets: Tickets, keys: Keys, audit: Audit };
+const PANELS = { chat: Chat, agent: Agent, kb: KB, apps: Apps, tickets: Tickets, keys: Keys, audit: AuditLog };
 
 const Router = {
   current: "chat",

@@ -5,7 +5,7 @@ import { guarded } from "./errors.js";
 import { api } from "./http.js";
 import { el, enc, fmtTime } from "./lib.js";
 
-export const Audit = {
+export const AuditLog = {
   limit: 100,
 
   render(root) {
