@@ -90,6 +90,23 @@ def test_key_scoped_to_one_app(client, apps):
     # an unscoped user key still uses every app
     plain = create_key("unscoped").key
     assert client.post(f"/v1/apps/{b}/predict", json=ROW, headers=_h(plain)).status_code == 200
+    # listings show a scoped key only what it may use
+    names = {r["name"] for r in client.get("/v1/apps", headers=_h(key)).json()["data"]}
+    assert a in names and b not in names
+    assert {a, b} <= {r["name"] for r in client.get("/v1/apps", headers=_h(plain)).json()["data"]}
+
+
+def test_kb_listing_shows_a_scoped_key_its_knowledge_bases_only(client, apps):
+    from luodi import rag
+
+    for name in ("list-one", "list-two"):
+        if name not in {k["name"] for k in rag.list_kbs()}:
+            rag.create_kb(name)
+    key = create_key("kb-lister", kbs=["list-one"]).key
+    names = {r["name"] for r in client.get("/v1/kb", headers=_h(key)).json()["data"]}
+    assert "list-one" in names and "list-two" not in names
+    everyone = {r["name"] for r in client.get("/v1/kb", headers=_h(create_key("kb-all").key)).json()["data"]}
+    assert {"list-one", "list-two"} <= everyone
 
 
 def test_key_scoped_to_knowledge_bases_and_routes(client, apps):

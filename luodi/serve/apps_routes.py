@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from luodi import api
 from luodi.apps import registry
-from luodi.serve.auth import require_admin, require_key
+from luodi.serve.auth import require_admin, require_key, visible
 from luodi.serve.batching import MicroBatcher
 from luodi.serve.limits import error_responses
 from luodi.serve.uploads import files_field, read_uploads
@@ -145,9 +145,10 @@ def _app_summary(pred: api.Predictor) -> dict[str, Any]:
     }
 
 
-async def list_apps() -> dict[str, Any]:
+async def list_apps(request: Request) -> dict[str, Any]:
+    """The trained apps the caller's key may use (all of them for an unscoped key)."""
     preds = await run_in_threadpool(api.trained_apps)
-    return {"object": "list", "data": [_app_summary(p) for p in preds]}
+    return {"object": "list", "data": visible(request, "app", [_app_summary(p) for p in preds])}
 
 
 async def get_app(name: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from luodi.config import Strict
 from luodi.errors import BadRequest, LuodiError, Overloaded
 from luodi.llm import ensure_engine
 from luodi.rag.ingest import delete_document
+from luodi.serve.auth import visible
 from luodi.serve.ids import Id
 from luodi.serve.limits import error_responses
 from luodi.serve.state import get_state
@@ -46,8 +47,9 @@ class AskRequest(Strict):
 
 
 @router.get("")
-async def list_kbs() -> dict[str, Any]:
-    return {"object": "list", "data": await run_in_threadpool(rag.list_kbs)}
+async def list_kbs(request: Request) -> dict[str, Any]:
+    """The knowledge bases the caller's key may use (all of them for an unscoped key)."""
+    return {"object": "list", "data": visible(request, "kb", await run_in_threadpool(rag.list_kbs))}
 
 
 @router.post("", status_code=201)
