@@ -48,6 +48,8 @@ def test_audit_writes_one_page_with_every_section(credit_app):
     assert titles[0] == "Integrity" and titles[-1] == "Server security settings"
     for title in titles:
         assert f"<h2 id='{title}'>" in page
+    server = res["sections"]["Server security settings"]
+    assert {"auth", "tls", "max_body_mb", "cors_origins", "audit_log"} <= server.keys() and server["tls"] is False
     integrity = res["sections"]["Integrity"]
     assert integrity["verified"] and integrity["files"] >= 3
     fairness = next(v for k, v in res["sections"].items() if k.lower().startswith("fairness"))
