@@ -53,7 +53,7 @@ def server_section() -> Section:
     s = get_settings()
     numbers = {"auth": s.auth, "host": s.host, "rate_limit_rpm": s.rate_limit_rpm, "max_queue": s.max_queue,
                "tls": bool(s.ssl_certfile), "max_body_mb": s.max_body_mb, "max_upload_mb": s.max_upload_mb,
-               "cors_origins": s.cors_origin_list() or "off", "audit_log": s.audit_log}
+               "cors_origins": s.cors_origin_list or "off", "audit_log": s.audit_log}
     rows = [{"setting": k, "value": v} for k, v in numbers.items()]
     warn = s.auth == "off" or s.host not in ("127.0.0.1", "localhost", "::1")
     note = ("API keys are OFF: any caller can predict" if s.auth == "off"
