@@ -3,6 +3,7 @@ is configured by train.adversarial, and the audit section says when it does not 
 
 from __future__ import annotations
 
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -111,6 +112,16 @@ def test_table_perturbations_keep_categories_and_training_ranges():
     for c in ("age", "income"):
         assert moved[c].min() >= train[c].min() and moved[c].max() <= train[c].max()
     assert np.all(moved["age"] == np.round(moved["age"]))  # integer columns stay integers
+
+
+def test_table_perturbations_do_not_exponentiate_plain_columns():
+    train = pd.DataFrame({"amount": np.linspace(1e3, 1e5, 100), "income": np.linspace(1e3, 1e5, 100)})
+    space = FeatureSpace.fit(train, ["amount", "income"], log1p=["income"])
+    rows = train.iloc[:10]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # expm1 of a raw amount (1e5) would overflow
+        moved = space.apply(rows, space.to_z(rows) + 0.5)
+    assert np.all(moved["amount"] > rows["amount"]) and np.all(moved["income"] > rows["income"])
 
 
 def test_adversarial_config_validates_and_names_the_field():

@@ -234,7 +234,7 @@ class FeatureSpace:
         units, rounded where integer, clipped to the training range); every other value, categories included, is
         left exactly as it was."""
         raw = z.astype(np.float64) * self.std + self.mean
-        raw = np.where(self.log1p, np.expm1(raw), raw)
+        raw[:, self.log1p] = np.expm1(raw[:, self.log1p])  # only the log1p columns: others may overflow expm1
         raw = np.where(self.integer, np.round(raw), raw)
         raw = np.clip(raw, self.lo, self.hi)
         out = df.copy()
