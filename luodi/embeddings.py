@@ -154,9 +154,11 @@ class Encoder:
         max_length: int,
         progress: bool = False,
         batch_size: int = 32,
+        cache: bool = True,
     ) -> list[np.ndarray]:
         """First-sub-word hidden states of `layers` for every (lower-cased) word: float16 (n_words, len(layers),
-        dim) per sentence; cached on disk and, for the few latest sets, in memory."""
+        dim) per sentence; cached on disk and, for the few latest sets, in memory (`cache=False`: computed and
+        kept nowhere, for texts that must not be stored, e.g. PII detection)."""
         lengths = [len(s) for s in sentences]
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
 
@@ -183,7 +185,10 @@ class Encoder:
                             flat[offsets[i] + w] = stack[b, pos]
             return flat
 
-        flat = cached_features("word-features", [self.spec, layers, max_length, sentences], compute, memo=True)
+        if not cache:
+            flat = compute()
+        else:
+            flat = cached_features("word-features", [self.spec, layers, max_length, sentences], compute, memo=True)
         return [flat[offsets[i] : offsets[i + 1]] for i in range(len(sentences))]
 
 

@@ -164,18 +164,19 @@ class TokenClassificationTask(TextInputs, TaskBase):
                     y[i, j] = tag_index.get(tags[i][j], tag_index["O"])
         return torch.from_numpy(x), torch.from_numpy(ch), torch.from_numpy(case), torch.from_numpy(y)
 
-    def _feats(self, sents: list[list[str]], progress: bool = False) -> list[np.ndarray]:
-        return get_encoder(self.source).word_features(sents, self.opts.layers, self.opts.max_length, progress)
+    def _feats(self, sents: list[list[str]], progress: bool = False, cache: bool = True) -> list[np.ndarray]:
+        enc = get_encoder(self.source)
+        return enc.word_features(sents, self.opts.layers, self.opts.max_length, progress, cache=cache)
 
     def _decode(
-        self, sents: list[list[str]], progress: bool = False
+        self, sents: list[list[str]], progress: bool = False, cache: bool = True
     ) -> tuple[list[list[str]], list[np.ndarray]]:
-        """Predicted tags and per-word probabilities of those tags."""
+        """Predicted tags and per-word probabilities of those tags (`cache=False`: encoder features not stored)."""
         import torch
 
         if self.net is None:
             raise BadRequest("this model is not trained yet: train it (luodi train APP) or load a run first")
-        feats = self._feats(sents, progress)
+        feats = self._feats(sents, progress, cache=cache)
         start, trans = allowed_transitions(self.tags)
         out_tags: list[list[str]] = [[] for _ in sents]
         out_p: list[np.ndarray] = [np.zeros(0) for _ in sents]
@@ -307,10 +308,15 @@ class TokenClassificationTask(TextInputs, TaskBase):
 
     # ------------------------------------------------------------ inference
     def predict(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        texts = records_texts(records)
+        return self.predict_texts(records_texts(records))
+
+    def predict_texts(self, texts: list[str], cache: bool = True) -> list[dict[str, Any]]:
+        """Entities (text, label, character start/end, score) per text; `cache=False` stores nothing about the
+        texts (no encoder-feature cache on disk or in memory): what PII detection uses."""
         toks = [[(m.group(), m.start(), m.end()) for m in WORD_RE.finditer(t)] for t in texts]
         nonempty = [i for i, t in enumerate(toks) if t]
-        tags, probs = self._decode([[w for w, _, _ in toks[i]] for i in nonempty]) if nonempty else ([], [])
+        sents = [[w for w, _, _ in toks[i]] for i in nonempty]
+        tags, probs = self._decode(sents, cache=cache) if nonempty else ([], [])
         out: list[dict[str, Any]] = [{"entities": []} for _ in texts]
         for k, i in enumerate(nonempty):
             for kind, a, b in spans(tags[k]):

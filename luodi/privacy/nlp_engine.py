@@ -1,0 +1,109 @@
+"""Presidio's NLP engine, run offline on luodi's own NER app instead of a downloaded spaCy model.
+
+Presidio's default engine loads `en_core_web_lg` (downloaded on first use). Here spaCy only tokenizes (a blank
+English pipeline, nothing downloaded) and the entities come from a trained luodi token-classification run
+(`examples/entity-extraction.yaml`: MiniLM feature tagger on CoNLL-2003), loaded through luodi's predict path
+(manifest verified). Presidio's SpacyRecognizer then reports them as PERSON / ORGANIZATION / LOCATION.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import spacy
+from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, SpacyNlpEngine
+from spacy.tokens import Doc
+from spacy.util import filter_spans
+
+from luodi.errors import ConfigError, LuodiError, NotFound
+
+LABELS = {"PER": "PERSON", "ORG": "ORGANIZATION", "LOC": "LOCATION"}
+TRAIN_HINT = (
+    "train it with `luodi train examples/entity-extraction.yaml`, or detect patterns only "
+    "(`luodi pii --no-names`, ner_app: null)"
+)
+
+
+def load_ner(app: str, version: str | None = None) -> Any:
+    """The trained token-classification task of `app` (its served run, or `version`), as `luodi predict` loads it."""
+    from luodi.apps.predict import load_predictor
+
+    try:
+        pred = load_predictor(app, version)
+    except NotFound as e:
+        what = e.message if version else f"app '{app}' has no finished run"
+        msg = f"PII names (PERSON, ORGANIZATION, LOCATION) need a trained NER app: {what}; {TRAIN_HINT}"
+        raise NotFound(msg, param="ner_app") from None
+    if pred.config.task != "token-classification":
+        raise ConfigError(
+            f"ner_app '{app}' is a {pred.config.task} app; PII names need a token-classification app",
+            param="ner_app",
+        )
+    labels = {t.split("-", 1)[-1] for t in pred.task.tags if t != "O"}
+    if not labels & set(LABELS):
+        raise ConfigError(f"ner_app '{app}' finds {sorted(labels)}, none of PER / ORG / LOC", param="ner_app")
+    return pred.task
+
+
+class LuodiNlpEngine(SpacyNlpEngine):
+    """spaCy blank-English tokens + luodi NER entities (`ner` None: tokens only, for pattern-only detection)."""
+
+    engine_name = "luodi"
+
+    def __init__(self, ner: Any = None, batch_size: int = 64):
+        config = NerModelConfiguration(
+            model_to_presidio_entity_mapping=dict(LABELS),
+            labels_to_ignore=["MISC", "O"],
+            low_score_entity_names=[],
+        )
+        super().__init__(models=[{"lang_code": "en", "model_name": "blank:en"}], ner_model_configuration=config)
+        self.ner = ner
+        self.batch_size = batch_size
+
+    def load(self) -> None:
+        self.nlp = {"en": spacy.blank("en")}
+
+    def get_supported_entities(self) -> list[str]:
+        return list(LABELS.values()) if self.ner is not None else []
+
+    def _docs(self, texts: list[str], language: str) -> list[Doc]:
+        if not self.nlp or language not in self.nlp:
+            raise LuodiError(f"language '{language}' is not supported; PII detection supports: en", param="language")
+        docs = list(self.nlp[language].pipe(texts))
+        if self.ner is None:
+            return docs
+        found = self.ner.predict_texts(texts, cache=False)  # nothing about the texts is stored
+        for doc, out in zip(docs, found, strict=True):
+            spans, scores = [], {}
+            for ent in out["entities"]:
+                span = doc.char_span(ent["start"], ent["end"], label=ent["label"], alignment_mode="expand")
+                if span is not None:
+                    spans.append(span)
+                    scores[(span.start, span.end)] = float(ent["score"])
+            doc.ents = filter_spans(spans)
+            doc.user_data["luodi_scores"] = [scores[(s.start, s.end)] for s in doc.ents]
+        return docs
+
+    def _get_scores_for_entities(self, doc: Doc) -> list[float]:
+        return list(doc.user_data.get("luodi_scores", []))
+
+    def _doc_to_nlp_artifact(self, doc: Doc, language: str) -> NlpArtifacts:
+        art = super()._doc_to_nlp_artifact(doc, language)
+        art.lemmas = [t.lower_ for t in doc]  # a blank pipeline has no lemmatizer: context words match lower-cased
+        return art
+
+    def process_text(self, text: str, language: str) -> NlpArtifacts:
+        return self._doc_to_nlp_artifact(self._docs([text], language)[0], language)
+
+    def process_batch(
+        self, texts: Iterable[Any], language: str, batch_size: int = 1, n_process: int = 1, as_tuples: bool = False
+    ) -> Iterator[tuple]:
+        items = list(texts)
+        size = max(batch_size, self.batch_size)
+        for k in range(0, len(items), size):
+            chunk = items[k : k + size]
+            strs = [str(t[0]) if as_tuples else str(t) for t in chunk]
+            for item, text, doc in zip(chunk, strs, self._docs(strs, language), strict=True):
+                art = self._doc_to_nlp_artifact(doc, language)
+                yield (text, art, item[1]) if as_tuples else (text, art)
