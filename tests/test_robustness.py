@@ -176,6 +176,26 @@ def test_n_fgsm_training_with_an_eps_ramp_runs_and_reports_robust_accuracy(tmp_p
     assert 0 <= m["robust_accuracy"] <= m["accuracy"] + 0.05
 
 
+def test_madry_cnn_keeping_the_last_epoch_trains_on_tiny_data(tmp_path):
+    from luodi.tasks.grid_cnn import MadryCNN
+
+    for size in ((28, 28), (30, 31), (8, 8)):
+        net = MadryCNN(1, 10, size, width=4, hidden=16)
+        assert net(torch.rand(2, 1, *size)).shape == (2, 10)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    torch.set_num_threads(1)
+    adv = {"method": "n-fgsm", "eps": 0.1, "noise": 1, "check_steps": 2}
+    task = task_for(digits_config(epochs=3, adversarial=adv, early_stopping=1))
+    task.config.model.options.update(arch="madry", width=4, hidden=16, keep_last=True)
+    task = task_for(task.config)
+    tr, va = task.split(task.read(None))
+    task.fit(tr.subset(range(120)), va.subset(range(40)), tmp_path, progress=False)
+    assert len(task.history) == 3  # keep_last: a fixed schedule, never stopped early by validation
+    assert task.need().meta["arch"] == "madry"
+    m = task.evaluate(va.subset(range(40)))
+    assert 0 <= m["robust_accuracy"] <= m["accuracy"] + 0.05
+
+
 def test_audit_section_is_skipped_for_a_text_app():
     cfg = validate_app({"name": "t", "task": "text-classification", "data": {"path": "x.csv"}})
     s = section(SimpleNamespace(task=task_for(cfg), config=cfg), None, None)

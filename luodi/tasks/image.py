@@ -110,6 +110,7 @@ class ImageClassificationTask(FileClassifierTask):
             label_smoothing=self.opts.label_smoothing,
             weight_decay=self.opts.weight_decay,
             schedule=self.opts.schedule,
+            keep_last=self.opts.keep_last,
             adversarial=True,
             progress=progress,
             on_epoch=self.on_epoch_end,
