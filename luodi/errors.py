@@ -49,3 +49,16 @@ class Overloaded(LuodiError):
 class ConfigError(LuodiError):
     status = 422
     code = "invalid_config"
+
+
+class UpstreamError(LuodiError):
+    """The upstream server the `openai` engine forwards to failed or cannot be reached (luodi.engines.upstream);
+    the message names the upstream and the setting to check."""
+
+    status = 502
+    code = "upstream_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"

@@ -22,7 +22,33 @@ class Settings(BaseSettings):
     port: int = 8000
     chat_model: str = "bundled:smollm2-135m-instruct"
     embed_model: str = "bundled:minilm-l6"
-    engine: str = "llamacpp"  # llamacpp | transformers
+    engine: str = "llamacpp"  # llamacpp | transformers | openai (an OpenAI-compatible upstream: see upstream*)
+    upstream: str = Field(
+        "",
+        description="with engine=openai: base URL of the OpenAI-compatible server luodi forwards chat and "
+        "completions to, usually ending in /v1 (e.g. http://127.0.0.1:8001/v1 for vLLM or Ollama, "
+        "https://api.openai.com/v1); `luodi serve --upstream`",
+    )
+    upstream_key_env: str = Field(
+        "",
+        description="with engine=openai: the NAME of the environment variable holding the upstream's API key "
+        "(e.g. OPENAI_API_KEY), never the key itself; empty: no key is sent. `luodi serve --upstream-key-env`",
+    )
+    upstream_model: str = Field(
+        "",
+        description="with engine=openai: the model luodi asks the upstream for (and serves under that id); "
+        "empty: the first model the upstream lists at GET /models. `luodi serve --upstream-model`",
+    )
+    upstream_timeout_s: float = Field(
+        60, gt=0, description="with engine=openai: seconds to wait for the upstream per attempt (connect + read)"
+    )
+    upstream_retries: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="with engine=openai: retries (with back-off) on connection errors, time-outs, 408, 409, "
+        "429 and 5xx answers of the upstream, before luodi answers 502 / 503 / 504",
+    )
     # when llama.cpp fails its start-up self-check (a crash or wrong tokens on this CPU): serve on the
     # transformers engine (slower, reported as degraded by /health and `luodi models`) instead of failing
     engine_fallback: bool = True

@@ -67,23 +67,19 @@ class LiveServer:
         return openai.OpenAI(base_url=self.base_url, api_key=self.key, **kw)
 
 
-@pytest.fixture(scope="session")
-def live_server(luodi_home):
-    """Start create_app() under uvicorn on a free port (background thread), with an API key."""
+def start_server(app, name: str = "luodi-live-server"):
+    """Run a FastAPI app under uvicorn on a free port in a background thread, once its /health answers:
+    (url, uvicorn server, thread); set server.should_exit and join the thread to stop it."""
     import threading
     import time
 
     import httpx
     import uvicorn
 
-    from luodi.keys import create_key
-    from luodi.serve.app import create_app
-
-    app = create_app()
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="luodi-live-server", daemon=True)
+    thread = threading.Thread(target=server.run, name=name, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
@@ -99,6 +95,17 @@ def live_server(luodi_home):
             server.should_exit = True
             raise RuntimeError("live_server: /health did not answer within 180 s")
         time.sleep(0.1)
+    return url, server, thread
+
+
+@pytest.fixture(scope="session")
+def live_server(luodi_home):
+    """Start create_app() under uvicorn on a free port (background thread), with an API key."""
+    from luodi.keys import create_key
+    from luodi.serve.app import create_app
+
+    app = create_app()
+    url, server, thread = start_server(app)
     key = create_key("pytest-live-server", admin=True).key  # admin: key-management tests use it
     try:
         yield LiveServer(url, key, app, server, thread)

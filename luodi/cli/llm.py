@@ -90,13 +90,16 @@ def run_server(host: str, port: int, *, new_key: bool = True, key_name: str = "l
     tls = tls_options(settings.ssl_certfile, settings.ssl_keyfile)
     if not _port_free(host, port):
         raise LuodiError(f"port {port} on {host} is already in use; pick another with --port", param="port")
+    model = settings.chat_model
+    if settings.engine.lower() == "openai":  # a bad upstream setting stops here, naming the setting
+        model = get_engine().model_id
     key = None
     auth_on = settings.auth.lower() not in ("off", "false", "0", "no")
     if auth_on and new_key:
         key = keys_service.create_key(key_name, admin=True).key  # admin: it may manage keys too
     app = create_app(settings)
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    print_banner(f"{'https' if tls else 'http'}://{shown_host}:{port}", key, settings.chat_model, auth_on)
+    print_banner(f"{'https' if tls else 'http'}://{shown_host}:{port}", key, model, auth_on)
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5, **tls)
 
 
@@ -110,11 +113,18 @@ def serve(
     model: Annotated[
         str | None, typer.Option(help="chat model: bundled:<name>, .gguf file or HF dir")
     ] = None,
-    engine: Annotated[str | None, typer.Option(help="llamacpp | transformers")] = None,
+    engine: Annotated[str | None, typer.Option(help="llamacpp | transformers | openai (needs --upstream)")] = None,
     embed_model: Annotated[str | None, typer.Option(help="embedding model")] = None,
     threads: Annotated[
         int | None, typer.Option(help="CPU threads for decoding (default LUODI_THREADS)")
     ] = None,
+    upstream: Annotated[str | None, typer.Option(
+        help="with --engine openai: the OpenAI-compatible server's base URL, e.g. http://127.0.0.1:8001/v1 "
+        "(LUODI_UPSTREAM)")] = None,
+    upstream_key_env: Annotated[str | None, typer.Option(
+        help="with --engine openai: NAME of the env var holding the upstream's key (LUODI_UPSTREAM_KEY_ENV)")] = None,
+    upstream_model: Annotated[str | None, typer.Option(
+        help="with --engine openai: the upstream model (default: its first; LUODI_UPSTREAM_MODEL)")] = None,
     new_key: Annotated[bool, typer.Option("--key/--no-key", help="create and print a fresh API key")] = True,
     ssl_certfile: Annotated[str | None, typer.Option(help="PEM certificate: serve HTTPS (LUODI_SSL_CERTFILE)")] = None,
     ssl_keyfile: Annotated[str | None, typer.Option(help="its PEM private key (LUODI_SSL_KEYFILE)")] = None,
@@ -122,7 +132,8 @@ def serve(
     """Serve the OpenAI-compatible API (and the console) on HOST:PORT, over HTTPS with --ssl-certfile."""
     _apply_overrides(
         host=host, port=port, chat_model=model, engine=engine, embed_model=embed_model, threads=threads,
-        ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
+        ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, upstream=upstream, upstream_key_env=upstream_key_env,
+        upstream_model=upstream_model,
     )
     s = get_settings()
     try:

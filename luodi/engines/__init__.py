@@ -16,19 +16,21 @@ import threading
 from luodi.engines.base import Engine, GenerationChunk, SamplingParams
 from luodi.errors import ConfigError
 
-__all__ = ["BACKENDS", "Engine", "GenerationChunk", "SamplingParams", "complete", "engine_status", "get_engine",
-           "load_engine"]
+__all__ = ["BACKENDS", "Engine", "GenerationChunk", "SamplingParams", "complete", "engine_options", "engine_status",
+           "get_engine", "load_engine"]
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("llamacpp", "transformers")  # "vllm" would slot in here (GPU only)
+BACKENDS = ("llamacpp", "transformers", "openai")  # openai: any OpenAI-compatible upstream (upstream.py)
 
 
 def load_engine(spec: str | None = None, backend: str | None = None, **options) -> Engine:
     """Load a chat model into a new engine. Defaults come from luodi.settings (LUODI_* env vars).
 
-    spec: a model source (bundled:<name>, .gguf file, HF directory); backend: llamacpp | transformers.
-    options override n_ctx, max_running, max_queue, threads and backend-specific knobs.
+    spec: a model source (bundled:<name>, .gguf file, HF directory); backend: llamacpp | transformers | openai
+    (spec is not used: the upstream's model is LUODI_UPSTREAM_MODEL or the upstream's first).
+    options override n_ctx, max_running, max_queue, threads and backend-specific knobs (openai: upstream,
+    upstream_key_env, upstream_model, upstream_timeout_s, upstream_retries).
     """
     from luodi.models import resolve
     from luodi.settings import get_settings
@@ -36,9 +38,13 @@ def load_engine(spec: str | None = None, backend: str | None = None, **options) 
     s = get_settings()
     spec = spec or s.chat_model
     backend = (backend or s.engine).lower()
-    src = resolve(spec)
-    opts = {"n_ctx": s.n_ctx, "max_running": s.max_running, "max_queue": s.max_queue, "threads": s.threads}
+    opts = engine_options(s, backend)
     opts.update(options)
+    if backend == "openai":
+        from luodi.engines.upstream import UpstreamEngine
+
+        return UpstreamEngine(**opts)
+    src = resolve(spec)
     if backend == "llamacpp":
         opts.setdefault("ggml_poll", s.ggml_poll)
         if os.environ.get("LUODI_REQUANTIZE") and "requantize" not in options:
@@ -93,6 +99,13 @@ def engine_status(engine: Engine | None) -> dict:
 _engines: dict[tuple, Engine] = {}
 _lock = threading.Lock()
 SHARED_OPTIONS = ("n_ctx", "max_running", "max_queue", "threads")  # settings an engine is built with
+UPSTREAM_OPTIONS = ("upstream", "upstream_key_env", "upstream_model", "upstream_timeout_s", "upstream_retries")
+
+
+def engine_options(settings, backend: str) -> dict:
+    """The settings an engine of `backend` is built with (the openai engine's upstream ones too)."""
+    names = SHARED_OPTIONS + (UPSTREAM_OPTIONS if backend.lower() == "openai" else ())
+    return {name: getattr(settings, name) for name in names}
 
 
 def get_engine(spec: str | None = None, backend: str | None = None, **options) -> Engine:
@@ -102,9 +115,10 @@ def get_engine(spec: str | None = None, backend: str | None = None, **options) -
     from luodi.settings import get_settings
 
     s = get_settings()
-    opts = {name: getattr(s, name) for name in SHARED_OPTIONS}
+    backend = (backend or s.engine).lower()
+    opts = engine_options(s, backend)
     opts.update(options)
-    key = (spec or s.chat_model, (backend or s.engine).lower(), tuple(sorted(opts.items())))
+    key = (spec or s.chat_model, backend, tuple(sorted(opts.items())))
     with _lock:
         eng = _engines.get(key)
         if eng is None:

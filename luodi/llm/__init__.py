@@ -1,6 +1,7 @@
 """The LLM service: chat and text completions from OpenAI requests, over the engines (luodi.engines).
 
     service.py       chat_completion / text_completion: the one recipe the HTTP routes and the CLI face
+    forward.py       the same on an engine that forwards OpenAI requests (the `openai` engine: an upstream)
     openai_types.py  OpenAI request and response bodies (pydantic)
     params.py        request fields -> SamplingParams (validated, errors name the field)
     choices.py       n choices of one prompt, collected or their streams merged

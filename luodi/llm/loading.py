@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from luodi.engines import SHARED_OPTIONS, Engine, get_engine
+from luodi.engines import Engine, engine_options, get_engine
 from luodi.errors import LuodiError, Overloaded
 
 _load_lock = threading.Lock()
@@ -20,7 +20,7 @@ def ensure_engine(state: Any) -> Engine:
             if state.engine is None:
                 s = state.settings
                 try:
-                    engine = get_engine(s.chat_model, s.engine, **{f: getattr(s, f) for f in SHARED_OPTIONS})
+                    engine = get_engine(s.chat_model, s.engine, **engine_options(s, s.engine))
                 except LuodiError:
                     raise
                 except Exception as e:  # noqa: BLE001 - no usable chat model on this server: say so

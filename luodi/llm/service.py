@@ -20,6 +20,7 @@ from luodi.engines.limits import check_request
 from luodi.errors import BadRequest, LuodiError
 from luodi.llm import toolcalls, toolparse
 from luodi.llm.choices import Choices
+from luodi.llm.forward import forward
 from luodi.llm.generation import Generation
 from luodi.llm.openai_types import (
     AssistantMessage,
@@ -71,7 +72,10 @@ async def chat_completion(
     """Serve one chat completion: the finished ChatCompletion, or with req.stream its events (the choices have
     started by then, so a bad or overloading request raises here, before any event). `on_done` sees each
     choice's timed Generation; `stream_interval` (seconds) merges the tokens of one choice between events;
-    `disconnected` stops a non-streamed request whose client went away."""
+    `disconnected` stops a non-streamed request whose client went away. On an engine that forwards OpenAI
+    requests (the `openai` engine), the upstream does all of it (luodi.llm.forward)."""
+    if getattr(engine, "forwards", False):
+        return await forward(engine, "chat/completions", req, model=model or engine.model_id, on_done=on_done)
     if req.top_logprobs is not None and not req.logprobs:
         raise BadRequest("field 'top_logprobs': needs 'logprobs': true", param="top_logprobs")
     logprobs = (req.top_logprobs or 0) if req.logprobs else None
@@ -166,6 +170,8 @@ async def text_completion(
     disconnected: Disconnected = _still_here,
 ) -> TextCompletion | AsyncIterator[TextCompletion]:
     """Serve one text completion (no chat template), as chat_completion does a chat one."""
+    if getattr(engine, "forwards", False):
+        return await forward(engine, "completions", req, model=model or engine.model_id, on_done=on_done)
     for name, bad in (("echo", req.echo), ("suffix", req.suffix), ("best_of", req.best_of not in (None, 1))):
         if bad:
             raise BadRequest(f"field '{name}': not supported by this server; remove it", param=name)

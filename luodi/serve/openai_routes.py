@@ -43,12 +43,22 @@ def _model_names(spec: str) -> set[str]:
     return names
 
 
+def chat_model_id(state: ServerState) -> str:
+    """The chat model this server answers with: the engine's once loaded (the openai engine serves its
+    upstream's model under the upstream's id), else LUODI_CHAT_MODEL."""
+    engine = state.engine
+    if engine is not None and getattr(engine, "forwards", False):
+        return str(engine.model_id)
+    return state.settings.chat_model
+
+
 def available_models(state: ServerState) -> list[dict[str, Any]]:
     """Chat and embedding models this server answers with, plus registered ones."""
     s = state.settings
     created = int(time.time())
+    chat = chat_model_id(state)
     out = [
-        {"id": s.chat_model, "object": "model", "created": created, "owned_by": "luodi", "role": "chat"},
+        {"id": chat, "object": "model", "created": created, "owned_by": "luodi", "role": "chat"},
         {
             "id": s.embed_model,
             "object": "model",
@@ -57,7 +67,7 @@ def available_models(state: ServerState) -> list[dict[str, Any]]:
             "role": "embedding",
         },
     ]
-    seen = {s.chat_model, s.embed_model}
+    seen = {chat, s.embed_model}
     for m in registered_models():
         if m["id"] not in seen:
             seen.add(m["id"])
@@ -83,13 +93,15 @@ def registered_models() -> list[dict[str, Any]]:
 
 def _check_model(state: ServerState, model: str | None, role: str) -> str:
     s = state.settings
-    spec = s.chat_model if role == "chat" else s.embed_model
-    other = s.embed_model if role == "chat" else s.chat_model
+    spec = chat_model_id(state) if role == "chat" else s.embed_model
+    other = s.embed_model if role == "chat" else chat_model_id(state)
     ok = _model_names(spec) | {"default"}
     if role == "chat" and state.engine is not None:
         ok.add(str(getattr(state.engine, "model_id", spec)))
     if not model or model in ok:
         return spec
+    if role == "chat" and state.engine is not None and getattr(state.engine, "model_id", None) == "upstream":
+        return model  # the openai engine has not learnt its upstream's model yet (it was down): the upstream judges
     if model in _model_names(other):
         where = "/v1/embeddings" if role == "chat" else "/v1/chat/completions or /v1/completions"
         raise BadRequest(
