@@ -15,7 +15,7 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from luodi.errors import AuthError, LuodiError
-from luodi.keys import ROUTE_GROUPS, KeyInfo, describe_scope, scope_allows, verify_key
+from luodi.keys import ROUTE_GROUPS, KeyInfo, cached_key, describe_scope, scope_allows, verify_key
 from luodi.serve.ratelimit import RateLimiter
 from luodi.serve.state import get_state
 
@@ -52,7 +52,8 @@ async def require_key(request: Request) -> KeyInfo | None:
     if settings.auth.lower() in ("off", "false", "0", "no"):
         setattr(request.state, _CHECKED, None)
         return None
-    info = await run_in_threadpool(verify_key, _bearer(request))
+    token = _bearer(request)
+    info = cached_key(token) or await run_in_threadpool(verify_key, token)  # the store at most every 2 s per key
     _limiter(request).check(f"key:{info.id}", info.rate_limit_rpm or settings.rate_limit_rpm)
     setattr(request.state, _CHECKED, info)  # set first: the audit log names the key of a refused call too
     if info.scope and not info.admin:
