@@ -175,6 +175,36 @@ def test_changed_file_replaces_its_old_version(tmp_path):
     assert "30 days" in hit.text
 
 
+def test_tampered_index_file_is_refused_by_name(tmp_path):
+    from luodi.rag import index
+    from luodi.rag.kbs import kb_dir
+
+    rag.create_kb("tamper")
+    f = tmp_path / "note.txt"
+    f.write_text("The night ferry to Lindholm leaves at eleven.")
+    rag.add_documents("tamper", [f])
+    path = kb_dir("tamper") / index.INDEX_FILE
+    sums = kb_dir("tamper") / index.SUMS_FILE
+    assert json.loads(sums.read_text())["sha256"] == [index._sha256(path)]
+    good = path.read_bytes()
+    data = bytearray(good)
+    data[-5] ^= 0x01  # one bit of one stored vector
+    path.write_bytes(bytes(data))
+    index.forget("tamper")
+    with pytest.raises(index.KbIntegrityError, match=r"vectors\.faiss.*modified outside luodi") as e:
+        rag.search("tamper", "When does the ferry leave?")
+    assert e.value.status == 409
+    (tmp_path / "more.txt").write_text("The day ferry leaves at nine.")
+    with pytest.raises(index.KbIntegrityError):  # adding documents reads the index too: refused
+        rag.add_documents("tamper", [tmp_path / "more.txt"])
+    path.write_bytes(good)  # restored from a backup: served again
+    assert "eleven" in rag.search("tamper", "When does the ferry leave?", k=1).hits[0].text
+    sums.unlink()  # an index written before checksums existed: accepted once, its checksum recorded
+    index.forget("tamper")
+    assert rag.search("tamper", "ferry", k=1).hits
+    assert json.loads(sums.read_text())["sha256"] == [index._sha256(path)]
+
+
 def test_bad_input_names_the_field(tmp_path):
     with pytest.raises(BadRequest, match="invalid knowledge base name"):
         rag.create_kb("Bad Name!")

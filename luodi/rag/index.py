@@ -1,8 +1,12 @@
-"""Per-KB indexes: a FAISS inner-product index of chunk vectors (file, written atomically) and BM25 over
-chunk texts (rebuilt in memory). `load(name)` gives a cached, read-only view of what is visible now."""
+"""Per-KB indexes: a FAISS inner-product index of chunk vectors (file, written atomically, its sha256 in a
+checksum file beside it and checked on every read) and BM25 over chunk texts (rebuilt in memory). `load(name)`
+gives a cached, read-only view of what is visible now."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import re
 import threading
 from dataclasses import dataclass, field
@@ -12,12 +16,23 @@ import faiss
 import numpy as np
 from sqlalchemy import select
 
-from luodi.atomic import atomic_path
+from luodi.atomic import atomic_path, write_json
+from luodi.errors import LuodiError
 from luodi.rag.kbs import get_kb_row, kb_config, kb_dir, kb_lock
 from luodi.store import session_scope
 from luodi.store.tables import KbChunk, KbDocument
 
 INDEX_FILE = "vectors.faiss"
+SUMS_FILE = "vectors.faiss.sha256.json"  # {"sha256": [the file's, and during a swap the file it replaces]}
+
+log = logging.getLogger(__name__)
+
+
+class KbIntegrityError(LuodiError):
+    """A knowledge base's index file does not match the checksum luodi wrote with it."""
+
+    status = 409
+    code = "integrity_error"
 
 # --- FAISS vectors -------------------------------------------------------------------------------
 
@@ -26,17 +41,49 @@ def _new_index(dim: int) -> faiss.Index:
     return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _known_sums(name: str) -> list[str] | None:
+    """The checksums the index file may have (None: a knowledge base written before luodi kept them)."""
+    path = kb_dir(name) / SUMS_FILE
+    return list(json.loads(path.read_text())["sha256"]) if path.exists() else None
+
+
 def read_vectors(name: str, dim: int) -> faiss.Index:
+    """The KB's vectors, after checking the file against its checksum: a file changed outside luodi is refused,
+    naming it, instead of answering from vectors nobody wrote."""
     path = kb_dir(name) / INDEX_FILE
-    if path.exists():
-        return faiss.read_index(str(path))
-    return _new_index(dim)
+    if not path.exists():
+        return _new_index(dim)
+    sums, actual = _known_sums(name), _sha256(path)
+    if sums is None:  # an index from before checksums: trusted once, checked from now on
+        log.warning("knowledge base '%s': %s has no checksum yet; recording it now", name, path)
+        write_json(kb_dir(name) / SUMS_FILE, {"sha256": [actual]})
+    elif actual not in sums:
+        raise KbIntegrityError(
+            f"knowledge base '{name}': file '{path}' was modified outside luodi (sha256 mismatch); restore it "
+            f"from a backup, or delete the knowledge base and add its documents again (`luodi kb delete {name}`)"
+        )
+    return faiss.read_index(str(path))
 
 
 def write_vectors(name: str, index: faiss.Index) -> None:
-    """Write the index to a temp file and rename it into place: a crash never leaves a torn file."""
-    with atomic_path(kb_dir(name) / INDEX_FILE) as tmp:
+    """Write the index to a temp file and rename it into place: a crash never leaves a torn file. Its checksum
+    is recorded before the swap beside the replaced file's (a crash between the two leaves either file
+    valid) and alone after it."""
+    path = kb_dir(name) / INDEX_FILE
+    old = (_known_sums(name) or [])[:1] if path.exists() else []
+    with atomic_path(path) as tmp:
         faiss.write_index(index, str(tmp))
+        new = _sha256(tmp)
+        write_json(kb_dir(name) / SUMS_FILE, {"sha256": [new, *old]})
+    write_json(kb_dir(name) / SUMS_FILE, {"sha256": [new]})
 
 
 def remove_ids(index: faiss.Index, ids: list[int]) -> int:
