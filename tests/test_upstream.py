@@ -213,3 +213,22 @@ def test_serve_cli_stops_on_a_bad_upstream(monkeypatch):
                                  "--port", str(free_port())])
     reset_settings()
     assert r.exit_code != 0 and "LUODI_UPSTREAM" in r.output, r.output
+
+
+def test_a_model_spec_names_an_upstream_for_one_agent(live_server):
+    """'openai:MODEL@URL' (an agent's or assistant YAML's model) reaches that upstream whatever the server's engine."""
+    from luodi.agent.calculator import calculator
+    from luodi.agent.runtime import Agent
+    from luodi.engines import get_engine, upstream_spec
+
+    assert upstream_spec("openai:llama3.1") == {"upstream_model": "llama3.1"}
+    assert upstream_spec(f"openai:{CHAT}@{live_server.base_url}") == {"upstream_model": CHAT,
+                                                                       "upstream": live_server.base_url}
+    assert upstream_spec(CHAT) is None
+    os.environ[KEY_ENV] = live_server.key
+    spec = f"openai:{CHAT}@{live_server.base_url}"
+    eng = get_engine(spec, upstream_key_env=KEY_ENV)
+    assert eng.name == "openai" and eng.model_id == CHAT and eng.url == live_server.base_url
+    res = Agent([calculator], engine=eng).run("What is 17 * 23?")
+    assert res.steps >= 1 and res.prompt_tokens > 0 and res.completion_tokens > 0  # counted by the upstream
+    assert res.stop_reason and res.answer is not None

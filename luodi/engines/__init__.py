@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import re
 import threading
 
 from luodi.engines.base import Engine, GenerationChunk, SamplingParams
@@ -28,7 +29,7 @@ def load_engine(spec: str | None = None, backend: str | None = None, **options) 
     """Load a chat model into a new engine. Defaults come from luodi.settings (LUODI_* env vars).
 
     spec: a model source (bundled:<name>, .gguf file, HF directory); backend: llamacpp | transformers | openai
-    (spec is not used: the upstream's model is LUODI_UPSTREAM_MODEL or the upstream's first).
+    (spec 'openai:MODEL[@URL]' picks it too; else the upstream's model is LUODI_UPSTREAM_MODEL or its first).
     options override n_ctx, max_running, max_queue, threads and backend-specific knobs (openai: upstream,
     upstream_key_env, upstream_model, upstream_timeout_s, upstream_retries).
     """
@@ -38,6 +39,9 @@ def load_engine(spec: str | None = None, backend: str | None = None, **options) 
     s = get_settings()
     spec = spec or s.chat_model
     backend = (backend or s.engine).lower()
+    named = upstream_spec(spec)
+    if named is not None:
+        backend, options = "openai", {**named, **options}
     opts = engine_options(s, backend)
     opts.update(options)
     if backend == "openai":
@@ -102,6 +106,21 @@ SHARED_OPTIONS = ("n_ctx", "max_running", "max_queue", "threads")  # settings an
 UPSTREAM_OPTIONS = ("upstream", "upstream_key_env", "upstream_model", "upstream_timeout_s", "upstream_retries")
 
 
+UPSTREAM_SPEC = re.compile(r"^openai:(?P<model>[^@]*)(?:@(?P<url>https?://\S+))?$")
+
+
+def upstream_spec(spec: str | None) -> dict | None:
+    """A model spec that names an upstream, for one app, agent or assistant YAML: 'openai:MODEL' (the server's
+    LUODI_UPSTREAM) or 'openai:MODEL@URL'; the engine options it sets, else None."""
+    m = UPSTREAM_SPEC.match(spec or "")
+    if m is None:
+        return None
+    out = {"upstream_model": m["model"]}
+    if m["url"]:
+        out["upstream"] = m["url"]
+    return out
+
+
 def engine_options(settings, backend: str) -> dict:
     """The settings an engine of `backend` is built with (the openai engine's upstream ones too)."""
     names = SHARED_OPTIONS + (UPSTREAM_OPTIONS if backend.lower() == "openai" else ())
@@ -116,6 +135,10 @@ def get_engine(spec: str | None = None, backend: str | None = None, **options) -
 
     s = get_settings()
     backend = (backend or s.engine).lower()
+    named = upstream_spec(spec)  # 'openai:MODEL[@URL]': this caller's upstream, whatever the server's engine
+    if named is not None:
+        backend = "openai"
+        options = {**named, **options}
     opts = engine_options(s, backend)
     opts.update(options)
     key = (spec or s.chat_model, backend, tuple(sorted(opts.items())))

@@ -14,7 +14,7 @@ from contextlib import aclosing
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -138,8 +138,8 @@ async def _serve(service, req, request: Request):
     engine = state.engine or await run_in_threadpool(llm.ensure_engine, state)
     out = await service(engine, req, model=model, on_done=_on_done(state),
                         stream_interval=state.settings.stream_interval_ms / 1000, disconnected=request.is_disconnected)
-    if isinstance(out, Body):
-        return out.dump()
+    if isinstance(out, Body):  # its JSON as it is (FastAPI's jsonable_encoder would walk it again)
+        return Response(out.sse(), media_type="application/json")
     return EventSourceResponse(_sse(out), ping=15, sep="\n")
 
 
