@@ -232,3 +232,26 @@ def test_a_model_spec_names_an_upstream_for_one_agent(live_server):
     res = Agent([calculator], engine=eng).run("What is 17 * 23?")
     assert res.steps >= 1 and res.prompt_tokens > 0 and res.completion_tokens > 0  # counted by the upstream
     assert res.stop_reason and res.answer is not None
+
+
+def test_cli_generate_and_health_on_an_upstream(live_server, front, monkeypatch):
+    from typer.testing import CliRunner
+
+    from luodi.cli import app
+    from luodi.settings import reset_settings
+
+    url, _ = front
+    engine = httpx.get(f"{url}/health").json()["engine"]
+    assert engine["backend"] == "openai" and engine["upstream"] == live_server.base_url and engine["model"] == CHAT
+    monkeypatch.setenv(KEY_ENV, live_server.key)
+    monkeypatch.setenv("LUODI_UPSTREAM_KEY_ENV", KEY_ENV)
+    monkeypatch.setenv("LUODI_CHAT_MODEL", os.environ.get("LUODI_CHAT_MODEL", CHAT))  # generate --model sets it
+    reset_settings()
+    try:
+        r = CliRunner().invoke(app, ["generate", "Name a color.", "--max-tokens", "6", "--temperature", "0",
+                                     "--model", f"openai:{CHAT}@{live_server.base_url}"])
+    finally:
+        monkeypatch.undo()
+        reset_settings()
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    assert r.stdout.strip()

@@ -213,15 +213,19 @@ def _reply(request: ChatCompletionRequest | CompletionRequest, on_text: Callable
         finish, usage = None, None
         async with aclosing(events):
             async for event in events:
-                usage = event.usage or usage
-                for c in event.choices:
-                    piece = c.delta.content if isinstance(request, ChatCompletionRequest) else c.text
+                data = event.dump()  # the JSON the HTTP API sends (an upstream's events too: the openai engine)
+                usage = data.get("usage") or usage
+                for c in data.get("choices") or []:
+                    piece = (c.get("delta") or {}).get("content") if isinstance(request, ChatCompletionRequest) \
+                        else c.get("text")
                     if piece:
                         parts.append(piece)
                         if on_text is not None:
                             on_text(piece)
-                    finish = c.finish_reason or finish
-        return Reply("".join(parts), finish, usage.prompt_tokens, usage.completion_tokens)
+                    finish = c.get("finish_reason") or finish
+        usage = usage or {}
+        return Reply("".join(parts), finish, int(usage.get("prompt_tokens") or 0),
+                     int(usage.get("completion_tokens") or 0))
 
     return llm.run_sync(run())
 

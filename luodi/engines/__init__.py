@@ -89,6 +89,8 @@ def engine_status(engine: Engine | None) -> dict:
     if engine is None:
         return {"backend": None, "degraded": False}
     out = {"backend": engine.name, "model": engine.model_id, "degraded": bool(getattr(engine, "degraded", None))}
+    if getattr(engine, "forwards", False):
+        out["upstream"] = engine.url
     if out["degraded"]:
         out["reason"] = engine.degraded
     cpu = getattr(engine, "cpu", None)

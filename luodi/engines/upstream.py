@@ -164,7 +164,7 @@ class UpstreamEngine:
 
     def __init__(self, model_id: str | None = None, *, upstream: str = "", upstream_key_env: str = "",
                  upstream_model: str = "", upstream_timeout_s: float = 60.0, upstream_retries: int = 2,
-                 n_ctx: int = 2048, max_queue: int = 64, **_ignored: Any) -> None:
+                 n_ctx: int = 2048, **_ignored: Any) -> None:
         self.url, self._key = check_upstream(upstream, upstream_key_env)
         if upstream_timeout_s is None or upstream_timeout_s <= 0:
             raise ConfigError(f"LUODI_UPSTREAM_TIMEOUT_S must be > 0 seconds, got {upstream_timeout_s}",
@@ -173,7 +173,6 @@ class UpstreamEngine:
             raise ConfigError(f"LUODI_UPSTREAM_RETRIES must be >= 0, got {upstream_retries}", param="upstream_retries")
         self.timeout, self.retries = float(upstream_timeout_s), int(upstream_retries)
         self.n_ctx = n_ctx  # the budget RAG and agents fit their prompts to (estimated tokens)
-        self.max_queue = max_queue
         self._model = (upstream_model or "").strip() or None
         self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
@@ -228,8 +227,6 @@ class UpstreamEngine:
         upstream model: its JSON response as a dict, or with body["stream"] its events as dicts. Errors (also
         in the middle of a stream) are luodi errors naming the upstream."""
         body = {**body, "model": await self.model()}
-        if self._running >= self.max_queue + 256:  # a guard against piling up without bound on a dead upstream
-            raise Overloaded(f"{self._running} requests are already waiting for the upstream {self.url}")
         self._running += 1
         streaming = False
         try:
