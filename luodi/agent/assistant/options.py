@@ -97,7 +97,8 @@ class AbuseConfig(Strict):
 
 class LlmConfig(Strict):
     enabled: bool = Field(False, description="phrase FAQ answers with the chat model (greedy); off: exact text")
-    model: str | None = Field(None, description="the chat model; default: the server's")
+    model: str | None = Field(None, description="the chat model (a model source, or openai:MODEL[@URL] for an "
+                              "OpenAI-compatible upstream); default: the server's")
 
 
 class AssistantOptions(Strict):
