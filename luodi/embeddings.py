@@ -86,7 +86,12 @@ class Encoder:
         """Yield (indices into `inputs`, tokenized batch, hidden states) per batch of similar lengths: the last
         layer's (b, seq, dim), or with `all_layers` every layer's tuple. `words`: inputs are lists of words."""
         torch = self._torch
-        order = np.argsort([len(x) for x in inputs])  # similar lengths together: less padding
+        if not len(inputs):
+            return
+        # similar sub-word lengths together: less padding (word or character counts miss long tokens: an IBAN,
+        # an e-mail address or an IPv6 address is one word but many sub-words)
+        ids = self.tokenizer(list(inputs), is_split_into_words=words, truncation=True, max_length=max_length)
+        order = np.argsort([len(x) for x in ids["input_ids"]], kind="stable")
         steps = range(0, len(inputs), batch_size)
         if progress:
             from rich.progress import track

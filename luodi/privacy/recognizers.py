@@ -1,6 +1,13 @@
 """The pattern side of PII detection: Presidio's own predefined recognizers (regexes with checksums and context
-words) for the entity types luodi uses, plus one Presidio PatternRecognizer for street addresses, which Presidio
-does not ship."""
+words) for the entity types luodi uses, customised where Presidio's defaults miss common formats:
+
+- cards: Presidio's CreditCardRecognizer (Luhn-checked) with more patterns: Mastercard's 2-series (2221-2720),
+  19-digit Visa / Maestro / UnionPay numbers, 12-digit Maestro, 15-digit JCB; every match still passes Luhn;
+- phones: Presidio's PhoneRecognizer (libphonenumber, valid numbers only) plus a PatternRecognizer for phone
+  layouts written with separators (NANP "(415) 555-0134", "+1-415-555-0134x12", "001-...", E.164 "+44 20 ...",
+  UK "0113 496 0123") whose area codes libphonenumber does not know (unallocated, fictional or new ranges);
+- street addresses: a PatternRecognizer (Presidio ships none).
+"""
 
 from __future__ import annotations
 
@@ -38,6 +45,33 @@ STREET_RE = (
 )
 
 
+CARD_PATTERNS = [
+    *CreditCardRecognizer.PATTERNS,  # Presidio's: 13-17 digits starting 1, 3, 4, 5[0-5] or 6
+    Pattern("card (Mastercard 2-series)", r"\b2[2-7]\d{2}[- ]?\d{4}[- ]?\d{4}[- ]?\d{4}\b", 0.3),
+    Pattern("card (18-19 digits)", r"\b[3-6]\d{3}(?:[- ]?\d{4}){3}[- ]?\d{2,3}\b", 0.3),
+    Pattern("card (Maestro 12 digits)", r"\b(?:5[06-8]|6\d)\d{10}\b", 0.3),
+    Pattern("card (JCB 15 digits)", r"\b(?:2131|1800)\d{11}\b", 0.3),
+]
+EXTENSION = r"(?:\s?(?:x|ext\.?)\s?\d{1,5})?"
+PHONE_PATTERNS = [
+    Pattern(
+        "phone (NANP with separators)",
+        r"(?<![\w+])(?:(?:\+1|001)[-. ]?)?(?:\(\d{3}\)\s?|\d{3}[-.])\d{3}[-.]\d{4}" + EXTENSION + r"\b",
+        0.5,
+    ),
+    Pattern("phone (international)", r"(?<![\w+])\+\d{1,3}(?:\(0\))?[-. ]?\d{2,5}(?:[-. ]?\d{2,4}){1,3}\b", 0.5),
+    Pattern("phone (UK national)", r"(?<![\w+])0\d{2,4} \d{3,4} ?\d{3,4}\b", 0.4),
+    Pattern("phone (10 digits)", r"(?<![\w+])\d{10}\b", 0.1),  # only with a context word nearby
+]
+PHONE_CONTEXT = [*PhoneRecognizer.CONTEXT, "phone", "tel", "ring", "text", "reach", "contact", "fax"]
+
+
+def phone_layout_recognizer() -> PatternRecognizer:
+    return PatternRecognizer(
+        supported_entity="PHONE_NUMBER", name="PhoneLayoutRecognizer", patterns=PHONE_PATTERNS, context=PHONE_CONTEXT
+    )
+
+
 def street_address_recognizer() -> PatternRecognizer:
     return PatternRecognizer(
         supported_entity="STREET_ADDRESS",
@@ -52,7 +86,8 @@ def pattern_recognizers() -> list[EntityRecognizer]:
     return [
         EmailRecognizer(),
         PhoneRecognizer(),
-        CreditCardRecognizer(),
+        phone_layout_recognizer(),
+        CreditCardRecognizer(patterns=CARD_PATTERNS),
         IbanRecognizer(),
         IpRecognizer(),
         UrlRecognizer(),
