@@ -12,7 +12,8 @@ In front of each, `luodi serve --engine openai --upstream URL` with everything a
 `openai` client, non-streamed chat completions, the same prompt, max_tokens 1, temperature 0) alternates a direct
 call to the upstream with a call through the front, `--pairs` times after a warm-up, and prints p50 / p95 of both,
 the added p50 (p50 through the front - p50 direct) and the median of the per-pair differences, against the goal.
-The front's own CPU per request (its process's CPU time / requests) is printed beside it. Stored in
+The front's own CPU per request (its process's user and kernel CPU time / requests) is printed beside it, and
+then, for `--pairs / 2` streamed pairs, the time to the first text event direct and through the front. Stored in
 bench/results/upstream.json (goals: [{goal, value, target, op, met, note}]).
 """
 
@@ -47,6 +48,13 @@ def instant_server(port: int) -> None:
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello"}, "finish_reason": "length"}],
         "usage": {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10},
     }).encode()
+    chunk = {"id": "chatcmpl-instant", "object": "chat.completion.chunk", "created": 0, "model": "instant"}
+    events = [
+        {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hello"}, "finish_reason": None}]},
+        {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]},
+        {**chunk, "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10}},
+    ]
+    sse = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
     models = json.dumps({"object": "list",
                          "data": [{"id": "instant", "object": "model", "owned_by": "bench"}]}).encode()
 
@@ -58,13 +66,15 @@ def instant_server(port: int) -> None:
                 for line in head.split(b"\r\n"):
                     if line.lower().startswith(b"content-length:"):
                         length = int(line.split(b":", 1)[1])
-                if length:
-                    await reader.readexactly(length)
+                request = await reader.readexactly(length) if length else b""
                 body = models if head.startswith(b"GET /v1/models") else completion
+                kind = b"application/json"
+                if b'"stream":true' in request.replace(b" ", b""):
+                    body, kind = sse, b"text/event-stream"
                 status = b"200 OK" if head.startswith((b"GET /v1/models", b"POST /v1/chat/completions")) else b"404 X"
                 if head.startswith(b"GET /health"):
                     status, body = b"200 OK", b"{}"
-                writer.write(b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\ncontent-length: "
+                writer.write(b"HTTP/1.1 " + status + b"\r\ncontent-type: " + kind + b"\r\ncontent-length: "
                              + str(len(body)).encode() + b"\r\n\r\n" + body)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -81,10 +91,11 @@ def instant_server(port: int) -> None:
 
 
 # ------------------------------------------------------------------------------------------ measuring
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its threads (clock ticks -> s)."""
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process and its threads."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -105,7 +116,7 @@ def measure(direct: openai.OpenAI, front: openai.OpenAI, model: str, pairs: int,
         call(direct)
         call(front)
     d, f = [], []
-    cpu0 = cpu_seconds(front_pid)
+    user0, sys0 = cpu_seconds(front_pid)
     for i in range(pairs):  # alternate which goes first, so neither always follows the other
         if i % 2:
             d.append(call(direct))
@@ -113,16 +124,38 @@ def measure(direct: openai.OpenAI, front: openai.OpenAI, model: str, pairs: int,
         else:
             f.append(call(front))
             d.append(call(direct))
-    cpu = (cpu_seconds(front_pid) - cpu0) / pairs * 1000
+    user1, sys1 = cpu_seconds(front_pid)
+    user, system = (user1 - user0) / pairs * 1000, (sys1 - sys0) / pairs * 1000
     diffs = [b - a for a, b in zip(d, f, strict=True)]
+
+    def first_event(c: openai.OpenAI) -> float:
+        t = time.perf_counter()
+        dt = float("nan")
+        stream = c.chat.completions.create(model=model, messages=MESSAGES, max_tokens=1, temperature=0, stream=True)
+        with stream:
+            for event in stream:
+                if event.choices and event.choices[0].delta.content and dt != dt:
+                    dt = time.perf_counter() - t
+        return dt * 1000
+
+    sd, sf = [], []
+    for i in range(pairs // 2):  # streamed: time to the first text event
+        for c, out in ((direct, sd), (front, sf)) if i % 2 else ((front, sf), (direct, sd)):
+            out.append(first_event(c))
     return {
+        "stream_first_event_ms": {"direct_p50": round(statistics.median(sd), 3),
+                                  "front_p50": round(statistics.median(sf), 3),
+                                  "added_p50": round(statistics.median(sf) - statistics.median(sd), 3),
+                                  "pairs": len(sd)},
         "pairs": pairs,
         "direct_ms": {"p50": round(statistics.median(d), 3), "p95": round(pct(d, 95), 3)},
         "front_ms": {"p50": round(statistics.median(f), 3), "p95": round(pct(f, 95), 3)},
         "added_p50_ms": round(statistics.median(f) - statistics.median(d), 3),
         "added_p95_ms": round(pct(f, 95) - pct(d, 95), 3),
         "median_pair_difference_ms": round(statistics.median(diffs), 3),
-        "front_cpu_ms_per_request": round(cpu, 3),
+        "front_cpu_ms_per_request": round(user + system, 3),
+        "front_cpu_user_ms": round(user, 3),
+        "front_cpu_system_ms": round(system, 3),  # the kernel: loopback sends and receives, epoll
     }
 
 
@@ -194,17 +227,26 @@ def main() -> None:
         print(f"  through luodi p50 {r['front_ms']['p50']:8.3f} ms   p95 {r['front_ms']['p95']:8.3f} ms")
         print(f"  added p50 {r['added_p50_ms']:.3f} ms (goal <= {GOAL_MS} ms: "
               f"{'met' if r['added_p50_ms'] <= GOAL_MS else 'NOT met'}); median pair difference "
-              f"{r['median_pair_difference_ms']:.3f} ms; front CPU {r['front_cpu_ms_per_request']:.3f} ms/request")
+              f"{r['median_pair_difference_ms']:.3f} ms; front CPU {r['front_cpu_ms_per_request']:.3f} ms/request "
+              f"(user {r['front_cpu_user_ms']:.3f}, kernel {r['front_cpu_system_ms']:.3f})")
+        st = r["stream_first_event_ms"]
+        print(f"  streamed, first text event: direct p50 {st['direct_p50']:.3f} ms, through luodi p50 "
+              f"{st['front_p50']:.3f} ms, added {st['added_p50']:.3f} ms ({st['pairs']} pairs)")
         goals.append({
             "goal": f"added latency p50 in front of {what} (ms)", "value": r["added_p50_ms"], "target": GOAL_MS,
             "op": "<=", "met": r["added_p50_ms"] <= GOAL_MS,
             "note": f"{r['pairs']} alternating pairs, official openai client, max_tokens 1; direct p50 "
                     f"{r['direct_ms']['p50']} ms, through luodi p50 {r['front_ms']['p50']} ms; median pair difference "
                     f"{r['median_pair_difference_ms']} ms; front CPU {r['front_cpu_ms_per_request']} ms/request "
-                    "(keys, rate limit, metrics, audit log on)",
+                    f"(user {r['front_cpu_user_ms']}, kernel {r['front_cpu_system_ms']}; keys, rate limit, metrics, "
+                    f"audit log on); 1-min load average {load_before} on {os.cpu_count()} cores",
         })
         goals.append({"goal": f"added latency p95 in front of {what} (ms)", "value": r["added_p95_ms"],
                       "target": None, "op": None, "met": None, "note": "measured beside the goal"})
+        goals.append({"goal": f"added time to the first streamed text event p50, in front of {what} (ms)",
+                      "value": st["added_p50"], "target": None, "op": None, "met": None,
+                      "note": f"measured beside the goal; {st['pairs']} pairs; direct p50 {st['direct_p50']} ms, "
+                              f"through luodi p50 {st['front_p50']} ms"})
     m = machine()
     m["load_average_before"] = load_before
     print(f"\nmachine: {m['cores']} cores, load average {load_before} -> {m['load_average']}")
