@@ -255,3 +255,60 @@ def test_cli_generate_and_health_on_an_upstream(live_server, front, monkeypatch)
         reset_settings()
     assert r.exit_code == 0, r.output + repr(r.exception)
     assert r.stdout.strip()
+
+
+def _mocked(monkeypatch, handler):
+    """An UpstreamEngine whose upstream is `handler` (httpx.MockTransport): failures the live upstream won't show."""
+    from luodi.engines.upstream import UpstreamEngine
+
+    eng = UpstreamEngine(upstream="http://upstream.test/v1", upstream_model="m", upstream_retries=0)
+    monkeypatch.setattr(eng, "_client", lambda: openai.AsyncOpenAI(
+        base_url=eng.url, api_key="x", max_retries=0,
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler))))
+    return eng
+
+
+@pytest.mark.parametrize(("status", "headers", "luodi_status", "words"), [
+    (500, {}, 502, "the upstream http://upstream.test/v1 failed (500: boom)"),
+    (429, {"retry-after": "7"}, 503, "busy or rate-limiting luodi (429: boom)"),
+    (404, {}, 502, "check LUODI_UPSTREAM (it usually ends in /v1)"),
+    (403, {}, 502, "refused luodi's credentials (403: boom)"),
+])
+def test_upstream_status_errors_map_to_luodi_errors(monkeypatch, status, headers, luodi_status, words):
+    import asyncio
+
+    from luodi import llm
+    from luodi.errors import LuodiError
+    from luodi.llm.openai_types import ChatCompletionRequest
+
+    eng = _mocked(monkeypatch, lambda req: httpx.Response(status, json={"error": {"message": "boom"}},
+                                                          headers=headers))
+    with pytest.raises(LuodiError) as e:
+        asyncio.run(llm.chat_completion(eng, ChatCompletionRequest(messages=HELLO), model="m"))
+    assert e.value.status == luodi_status and words in e.value.message
+    if status == 429:
+        assert e.value.retry_after == 7
+
+
+def test_an_upstream_failing_mid_stream_ends_the_stream_with_an_error_event(monkeypatch):
+    import asyncio
+
+    from luodi import llm
+    from luodi.llm.openai_types import ChatCompletionRequest
+    from luodi.serve.openai_routes import _sse
+
+    sse = (b'data: {"id":"x","object":"chat.completion.chunk","created":0,"model":"m",'
+           b'"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}\n\n'
+           b'data: {"error": {"message": "the GPU fell over"}}\n\n')
+    eng = _mocked(monkeypatch, lambda req: httpx.Response(200, content=sse,
+                                                          headers={"content-type": "text/event-stream"}))
+
+    async def run() -> list[str]:
+        events = await llm.chat_completion(eng, ChatCompletionRequest(messages=HELLO, stream=True), model="served")
+        return [e async for e in _sse(events)]
+
+    out = asyncio.run(run())
+    first, err = json.loads(out[0]), json.loads(out[-2])["error"]
+    assert first["choices"][0]["delta"]["content"] == "Hi" and first["model"] == "served"
+    assert err["type"] == "server_error" and "the GPU fell over" in err["message"] and out[-1] == "[DONE]"
+    assert eng.stats()["running"] == 0

@@ -243,8 +243,8 @@ async def _text_events(choices: Choices, head: dict[str, Any], include_usage: bo
 def error_event(e: BaseException) -> ErrorBody:
     """The error body sent as a stream's last event when generation fails after the response started."""
     if isinstance(e, LuodiError):
-        return ErrorBody(error=ErrorDetail(message=e.message, type="invalid_request_error", param=e.param,
-                                           code=e.code))
+        etype = "server_error" if e.status >= 500 else "invalid_request_error"  # e.g. an upstream failing mid-stream
+        return ErrorBody(error=ErrorDetail(message=e.message, type=etype, param=e.param, code=e.code))
     return ErrorBody(error=ErrorDetail(message=f"generation failed ({type(e).__name__})", type="server_error",
                                        code="internal_error"))
 
