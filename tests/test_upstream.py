@@ -312,3 +312,18 @@ def test_an_upstream_failing_mid_stream_ends_the_stream_with_an_error_event(monk
     assert first["choices"][0]["delta"]["content"] == "Hi" and first["model"] == "served"
     assert err["type"] == "server_error" and "the GPU fell over" in err["message"] and out[-1] == "[DONE]"
     assert eng.stats()["running"] == 0
+
+
+def test_a_knowledge_base_answers_through_the_upstream(live_server, tmp_path):
+    from luodi import rag
+    from luodi.engines import get_engine
+
+    (tmp_path / "lighthouse.txt").write_text(
+        "The lighthouse at Port Aven was built by Marie Kerlan in 1871. It is 31 metres tall.\n")
+    rag.create_kb("upstream-facts")
+    assert len(rag.add_documents("upstream-facts", [tmp_path]).added) == 1
+    os.environ[KEY_ENV] = live_server.key
+    eng = get_engine(f"openai:{CHAT}@{live_server.base_url}", upstream_key_env=KEY_ENV)
+    ans = rag.ask("upstream-facts", "Who built the lighthouse at Port Aven?", engine=eng)
+    assert ans.found and ans.answer.strip() and ans.passages
+    assert "Kerlan" in ans.passages[0].text
