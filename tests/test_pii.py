@@ -42,6 +42,17 @@ def test_patterns_found_on_real_strings():
         assert TEXT[f["start"] : f["end"]] == f["text"] and 0.4 <= f["score"] <= 1.0
 
 
+def test_national_ids_and_dates_of_birth():
+    text = "SSN 219-09-9999, NINO AB 12 34 56 C, born on 12 March 1985 (DOB 1985-03-12), visit in March"
+    [found] = scan([text], PATTERNS)
+    assert types(found) == {
+        "219-09-9999": "US_SSN",
+        "AB 12 34 56 C": "UK_NINO",
+        "12 March 1985": "DATE_TIME",
+        "1985-03-12": "DATE_TIME",
+    }
+
+
 def test_checksums_reject_lookalikes():
     [found] = scan(["card 4111 1111 1111 1112 and IBAN GB82 WEST 1234 5698 7654 33"], PATTERNS)
     assert not {"CREDIT_CARD", "IBAN_CODE"} & {f["entity_type"] for f in found}  # Luhn / ISO 13616 fail

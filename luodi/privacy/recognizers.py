@@ -6,6 +6,8 @@ words) for the entity types luodi uses, customised where Presidio's defaults mis
 - phones: Presidio's PhoneRecognizer (libphonenumber, valid numbers only) plus a PatternRecognizer for phone
   layouts written with separators (NANP "(415) 555-0134", "+1-415-555-0134x12", "001-...", E.164 "+44 20 ...",
   UK "0113 496 0123") whose area codes libphonenumber does not know (unallocated, fictional or new ranges);
+- dates: Presidio's DateRecognizer (numeric layouts) plus dates with a written month ("12 March 1985", "March 12th,
+  1985"), as dates of birth are often written;
 - street addresses: a PatternRecognizer (Presidio ships none).
 """
 
@@ -52,6 +54,17 @@ CARD_PATTERNS = [
     Pattern("card (Maestro 12 digits)", r"\b(?:5[06-8]|6\d)\d{10}\b", 0.3),
     Pattern("card (JCB 15 digits)", r"\b(?:2131|1800)\d{11}\b", 0.3),
 ]
+MONTH = (
+    r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|Sept?(?:ember)?|"
+    r"Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)\.?"
+)
+DAY = r"(?:[1-9]|0[1-9]|[12]\d|3[01])(?:st|nd|rd|th)?"
+DATE_PATTERNS = [
+    *DateRecognizer.PATTERNS,
+    Pattern("date (day month year)", r"\b" + DAY + r"(?:\s+of)?\s+" + MONTH + r",?\s+\d{4}\b", 0.6),
+    Pattern("date (month day, year)", r"\b" + MONTH + r"\s+" + DAY + r",?\s+\d{4}\b", 0.6),
+]
+DATE_CONTEXT = [*DateRecognizer.CONTEXT, "born", "birth", "dob", "birthday"]
 EXTENSION = r"(?:\s?(?:x|ext\.?)\s?\d{1,5})?"
 PHONE_PATTERNS = [
     Pattern(
@@ -96,6 +109,6 @@ def pattern_recognizers() -> list[EntityRecognizer]:
         NhsRecognizer(),
         UkNinoRecognizer(),
         UkPassportRecognizer(),
-        DateRecognizer(),
+        DateRecognizer(patterns=DATE_PATTERNS, context=DATE_CONTEXT),
         street_address_recognizer(),
     ]
