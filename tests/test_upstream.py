@@ -327,3 +327,24 @@ def test_a_knowledge_base_answers_through_the_upstream(live_server, tmp_path):
     ans = rag.ask("upstream-facts", "Who built the lighthouse at Port Aven?", engine=eng)
     assert ans.found and ans.answer.strip() and ans.passages
     assert "Kerlan" in ans.passages[0].text
+
+
+def test_fields_luodi_does_not_know_reach_the_upstream(monkeypatch):
+    import asyncio
+
+    from luodi import llm
+    from luodi.llm.openai_types import ChatCompletionRequest
+
+    seen = {}
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        seen.update(json.loads(req.content))
+        return httpx.Response(200, json={"id": "c", "object": "chat.completion", "created": 0, "model": "m",
+                                         "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 0}})
+
+    eng = _mocked(monkeypatch, handler)
+    req = ChatCompletionRequest.model_validate({"messages": HELLO, "reasoning_effort": "low", "top_k": 5,
+                                                "model": "whatever"})
+    out = asyncio.run(llm.chat_completion(eng, req, model="served")).dump()
+    assert seen == {"messages": HELLO, "reasoning_effort": "low", "top_k": 5, "model": "m"}  # only what was sent
+    assert out["model"] == "served"

@@ -35,9 +35,10 @@ class StreamOptions(BaseModel):
 
 
 class SamplingRequest(BaseModel):
-    """Fields shared by chat and text completions."""
+    """Fields shared by chat and text completions. Fields not listed here are kept: the `openai` engine forwards
+    them to its upstream (e.g. reasoning_effort, metadata); the local engines ignore them."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")
     model: str | None = Field(None, description="the served chat model id (see GET /v1/models)")
     temperature: float | None = Field(None, ge=0, le=2, description="0 = greedy")
     top_p: float | None = Field(None, gt=0, le=1, description="nucleus sampling; 1 = off")
