@@ -47,11 +47,12 @@ def load_ner(app: str, version: str | None = None) -> Any:
 
 
 class LuodiNlpEngine(SpacyNlpEngine):
-    """spaCy blank-English tokens + luodi NER entities (`ner` None: tokens only, for pattern-only detection)."""
+    """spaCy blank-English tokens + luodi NER entities (`ner` None: tokens only, for pattern-only detection).
+    `batch_size` texts go to the NER together: the encoder sorts them by length, so larger batches pad less."""
 
     engine_name = "luodi"
 
-    def __init__(self, ner: Any = None, batch_size: int = 64):
+    def __init__(self, ner: Any = None, batch_size: int = 512):
         config = NerModelConfiguration(
             model_to_presidio_entity_mapping=dict(LABELS),
             labels_to_ignore=["MISC", "O"],
