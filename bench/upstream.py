@@ -13,7 +13,8 @@ In front of each, `luodi serve --engine openai --upstream URL` with everything a
 call to the upstream with a call through the front, `--pairs` times after a warm-up, and prints p50 / p95 of both,
 the added p50 (p50 through the front - p50 direct) and the median of the per-pair differences, against the goal.
 The front's own CPU per request (its process's user and kernel CPU time / requests) is printed beside it, and
-then, for `--pairs / 2` streamed pairs, the time to the first text event direct and through the front. Stored in
+then, for `--pairs / 2` streamed pairs, the time to the first text event direct and through the front. luodi's
+floor (what any /v1/ call costs the front without an upstream: GET /v1/models/{id}) is measured beside them. Stored in
 bench/results/upstream.json (goals: [{goal, value, target, op, met, note}]).
 """
 
@@ -138,11 +139,22 @@ def measure(direct: openai.OpenAI, front: openai.OpenAI, model: str, pairs: int,
                     dt = time.perf_counter() - t
         return dt * 1000
 
+    floor = []  # luodi's own cost of any /v1/ call (auth, rate limit, metrics, audit, uvicorn, FastAPI): no upstream
+    user0, sys0 = cpu_seconds(front_pid)
+    for _ in range(pairs):
+        t = time.perf_counter()
+        front.models.retrieve(model)
+        floor.append((time.perf_counter() - t) * 1000)
+    user1, sys1 = cpu_seconds(front_pid)
+    floor_cpu = ((user1 - user0) + (sys1 - sys0)) / pairs * 1000
+
     sd, sf = [], []
     for i in range(pairs // 2):  # streamed: time to the first text event
         for c, out in ((direct, sd), (front, sf)) if i % 2 else ((front, sf), (direct, sd)):
             out.append(first_event(c))
     return {
+        "front_floor": {"route": "GET /v1/models/{id} (answered by the front, no upstream call)",
+                        "p50_ms": round(statistics.median(floor), 3), "cpu_ms_per_request": round(floor_cpu, 3)},
         "stream_first_event_ms": {"direct_p50": round(statistics.median(sd), 3),
                                   "front_p50": round(statistics.median(sf), 3),
                                   "added_p50": round(statistics.median(sf) - statistics.median(sd), 3),
@@ -229,6 +241,9 @@ def main() -> None:
               f"{'met' if r['added_p50_ms'] <= GOAL_MS else 'NOT met'}); median pair difference "
               f"{r['median_pair_difference_ms']:.3f} ms; front CPU {r['front_cpu_ms_per_request']:.3f} ms/request "
               f"(user {r['front_cpu_user_ms']:.3f}, kernel {r['front_cpu_system_ms']:.3f})")
+        fl = r["front_floor"]
+        print(f"  luodi's floor, {fl['route']}: p50 {fl['p50_ms']:.3f} ms, front CPU {fl['cpu_ms_per_request']:.3f} "
+              "ms/request")
         st = r["stream_first_event_ms"]
         print(f"  streamed, first text event: direct p50 {st['direct_p50']:.3f} ms, through luodi p50 "
               f"{st['front_p50']:.3f} ms, added {st['added_p50']:.3f} ms ({st['pairs']} pairs)")
