@@ -429,6 +429,8 @@ def _print_engine() -> None:
     t.add_column("")
     t.add_row("backend", f"{st['backend']}" + (" [red](DEGRADED)[/red]" if st["degraded"] else ""))
     t.add_row("model", st["model"])
+    if st.get("upstream"):
+        t.add_row("upstream", st["upstream"])
     if st["degraded"]:
         t.add_row("why", st["reason"])
     if st.get("ggml_cpu_variant") is not None or st.get("cpu_features"):
