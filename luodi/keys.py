@@ -219,11 +219,10 @@ def revoke_key(key_id: int, *, keep_last_admin: bool = False) -> KeyInfo:
         return _info(row)
 
 
-# Keys the server verified recently: the store is asked at most once per KEY_CACHE_S per key (a store lookup costs
-# ~1 ms of CPU, more than the rest of a forwarded request). revoke_key() empties it, so a revocation in this process
-# is immediate; one made by another process (`luodi keys revoke` beside a running server, another replica on the
-# same database) applies within KEY_CACHE_S seconds.
-KEY_CACHE_S = 2.0
+# Keys the server verified recently, with LUODI_KEY_CACHE_SECONDS > 0 (off by default): the store is then asked at
+# most once per that many seconds per key (a store lookup costs ~1 ms of CPU, more than the rest of a forwarded
+# request). revoke_key() empties it, so a revocation in this process is immediate; one made by another process
+# (`luodi keys revoke` beside a running server, another replica on the same database) applies after the delay.
 _verified: dict[tuple[str, str], tuple[float, KeyInfo]] = {}
 _verified_lock = threading.Lock()
 
@@ -235,11 +234,14 @@ def _cache_key(plain: str) -> tuple[str, str]:
 
 
 def cached_key(plain: str) -> KeyInfo | None:
-    """The active key matching `plain` if verify_key() saw it in the last KEY_CACHE_S seconds, else None."""
-    if not plain:
+    """The active key matching `plain` if verify_key() saw it in the last LUODI_KEY_CACHE_SECONDS, else None."""
+    from luodi.settings import get_settings
+
+    ttl = get_settings().key_cache_seconds
+    if not plain or ttl <= 0:
         return None
     hit = _verified.get(_cache_key(plain))
-    if hit is None or time.monotonic() - hit[0] > KEY_CACHE_S:
+    if hit is None or time.monotonic() - hit[0] > ttl:
         return None
     return hit[1]
 

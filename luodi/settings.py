@@ -80,6 +80,14 @@ class Settings(BaseSettings):
     )
     ssl_certfile: str = Field("", description="PEM certificate: `luodi serve` speaks HTTPS when set (--ssl-certfile)")
     ssl_keyfile: str = Field("", description="PEM private key of ssl_certfile unless that file holds it")
+    key_cache_seconds: float = Field(
+        0.0,
+        ge=0,
+        le=60,
+        description="remember a verified API key this long per process (saves a store lookup, ~1 ms of CPU per "
+        "request); a key revoked by another process or replica is then refused only after this delay. 0 (the "
+        "default): every request asks the store, so a revocation anywhere applies at once",
+    )
     audit_log: bool = Field(
         True,
         description="record every /v1/ call (key, route template, app, status; never bodies) in the store's "

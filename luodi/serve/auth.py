@@ -53,7 +53,7 @@ async def require_key(request: Request) -> KeyInfo | None:
         setattr(request.state, _CHECKED, None)
         return None
     token = _bearer(request)
-    info = cached_key(token) or await run_in_threadpool(verify_key, token)  # the store at most every 2 s per key
+    info = cached_key(token) or await run_in_threadpool(verify_key, token)  # LUODI_KEY_CACHE_SECONDS
     _limiter(request).check(f"key:{info.id}", info.rate_limit_rpm or settings.rate_limit_rpm)
     setattr(request.state, _CHECKED, info)  # set first: the audit log names the key of a refused call too
     if info.scope and not info.admin:
