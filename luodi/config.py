@@ -205,6 +205,22 @@ class AdversarialConfig(Strict):
     )
 
 
+class PrivacyConfig(Strict):
+    """`train.privacy`: differentially private training (DP-SGD, Opacus) of image and speech CNN apps: each
+    example's gradient is clipped and Gaussian noise is added, so the trained weights reveal little about any one
+    training row. The epsilon spent is stored in the run (privacy.json, metrics dp_epsilon) and its report."""
+
+    epsilon: float = Field(gt=0, le=100, description="privacy budget the whole training may spend (smaller: more "
+                           "private; 1-8 is usual)")
+    delta: float | None = Field(None, gt=0, lt=0.1, description="probability the guarantee fails; unset: 1 / (10 x "
+                                "training rows)")
+    max_grad_norm: float = Field(1.0, gt=0, description="each example's gradient is clipped to this L2 norm")
+    optimizer: Literal["sgd", "adamw"] = Field(
+        "sgd", description="sgd: SGD with momentum 0.9 at train.lr (what DP-SGD results are usually reported with; "
+        "Adam's per-weight scaling amplifies the added noise); adamw: the loop's usual AdamW",
+    )
+
+
 class TrainConfig(Strict):
     epochs: int = Field(10, ge=1, description="passes over the training data (LightGBM: n_estimators spread over them)")
     lr: float = Field(1e-3, gt=0, description="learning rate")
@@ -234,6 +250,9 @@ class TrainConfig(Strict):
     )
     fairness: TrainFairnessConfig | None = Field(
         None, description="tabular binary apps: per-group decision thresholds that close a fairness gap"
+    )
+    privacy: PrivacyConfig | None = Field(
+        None, description="differentially private training (image / speech CNN apps): {epsilon, delta, max_grad_norm}"
     )
 
 

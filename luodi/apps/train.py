@@ -41,6 +41,8 @@ def train(
     task = task_for(cfg)
     if cfg.train.refit and (why := task.refit_blocker()):
         raise ConfigError(f"'train.refit': {why}; remove train.refit or change the model")
+    if cfg.train.privacy and (why := task.privacy_blocker()):
+        raise ConfigError(f"'train.privacy': {why}; remove train.privacy or change the app", param="train.privacy")
     run = _start_run(cfg, resume, say)
     if callbacks and hasattr(task, "callbacks"):
         task.callbacks = list(callbacks)
@@ -93,9 +95,17 @@ def _fit_and_record(
     task.save(run.path)
     ev = task.evaluate(va)
     metrics = select_metrics(cfg, ev)
+    privacy = run.path / "privacy.json"  # written by DP-SGD training (luodi.train.privacy)
+    if cfg.train.privacy and privacy.exists():
+        spent = json.loads(privacy.read_text())
+        metrics["dp_epsilon"] = spent["epsilon_spent"]
+        say(f"differential privacy: epsilon {spent['epsilon_spent']} spent of {spent['epsilon_target']} "
+            f"(delta {spent['delta']:.2g})")
     for m in missing_metrics(cfg, metrics):
         say(f"note: evaluate.metrics '{m}' is not computed by task {cfg.task}; see metrics.json")
     info = {"app": cfg.name, "version": run.version, "task": cfg.task, "train_rows": len(tr), "valid_rows": len(va)}
+    if "dp_epsilon" in metrics:
+        info["privacy"] = json.loads(privacy.read_text())
     if cfg.train.refit:
         say(f"validated; refitting on all {len(data)} rows (train + validation) for the served model")
         final = task_for(cfg)  # same settings; its checkpoints apart from the first fit's

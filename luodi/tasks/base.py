@@ -112,6 +112,11 @@ class TaskBase:
         sound when the validation rows pick nothing (no early stopping, epoch choice or calibration)."""
         return f"task {self.name} picks epochs or calibrates on the validation rows"
 
+    def privacy_blocker(self) -> str | None:
+        """Why train.privacy cannot be used with this task and model (None: it can). Only a task that trains one
+        torch model through the shared loop's DP-SGD (luodi.train.privacy) can account for what it spends."""
+        return f"task {self.name} has no differentially private training (image-classification has)"
+
     def labels(self, data: Any) -> Any:
         """Labels used to stratify folds (None: plain k-fold)."""
         return None

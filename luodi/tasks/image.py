@@ -58,6 +58,13 @@ class ImageClassificationTask(FileClassifierTask):
         self.opts: ImageClassificationOptions = model_options(config)
         self.clf: GridClassifier | None = None
 
+    def privacy_blocker(self) -> str | None:
+        """DP-SGD accounts for one model trained on each example as it is: adversarial examples are crafted with
+        the model's own gradients, outside the accounting."""
+        if self.config.train.adversarial:
+            return "adversarial training is not covered by the privacy accounting"
+        return None
+
     # data
     def read(self, path: str | None) -> ImageSet:
         d = self.config.data

@@ -3,6 +3,8 @@
 What it does for a task:
 - trains `model` with AdamW (or the optimizer you pass) and an LR schedule computed per step
   (constant | cosine | onecycle = linear warmup then cosine), optional gradient clipping;
+- with `privacy`, trains with DP-SGD instead (luodi.train.privacy: per-example clipping and noise, SGD with
+  momentum unless it says adamw) and writes the epsilon spent to `run_dir/privacy.json`;
 - shows a rich progress bar per epoch and prints one line of metrics per epoch;
 - evaluates after each epoch, keeps the best weights (by `monitor`), stops early after `patience`
   epochs without improvement, or when `max_minutes` is used up;
@@ -58,6 +60,7 @@ class LoopConfig:
     seed: int = 0
     grad_clip: float | None = None
     threads: int | None = None  # torch intra-op threads while training (None: leave as is)
+    privacy: dict[str, Any] | None = None  # DP-SGD (luodi.train.privacy): epsilon, delta, max_grad_norm
 
     @classmethod
     def from_train(cls, train: Any, **overrides: Any) -> LoopConfig:
@@ -68,6 +71,7 @@ class LoopConfig:
             "patience": train.early_stopping,
             "seed": train.seed,
             "max_minutes": train.max_minutes,
+            "privacy": train.privacy.model_dump() if getattr(train, "privacy", None) else None,
         }
         base.update(overrides)
         return cls(**base)
@@ -229,6 +233,8 @@ def train_loop(
     console = console or Console(stderr=True)
     if cfg.mode not in ("min", "max"):
         raise ConfigError(f"loop mode '{cfg.mode}' is unknown; expected min or max")
+    if optimizer is None and cfg.privacy and cfg.privacy.get("optimizer", "sgd") == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
     optimizer = optimizer or torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     for group in optimizer.param_groups:
         group.setdefault("initial_lr", group["lr"])
@@ -255,6 +261,13 @@ def train_loop(
     per_epoch = len(train_loader)
     total_steps = per_epoch * cfg.epochs
     ckpt = Checkpoint(run_dir)
+    dp = None  # DP-SGD: the wrapped model steps, the private optimizer and Poisson-sampled batches
+    if cfg.privacy:
+        from luodi.train.privacy import private
+
+        dp = private(model, optimizer, train_loader, cfg.privacy, cfg.epochs)
+        optimizer, train_loader = dp.optimizer, dp.loader
+    forward = dp.model if dp else model
 
     # Resume state (or a fresh start).
     epoch, skip_batches, step = 0, 0, 0
@@ -269,9 +282,14 @@ def train_loop(
         best_value, best_metrics, best_epoch = st["best_value"], st["best_metrics"], st["best_epoch"]
         bad_epochs, best_file, history = st["bad_epochs"], st.get("best_file"), st["history"]
         resumed = True
+        if dp and st.get("privacy_history"):  # what the interrupted run already spent still counts
+            dp.engine.accountant.history = [tuple(h) for h in st["privacy_history"]]
         if st.get("stopped") == "early_stopping" or epoch >= cfg.epochs:
             if best_file:
                 load_weights(model, ckpt.dir / best_file)
+            if dp:
+                dp.record(run_dir)
+                dp.close()
             console.print(
                 f"[dim]checkpoint in {ckpt.dir} is finished ({st.get('stopped')}); nothing to train[/dim]"
             )
@@ -293,6 +311,7 @@ def train_loop(
             "history": history,
             "stopped": stopped,
             "config": asdict(cfg),
+            "privacy_history": dp.history() if dp else None,
         }
 
     deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes else None
@@ -322,10 +341,10 @@ def train_loop(
                     factor = lr_factor(step, total_steps, cfg.schedule, cfg.warmup)
                     for group in optimizer.param_groups:
                         group["lr"] = group["initial_lr"] * factor
-                    loss = step_fn(model, batch)
+                    loss = step_fn(forward, batch)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
-                    if cfg.grad_clip:
+                    if cfg.grad_clip and not dp:  # DP-SGD clips each example's gradient itself
                         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                     optimizer.step()
                     step += 1
@@ -379,4 +398,7 @@ def train_loop(
 
     if best_file:
         load_weights(model, ckpt.dir / best_file)
+    if dp:
+        dp.record(run_dir)
+        dp.close()
     return LoopResult(best_metrics, best_epoch, epoch, stopped, history, resumed)

@@ -1,0 +1,78 @@
+"""Differentially private training (issue 18): `train.privacy` trains an image app with DP-SGD (Opacus), stores the
+epsilon spent in the run, counts what an interrupted run spent when it resumes, and refuses what it cannot
+account for. Real parts: scikit-learn's 8x8 digits, the flat CNN, Opacus' accountant."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from luodi import api
+from luodi.apps import predict
+from luodi.errors import ConfigError
+
+
+def digits_app(name: str, **train) -> dict:
+    return {
+        "name": name,
+        "task": "image-classification",
+        "data": {"format": "sklearn:digits", "split": {"valid": 0.2, "seed": 0}},
+        "model": {"type": "cnn", "options": {"arch": "flat", "width": 16, "hidden": 64}},
+        "train": {"epochs": 4, "lr": 0.1, "batch_size": 64, "early_stopping": None,
+                  "privacy": {"epsilon": 4.0, "max_grad_norm": 1.0}, **train},
+    }
+
+
+def test_private_training_spends_at_most_its_budget_and_serves():
+    run = api.train(digits_app("dp-digits"), progress=False)
+    spent = json.loads((run.path / "privacy.json").read_text())
+    assert 0.5 * 4.0 < spent["epsilon_spent"] <= 4.0 + 1e-6 == spent["epsilon_target"] + 1e-6
+    assert run.metrics["dp_epsilon"] == spent["epsilon_spent"]
+    assert spent["delta"] == pytest.approx(1 / (10 * 1437)) and spent["noise_multiplier"] > 0.3
+    assert spent["steps"] >= 4 * 1437 // 64 * 0.8  # Poisson batches: about epochs x rows / batch
+    assert "privacy.json" in json.loads((run.path / "manifest.json").read_text())["files"]
+    assert run.metrics["accuracy"] > 0.35  # 10 classes: noisy, yet far above chance
+    predict.forget_loaded()
+    task = api.load_predictor("dp-digits").task  # a fresh load: the per-example gradient hooks are gone
+    valid = task.split(task.read(None))[1]
+    out = task.predict([{"image": valid.x[0].tolist()}])
+    assert out[0]["label"] in task.clf.meta["classes"]
+
+
+def test_a_resumed_run_counts_what_it_already_spent():
+    def stop_after_two(epoch, logs):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    app = digits_app("dp-resume")
+    with pytest.raises(KeyboardInterrupt):
+        api.train(app, progress=False, callbacks=[stop_after_two])
+    run = api.train(app, progress=False, resume=True)
+    whole = api.train(digits_app("dp-whole"), progress=False)  # the same training, never interrupted
+    assert run.metrics["dp_epsilon"] == pytest.approx(whole.metrics["dp_epsilon"], rel=1e-6)
+    assert run.metrics["dp_epsilon"] <= 4.0 + 1e-6
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"task": "tabular", "data": {"format": "sklearn:breast_cancer", "columns": {"label": "target"}},
+          "model": {"type": "lightgbm"}}, "no differentially private training"),
+        ({"train_extra": {"adversarial": {"method": "fgsm-rs", "eps": 0.1}}}, "adversarial"),
+        ({"model": {"type": "cnn", "options": {"width": 8}}}, "arch: flat"),
+    ],
+)
+def test_what_cannot_be_accounted_for_is_refused(change, message):
+    app = digits_app("dp-refused", **change.pop("train_extra", {}))
+    app.update(change)
+    with pytest.raises(ConfigError, match=message) as e:
+        api.train(app, progress=False)
+    assert "train.privacy" in str(e.value)
+
+
+def test_privacy_settings_are_checked():
+    with pytest.raises(ConfigError, match="epsilon"):
+        api.train(digits_app("dp-bad", privacy={"epsilon": 0}), progress=False)
+    with pytest.raises(ConfigError, match="max_grad_norm"):
+        api.train(digits_app("dp-bad", privacy={"epsilon": 1, "max_grad_norm": -1}), progress=False)
