@@ -10,6 +10,7 @@ one example at a time (no batch norm: an image app's `model.options.arch: flat`)
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,9 @@ def private(
     if not isinstance(loader, torch.utils.data.DataLoader):
         raise ConfigError("'train.privacy' applies to image and speech CNN apps only; remove it", param="train.privacy")
     delta = settings.get("delta") or 1.0 / (10 * len(loader.dataset))
-    engine = PrivacyEngine(accountant="rdp")
+    with warnings.catch_warnings():  # Opacus' secure_mode needs torchcsprng; the noise is torch's PRNG (docs)
+        warnings.filterwarnings("ignore", message="Secure RNG turned off")
+        engine = PrivacyEngine(accountant="rdp")
     dp_model, dp_optimizer, dp_loader = engine.make_private_with_epsilon(
         module=model, optimizer=optimizer, data_loader=loader, target_epsilon=settings["epsilon"],
         target_delta=delta, epochs=epochs, max_grad_norm=settings["max_grad_norm"],
