@@ -99,6 +99,12 @@ class Settings(BaseSettings):
         "(e.g. 'https://app.example.com,http://localhost:3000'; '*' = any). Empty (the default): CORS is off, "
         "browsers refuse cross-origin calls; the console, served by the server itself, needs none",
     )
+    guard_pii: str = Field(
+        "",
+        description="redact PII from chat and completion requests before the model sees them: 'on' (every entity "
+        "type; names need a trained entity-extraction app) or a YAML / JSON file of PII settings (docs/privacy.md); "
+        "responses name the removed types in the X-Luodi-PII-Removed header. Empty (the default): off",
+    )
 
     @property
     def db_url(self) -> str:

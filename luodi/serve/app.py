@@ -223,6 +223,13 @@ def create_app(settings: Settings | None = None, *, preload: bool = True) -> Fas
     metrics = ServerMetrics()
     app.state.metrics = metrics
     app.state.luodi.extra["metrics"] = metrics
+    if settings.guard_pii:  # LUODI_GUARD_PII: checked here, so a bad setting stops the start-up
+        from luodi.privacy.guard import check_ready, guard_config
+
+        guard = guard_config(settings.guard_pii)
+        if guard is not None:
+            check_ready(guard)
+            app.state.luodi.extra["pii_guard"] = guard
     _install_error_handlers(app)
     # innermost first: body limits inside metrics (413s are counted)
     app.add_middleware(

@@ -135,12 +135,19 @@ async def _serve(service, req, request: Request):
     """Run a completion through the LLM service: JSON, or SSE events ending in [DONE] when req.stream."""
     state = get_state(request)
     model = _check_model(state, req.model, "chat")
+    headers = None
+    guard = state.extra.get("pii_guard")
+    if guard is not None:  # LUODI_GUARD_PII: the model (and all after it) sees the redacted request only
+        from luodi.privacy.guard import HEADER, redact_request
+
+        req, removed = await run_in_threadpool(redact_request, req, guard)
+        headers = {HEADER: ",".join(removed) or "none"}
     engine = state.engine or await run_in_threadpool(llm.ensure_engine, state)
     out = await service(engine, req, model=model, on_done=_on_done(state),
                         stream_interval=state.settings.stream_interval_ms / 1000, disconnected=request.is_disconnected)
     if isinstance(out, Body):  # its JSON as it is (FastAPI's jsonable_encoder would walk it again)
-        return Response(out.sse(), media_type="application/json")
-    return EventSourceResponse(_sse(out), ping=15, sep="\n")
+        return Response(out.sse(), media_type="application/json", headers=headers)
+    return EventSourceResponse(_sse(out), ping=15, sep="\n", headers=headers)
 
 
 async def _sse(events: AsyncIterator[Body]) -> AsyncIterator[str]:
