@@ -126,6 +126,21 @@ def test_bad_config_names_the_field(monkeypatch):
         decrypt("abc", [{"entity_type": "X", "start": 0, "end": 9}], KEY)
 
 
+def test_long_texts_reach_the_ner_in_sentence_pieces():
+    import spacy
+
+    from luodi.privacy.nlp_engine import windows
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("sentencizer")
+    doc = nlp(" ".join(["The weather was fine today."] * 10) + " " + " ".join(["word"] * 25))
+    pieces = windows(doc, 12)
+    assert [doc.text[a:b] for a, b in pieces[:2]] == ["The weather was fine today. The weather was fine today."] * 2
+    assert all(len(nlp.make_doc(doc.text[a:b])) <= 12 for a, b in pieces)  # a long sentence is cut too
+    assert " ".join(doc.text[a:b] for a, b in pieces) == doc.text  # every token in exactly one piece
+    assert windows(nlp(""), 12) == [(0, 0)] and windows(nlp("short one"), 12) == [(0, 9)]
+
+
 def test_names_without_a_trained_ner_app_say_how_to_train():
     with pytest.raises(NotFound, match=r"luodi train examples/entity-extraction.yaml") as e:
         scan(["Peter lives in Paris"], {"ner_app": "no-such-ner-app"})
@@ -204,5 +219,11 @@ def test_names_from_a_trained_ner_app(datasets_dir, tmp_path, luodi_home):
         for f in fs:
             assert text[f["start"] : f["end"]] == f["text"]
     assert found[-1][0]["entity_type"] == "EMAIL_ADDRESS"
+    # past the encoder's 512 sub-words: the NER reads long texts in pieces, offsets stay the long text's
+    filler = " ".join(["The weather was fine ."] * 150)
+    long = f"{filler} {texts[0]}"
+    [late] = scan([long], {"ner_app": "pii-ner"})
+    assert found[0] and [f for f in late if f["start"] > len(filler)]  # names found past the first 512 sub-words
+    assert all(long[f["start"] : f["end"]] == f["text"] for f in late)
     [r] = redact([texts[0]], {"ner_app": "pii-ner"})
     assert set(r["removed"]) <= {"PERSON", "ORGANIZATION", "LOCATION", "DATE_TIME", "PHONE_NUMBER"}

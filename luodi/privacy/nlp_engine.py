@@ -46,13 +46,32 @@ def load_ner(app: str, version: str | None = None) -> Any:
     return pred.task
 
 
+def windows(doc: Doc, size: int) -> list[tuple[int, int]]:
+    """Character spans covering doc in pieces of at most `size` tokens, cut at sentence ends where one fits (a
+    longer sentence is cut every `size` tokens); an empty doc is one empty piece."""
+    if len(doc) <= size:
+        return [(0, len(doc.text))]
+    cuts: list[tuple[int, int]] = []  # token spans
+    start = 0
+    for sent in doc.sents:
+        for a in range(sent.start, sent.end, size):  # a sentence longer than size: its own pieces
+            b = min(a + size, sent.end)
+            if b - start > size:  # the piece so far is full: close it before this part
+                cuts.append((start, a))
+                start = a
+        # the sentence (or its last part) stays in the open piece
+    cuts.append((start, len(doc)))
+    return [(doc[a].idx, doc[b - 1].idx + len(doc[b - 1])) for a, b in cuts if b > a]
+
+
 class LuodiNlpEngine(SpacyNlpEngine):
     """spaCy blank-English tokens + luodi NER entities (`ner` None: tokens only, for pattern-only detection).
-    `batch_size` texts go to the NER together: the encoder sorts them by length, so larger batches pad less."""
+    `batch_size` texts go to the NER together: the encoder sorts them by length, so larger batches pad less. Texts
+    longer than `window` tokens reach the NER in pieces cut at sentence ends (its encoder reads 512 sub-words)."""
 
     engine_name = "luodi"
 
-    def __init__(self, ner: Any = None, batch_size: int = 512):
+    def __init__(self, ner: Any = None, batch_size: int = 512, window: int = 120):
         config = NerModelConfiguration(
             model_to_presidio_entity_mapping=dict(LABELS),
             labels_to_ignore=["MISC", "O"],
@@ -61,9 +80,12 @@ class LuodiNlpEngine(SpacyNlpEngine):
         super().__init__(models=[{"lang_code": "en", "model_name": "blank:en"}], ner_model_configuration=config)
         self.ner = ner
         self.batch_size = batch_size
+        self.window = window
 
     def load(self) -> None:
-        self.nlp = {"en": spacy.blank("en")}
+        nlp = spacy.blank("en")
+        nlp.add_pipe("sentencizer")  # rule-based sentence ends (no model): where long texts are cut for the NER
+        self.nlp = {"en": nlp}
 
     def get_supported_entities(self) -> list[str]:
         return list(LABELS.values()) if self.ner is not None else []
@@ -74,10 +96,13 @@ class LuodiNlpEngine(SpacyNlpEngine):
         docs = list(self.nlp[language].pipe(texts))
         if self.ner is None:
             return docs
-        found = self.ner.predict_texts(texts, cache=False)  # nothing about the texts is stored
-        for doc, out in zip(docs, found, strict=True):
+        cuts = [windows(doc, self.window) for doc in docs]
+        pieces = [doc.text[a:b] for doc, ws in zip(docs, cuts, strict=True) for a, b in ws]
+        found = iter(self.ner.predict_texts(pieces, cache=False))  # nothing about the texts is stored
+        for doc, ws in zip(docs, cuts, strict=True):
             spans, scores = [], {}
-            for ent in out["entities"]:
+            ents = [dict(e, start=e["start"] + a, end=e["end"] + a) for a, _ in ws for e in next(found)["entities"]]
+            for ent in ents:
                 span = doc.char_span(ent["start"], ent["end"], label=ent["label"], alignment_mode="expand")
                 if span is not None:
                     spans.append(span)
