@@ -23,6 +23,7 @@ from luodi.privacy.recognizers import pattern_recognizers
 KEY_ENV = "LUODI_PII_KEY"
 _engines: dict[tuple[str | None, str | None], BatchAnalyzerEngine] = {}
 _lock = threading.Lock()
+_analyzing = threading.Lock()
 
 
 def analyzer(cfg: PiiConfig) -> BatchAnalyzerEngine:
@@ -67,9 +68,12 @@ def analyze(texts: list[str], cfg: PiiConfig | dict | None = None) -> list[list[
     texts = _texts(texts)
     if not texts:
         return []
-    found = analyzer(cfg).analyze_iterator(
-        texts, language="en", batch_size=64, entities=cfg.entities, score_threshold=cfg.score_threshold
-    )
+    engine = analyzer(cfg)
+    with _analyzing:  # one analysis at a time per process: spaCy pipelines are not thread-safe (the encoder
+        # under the NER is locked anyway), and server threads share the analyzer
+        found = engine.analyze_iterator(
+            texts, language="en", batch_size=64, entities=cfg.entities, score_threshold=cfg.score_threshold
+        )
     return [resolve_overlaps(list(r)) for r in found]
 
 
