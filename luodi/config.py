@@ -215,15 +215,15 @@ class PrivacyConfig(Strict):
     delta: float | None = Field(None, gt=0, lt=0.1, description="probability the guarantee fails; unset: 1 / (10 x "
                                 "training rows)")
     max_grad_norm: float = Field(1.0, gt=0, description="each example's gradient is clipped to this L2 norm")
-    optimizer: Literal["sgd", "adamw"] = Field(
-        "sgd", description="sgd: SGD with momentum 0.9 at train.lr (what DP-SGD results are usually reported with; "
-        "Adam's per-weight scaling amplifies the added noise); adamw: the loop's usual AdamW",
-    )
 
 
 class TrainConfig(Strict):
     epochs: int = Field(10, ge=1, description="passes over the training data (LightGBM: n_estimators spread over them)")
     lr: float = Field(1e-3, gt=0, description="learning rate")
+    optimizer: Literal["adamw", "sgd"] | None = Field(
+        None, description="torch-based tasks: adamw (unset: the default), or sgd (SGD with momentum 0.9; what DP-SGD "
+        "results are usually reported with: Adam's per-weight scaling amplifies train.privacy's noise)",
+    )
     batch_size: int = Field(32, ge=1, description="training examples per optimizer step")
     early_stopping: int | None = Field(3, ge=1, description="patience in epochs; null disables")
     seed: int = Field(0, description="seed of initialization, shuffling and sampling")
@@ -310,7 +310,7 @@ RETIRED: dict[str, Any] = {"train.max_wait_ms": 0.0, "serve.route": None}
 FINGERPRINTED = ("serve.route",)
 # keys added after runs were stored: unset (None) they are left out of config_fingerprint, so a tune / cv run
 # interrupted before they existed still resumes
-ADDED_OPTIONAL = ("evaluate.fairness", "train.fairness", "train.adversarial")
+ADDED_OPTIONAL = ("evaluate.fairness", "train.fairness", "train.adversarial", "train.privacy", "train.optimizer")
 
 
 class AppConfig(Strict):

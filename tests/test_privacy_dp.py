@@ -19,7 +19,7 @@ def digits_app(name: str, **train) -> dict:
         "task": "image-classification",
         "data": {"format": "sklearn:digits", "split": {"valid": 0.2, "seed": 0}},
         "model": {"type": "cnn", "options": {"arch": "flat", "width": 16, "hidden": 64}},
-        "train": {"epochs": 4, "lr": 0.1, "batch_size": 64, "early_stopping": None,
+        "train": {"epochs": 4, "optimizer": "sgd", "lr": 0.1, "batch_size": 64, "early_stopping": None,
                   "privacy": {"epsilon": 4.0, "max_grad_norm": 1.0}, **train},
     }
 

@@ -10,6 +10,7 @@ one example at a time (no batch norm: an image app's `model.options.arch: flat`)
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +85,12 @@ def private(
     with warnings.catch_warnings():  # Opacus' secure_mode needs torchcsprng; the noise is torch's PRNG (docs)
         warnings.filterwarnings("ignore", message="Secure RNG turned off")
         engine = PrivacyEngine(accountant="rdp")
+    # the noise search tries small noise levels whose best RDP order is the largest: harmless (a wider range of
+    # orders gives the same noise here)
+    warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+    # expected, not news: Poisson batches have no last partial batch to drop, the input needs no gradient
+    logging.getLogger("opacus.data_loader").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed")
     dp_model, dp_optimizer, dp_loader = engine.make_private_with_epsilon(
         module=model, optimizer=optimizer, data_loader=loader, target_epsilon=settings["epsilon"],
         target_delta=delta, epochs=epochs, max_grad_norm=settings["max_grad_norm"],

@@ -1,10 +1,10 @@
 """A small epoch loop shared by the torch-based tasks, readable top to bottom.
 
 What it does for a task:
-- trains `model` with AdamW (or the optimizer you pass) and an LR schedule computed per step
+- trains `model` with AdamW or SGD with momentum (or the optimizer you pass) and an LR schedule computed per step
   (constant | cosine | onecycle = linear warmup then cosine), optional gradient clipping;
-- with `privacy`, trains with DP-SGD instead (luodi.train.privacy: per-example clipping and noise, SGD with
-  momentum unless it says adamw) and writes the epsilon spent to `run_dir/privacy.json`;
+- with `privacy`, trains with DP-SGD instead (luodi.train.privacy: per-example clipping and noise on top of the
+  same optimizer) and writes the epsilon spent to `run_dir/privacy.json`;
 - shows a rich progress bar per epoch and prints one line of metrics per epoch;
 - evaluates after each epoch, keeps the best weights (by `monitor`), stops early after `patience`
   epochs without improvement, or when `max_minutes` is used up;
@@ -50,6 +50,7 @@ class LoopConfig:
 
     epochs: int = 10
     lr: float = 1e-3
+    optimizer: Literal["adamw", "sgd"] = "adamw"  # sgd: with momentum 0.9
     weight_decay: float = 0.0
     schedule: Literal["constant", "cosine", "onecycle"] = "cosine"
     warmup: float = 0.0  # fraction of all steps spent warming up linearly (onecycle uses 0.1 when 0)
@@ -68,6 +69,7 @@ class LoopConfig:
         base = {
             "epochs": train.epochs,
             "lr": train.lr,
+            "optimizer": getattr(train, "optimizer", None) or "adamw",
             "patience": train.early_stopping,
             "seed": train.seed,
             "max_minutes": train.max_minutes,
@@ -233,7 +235,7 @@ def train_loop(
     console = console or Console(stderr=True)
     if cfg.mode not in ("min", "max"):
         raise ConfigError(f"loop mode '{cfg.mode}' is unknown; expected min or max")
-    if optimizer is None and cfg.privacy and cfg.privacy.get("optimizer", "sgd") == "sgd":
+    if optimizer is None and cfg.optimizer == "sgd":
         optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
     optimizer = optimizer or torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     for group in optimizer.param_groups:
