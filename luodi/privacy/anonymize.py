@@ -27,14 +27,25 @@ MISSING = "(missing)"
 class AnonymizeConfig(Strict):
     """`luodi anonymize`: which columns identify a person in combination, and how hidden they must be."""
 
-    quasi: list[str] = Field(min_length=1, description="quasi-identifiers: columns that together could identify a "
-                             "person (age, zip code, sex, ...); they are generalized")
+    quasi: list[str] = Field(
+        min_length=1,
+        description="quasi-identifiers: columns that together could identify a "
+        "person (age, zip code, sex, ...); they are generalized",
+    )
     k: int = Field(10, ge=2, description="every combination of quasi-identifier values is shared by >= k rows")
-    l: int = Field(1, ge=1, description="distinct l-diversity: each such group holds >= l distinct values of "  # noqa: E741
-                   "`sensitive` (1: off)")
+    l: int = Field(  # noqa: E741 (the l of l-diversity)
+        1,
+        ge=1,
+        description="distinct l-diversity: each such group holds >= l distinct values of `sensitive` (1: off)",
+    )
     sensitive: str | None = Field(None, description="the sensitive column l-diversity protects (needed when l > 1)")
-    max_suppression: float = Field(0.02, ge=0, le=1, description="largest share of rows that may be dropped (rows "
-                                   "without a value in a numeric quasi-identifier; a missing category is a value)")
+    max_suppression: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="largest share of rows that may be dropped (rows "
+        "without a value in a numeric quasi-identifier; a missing category is a value)",
+    )
 
     @model_validator(mode="after")
     def _sensitive_for_l(self) -> AnonymizeConfig:
@@ -125,8 +136,13 @@ def _diverse(sensitive: np.ndarray | None, rows: np.ndarray, l: int) -> bool:  #
     return sensitive is None or len(np.unique(sensitive[rows])) >= l
 
 
-def _split(rows: np.ndarray, col: _Column, k: int, sensitive: np.ndarray | None, l: int  # noqa: E741
-           ) -> tuple[np.ndarray, np.ndarray] | None:
+def _split(
+    rows: np.ndarray,
+    col: _Column,
+    k: int,
+    sensitive: np.ndarray | None,
+    l: int,  # noqa: E741
+) -> tuple[np.ndarray, np.ndarray] | None:
     """The part cut in two at the median of `col` (ties kept together), if both halves stay k-anonymous and
     l-diverse; None otherwise."""
     codes = col.codes[rows]
@@ -176,7 +192,9 @@ def anonymize(df: pd.DataFrame, cfg: AnonymizeConfig) -> Anonymized:
         raise BadRequest(
             f"the table cannot be {cfg.k}-anonymous and {cfg.l}-diverse as a whole ({len(kept)} rows"
             + (f", {sens.nunique()} distinct '{cfg.sensitive}' values" if sens is not None else "")
-            + "); lower k or l", param="k")
+            + "); lower k or l",
+            param="k",
+        )
     parts = mondrian(kept, cfg)
     out = kept.copy()
     cols = [_Column(kept[c]) for c in cfg.quasi]
@@ -191,13 +209,20 @@ def anonymize(df: pd.DataFrame, cfg: AnonymizeConfig) -> Anonymized:
     sizes = np.array([len(p) for p in parts])
     diversity = min(int(sens.iloc[p].nunique()) for p in parts) if sens is not None else None
     report = {
-        "rows": len(df), "kept": len(kept), "suppressed": int(incomplete.sum()),
-        "suppressed_share": round(float(incomplete.mean()), 6), "classes": len(parts),
-        "k": cfg.k, "k_reached": int(sizes.min()), "l": cfg.l, "l_reached": diversity,
+        "rows": len(df),
+        "kept": len(kept),
+        "suppressed": int(incomplete.sum()),
+        "suppressed_share": round(float(incomplete.mean()), 6),
+        "classes": len(parts),
+        "k": cfg.k,
+        "k_reached": int(sizes.min()),
+        "l": cfg.l,
+        "l_reached": diversity,
         "mean_class_size": round(float(sizes.mean()), 3),
         "ncp": round(float(ncp.mean() / len(cfg.quasi)), 6),  # 0: nothing generalized, 1: every value hidden
         "discernibility": int((sizes**2).sum()),
-        "quasi": list(cfg.quasi), "sensitive": cfg.sensitive,
+        "quasi": list(cfg.quasi),
+        "sensitive": cfg.sensitive,
     }
     return Anonymized(out, report)
 
