@@ -10,6 +10,7 @@ import pytest
 
 from luodi import api
 from luodi.apps import predict
+from luodi.audit.report import privacy_section
 from luodi.errors import ConfigError
 
 
@@ -33,6 +34,8 @@ def test_private_training_spends_at_most_its_budget_and_serves():
     assert spent["steps"] >= 4 * 1437 // 64 * 0.8  # Poisson batches: about epochs x rows / batch
     assert "privacy.json" in json.loads((run.path / "manifest.json").read_text())["files"]
     assert run.metrics["accuracy"] > 0.35  # 10 classes: noisy, yet far above chance
+    section = privacy_section(run.path)  # what `luodi audit` shows
+    assert section.status == "ok" and f"epsilon {spent['epsilon_spent']} spent of 4.0" in section.note
     predict.forget_loaded()
     task = api.load_predictor("dp-digits").task  # a fresh load: the per-example gradient hooks are gone
     valid = task.split(task.read(None))[1]

@@ -24,6 +24,7 @@ from luodi.audit.section import Section, table_html
 from luodi.errors import LuodiError
 from luodi.settings import get_settings
 from luodi.tasks import task_for
+from luodi.train.privacy import PRIVACY_FILE
 
 AUDIT_HTML, AUDIT_JSON = registry.AUDIT_PAGE, "audit.json"
 # the areas measured on the model, in page order; each is section(pred, train, valid, **options) -> Section
@@ -63,10 +64,19 @@ def server_section() -> Section:
     return Section("Server security settings", numbers, table_html(rows), "warning" if s.auth == "off" else "ok", note)
 
 
-def privacy_section(config: Any) -> Section:
-    """Privacy settings of the run; differential-privacy training is not part of luodi yet."""
-    return Section("Privacy", {"differential_privacy": None}, "", "skipped",
-                   "no privacy setting in this run (differential-privacy training is not available yet)")
+def privacy_section(run_dir: Path) -> Section:
+    """The run's differential privacy: the budget, the epsilon its training spent and the noise that bought it
+    (privacy.json, written by luodi.train.privacy); a run trained without train.privacy says so."""
+    path = run_dir / PRIVACY_FILE
+    if not path.exists():
+        return Section("Privacy", {"differential_privacy": None}, "", "skipped",
+                       "trained without differential privacy (train.privacy: {epsilon: ...} trains image apps with "
+                       "DP-SGD)")
+    spent = json.loads(path.read_text())
+    rows = [{"setting": k, "value": v} for k, v in spent.items()]
+    note = (f"DP-SGD: epsilon {spent['epsilon_spent']} spent of {spent['epsilon_target']} "
+            f"(delta {spent['delta']:.2g}, gradients clipped to {spent['max_grad_norm']})")
+    return Section("Privacy", {"differential_privacy": spent}, table_html(rows), "ok", note)
 
 
 def measure(name: str, fn: Callable[..., Section], pred: Any, train: Any, valid: Any, options: dict) -> Section:
@@ -104,7 +114,7 @@ def audit(
     for name in areas or list(AREAS):
         say(f"measuring {name}")
         sections.append(measure(name, AREAS[name], pred, train, valid, options))
-    sections += [privacy_section(pred.config), server_section()]
+    sections += [privacy_section(pred.run.path), server_section()]
     out = {"app": pred.run.app, "version": pred.run.version, "task": pred.config.task,
            "sections": {s.title: {"status": s.status, "note": s.note, **s.numbers} for s in sections}}
     atomic.write_text(pred.run.path / AUDIT_HTML, render(pred.run.app, pred.run.version, pred.config.task, sections))
