@@ -43,6 +43,20 @@ def test_private_training_spends_at_most_its_budget_and_serves():
     assert out[0]["label"] in task.clf.meta["classes"]
 
 
+def test_a_tabular_mlp_trains_privately():
+    app = {
+        "name": "dp-mlp",
+        "task": "tabular",
+        "data": {"format": "sklearn:breast_cancer", "columns": {"label": "target"}, "split": {"valid": 0.25}},
+        "model": {"type": "mlp", "options": {"calibration": "none"}},
+        "train": {"epochs": 6, "optimizer": "sgd", "lr": 0.05, "batch_size": 32, "early_stopping": None,
+                  "privacy": {"epsilon": 2.0}},
+    }
+    run = api.train(app, progress=False)
+    assert run.metrics["dp_epsilon"] <= 2.0 + 1e-6
+    assert run.metrics["roc_auc"] > 0.85  # 30 standardized features, 426 rows: private and still useful
+
+
 def test_a_resumed_run_counts_what_it_already_spent():
     def stop_after_two(epoch, logs):
         if epoch == 2:
@@ -61,7 +75,11 @@ def test_a_resumed_run_counts_what_it_already_spent():
     "change,message",
     [
         ({"task": "tabular", "data": {"format": "sklearn:breast_cancer", "columns": {"label": "target"}},
-          "model": {"type": "lightgbm"}}, "no differentially private training"),
+          "model": {"type": "lightgbm"}}, "only the MLP member trains with DP-SGD"),
+        ({"task": "tabular", "data": {"format": "sklearn:breast_cancer", "columns": {"label": "target"}},
+          "model": {"type": "mlp", "options": {"inner_folds": 3}}}, "would spend the budget again"),
+        ({"task": "text-classification", "data": {"path": "x.csv"}, "model": {"type": "embedding-head"}},
+         "no differentially private training"),
         ({"train_extra": {"adversarial": {"method": "fgsm-rs", "eps": 0.1}}}, "adversarial"),
         ({"model": {"type": "cnn", "options": {"width": 8}}}, "arch: flat"),
     ],

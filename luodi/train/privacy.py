@@ -81,6 +81,9 @@ def private(
             f"({problems[0]}); image apps: set model.options.arch: flat (no batch norm)", param="train.privacy")
     if not isinstance(loader, torch.utils.data.DataLoader):
         raise ConfigError("'train.privacy' applies to image and speech CNN apps only; remove it", param="train.privacy")
+    if loader.batch_size is None:  # batches made by a batch sampler: Opacus needs the plain batch size
+        size = getattr(loader.sampler, "batch_size", None) or getattr(loader.batch_sampler, "batch_size", None)
+        loader = torch.utils.data.DataLoader(loader.dataset, batch_size=size, shuffle=True)
     delta = settings.get("delta") or 1.0 / (10 * len(loader.dataset))
     with warnings.catch_warnings():  # Opacus' secure_mode needs torchcsprng; the noise is torch's PRNG (docs)
         warnings.filterwarnings("ignore", message="Secure RNG turned off")

@@ -5,6 +5,7 @@ Members are fitted in members.py, stored in store.py; the package docstring says
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,6 +30,7 @@ from luodi.tasks.tabular.rows import Matrices, PandasRows, RowCoder
 from luodi.tasks.tabular.sklearn_members import SKLEARN_MEMBERS, OnnxBatch, OnnxMember
 from luodi.tasks.tabular.store import TabularStore
 from luodi.train import CHECKPOINT_DIR
+from luodi.train.privacy import PRIVACY_FILE
 
 
 def progress_bars(enabled: bool):
@@ -176,6 +178,19 @@ class TabularTask(Explaining, TableInputs, MemberFitting, TabularStore, TaskBase
             return self.coded_prep.dense_matrix(self.coding.recode(df))
         return self.prep.dense_matrix(df)
 
+    def privacy_blocker(self) -> str | None:
+        """DP-SGD trains the MLP member only, once: other members or cross-fitted copies would use the rows
+        outside the accounting (or spend the budget once per copy)."""
+        others = [m for m, w in self.weights.items() if w > 0 and m != "mlp"]
+        if others:
+            return (f"only the MLP member trains with DP-SGD and this model also has {', '.join(others)}; set "
+                    "model.type: mlp (or model.options.ensemble_weights: {mlp: 1})")
+        if self.opts.inner_folds:
+            return "each cross-fitted member (model.options.inner_folds) would spend the budget again; set it to 0"
+        if self.config.train.resample != "none":
+            return "train.resample repeats rows, which the per-example accounting does not allow; remove it"
+        return None
+
     def refit_blocker(self) -> str | None:
         if self.opts.inner_folds:
             return None  # members early-stop on inner folds and calibrate out of fold: validation only reports
@@ -209,6 +224,9 @@ class TabularTask(Explaining, TableInputs, MemberFitting, TabularStore, TaskBase
                 self._fit_mlp(
                     train.iloc[rows], y_tr[rows], sw, valid, y_va, ckpt, progress, epoch_offset=epochs_done
                 )
+                spent = ckpt / "mlp" / PRIVACY_FILE  # DP-SGD's record, from the loop's folder into the run's
+                if spent.exists():
+                    os.replace(spent, Path(run_dir) / PRIVACY_FILE)
             if self.weights["linear"] > 0:
                 self._fit_linear(train.iloc[rows], y_tr[rows], sw)
             for kind in SKLEARN_MEMBERS:
