@@ -34,6 +34,33 @@ def train(config: Path, overrides: dict, label: str) -> dict:
             "train_cpu_minutes": round((time.process_time() - t) / 60, 2), "version": run.version}
 
 
+def goals(runs: dict) -> list[dict]:
+    """The issue's two goals from the best stored run of each app (MNIST: accuracy at epsilon <= 3; adult: the
+    share of the non-private accuracy kept at epsilon <= 1)."""
+    out = []
+    mnist = [r for r in runs.values() if "handwritten" in r["command"] or "--config" not in r["command"]]
+    mnist = [r for r in mnist if (r["private"]["dp_epsilon"] or 99) <= GOAL_EPSILON]
+    if mnist:
+        best = max(mnist, key=lambda r: r["private"]["accuracy"])
+        out.append({
+            "goal": "MNIST app (8,000 train / 2,000 eval): accuracy with DP-SGD at epsilon <= 3",
+            "value": best["private"]["accuracy"], "target": GOAL_ACCURACY, "op": ">=",
+            "met": best["private"]["accuracy"] >= GOAL_ACCURACY,
+            "note": f"epsilon spent {best['private']['dp_epsilon']}; the same app without privacy "
+                    f"{best['plain']['accuracy']:.4f}; {best['command']}",
+        })
+    adult = [r for r in runs.values() if "income" in r["command"] and (r["private"]["dp_epsilon"] or 99) <= 1.0]
+    if adult:
+        best = max(adult, key=lambda r: r["ratio"])
+        out.append({
+            "goal": "adult MLP: accuracy with DP-SGD at epsilon <= 1 / the same MLP without privacy",
+            "value": best["ratio"], "target": 0.98, "op": ">=", "met": best["ratio"] >= 0.98,
+            "note": f"{best['private']['accuracy']:.4f} (epsilon {best['private']['dp_epsilon']}) / "
+                    f"{best['plain']['accuracy']:.4f}; {best['command']}",
+        })
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "examples" / "handwritten-digits-private.yaml"))
@@ -44,7 +71,7 @@ def main() -> None:
     os.environ.setdefault("LUODI_HOME", tempfile.mkdtemp(prefix="luodi-privacy-"))
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
     config = Path(args.config)
-    budget = yaml.safe_load(config.read_text())["train"].get("privacy") or {}
+    budget = overrides.get("train.privacy") or yaml.safe_load(config.read_text())["train"].get("privacy") or {}
     budget = {**budget, **{k.split(".", 2)[2]: v for k, v in overrides.items() if k.startswith("train.privacy.")}}
     private = train(config, overrides, "private")
     plain = train(config, {**overrides, "train.privacy": None}, "not private")
@@ -61,15 +88,7 @@ def main() -> None:
                              + ("" if args.config.endswith("handwritten-digits-private.yaml") else
                                 f" --config {args.config}"),
                              "machine": machine()}
-    best = max(stored["runs"].values(), key=lambda r: r["private"]["accuracy"]
-               if (r["private"]["dp_epsilon"] or 99) <= GOAL_EPSILON else -1)
-    stored["goals"] = [{
-        "goal": "MNIST app (8,000 train / 2,000 eval): accuracy with DP-SGD at epsilon <= 3",
-        "value": best["private"]["accuracy"], "target": GOAL_ACCURACY, "op": ">=",
-        "met": best["private"]["accuracy"] >= GOAL_ACCURACY and (best["private"]["dp_epsilon"] or 99) <= GOAL_EPSILON,
-        "note": f"epsilon spent {best['private']['dp_epsilon']}; the same app without privacy "
-                f"{best['plain']['accuracy']:.4f}; {best['command']}",
-    }]
+    stored["goals"] = goals(stored["runs"])
     stored["machine"] = machine()
     if not args.no_save:
         print(f"stored in {save('privacy', stored)}")
