@@ -13,6 +13,7 @@ before luodi's dependencies are installed).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -117,3 +118,12 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path | datetime):
         return str(o)
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The file's SHA-256 (hex), read in 1 MiB blocks: what run manifests and index checksums record."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

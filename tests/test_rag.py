@@ -176,6 +176,7 @@ def test_changed_file_replaces_its_old_version(tmp_path):
 
 
 def test_tampered_index_file_is_refused_by_name(tmp_path):
+    from luodi.atomic import sha256_file
     from luodi.rag import index
     from luodi.rag.kbs import kb_dir
 
@@ -185,7 +186,7 @@ def test_tampered_index_file_is_refused_by_name(tmp_path):
     rag.add_documents("tamper", [f])
     path = kb_dir("tamper") / index.INDEX_FILE
     sums = kb_dir("tamper") / index.SUMS_FILE
-    assert json.loads(sums.read_text())["sha256"] == [index._sha256(path)]
+    assert json.loads(sums.read_text())["sha256"] == [sha256_file(path)]
     good = path.read_bytes()
     data = bytearray(good)
     data[-5] ^= 0x01  # one bit of one stored vector
@@ -202,7 +203,7 @@ def test_tampered_index_file_is_refused_by_name(tmp_path):
     sums.unlink()  # an index written before checksums existed: accepted once, its checksum recorded
     index.forget("tamper")
     assert rag.search("tamper", "ferry", k=1).hits
-    assert json.loads(sums.read_text())["sha256"] == [index._sha256(path)]
+    assert json.loads(sums.read_text())["sha256"] == [sha256_file(path)]
 
 
 def test_bad_input_names_the_field(tmp_path):

@@ -6,7 +6,6 @@ versions) is written last and verified when a run is loaded, so a crash or a tam
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import shutil
@@ -20,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from luodi import atomic
+from luodi.atomic import sha256_file
 from luodi.errors import LuodiError, NotFound
 from luodi.settings import get_settings
 from luodi.store.db import session_scope
@@ -81,14 +81,6 @@ def _info(r: Run) -> RunInfo:
 
 
 # ---- manifest -------------------------------------------------------------------------------------------
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _run_files(run_dir: Path) -> list[Path]:

@@ -4,7 +4,6 @@ gives a cached, read-only view of what is visible now."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -16,7 +15,7 @@ import faiss
 import numpy as np
 from sqlalchemy import select
 
-from luodi.atomic import atomic_path, write_json
+from luodi.atomic import atomic_path, sha256_file, write_json
 from luodi.errors import LuodiError
 from luodi.rag.kbs import get_kb_row, kb_config, kb_dir, kb_lock
 from luodi.store import session_scope
@@ -41,14 +40,6 @@ def _new_index(dim: int) -> faiss.Index:
     return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _known_sums(name: str) -> list[str] | None:
     """The checksums the index file may have (None: a knowledge base written before luodi kept them)."""
     path = kb_dir(name) / SUMS_FILE
@@ -61,7 +52,7 @@ def read_vectors(name: str, dim: int) -> faiss.Index:
     path = kb_dir(name) / INDEX_FILE
     if not path.exists():
         return _new_index(dim)
-    sums, actual = _known_sums(name), _sha256(path)
+    sums, actual = _known_sums(name), sha256_file(path)
     if sums is None:  # an index from before checksums: trusted once, checked from now on
         log.warning("knowledge base '%s': %s has no checksum yet; recording it now", name, path)
         write_json(kb_dir(name) / SUMS_FILE, {"sha256": [actual]})
@@ -81,7 +72,7 @@ def write_vectors(name: str, index: faiss.Index) -> None:
     old = (_known_sums(name) or [])[:1] if path.exists() else []
     with atomic_path(path) as tmp:
         faiss.write_index(index, str(tmp))
-        new = _sha256(tmp)
+        new = sha256_file(tmp)
         write_json(kb_dir(name) / SUMS_FILE, {"sha256": [new, *old]})
     write_json(kb_dir(name) / SUMS_FILE, {"sha256": [new]})
 
