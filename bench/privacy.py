@@ -1,98 +1,59 @@
-"""Differential privacy: an app trained with DP-SGD against the same app trained without it, in one process.
+"""Issue 18's goals in one run: PII detection, table anonymization and differentially private training.
 
-    python bench/privacy.py [--config examples/handwritten-digits-private.yaml] [--set KEY=VALUE ...]
+    python bench/privacy.py                   # run every part, then print every goal against its target
+    python bench/privacy.py --only anonymize  # some parts: pii, anonymize, dp
+    python bench/privacy.py --stored          # print the goals from bench/results without running anything
 
-Trains the app as it is (its `train.privacy` budget; DP-SGD with Opacus, luodi.train.privacy) and once more with
-`train.privacy` removed, everything else equal (same model, data, split, epochs and last epoch kept), and prints
-both accuracies on the app's validation split, the epsilon spent and the training CPU minutes. The goal (issue 18):
-the MNIST app (first 8,000 images train, last 2,000 evaluate) >= 95 % at epsilon <= 3. Opacus reports 96.8 % at
-epsilon 3 with all 60,000 MNIST training images. Stored in bench/results/privacy.json (record.py); runs stored
-before are kept under their label.
+Each part is its own bench script that stores its numbers and goals in bench/results/<part>.json; run alone, each
+has more options:
+- pii (bench/pii.py): span-level F2 and sentences/s on a labelled benchmark built from the datasets; needs a
+  trained entity-extraction run in LUODI_HOME (its docstring says how to train one without the benchmark's file);
+- anonymize (bench/anonymize.py): adult to k-anonymity 10 and l-diversity 2, checked by pycanon, and LightGBM on it;
+- dp (bench/dp.py): the MNIST app and an adult MLP with and without DP-SGD.
+`python bench/tables.py` renders the goal table into docs/privacy.md. The server hardening goals (no 5xx under the
+schemathesis fuzz run) are tests (tests/test_fuzz.py), not bench numbers.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
-import time
-from pathlib import Path
+import sys
 
-import yaml
-from record import load, machine, save
+import tables
+from goals import print_goals, run_script
 
-ROOT = Path(__file__).resolve().parents[1]
-GOAL_ACCURACY, GOAL_EPSILON = 0.95, 3.0
-
-
-def train(config: Path, overrides: dict, label: str) -> dict:
-    from luodi import api
-
-    t = time.process_time()
-    run = api.train(config, progress=False, overrides=overrides)
-    return {"label": label, "accuracy": run.metrics["accuracy"], "dp_epsilon": run.metrics.get("dp_epsilon"),
-            "train_cpu_minutes": round((time.process_time() - t) / 60, 2), "version": run.version}
+ADULT_DP = ["--config", "examples/income.yaml", "--label", "adult MLP, epsilon 1, batch 1024",
+            "--set", "model.type=mlp", "--set", "model.options.inner_folds=0", "--set", "train.refit=false",
+            "--set", "train.epochs=20", "--set", "train.early_stopping=null", "--set", "train.batch_size=1024",
+            "--set", "train.optimizer=sgd", "--set", "train.lr=0.1", "--set", "train.privacy={epsilon: 1.0}"]
+SCRIPTS = {  # part -> the runs of its bench script (each stores bench/results/<part>.json)
+    "pii": [["pii.py"]],
+    "anonymize": [["anonymize.py"]],
+    "dp": [["dp.py"], ["dp.py", *ADULT_DP]],
+}
 
 
-def goals(runs: dict) -> list[dict]:
-    """The issue's two goals from the best stored run of each app (MNIST: accuracy at epsilon <= 3; adult: the
-    share of the non-private accuracy kept at epsilon <= 1)."""
-    out = []
-    mnist = [r for r in runs.values() if "handwritten" in r["command"] or "--config" not in r["command"]]
-    mnist = [r for r in mnist if (r["private"]["dp_epsilon"] or 99) <= GOAL_EPSILON]
-    if mnist:
-        best = max(mnist, key=lambda r: r["private"]["accuracy"])
-        out.append({
-            "goal": "MNIST app (8,000 train / 2,000 eval): accuracy with DP-SGD at epsilon <= 3",
-            "value": best["private"]["accuracy"], "target": GOAL_ACCURACY, "op": ">=",
-            "met": best["private"]["accuracy"] >= GOAL_ACCURACY,
-            "note": f"epsilon spent {best['private']['dp_epsilon']}; the same app without privacy "
-                    f"{best['plain']['accuracy']:.4f}; {best['command']}",
-        })
-    adult = [r for r in runs.values() if "income" in r["command"] and (r["private"]["dp_epsilon"] or 99) <= 1.0]
-    if adult:
-        best = max(adult, key=lambda r: r["ratio"])
-        out.append({
-            "goal": "adult MLP: accuracy with DP-SGD at epsilon <= 1 / the same MLP without privacy",
-            "value": best["ratio"], "target": 0.98, "op": ">=", "met": best["ratio"] >= 0.98,
-            "note": f"{best['private']['accuracy']:.4f} (epsilon {best['private']['dp_epsilon']}) / "
-                    f"{best['plain']['accuracy']:.4f}; {best['command']}",
-        })
-    return out
-
-
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default=str(ROOT / "examples" / "handwritten-digits-private.yaml"))
-    ap.add_argument("--set", action="append", default=[], help="config override, e.g. train.epochs=10")
-    ap.add_argument("--label", default=None, help="name of this comparison in bench/results/privacy.json")
-    ap.add_argument("--no-save", action="store_true")
+    ap.add_argument("--only", help=f"comma-separated parts ({', '.join(SCRIPTS)}); default all")
+    ap.add_argument("--stored", action="store_true", help="print the stored goals only; run nothing")
     args = ap.parse_args()
-    os.environ.setdefault("LUODI_HOME", tempfile.mkdtemp(prefix="luodi-privacy-"))
-    overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
-    config = Path(args.config)
-    budget = overrides.get("train.privacy") or yaml.safe_load(config.read_text())["train"].get("privacy") or {}
-    budget = {**budget, **{k.split(".", 2)[2]: v for k, v in overrides.items() if k.startswith("train.privacy.")}}
-    private = train(config, overrides, "private")
-    plain = train(config, {**overrides, "train.privacy": None}, "not private")
-    ratio = private["accuracy"] / plain["accuracy"]
-    print(f"{config.name}{' ' + ' '.join(args.set) if args.set else ''}")
-    print(f"  DP-SGD: accuracy {private['accuracy']:.4f} at epsilon {private['dp_epsilon']} (budget "
-          f"{budget.get('epsilon')}), {private['train_cpu_minutes']} CPU-min")
-    print(f"  without privacy: accuracy {plain['accuracy']:.4f}, {plain['train_cpu_minutes']} CPU-min "
-          f"(DP keeps {ratio:.1%})")
-    label = args.label or f"{config.stem}{' ' + ' '.join(args.set) if args.set else ''}"
-    stored = load("privacy") or {"runs": {}}
-    stored["runs"][label] = {"private": private, "plain": plain, "ratio": round(ratio, 4), "budget": budget,
-                             "command": "python bench/privacy.py" + "".join(f" --set {s}" for s in args.set)
-                             + ("" if args.config.endswith("handwritten-digits-private.yaml") else
-                                f" --config {args.config}"),
-                             "machine": machine()}
-    stored["goals"] = goals(stored["runs"])
-    stored["machine"] = machine()
-    if not args.no_save:
-        print(f"stored in {save('privacy', stored)}")
+    parts = [p.strip() for p in args.only.split(",")] if args.only else list(SCRIPTS)
+    unknown = [p for p in parts if p not in SCRIPTS]
+    if unknown:
+        ap.error(f"unknown part '{unknown[0]}'; choose from {', '.join(SCRIPTS)}")
+    failed = []
+    if not args.stored:
+        for part in parts:
+            if any(run_script(part, cmd)["rc"] for cmd in SCRIPTS[part]):
+                failed.append(part)
+    print("\n=== issue 18 goals (bench/results)")
+    missed = print_goals(tables.PRIVACY_PARTS, "privacy.py")
+    if failed:
+        print(f"\nparts that stopped with an error: {', '.join(failed)}")
+    print(f"\n{missed} goal(s) missed; `python bench/tables.py` renders them into docs/privacy.md")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

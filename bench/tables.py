@@ -18,7 +18,8 @@ from typing import Any
 
 import record
 
-DOCS = [Path(__file__).resolve().parents[1] / "docs" / name for name in ("benchmarks.md", "responsible-ai.md")]
+DOCS = [Path(__file__).resolve().parents[1] / "docs" / name
+        for name in ("benchmarks.md", "responsible-ai.md", "privacy.md")]
 DOC = DOCS[0]
 BLOCK = re.compile(r"(<!-- begin: (?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- end: (?P=name) -->)", re.S)
 
@@ -152,16 +153,17 @@ def rag_block(results: Path) -> str:
     return machine_line(r.get("machine")) + "\n".join(rows) + "\n"
 
 
-# issue 19's parts (bench/trust.py) -> the result each stores; every one holds "goals": [{goal, value, target, op,
-# met, note}], so one table shows them all
+# an issue's parts (bench/trust.py: issue 19, bench/privacy.py: issue 18) -> the result each stores; every one
+# holds "goals": [{goal, value, target, op, met, note}], so one table shows them all
 TRUST_PARTS = {"fairness": "fairness", "explain": "explain", "explain_media": "explain_media",
                "robustness": "robustness", "robustness_text": "robustness_text", "audit": "audit_pages"}
+PRIVACY_PARTS = {"pii": "pii", "anonymize": "anonymize", "dp": "dp"}
 
 
-def trust_rows(results: Path) -> list[dict[str, Any]]:
-    """Every stored goal of issue 19's parts, in part order, each tagged with its part."""
+def goal_rows(results: Path, parts: dict[str, str] = TRUST_PARTS) -> list[dict[str, Any]]:
+    """Every stored goal of the parts, in part order, each tagged with its part."""
     rows = []
-    for part, name in TRUST_PARTS.items():
+    for part, name in parts.items():
         for g in (record.load(name, results) or {}).get("goals", []):
             rows.append({"part": part, **g})
     return rows
@@ -174,25 +176,26 @@ def goal_value(g: dict[str, Any]) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def trust_block(results: Path) -> str:
-    rows = trust_rows(results)
+def goals_block(results: Path, parts: dict[str, str], script: str) -> str:
+    rows = goal_rows(results, parts)
     if not rows:
-        return "No stored run yet: `python bench/trust.py`.\n"
+        return f"No stored run yet: `python bench/{script}`.\n"
     out = ["| part | goal | measured | target | met | note |", "|---|---|---:|---|---|---|"]
     for g in rows:
         target = f"{g['op']} {g['target']}" if g.get("target") is not None else "-"
         met = {True: "met", False: "**missed**", None: "-"}[g.get("met")]
         note = str(g.get("note") or "").replace("|", "/").replace("\n", " ")
         out.append(f"| {g['part']} | {g['goal']} | {goal_value(g)} | {target} | {met} | {note} |")
-    stamps = sorted({f"{m['date']}, load {m['load_average']}" for name in TRUST_PARTS.values()
+    stamps = sorted({f"{m['date']}, load {m['load_average']}" for name in parts.values()
                      if (m := (record.load(name, results) or {}).get("machine"))})
-    head = "`python bench/trust.py` (each part's script stores bench/results/<part>.json)"
+    head = f"`python bench/{script}` (each part's script stores bench/results/<part>.json)"
     return f"{head}; stored {'; '.join(stamps) or 'without machine info'}.\n\n" + "\n".join(out) + "\n"
 
 
 BLOCKS: dict[str, Callable[[Path], str]] = {
     "quality": quality_block, "serve": serve_block, "apps_batching": apps_batching_block, "rag": rag_block,
-    "trust": trust_block,
+    "trust": lambda results: goals_block(results, TRUST_PARTS, "trust.py"),
+    "privacy": lambda results: goals_block(results, PRIVACY_PARTS, "privacy.py"),
 }
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ from typing import Any
 
 import record
 import tables
+from goals import print_goals, run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
@@ -52,15 +52,6 @@ AUDITED: dict[str, dict[str, Any]] = {
     },
 }
 PLOTTED = ("Fairness", "Robustness", "Explanations")  # sections that must carry a plot when measured
-
-
-def run_script(part: str) -> dict[str, Any]:
-    """Run one part's bench script; its goals come back through bench/results/<part>.json."""
-    cmd = [sys.executable, str(BENCH / SCRIPTS[part][0]), *SCRIPTS[part][1:]]
-    print(f"\n=== {part}: {' '.join(cmd[1:])}", flush=True)
-    t0 = time.monotonic()
-    rc = subprocess.run(cmd, cwd=ROOT).returncode
-    return {"part": part, "rc": rc, "seconds": round(time.monotonic() - t0, 1)}
 
 
 def check_page(page: Any, path: Path, statuses: dict[str, str]) -> dict[str, Any]:
@@ -135,21 +126,6 @@ def audit_part(keep: Path | None, apps: list[str]) -> dict[str, Any]:
     return {"part": "audit", "rc": 0}
 
 
-def print_goals() -> int:
-    """Every stored goal with its measured value; returns how many were missed."""
-    rows = tables.trust_rows(record.RESULTS)
-    width = max((len(r["goal"]) for r in rows), default=10)
-    missed = 0
-    for r in rows:
-        mark = {True: "met", False: "MISSED", None: "measured"}[r["met"]]
-        missed += r["met"] is False
-        print(f"{r['part']:<16} {r['goal']:<{width}}  {tables.goal_value(r):>12}  {mark}  {r.get('note') or ''}")
-    absent = [p for p in PARTS if record.load(tables.TRUST_PARTS[p], record.RESULTS) is None]
-    for p in absent:
-        print(f"{p:<16} not measured yet: python bench/trust.py --only {p}")
-    return missed
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", help=f"comma-separated parts ({', '.join(PARTS)}); default all")
@@ -164,11 +140,11 @@ def main() -> int:
     failed = []
     if not args.stored:
         for part in parts:
-            res = audit_part(args.home, args.apps.split(",")) if part == "audit" else run_script(part)
+            res = audit_part(args.home, args.apps.split(",")) if part == "audit" else run_script(part, SCRIPTS[part])
             if res["rc"]:
                 failed.append(part)
     print("\n=== issue 19 goals (bench/results)")
-    missed = print_goals()
+    missed = print_goals(tables.TRUST_PARTS, "trust.py")
     if failed:
         print(f"\nparts that stopped with an error: {', '.join(failed)}")
     print(f"\n{missed} goal(s) missed; `python bench/tables.py` renders them into docs/responsible-ai.md")

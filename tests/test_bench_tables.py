@@ -69,4 +69,9 @@ def test_the_trust_table_shows_every_part_s_goals_and_misses(tmp_path):
     assert "| fairness | income DP difference | 0.006 | <= 0.02 | met | a |" in out
     assert "| fairness | income loss (pt) | 2.43 | <= 1.0 | **missed** | LP / bound |" in out
     assert "| audit | income page | 3 | - | met |" in out
-    assert [r["part"] for r in tables.trust_rows(tmp_path)] == ["fairness", "fairness", "audit"]
+    assert [r["part"] for r in tables.goal_rows(tmp_path)] == ["fairness", "fairness", "audit"]
+    record.save("dp", {"goals": [{"goal": "MNIST at epsilon 3", "value": 0.922, "target": 0.95, "op": ">=",
+                                  "met": False, "note": "n"}]}, tmp_path)
+    privacy = tables.render("<!-- begin: privacy -->\n<!-- end: privacy -->\n", tmp_path)
+    assert "| dp | MNIST at epsilon 3 | 0.922 | >= 0.95 | **missed** | n |" in privacy
+    assert "income DP difference" not in privacy  # issue 19's parts stay in their own table

@@ -1,0 +1,40 @@
+"""What bench/trust.py (issue 19) and bench/privacy.py (issue 18) share: run a part's bench script, then print every
+stored goal of the issue's parts against its target (bench/tables.py renders the same rows into the docs)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import record
+import tables
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = Path(__file__).resolve().parent
+
+
+def run_script(part: str, args: list[str]) -> dict[str, Any]:
+    """Run one part's bench script (`args`: the script and its options); its goals come back through
+    bench/results/<part>.json."""
+    cmd = [sys.executable, str(BENCH / args[0]), *args[1:]]
+    print(f"\n=== {part}: {' '.join(cmd[1:])}", flush=True)
+    t0 = time.monotonic()
+    rc = subprocess.run(cmd, cwd=ROOT).returncode
+    return {"part": part, "rc": rc, "seconds": round(time.monotonic() - t0, 1)}
+
+
+def print_goals(parts: dict[str, str], script: str) -> int:
+    """Every stored goal of `parts` (part -> result name) with its measured value; returns how many were missed."""
+    rows = tables.goal_rows(record.RESULTS, parts)
+    width = max((len(r["goal"]) for r in rows), default=10)
+    missed = 0
+    for r in rows:
+        mark = {True: "met", False: "MISSED", None: "measured"}[r["met"]]
+        missed += r["met"] is False
+        print(f"{r['part']:<16} {r['goal']:<{width}}  {tables.goal_value(r):>12}  {mark}  {r.get('note') or ''}")
+    for p in [p for p, name in parts.items() if record.load(name, record.RESULTS) is None]:
+        print(f"{p:<16} not measured yet: python bench/{script} --only {p}")
+    return missed
