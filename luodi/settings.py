@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -65,6 +66,12 @@ class Settings(BaseSettings):
     # faster with fewer events; 0 sends every token as its own event
     stream_interval_ms: int = 50
     rate_limit_rpm: int = 600  # per API key, requests per minute
+    rate_limit_store: Literal["auto", "memory", "database"] = Field(
+        "auto",
+        description="where rate limits are counted: memory (this server only), database (the store's "
+        "rate_limit_windows table: every server on one PostgreSQL store shares each key's limit), auto (the "
+        "default: database when LUODI_DATABASE_URL is set, memory for the local SQLite file)",
+    )
     threads: int = max(1, os.cpu_count() or 1)
     max_body_mb: float = Field(
         32,

@@ -110,3 +110,53 @@ def test_keys_and_auth_on_postgres(pg_url, tmp_path):
         "dialect": "postgresql",
         "hash_ok": True,
     }
+
+
+KEYS = textwrap.dedent("""
+    import json
+    from luodi.keys import create_key
+    admin, limited, other = create_key("admin", admin=True), create_key("limited", 3), create_key("other")
+    print(json.dumps({"admin": admin.key, "limited": limited.key, "other": other.key, "other_id": other.id}))
+""")
+SERVE = ("import sys, uvicorn; from luodi.serve.app import create_app; "
+         "uvicorn.run(create_app(preload=False), host='127.0.0.1', port=int(sys.argv[1]), log_level='warning')")
+
+
+def test_two_servers_on_one_store_behave_as_one(pg_url, tmp_path):
+    """Two server processes on one PostgreSQL store (issue 20's replicas): a key's rate limit counts calls to
+    both, and a key revoked through one is refused by the other at once."""
+    import json
+
+    import httpx
+
+    env = {**os.environ, "LUODI_HOME": str(tmp_path), "LUODI_DATABASE_URL": pg_url}
+    r = subprocess.run([sys.executable, "-c", KEYS], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    keys = json.loads(r.stdout.strip().splitlines()[-1])
+    ports = [free_port(), free_port()]
+    servers = [subprocess.Popen([sys.executable, "-c", SERVE, str(p)], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True) for p in ports]
+    try:
+        a, b = (f"http://127.0.0.1:{p}" for p in ports)
+        for url, proc in zip((a, b), servers, strict=True):
+            for _ in range(300):
+                assert proc.poll() is None, proc.stderr.read()[-3000:]
+                try:
+                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.2)
+
+        def call(url: str, key: str) -> int:
+            return httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=30).status_code
+
+        assert [call(a, keys["limited"]), call(b, keys["limited"]), call(a, keys["limited"])] == [200, 200, 200]
+        assert call(b, keys["limited"]) == 429  # the fourth call in the minute, the second on this server
+        assert call(a, keys["other"]) == call(b, keys["other"]) == 200
+        gone = httpx.delete(f"{a}/v1/keys/{keys['other_id']}", headers={"Authorization": f"Bearer {keys['admin']}"})
+        assert gone.status_code == 200, gone.text
+        assert call(b, keys["other"]) == 401  # revoked through the other server: refused at once
+    finally:
+        for proc in servers:
+            proc.terminate()
+            proc.wait(timeout=30)

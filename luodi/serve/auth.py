@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from luodi.errors import AuthError, LuodiError
 from luodi.keys import ROUTE_GROUPS, KeyInfo, cached_key, describe_scope, scope_allows, verify_key
-from luodi.serve.ratelimit import RateLimiter
+from luodi.serve.ratelimit import RateLimiter, StoreRateLimiter, limiter_for
 from luodi.serve.state import get_state
 
 _CHECKED = "luodi_key_checked"
@@ -37,11 +37,11 @@ def _bearer(request: Request) -> str:
     return token.strip() or request.headers.get("x-api-key", "").strip()
 
 
-def _limiter(request: Request) -> RateLimiter:
-    extra = get_state(request).extra
-    if "rate_limiter" not in extra:
-        extra["rate_limiter"] = RateLimiter()
-    return extra["rate_limiter"]
+def _limiter(request: Request) -> RateLimiter | StoreRateLimiter:
+    state = get_state(request)
+    if "rate_limiter" not in state.extra:
+        state.extra["rate_limiter"] = limiter_for(state.settings)
+    return state.extra["rate_limiter"]
 
 
 async def require_key(request: Request) -> KeyInfo | None:
@@ -54,7 +54,11 @@ async def require_key(request: Request) -> KeyInfo | None:
         return None
     token = _bearer(request)
     info = cached_key(token) or await run_in_threadpool(verify_key, token)  # LUODI_KEY_CACHE_SECONDS
-    _limiter(request).check(f"key:{info.id}", info.rate_limit_rpm or settings.rate_limit_rpm)
+    limiter, rpm = _limiter(request), info.rate_limit_rpm or settings.rate_limit_rpm
+    if limiter.shared:  # a store round trip: off the event loop
+        await run_in_threadpool(limiter.check, f"key:{info.id}", rpm)
+    else:
+        limiter.check(f"key:{info.id}", rpm)
     setattr(request.state, _CHECKED, info)  # set first: the audit log names the key of a refused call too
     if info.scope and not info.admin:
         await _check_scope(request, info)

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, false
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -29,6 +40,16 @@ class ApiKey(Base):
     admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # scoped keys (migration 0004): {"apps": [...], "kbs": [...], "routes": [...]}; NULL = unscoped
     scope: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+
+
+class RateLimitWindow(Base):
+    """Requests per rate-limited caller per minute (migration 0005): every server on the store counts into the
+    same rows, so a key's rate limit holds across replicas (luodi.serve.ratelimit.StoreRateLimiter)."""
+
+    __tablename__ = "rate_limit_windows"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # "key:<api key id>"
+    window: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)  # minutes since 1970
+    count: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class Run(Base):
