@@ -18,7 +18,7 @@ from datetime import datetime
 
 from sqlalchemy import func, select
 
-from luodi.errors import AuthError, BadRequest, Conflict, NotFound
+from luodi.errors import AuthError, BadRequest, ConfigError, Conflict, NotFound
 from luodi.store import session_scope
 from luodi.store.tables import ApiKey, now
 
@@ -177,6 +177,34 @@ def create_key(name: str, rate_limit_rpm: int | None = None, *, admin: bool = Fa
         s.flush()
         info = _info(row)
     return CreatedKey(**asdict(info), key=plain)
+
+
+def ensure_admin_key(plain: str) -> KeyInfo:
+    """The admin key `plain` (LUODI_ADMIN_KEY, e.g. from a Kubernetes Secret), created on first use so that a fresh
+    deployment can be managed over HTTP. A key once revoked stays revoked; replicas starting together create it
+    once (the hash is unique)."""
+    from sqlalchemy.exc import IntegrityError
+
+    plain = plain.strip()
+    if len(plain) < 32:
+        raise ConfigError(
+            f"LUODI_ADMIN_KEY must be at least 32 characters (got {len(plain)}); generate one with "
+            "`python -c 'import secrets; print(\"ld-\" + secrets.token_urlsafe(32))'`", param="admin_key")
+    for _ in range(2):
+        with session_scope() as s:
+            row = s.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(plain)))
+            if row is not None:
+                return _info(row)
+        try:
+            with session_scope() as s:
+                row = ApiKey(name="LUODI_ADMIN_KEY", prefix=plain[:_SHOWN_CHARS], key_hash=hash_key(plain),
+                             admin=True)
+                s.add(row)
+                s.flush()
+                return _info(row)
+        except IntegrityError:  # another replica created it first: read it
+            continue
+    raise ConfigError("LUODI_ADMIN_KEY could not be stored; check the store", param="admin_key")
 
 
 def list_keys(include_revoked: bool = True) -> list[KeyInfo]:

@@ -87,6 +87,12 @@ class Settings(BaseSettings):
     )
     ssl_certfile: str = Field("", description="PEM certificate: `luodi serve` speaks HTTPS when set (--ssl-certfile)")
     ssl_keyfile: str = Field("", description="PEM private key of ssl_certfile unless that file holds it")
+    admin_key: str = Field(
+        "",
+        description="an admin API key the server creates at start-up if the store lacks it (at least 32 "
+        "characters; e.g. from a Kubernetes Secret), so a fresh deployment can be managed over HTTP; a revoked one "
+        "stays revoked",
+    )
     key_cache_seconds: float = Field(
         0.0,
         ge=0,

@@ -48,3 +48,26 @@ def test_with_a_key_cache_the_revocation_waits_for_it(monkeypatch):
     finally:
         monkeypatch.delenv("LUODI_KEY_CACHE_SECONDS")
         reset_settings()
+
+
+def test_admin_key_from_the_environment_is_created_once(monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from luodi.errors import ConfigError
+    from luodi.serve.app import create_app
+
+    plain = "ld-" + "k8s-secret-admin-key-0123456789abcdef"
+    monkeypatch.setenv("LUODI_ADMIN_KEY", plain)
+    reset_settings()
+    try:
+        with TestClient(create_app(preload=False)) as c:  # start-up creates it
+            made = c.post("/v1/keys", headers={"Authorization": f"Bearer {plain}"}, json={"name": "by-admin"})
+            assert made.status_code == 201, made.text
+        first = keys.ensure_admin_key(plain)
+        assert first.admin and keys.ensure_admin_key(plain).id == first.id  # a second start finds it
+        assert [k.name for k in keys.list_keys()].count("LUODI_ADMIN_KEY") == 1
+        with pytest.raises(ConfigError, match="at least 32 characters"):
+            keys.ensure_admin_key("short")
+    finally:
+        monkeypatch.delenv("LUODI_ADMIN_KEY")
+        reset_settings()

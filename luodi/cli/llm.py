@@ -95,6 +95,9 @@ def run_server(host: str, port: int, *, new_key: bool = True, key_name: str = "l
         model = get_engine().model_id
     key = None
     auth_on = settings.auth.lower() not in ("off", "false", "0", "no")
+    if settings.admin_key:  # checked here, before listening: a bad one stops the start naming the setting
+        keys_service.ensure_admin_key(settings.admin_key)
+        new_key = False  # the deployment brings its admin key
     if auth_on and new_key:
         key = keys_service.create_key(key_name, admin=True).key  # admin: it may manage keys too
     app = create_app(settings)

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from luodi import __version__
 from luodi.engines import engine_status
 from luodi.errors import LuodiError
+from luodi.keys import ensure_admin_key
 from luodi.llm import ensure_engine
 from luodi.llm.openai_types import ErrorBody, ErrorDetail
 from luodi.serve import (
@@ -181,6 +182,8 @@ def jsonable_errors(errors: list[dict]) -> list[dict]:
 async def _lifespan(app: FastAPI):
     state: ServerState = app.state.luodi
     init_db(state.settings.db_url)
+    if state.settings.admin_key:
+        ensure_admin_key(state.settings.admin_key)
     if app.state.preload:
         try:
             ensure_engine(state)
