@@ -53,6 +53,7 @@ def main() -> int:
     ap.add_argument("--eps", type=float, default=FULL["eps"])
     ap.add_argument("--alpha", type=float, default=0.01, help="PGD step size")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
+    ap.add_argument("--note", default="", help="stored with the run and added to its goal notes (e.g. why missed)")
     args = ap.parse_args()
 
     import torch
@@ -111,6 +112,7 @@ def main() -> int:
         "threads": torch.get_num_threads(),
         "command": "python bench/robustness.py " + " ".join(sys.argv[1:]),
         "full_goal_measurement": full,
+        "note": args.note,
         "machine": record.machine(),
     }
     mark = lambda ok: "met" if ok else "MISSED"  # noqa: E731
@@ -146,6 +148,8 @@ def goals(run: dict | None) -> list[dict]:
         f"{adv['method']} eps {adv['eps']}, {run['epochs_run']} epochs, augment {run['augment'] or 'off'}, "
         f"model {run['model_options']}, {run['config']} {run['overrides'] or ''}".rstrip()
     )
+    if run.get("note"):
+        how += f"; {run['note']}"
     return [
         {
             "goal": "MNIST clean accuracy, single-step adversarial training (all 2,000 eval images)",
