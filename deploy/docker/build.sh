@@ -26,6 +26,7 @@ compgen -G "$wheels/torch-*.whl" > /dev/null || echo "no local CPU torch wheel: 
 for c in /usr/local/share/ca-certificates/*.crt; do
   [ -e "$c" ] && cp "$c" deploy/docker/ca-certificates/ && echo "extra CA for the build: $c"
 done
+find deploy/docker/llama-cache -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +  # a previous --reuse's copy
 if [ $reuse = 1 ]; then
   cache=${LUODI_NATIVE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/luodi}/llama.cpp
   for b in "$cache"/*/build.json; do
