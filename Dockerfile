@@ -30,7 +30,7 @@ ENV PATH=/opt/luodi/bin:/opt/buildtools/bin:$PATH
 WORKDIR /src
 COPY constraints.txt ./
 # torch: the CPU build, from a wheel put into the build context (deploy/docker/build.sh) or from TORCH_INDEX
-# (plain `pip install torch` from PyPI pulls the CUDA build, ~5 GB)
+# (plain `pip install torch` from PyPI pulls the CUDA build and its nvidia-* packages, several GB)
 COPY deploy/docker/wheels/ /tmp/wheels/
 # the wheel's file name carries its version (torch-${TORCH_VERSION}...), which hadolint cannot see
 # hadolint ignore=DL3013

@@ -134,7 +134,8 @@ def _sdist(version: str, dest: Path) -> Path:
     for f in dest.glob(f"llama_cpp_python-{version}.tar.gz"):
         return f
     dest.mkdir(parents=True, exist_ok=True)
-    _run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+    # --no-binary for this package only: with :all: pip compiles its build dependencies (cmake...) from source too
+    _run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", "llama-cpp-python",
           f"llama_cpp_python=={version}", "-d", str(dest)])
     return next(dest.glob(f"llama_cpp_python-{version}.tar.gz"))
 
@@ -164,7 +165,9 @@ def build(version: str = DEFAULT_VERSION, tools: tuple[str, ...] = DEFAULT_TOOLS
         if not (tree / "vendor" / "llama.cpp" / "CMakeLists.txt").exists():
             archive = _sdist(version, src_root)
             with tarfile.open(archive) as tar:
-                tar.extractall(src_root, filter="data")
+                # the "data" filter (no links out, no devices) where this Python has it (3.11.4+; Debian 12: 3.11.2)
+                safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+                tar.extractall(src_root, **safe)
         llama_src = tree / "vendor" / "llama.cpp"
         jobs = jobs or os.cpu_count() or 1
         if not manifest:
