@@ -19,7 +19,7 @@ def digits_app(name: str, **train) -> dict:
         "name": name,
         "task": "image-classification",
         "data": {"format": "sklearn:digits", "split": {"valid": 0.2, "seed": 0}},
-        "model": {"type": "cnn", "options": {"arch": "flat", "width": 16, "hidden": 64}},
+        "model": {"type": "cnn", "options": {"arch": "flat", "width": 16, "hidden": 64, "activation": "tanh"}},
         "train": {"epochs": 4, "optimizer": "sgd", "lr": 0.1, "batch_size": 64, "early_stopping": None,
                   "privacy": {"epsilon": 4.0, "max_grad_norm": 1.0}, **train},
     }
@@ -39,6 +39,10 @@ def test_private_training_spends_at_most_its_budget_and_serves():
     predict.forget_loaded()
     task = api.load_predictor("dp-digits").task  # a fresh load: the per-example gradient hooks are gone
     valid = task.split(task.read(None))[1]
+    import torch
+
+    assert any(isinstance(m, torch.nn.Tanh) for m in task.clf.model.modules())  # model.options.activation
+    assert not any(isinstance(m, torch.nn.ReLU) for m in task.clf.model.modules())
     out = task.predict([{"image": valid.x[0].tolist()}])
     assert out[0]["label"] in task.clf.meta["classes"]
 

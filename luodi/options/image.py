@@ -26,6 +26,10 @@ class ImageClassificationOptions(Strict):
     hidden: int = Field(
         100, ge=8, le=4096, description="units of the dense layer (arch: flat or madry; Madry et al. use 1024)"
     )
+    activation: Literal["relu", "tanh"] = Field(
+        "relu", description="arch flat or madry: relu, or tanh (bounded: what DP-SGD training, train.privacy, is "
+        "reported to do better with)",
+    )
     keep_last: bool = Field(
         False,
         description="keep the last epoch's weights (a fixed schedule, no early stopping) instead of the epoch "

@@ -59,22 +59,28 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x))
 
 
+# tanh: bounded activations keep DP-SGD's clipped gradients informative (Papernot et al. 2021, "tempered sigmoids")
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
 class FlatCNN(nn.Module):
     """Two strided convs (width, 2 width; 4x4, stride 2), a dense hidden layer and the classes: no batch norm and
     no global average pooling. Wong et al.'s MNIST model for fast adversarial training, where batch norm and
     pooling can mask the single-step attack's gradient."""
 
-    def __init__(self, channels: int, classes: int, size: tuple[int, int], width: int = 16, hidden: int = 100):
+    def __init__(self, channels: int, classes: int, size: tuple[int, int], width: int = 16, hidden: int = 100,
+                 activation: str = "relu"):
         super().__init__()
         h, w = size[0] // 2 // 2, size[1] // 2 // 2  # each 4x4 conv with stride 2 and padding 1 halves (floor)
+        act = ACTIVATIONS[activation]
         self.features = nn.Sequential(
             nn.Conv2d(channels, width, 4, stride=2, padding=1),
-            nn.ReLU(),
+            act(),
             nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),
-            nn.ReLU(),
+            act(),
         )
         self.head = nn.Sequential(
-            nn.Flatten(), nn.Linear(2 * width * h * w, hidden), nn.ReLU(), nn.Linear(hidden, classes)
+            nn.Flatten(), nn.Linear(2 * width * h * w, hidden), act(), nn.Linear(hidden, classes)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -86,19 +92,21 @@ class MadryCNN(nn.Module):
     the classes: no batch norm. Madry et al.'s MNIST model (width 32, hidden 1024), several times the flat CNN's
     capacity: capacity is what robustness at a large eps needs most."""
 
-    def __init__(self, channels: int, classes: int, size: tuple[int, int], width: int = 32, hidden: int = 1024):
+    def __init__(self, channels: int, classes: int, size: tuple[int, int], width: int = 32, hidden: int = 1024,
+                 activation: str = "relu"):
         super().__init__()
         h, w = size[0] // 2 // 2, size[1] // 2 // 2  # each 2x2 max pooling halves (floor)
+        act = ACTIVATIONS[activation]
         self.features = nn.Sequential(
             nn.Conv2d(channels, width, 5, padding=2),
-            nn.ReLU(),
+            act(),
             nn.MaxPool2d(2),
             nn.Conv2d(width, 2 * width, 5, padding=2),
-            nn.ReLU(),
+            act(),
             nn.MaxPool2d(2),
         )
         self.head = nn.Sequential(
-            nn.Flatten(), nn.Linear(2 * width * h * w, hidden), nn.ReLU(), nn.Linear(hidden, classes)
+            nn.Flatten(), nn.Linear(2 * width * h * w, hidden), act(), nn.Linear(hidden, classes)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -109,10 +117,11 @@ def build_cnn(meta: dict[str, Any]) -> nn.Module:
     """The network `meta` names (`arch`: cnn, the default, flat or madry)."""
     shape = (meta["channels"], len(meta["classes"]), tuple(meta["size"]))
     arch = meta.get("arch", "cnn")
+    act = meta.get("activation", "relu")  # runs from before the option: relu
     if arch == "flat":
-        return FlatCNN(*shape, meta["width"], meta.get("hidden", 100))
+        return FlatCNN(*shape, meta["width"], meta.get("hidden", 100), act)
     if arch == "madry":
-        return MadryCNN(*shape, meta["width"], meta.get("hidden", 1024))
+        return MadryCNN(*shape, meta["width"], meta.get("hidden", 1024), act)
     return SmallCNN(*shape, meta["width"], meta["dropout"])
 
 

@@ -100,6 +100,7 @@ class ImageClassificationTask(FileClassifierTask):
             "dropout": self.opts.dropout,
             "arch": self.opts.arch,  # flat: the model of single-step adversarial training
             "hidden": self.opts.hidden,
+            "activation": self.opts.activation,
             "mean": float(x.mean()),
             "std": float(x.std() or 1.0),
             "background": border_mean(x),
