@@ -38,3 +38,22 @@ def print_goals(parts: dict[str, str], script: str) -> int:
     for p in [p for p, name in parts.items() if record.load(name, record.RESULTS) is None]:
         print(f"{p:<16} not measured yet: python bench/{script} --only {p}")
     return missed
+
+
+def chosen_parts(ap: Any, only: str | None, known: list[str]) -> list[str]:
+    """The parts --only names (all by default); an unknown one stops the script naming the known ones."""
+    parts = [p.strip() for p in only.split(",")] if only else list(known)
+    unknown = [p for p in parts if p not in known]
+    if unknown:
+        ap.error(f"unknown part '{unknown[0]}'; choose from {', '.join(known)}")
+    return parts
+
+
+def report(issue: int, parts: dict[str, str], script: str, doc: str, failed: list[str]) -> int:
+    """Print the issue's stored goals and what failed; the exit status (1 when a part stopped with an error)."""
+    print(f"\n=== issue {issue} goals (bench/results)")
+    missed = print_goals(parts, script)
+    if failed:
+        print(f"\nparts that stopped with an error: {', '.join(failed)}")
+    print(f"\n{missed} goal(s) missed; `python bench/tables.py` renders them into {doc}")
+    return 1 if failed else 0

@@ -20,7 +20,7 @@ import argparse
 import sys
 
 import tables
-from goals import print_goals, run_script
+from goals import chosen_parts, report, run_script
 
 ADULT_DP = ["--config", "examples/income.yaml", "--label", "adult MLP, epsilon 1, batch 1024",
             "--set", "model.type=mlp", "--set", "model.options.inner_folds=0", "--set", "train.refit=false",
@@ -38,21 +38,9 @@ def main() -> int:
     ap.add_argument("--only", help=f"comma-separated parts ({', '.join(SCRIPTS)}); default all")
     ap.add_argument("--stored", action="store_true", help="print the stored goals only; run nothing")
     args = ap.parse_args()
-    parts = [p.strip() for p in args.only.split(",")] if args.only else list(SCRIPTS)
-    unknown = [p for p in parts if p not in SCRIPTS]
-    if unknown:
-        ap.error(f"unknown part '{unknown[0]}'; choose from {', '.join(SCRIPTS)}")
-    failed = []
-    if not args.stored:
-        for part in parts:
-            if any(run_script(part, cmd)["rc"] for cmd in SCRIPTS[part]):
-                failed.append(part)
-    print("\n=== issue 18 goals (bench/results)")
-    missed = print_goals(tables.PRIVACY_PARTS, "privacy.py")
-    if failed:
-        print(f"\nparts that stopped with an error: {', '.join(failed)}")
-    print(f"\n{missed} goal(s) missed; `python bench/tables.py` renders them into docs/privacy.md")
-    return 1 if failed else 0
+    parts = [] if args.stored else chosen_parts(ap, args.only, list(SCRIPTS))
+    failed = [part for part in parts if any(run_script(part, cmd)["rc"] for cmd in SCRIPTS[part])]
+    return report(18, tables.PRIVACY_PARTS, "privacy.py", "docs/privacy.md", failed)
 
 
 if __name__ == "__main__":

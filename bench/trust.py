@@ -26,7 +26,7 @@ from typing import Any
 
 import record
 import tables
-from goals import print_goals, run_script
+from goals import chosen_parts, report, run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
@@ -133,22 +133,12 @@ def main() -> int:
     ap.add_argument("--apps", default=",".join(AUDITED), help="apps the audit part trains and audits")
     ap.add_argument("--home", type=Path, help="LUODI_HOME for the audit part (kept; reuses apps trained there)")
     args = ap.parse_args()
-    parts = [p.strip() for p in args.only.split(",")] if args.only else PARTS
-    unknown = [p for p in parts if p not in PARTS]
-    if unknown:
-        ap.error(f"unknown part '{unknown[0]}'; choose from {', '.join(PARTS)}")
     failed = []
-    if not args.stored:
-        for part in parts:
-            res = audit_part(args.home, args.apps.split(",")) if part == "audit" else run_script(part, SCRIPTS[part])
-            if res["rc"]:
-                failed.append(part)
-    print("\n=== issue 19 goals (bench/results)")
-    missed = print_goals(tables.TRUST_PARTS, "trust.py")
-    if failed:
-        print(f"\nparts that stopped with an error: {', '.join(failed)}")
-    print(f"\n{missed} goal(s) missed; `python bench/tables.py` renders them into docs/responsible-ai.md")
-    return 1 if failed else 0
+    for part in [] if args.stored else chosen_parts(ap, args.only, PARTS):
+        res = audit_part(args.home, args.apps.split(",")) if part == "audit" else run_script(part, SCRIPTS[part])
+        if res["rc"]:
+            failed.append(part)
+    return report(19, tables.TRUST_PARTS, "trust.py", "docs/responsible-ai.md", failed)
 
 
 if __name__ == "__main__":
