@@ -96,17 +96,12 @@ def test_the_image_serves_with_no_network(image):
 
 
 def test_a_packaged_app_serves_its_predictions(image, tmp_path):
+    from test_package import APP  # the packaged app of the fast tests, under its own name
+
     from luodi import api
     from luodi.apps.package import package
 
-    app = {
-        "name": "container-app",
-        "task": "tabular",
-        "data": {"format": "sklearn:breast_cancer", "columns": {"label": "target"}, "split": {"valid": 0.25}},
-        "model": {"type": "lightgbm", "options": {"n_estimators": 20, "num_leaves": 8}},
-        "train": {"epochs": 1, "seed": 0},
-    }
-    api.train(app, progress=False)
+    api.train({**APP, "name": "container-app"}, progress=False)
     ctx = package("container-app", tmp_path / "ctx", image=image)
     tag = f"luodi-container-app:{ctx.version}"
     _docker("build", "-t", tag, str(ctx.out), timeout=600)
