@@ -19,6 +19,7 @@ from pydantic_core import PydanticCustomError
 
 from luodi.errors import ConfigError
 from luodi.options import OPTIONS
+from luodi.options.optimize import OptimizeConfig
 from luodi.options.strict import Strict
 from luodi.options.training import AdversarialConfig, PrivacyConfig
 
@@ -268,7 +269,9 @@ RETIRED: dict[str, Any] = {"train.max_wait_ms": 0.0, "serve.route": None}
 FINGERPRINTED = ("serve.route",)
 # keys added after runs were stored: unset (None) they are left out of config_fingerprint, so a tune / cv run
 # interrupted before they existed still resumes
-ADDED_OPTIONAL = ("evaluate.fairness", "train.fairness", "train.adversarial", "train.privacy", "train.optimizer")
+ADDED_OPTIONAL = (
+    "evaluate.fairness", "train.fairness", "train.adversarial", "train.privacy", "train.optimizer", "optimize"
+)
 
 
 class AppConfig(Strict):
@@ -281,6 +284,9 @@ class AppConfig(Strict):
     tune: TuneConfig = Field(default_factory=TuneConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    optimize: OptimizeConfig | None = Field(
+        None, description="how `luodi optimize` makes a trained run smaller and faster (int8, ONNX, ...)"
+    )
     options: dict[str, Any] = Field(
         default_factory=dict, description="task-level extras (the assistant's definition)"
     )
@@ -453,9 +459,10 @@ def config_fingerprint(cfg: AppConfig, ignore: tuple[str, ...] = (), **extra: An
         section, key = path.split(".")
         dump[section][key] = RETIRED[path]
     for path in ADDED_OPTIONAL:
-        section, key = path.split(".")
-        if dump.get(section, {}).get(key, "unset") is None:
-            del dump[section][key]
+        *parents, key = path.split(".")
+        node = dump[parents[0]] if parents else dump
+        if node.get(key, "unset") is None:
+            del node[key]
     for path in ignore:
         *parents, leaf = path.split(".")
         node = dump

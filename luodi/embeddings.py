@@ -130,9 +130,16 @@ class Encoder:
         return out
 
     def layer_features(
-        self, texts: list[str], layers: list[int], max_length: int, progress: bool = False, batch_size: int = 64
+        self,
+        texts: list[str],
+        layers: list[int],
+        max_length: int,
+        progress: bool = False,
+        batch_size: int = 64,
+        cache: bool = True,
     ) -> np.ndarray:
-        """Mean-pooled, L2-normalized hidden states of `layers`, concatenated: (n, len(layers) * dim); cached."""
+        """Mean-pooled, L2-normalized hidden states of `layers`, concatenated: (n, len(layers) * dim); cached on
+        disk (`cache=False`: computed and kept nowhere, for the texts of prediction requests)."""
 
         def compute() -> np.ndarray:
             self.check_layers(layers)
@@ -150,6 +157,8 @@ class Encoder:
                     out[idx, j] = self._mean(hidden[layer], batch, True).numpy()
             return out.reshape(len(texts), -1)
 
+        if not cache:
+            return compute()
         return cached_features("text-features", [self.spec, layers, max_length, texts], compute)
 
     def word_features(

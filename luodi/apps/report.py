@@ -33,7 +33,9 @@ def add_importance(ev: dict[str, Any], task: Any, data: Any) -> None:
         ev.setdefault("report", {})["importance"] = rows
 
 
-def write_report(path: Path, title: str, ev: dict[str, Any], history: list, info: dict[str, Any]) -> None:
+def write_report(
+    path: Path, title: str, ev: dict[str, Any], history: list, info: dict[str, Any], sections: list[str] | None = None
+) -> None:
     from luodi.evaluate.report import render_report
 
-    atomic.write_text(path, render_report(title, ev, ev.get("report"), history, info))
+    atomic.write_text(path, render_report(title, ev, ev.get("report"), history, info, sections))

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from luodi.cli.common import SetOption
 from luodi.cli.common import fail as _fail
 from luodi.config import parse_overrides
 from luodi.errors import LuodiError
@@ -24,17 +25,6 @@ def _is_file(text: str) -> bool:
         return Path(text).exists()
     except OSError:
         return False
-
-
-SetOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--set",
-        metavar="KEY=VALUE",
-        help="change one config value for this command, dotted path and YAML value (repeatable), "
-        "e.g. --set data.split.seed=1",
-    ),
-]
 
 
 def _metrics_table(title: str, metrics: dict[str, float]) -> Table:

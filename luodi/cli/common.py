@@ -1,8 +1,9 @@
-"""What every CLI area shares: how a luodi error ends a command (its message on stderr, exit status 2)."""
+"""What every CLI area shares: how a luodi error ends a command (its message on stderr, exit status 2) and the
+`--set KEY=VALUE` option."""
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -10,6 +11,16 @@ from rich.console import Console
 from luodi.errors import LuodiError
 
 err_console = Console(stderr=True)
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="change one config value for this command, dotted path and YAML value (repeatable), "
+        "e.g. --set data.split.seed=1",
+    ),
+]
 
 
 def fail(e: LuodiError) -> NoReturn:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import llama_cpp as L
-
 from luodi.atomic import atomic_path
 from luodi.errors import ConfigError
 
 REQUANT_TYPES = {"q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
-                 "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0", "f16": "LLAMA_FTYPE_MOSTLY_F16"}
+                 "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0", "f16": "LLAMA_FTYPE_MOSTLY_F16",
+                 "q6_k": "LLAMA_FTYPE_MOSTLY_Q6_K", "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
+                 "q5_0": "LLAMA_FTYPE_MOSTLY_Q5_0", "q4_1": "LLAMA_FTYPE_MOSTLY_Q4_1"}
 
 
 def requantized_gguf(path: str | Path, weights: str) -> Path:
@@ -21,6 +21,8 @@ def requantized_gguf(path: str | Path, weights: str) -> Path:
     batched decode ~1.3x, but single-stream decode is ~15% slower. q4_0 is faster still but +38% perplexity.
     """
     import hashlib
+
+    import llama_cpp as L  # here, not at import: REQUANT_TYPES is read before luodi's CPU-kernel self-check
 
     from luodi.settings import get_settings
 

@@ -116,8 +116,9 @@ def render_report(
     material: dict[str, Any] | None = None,
     history: list[dict[str, Any]] | None = None,
     info: dict[str, Any] | None = None,
+    sections: list[str] | None = None,
 ) -> str:
-    """A self-contained HTML page."""
+    """A self-contained HTML page (`sections`: HTML blocks put after the metrics, e.g. luodi optimize's table)."""
     esc = html.escape
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>"
@@ -138,6 +139,7 @@ def render_report(
         + "".join(f"<tr><th>{esc(k)}</th><td>{v:.4f}</td></tr>" for k, v in flat.items())
         + "</table>"
     )
+    parts += sections or []
     curves = training_curves(history or [])
     if curves:
         parts.append("<h2>Training curves</h2>" + curves)

@@ -7,12 +7,15 @@ layers of the bundled MiniLM, cached on disk) or the encoder itself fine-tuned u
 logistic regression on TF-IDF word + character n-grams. The
 mixing weight (unless fixed in the options) and, for out-of-scope detection, a probability threshold are
 tuned on validation.
-Weights are stored as safetensors, vocabularies and label maps as JSON (no pickle).
+Weights are stored as safetensors, vocabularies and label maps as JSON (no pickle). `luodi optimize` turns the
+neural heads into one ONNX graph (float32, int8 or float16; onnx_text.py), which `load` then runs with ONNX Runtime.
 """
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -30,6 +33,7 @@ from luodi.models import resolve
 from luodi.options import TextClassificationOptions
 from luodi.tasks.base import TaskBase, TextInputs
 from luodi.tasks.linear_heads import LinearHead, fit_logreg, fit_tfidf, tfidf_from_state, tfidf_state
+from luodi.tasks.onnx_text import GRAPH, TOKENIZER, OnnxHeads
 from luodi.tasks.text_records import records_texts
 
 
@@ -48,8 +52,12 @@ class TextClassOut(BaseModel):
     top_k: list[LabelScore]
 
 
+META = "text_classification.json"
+
+
 class TextClassificationTask(TextInputs, TaskBase):
     name: ClassVar[str] = "text-classification"
+    optimize_methods: ClassVar[tuple[str, ...]] = ("onnx", "int8", "fp16")
 
     def __init__(self, config: AppConfig):
         super().__init__(config)
@@ -90,6 +98,7 @@ class TextClassificationTask(TextInputs, TaskBase):
         self.classes: list[str] = []
         self.emb_head: LinearHead | None = None
         self.ft_model = None  # text_finetune.FinetunedEnsemble when features has `finetune`
+        self.onnx: OnnxHeads | None = None  # the neural heads as one ONNX graph (an optimized run)
         self.tfidf = None
         self.tfidf_head: LinearHead | None = None
         self.tfidf_weight = self.opts.tfidf_weight
@@ -138,16 +147,19 @@ class TextClassificationTask(TextInputs, TaskBase):
         return data.iloc[itr].reset_index(drop=True), data.iloc[iva].reset_index(drop=True)
 
     # ------------------------------------------------------------ model
-    def _emb(self, texts: list[str], progress: bool = False) -> np.ndarray:
-        return get_encoder(self.source).layer_features(texts, self.opts.layers, self.opts.max_length, progress)
+    def _emb(self, texts: list[str], progress: bool = False, cache: bool = True) -> np.ndarray:
+        """Frozen-encoder features; cached on disk for training data, never for prediction requests."""
+        return get_encoder(self.source).layer_features(
+            texts, self.opts.layers, self.opts.max_length, progress, cache=cache
+        )
 
     def _head_log_probs(self, texts: list[str], progress: bool = False) -> dict[str, np.ndarray]:
         """Each trained head's log-probabilities, keyed by feature name."""
-        out = {}
+        out = self.onnx.log_probs(texts) if self.onnx is not None else {}
         if self.ft_model is not None:
             out["finetune"] = self.ft_model.log_proba(texts, self.opts.max_length)
-        if self.emb_head is not None:
-            out["embeddings"] = self.emb_head.log_proba(self._emb(texts, progress))
+        if self.emb_head is not None and "embeddings" not in out:
+            out["embeddings"] = self.emb_head.log_proba(self._emb(texts, progress, cache=False))
         if self.tfidf_head is not None:
             out["tfidf"] = self.tfidf_head.log_proba(self.tfidf.transform(texts))
         return out
@@ -257,6 +269,160 @@ class TextClassificationTask(TextInputs, TaskBase):
             pred = np.where(probs.max(1) < t, oos, pred)
         return pred
 
+    # ------------------------------------------------------------ optimization (luodi optimize)
+    def records_of(self, data: pd.DataFrame) -> list[dict[str, Any]]:
+        """The prediction requests of a labelled table (its texts)."""
+        return [{"text": t} for t in data.text.tolist()]
+
+    def parameter_count(self) -> int:
+        """Weights the model computes with: the ONNX graph's or the torch encoders', plus the linear heads'."""
+        from luodi.ort import parameter_count
+
+        n = 0 if self.tfidf_head is None else self.tfidf_head.coef.size + self.tfidf_head.intercept.size
+        if self.onnx is not None:  # the graph holds the embedding head too
+            return n + parameter_count(self.onnx.path)
+        if self.emb_head is not None:
+            n += self.emb_head.coef.size + self.emb_head.intercept.size
+        if self.ft_model is not None:
+            n += sum(p.numel() for m in self.ft_model.members for p in m.parameters())
+        if self.emb_head is not None:
+            n += sum(p.numel() for p in get_encoder(self.source).model.parameters())
+        return n
+
+    def optimize(
+        self, method: str, run_dir: Path, score: Callable[[], float], calibration: pd.DataFrame, opts: Any,
+        say: Callable[[str], None],
+    ) -> dict[str, Any]:
+        """Turn the neural heads of the run in run_dir (a copy of the base run) into ONNX: `onnx` float32,
+        `int8` (layers kept in float32 until opts.max_quality_drop holds on the calibration rows; kept only
+        where faster when opts.require_faster) or `fp16`. Rewrites the run's metadata; returns what was done."""
+        from luodi.ort import quantize_int8, to_float16
+
+        run_dir = Path(run_dir)
+        meta = json.loads((run_dir / META).read_text())
+        info: dict[str, Any] = {}
+        if self.onnx is None:
+            if self.ft_model is None and self.emb_head is None:
+                raise ConfigError(
+                    "this model has no neural head to optimize (model.options.features is [tfidf]): only the "
+                    "encoder heads (finetune, embeddings) run as ONNX", param="model.options.features",
+                )
+            self._export_onnx(run_dir, meta, opts.threads)
+            say(f"exported the neural heads to ONNX ({GRAPH}, float32)")
+        runtime = meta["runtime"]
+        if method == "onnx":
+            return info
+        if runtime["precision"] != "float32":
+            raise ConfigError(
+                f"--method {method} starts from a float32 model; this run is already {runtime['precision']}: "
+                "optimize its base version instead (--version)", param="method",
+            )
+        fp32 = run_dir / runtime["graph"]
+        target = run_dir / f"neural-{method}.onnx"
+        if method == "fp16":
+            to_float16(fp32, target)
+            precision = "float16"
+        else:
+            base = score()
+            texts = calibration.text.tolist()
+
+            def drop(candidate: Path) -> float:
+                self.onnx.swap(candidate)
+                return base - score()
+
+            info = quantize_int8(fp32, target, drop, opts.max_quality_drop, say)
+            precision = "int8"
+            ms32, ms8 = self._batch1_ms(fp32, texts), self._batch1_ms(target, texts)
+            info["batch1_ms"] = {"float32": round(ms32, 3), "int8": round(ms8, 3)}
+            if opts.require_faster and ms8 >= ms32:
+                say(f"int8 is not faster here ({ms8:.2f} ms vs {ms32:.2f} ms float32 at batch 1): float32 kept")
+                info["kept"] = "float32 (int8 measured slower at batch 1)"
+                target.unlink()
+                self.onnx.swap(fp32)
+                return info
+        fp32.unlink()
+        runtime.update(graph=target.name, precision=precision)
+        write_json(run_dir / META, meta)
+        self.onnx = OnnxHeads(run_dir, target.name, self.opts.max_length, opts.threads)
+        return info
+
+    def export_bundle(self, out: Path) -> dict[str, Any]:
+        """Write a standalone bundle into `out`: model.onnx (the neural heads), tokenizer.json, labels.json (labels,
+        head weights, out-of-scope rule) and predict.py (onnxruntime, numpy and tokenizers only)."""
+        import shutil
+
+        from luodi.tasks import bundles
+
+        if self.tfidf_head is not None:
+            raise ConfigError(
+                "model.options.features has tfidf: TF-IDF's character n-grams have no ONNX operator, so a bundle "
+                "could not reproduce the predictions; export an app with features [finetune] and / or [embeddings]",
+                param="model.options.features",
+            )
+        self._require_fitted()
+        out = Path(out)
+        if self.onnx is None:  # not optimized yet: the float32 graph is exported into the bundle only
+            self._export_onnx(out, {}, None)
+            (out / META).unlink()
+            (out / GRAPH).rename(out / "model.onnx")
+        else:
+            shutil.copy2(self.onnx.path, out / "model.onnx")
+            shutil.copy2(self.onnx.path.parent / TOKENIZER, out / TOKENIZER)
+        weights = self._mix_weights(self.onnx.outputs)
+        write_json(out / "labels.json", {
+            "labels": self.classes, "weights": weights, "max_length": self.opts.max_length,
+            "oos_label": self.opts.oos_label, "oos_threshold": self.oos_threshold or 0.0,
+        })
+        shutil.copy2(Path(bundles.__file__).parent / "text_classification_predict.py", out / "predict.py")
+        return {
+            "inputs": "a text (string); python predict.py \"text\" ... or one text per line on stdin",
+            "outputs": "{label, score}: the predicted label and its probability (1 - p for the out-of-scope label)",
+            "labels": len(self.classes),
+        }
+
+    def _batch1_ms(self, graph: Path, texts: list[str]) -> float:
+        """Median milliseconds of one text through `graph` (after a warm-up)."""
+        self.onnx.swap(graph)
+        sample = texts[:64]
+        for t in sample[:8]:
+            self.onnx.log_probs([t])
+        times = []
+        for t in sample:
+            t0 = time.perf_counter()
+            self.onnx.log_probs([t])
+            times.append(time.perf_counter() - t0)
+        return float(np.median(times) * 1000)
+
+    def _export_onnx(self, run_dir: Path, meta: dict[str, Any], threads: int | None) -> None:
+        """Write the float32 graph of the neural heads; the torch weights it replaces are removed from run_dir."""
+        from luodi.tasks.onnx_text import NeuralHeads, export_heads
+        from luodi.tasks.text_finetune import member_sources, member_weights
+
+        if self.ft_model is not None and len(set(member_sources(self.opts, self.source))) > 1:
+            raise ConfigError(
+                "model.options.finetune_sources: members with other encoders (other tokenizers) cannot share one "
+                "ONNX graph; optimize an app whose members all use model.source",
+                param="model.options.finetune_sources",
+            )
+        encoder = get_encoder(self.source) if self.emb_head is not None else None
+        members = self.ft_model.members if self.ft_model is not None else []
+        tokenizer = members[0].tokenizer if members else encoder.tokenizer
+        if "token_type_ids" not in tokenizer.model_input_names:
+            raise ConfigError(
+                f"model.source '{self.source}': ONNX export covers BERT-style encoders (MiniLM); this one is not",
+                param="model.source",
+            )
+        emb = self.emb_head
+        heads = NeuralHeads(members, encoder.model if encoder else None, self.opts.layers,
+                            emb.coef if emb else None, emb.intercept if emb else None)
+        names = export_heads(heads, tokenizer, run_dir, self.opts.max_length)
+        for k in range(len(members)):
+            (run_dir / member_weights(k)).unlink(missing_ok=True)
+        meta["runtime"] = {"graph": GRAPH, "precision": "float32", "heads": names}
+        write_json(run_dir / META, meta)
+        self.ft_model = None
+        self.onnx = OnnxHeads(run_dir, GRAPH, self.opts.max_length, threads)
+
     def _require_fitted(self):
         if not self.classes:
             raise BadRequest("this model is not trained yet: train it (luodi train APP) or load a run first")
@@ -362,13 +528,13 @@ class TextClassificationTask(TextInputs, TaskBase):
             write_json(run_dir / "tfidf_vocab.json", vocab)
         with atomic_path(run_dir / "model.safetensors") as tmp:
             save_file(tensors, str(tmp))
-        write_json(run_dir / "text_classification.json", meta)
+        write_json(run_dir / META, meta)
 
     def load(self, run_dir: Path) -> None:
         from safetensors.numpy import load_file
 
         run_dir = Path(run_dir)
-        meta_path = run_dir / "text_classification.json"
+        meta_path = run_dir / META
         if not meta_path.exists():
             raise BadRequest(f"{run_dir} holds no text-classification model (text_classification.json missing)")
         meta = json.loads(meta_path.read_text())
@@ -379,8 +545,10 @@ class TextClassificationTask(TextInputs, TaskBase):
         self.tfidf_weight = meta["tfidf_weight"]
         self.oos_threshold = meta["oos_threshold"]
         self.emb_head = LinearHead.from_tensors(t, "emb") if "emb" in meta["heads"] else None
-        self.ft_model = None
-        if "finetune" in meta["heads"]:
+        self.ft_model = self.onnx = None
+        if "runtime" in meta:  # an optimized run: the neural heads are one ONNX graph
+            self.onnx = OnnxHeads(run_dir, meta["runtime"]["graph"], self.opts.max_length)
+        elif "finetune" in meta["heads"]:
             from luodi.tasks.text_finetune import load_finetuned, member_sources
 
             sources = member_sources(self.opts, self.source)

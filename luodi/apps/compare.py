@@ -1,0 +1,95 @@
+"""The trade-off table of `luodi optimize`: a baseline run and an optimized run measured side by side, in one
+process, on the same validation rows: file size, parameters, batch-1 latency (p50 / p95), batch-32 throughput,
+the app's quality metric and agreement with the baseline's predictions."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from luodi.apps.registry import AUDIT_PAGE, MANIFEST
+
+COLUMNS = ("size_mb", "parameters", "p50_ms", "p95_ms", "rows_per_s_batch32", "quality", "agreement")
+NOT_MODEL = {MANIFEST, AUDIT_PAGE, "report.html", "metrics.json", "optimize.json", "config.yaml"}
+
+
+def model_bytes(run_dir: Path) -> int:
+    """Bytes of a run's model files (weights, graphs, vocabularies; not its reports and metadata)."""
+    return sum(p.stat().st_size for p in Path(run_dir).rglob("*") if p.is_file() and p.name not in NOT_MODEL)
+
+
+def _outputs(task: Any, records: list[dict[str, Any]]) -> list[Any]:
+    """What is compared between two models: each prediction's label (or its value, for regressors)."""
+    out = task.predict(records)
+    key = next((k for k in ("label", "prediction", "score") if k in out[0]), None) if out else None
+    return [o[key] if key else o for o in out]
+
+
+def _agreement(a: list[Any], b: list[Any]) -> float:
+    if a and isinstance(a[0], int | float) and not isinstance(a[0], bool):
+        x, y = np.asarray(a, float), np.asarray(b, float)
+        return float(np.mean(np.isclose(x, y, rtol=1e-2, atol=1e-3)))
+    return float(np.mean([x == y for x, y in zip(a, b, strict=True)]))
+
+
+def measure(task: Any, run_dir: Path, valid: Any, metric: str, latency_rows: int, throughput_rows: int) -> dict:
+    """One row of the table (agreement is filled in by `compare`)."""
+    records = task.records_of(valid)
+    for r in records[:5]:  # warm-up: sessions, caches, lazy imports
+        task.predict([r])
+    times = []
+    for r in records[:latency_rows]:
+        t0 = time.perf_counter()
+        task.predict([r])
+        times.append(time.perf_counter() - t0)
+    batch = records[:throughput_rows]
+    t0 = time.perf_counter()
+    for start in range(0, len(batch), 32):
+        task.predict(batch[start : start + 32])
+    seconds = time.perf_counter() - t0
+    quality = task.evaluate(valid).get(metric)
+    return {
+        "size_mb": round(model_bytes(run_dir) / 1e6, 2),
+        "parameters": task.parameter_count() if hasattr(task, "parameter_count") else None,
+        "p50_ms": round(float(np.percentile(times, 50)) * 1000, 3),
+        "p95_ms": round(float(np.percentile(times, 95)) * 1000, 3),
+        "rows_per_s_batch32": round(len(batch) / seconds, 1),
+        "quality": None if quality is None else round(float(quality), 5),
+    }
+
+
+def compare(
+    base: Any, base_dir: Path, optimized: Any, optimized_dir: Path, valid: Any, metric: str, opts: Any
+) -> dict[str, Any]:
+    """Both rows, the ratios (speed-up, size) and the agreement of the optimized model with the baseline."""
+    rows = {
+        name: measure(task, d, valid, metric, opts.latency_rows, opts.throughput_rows)
+        for name, task, d in (("baseline", base, base_dir), ("optimized", optimized, optimized_dir))
+    }
+    records = base.records_of(valid)
+    rows["baseline"]["agreement"] = 1.0
+    rows["optimized"]["agreement"] = round(_agreement(_outputs(base, records), _outputs(optimized, records)), 5)
+    b, o = rows["baseline"], rows["optimized"]
+    ratios = {
+        "speedup_p50": round(b["p50_ms"] / o["p50_ms"], 3),
+        "speedup_batch32": round(o["rows_per_s_batch32"] / b["rows_per_s_batch32"], 3),
+        "size_ratio": round(b["size_mb"] / max(o["size_mb"], 1e-9), 3),
+    }
+    if b["quality"] is not None and o["quality"] is not None:
+        ratios["quality_delta"] = round(o["quality"] - b["quality"], 5)
+    return {"metric": metric, "rows": rows, "ratios": ratios, "valid_rows": len(records)}
+
+
+def table_html(table: dict[str, Any]) -> str:
+    """The table as an HTML section for report.html."""
+    head = "".join(f"<th>{c}</th>" for c in ("model", *COLUMNS))
+    body = "".join(
+        f"<tr><th>{name}</th>" + "".join(f"<td>{row.get(c)}</td>" for c in COLUMNS) + "</tr>"
+        for name, row in table["rows"].items()
+    )
+    ratios = ", ".join(f"{k} {v}" for k, v in table["ratios"].items())
+    return (f"<h2>Optimized against its baseline (quality: {table['metric']}, {table['valid_rows']} validation "
+            f"rows)</h2><table><tr>{head}</tr>{body}</table><p>{ratios}</p>")

@@ -1,0 +1,144 @@
+"""ONNX Runtime sessions and int8 quantization for every task family that runs a model as ONNX.
+
+int8 is not free: quantizing MiniLM-class encoders can cost accuracy, and on some CPUs int8 kernels are slower
+than float32 (onnxruntime issues #9599, #20052). `quantize_int8` therefore measures: it quantizes every
+MatMul / Gather, and while the caller's quality check says the bound is broken it leaves whole layers in float32,
+the most sensitive first; the caller then keeps int8 only where it is measured faster.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from luodi.atomic import atomic_path
+
+QUANTIZED_OPS = ("MatMul", "Gather", "Gemm")
+_LAYER = re.compile(r"layers?[./_](\d+)")
+
+
+def session(model: str | Path | bytes, threads: int | None = None) -> Any:
+    """A CPU InferenceSession with `threads` intra-op threads (None: one per core) and full graph optimization."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or os.cpu_count() or 1
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    src = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+
+
+def parameter_count(path: str | Path) -> int:
+    """Elements in the model's initializers (its weights), whatever their type."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return int(sum(int(np.prod(t.dims)) for t in model.graph.initializer))
+
+
+def fold_weight_identities(path: str | Path) -> None:
+    """Feed weights straight to their consumers: torch.onnx.export shares a tensor used twice (two encoders with
+    the same frozen layers) through Identity nodes, and the quantizer only quantizes weights it sees as
+    initializers, so it would leave those in float32 beside a quantized copy."""
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    weights = {t.name for t in graph.initializer}
+    outputs = {o.name for o in graph.output}
+    alias = {n.output[0]: n.input[0] for n in graph.node
+             if n.op_type == "Identity" and n.input[0] in weights and n.output[0] not in outputs}
+    if not alias:
+        return
+    keep = [n for n in graph.node if not (n.op_type == "Identity" and n.output[0] in alias)]
+    for node in keep:
+        for i, name in enumerate(node.input):
+            if name in alias:
+                node.input[i] = alias[name]
+    del graph.node[:]
+    graph.node.extend(keep)
+    with atomic_path(path, suffix=".onnx") as tmp:
+        onnx.save(model, str(tmp))
+
+
+def node_groups(path: str | Path) -> dict[str, list[str]]:
+    """The quantizable nodes grouped by transformer layer ('layer 3'), the rest under 'embeddings / head'."""
+    import onnx
+
+    groups: dict[str, list[str]] = {}
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        if node.op_type in QUANTIZED_OPS:
+            m = _LAYER.search(node.name)
+            groups.setdefault(f"layer {int(m.group(1))}" if m else "embeddings / head", []).append(node.name)
+    return groups
+
+
+def _quantize(src: Path, dst: Path, exclude: list[str]) -> None:
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # its advice to pre-process: these graphs quantize well as they are
+    try:
+        with atomic_path(dst, suffix=".onnx") as tmp:
+            quantize_dynamic(
+                str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
+                nodes_to_exclude=exclude, op_types_to_quantize=list(QUANTIZED_OPS),
+            )
+    finally:
+        root.setLevel(level)
+
+
+def quantize_int8(
+    src: Path,
+    dst: Path,
+    quality_drop: Callable[[Path], float],
+    max_drop: float,
+    say: Callable[[str], None] = lambda m: None,
+) -> dict[str, Any]:
+    """Dynamic int8 (per-channel weights) of `src` into `dst`, with layers left in float32 until
+    `quality_drop(candidate) <= max_drop`. Returns {"float32_groups": [...], "quality_drop": d, "met": bool}."""
+    groups = node_groups(src)
+    if not groups:
+        raise ValueError(f"{src} has no MatMul / Gather / Gemm node to quantize")
+    _quantize(src, dst, [])
+    drop = quality_drop(dst)
+    say(f"int8 everywhere: quality drop {drop:.4f} (bound {max_drop})")
+    kept: list[str] = []
+    if drop > max_drop and len(groups) > 1:
+        sensitivity = {}
+        for name in groups:  # quantize one group alone: how much does it cost?
+            others = [n for g, ns in groups.items() if g != name for n in ns]
+            _quantize(src, dst, others)
+            sensitivity[name] = quality_drop(dst)
+        for name in sorted(groups, key=lambda g: -sensitivity[g]):
+            kept.append(name)
+            if len(kept) == len(groups):
+                break
+            _quantize(src, dst, [n for g in kept for n in groups[g]])
+            drop = quality_drop(dst)
+            say(f"float32 for {', '.join(kept)}: quality drop {drop:.4f}")
+            if drop <= max_drop:
+                break
+        if len(kept) == len(groups):  # nothing quantized meets the bound: the float32 model itself
+            drop = 0.0
+    return {"float32_groups": kept, "quantized_groups": [g for g in groups if g not in kept],
+            "quality_drop": round(float(drop), 6), "met": drop <= max_drop}
+
+
+def to_float16(src: Path, dst: Path) -> None:
+    """Weights and activations in float16, inputs and outputs kept float32 (onnxconverter-common)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    with atomic_path(dst, suffix=".onnx") as tmp:
+        onnx.save(model, str(tmp))
