@@ -156,3 +156,20 @@ def test_cli_prints_the_table(text_app):
     assert "baseline" in result.output and "optimized" in result.output and "speedup_p50" in result.output
     bad = CliRunner().invoke(app, ["optimize", text_app["yaml"], "--method", "int4"])
     assert bad.exit_code == 2 and "int4" in bad.output
+
+
+def test_distilled_student_then_int8_is_a_small_bundle(text_app, tmp_path):
+    res = optimize(text_app["yaml"], "distill", version=text_app["base"].version,
+                   overrides={"optimize.distill.epochs": 1})
+    student = get_run("opt-bank6", res["run"]["version"])
+    meta = json.loads((student.path / "text_classification.json").read_text())
+    assert meta["options"]["encoder_layers"] == [1, 3, 5] and meta["heads"] == ["finetune"]
+    assert not (student.path / "checkpoint").exists()
+    rows = res["table"]["rows"]
+    assert rows["optimized"]["parameters"] < 0.6 * rows["baseline"]["parameters"]
+    assert rows["optimized"]["agreement"] >= 0.8  # one epoch on 126 texts: the student mostly follows
+    small = optimize(text_app["yaml"], "int8", version=student.version)
+    assert small["methods"] == ["distill", "int8"]
+    out = export(text_app["yaml"], tmp_path / "bundle", version=small["run"]["version"])
+    size = sum(p.stat().st_size for p in (tmp_path / "bundle").iterdir())
+    assert out["files"] and size <= 20e6 + (0 if not small["details"].get("kept") else 60e6)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from luodi.apps.registry import AUDIT_PAGE, MANIFEST
+from luodi.apps.registry import AUDIT_PAGE, CHECKPOINT_DIR, MANIFEST
 
 COLUMNS = ("size_mb", "parameters", "p50_ms", "p95_ms", "rows_per_s_batch32", "quality", "agreement")
 NOT_MODEL = {MANIFEST, AUDIT_PAGE, "report.html", "metrics.json", "optimize.json", "config.yaml"}
@@ -18,7 +18,11 @@ NOT_MODEL = {MANIFEST, AUDIT_PAGE, "report.html", "metrics.json", "optimize.json
 
 def model_bytes(run_dir: Path) -> int:
     """Bytes of a run's model files (weights, graphs, vocabularies; not its reports and metadata)."""
-    return sum(p.stat().st_size for p in Path(run_dir).rglob("*") if p.is_file() and p.name not in NOT_MODEL)
+    root = Path(run_dir)
+    return sum(
+        p.stat().st_size for p in root.rglob("*")
+        if p.is_file() and p.name not in NOT_MODEL and p.relative_to(root).parts[0] != CHECKPOINT_DIR
+    )
 
 
 def _outputs(task: Any, records: list[dict[str, Any]]) -> list[Any]:

@@ -62,7 +62,7 @@ def optimize(
     say(f"optimizing {cfg.name} {base_run.version} with {method} into {run.version} ({run.path})")
     t0 = time.perf_counter()
     try:
-        result = _build(base_cfg, base_run, run, method, calibration, metric, opts, say)
+        result = _build(base_cfg, base_run, run, method, (train, calibration), metric, opts, say)
         result["table"] = compare(base, base_run.path, result.pop("task"), run.path, valid, metric, opts)
         metrics = _record(base_cfg, base_run, run, result, time.perf_counter() - t0)
     except KeyboardInterrupt:
@@ -75,8 +75,10 @@ def optimize(
     return {"run": info.as_dict(), **result}
 
 
-def _build(cfg, base_run: RunInfo, run: RunInfo, method: str, calibration, metric: str, opts, say) -> dict:
-    """Copy the base run's model files into `run`, let the task optimize them there, load the result back."""
+def _build(cfg, base_run: RunInfo, run: RunInfo, method: str, rows, metric: str, opts, say) -> dict:
+    """Copy the base run's model files into `run`, let the task optimize them there (`rows`: the training split
+    and its calibration sample), load the result back."""
+    train, calibration = rows
     listed = json.loads((base_run.path / registry.MANIFEST).read_text())["files"]
     for rel in listed:
         if rel not in DERIVED:
@@ -89,7 +91,10 @@ def _build(cfg, base_run: RunInfo, run: RunInfo, method: str, calibration, metri
     def score() -> float:
         return float(task.evaluate(calibration)[metric])
 
-    done = task.optimize(method, run.path, score, calibration, opts, say)
+    if method == "distill":  # a student trained on the whole training split
+        done = task.distill(run.path, train, opts, say)
+    else:
+        done = task.optimize(method, run.path, score, calibration, opts, say)
     chain = _methods_of(base_run) + [method]
     loaded = task_for(cfg)  # measured as it will be served: from the files on disk
     loaded.load(run.path)
@@ -124,6 +129,7 @@ def _record(cfg, base_run: RunInfo, run: RunInfo, result: dict, seconds: float) 
     atomic.write_json(run.path / "metrics.json", {"valid": select_metrics(cfg, metrics), **info})
     title = f"{cfg.name} {run.version} — optimized ({info['methods']}) from {base_run.version}"
     write_report(run.path / "report.html", title, metrics, [], info, [table_html(table)])
+    registry.delete_checkpoint(run.path)
     registry.write_manifest(run.path, {"app": cfg.name, "version": run.version, "task": cfg.task,
                                        "optimized_from": base_run.version})
     return metrics

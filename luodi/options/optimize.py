@@ -8,6 +8,24 @@ from pydantic import Field
 from luodi.options.strict import Strict
 
 
+class DistillConfig(Strict):
+    """`optimize.distill`: a smaller student learns the trained model's predictions (text-classification)."""
+
+    layers: list[int] = Field(
+        default_factory=lambda: [1, 3, 5],
+        min_length=1,
+        description="the teacher's encoder layers (0-based) the student keeps and starts from",
+    )
+    epochs: int = Field(3, ge=1, description="passes over the training split")
+    lr: float = Field(1e-4, gt=0, description="the student encoder's learning rate (its head: 20x)")
+    batch_size: int = Field(32, ge=1, description="texts per step")
+    temperature: float = Field(2.0, gt=0, description="softens both distributions in the KL term")
+    alpha: float = Field(
+        0.7, ge=0, le=1, description="weight of the temperature-scaled KL to the teacher; 1 - alpha: the labels"
+    )
+    seed: int = Field(0, description="seed of the student's shuffling")
+
+
 class OptimizeConfig(Strict):
     """Settings of `luodi optimize APP.yaml --method ...` (every one has a default: the block is optional)."""
 
@@ -39,3 +57,4 @@ class OptimizeConfig(Strict):
         512, ge=32, description="validation rows predicted in batches of 32 for the throughput of the table"
     )
     seed: int = Field(0, description="seed of the calibration sample")
+    distill: DistillConfig = Field(default_factory=DistillConfig, description="--method distill settings")

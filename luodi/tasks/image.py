@@ -9,13 +9,15 @@ shift, scale, scale_x, scale_y, flip, noise, time_mask, freq_mask}}.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from pydantic import BaseModel, Field
 
+from luodi.atomic import write_json
 from luodi.config import AppConfig, model_options
 from luodi.data.images import (
     ImageSet,
@@ -29,6 +31,7 @@ from luodi.errors import ConfigError
 from luodi.options.image import ImageClassificationOptions
 from luodi.tasks.file_classifier import FileClassifierTask, classification_result
 from luodi.tasks.grid_cnn import GridClassifier, check_augment
+from luodi.tasks.onnx_image import OnnxGrid, load_grid
 
 STEPS = 32  # integrated-gradients steps of an explanation to start with (more where its error is above 1 %)
 
@@ -52,11 +55,12 @@ class ImageClassificationTask(FileClassifierTask):
     FIELD = "image"
     WHAT = "base64 png/jpg, file path or pixel array"
     NO_LABELS = "evaluation data has no labels (IDX labels file or class folders needed)"
+    optimize_methods: ClassVar[tuple[str, ...]] = ("onnx", "int8")
 
     def __init__(self, config: AppConfig):
         super().__init__(config)
         self.opts: ImageClassificationOptions = model_options(config)
-        self.clf: GridClassifier | None = None
+        self.clf: GridClassifier | OnnxGrid | None = None
 
     def privacy_blocker(self) -> str | None:
         """DP-SGD accounts for one model trained on each example as it is: adversarial examples are crafted with
@@ -184,13 +188,140 @@ class ImageClassificationTask(FileClassifierTask):
         """Classification metrics; with train.adversarial also `robust_accuracy` (under PGD at its eps)."""
         out = super().evaluate(data)
         adv = self.config.train.adversarial
-        if adv is not None:
-            clf = self.need()
+        clf = self.need()
+        if adv is not None and isinstance(clf, GridClassifier):  # an ONNX run has no gradients to attack with
             out["robust_accuracy"] = clf.robust_accuracy(self.model_input(data), clf.targets(data.y, "labels"), adv)
         return out
 
     def load(self, run_dir: Path) -> None:
-        self.clf = GridClassifier.load(Path(run_dir), self.META)
+        self.clf = load_grid(Path(run_dir), self.META)
+
+    # optimization (luodi optimize) and export (luodi export)
+    def records_of(self, data: ImageSet) -> list[dict[str, Any]]:
+        """The prediction requests of a labelled image set: each image's pixel array."""
+        return [{"image": img} for img in data.x]
+
+    def parameter_count(self) -> int:
+        """Weights the model computes with: the ONNX graph's initializers or the torch CNN's parameters."""
+        from luodi.ort import parameter_count
+
+        clf = self.need()
+        if isinstance(clf, OnnxGrid):
+            return parameter_count(clf.path)
+        return int(sum(p.numel() for p in clf.model.parameters()))
+
+    def optimize(
+        self, method: str, run_dir: Path, score: Callable[[], float], calibration: ImageSet, opts: Any,
+        say: Callable[[str], None],
+    ) -> dict[str, Any]:
+        """Turn the CNN of the run in run_dir (a copy of the base run) into ONNX: `onnx` float32, or `int8`
+        (static QDQ, per-channel, calibrated on the calibration rows; float32 kept where the quality drop
+        exceeds opts.max_quality_drop, or where int8 is not faster at batch 1 with opts.require_faster).
+        Each graph is checked against the model it replaces on the calibration rows (agreement, max |dp|)."""
+        from luodi.tasks import onnx_image
+
+        run_dir = Path(run_dir)
+        clf = self.need()
+        x = self.model_input(calibration)
+        info: dict[str, Any] = {}
+        reference = None  # the torch probabilities, where this run still has the torch CNN
+        if isinstance(clf, GridClassifier):
+            reference = clf.proba(x)
+            clf = self.clf = onnx_image.to_onnx(clf, run_dir, self.META, opts.threads)
+            info["float32_vs_torch"] = onnx_image.check(reference, clf.proba(x))
+            c = info["float32_vs_torch"]
+            say(f"exported the CNN to ONNX ({onnx_image.GRAPH}, float32): agreement with PyTorch "
+                f"{c['agreement']:.4f}, max |probability difference| {c['max_abs_diff']:.2e}")
+        if method == "onnx":
+            return info
+        return self._int8(run_dir, clf, x, reference, score, opts, say, info)
+
+    def _int8(self, run_dir: Path, fp32: OnnxGrid, x: np.ndarray, reference: np.ndarray | None,
+              score: Callable[[], float], opts: Any, say: Callable[[str], None], info: dict[str, Any]) -> dict:
+        """Static int8 of the float32 graph `fp32`; first with every Conv / Gemm in int8, then with the first and
+        last of them in float32 (the layers most sensitive to quantization), then float32 as it was."""
+        from luodi.ort_static import batch1_ms, quantizable_nodes, quantize_static_int8
+        from luodi.tasks import onnx_image
+
+        meta = fp32.meta
+        precision = meta["runtime"]["precision"]
+        if precision != "float32":
+            raise ConfigError(
+                f"--method int8 starts from a float32 model; this run is already {precision}: "
+                "optimize its base version instead (--version)", param="method",
+            )
+        target = run_dir / "model-int8.onnx"
+        normalized = fp32.normalize(x)
+        base = score()
+        nodes = quantizable_nodes(fp32.path, ("Conv", "Gemm", "MatMul"))
+        attempts = [[], sorted({nodes[0], nodes[-1]})] if len(nodes) > 2 else [[]]
+        int8_meta = {**meta, "runtime": {"graph": target.name, "precision": "int8"}}
+        candidate, drop = None, 0.0
+        for exclude in attempts:
+            quantize_static_int8(fp32.path, target, onnx_image.INPUT, normalized, exclude)
+            self.clf = candidate = OnnxGrid(run_dir, int8_meta, opts.threads)
+            drop = base - score()
+            where = f"float32 for {', '.join(exclude)}" if exclude else "int8 everywhere"
+            say(f"{where}: quality drop {drop:.4f} (bound {opts.max_quality_drop})")
+            if drop <= opts.max_quality_drop:
+                info["float32_nodes"] = exclude
+                break
+        info["quality_drop"] = round(float(drop), 6)
+        info["met"] = bool(drop <= opts.max_quality_drop)
+        if not info["met"]:
+            return self._keep_float32(fp32, target, info, say,
+                                      f"int8 quality drop {drop:.4f} above the bound {opts.max_quality_drop}")
+        probs = candidate.proba(x)
+        info["int8_vs_float32"] = onnx_image.check(fp32.proba(x), probs)
+        if reference is not None:
+            info["int8_vs_torch"] = onnx_image.check(reference, probs)
+        ms32 = batch1_ms(fp32.session, onnx_image.INPUT, normalized)
+        ms8 = batch1_ms(candidate.session, onnx_image.INPUT, normalized)
+        info["batch1_ms"] = {"float32": round(ms32, 3), "int8": round(ms8, 3)}
+        if opts.require_faster and ms8 >= ms32:
+            return self._keep_float32(fp32, target, info, say,
+                                      f"int8 measured slower at batch 1 ({ms8:.3f} ms vs {ms32:.3f} ms float32)")
+        fp32.path.unlink()
+        write_json(run_dir / self.META, int8_meta)
+        say(f"int8: {ms8:.3f} ms vs {ms32:.3f} ms float32 at batch 1")
+        return info
+
+    def _keep_float32(self, fp32: OnnxGrid, target: Path, info: dict[str, Any], say: Callable[[str], None],
+                      why: str) -> dict[str, Any]:
+        """Leave the run on its float32 graph and say why int8 was not kept."""
+        target.unlink(missing_ok=True)
+        self.clf = fp32
+        info["kept"] = f"float32 ({why})"
+        say(f"{why}: float32 kept")
+        return info
+
+    def export_bundle(self, out: Path) -> dict[str, Any]:
+        """Write a standalone bundle into `out`: model.onnx (the CNN, softmax included), labels.json (labels,
+        image size and channels, normalization, the background level for paper scans) and predict.py
+        (onnxruntime, numpy and Pillow only, as luodi reads image files with Pillow)."""
+        import shutil
+
+        from luodi.tasks import bundles
+        from luodi.tasks.onnx_image import GRAPH, export_grid
+
+        clf = self.need()
+        out = Path(out)
+        if isinstance(clf, OnnxGrid):
+            shutil.copy2(clf.path, out / GRAPH)
+        else:
+            export_grid(clf.model, clf.meta, out / GRAPH)
+        m = clf.meta
+        write_json(out / "labels.json", {
+            "labels": m["classes"], "channels": m["channels"], "size": m["size"], "mean": m["mean"],
+            "std": m["std"], "background": m["background"] if m["channels"] == 1 else None,
+        })
+        shutil.copy2(Path(bundles.__file__).parent / "image_predict.py", out / "predict.py")
+        return {
+            "inputs": f"image files (png/jpg; {m['channels']} channel(s), resized to {m['size'][0]}x{m['size'][1]})",
+            "outputs": "{label, score}: the predicted label and its probability",
+            "example": "python predict.py digit.png ...   (or one image path per line on stdin)",
+            "labels": len(m["classes"]),
+        }
 
     def input_model(self) -> type[BaseModel]:
         return ImageInput

@@ -57,7 +57,7 @@ META = "text_classification.json"
 
 class TextClassificationTask(TextInputs, TaskBase):
     name: ClassVar[str] = "text-classification"
-    optimize_methods: ClassVar[tuple[str, ...]] = ("onnx", "int8", "fp16")
+    optimize_methods: ClassVar[tuple[str, ...]] = ("onnx", "int8", "fp16", "distill")
 
     def __init__(self, config: AppConfig):
         super().__init__(config)
@@ -346,6 +346,36 @@ class TextClassificationTask(TextInputs, TaskBase):
         self.onnx = OnnxHeads(run_dir, target.name, self.opts.max_length, opts.threads)
         return info
 
+    def distill(self, run_dir: Path, train: pd.DataFrame, opts: Any, say: Callable[[str], None]) -> dict[str, Any]:
+        """Replace every head by one small fine-tuned encoder (optimize.distill.layers of the first fine-tuned
+        member) trained on the whole model's predictions for the training split and its labels."""
+        from luodi.tasks.text_finetune import FinetunedEnsemble, distill, member_weights
+
+        if self.onnx is not None:
+            raise ConfigError("--method distill starts from a torch run, this one is ONNX: distill its base "
+                              "version (--version), then optimize the student", param="method")
+        if self.ft_model is None:
+            raise ConfigError("--method distill starts the student from a fine-tuned encoder: the app needs "
+                              "model.options.features with finetune", param="model.options.features")
+        run_dir = Path(run_dir)
+        index = {lab: i for i, lab in enumerate(self.classes)}
+        texts, y = train.text.tolist(), train.label.map(index).values
+        say(f"teacher: the trained model's predictions on {len(texts)} training texts")
+        teacher = self._log_probs(texts, progress=True)
+        layers = opts.distill.layers
+        say(f"student: layers {layers} of the first fine-tuned encoder, {opts.distill.epochs} epochs")
+        student = distill(texts, y, teacher, self.ft_model.members[0], opts=self.opts, distill_opts=opts.distill,
+                          run_dir=run_dir)
+        for k in range(len(self.ft_model.members)):
+            (run_dir / member_weights(k)).unlink(missing_ok=True)
+        (run_dir / "tfidf_vocab.json").unlink(missing_ok=True)
+        self.ft_model, self.emb_head, self.tfidf_head, self.tfidf = FinetunedEnsemble([student]), None, None, None
+        self.opts = self.opts.model_copy(update={"features": ["finetune"], "head_weights": None, "finetune_seeds": 1,
+                                                 "finetune_sources": {}, "encoder_layers": list(layers)})
+        self.save(run_dir)  # (the student's checkpoints are removed when the optimized run is recorded)
+        return {"student_layers": list(layers), "teacher_agreement_train": float(
+            (student.log_proba(texts[:512], self.opts.max_length).argmax(1) == teacher[:512].argmax(1)).mean())}
+
     def export_bundle(self, out: Path) -> dict[str, Any]:
         """Write a standalone bundle into `out`: model.onnx (the neural heads), tokenizer.json, labels.json (labels,
         head weights, out-of-scope rule) and predict.py (onnxruntime, numpy and tokenizers only)."""
@@ -552,7 +582,9 @@ class TextClassificationTask(TextInputs, TaskBase):
             from luodi.tasks.text_finetune import load_finetuned, member_sources
 
             sources = member_sources(self.opts, self.source)
-            self.ft_model = load_finetuned(run_dir, sources, len(self.classes), self.opts.head_scale)
+            self.ft_model = load_finetuned(
+                run_dir, sources, len(self.classes), self.opts.head_scale, self.opts.encoder_layers
+            )
         self.tfidf_head = self.tfidf = None
         if "tfidf" in meta["heads"]:
             self.tfidf_head = LinearHead.from_tensors(t, "tfidf")

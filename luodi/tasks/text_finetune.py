@@ -30,7 +30,13 @@ class CosineClassifier(nn.Module):
     (MiniLM) or a decoder LM (SmolLM2, also from its GGUF): both give hidden states to mean-pool."""
 
     def __init__(
-        self, source: str, n_classes: int, scale: float = 20.0, dropout: float = 0.1, field: str = "model.source"
+        self,
+        source: str,
+        n_classes: int,
+        scale: float = 20.0,
+        dropout: float = 0.1,
+        field: str = "model.source",
+        layers: list[int] | None = None,
     ):
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
@@ -40,9 +46,30 @@ class CosineClassifier(nn.Module):
         if self.tokenizer.pad_token is None:  # decoder LMs: pad with EOS (masked out of the pooling)
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.encoder = load_quietly(AutoModel.from_pretrained, path, dtype=torch.float32)
+        if layers is not None:
+            self.keep_layers(layers)
         self.scale = scale
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(int(self.encoder.config.hidden_size), n_classes)
+
+    def _layers(self) -> nn.ModuleList:
+        enc = self.encoder
+        return enc.encoder.layer if hasattr(enc, "encoder") and hasattr(enc.encoder, "layer") else enc.layers
+
+    def keep_layers(self, layers: list[int]) -> None:
+        """Keep only these transformer layers, in this order (a distilled student: model.options.encoder_layers)."""
+        from luodi.errors import ConfigError
+
+        have = self._layers()
+        if max(layers) >= len(have):
+            raise ConfigError(f"model.options.encoder_layers {layers}: the encoder has layers 0..{len(have) - 1}",
+                              param="model.options.encoder_layers")
+        kept = nn.ModuleList([have[i] for i in layers])
+        if hasattr(self.encoder, "encoder") and hasattr(self.encoder.encoder, "layer"):
+            self.encoder.encoder.layer = kept
+        else:
+            self.encoder.layers = kept
+        self.encoder.config.num_hidden_layers = len(layers)
 
     def freeze_below(self, trained_layers: int, embeddings: bool = False) -> None:
         """Train only the top `trained_layers` transformer layers (and the token embeddings if asked)."""
@@ -172,7 +199,8 @@ def finetune(
         member_train = train.model_copy(update={"seed": train.seed + k})
         torch.manual_seed(member_train.seed)
         field = "model.source" if k < opts.finetune_seeds else "model.options.finetune_sources"
-        model = CosineClassifier(member_source, n_classes, scale=opts.head_scale, field=field)
+        model = CosineClassifier(member_source, n_classes, scale=opts.head_scale, field=field,
+                                 layers=opts.encoder_layers)
         model.freeze_below(opts.finetune_layers, embeddings=opts.finetune_embeddings)
         if member_source not in lengths:
             ids = model.tokenizer(texts, truncation=True, max_length=opts.max_length)["input_ids"]
@@ -199,10 +227,60 @@ def save_finetuned(model: FinetunedEnsemble, run_dir: Path) -> None:
         save_weights(member, Path(run_dir) / member_weights(k))
 
 
-def load_finetuned(run_dir: Path, sources: list[str], n_classes: int, scale: float) -> FinetunedEnsemble:
+def load_finetuned(
+    run_dir: Path, sources: list[str], n_classes: int, scale: float, layers: list[int] | None = None
+) -> FinetunedEnsemble:
     loaded = []
     for k, source in enumerate(sources):
-        model = CosineClassifier(source, n_classes, scale=scale)
+        model = CosineClassifier(source, n_classes, scale=scale, layers=layers)
         load_weights(model, Path(run_dir) / member_weights(k))
         loaded.append(model.eval())
     return FinetunedEnsemble(loaded)
+
+
+def distill(
+    texts: list[str],
+    y: np.ndarray,
+    teacher_log_probs: np.ndarray,
+    start: CosineClassifier,
+    *,
+    opts: Any,
+    distill_opts: Any,
+    run_dir: Path,
+    progress: bool = True,
+) -> CosineClassifier:
+    """A student with the teacher's layers `distill_opts.layers` (copied from `start`, a fine-tuned member) trained
+    on alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(labels); the teacher's log-probabilities are
+    the whole trained model's (every head mixed), so one small encoder learns what the ensemble knows."""
+    import copy
+
+    student = copy.deepcopy(start)
+    student.keep_layers(distill_opts.layers)
+    student.freeze_below(len(distill_opts.layers), embeddings=opts.finetune_embeddings)
+    soft = torch.tensor(teacher_log_probs, dtype=torch.float32)
+    labels = torch.tensor(np.asarray(y, dtype=np.int64))
+    t, alpha = distill_opts.temperature, distill_opts.alpha
+    ids = student.tokenizer(texts, truncation=True, max_length=opts.max_length)["input_ids"]
+    batches = _Batches(len(texts), distill_opts.batch_size, np.array([len(i) for i in ids]),
+                       opts.finetune_length_group)
+
+    def step(m: CosineClassifier, idx: np.ndarray) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=opts.finetune_bf16):
+            logits = m(m.tokenize([texts[i] for i in idx], opts.max_length))
+        logits = logits.float()
+        teacher = F.log_softmax(soft[idx] / t, -1)
+        kd = F.kl_div(F.log_softmax(logits / t, -1), teacher, log_target=True, reduction="batchmean") * t * t
+        return alpha * kd + (1 - alpha) * F.cross_entropy(logits, labels[idx])
+
+    encoder_params = [p for p in student.encoder.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        [{"params": encoder_params, "lr": distill_opts.lr},
+         {"params": student.head.parameters(), "lr": distill_opts.lr * 20}],
+        weight_decay=0.01,
+    )
+    cfg = LoopConfig(epochs=distill_opts.epochs, lr=distill_opts.lr, seed=distill_opts.seed, schedule="onecycle",
+                     warmup=0.06, monitor="epoch", mode="max", patience=None)
+    torch.manual_seed(distill_opts.seed)
+    train_loop(student, batches, step, None, Path(run_dir) / CHECKPOINT_DIR / "distill", cfg,
+               optimizer=optimizer, progress=progress)
+    return student.eval()
