@@ -47,7 +47,7 @@ def cached_features(kind: str, key: Any, compute: Callable[[], np.ndarray], memo
 class Encoder:
     """A transformers encoder with mean pooling; thread-safe, batched, CPU by default."""
 
-    def __init__(self, spec: str = "bundled:minilm-l6", max_length: int = 256):
+    def __init__(self, spec: str = "bundled:minilm-l6", max_length: int = 256, runtime: str | None = None):
         import torch
         from transformers import AutoModel, AutoTokenizer
 
@@ -60,6 +60,13 @@ class Encoder:
         self.dim = int(self.model.config.hidden_size)
         self._lock = threading.Lock()
         self._torch = torch
+        self.runtime = runtime or get_settings().embed_runtime
+        self.onnx = None  # encode() on ONNX Runtime (LUODI_EMBED_RUNTIME); the layer features stay on torch
+        if self.runtime != "torch":
+            from luodi.encoder_onnx import onnx_encoder
+
+            self.onnx = onnx_encoder(self.model, self.tokenizer, src.path, self.runtime, max_length,
+                                     get_settings().cache_dir)
 
     def count_tokens(self, texts: Sequence[str]) -> int:
         return sum(len(self.tokenizer(t, truncation=True, max_length=self.max_length)["input_ids"]) for t in texts)
@@ -121,6 +128,11 @@ class Encoder:
     ) -> np.ndarray:
         """Return a float32 array of shape (len(texts), dim)."""
         texts = list(texts)
+        if self.onnx is not None:
+            vecs = self.onnx.encode(texts, batch_size) if texts else np.zeros((0, self.dim), np.float32)
+            if normalize and len(vecs):
+                vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+            return vecs
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         steps = self.run(
             texts, batch_size=batch_size, max_length=self.max_length, progress=progress, description="embedding"
@@ -207,6 +219,6 @@ class Encoder:
 
 
 @lru_cache(maxsize=4)
-def get_encoder(spec: str = "bundled:minilm-l6") -> Encoder:
-    """One shared encoder per source per process."""
-    return Encoder(spec)
+def get_encoder(spec: str = "bundled:minilm-l6", runtime: str | None = None) -> Encoder:
+    """One shared encoder per source (and runtime) per process."""
+    return Encoder(spec, runtime=runtime)

@@ -2,8 +2,9 @@
 
 int8 is not free: quantizing MiniLM-class encoders can cost accuracy, and on some CPUs int8 kernels are slower
 than float32 (onnxruntime issues #9599, #20052). `quantize_int8` therefore measures: it quantizes every
-MatMul / Gather, and while the caller's quality check says the bound is broken it leaves whole layers in float32,
-the most sensitive first; the caller then keeps int8 only where it is measured faster.
+weight of a MatMul / Gather, and while the caller's quality check says the bound is broken it leaves whole roles
+(attention q/k/v, feed-forward out, ...) in float32, the most sensitive first; the caller then keeps int8 only
+where it is measured faster.
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ import numpy as np
 from luodi.atomic import atomic_path
 
 QUANTIZED_OPS = ("MatMul", "Gather", "Gemm")
-_LAYER = re.compile(r"layers?[./_](\d+)")
+# what a weight does in a transformer, from the node names torch.onnx.export gives (BERT-style and decoder models);
+# the float32 fallback works by role: outliers concentrate in some roles (feed-forward output) across all layers
+ROLES = (
+    ("attention q/k/v", re.compile(r"(query|key|value|q_proj|k_proj|v_proj)")),
+    ("attention output", re.compile(r"(attention/output|o_proj)")),
+    ("feed-forward in", re.compile(r"(intermediate|up_proj|gate_proj)")),
+    ("feed-forward out", re.compile(r"(/output/dense|down_proj)")),
+    ("embeddings", re.compile(r"(embed|Gather)")),
+)
 
 
 def session(model: str | Path | bytes, threads: int | None = None) -> Any:
@@ -68,14 +77,16 @@ def fold_weight_identities(path: str | Path) -> None:
 
 
 def node_groups(path: str | Path) -> dict[str, list[str]]:
-    """The quantizable nodes grouped by transformer layer ('layer 3'), the rest under 'embeddings / head'."""
+    """The quantizable nodes (those with a weight) grouped by role ('feed-forward out'; the rest: 'other')."""
     import onnx
 
+    graph = onnx.load(str(path), load_external_data=False).graph
+    weights = {t.name for t in graph.initializer}
     groups: dict[str, list[str]] = {}
-    for node in onnx.load(str(path), load_external_data=False).graph.node:
-        if node.op_type in QUANTIZED_OPS:
-            m = _LAYER.search(node.name)
-            groups.setdefault(f"layer {int(m.group(1))}" if m else "embeddings / head", []).append(node.name)
+    for node in graph.node:
+        if node.op_type in QUANTIZED_OPS and any(i in weights for i in node.input):
+            role = next((name for name, pattern in ROLES if pattern.search(node.name)), "other")
+            groups.setdefault(role, []).append(node.name)
     return groups
 
 
@@ -104,7 +115,7 @@ def quantize_int8(
     max_drop: float,
     say: Callable[[str], None] = lambda m: None,
 ) -> dict[str, Any]:
-    """Dynamic int8 (per-channel weights) of `src` into `dst`, with layers left in float32 until
+    """Dynamic int8 (per-channel weights) of `src` into `dst`, with roles left in float32 until
     `quality_drop(candidate) <= max_drop`. Returns {"float32_groups": [...], "quality_drop": d, "met": bool}."""
     groups = node_groups(src)
     if not groups:

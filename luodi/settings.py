@@ -23,6 +23,11 @@ class Settings(BaseSettings):
     port: int = 8000
     chat_model: str = "bundled:smollm2-135m-instruct"
     embed_model: str = "bundled:minilm-l6"
+    embed_runtime: Literal["torch", "onnx", "onnx-int8"] = Field(
+        "torch",
+        description="how sentence embeddings are computed: torch, or the encoder exported to ONNX (float32 or "
+        "int8, cached under the cache dir; int8 only where its cosine to float32 is >= 0.99 on a check set)",
+    )
     engine: str = "llamacpp"  # llamacpp | transformers | openai (an OpenAI-compatible upstream: see upstream*)
     upstream: str = Field(
         "",

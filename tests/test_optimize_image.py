@@ -29,22 +29,6 @@ def _write_idx(path: Path, arr: np.ndarray) -> None:
     path.write_bytes(gzip.compress(header + arr.astype(np.uint8).tobytes()))
 
 
-@pytest.fixture(autouse=True)
-def _subset_sampling(monkeypatch):
-    """Draw calibration rows of an ImageSet with its `subset` (until luodi.apps.optimize._sample does: it
-    handles tables and lists only)."""
-    import luodi.apps.optimize as mod
-
-    plain = mod._sample
-
-    def sample(rows, n, seed):
-        if not hasattr(rows, "subset") or len(rows) <= n:
-            return plain(rows, n, seed)
-        return rows.subset(np.sort(np.random.default_rng(seed).choice(len(rows), n, replace=False)))
-
-    monkeypatch.setattr(mod, "_sample", sample)
-
-
 @pytest.fixture(scope="module")
 def mnist_app(datasets_dir, tmp_path_factory):
     """The first 600 MNIST test images (400 train, 200 valid), a width-8 CNN trained for 2 epochs."""

@@ -12,7 +12,9 @@ import numpy as np
 
 from luodi.apps.registry import AUDIT_PAGE, CHECKPOINT_DIR, MANIFEST
 
-COLUMNS = ("size_mb", "parameters", "p50_ms", "p95_ms", "rows_per_s_batch32", "quality", "agreement")
+COLUMNS = (
+    "size_mb", "parameters", "p50_ms", "p95_ms", "rows_per_s_batch1", "rows_per_s_batch32", "quality", "agreement"
+)
 NOT_MODEL = {MANIFEST, AUDIT_PAGE, "report.html", "metrics.json", "optimize.json", "config.yaml"}
 
 
@@ -28,7 +30,7 @@ def model_bytes(run_dir: Path) -> int:
 def _outputs(task: Any, records: list[dict[str, Any]]) -> list[Any]:
     """What is compared between two models: each prediction's label (or its value, for regressors)."""
     out = task.predict(records)
-    key = next((k for k in ("label", "prediction", "score") if k in out[0]), None) if out else None
+    key = next((k for k in ("label", "value", "prediction", "score") if k in out[0]), None) if out else None
     return [o[key] if key else o for o in out]
 
 
@@ -60,6 +62,7 @@ def measure(task: Any, run_dir: Path, valid: Any, metric: str, latency_rows: int
         "parameters": task.parameter_count() if hasattr(task, "parameter_count") else None,
         "p50_ms": round(float(np.percentile(times, 50)) * 1000, 3),
         "p95_ms": round(float(np.percentile(times, 95)) * 1000, 3),
+        "rows_per_s_batch1": round(len(times) / sum(times), 1),
         "rows_per_s_batch32": round(len(batch) / seconds, 1),
         "quality": None if quality is None else round(float(quality), 5),
     }
@@ -79,6 +82,7 @@ def compare(
     b, o = rows["baseline"], rows["optimized"]
     ratios = {
         "speedup_p50": round(b["p50_ms"] / o["p50_ms"], 3),
+        "speedup_batch1": round(o["rows_per_s_batch1"] / b["rows_per_s_batch1"], 3),
         "speedup_batch32": round(o["rows_per_s_batch32"] / b["rows_per_s_batch32"], 3),
         "size_ratio": round(b["size_mb"] / max(o["size_mb"], 1e-9), 3),
     }

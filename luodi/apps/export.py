@@ -44,15 +44,14 @@ def _readme(cfg: Any, run: registry.RunInfo, spec: dict[str, Any]) -> str:
         "",
         cfg.description or "",
         "",
-        "Needs only `pip install onnxruntime numpy tokenizers`.",
+        f"Needs only `pip install {spec['requires']}`.",
         "",
         f"- Input: {spec['inputs']}",
         f"- Output: {spec['outputs']}",
-        "- Files: model.onnx (the model), tokenizer.json, labels.json (labels, head weights, thresholds), "
-        "predict.py",
+        f"- Files: {spec['contents']}",
         "",
         "```",
-        spec.get("example", 'python predict.py "a text to classify"'),
+        spec["example"],
         "```",
     ]
     return "\n".join(lines) + "\n"

@@ -57,7 +57,7 @@ def optimize(
     data = base.read(None)
     train, valid = base.split(data)
     calibration = _sample(train, opts.calibration_rows, opts.seed)
-    metric = (base_cfg.evaluate.metrics or ["accuracy"])[0]
+    metric = _quality_metric(base_cfg, base, calibration)
     run = registry.create_run(cfg.name, base_cfg.task)
     say(f"optimizing {cfg.name} {base_run.version} with {method} into {run.version} ({run.path})")
     t0 = time.perf_counter()
@@ -101,14 +101,29 @@ def _build(cfg, base_run: RunInfo, run: RunInfo, method: str, rows, metric: str,
     return {"base_version": base_run.version, "methods": chain, "details": done, "task": loaded}
 
 
+def _quality_metric(cfg: Any, task: Any, rows: Any) -> str:
+    """The metric the table and the int8 bound use: evaluate.metrics' first, else the goal's, else accuracy when
+    the task computes it, else the first number it computes (a regressor's)."""
+    if cfg.evaluate.metrics:
+        return cfg.evaluate.metrics[0]
+    if cfg.evaluate.goal:
+        return cfg.evaluate.goal.metric
+    computed = [k for k, v in task.evaluate(rows).items() if isinstance(v, float)]
+    return "accuracy" if "accuracy" in computed or not computed else computed[0]
+
+
 def _sample(rows: Any, n: int, seed: int) -> Any:
-    """At most n rows of the training split (a table or a list), drawn with `seed`."""
+    """At most n rows of the training split (a table, an image / audio set or a list), drawn with `seed`."""
     import numpy as np
 
     if len(rows) <= n:
         return rows
     pick = np.sort(np.random.default_rng(seed).choice(len(rows), n, replace=False))
-    return rows.iloc[pick].reset_index(drop=True) if hasattr(rows, "iloc") else [rows[i] for i in pick]
+    if hasattr(rows, "iloc"):
+        return rows.iloc[pick].reset_index(drop=True)
+    if hasattr(rows, "subset"):  # image and speech sets
+        return rows.subset(pick)
+    return [rows[i] for i in pick]
 
 
 def _methods_of(run: RunInfo) -> list[str]:

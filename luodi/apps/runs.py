@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from luodi.apps import registry
@@ -10,7 +12,7 @@ from luodi.apps.configs import AppRef, app_name
 
 def list_runs(app: str | None = None) -> list[dict[str, Any]]:
     """Runs (newest first) with status, metrics and `served` (the run predictions use) / `pinned`."""
-    runs = [{**r.as_dict(), "audited": (r.path / registry.AUDIT_PAGE).exists()}
+    runs = [{**r.as_dict(), "audited": (r.path / registry.AUDIT_PAGE).exists(), "optimized": _optimized(r.path)}
             for r in registry.list_runs(app_name(app) if app else None)]
     for name in {r["app"] for r in runs}:
         pinned = registry.pinned_version(name)
@@ -19,6 +21,19 @@ def list_runs(app: str | None = None) -> list[dict[str, Any]]:
             if r["app"] == name:
                 r["served"], r["pinned"] = r["version"] == served, r["version"] == pinned
     return runs
+
+
+def _optimized(run_dir: Path) -> dict[str, Any] | None:
+    """How an optimized run (`luodi optimize`) was made and what it measured against its base; None otherwise."""
+    path = run_dir / "optimize.json"
+    if not path.exists():
+        return None
+    done = json.loads(path.read_text())
+    table = done.get("table", {})
+    row = table.get("rows", {}).get("optimized", {})
+    return {"from": done.get("base_version"), "methods": done.get("methods", []), "size_mb": row.get("size_mb"),
+            "p50_ms": row.get("p50_ms"), "speedup_batch1": table.get("ratios", {}).get("speedup_batch1"),
+            "agreement": row.get("agreement")}
 
 
 def promote(app: AppRef, version: str | None) -> dict[str, Any]:

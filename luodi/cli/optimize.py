@@ -17,7 +17,7 @@ out = Console()
 
 
 HEADERS = {"size_mb": "MB", "parameters": "params", "p50_ms": "p50 ms", "p95_ms": "p95 ms",
-           "rows_per_s_batch32": "rows/s @32", "agreement": "agree"}
+           "rows_per_s_batch1": "rows/s @1", "rows_per_s_batch32": "rows/s @32", "agreement": "agree"}
 
 
 def trade_off_table(result: dict) -> Table:

@@ -320,6 +320,8 @@ class ImageClassificationTask(FileClassifierTask):
             "inputs": f"image files (png/jpg; {m['channels']} channel(s), resized to {m['size'][0]}x{m['size'][1]})",
             "outputs": "{label, score}: the predicted label and its probability",
             "example": "python predict.py digit.png ...   (or one image path per line on stdin)",
+            "requires": "onnxruntime numpy pillow",
+            "contents": "model.onnx (the model), labels.json (labels, image size, normalization), predict.py",
             "labels": len(m["classes"]),
         }
 

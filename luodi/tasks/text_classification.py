@@ -408,6 +408,10 @@ class TextClassificationTask(TextInputs, TaskBase):
             "inputs": "a text (string); python predict.py \"text\" ... or one text per line on stdin",
             "outputs": "{label, score}: the predicted label and its probability (1 - p for the out-of-scope label)",
             "labels": len(self.classes),
+            "requires": "onnxruntime numpy tokenizers",
+            "contents": "model.onnx (the neural heads), tokenizer.json, labels.json (labels, head weights, the "
+            "out-of-scope rule), predict.py",
+            "example": 'python predict.py "a text to classify"',
         }
 
     def _batch1_ms(self, graph: Path, texts: list[str]) -> float:

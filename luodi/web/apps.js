@@ -4,6 +4,15 @@ import { explanationView, mainEffects } from "./explain.js";
 import { api, failure, request } from "./http.js";
 import { asList, el, enc, fmtTime, fmtValue } from "./lib.js";
 
+/** How a run's model was made: trained, or optimized (`luodi optimize`) from a base version, with its size and speed. */
+function modelCell(run) {
+  const o = run.optimized;
+  if (!o) return el("span", { class: "muted" }, "trained");
+  const speed = o.speedup_batch1 ? ` · ${fmtValue(o.speedup_batch1)}x at batch 1` : "";
+  return el("span", { class: "optimized", title: `agreement with ${o.from}: ${fmtValue(o.agreement)}` },
+    `${o.methods.join(" + ")} from ${o.from} · ${fmtValue(o.size_mb)} MB · p50 ${fmtValue(o.p50_ms)} ms${speed}`);
+}
+
 function metricChips(metrics) {
   const entries = Object.entries(metrics || {}).filter(([, v]) => v !== null && typeof v !== "object");
   if (!entries.length) return el("span", { class: "muted" }, "—");
@@ -80,11 +89,12 @@ export const Apps = {
         pinned ? el("div", { class: "row" }, el("span", { class: "muted grow" }, "A pinned version is served; new training does not change it."),
           el("button", { id: "app-follow-latest", class: "ghost", onclick: () => this.promote(name, null, box, report) }, "Follow latest")) : "",
         el("table", {},
-          el("thead", {}, el("tr", {}, ["Version", "Status", "Served", "Started", "Finished", "Metrics", ""].map((h) => el("th", {}, h)))),
+          el("thead", {}, el("tr", {}, ["Version", "Status", "Served", "Started", "Finished", "Model", "Metrics", ""].map((h) => el("th", {}, h)))),
           el("tbody", {}, runs.map((r) => el("tr", { dataset: { version: r.version } },
             el("td", { class: "mono" }, r.version), el("td", {}, el("span", { class: `pill ${r.status === "done" ? "ok" : r.status === "failed" ? "err" : "warn"}` }, r.status)),
             el("td", {}, served(r)),
-            el("td", {}, fmtTime(r.created_at)), el("td", {}, fmtTime(r.finished_at)), el("td", {}, metricChips(r.metrics)),
+            el("td", {}, fmtTime(r.created_at)), el("td", {}, fmtTime(r.finished_at)), el("td", {}, modelCell(r)),
+            el("td", {}, metricChips(r.metrics)),
             el("td", {}, el("button", { class: "ghost", onclick: () => this.showReport(name, r, report) }, "Report"),
               r.audit_url ? el("button", { class: "ghost audit", onclick: () => this.showReport(name, r, report, "audit") }, "Audit") : ""))))));
     });

@@ -22,7 +22,8 @@ n_estimators/epochs rounds) under run_dir/checkpoint and resumes from there.
 Modules, top down: task.py (TabularTask: data, fit, the weighted average, predictions, metrics), explaining.py
 (TreeSHAP + ablation), rows.py (records -> every member's matrices, directly for single records or through
 pandas), members.py (fitting each member), sklearn_members.py (forest / SVM as ONNX), store.py (files and HTTP
-schemas), torch_state.py (safetensors of torch modules, the MLP). The options are
+schemas), torch_state.py (safetensors of torch modules, the MLP), optimizing.py + onnx_graphs.py (`luodi optimize
+--method onnx`: the whole ensemble as one ONNX graph run by onnxruntime). The options are
 luodi.options.tabular.TabularOptions.
 """
 

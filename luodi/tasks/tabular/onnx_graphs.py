@@ -42,7 +42,6 @@ def dense_graph(layers: list[tuple[np.ndarray, np.ndarray]], head: str, dtype: A
     head: softmax (class probabilities), binary (one logit z -> [1 - sigmoid(z), sigmoid(z)], as softmax over
     [0, z]) or none (a regression value, times / plus `scale` = (std, mean) when given). float64 `dtype`
     computes in double after casting the input, as the linear model's numpy code does."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     elem = TensorProto.DOUBLE if dtype == np.float64 else TensorProto.FLOAT
@@ -57,7 +56,8 @@ def dense_graph(layers: list[tuple[np.ndarray, np.ndarray]], head: str, dtype: A
             w = np.concatenate([np.zeros_like(w[:, :1]), w[:, :1]], 1)
             b = np.concatenate([np.zeros_like(b[:1]), b[:1]])
         inits += [numpy_helper.from_array(w, f"W{i}"), numpy_helper.from_array(b, f"B{i}")]
-        nodes += [helper.make_node("MatMul", [h, f"W{i}"], [f"M{i}"]), helper.make_node("Add", [f"M{i}", f"B{i}"], [f"A{i}"])]
+        nodes += [helper.make_node("MatMul", [h, f"W{i}"], [f"M{i}"]),
+                  helper.make_node("Add", [f"M{i}", f"B{i}"], [f"A{i}"])]
         h = f"A{i}"
         if i < len(layers) - 1:
             nodes.append(helper.make_node("Relu", [h], [f"R{i}"]))
@@ -65,7 +65,8 @@ def dense_graph(layers: list[tuple[np.ndarray, np.ndarray]], head: str, dtype: A
     if head in ("softmax", "binary"):
         nodes.append(helper.make_node("Softmax", [h], ["Y"], axis=-1))
     elif scale is not None:  # the MLP regressor's standardized target back in its units, in double
-        inits += [numpy_helper.from_array(np.array([scale[0]]), "S"), numpy_helper.from_array(np.array([scale[1]]), "C")]
+        inits += [numpy_helper.from_array(np.array([scale[0]]), "S"),
+                  numpy_helper.from_array(np.array([scale[1]]), "C")]
         nodes += [helper.make_node("Cast", [h], ["H64"], to=TensorProto.DOUBLE),
                   helper.make_node("Mul", ["H64", "S"], ["HS"]), helper.make_node("Add", ["HS", "C"], ["Y"])]
         elem = TensorProto.DOUBLE

@@ -36,6 +36,8 @@ class TabularStore:
             save_torch_state(run_dir / "mlp.safetensors", {"model": self.mlp})
         for kind, member in self.sk.items():
             atomic.write_bytes(run_dir / f"{kind}.onnx", member.blob)
+        if self.ensemble is not None:
+            atomic.write_bytes(run_dir / self.onnx_info["graph"], self.ensemble.blob)
         atomic.write_json(run_dir / "preprocess.json", self.meta())
 
     def meta(self) -> dict[str, Any]:
@@ -63,6 +65,7 @@ class TabularStore:
             },
             "history": self.history,
             "fairness": self.fairness.to_json() if self.fairness else None,
+            "onnx": self.onnx_info,
         }
 
     def load(self, run_dir: Path) -> None:
@@ -70,6 +73,11 @@ class TabularStore:
         m = json.loads((run_dir / "preprocess.json").read_text())
         self.load_meta(m)
         self._coder, self._mlp_layers, self._onnx_batch = None, None, None  # rebuilt on first use
+        self.onnx_info, self.ensemble = m.get("onnx"), None
+        if self.onnx_info and self.onnx_info.get("graph"):  # an ONNX run (luodi optimize --method onnx)
+            from luodi.tasks.tabular.onnx_graphs import EnsembleSession
+
+            self.ensemble = EnsembleSession((run_dir / self.onnx_info["graph"]).read_bytes(), self.opts.threads)
         if m.get("members"):
             cfg = self._member_config()
             self.members = []
@@ -86,6 +94,9 @@ class TabularStore:
                 lgb.Booster(model_str=(run_dir / f"model.lgb.{i}.txt").read_text())
                 for i in range(1, int(m.get("lgb_seeds", 1)))
             ]
+        self.sk, self.mlp = {}, None
+        if self.onnx_info:  # the MLP and forest / SVM are parts of the ONNX graph; the boosters stay for explain
+            return
         self.sk = {
             k: OnnxMember((run_dir / f"{k}.onnx").read_bytes(), self.opts.threads)
             for k in SKLEARN_MEMBERS

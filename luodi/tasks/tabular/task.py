@@ -26,6 +26,7 @@ from luodi.tasks.base import TableInputs, TaskBase
 from luodi.tasks.tabular.explaining import Explaining
 from luodi.tasks.tabular.fairness import GroupThresholds
 from luodi.tasks.tabular.members import MemberFitting
+from luodi.tasks.tabular.optimizing import Optimizing
 from luodi.tasks.tabular.rows import Matrices, PandasRows, RowCoder
 from luodi.tasks.tabular.sklearn_members import SKLEARN_MEMBERS, OnnxBatch, OnnxMember
 from luodi.tasks.tabular.store import TabularStore
@@ -48,7 +49,7 @@ def progress_bars(enabled: bool):
     )
 
 
-class TabularTask(Explaining, TableInputs, MemberFitting, TabularStore, TaskBase):
+class TabularTask(Explaining, Optimizing, TableInputs, MemberFitting, TabularStore, TaskBase):
     name: ClassVar[str] = "tabular"
 
     def __init__(self, config: AppConfig):
@@ -80,6 +81,8 @@ class TabularTask(Explaining, TableInputs, MemberFitting, TabularStore, TaskBase
         self._coder: RowCoder | bool | None = None  # records -> matrices without pandas (built on first use)
         self._mlp_layers: list[tuple[np.ndarray, np.ndarray]] | None = None  # the MLP's weights as arrays
         self._onnx_batch: OnnxBatch | bool | None = None  # every member's forest / SVM in one session
+        self.ensemble = None  # an optimized run: the whole ensemble as one ONNX session (optimizing.py)
+        self.onnx_info: dict[str, Any] | None = None  # preprocess.json's "onnx" (its graph, or "in": "parent")
 
     # ---- data -----------------------------------------------------------------------------------------
     def read(self, path: str | None) -> pd.DataFrame:
@@ -298,7 +301,10 @@ class TabularTask(Explaining, TableInputs, MemberFitting, TabularStore, TaskBase
         rows = PandasRows(self, df) if isinstance(df, pd.DataFrame) else df
         members = self.members or [self]
         mats = [rows.matrices(j) for j in range(len(members))]
-        onnx = self._onnx_outputs(mats, only)
+        if self.ensemble is not None:  # an ONNX run: every member's every part from one session call
+            onnx = self.ensemble.run(mats, self.objective == "regression")
+        else:
+            onnx = self._onnx_outputs(mats, only)
         return np.mean([m._member_proba(mats[j], only, onnx[j]) for j, m in enumerate(members)], axis=0)
 
     def _onnx_outputs(self, mats: list[Matrices], only: tuple[str, ...]) -> list[dict[str, np.ndarray]]:
@@ -322,20 +328,22 @@ class TabularTask(Explaining, TableInputs, MemberFitting, TabularStore, TaskBase
     def _member_proba(
         self, x: Matrices, only: tuple[str, ...] = (), onnx: dict[str, np.ndarray] | None = None
     ) -> np.ndarray:
-        """One (not cross-fitted) model's weighted members on its matrices `x` (`onnx`: its forest / SVM
-        outputs, when they were computed together with the other members')."""
+        """One (not cross-fitted) model's weighted members on its matrices `x` (`onnx`: the outputs of its parts
+        computed together with the other members': forest / SVM by OnnxBatch, every part in an ONNX run)."""
         onnx = onnx or {}
         parts = []
         w = {k: v if not only or k in only else 0.0 for k, v in self.weights.items()}
         if w["lightgbm"] > 0:
-            parts.append(w["lightgbm"] * self._lgb_proba(x("lgb")))
+            parts.append(w["lightgbm"] * (onnx["lightgbm"] if "lightgbm" in onnx else self._lgb_proba(x("lgb"))))
         if w["mlp"] > 0:
-            parts.append(w["mlp"] * self._mlp_out(x(self._matrix_of("mlp"))))
+            parts.append(w["mlp"] * (onnx["mlp"] if "mlp" in onnx else self._mlp_out(x(self._matrix_of("mlp")))))
         if w["linear"] > 0:
-            parts.append(w["linear"] * self._linear_out(x(self._matrix_of("linear"))))
-        for k, m in self.sk.items():
+            out = onnx["linear"] if "linear" in onnx else self._linear_out(x(self._matrix_of("linear")))
+            parts.append(w["linear"] * out)
+        for k in SKLEARN_MEMBERS:
             if w[k] > 0:
-                out = onnx[k] if k in onnx else m.predict(x(self._matrix_of(k)), self.objective == "regression")
+                reg = self.objective == "regression"
+                out = onnx[k] if k in onnx else self.sk[k].predict(x(self._matrix_of(k)), reg)
                 parts.append(w[k] * out)
         return np.sum(parts, axis=0)
 
@@ -347,10 +355,7 @@ class TabularTask(Explaining, TableInputs, MemberFitting, TabularStore, TaskBase
         """The MLP's probabilities (prediction for regression), its layers run as float32 numpy (the torch
         module's numbers to float rounding, without torch's per-call and thread costs on single records)."""
         if self._mlp_layers is None:
-            import torch
-
-            linears = [mod for mod in self.mlp if isinstance(mod, torch.nn.Linear)]
-            self._mlp_layers = [(m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy()) for m in linears]
+            self._mlp_layers = self._mlp_weights()
         h = np.asarray(x, dtype=np.float32)
         for i, (w, b) in enumerate(self._mlp_layers):
             h = h @ w + b
@@ -360,6 +365,13 @@ class TabularTask(Explaining, TableInputs, MemberFitting, TabularStore, TaskBase
             return h.astype(np.float64) * self._ystd + self._ymean
         e = np.exp(h - h.max(1, keepdims=True))
         return (e / e.sum(1, keepdims=True)).astype(np.float64)
+
+    def _mlp_weights(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The MLP's linear layers as (W (in, out), b) float32 arrays, in order."""
+        import torch
+
+        linears = [mod for mod in self.mlp if isinstance(mod, torch.nn.Linear)]
+        return [(m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy()) for m in linears]
 
     def _rows(self, records: list[dict[str, Any]]) -> PandasRows | Any:
         """Checked records encoded for the members: directly (RowCoder) or, for values it leaves to pandas,

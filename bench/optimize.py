@@ -1,0 +1,148 @@
+"""Issue 17's trade-off table in one command: int8 ONNX, distillation and exports measured against their baselines.
+
+    python bench/optimize.py [--only intents,distill,llm] [--home DIR]
+
+Every number comes from `luodi optimize` itself (luodi.apps.optimize: baseline and optimized run measured in one
+process, on the app's validation split); the script only trains the base runs it needs (into --home, reused on
+the next call) and prints each ratio beside its goal.
+- intents: banking77 and clinc150. banking-intents is trained as one fine-tuned MiniLM (the example's four-seed
+  ensemble with two more heads is the same encoder five times; --set below), clinc-intents as the example is (the
+  frozen encoder's head + TF-IDF). int8 ONNX against the float32 PyTorch run: batch-1 throughput >= 3.5x, accuracy
+  drop <= 0.3 pt; float32 ONNX: agreement with PyTorch >= 99.9 %.
+- distill: a 3-layer student of the banking run (teacher layers 1/3/5): >= 98 % of the teacher's accuracy at
+  >= 1.9x its batch-1 throughput; with int8 on top, the exported bundle <= 20 MB.
+- llm: bench/llm_quant.py (GGUF re-quantization: perplexity on held-out dailydialog and tokens/s).
+Stored in bench/results/optimize.json (record.py); docs/optimize.md shows the table (bench/tables.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from goals import chosen_parts
+from record import load, machine, save
+
+ROOT = Path(__file__).resolve().parents[1]
+PARTS = ["intents", "distill", "llm"]
+APPS = {
+    "banking-intents": ["model.options.features=[finetune]", "model.options.head_weights={finetune: 1}",
+                        "model.options.finetune_seeds=1"],
+    "clinc-intents": [],
+}
+
+
+def goal(name: str, value: float, target: float, op: str, note: str = "") -> dict[str, Any]:
+    met = value >= target if op == ">=" else value <= target
+    print(f"  {name:<58} {value:>10.4g}  {op} {target:<8} {'met' if met else 'MISSED'}  {note}", flush=True)
+    return {"goal": name, "value": round(float(value), 5), "target": target, "op": op, "met": bool(met), "note": note}
+
+
+def base_run(app: str) -> str:
+    """The version of `app`'s base run in this home: its first finished plain training run (trained if none)."""
+    from luodi import api
+    from luodi.config import parse_overrides
+
+    for run in reversed(api.list_runs(app)):
+        if run["status"] == "done" and not (Path(run["path"]) / "optimize.json").exists():
+            return run["version"]
+    print(f"training {app} (once per --home)", flush=True)
+    run = api.train(str(ROOT / "examples" / f"{app}.yaml"), overrides=parse_overrides(APPS[app]), progress=False,
+                    log=print)
+    return run.version
+
+
+def optimized(app: str, method: str, version: str, **over: Any) -> dict[str, Any]:
+    from luodi.apps.optimize import optimize
+
+    res = optimize(str(ROOT / "examples" / f"{app}.yaml"), method, version=version, overrides=over or None,
+                   log=lambda m: print(f"  {m}", flush=True))
+    rows, ratios = res["table"]["rows"], res["table"]["ratios"]
+    print(f"  {app} {method} ({res['run']['version']} from {version}): " + ", ".join(
+        f"{k} {rows['baseline'][k]} -> {rows['optimized'][k]}"
+        for k in ("size_mb", "p50_ms", "rows_per_s_batch1", "rows_per_s_batch32", "quality", "agreement")), flush=True)
+    print(f"  ratios: {ratios}; details: {res['details']}", flush=True)
+    return res
+
+
+def intents() -> tuple[list[dict], dict]:
+    goals, runs = [], {}
+    for app in APPS:
+        base = base_run(app)
+        int8 = optimized(app, "int8", base)
+        onnx = optimized(app, "onnx", base)
+        rows = int8["table"]["rows"]
+        runs[app] = {"base": base, "int8": int8["table"], "int8_details": int8["details"], "onnx": onnx["table"]}
+        kept = int8["details"].get("kept")
+        note = f"{int8['details'].get('float32_groups') or 'all layers'} int8" if not kept else kept
+        goals.append(goal(f"{app}: int8 ONNX batch-1 throughput vs PyTorch fp32",
+                          int8["table"]["ratios"]["speedup_batch1"], 3.5, ">=", note))
+        drop = (rows["baseline"]["quality"] - rows["optimized"]["quality"]) * 100
+        goals.append(goal(f"{app}: int8 accuracy drop (pt)", drop, 0.3, "<=",
+                          f"{rows['baseline']['quality']:.4f} -> {rows['optimized']['quality']:.4f}"))
+        goals.append(goal(f"{app}: ONNX agreement with PyTorch", onnx["table"]["rows"]["optimized"]["agreement"],
+                          0.999, ">="))
+    return goals, runs
+
+
+def distill() -> tuple[list[dict], dict]:
+    from luodi.apps.export import export
+
+    app = "banking-intents"
+    base = base_run(app)
+    student = optimized(app, "distill", base)
+    rows = student["table"]["rows"]
+    small = optimized(app, "int8", student["run"]["version"])
+    with tempfile.TemporaryDirectory() as tmp:
+        export(str(ROOT / "examples" / f"{app}.yaml"), Path(tmp) / "bundle", version=small["run"]["version"])
+        size = sum(p.stat().st_size for p in (Path(tmp) / "bundle").iterdir()) / 1e6
+    goals = [
+        goal("banking-intents: 3-layer student accuracy / teacher", rows["optimized"]["quality"]
+             / rows["baseline"]["quality"], 0.98, ">=",
+             f"{rows['baseline']['quality']:.4f} -> {rows['optimized']['quality']:.4f}"),
+        goal("banking-intents: 3-layer student batch-1 speed-up (PyTorch both)",
+             student["table"]["ratios"]["speedup_batch1"], 1.9, ">="),
+        goal("banking-intents: student + int8 bundle size (MB)", size, 20, "<="),
+    ]
+    return goals, {"student": student["table"], "student_int8": small["table"], "bundle_mb": round(size, 2)}
+
+
+def llm() -> tuple[list[dict], dict]:
+    script = ROOT / "bench" / "llm_quant.py"
+    if not script.exists():
+        print("  bench/llm_quant.py not found: the LLM part is not built")
+        return [], {}
+    rc = subprocess.run([sys.executable, str(script)], cwd=ROOT).returncode
+    stored = load("llm_quant") or {}
+    return list(stored.get("goals", [])), {"rc": rc, "rows": stored.get("rows")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", help=f"comma-separated parts of {', '.join(PARTS)}")
+    ap.add_argument("--home", default=os.environ.get("LUODI_HOME", str(Path.home() / ".luodi-bench-optimize")),
+                    help="LUODI_HOME holding the base runs (trained once, reused)")
+    ap.add_argument("--no-save", action="store_true")
+    args = ap.parse_args()
+    parts = chosen_parts(ap, args.only, PARTS)
+    os.environ["LUODI_HOME"] = args.home
+    stored = load("optimize") or {"parts": {}}
+    for part in parts:
+        print(f"\n=== {part}", flush=True)
+        goals, detail = {"intents": intents, "distill": distill, "llm": llm}[part]()
+        stored["parts"][part] = {"goals": goals, "detail": detail, "machine": machine()}
+    stored["goals"] = [g for p in PARTS for g in stored["parts"].get(p, {}).get("goals", [])]
+    print("\n=== issue 17 goals")
+    for g in stored["goals"]:
+        print(f"  {g['goal']:<58} {g['value']:>10.4g}  {g['op']} {g['target']:<8} {'met' if g['met'] else 'MISSED'}")
+    if not args.no_save:
+        print(f"stored in {save('optimize', stored)}")
+
+
+if __name__ == "__main__":
+    main()
