@@ -26,6 +26,7 @@ from luodi.options.optimize import OptimizeConfig
 from luodi.tasks import task_for
 
 OPTIMIZE_JSON = "optimize.json"
+TRAINING_METHODS = ("distill", "prune")  # task.<method>(run_dir, train, opts, say); the others: task.optimize(...)
 DERIVED = ("report.html", "metrics.json", OPTIMIZE_JSON, "config.yaml")  # rewritten for the new run
 
 
@@ -91,8 +92,8 @@ def _build(cfg, base_run: RunInfo, run: RunInfo, method: str, rows, metric: str,
     def score() -> float:
         return float(task.evaluate(calibration)[metric])
 
-    if method == "distill":  # a student trained on the whole training split
-        done = task.distill(run.path, train, opts, say)
+    if method in TRAINING_METHODS:  # these train again, on the whole training split
+        done = getattr(task, method)(run.path, train, opts, say)
     else:
         done = task.optimize(method, run.path, score, calibration, opts, say)
     chain = _methods_of(base_run) + [method]
