@@ -19,7 +19,7 @@ from typing import Any
 import record
 
 DOCS = [Path(__file__).resolve().parents[1] / "docs" / name
-        for name in ("benchmarks.md", "responsible-ai.md", "privacy.md")]
+        for name in ("benchmarks.md", "responsible-ai.md", "privacy.md", "optimize.md")]
 DOC = DOCS[0]
 BLOCK = re.compile(r"(<!-- begin: (?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- end: (?P=name) -->)", re.S)
 
@@ -192,10 +192,45 @@ def goals_block(results: Path, parts: dict[str, str], script: str) -> str:
     return f"{head}; stored {'; '.join(stamps) or 'without machine info'}.\n\n" + "\n".join(out) + "\n"
 
 
+TRADE_OFF = ("size_mb", "parameters", "p50_ms", "p95_ms", "rows_per_s_batch1", "rows_per_s_batch32", "quality",
+             "agreement")
+
+
+def trade_off_rows(label: str, table: dict[str, Any]) -> list[str]:
+    """One optimize table (baseline and optimized, as `luodi optimize` measured them) as markdown rows."""
+    return [f"| {label} | {name} | " + " | ".join(str(row.get(c, "")) for c in TRADE_OFF) + " |"
+            for name, row in table["rows"].items()]
+
+
+def optimize_block(results: Path) -> str:
+    stored = record.load("optimize", results)
+    if not stored:
+        return "No stored run yet: `python bench/optimize.py`.\n"
+    out = ["| part | goal | measured | target | met | note |", "|---|---|---:|---|---|---|"]
+    for part, done in stored["parts"].items():
+        for g in done.get("goals", []):
+            met = {True: "met", False: "**missed**", None: "-"}[g.get("met")]
+            note = str(g.get("note") or "").replace("|", "/")
+            out.append(f"| {part} | {g['goal']} | {goal_value(g)} | {g['op']} {g['target']} | {met} | {note} |")
+    tables = ["| run | model | " + " | ".join(TRADE_OFF) + " |", "|---|---|" + "---:|" * len(TRADE_OFF)]
+    for app, runs in stored["parts"].get("intents", {}).get("detail", {}).items():
+        tables += trade_off_rows(f"{app} int8", runs["int8"]) + trade_off_rows(f"{app} onnx", runs["onnx"])
+    distilled = stored["parts"].get("distill", {}).get("detail", {})
+    for key, label in (("student", "banking-intents distill"), ("student_int8", "banking-intents distill + int8")):
+        if key in distilled:
+            tables += trade_off_rows(label, distilled[key])
+    stamps = sorted({f"{d['machine']['date']}, load {d['machine']['load_average']}"
+                     for d in stored["parts"].values() if d.get("machine")})
+    return (f"`python bench/optimize.py`; stored {'; '.join(stamps)}.\n\n" + "\n".join(out)
+            + "\n\nEach `luodi optimize` table (baseline and optimized run measured in one process; quality on the "
+            "validation split):\n\n" + "\n".join(tables) + "\n")
+
+
 BLOCKS: dict[str, Callable[[Path], str]] = {
     "quality": quality_block, "serve": serve_block, "apps_batching": apps_batching_block, "rag": rag_block,
     "trust": lambda results: goals_block(results, TRUST_PARTS, "trust.py"),
     "privacy": lambda results: goals_block(results, PRIVACY_PARTS, "privacy.py"),
+    "optimize": optimize_block,
 }
 
 

@@ -330,6 +330,21 @@ def test_apps_serve_an_earlier_version_and_follow_latest_again(page, live_server
     page.wait_for_selector(f"#app-runs tr[data-version='{newer.version}'] .served")
     assert api.load_predictor("console-diagnosis").run.version == newer.version
 
+def test_apps_runs_table_shows_how_a_version_was_optimized(page, live_server, trained_app, tmp_path):
+    """An optimized version (`luodi optimize`) says in the runs table what it was made from, its size and speed."""
+    from luodi.apps.optimize import optimize
+
+    path = tmp_path / "console-diagnosis.yaml"
+    path.write_text(TINY_APP, encoding="utf-8")
+    res = optimize(str(path), "onnx", version=trained_app.version)
+    page.goto("/#apps")
+    page.wait_for_selector("#apps-table tr[data-app='console-diagnosis']").click()
+    cell = page.wait_for_selector(f"#app-runs tr[data-version='{res['run']['version']}'] .optimized").inner_text()
+    assert f"onnx from {trained_app.version}" in cell and "MB" in cell and "p50" in cell
+    trained = page.inner_text(f"#app-runs tr[data-version='{trained_app.version}']")
+    assert "trained" in trained
+
+
 def test_assistant_hand_off_is_answered_from_the_queue(page, live_server):
     """Customer asks for a human -> ticket in the queue -> a human answers -> the customer's chat shows it."""
     page.goto("/#agent")
