@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from luodi.atomic import atomic_path, write_json
-from luodi.ort import fold_weight_identities, quantize_int8, session
+from luodi.ort import SizedSession, fold_weight_identities, quantize_int8
 
 MIN_COSINE = 0.99
 CHECK_TEXTS = [
@@ -74,7 +74,7 @@ class OnnxEncoder:
         from tokenizers import Tokenizer
 
         self.path = path
-        self.session = session(path)
+        self.session = SizedSession(path)
         self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length)

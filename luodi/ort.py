@@ -43,6 +43,30 @@ def session(model: str | Path | bytes, threads: int | None = None) -> Any:
     return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
 
 
+class SizedSession:
+    """One graph, two sessions: a single-thread one for a few rows and a `threads` one for batches. A single record
+    runs faster on one thread (no hand-off between threads, and no waiting for a core another request holds):
+    MiniLM int8 at batch 1 took 1.3 ms on one thread and 2.8 ms on two with the second core busy."""
+
+    SMALL = 4  # rows or fewer: the single-thread session
+
+    def __init__(self, model: str | Path | bytes, threads: int | None = None):
+        self.model, self.threads = model, threads or os.cpu_count() or 1
+        self.small = session(model, 1)
+        self.large = None
+
+    def get_outputs(self) -> list[Any]:
+        return self.small.get_outputs()
+
+    def run(self, outputs: list[str] | None, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        rows = len(next(iter(feed.values())))
+        if rows <= self.SMALL or self.threads == 1:
+            return self.small.run(outputs, feed)
+        if self.large is None:
+            self.large = session(self.model, self.threads)
+        return self.large.run(outputs, feed)
+
+
 def parameter_count(path: str | Path) -> int:
     """Elements in the model's initializers (its weights), whatever their type."""
     import onnx

@@ -124,8 +124,8 @@ def test_exported_bundle_predicts_like_luodi(text_app, tmp_path):
 
 
 def test_refusals_name_the_field(text_app, tmp_path):
-    with pytest.raises(ConfigError, match="--method 'prune'.*offers: onnx, int8, fp16"):
-        optimize(text_app["yaml"], "prune")
+    with pytest.raises(ConfigError, match="--method 'int4'.*offers: onnx, int8, fp16, distill"):
+        optimize(text_app["yaml"], "int4")
     with pytest.raises(ConfigError, match="--format"):
         export(text_app["yaml"], tmp_path / "x", format="tflite")
     assert not (tmp_path / "x").exists()

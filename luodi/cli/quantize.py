@@ -26,9 +26,10 @@ def _fmt(v: float | None, spec: str, suffix: str = "") -> str:
 
 def table(rows: list[dict]) -> Table:
     """The report as a rich table: the source first, then each re-quantized type."""
-    t = Table(title="weight formats: size, perplexity and speed against the source")
-    for col in ("type", "file MB", "perplexity", "Δ ppl", "prompt tok/s", "gen tok/s", "prompt ×", "gen ×"):
-        t.add_column(col, justify="left" if col == "type" else "right")
+    t = Table(title="weight formats against the source", caption="tok/s: prompt (one batch), generation (one "
+              "stream); ×: against the source")
+    for col in ("type", "MB", "ppl", "Δ ppl", "prompt tok/s", "gen tok/s", "prompt ×", "gen ×"):
+        t.add_column(col, justify="left" if col == "type" else "right", no_wrap=col == "type")
     for r in rows:
         t.add_row(f"{r['type']} (source)" if r["source"] else r["type"], f"{r['file_mb']:.1f}",
                   _fmt(r["perplexity"], ".3f"), _fmt(r["ppl_delta_pct"], "+.2f", "%"),

@@ -164,6 +164,8 @@ def perplexity(gguf_path: str | Path, texts: Iterable[str], *, n_ctx: int = 512,
         need = max_tokens + (0 if lead else -(-max_tokens // per_window))
         ids: list[int] = []
         for text in texts:
+            if not text.strip():
+                continue
             ids += _tokenize(L, vocab, text + "\n\n")
             if len(ids) >= need:
                 break

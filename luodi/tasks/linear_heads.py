@@ -20,9 +20,12 @@ class LinearHead:
         # C order matters: safetensors.numpy writes a Fortran-ordered array's buffer as if it were C order
         self.coef = np.ascontiguousarray(coef, dtype=np.float32)
         self.intercept = np.ascontiguousarray(intercept, dtype=np.float32)
+        # (d, k) in C order: a sparse x @ coef.T would copy the whole transposed matrix on every call (12 ms
+        # for clinc150's TF-IDF head, most of a single prediction)
+        self.coef_t = np.ascontiguousarray(self.coef.T)
 
     def log_proba(self, x: Any) -> np.ndarray:
-        z = np.asarray(x @ self.coef.T) + self.intercept
+        z = np.asarray(x @ self.coef_t) + self.intercept
         if z.shape[1] == 1:  # binary: sklearn stores one row for the positive class
             z = np.hstack([np.zeros_like(z), z])
         return z - np.logaddexp.reduce(z, axis=1, keepdims=True)

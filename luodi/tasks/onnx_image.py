@@ -21,7 +21,7 @@ from torch import nn
 
 from luodi.atomic import atomic_path, write_json
 from luodi.errors import BadRequest, NotFound
-from luodi.ort import session
+from luodi.ort import SizedSession
 from luodi.tasks.file_classifier import label_targets
 from luodi.tasks.grid_cnn import WEIGHTS, GridClassifier
 
@@ -58,7 +58,7 @@ class OnnxGrid:
     def __init__(self, run_dir: Path, meta: dict[str, Any], threads: int | None = None):
         self.meta = meta
         self.path = Path(run_dir) / meta["runtime"]["graph"]
-        self.session = session(self.path, threads)
+        self.session = SizedSession(self.path, threads)
 
     def normalize(self, x: np.ndarray) -> np.ndarray:
         return ((np.asarray(x, np.float32) - self.meta["mean"]) / self.meta["std"]).astype(np.float32)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from luodi.atomic import atomic_path
-from luodi.ort import fold_weight_identities, session
+from luodi.ort import SizedSession, fold_weight_identities
 
 GRAPH = "neural.onnx"
 TOKENIZER = "tokenizer.json"
@@ -88,7 +88,7 @@ class OnnxHeads:
         from tokenizers import Tokenizer
 
         self.path = Path(run_dir) / graph
-        self.session = session(self.path, threads)
+        self.session = SizedSession(self.path, threads)
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.tokenizer = Tokenizer.from_file(str(Path(run_dir) / TOKENIZER))
         self.tokenizer.no_padding()
@@ -96,7 +96,7 @@ class OnnxHeads:
 
     def swap(self, path: Path) -> None:
         """Run another graph with the same inputs and outputs (a quantization candidate)."""
-        self.path, self.session = Path(path), session(path, self.session.get_session_options().intra_op_num_threads)
+        self.path, self.session = Path(path), SizedSession(path, self.session.threads)
 
     def log_probs(self, texts: list[str], batch_size: int = 64) -> dict[str, np.ndarray]:
         enc = self.tokenizer.encode_batch(list(texts))
