@@ -211,7 +211,8 @@ def optimize_block(results: Path) -> str:
         for g in done.get("goals", []):
             met = {True: "met", False: "**missed**", None: "-"}[g.get("met")]
             note = str(g.get("note") or "").replace("|", "/")
-            out.append(f"| {part} | {g['goal']} | {goal_value(g)} | {g['op']} {g['target']} | {met} | {note} |")
+            target = f"{g['op']} {g['target']}" if g.get("target") is not None else "-"
+            out.append(f"| {part} | {g['goal']} | {goal_value(g)} | {target} | {met} | {note} |")
     tables = ["| run | model | " + " | ".join(TRADE_OFF) + " |", "|---|---|" + "---:|" * len(TRADE_OFF)]
     for app, runs in stored["parts"].get("intents", {}).get("detail", {}).items():
         tables += trade_off_rows(f"{app} int8", runs["int8"]) + trade_off_rows(f"{app} onnx", runs["onnx"])

@@ -128,6 +128,16 @@ def test_exported_bundle_predicts_like_luodi(mnist_app, tmp_path):
         assert max(abs(g["score"] - w["score"]) for g, w in zip(got, want, strict=True)) < 1e-4
 
 
+def test_fp16_halves_the_cnn_and_agrees(mnist_app):
+    res = optimize(mnist_app["yaml"], "fp16", version=mnist_app["base"].version)
+    assert res["details"]["float16_vs_float32"]["agreement"] >= 0.99
+    run = get_run(APP, res["run"]["version"])
+    assert sorted(p.name for p in run.path.glob("*.onnx")) == ["model-fp16.onnx"]
+    assert res["table"]["rows"]["optimized"]["agreement"] >= 0.99
+    with pytest.raises(ConfigError, match="already float16"):
+        optimize(mnist_app["yaml"], "int8", version=run.version)
+
+
 def test_unknown_method_names_the_offer(mnist_app):
-    with pytest.raises(ConfigError, match="--method 'fp16'.*offers: onnx, int8"):
-        optimize(mnist_app["yaml"], "fp16")
+    with pytest.raises(ConfigError, match="--method 'distill'.*offers: onnx, int8, fp16"):
+        optimize(mnist_app["yaml"], "distill")

@@ -55,7 +55,7 @@ class ImageClassificationTask(FileClassifierTask):
     FIELD = "image"
     WHAT = "base64 png/jpg, file path or pixel array"
     NO_LABELS = "evaluation data has no labels (IDX labels file or class folders needed)"
-    optimize_methods: ClassVar[tuple[str, ...]] = ("onnx", "int8")
+    optimize_methods: ClassVar[tuple[str, ...]] = ("onnx", "int8", "fp16")
 
     def __init__(self, config: AppConfig):
         super().__init__(config)
@@ -234,7 +234,30 @@ class ImageClassificationTask(FileClassifierTask):
                 f"{c['agreement']:.4f}, max |probability difference| {c['max_abs_diff']:.2e}")
         if method == "onnx":
             return info
+        if method == "fp16":
+            return self._fp16(run_dir, clf, x, say, info)
         return self._int8(run_dir, clf, x, reference, score, opts, say, info)
+
+    def _fp16(self, run_dir: Path, fp32: OnnxGrid, x: np.ndarray, say: Callable[[str], None],
+              info: dict[str, Any]) -> dict[str, Any]:
+        """float16 weights and activations (inputs and outputs float32): half the file; on CPUs usually slower."""
+        from luodi.ort import to_float16
+        from luodi.tasks import onnx_image
+
+        precision = fp32.meta["runtime"]["precision"]
+        if precision != "float32":
+            raise ConfigError(f"--method fp16 starts from a float32 model; this run is already {precision}: "
+                              "optimize its base version instead (--version)", param="method")
+        target = run_dir / "model-fp16.onnx"
+        to_float16(fp32.path, target)
+        meta = {**fp32.meta, "runtime": {"graph": target.name, "precision": "float16"}}
+        half = OnnxGrid(run_dir, meta)
+        info["float16_vs_float32"] = onnx_image.check(fp32.proba(x), half.proba(x))
+        fp32.path.unlink()
+        write_json(run_dir / self.META, meta)
+        self.clf = half
+        say(f"float16: agreement with float32 {info['float16_vs_float32']['agreement']:.4f}")
+        return info
 
     def _int8(self, run_dir: Path, fp32: OnnxGrid, x: np.ndarray, reference: np.ndarray | None,
               score: Callable[[], float], opts: Any, say: Callable[[str], None], info: dict[str, Any]) -> dict:
