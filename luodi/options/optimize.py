@@ -3,6 +3,8 @@ pydantic only, like every module of luodi.options."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from luodi.options.strict import Strict
@@ -24,6 +26,42 @@ class DistillConfig(Strict):
         0.7, ge=0, le=1, description="weight of the temperature-scaled KL to the teacher; 1 - alpha: the labels"
     )
     seed: int = Field(0, description="seed of the student's shuffling")
+
+
+class PruneConfig(Strict):
+    """`optimize.prune`: structured pruning of each fine-tuned encoder (attention heads and FFN channels are
+    removed, so the matrices really shrink), then a short recovery fine-tune (text-classification)."""
+
+    heads: float = Field(
+        0.5, ge=0, lt=1, description="fraction of the attention heads removed (ranked over all layers; every "
+        "layer keeps at least one)"
+    )
+    ffn: float = Field(
+        0.5, ge=0, lt=1, description="fraction of the feed-forward channels removed (ranked over all layers; "
+        "widths rounded to multiples of 16)"
+    )
+    importance: Literal["taylor", "magnitude"] = Field(
+        "taylor", description="how heads and channels are ranked: |gradient x weight| of the output projection "
+        "on training texts (taylor: the loss change if removed, to first order) or its weight norm (magnitude)"
+    )
+    importance_rows: int = Field(
+        1024, ge=16, description="training texts (the first of a seeded shuffle) whose gradients rank them"
+    )
+    features: list[Literal["finetune", "embeddings", "tfidf"]] = Field(
+        default_factory=lambda: ["finetune", "tfidf"],
+        description="the heads (model.options.features) the pruned run keeps, of those the app has; the "
+        "embeddings head runs a whole frozen encoder that pruning cannot shrink and would bound the speed-up, "
+        "so by default it is dropped and the recovery's distillation from the whole model carries what it added",
+    )
+    epochs: int = Field(2, ge=1, description="recovery: passes over the training split per fine-tuned member")
+    lr: float = Field(1e-4, gt=0, description="recovery: the encoder's learning rate (its head: 20x)")
+    batch_size: int = Field(32, ge=1, description="recovery: texts per step")
+    temperature: float = Field(2.0, gt=0, description="recovery: softens both distributions in the KL term")
+    alpha: float = Field(
+        0.7, ge=0, le=1, description="recovery: weight of the temperature-scaled KL to the unpruned model's "
+        "predictions (all its heads mixed); 1 - alpha: the labels"
+    )
+    seed: int = Field(0, description="seed of the importance sample and the recovery's shuffling")
 
 
 class OptimizeConfig(Strict):
@@ -58,3 +96,4 @@ class OptimizeConfig(Strict):
     )
     seed: int = Field(0, description="seed of the calibration sample")
     distill: DistillConfig = Field(default_factory=DistillConfig, description="--method distill settings")
+    prune: PruneConfig = Field(default_factory=PruneConfig, description="--method prune settings")

@@ -9,6 +9,15 @@ from pydantic import Field
 from luodi.options.strict import Strict
 
 
+class PrunedEncoder(Strict):
+    """The shapes of one structurally pruned encoder, rebuilt before its safetensors weights are loaded."""
+
+    heads: list[list[Annotated[int, Field(ge=0)]]] = Field(
+        description="per layer, the attention heads kept (0-based indices of the unpruned encoder's heads)"
+    )
+    ffn: list[Annotated[int, Field(ge=1)]] = Field(description="per layer, the feed-forward width kept")
+
+
 class TextClassificationOptions(Strict):
     """`model.options` of a text-classification app."""
 
@@ -75,6 +84,12 @@ class TextClassificationOptions(Strict):
         min_length=1,
         description="finetune head: keep only these layers of the encoder (0-based, e.g. [1, 3, 5]): a smaller, "
         "faster model; what `luodi optimize --method distill` trains",
+    )
+    pruned: list[PrunedEncoder] | None = Field(
+        None,
+        min_length=1,
+        description="finetune head: the shapes of each member's pruned encoder (one entry per member), written "
+        "by `luodi optimize --method prune`; loading builds them before reading the weights",
     )
 
 

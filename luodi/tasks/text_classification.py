@@ -57,7 +57,7 @@ META = "text_classification.json"
 
 class TextClassificationTask(TextInputs, TaskBase):
     name: ClassVar[str] = "text-classification"
-    optimize_methods: ClassVar[tuple[str, ...]] = ("onnx", "int8", "fp16", "distill")
+    optimize_methods: ClassVar[tuple[str, ...]] = ("onnx", "int8", "fp16", "distill", "prune")
 
     def __init__(self, config: AppConfig):
         super().__init__(config)
@@ -376,6 +376,49 @@ class TextClassificationTask(TextInputs, TaskBase):
         return {"student_layers": list(layers), "teacher_agreement_train": float(
             (student.log_proba(texts[:512], self.opts.max_length).argmax(1) == teacher[:512].argmax(1)).mean())}
 
+    def prune(self, run_dir: Path, train: pd.DataFrame, opts: Any, say: Callable[[str], None]) -> dict[str, Any]:
+        """Cut attention heads and feed-forward channels out of every fine-tuned member (optimize.prune), then
+        fine-tune each again on the whole unpruned model's predictions and the labels (text_prune.py); heads
+        not in optimize.prune.features are dropped."""
+        from luodi.tasks.text_prune import prune_ensemble
+
+        if self.onnx is not None:
+            raise ConfigError("--method prune starts from a torch run, this one is ONNX: prune its base version "
+                              "(--version), then optimize the pruned run", param="method")
+        if self.ft_model is None:
+            raise ConfigError("--method prune shrinks fine-tuned encoders: the app needs model.options.features "
+                              "with finetune", param="model.options.features")
+        if "finetune" not in opts.prune.features:
+            raise ConfigError("optimize.prune.features must keep finetune (the heads it prunes)",
+                              param="optimize.prune.features")
+        run_dir = Path(run_dir)
+        index = {lab: i for i, lab in enumerate(self.classes)}
+        texts, y = train.text.tolist(), train.label.map(index).values
+        say(f"teacher: the unpruned model's predictions on {len(texts)} training texts")
+        teacher = self._log_probs(texts, progress=True)
+        members = self.ft_model.members
+        say(f"pruning {len(members)} fine-tuned member(s): {opts.prune.heads:.0%} of the attention heads, "
+            f"{opts.prune.ffn:.0%} of the feed-forward channels ({opts.prune.importance})")
+        shapes, info = prune_ensemble(members, texts, y, teacher, opts=self.opts, prune_opts=opts.prune,
+                                      run_dir=run_dir, say=say, previous=self.opts.pruned)
+        kept = [f for f in self.opts.features if f in opts.prune.features]
+        if "embeddings" not in kept:
+            self.emb_head = None
+        if "tfidf" not in kept:
+            self.tfidf_head = self.tfidf = None
+            (run_dir / "tfidf_vocab.json").unlink(missing_ok=True)
+        weights = self.opts.head_weights
+        if weights is not None:
+            weights = {h: w for h, w in weights.items() if h in kept}
+        self.opts = TextClassificationOptions.model_validate(  # the shapes typed, as load reads them
+            {**self.opts.model_dump(), "features": kept, "head_weights": weights, "pruned": shapes})
+        self.save(run_dir)  # (the recovery's checkpoints are removed when the optimized run is recorded)
+        sample = texts[:512]
+        info["features"] = kept
+        info["teacher_agreement_train"] = float(
+            (self._log_probs(sample).argmax(1) == teacher[: len(sample)].argmax(1)).mean())
+        return info
+
     def export_bundle(self, out: Path) -> dict[str, Any]:
         """Write a standalone bundle into `out`: model.onnx (the neural heads), tokenizer.json, labels.json (labels,
         head weights, out-of-scope rule) and predict.py (onnxruntime, numpy and tokenizers only)."""
@@ -587,7 +630,7 @@ class TextClassificationTask(TextInputs, TaskBase):
 
             sources = member_sources(self.opts, self.source)
             self.ft_model = load_finetuned(
-                run_dir, sources, len(self.classes), self.opts.head_scale, self.opts.encoder_layers
+                run_dir, sources, len(self.classes), self.opts.head_scale, self.opts.encoder_layers, self.opts.pruned
             )
         self.tfidf_head = self.tfidf = None
         if "tfidf" in meta["heads"]:

@@ -37,6 +37,7 @@ class CosineClassifier(nn.Module):
         dropout: float = 0.1,
         field: str = "model.source",
         layers: list[int] | None = None,
+        pruned: Any | None = None,
     ):
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
@@ -48,6 +49,10 @@ class CosineClassifier(nn.Module):
         self.encoder = load_quietly(AutoModel.from_pretrained, path, dtype=torch.float32)
         if layers is not None:
             self.keep_layers(layers)
+        if pruned is not None:  # a structurally pruned run (options.PrunedEncoder): its shapes, then its weights
+            from luodi.tasks.text_prune import apply_shapes
+
+            apply_shapes(self, pruned)
         self.scale = scale
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(int(self.encoder.config.hidden_size), n_classes)
@@ -200,7 +205,7 @@ def finetune(
         torch.manual_seed(member_train.seed)
         field = "model.source" if k < opts.finetune_seeds else "model.options.finetune_sources"
         model = CosineClassifier(member_source, n_classes, scale=opts.head_scale, field=field,
-                                 layers=opts.encoder_layers)
+                                 layers=opts.encoder_layers, pruned=opts.pruned[k] if opts.pruned else None)
         model.freeze_below(opts.finetune_layers, embeddings=opts.finetune_embeddings)
         if member_source not in lengths:
             ids = model.tokenizer(texts, truncation=True, max_length=opts.max_length)["input_ids"]
@@ -228,11 +233,14 @@ def save_finetuned(model: FinetunedEnsemble, run_dir: Path) -> None:
 
 
 def load_finetuned(
-    run_dir: Path, sources: list[str], n_classes: int, scale: float, layers: list[int] | None = None
+    run_dir: Path, sources: list[str], n_classes: int, scale: float, layers: list[int] | None = None,
+    pruned: list[Any] | None = None,
 ) -> FinetunedEnsemble:
+    """The fine-tuned members of a run; `pruned` (model.options.pruned): each member's shapes, built first."""
     loaded = []
     for k, source in enumerate(sources):
-        model = CosineClassifier(source, n_classes, scale=scale, layers=layers)
+        model = CosineClassifier(source, n_classes, scale=scale, layers=layers,
+                                 pruned=pruned[k] if pruned else None)
         load_weights(model, Path(run_dir) / member_weights(k))
         loaded.append(model.eval())
     return FinetunedEnsemble(loaded)
