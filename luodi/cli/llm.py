@@ -1,4 +1,4 @@
-"""LLM commands: serve, demo, chat, generate, embed, models, keys. Thin faces of luodi.llm / luodi.keys."""
+"""LLM commands: serve, demo, chat, generate, embed, models. Thin faces of luodi.llm (keys: cli/keys.py)."""
 
 from __future__ import annotations
 
@@ -444,63 +444,6 @@ def _print_engine() -> None:
     console.print(t)
 
 
-# ------------------------------------------------------------------------------------------ keys
-keys_app = typer.Typer(help="API keys: create, list, revoke (admin keys also manage keys).", no_args_is_help=True)
-
-
-@keys_app.command("create")
-def keys_create(
-    name: Annotated[str, typer.Argument(help="a label, e.g. billing-service")],
-    rpm: Annotated[int | None, typer.Option("--rpm", help="requests per minute for this key")] = None,
-    admin: Annotated[
-        bool, typer.Option("--admin", help="admin key: may also create, list and revoke keys over HTTP")
-    ] = False,
-    apps: Annotated[str | None, typer.Option("--apps", help="scope: only these apps, e.g. a,b")] = None,
-    kbs: Annotated[str | None, typer.Option("--kbs", help="scope: only these knowledge bases")] = None,
-    routes: Annotated[str | None, typer.Option(
-        "--routes", help=f"scope: only these route groups ({','.join(keys_service.ROUTE_GROUPS)})")] = None,
-) -> None:
-    """Create a key (a user key unless --admin); it is printed once and stored only as a hash."""
-    def split(v: str | None) -> list[str] | None:
-        return None if v is None else [p.strip() for p in v.split(",")]
-
-    try:
-        k = keys_service.create_key(name, rpm, admin=admin, apps=split(apps), kbs=split(kbs), routes=split(routes))
-    except LuodiError as e:
-        raise _fail(e) from e
-    console.print(f"created key {k.id} ({k.name}, {k.role}); copy it now, it is not shown again:")
-    _write(k.key + "\n")
-
-
-@keys_app.command("list")
-def keys_list() -> None:
-    """List keys (prefix only)."""
-    t = Table(title="API keys")
-    for col in ("id", "name", "role", "prefix", "rpm", "created", "status"):
-        t.add_column(col)
-    for k in keys_service.list_keys():
-        t.add_row(
-            str(k.id),
-            k.name,
-            f"{k.role} ({keys_service.describe_scope(k.scope)})" if k.scope else k.role,
-            k.prefix + "…",
-            str(k.rate_limit_rpm or "default"),
-            f"{k.created_at:%Y-%m-%d %H:%M}",
-            "active" if k.active else "revoked",
-        )
-    console.print(t)
-
-
-@keys_app.command("revoke")
-def keys_revoke(key_id: Annotated[int, typer.Argument(help="the key's id (see `luodi keys list`)")]) -> None:
-    """Revoke a key: requests with it get 401 from now on."""
-    try:
-        k = keys_service.revoke_key(key_id)
-    except LuodiError as e:
-        raise _fail(e) from e
-    console.print(f"revoked key {k.id} ({k.name}, {k.prefix}…)")
-
-
 def register(app: typer.Typer) -> None:
     app.command()(serve)
     app.command()(demo)
@@ -508,4 +451,3 @@ def register(app: typer.Typer) -> None:
     app.command()(generate)
     app.command()(embed)
     app.command()(models)
-    app.add_typer(keys_app, name="keys")
