@@ -246,6 +246,47 @@ def load_finetuned(
     return FinetunedEnsemble(loaded)
 
 
+def learn_from_teacher(
+    model: CosineClassifier,
+    texts: list[str],
+    y: np.ndarray,
+    teacher_log_probs: np.ndarray,
+    *,
+    opts: Any,
+    kd: Any,
+    checkpoints: Path,
+    progress: bool = True,
+) -> CosineClassifier:
+    """Train `model` (every layer it has) on alpha * T^2 * KL(teacher_T || model_T) + (1 - alpha) * CE(labels):
+    the one knowledge-distillation loop, for a distilled student and for a pruned encoder's recovery. `kd` holds
+    temperature, alpha, lr, batch_size, epochs and seed (optimize.distill / optimize.prune)."""
+    model.freeze_below(len(model._layers()), embeddings=opts.finetune_embeddings)
+    soft = torch.tensor(teacher_log_probs, dtype=torch.float32)
+    labels = torch.tensor(np.asarray(y, dtype=np.int64))
+    t, alpha = kd.temperature, kd.alpha
+    ids = model.tokenizer(texts, truncation=True, max_length=opts.max_length)["input_ids"]
+    batches = _Batches(len(texts), kd.batch_size, np.array([len(i) for i in ids]), opts.finetune_length_group)
+
+    def step(m: CosineClassifier, idx: np.ndarray) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=opts.finetune_bf16):
+            logits = m(m.tokenize([texts[i] for i in idx], opts.max_length))
+        logits = logits.float()
+        teacher = F.log_softmax(soft[idx] / t, -1)
+        loss = F.kl_div(F.log_softmax(logits / t, -1), teacher, log_target=True, reduction="batchmean") * t * t
+        return alpha * loss + (1 - alpha) * F.cross_entropy(logits, labels[idx])
+
+    encoder_params = [p for p in model.encoder.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        [{"params": encoder_params, "lr": kd.lr}, {"params": model.head.parameters(), "lr": kd.lr * 20}],
+        weight_decay=0.01,
+    )
+    cfg = LoopConfig(epochs=kd.epochs, lr=kd.lr, seed=kd.seed, schedule="onecycle", warmup=0.06, monitor="epoch",
+                     mode="max", patience=None)
+    torch.manual_seed(kd.seed)
+    train_loop(model, batches, step, None, checkpoints, cfg, optimizer=optimizer, progress=progress)
+    return model.eval()
+
+
 def distill(
     texts: list[str],
     y: np.ndarray,
@@ -257,38 +298,12 @@ def distill(
     run_dir: Path,
     progress: bool = True,
 ) -> CosineClassifier:
-    """A student with the teacher's layers `distill_opts.layers` (copied from `start`, a fine-tuned member) trained
-    on alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(labels); the teacher's log-probabilities are
-    the whole trained model's (every head mixed), so one small encoder learns what the ensemble knows."""
+    """A student with the teacher's layers `distill_opts.layers` (copied from `start`, a fine-tuned member) that
+    learns the whole trained model's log-probabilities (every head mixed): one small encoder learns what the
+    ensemble knows."""
     import copy
 
     student = copy.deepcopy(start)
     student.keep_layers(distill_opts.layers)
-    student.freeze_below(len(distill_opts.layers), embeddings=opts.finetune_embeddings)
-    soft = torch.tensor(teacher_log_probs, dtype=torch.float32)
-    labels = torch.tensor(np.asarray(y, dtype=np.int64))
-    t, alpha = distill_opts.temperature, distill_opts.alpha
-    ids = student.tokenizer(texts, truncation=True, max_length=opts.max_length)["input_ids"]
-    batches = _Batches(len(texts), distill_opts.batch_size, np.array([len(i) for i in ids]),
-                       opts.finetune_length_group)
-
-    def step(m: CosineClassifier, idx: np.ndarray) -> torch.Tensor:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=opts.finetune_bf16):
-            logits = m(m.tokenize([texts[i] for i in idx], opts.max_length))
-        logits = logits.float()
-        teacher = F.log_softmax(soft[idx] / t, -1)
-        kd = F.kl_div(F.log_softmax(logits / t, -1), teacher, log_target=True, reduction="batchmean") * t * t
-        return alpha * kd + (1 - alpha) * F.cross_entropy(logits, labels[idx])
-
-    encoder_params = [p for p in student.encoder.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        [{"params": encoder_params, "lr": distill_opts.lr},
-         {"params": student.head.parameters(), "lr": distill_opts.lr * 20}],
-        weight_decay=0.01,
-    )
-    cfg = LoopConfig(epochs=distill_opts.epochs, lr=distill_opts.lr, seed=distill_opts.seed, schedule="onecycle",
-                     warmup=0.06, monitor="epoch", mode="max", patience=None)
-    torch.manual_seed(distill_opts.seed)
-    train_loop(student, batches, step, None, Path(run_dir) / CHECKPOINT_DIR / "distill", cfg,
-               optimizer=optimizer, progress=progress)
-    return student.eval()
+    return learn_from_teacher(student, texts, y, teacher_log_probs, opts=opts, kd=distill_opts,
+                              checkpoints=Path(run_dir) / CHECKPOINT_DIR / "distill", progress=progress)

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from luodi.errors import ConfigError
-from luodi.train.torch_loop import CHECKPOINT_DIR, LoopConfig, train_loop
+from luodi.train.torch_loop import CHECKPOINT_DIR
 
 FFN_MULTIPLE = 16  # feed-forward widths are multiples of this (and at least this)
 
@@ -156,49 +156,6 @@ def prune_member(model: Any, texts: list[str], y: np.ndarray, max_length: int, p
     return kept_heads
 
 
-def recover(
-    model: Any,
-    texts: list[str],
-    y: np.ndarray,
-    teacher_log_probs: np.ndarray,
-    *,
-    opts: Any,
-    prune_opts: Any,
-    checkpoints: Path,
-    progress: bool = True,
-) -> Any:
-    """Fine-tune a pruned member again (every layer) on the unpruned model's predictions and the labels."""
-    from luodi.tasks.text_finetune import _Batches
-
-    model.freeze_below(len(bert_layers(model)), embeddings=opts.finetune_embeddings)
-    soft = torch.tensor(teacher_log_probs, dtype=torch.float32)
-    labels = torch.tensor(np.asarray(y, dtype=np.int64))
-    t, alpha = prune_opts.temperature, prune_opts.alpha
-    ids = model.tokenizer(texts, truncation=True, max_length=opts.max_length)["input_ids"]
-    batches = _Batches(len(texts), prune_opts.batch_size, np.array([len(i) for i in ids]),
-                       opts.finetune_length_group)
-
-    def step(m: Any, idx: np.ndarray) -> torch.Tensor:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=opts.finetune_bf16):
-            logits = m(m.tokenize([texts[i] for i in idx], opts.max_length))
-        logits = logits.float()
-        teacher = F.log_softmax(soft[idx] / t, -1)
-        kd = F.kl_div(F.log_softmax(logits / t, -1), teacher, log_target=True, reduction="batchmean") * t * t
-        return alpha * kd + (1 - alpha) * F.cross_entropy(logits, labels[idx])
-
-    encoder_params = [p for p in model.encoder.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        [{"params": encoder_params, "lr": prune_opts.lr},
-         {"params": model.head.parameters(), "lr": prune_opts.lr * 20}],
-        weight_decay=0.01,
-    )
-    cfg = LoopConfig(epochs=prune_opts.epochs, lr=prune_opts.lr, seed=prune_opts.seed, schedule="onecycle",
-                     warmup=0.06, monitor="epoch", mode="max", patience=None)
-    torch.manual_seed(prune_opts.seed)
-    train_loop(model, batches, step, None, checkpoints, cfg, optimizer=optimizer, progress=progress)
-    return model.eval()
-
-
 def prune_ensemble(
     members: list[Any],
     texts: list[str],
@@ -215,6 +172,8 @@ def prune_ensemble(
     """Prune and recover every member in place; returns their shapes (model.options.pruned) and a summary.
     `previous`: the members' shapes when they were pruned before (a pruned run pruned again), so the kept
     heads are still named by their indices in the unpruned encoder."""
+    from luodi.tasks.text_finetune import learn_from_teacher  # (text_finetune imports this module at load)
+
     for m in members:
         bert_layers(m)  # refuse a decoder member before any work
     rng = np.random.default_rng(prune_opts.seed)
@@ -229,8 +188,8 @@ def prune_ensemble(
         shape = shapes_of(member, kept)
         say(f"member {k}: heads kept per layer {[len(h) for h in kept]}, feed-forward widths {shape['ffn']}; "
             f"recovering {prune_opts.epochs} epochs")
-        recover(member, texts, y, teacher_log_probs, opts=opts, prune_opts=prune_opts,
-                checkpoints=Path(run_dir) / CHECKPOINT_DIR / f"prune-member-{k}", progress=progress)
+        learn_from_teacher(member, texts, y, teacher_log_probs, opts=opts, kd=prune_opts,
+                           checkpoints=Path(run_dir) / CHECKPOINT_DIR / f"prune-member-{k}", progress=progress)
         after += encoder_layer_parameters(member)
         shapes.append(shape)
     return shapes, {"layer_parameters": {"before": before, "after": after}, "layer_parameters_kept": after / before}
