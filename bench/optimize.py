@@ -11,6 +11,8 @@ the next call) and prints each ratio beside its goal.
   drop <= 0.3 pt; float32 ONNX: agreement with PyTorch >= 99.9 %.
 - distill: a 3-layer student of the banking run (teacher layers 1/3/5): >= 98 % of the teacher's accuracy at
   >= 1.9x its batch-1 throughput; with int8 on top, the exported bundle <= 20 MB.
+- prune: half the attention heads and feed-forward channels of the banking run cut, two recovery epochs:
+  >= 2.5x batch-1 throughput at <= 1 pt lower accuracy.
 - families: float32 ONNX of credit-risk (tabular ensemble) and handwritten-digits (CNN, 3 epochs) agree with the
   originals on >= 99.9 % of validation predictions; the digits' static int8 beside it.
 - embeddings: the bundled encoder with LUODI_EMBED_RUNTIME=onnx-int8 against sentence-transformers' encode on the
@@ -33,7 +35,7 @@ from goals import chosen_parts
 from record import load, machine, save
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ["intents", "distill", "families", "embeddings", "llm"]
+PARTS = ["intents", "distill", "prune", "families", "embeddings", "llm"]
 APPS = {
     "banking-intents": ["model.options.features=[finetune]", "model.options.head_weights={finetune: 1}",
                         "model.options.finetune_seeds=1"],
@@ -118,6 +120,20 @@ def distill() -> tuple[list[dict], dict]:
     return goals, {"student": student["table"], "student_int8": small["table"], "bundle_mb": round(size, 2)}
 
 
+def prune() -> tuple[list[dict], dict]:
+    """Structured pruning of the banking run with optimize.prune's defaults (half the heads, half the feed-forward
+    channels, two recovery epochs distilled from the unpruned model)."""
+    app = "banking-intents"
+    res = optimized(app, "prune", base_run(app))
+    rows = res["table"]["rows"]
+    drop = (rows["baseline"]["quality"] - rows["optimized"]["quality"]) * 100
+    goals = [goal("banking-intents: pruned + recovered batch-1 speed-up (PyTorch both)",
+                  res["table"]["ratios"]["speedup_batch1"], 2.5, ">="),
+             goal("banking-intents: pruned accuracy drop (pt)", drop, 1.0, "<=",
+                  f"{rows['baseline']['quality']:.4f} -> {rows['optimized']['quality']:.4f}")]
+    return goals, {"pruned": res["table"], "details": res["details"]}
+
+
 def families() -> tuple[list[dict], dict]:
     """ONNX exports of a tabular ensemble and an image CNN against the originals (text: the intents part)."""
     goals, runs = [], {}
@@ -197,8 +213,8 @@ def main() -> None:
     stored = load("optimize") or {"parts": {}}
     for part in parts:
         print(f"\n=== {part}", flush=True)
-        goals, detail = {"intents": intents, "distill": distill, "families": families, "embeddings": embeddings,
-                         "llm": llm}[part]()
+        goals, detail = {"intents": intents, "distill": distill, "prune": prune, "families": families,
+                         "embeddings": embeddings, "llm": llm}[part]()
         stored["parts"][part] = {"goals": goals, "detail": detail, "machine": machine()}
     stored["goals"] = [g for p in PARTS for g in stored["parts"].get(p, {}).get("goals", [])]
     print("\n=== issue 17 goals")

@@ -220,6 +220,12 @@ def optimize_block(results: Path) -> str:
     for key, label in (("student", "banking-intents distill"), ("student_int8", "banking-intents distill + int8")):
         if key in distilled:
             tables += trade_off_rows(label, distilled[key])
+    if "pruned" in stored["parts"].get("prune", {}).get("detail", {}):
+        tables += trade_off_rows("banking-intents prune", stored["parts"]["prune"]["detail"]["pruned"])
+    for app, runs in stored["parts"].get("families", {}).get("detail", {}).items():
+        for method in ("onnx", "int8"):
+            if method in runs:
+                tables += trade_off_rows(f"{app} {method}", runs[method])
     stamps = sorted({f"{d['machine']['date']}, load {d['machine']['load_average']}"
                      for d in stored["parts"].values() if d.get("machine")})
     return (f"`python bench/optimize.py`; stored {'; '.join(stamps)}.\n\n" + "\n".join(out)
