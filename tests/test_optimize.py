@@ -76,6 +76,14 @@ def test_onnx_run_is_measured_served_and_agrees(text_app):
     assert same >= len(texts) - 1
     assert onnx_out[0]["score"] == pytest.approx(torch_out[0]["score"], abs=2e-3)
     text_app["onnx_version"] = run["version"]
+    # being newest does not make it served: promote chooses, and --latest goes back to the trained run
+    assert api.load_predictor("opt-bank6").run.version == text_app["base"].version
+    listed = {r["version"]: r for r in api.list_runs("opt-bank6")}
+    assert listed[run["version"]]["optimized"]["methods"] == ["onnx"] and not listed[run["version"]]["served"]
+    assert api.promote("opt-bank6", run["version"])["version"] == run["version"]
+    assert api.load_predictor("opt-bank6").run.version == run["version"]
+    api.promote("opt-bank6", None)
+    assert api.load_predictor("opt-bank6").run.version == text_app["base"].version
 
 
 def test_int8_keeps_the_bound_and_composes_after_onnx(text_app):

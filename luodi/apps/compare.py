@@ -10,12 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from luodi.apps.registry import AUDIT_PAGE, CHECKPOINT_DIR, MANIFEST
+from luodi.apps.registry import AUDIT_PAGE, CHECKPOINT_DIR, MANIFEST, OPTIMIZED
 
 COLUMNS = (
     "size_mb", "parameters", "p50_ms", "p95_ms", "rows_per_s_batch1", "rows_per_s_batch32", "quality", "agreement"
 )
-NOT_MODEL = {MANIFEST, AUDIT_PAGE, "report.html", "metrics.json", "optimize.json", "config.yaml"}
+NOT_MODEL = {MANIFEST, AUDIT_PAGE, OPTIMIZED, "report.html", "metrics.json", "config.yaml"}
 
 
 def model_bytes(run_dir: Path) -> int:

@@ -2,7 +2,8 @@
 
 The base run's files are copied into a new version, the task rewrites its model there (`task.optimize`), and the
 result is loaded back from disk and measured beside the base in one process (luodi.apps.compare). The table goes
-into the run's optimize.json, metrics.json and report.html; the run is a normal run: `promote` serves it, and a
+into the run's optimize.json, metrics.json and report.html; the run is a normal run that serves once promoted
+(`luodi promote`; being newest is not enough: the served model changes only by choice), and a
 later `optimize --version` can start from it (methods compose: distill, then int8).
 """
 
@@ -25,7 +26,7 @@ from luodi.errors import ConfigError, LuodiError
 from luodi.options.optimize import OptimizeConfig
 from luodi.tasks import task_for
 
-OPTIMIZE_JSON = "optimize.json"
+OPTIMIZE_JSON = registry.OPTIMIZED
 TRAINING_METHODS = ("distill", "prune")  # task.<method>(run_dir, train, opts, say); the others: task.optimize(...)
 DERIVED = ("report.html", "metrics.json", OPTIMIZE_JSON, "config.yaml")  # rewritten for the new run
 

@@ -28,6 +28,7 @@ from luodi.train import CHECKPOINT_DIR  # per-epoch state: removed when a run fi
 
 MANIFEST = "manifest.json"
 AUDIT_PAGE = "audit.html"  # written by `luodi audit` beside report.html; derived, so not in the manifest
+OPTIMIZED = "optimize.json"  # in a run `luodi optimize` made: how, from which version, the trade-off table
 RESUMABLE = ("running", "interrupted", "failed")
 _LIBS = (
     "luodi",
@@ -200,8 +201,14 @@ def list_runs(app: str | None = None) -> list[RunInfo]:
         return [_info(r) for r in s.scalars(q).all()]
 
 
+def is_optimized(run: RunInfo) -> bool:
+    """Whether `luodi optimize` made this run (it serves only once promoted)."""
+    return (run.path / OPTIMIZED).exists()
+
+
 def get_run(app: str, version: str | None = None) -> RunInfo:
-    """A given version, or the run the app serves: the pinned one (`promote`), else its latest finished run."""
+    """A given version, or the run the app serves: the pinned one (`promote`), else its latest finished trained
+    run. An optimized run is never served by being newest: a trade-off is chosen with `promote`, not by a try."""
     runs = list_runs(app)
     version = version or pinned_version(app)
     if version:
@@ -213,7 +220,7 @@ def get_run(app: str, version: str | None = None) -> RunInfo:
             param="version",
         )
     for r in runs:
-        if r.status == "done":
+        if r.status == "done" and not is_optimized(r):
             return r
     raise NotFound(f"app '{app}' has no finished run; train it first: `luodi train APP.yaml`", param="app")
 

@@ -16,7 +16,8 @@ def list_runs(app: str | None = None) -> list[dict[str, Any]]:
             for r in registry.list_runs(app_name(app) if app else None)]
     for name in {r["app"] for r in runs}:
         pinned = registry.pinned_version(name)
-        served = pinned or next((r["version"] for r in runs if r["app"] == name and r["status"] == "done"), None)
+        served = pinned or next((r["version"] for r in runs
+                                 if r["app"] == name and r["status"] == "done" and not r["optimized"]), None)
         for r in runs:
             if r["app"] == name:
                 r["served"], r["pinned"] = r["version"] == served, r["version"] == pinned
@@ -25,7 +26,7 @@ def list_runs(app: str | None = None) -> list[dict[str, Any]]:
 
 def _optimized(run_dir: Path) -> dict[str, Any] | None:
     """How an optimized run (`luodi optimize`) was made and what it measured against its base; None otherwise."""
-    path = run_dir / "optimize.json"
+    path = run_dir / registry.OPTIMIZED
     if not path.exists():
         return None
     done = json.loads(path.read_text())
