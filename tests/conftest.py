@@ -112,3 +112,31 @@ def live_server(luodi_home):
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def banking_slice_app(datasets_dir: Path, folder: Path, name: str, options: dict, **sections) -> dict:
+    """A small text-classification app on banking77 (6 intents x 30 texts, 30 % held out) trained through the
+    Python API: {"yaml", "base" (its run), "folder", "texts"}. Shared by the `luodi optimize` tests."""
+    import pandas as pd
+    import yaml
+
+    from luodi import api
+
+    df = pd.read_csv(datasets_dir / "banking77/train.csv")
+    keep = sorted(df.category.unique())[:6]
+    df = df[df.category.isin(keep)].groupby("category").head(30)
+    df.to_csv(folder / "bank6.csv", index=False)
+    app = {
+        "name": name,
+        "task": "text-classification",
+        "data": {"path": str(folder / "bank6.csv"), "columns": {"text": "text", "label": "category"},
+                 "split": {"valid": 0.3, "seed": 0}},
+        "model": {"options": options},
+        "train": {"epochs": 2, "lr": 0.0002, "batch_size": 16},
+        "evaluate": {"metrics": ["accuracy"]},
+        **sections,
+    }
+    path = folder / "app.yaml"
+    path.write_text(yaml.safe_dump(app))
+    return {"yaml": str(path), "base": api.train(str(path), progress=False), "folder": folder,
+            "texts": df.text.tolist()}

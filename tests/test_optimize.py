@@ -8,8 +8,8 @@ import json
 import subprocess
 import sys
 
-import pandas as pd
 import pytest
+from conftest import banking_slice_app
 
 from luodi import api
 from luodi.apps.export import export
@@ -23,27 +23,10 @@ OPTIMIZE = {"calibration_rows": 64, "latency_rows": 20, "throughput_rows": 64}
 @pytest.fixture(scope="module")
 def text_app(datasets_dir, tmp_path_factory):
     """A banking77 slice (6 intents x 30 texts), MiniLM fine-tuned (top layer, 2 epochs) + frozen-encoder head."""
-    folder = tmp_path_factory.mktemp("optimize")
-    df = pd.read_csv(datasets_dir / "banking77/train.csv")
-    keep = sorted(df.category.unique())[:6]
-    df[df.category.isin(keep)].groupby("category").head(30).to_csv(folder / "bank6.csv", index=False)
-    app = {
-        "name": "opt-bank6",
-        "task": "text-classification",
-        "data": {"path": str(folder / "bank6.csv"), "columns": {"text": "text", "label": "category"},
-                 "split": {"valid": 0.3, "seed": 0}},
-        "model": {"options": {"features": ["finetune", "embeddings"], "finetune_layers": 1, "max_length": 48,
-                              "head_weights": {"finetune": 0.8, "embeddings": 0.2}}},
-        "train": {"epochs": 2, "lr": 0.0002, "batch_size": 16},
-        "evaluate": {"metrics": ["accuracy"]},
-        "optimize": OPTIMIZE,
-    }
-    path = folder / "app.yaml"
-    import yaml
-
-    path.write_text(yaml.safe_dump(app))
-    base = api.train(str(path), progress=False)
-    return {"yaml": str(path), "base": base, "folder": folder, "texts": df[df.category.isin(keep)].text.tolist()}
+    options = {"features": ["finetune", "embeddings"], "finetune_layers": 1, "max_length": 48,
+               "head_weights": {"finetune": 0.8, "embeddings": 0.2}}
+    return banking_slice_app(datasets_dir, tmp_path_factory.mktemp("optimize"), "opt-bank6", options,
+                             optimize=OPTIMIZE)
 
 
 def _valid_texts(app) -> list[str]:

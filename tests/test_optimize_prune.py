@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import banking_slice_app
 
 from luodi import api
 from luodi.apps.optimize import optimize
@@ -25,25 +25,10 @@ MINILM_LAYER_PARAMETERS = 6 * 1_774_464  # MiniLM-L6's transformer layers (its t
 def text_app(datasets_dir, tmp_path_factory):
     """A banking77 slice (6 intents x 30 texts): MiniLM fine-tuned (top 2 layers, 2 epochs), the frozen-encoder
     head and TF-IDF, mixed."""
-    folder = tmp_path_factory.mktemp("prune")
-    df = pd.read_csv(datasets_dir / "banking77/train.csv")
-    keep = sorted(df.category.unique())[:6]
-    df[df.category.isin(keep)].groupby("category").head(30).to_csv(folder / "bank6.csv", index=False)
-    app = {
-        "name": "prune-bank6",
-        "task": "text-classification",
-        "data": {"path": str(folder / "bank6.csv"), "columns": {"text": "text", "label": "category"},
-                 "split": {"valid": 0.3, "seed": 0}},
-        "model": {"options": {"features": ["finetune", "embeddings", "tfidf"], "finetune_layers": 2,
-                              "max_length": 48, "head_weights": {"finetune": 0.7, "embeddings": 0.15, "tfidf": 0.15}}},
-        "train": {"epochs": 2, "lr": 0.0002, "batch_size": 16},
-        "evaluate": {"metrics": ["accuracy"]},
-        "optimize": OPTIMIZE,
-    }
-    path = folder / "app.yaml"
-    path.write_text(yaml.safe_dump(app))
-    base = api.train(str(path), progress=False)
-    return {"yaml": str(path), "base": base, "folder": folder, "texts": df[df.category.isin(keep)].text.tolist()}
+    options = {"features": ["finetune", "embeddings", "tfidf"], "finetune_layers": 2, "max_length": 48,
+               "head_weights": {"finetune": 0.7, "embeddings": 0.15, "tfidf": 0.15}}
+    return banking_slice_app(datasets_dir, tmp_path_factory.mktemp("prune"), "prune-bank6", options,
+                             optimize=OPTIMIZE)
 
 
 def _layer_parameters(task) -> int:

@@ -61,7 +61,7 @@ def _gguf(path: str | Path) -> Path:
 
 
 @contextmanager
-def _opened(path: str | Path, n_ctx: int, n_batch: int, threads: int | None,
+def opened_model(path: str | Path, n_ctx: int, n_batch: int, threads: int | None,
             poll: int = 50) -> Iterator[tuple[Any, Any, Any]]:
     """(llama_cpp, model, context) for one GGUF; freed when the block ends."""
     p = _gguf(path)
@@ -104,7 +104,7 @@ def _tokenize(L: Any, vocab: Any, text: str) -> list[int]:
     return list(arr[:n])
 
 
-def _decode(L: Any, ctx: Any, batch: Any, tokens: list[int], start: int, all_logits: bool) -> None:
+def decode_tokens(L: Any, ctx: Any, batch: Any, tokens: list[int], start: int, all_logits: bool) -> None:
     """One llama_decode of `tokens` at positions start.. (sequence 0); logits for every token or the last."""
     n = len(tokens)
     for i, tok in enumerate(tokens):
@@ -155,7 +155,7 @@ def perplexity(gguf_path: str | Path, texts: Iterable[str], *, n_ctx: int = 512,
     if max_tokens < 1:
         raise BadRequest("max_tokens must be at least 1", param="max_tokens")
     n_ctx = max(16, n_ctx)
-    with _opened(gguf_path, n_ctx, n_ctx, threads) as (L, model, ctx):
+    with opened_model(gguf_path, n_ctx, n_ctx, threads) as (L, model, ctx):
         vocab = L.llama_model_get_vocab(model)
         n_vocab = int(L.llama_vocab_n_tokens(vocab))
         bos = int(L.llama_vocab_bos(vocab))
@@ -183,7 +183,7 @@ def perplexity(gguf_path: str | Path, texts: Iterable[str], *, n_ctx: int = 512,
                 if len(window) < 2:
                     break
                 L.llama_memory_clear(mem, True)
-                _decode(L, ctx, batch, window, 0, True)
+                decode_tokens(L, ctx, batch, window, 0, True)
                 n = len(window)
                 logits = np.ctypeslib.as_array(L.llama_get_logits(ctx), shape=(n, n_vocab))[: n - 1]
                 targets = np.asarray(window[1:], dtype=np.int64)
@@ -215,7 +215,7 @@ def decode_speed(gguf_path: str | Path, *, n_prompt: int = 512, n_gen: int = 128
     if clock == "cpu" and threads != 1:
         raise BadRequest("clock 'cpu' measures one thread: give threads=1", param="clock")
     now = time.thread_time if clock == "cpu" else time.perf_counter
-    with _opened(gguf_path, n_prompt + n_gen + 8, n_prompt, threads) as (L, model, ctx):
+    with opened_model(gguf_path, n_prompt + n_gen + 8, n_prompt, threads) as (L, model, ctx):
         vocab = L.llama_model_get_vocab(model)
         n_vocab = int(L.llama_vocab_n_tokens(vocab))
         seed = _tokenize(L, vocab, SPEED_TEXT)
@@ -226,16 +226,16 @@ def decode_speed(gguf_path: str | Path, *, n_prompt: int = 512, n_gen: int = 128
         def prefill() -> float:
             L.llama_memory_clear(mem, True)
             t = now()
-            _decode(L, ctx, batch, prompt, 0, False)
+            decode_tokens(L, ctx, batch, prompt, 0, False)
             return now() - t
 
         def generate(count: int) -> float:
             L.llama_memory_clear(mem, True)
-            _decode(L, ctx, batch, prompt[:1], 0, False)
+            decode_tokens(L, ctx, batch, prompt[:1], 0, False)
             t = now()
             for pos in range(1, count + 1):
                 logits = np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, -1), shape=(n_vocab,))
-                _decode(L, ctx, batch, [int(logits.argmax())], pos, False)
+                decode_tokens(L, ctx, batch, [int(logits.argmax())], pos, False)
             return now() - t
 
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -19,11 +20,12 @@ from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from luodi import llm
-from luodi.errors import BadRequest, NotFound
+from luodi.errors import BadRequest, LuodiError, NotFound, Overloaded
 from luodi.llm.openai_types import (
     Body,
     ChatCompletion,
     ChatCompletionRequest,
+    ChatMessage,
     Embedding,
     EmbeddingList,
     EmbeddingUsage,
@@ -76,16 +78,18 @@ def available_models(state: ServerState) -> list[dict[str, Any]]:
 
 
 def registered_models() -> list[dict[str, Any]]:
-    """Apps with a finished run in the registry (served at /v1/apps/{name}/predict), when present."""
+    """Apps with a finished run in the registry (served at /v1/apps/{name}/predict), when present; those
+    served from a GGUF (`luodi optimize --method gguf`) answer on /v1/chat/completions too."""
     try:
         from luodi.apps import registry
 
         out = []
         for name in registry.apps_with_runs():
             run = registry.get_run(name)
-            out.append(
-                {"id": name, "role": run.task, "version": run.version, "endpoint": f"/v1/apps/{name}/predict"}
-            )
+            entry = {"id": name, "role": run.task, "version": run.version, "endpoint": f"/v1/apps/{name}/predict"}
+            if _gguf_of(run) is not None:
+                entry.update(endpoint="/v1/chat/completions", predict_endpoint=f"/v1/apps/{name}/predict")
+            out.append(entry)
         return out
     except Exception:  # noqa: BLE001 - the registry is optional for the LLM server
         return []
@@ -115,6 +119,55 @@ def _check_model(state: ServerState, model: str | None, role: str) -> str:
     )
 
 
+def _gguf_of(run: Any) -> str | None:
+    """The merged GGUF a text-generation run is served from, else None."""
+    if run.task != "text-generation":
+        return None
+    from luodi.tasks.text_generation import served_gguf
+
+    path = served_gguf(run.path)
+    return None if path is None else str(path)
+
+
+def app_engine(state: ServerState, name: str) -> tuple[Any, str | None] | None:
+    """The llama.cpp engine of app `name` when its served run is a merged GGUF (one shared engine per model,
+    continuous batching like the server's own model, with the server's engine settings) and the system prompt
+    the app was trained with; else None."""
+    from luodi.apps import registry
+    from luodi.engines import engine_options, get_engine
+
+    try:
+        run = registry.get_run(name)
+    except LuodiError:
+        return None
+    path = _gguf_of(run) if run.status == "done" else None
+    if path is None:
+        return None
+    system = json.loads((run.path / "text_generation.json").read_text()).get("options", {}).get("system")
+    try:
+        return get_engine(path, "llamacpp", **engine_options(state.settings, "llamacpp")), system
+    except LuodiError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the app's model cannot load here: say so, never a 500
+        raise Overloaded(f"app '{name}''s model is not available on this server ({e})") from e
+
+
+def _chat_target(state: ServerState, req: Any) -> tuple[str, Any | None, Any]:
+    """The model name to answer with, its engine and the request: an app served from a GGUF by its name (its
+    training system prompt first when the chat has none), else the server's chat model (engine None: the
+    server's); unknown names keep their 404 / 400."""
+    try:
+        return _check_model(state, req.model, "chat"), None, req
+    except NotFound:
+        found = app_engine(state, req.model) if req.model else None
+        if found is None:
+            raise
+        engine, system = found
+        if system and isinstance(req, ChatCompletionRequest) and req.messages[0].role != "system":
+            req = req.model_copy(update={"messages": [ChatMessage(role="system", content=system), *req.messages]})
+        return req.model, engine, req
+
+
 def _on_done(state: ServerState):
     metrics = state.extra.get("metrics")
     if metrics is None:
@@ -134,7 +187,7 @@ def _on_done(state: ServerState):
 async def _serve(service, req, request: Request):
     """Run a completion through the LLM service: JSON, or SSE events ending in [DONE] when req.stream."""
     state = get_state(request)
-    model = _check_model(state, req.model, "chat")
+    model, engine, req = await run_in_threadpool(_chat_target, state, req)
     headers = None
     guard = state.extra.get("pii_guard")
     if guard is not None:  # LUODI_GUARD_PII: the model (and all after it) sees the redacted request only
@@ -142,7 +195,7 @@ async def _serve(service, req, request: Request):
 
         req, removed = await run_in_threadpool(redact_request, req, guard)
         headers = {HEADER: ",".join(removed) or "none"}
-    engine = state.engine or await run_in_threadpool(llm.ensure_engine, state)
+    engine = engine or state.engine or await run_in_threadpool(llm.ensure_engine, state)
     out = await service(engine, req, model=model, on_done=_on_done(state),
                         stream_interval=state.settings.stream_interval_ms / 1000, disconnected=request.is_disconnected)
     if isinstance(out, Body):  # its JSON as it is (FastAPI's jsonable_encoder would walk it again)

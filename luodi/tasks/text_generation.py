@@ -4,7 +4,9 @@ The base model is the HF conversion of the bundled SmolLM2 GGUF (`luodi.models.g
 local HF causal-LM directory. Dialogues are rendered with the model's chat template, utterances
 alternating user / assistant; the loss and the perplexity count only assistant tokens. Only the LoRA
 adapter is stored (peft, safetensors). `evaluate` reports held-out perplexity of the tuned model and of
-the base model, and the relative reduction.
+the base model, and the relative reduction. `luodi optimize --method gguf` merges the adapter into a GGUF
+(luodi.tasks.gguf_export) that the llama.cpp engine serves on /v1/chat/completions under the app's name; such
+a run predicts and scores through that GGUF.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import math
 import os
 import warnings
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -53,8 +56,24 @@ def base_model_dir(source: str) -> str:
     return hf_model_dir(source, "LoRA")
 
 
+GGUF_FILE = "model.gguf"  # the merged model of a run made by `luodi optimize --method gguf`
+GGUF_DRIFT = 0.02  # the most the GGUF's held-out perplexity may differ from transformers' before f16 is tried
+
+
+def served_gguf(run_dir: str | Path) -> Path | None:
+    """The GGUF a text-generation run is served from (its text_generation.json says so), else None: how the
+    server finds that an app answers on /v1/chat/completions."""
+    meta = Path(run_dir) / "text_generation.json"
+    if not meta.is_file():
+        return None
+    name = json.loads(meta.read_text()).get("gguf")
+    path = Path(run_dir) / name if name else None
+    return path if path is not None and path.is_file() else None
+
+
 class TextGenerationTask(TextInputs, TaskBase):
     name: ClassVar[str] = "text-generation"
+    optimize_methods: ClassVar[tuple[str, ...]] = ("gguf",)
 
     def __init__(self, config: AppConfig):
         super().__init__(config)
@@ -69,6 +88,8 @@ class TextGenerationTask(TextInputs, TaskBase):
         self.tokenizer = None
         self.base_perplexity: dict[str, float] = {}
         self._evaluated: dict[str, dict[str, Any]] = {}  # metrics per evaluation set
+        self.gguf: Path | None = None  # set when the run is served from a merged GGUF (optimize --method gguf)
+        self._meta: dict[str, Any] = {}
 
     # ------------------------------------------------------------ data
     def read(self, path: str | None = None) -> list[Dialogue]:
@@ -284,6 +305,9 @@ class TextGenerationTask(TextInputs, TaskBase):
                 msgs = self._messages([req.text])
             else:
                 raise BadRequest(f"records[{i}]: give a non-empty 'text' or 'messages'", param="text")
+            if self.gguf is not None:
+                out.append({"reply": self._gguf_reply(msgs, req.max_new_tokens or self.opts.max_new_tokens)})
+                continue
             prompt = self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
             ids = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
             self.model.eval()
@@ -299,6 +323,28 @@ class TextGenerationTask(TextInputs, TaskBase):
             out.append({"reply": reply.strip()})
         return out
 
+    def _gguf_reply(self, msgs: list[dict[str, str]], max_new_tokens: int) -> str:
+        """A greedy reply from the merged GGUF on the shared llama.cpp engine (the one the server uses)."""
+        from luodi.engines import SamplingParams, complete, get_engine
+        from luodi.llm.sync import run_sync
+
+        engine = get_engine(str(self.gguf), "llamacpp")
+        ids = engine.tokenize(engine.chat_prompt(msgs))
+        params = SamplingParams(max_tokens=max_new_tokens, temperature=0.0)
+        return run_sync(complete(engine, ids, params)).text.strip()
+
+    def records_of(self, data: list[Dialogue]) -> list[dict[str, Any]]:
+        """The prediction requests of held-out dialogues (for `luodi optimize`'s table): each opening line."""
+        return [{"text": d[0]} for d in data if d and d[0].strip()]
+
+    def parameter_count(self) -> int:
+        """Weights the model computes with (the base model's, plus the adapter's unless merged into a GGUF)."""
+        self._require_model()
+        n = sum(p.numel() for p in self.model.parameters())
+        if self.gguf is not None:
+            n -= sum(p.numel() for name, p in self.model.named_parameters() if "lora_" in name)
+        return int(n)
+
     def evaluate(self, data: list[Dialogue]) -> dict[str, Any]:
         self._require_model()
         if not data:
@@ -308,7 +354,11 @@ class TextGenerationTask(TextInputs, TaskBase):
         key = f"{len(data)}:{hash(tuple(map(tuple, data))) & 0xFFFFFFFF}"
         if key in self._evaluated:  # this set was already scored with these weights
             return dict(self._evaluated[key])
-        ppl = self.perplexity(data)
+        ppl = self.perplexity(data) if self.gguf is None else self.gguf_perplexity(self.gguf, data)
+        if key not in self.base_perplexity and self.gguf is not None:  # as served: the base GGUF on llama.cpp
+            from luodi.models import resolve
+
+            self.base_perplexity[key] = self.gguf_perplexity(Path(resolve(self.source).path), data)
         if key not in self.base_perplexity:
             with self.model.disable_adapter():
                 self.base_perplexity[key] = self.perplexity(data)
@@ -329,7 +379,7 @@ class TextGenerationTask(TextInputs, TaskBase):
             self.model.save_pretrained(str(tmp), safe_serialization=True)
         write_json(
             run_dir / "text_generation.json",
-            {"task": self.name, "source": self.source, "options": self.opts.model_dump()},
+            {**self._meta, "task": self.name, "source": self.source, "options": self.opts.model_dump()},
         )
 
     def load(self, run_dir: Path) -> None:
@@ -340,12 +390,66 @@ class TextGenerationTask(TextInputs, TaskBase):
         if not meta_path.exists():
             raise BadRequest(f"{run_dir} holds no text-generation model (text_generation.json missing)")
         meta = json.loads(meta_path.read_text())
+        self._meta = {k: v for k, v in meta.items() if k not in ("task", "source", "options")}
+        self.gguf = served_gguf(run_dir)
         self.source = meta["source"]
         self.opts = TextGenerationOptions.model_validate(meta["options"])
         with _quiet_peft():
             self.model = PeftModel.from_pretrained(self._load_base(), str(run_dir))
         self._evaluated = {}
         self.model.eval()
+
+    # ------------------------------------------------------------ luodi optimize --method gguf
+    def gguf_perplexity(self, gguf: Path, dialogues: list[Dialogue]) -> float:
+        """Held-out reply-token perplexity through llama.cpp, on the same token ids `perplexity` scores."""
+        from luodi.tasks.gguf_export import gguf_reply_perplexity
+
+        encoded = [e for e in (self._encode(d) for d in dialogues) if any(t != -100 for t in e[1])]
+        if not encoded:
+            raise BadRequest("no assistant turns to score: dialogues need at least two utterances")
+        return gguf_reply_perplexity(gguf, encoded)
+
+    def optimize(self, method: str, run_dir: Path, score: Callable[[], float], calibration: list[Dialogue],
+                 opts: Any, say: Callable[[str], None]) -> dict[str, Any]:
+        """`gguf`: merge the adapter into the base weights and write them into a copy of the base GGUF (q8_0,
+        or f16 when q8_0 drifts more than GGUF_DRIFT), so the llama.cpp engine serves the app with continuous
+        batching; held-out perplexity through transformers (merged model) and through the GGUF, on the same token
+        ids, is recorded. `score` and `opts` are unused: the held-out split, not calibration rows, is the check."""
+        from luodi.models import resolve
+        from luodi.tasks.gguf_export import WEIGHTS, write_merged_gguf
+
+        if method != "gguf":
+            raise ConfigError(f"--method '{method}' is not available for text-generation; use gguf", param="method")
+        self._require_model()
+        src = resolve(self.source)
+        if src.kind != "gguf":
+            raise ConfigError(f"--method gguf needs a GGUF base model (model.source), not a {src.kind} "
+                              f"('{self.source}')", param="model.source")
+        valid = self.split(self.read(None))[1] or list(calibration)
+        run_dir = Path(run_dir)
+        lora = {name.removeprefix("base_model.model.") for name, m in self.model.named_modules()
+                if hasattr(m, "lora_A") and hasattr(m, "base_layer")}
+        merged = self.model.merge_and_unload()
+        state = merged.state_dict()
+        changed = {f"{m}.weight": state[f"{m}.weight"] for m in sorted(lora)}
+        say(f"merged the adapter into {len(changed)} weights; held-out perplexity on {len(valid)} dialogues")
+        ppl_hf = self.perplexity(valid, merged)
+        out: dict[str, Any] = {"method": "gguf", "transformers_perplexity": ppl_hf, "n_dialogues": len(valid)}
+        for weights in WEIGHTS:
+            out.update(write_merged_gguf(src.path, changed, run_dir / GGUF_FILE, weights))
+            ppl = self.gguf_perplexity(run_dir / GGUF_FILE, valid)
+            drift = ppl / ppl_hf - 1
+            say(f"{weights}: perplexity transformers {ppl_hf:.3f}, GGUF {ppl:.3f} ({100 * drift:+.2f} %)")
+            out.update(gguf_perplexity=ppl, perplexity_diff_pct=round(100 * drift, 3),
+                       gguf_mb=round((run_dir / GGUF_FILE).stat().st_size / 1e6, 2))
+            if abs(drift) <= GGUF_DRIFT:
+                break
+        self._meta = {"gguf": GGUF_FILE, "served_as": "gguf", "gguf_weights": out["weights"],
+                      "perplexity": {k: out[k] for k in ("transformers_perplexity", "gguf_perplexity",
+                                                          "perplexity_diff_pct", "n_dialogues")}}
+        write_json(run_dir / "text_generation.json",
+                   {**self._meta, "task": self.name, "source": self.source, "options": self.opts.model_dump()})
+        return out
 
     def input_model(self) -> type[BaseModel]:
         return GenerateIn

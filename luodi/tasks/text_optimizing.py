@@ -113,22 +113,27 @@ class TextOptimizing:
         self.onnx = OnnxHeads(run_dir, target.name, self.opts.max_length, opts.threads)
         return info
 
+    def _teacher(self, method: str, train: pd.DataFrame, say: Callable[[str], None]) -> tuple[list, np.ndarray, Any]:
+        """The training texts, their label indices and the whole trained model's log-probabilities for them: what
+        distill's student and prune's recovery learn from. Both start from the torch fine-tuned members."""
+        if self.onnx is not None:
+            raise ConfigError(f"--method {method} starts from a torch run, this one is ONNX: {method} its base "
+                              "version (--version), then optimize the result", param="method")
+        if self.ft_model is None:
+            raise ConfigError(f"--method {method} works on fine-tuned encoders: the app needs "
+                              "model.options.features with finetune", param="model.options.features")
+        index = {lab: i for i, lab in enumerate(self.classes)}
+        texts, y = train.text.tolist(), train.label.map(index).values
+        say(f"teacher: the trained model's predictions on {len(texts)} training texts")
+        return texts, y, self._log_probs(texts, progress=True)
+
     def distill(self, run_dir: Path, train: pd.DataFrame, opts: Any, say: Callable[[str], None]) -> dict[str, Any]:
         """Replace every head by one small fine-tuned encoder (optimize.distill.layers of the first fine-tuned
         member) trained on the whole model's predictions for the training split and its labels."""
         from luodi.tasks.text_finetune import FinetunedEnsemble, distill, member_weights
 
-        if self.onnx is not None:
-            raise ConfigError("--method distill starts from a torch run, this one is ONNX: distill its base "
-                              "version (--version), then optimize the student", param="method")
-        if self.ft_model is None:
-            raise ConfigError("--method distill starts the student from a fine-tuned encoder: the app needs "
-                              "model.options.features with finetune", param="model.options.features")
         run_dir = Path(run_dir)
-        index = {lab: i for i, lab in enumerate(self.classes)}
-        texts, y = train.text.tolist(), train.label.map(index).values
-        say(f"teacher: the trained model's predictions on {len(texts)} training texts")
-        teacher = self._log_probs(texts, progress=True)
+        texts, y, teacher = self._teacher("distill", train, say)
         layers = opts.distill.layers
         say(f"student: layers {layers} of the first fine-tuned encoder, {opts.distill.epochs} epochs")
         student = distill(texts, y, teacher, self.ft_model.members[0], opts=self.opts, distill_opts=opts.distill,
@@ -147,27 +152,20 @@ class TextOptimizing:
         """Cut attention heads and feed-forward channels out of every fine-tuned member (optimize.prune), then
         fine-tune each again on the whole unpruned model's predictions and the labels (text_prune.py); heads
         not in optimize.prune.features are dropped."""
+        from luodi.tasks.text_finetune import learn_from_teacher
         from luodi.tasks.text_prune import prune_ensemble
 
-        if self.onnx is not None:
-            raise ConfigError("--method prune starts from a torch run, this one is ONNX: prune its base version "
-                              "(--version), then optimize the pruned run", param="method")
-        if self.ft_model is None:
-            raise ConfigError("--method prune shrinks fine-tuned encoders: the app needs model.options.features "
-                              "with finetune", param="model.options.features")
         if "finetune" not in opts.prune.features:
             raise ConfigError("optimize.prune.features must keep finetune (the heads it prunes)",
                               param="optimize.prune.features")
         run_dir = Path(run_dir)
-        index = {lab: i for i, lab in enumerate(self.classes)}
-        texts, y = train.text.tolist(), train.label.map(index).values
-        say(f"teacher: the unpruned model's predictions on {len(texts)} training texts")
-        teacher = self._log_probs(texts, progress=True)
+        texts, y, teacher = self._teacher("prune", train, say)
         members = self.ft_model.members
         say(f"pruning {len(members)} fine-tuned member(s): {opts.prune.heads:.0%} of the attention heads, "
             f"{opts.prune.ffn:.0%} of the feed-forward channels ({opts.prune.importance})")
         shapes, info = prune_ensemble(members, texts, y, teacher, opts=self.opts, prune_opts=opts.prune,
-                                      run_dir=run_dir, say=say, previous=self.opts.pruned)
+                                      run_dir=run_dir, recover=learn_from_teacher, say=say,
+                                      previous=self.opts.pruned)
         kept = [f for f in self.opts.features if f in opts.prune.features]
         if "embeddings" not in kept:
             self.emb_head = None

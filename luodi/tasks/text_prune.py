@@ -165,15 +165,15 @@ def prune_ensemble(
     opts: Any,
     prune_opts: Any,
     run_dir: Path,
+    recover: Any,
     say: Any = print,
     progress: bool = True,
     previous: list[Any] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Prune and recover every member in place; returns their shapes (model.options.pruned) and a summary.
+    `recover` is text_finetune.learn_from_teacher (passed in: text_finetune imports this module's shapes).
     `previous`: the members' shapes when they were pruned before (a pruned run pruned again), so the kept
     heads are still named by their indices in the unpruned encoder."""
-    from luodi.tasks.text_finetune import learn_from_teacher  # (text_finetune imports this module at load)
-
     for m in members:
         bert_layers(m)  # refuse a decoder member before any work
     rng = np.random.default_rng(prune_opts.seed)
@@ -188,8 +188,8 @@ def prune_ensemble(
         shape = shapes_of(member, kept)
         say(f"member {k}: heads kept per layer {[len(h) for h in kept]}, feed-forward widths {shape['ffn']}; "
             f"recovering {prune_opts.epochs} epochs")
-        learn_from_teacher(member, texts, y, teacher_log_probs, opts=opts, kd=prune_opts,
-                           checkpoints=Path(run_dir) / CHECKPOINT_DIR / f"prune-member-{k}", progress=progress)
+        recover(member, texts, y, teacher_log_probs, opts=opts, kd=prune_opts,
+                checkpoints=Path(run_dir) / CHECKPOINT_DIR / f"prune-member-{k}", progress=progress)
         after += encoder_layer_parameters(member)
         shapes.append(shape)
     return shapes, {"layer_parameters": {"before": before, "after": after}, "layer_parameters_kept": after / before}
