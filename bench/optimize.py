@@ -18,6 +18,8 @@ the next call) and prints each ratio beside its goal.
 - embeddings: the bundled encoder with LUODI_EMBED_RUNTIME=onnx-int8 against sentence-transformers' encode on the
   same texts and batch size: >= 2x texts/s, mean cosine >= 0.99.
 - llm: bench/llm_quant.py (GGUF re-quantization: perplexity on held-out dailydialog and tokens/s).
+- gguf: examples/dialogue-style.yaml's LoRA merged into a GGUF for llama.cpp: reply-token perplexity on its held-out
+  dialogues within 2 % of the transformers number.
 Stored in bench/results/optimize.json (record.py); docs/optimize.md shows the table (bench/tables.py).
 """
 
@@ -35,13 +37,14 @@ from goals import chosen_parts
 from record import load, machine, save
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ["intents", "distill", "prune", "families", "embeddings", "llm"]
+PARTS = ["intents", "distill", "prune", "families", "embeddings", "llm", "gguf"]
 APPS = {
     "banking-intents": ["model.options.features=[finetune]", "model.options.head_weights={finetune: 1}",
                         "model.options.finetune_seeds=1"],
     "clinc-intents": [],
     "credit-risk": [],
     "handwritten-digits": ["train.epochs=3"],
+    "dialogue-style": [],
 }
 
 
@@ -201,6 +204,19 @@ def llm() -> tuple[list[dict], dict]:
     return measured, {"rc": rc, "rows": stored.get("rows")}
 
 
+def gguf() -> tuple[list[dict], dict]:
+    """The LoRA dialogue app merged into a GGUF served by llama.cpp: reply-token perplexity on the held-out
+    dialogues through the GGUF against transformers on the same tokens."""
+    app = "dialogue-style"
+    res = optimized(app, "gguf", base_run(app))
+    d = res["details"]
+    ppl = d.get("perplexity", d)
+    goals = [goal("dialogue-style: GGUF perplexity vs transformers (abs % difference)",
+                  abs(ppl["perplexity_diff_pct"]), 2.0, "<=",
+                  f"transformers {ppl['transformers_perplexity']:.3f}, GGUF {ppl['gguf_perplexity']:.3f}")]
+    return goals, {"gguf": res["table"], "details": d}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", help=f"comma-separated parts of {', '.join(PARTS)}")
@@ -214,7 +230,7 @@ def main() -> None:
     for part in parts:
         print(f"\n=== {part}", flush=True)
         goals, detail = {"intents": intents, "distill": distill, "prune": prune, "families": families,
-                         "embeddings": embeddings, "llm": llm}[part]()
+                         "embeddings": embeddings, "llm": llm, "gguf": gguf}[part]()
         stored["parts"][part] = {"goals": goals, "detail": detail, "machine": machine()}
     stored["goals"] = [g for p in PARTS for g in stored["parts"].get(p, {}).get("goals", [])]
     print("\n=== issue 17 goals")
