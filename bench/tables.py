@@ -222,6 +222,8 @@ def optimize_block(results: Path) -> str:
             tables += trade_off_rows(label, distilled[key])
     if "pruned" in stored["parts"].get("prune", {}).get("detail", {}):
         tables += trade_off_rows("banking-intents prune", stored["parts"]["prune"]["detail"]["pruned"])
+    if "gguf" in stored["parts"].get("gguf", {}).get("detail", {}):
+        tables += trade_off_rows("dialogue-style gguf (quality: perplexity)", stored["parts"]["gguf"]["detail"]["gguf"])
     for app, runs in stored["parts"].get("families", {}).get("detail", {}).items():
         for method in ("onnx", "int8"):
             if method in runs:
