@@ -421,7 +421,10 @@ def apply_overrides(cfg: AppConfig, params: dict[str, Any], source: str = "--set
         where = f"{source} {path}" if source.startswith("-") else f"{source}.{path}"  # --set x.y | tune.space.x.y
         node = raw
         keys = path.split(".")
-        for k in keys[:-1]:
+        fresh = False  # inside an optional section the app left out (optimize, train.privacy): made here, and
+        for k in keys[:-1]:  # validation names any key in it that does not exist
+            if isinstance(node, dict) and (node.get(k) is None and (k in node or fresh)):
+                node[k], fresh = {}, True
             if not isinstance(node, dict) or k not in node:
                 raise ConfigError(f"'{where}': '{k}' is not a key of the app config")
             node = node[k]

@@ -140,3 +140,19 @@ def banking_slice_app(datasets_dir: Path, folder: Path, name: str, options: dict
     path.write_text(yaml.safe_dump(app))
     return {"yaml": str(path), "base": api.train(str(path), progress=False), "folder": folder,
             "texts": df.text.tolist()}
+
+
+def tfidf_only_variant(app: dict, name: str) -> str:
+    """`app` (from banking_slice_app) renamed and with only the TF-IDF head, trained: the app with nothing neural,
+    which the optimize methods refuse. Returns its YAML path."""
+    import yaml
+
+    from luodi import api
+
+    raw = yaml.safe_load(open(app["yaml"]))
+    raw["name"] = name
+    raw["model"]["options"] = {"features": ["tfidf"]}
+    path = app["folder"] / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    api.train(str(path), progress=False)
+    return str(path)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import banking_slice_app
+from conftest import banking_slice_app, tfidf_only_variant
 
 from luodi import api
 from luodi.apps.export import export
@@ -121,18 +121,11 @@ def test_refusals_name_the_field(text_app, tmp_path):
         export(text_app["yaml"], tmp_path / "x", format="tflite")
     assert not (tmp_path / "x").exists()
     # TF-IDF only: nothing neural to optimize, and a bundle could not reproduce it
-    import yaml
-
-    raw = yaml.safe_load(open(text_app["yaml"]))
-    raw["name"] = "opt-tfidf"
-    raw["model"]["options"] = {"features": ["tfidf"]}
-    path = text_app["folder"] / "tfidf.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    api.train(str(path), progress=False)
+    path = tfidf_only_variant(text_app, "opt-tfidf")
     with pytest.raises(ConfigError, match="model.options.features"):
-        optimize(str(path), "onnx")
+        optimize(path, "onnx")
     with pytest.raises(ConfigError, match="model.options.features"):
-        export(str(path), tmp_path / "bundle")
+        export(path, tmp_path / "bundle")
     assert not (tmp_path / "bundle").exists()
 
 
@@ -164,3 +157,18 @@ def test_distilled_student_then_int8_is_a_small_bundle(text_app, tmp_path):
     out = export(text_app["yaml"], tmp_path / "bundle", version=small["run"]["version"])
     size = sum(p.stat().st_size for p in (tmp_path / "bundle").iterdir())
     assert out["files"] and size <= 20e6 + (0 if not small["details"].get("kept") else 60e6)
+
+
+def test_set_inside_an_optional_section_the_app_leaves_out():
+    """`--set optimize.prune.ffn=0.75` on an app without an `optimize:` block creates it (defaults filled in);
+    a section that needs values names what is missing."""
+    from luodi.config import apply_overrides, validate_app
+
+    plain = validate_app({"name": "a", "task": "tabular"})
+    assert plain.optimize is None
+    moved = apply_overrides(plain, {"optimize.prune.ffn": 0.75})
+    assert moved.optimize.prune.ffn == 0.75 and moved.optimize.prune.heads == 0.5
+    with pytest.raises(ConfigError, match="train.privacy"):
+        apply_overrides(plain, {"train.privacy.delta": 1e-5})
+    with pytest.raises(ConfigError, match="'nosuch' is not a key"):
+        apply_overrides(plain, {"nosuch.key": 1})

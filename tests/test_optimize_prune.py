@@ -9,8 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-import yaml
-from conftest import banking_slice_app
+from conftest import banking_slice_app, tfidf_only_variant
 
 from luodi import api
 from luodi.apps.optimize import optimize
@@ -113,14 +112,9 @@ def test_pruned_shapes_round_trip_through_onnx(tmp_path):
 
 
 def test_prune_needs_a_finetuned_encoder(text_app):
-    raw = yaml.safe_load(open(text_app["yaml"]))
-    raw["name"] = "prune-tfidf"
-    raw["model"]["options"] = {"features": ["tfidf"]}
-    path = text_app["folder"] / "tfidf.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    api.train(str(path), progress=False)
+    path = tfidf_only_variant(text_app, "prune-tfidf")
     with pytest.raises(ConfigError, match="model.options.features"):
-        optimize(str(path), "prune")
+        optimize(path, "prune")
     with pytest.raises(ConfigError, match="optimize.prune.features"):
         optimize(text_app["yaml"], "prune", version=text_app["base"].version,
                  overrides={"optimize.prune.features": ["tfidf"]})

@@ -10,7 +10,22 @@ from pydantic import Field
 from luodi.options.strict import Strict
 
 
-class DistillConfig(Strict):
+class TeacherConfig(Strict):
+    """What distill's student and prune's recovery share: training on the whole trained model's predictions
+    (temperature-scaled KL) and the labels (text_finetune.learn_from_teacher)."""
+
+    epochs: int = Field(2, ge=1, description="passes over the training split (per fine-tuned member)")
+    lr: float = Field(1e-4, gt=0, description="the encoder's learning rate (its head: 20x)")
+    batch_size: int = Field(32, ge=1, description="texts per step")
+    temperature: float = Field(2.0, gt=0, description="softens both distributions in the KL term")
+    alpha: float = Field(
+        0.7, ge=0, le=1, description="weight of the temperature-scaled KL to the trained model's predictions (all "
+        "its heads mixed); 1 - alpha: the labels"
+    )
+    seed: int = Field(0, description="seed of the shuffling (and of prune's importance sample)")
+
+
+class DistillConfig(TeacherConfig):
     """`optimize.distill`: a smaller student learns the trained model's predictions (text-classification)."""
 
     layers: list[int] = Field(
@@ -19,16 +34,9 @@ class DistillConfig(Strict):
         description="the teacher's encoder layers (0-based) the student keeps and starts from",
     )
     epochs: int = Field(3, ge=1, description="passes over the training split")
-    lr: float = Field(1e-4, gt=0, description="the student encoder's learning rate (its head: 20x)")
-    batch_size: int = Field(32, ge=1, description="texts per step")
-    temperature: float = Field(2.0, gt=0, description="softens both distributions in the KL term")
-    alpha: float = Field(
-        0.7, ge=0, le=1, description="weight of the temperature-scaled KL to the teacher; 1 - alpha: the labels"
-    )
-    seed: int = Field(0, description="seed of the student's shuffling")
 
 
-class PruneConfig(Strict):
+class PruneConfig(TeacherConfig):
     """`optimize.prune`: structured pruning of each fine-tuned encoder (attention heads and FFN channels are
     removed, so the matrices really shrink), then a short recovery fine-tune (text-classification)."""
 
@@ -53,15 +61,6 @@ class PruneConfig(Strict):
         "embeddings head runs a whole frozen encoder that pruning cannot shrink and would bound the speed-up, "
         "so by default it is dropped and the recovery's distillation from the whole model carries what it added",
     )
-    epochs: int = Field(2, ge=1, description="recovery: passes over the training split per fine-tuned member")
-    lr: float = Field(1e-4, gt=0, description="recovery: the encoder's learning rate (its head: 20x)")
-    batch_size: int = Field(32, ge=1, description="recovery: texts per step")
-    temperature: float = Field(2.0, gt=0, description="recovery: softens both distributions in the KL term")
-    alpha: float = Field(
-        0.7, ge=0, le=1, description="recovery: weight of the temperature-scaled KL to the unpruned model's "
-        "predictions (all its heads mixed); 1 - alpha: the labels"
-    )
-    seed: int = Field(0, description="seed of the importance sample and the recovery's shuffling")
 
 
 class OptimizeConfig(Strict):
