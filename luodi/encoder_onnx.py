@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from luodi.atomic import atomic_path, write_json
-from luodi.ort import SizedSession, fold_weight_identities, quantize_int8
+from luodi.ort import SizedSession, fold_weight_identities, quantize_int8, run_tokenized
 
 MIN_COSINE = 0.99
 CHECK_TEXTS = [
@@ -80,22 +80,8 @@ class OnnxEncoder:
         self.tokenizer.enable_truncation(max_length)
 
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        enc = self.tokenizer.encode_batch(list(texts))
-        order = np.argsort([len(e.ids) for e in enc], kind="stable")
-        out = None
-        for start in range(0, len(enc), batch_size):
-            idx = order[start : start + batch_size]
-            width = max(len(enc[i].ids) for i in idx)
-            feed = {k: np.zeros((len(idx), width), np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}
-            for row, i in enumerate(idx):
-                n = len(enc[i].ids)
-                feed["input_ids"][row, :n] = enc[i].ids
-                feed["attention_mask"][row, :n] = enc[i].attention_mask
-                feed["token_type_ids"][row, :n] = enc[i].type_ids
-            (pooled,) = self.session.run(["pooled"], feed)
-            out = np.zeros((len(enc), pooled.shape[1]), np.float32) if out is None else out
-            out[idx] = pooled
-        return out if out is not None else np.zeros((0, 0), np.float32)
+        values = run_tokenized(self.session, self.tokenizer.encode_batch(list(texts)), ["pooled"], batch_size)
+        return values[0] if values else np.zeros((0, 0), np.float32)
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:

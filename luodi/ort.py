@@ -67,6 +67,31 @@ class SizedSession:
         return self.large.run(outputs, feed)
 
 
+TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def run_tokenized(session: Any, encodings: list[Any], outputs: list[str], batch_size: int = 64) -> list[np.ndarray]:
+    """Run a graph over `tokenizers` encodings in batches of similar lengths (little padding); each output comes
+    back in the encodings' order. The one padded-batch loop of the text graphs (classifier heads, embeddings)."""
+    order = np.argsort([len(e.ids) for e in encodings], kind="stable")
+    out: list[np.ndarray] | None = None
+    for start in range(0, len(encodings), batch_size):
+        idx = order[start : start + batch_size]
+        width = max(len(encodings[i].ids) for i in idx)
+        feed = {k: np.zeros((len(idx), width), np.int64) for k in TOKEN_INPUTS}
+        for row, i in enumerate(idx):
+            e, n = encodings[i], len(encodings[i].ids)
+            feed["input_ids"][row, :n] = e.ids
+            feed["attention_mask"][row, :n] = e.attention_mask
+            feed["token_type_ids"][row, :n] = e.type_ids
+        values = session.run(outputs, feed)
+        if out is None:
+            out = [np.zeros((len(encodings), *v.shape[1:]), np.float32) for v in values]
+        for whole, v in zip(out, values, strict=True):
+            whole[idx] = v
+    return out or []
+
+
 def parameter_count(path: str | Path) -> int:
     """Elements in the model's initializers (its weights), whatever their type."""
     import onnx

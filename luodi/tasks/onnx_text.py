@@ -19,11 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from luodi.atomic import atomic_path
-from luodi.ort import SizedSession, fold_weight_identities
+from luodi.ort import TOKEN_INPUTS, SizedSession, fold_weight_identities, run_tokenized
 
 GRAPH = "neural.onnx"
 TOKENIZER = "tokenizer.json"
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+INPUTS = TOKEN_INPUTS
 
 
 def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -99,18 +99,5 @@ class OnnxHeads:
         self.path, self.session = Path(path), SizedSession(path, self.session.threads)
 
     def log_probs(self, texts: list[str], batch_size: int = 64) -> dict[str, np.ndarray]:
-        enc = self.tokenizer.encode_batch(list(texts))
-        order = np.argsort([len(e.ids) for e in enc], kind="stable")  # similar lengths together: little padding
-        out: dict[str, np.ndarray] = {}
-        for start in range(0, len(enc), batch_size):
-            idx = order[start : start + batch_size]
-            width = max(len(enc[i].ids) for i in idx)
-            feed = {k: np.zeros((len(idx), width), np.int64) for k in INPUTS}
-            for row, i in enumerate(idx):
-                e, n = enc[i], len(enc[i].ids)
-                feed["input_ids"][row, :n] = e.ids
-                feed["attention_mask"][row, :n] = e.attention_mask
-                feed["token_type_ids"][row, :n] = e.type_ids
-            for name, value in zip(self.outputs, self.session.run(self.outputs, feed), strict=True):
-                out.setdefault(name, np.zeros((len(enc), value.shape[1]), np.float32))[idx] = value
-        return out
+        values = run_tokenized(self.session, self.tokenizer.encode_batch(list(texts)), self.outputs, batch_size)
+        return dict(zip(self.outputs, values, strict=True)) if values else {}
