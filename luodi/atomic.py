@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -27,19 +27,59 @@ from typing import Any
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
+# How a file is stored: given its target path, a function that turns the written plaintext (first path) into the
+# bytes stored on disk (second path), or None to store it as written. luodi.crypto installs it (encryption at
+# rest for runs and knowledge bases); this module stays free of luodi imports.
+StoreFilter = Callable[[Path], Callable[[Path, Path], None] | None]
+_store_filter: StoreFilter | None = None
+
+
+def set_store_filter(fn: StoreFilter | None) -> None:
+    global _store_filter
+    _store_filter = fn
+
+
+def _stored_form(path: Path) -> Callable[[Path, Path], None] | None:
+    return _store_filter(path) if _store_filter is not None else None
+
 
 @contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+def plaintext_scratch(folder: Path, name: str, suffix: str) -> Iterator[Path]:
+    """Where a file to be encrypted is written first: a private folder in shared memory (/dev/shm, a tmpfs) so
+    its plaintext never reaches the disk (writers such as safetensors write a temp file beside the path and
+    rename it, so the folder is private to this write); a hidden folder beside the target where there is none
+    or it has less than 1 GiB free (a container's default /dev/shm is 64 MB)."""
+    shm = Path("/dev/shm")
+    base = folder
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        st = os.statvfs(shm)
+        base = shm if st.f_bavail * st.f_frsize >= 1 << 30 else folder
+    tmp_dir = Path(tempfile.mkdtemp(dir=base, prefix=f".luodi-{name}.", suffix=".plain"))  # mode 0700
+    try:
+        yield tmp_dir / f"{name}{suffix}"
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp", as_stored: bool = False) -> Iterator[Path]:
     """A fresh temporary path in `path`'s folder: whatever is written there replaces `path` when the block ends
     without an error (and is removed when it raises). `suffix` keeps an extension some writers insist on
-    (numpy.save adds ".npy" to a name without it)."""
+    (numpy.save adds ".npy" to a name without it). Under a folder luodi encrypts (the store filter), what is
+    written is sealed on the way; `as_stored=True`: the block writes the stored bytes themselves (luodi.crypto)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(fd)
     tmp = Path(name)
+    seal = None if as_stored else _stored_form(path)
     try:
-        yield tmp
+        if seal is None:
+            yield tmp
+        else:
+            with plaintext_scratch(path.parent, path.name, suffix) as plain:
+                yield plain
+                seal(plain, tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the file should look like any other
         _fsync(tmp)
         os.replace(tmp, path)
@@ -62,6 +102,11 @@ def atomic_dir(path: str | os.PathLike, merge: bool = False) -> Iterator[Path]:
         yield tmp
         os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700; the folder should look like any other
         for f in tmp.rglob("*"):
+            seal = _stored_form(path / f.relative_to(tmp)) if f.is_file() else None
+            if seal is not None:  # (a library filled the folder: its files are sealed one by one, each atomically)
+                sealed = f.with_name(f".{f.name}.sealed")
+                seal(f, sealed)
+                os.replace(sealed, f)
             _fsync(f)
         if merge:
             path.mkdir(exist_ok=True)

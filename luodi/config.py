@@ -17,9 +17,12 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from luodi import crypto
 from luodi.errors import ConfigError
 from luodi.options import OPTIONS
+from luodi.options.monitor import DriftConfig, PredictionLogConfig, check_traffic
 from luodi.options.optimize import OptimizeConfig
+from luodi.options.privacy import GuardConfig
 from luodi.options.strict import Strict
 from luodi.options.training import AdversarialConfig, PrivacyConfig
 
@@ -260,6 +263,20 @@ class ServeConfig(Strict):
     max_wait_ms: float = Field(
         0.0, ge=0, le=1000, description="how long a request waits for others to share its batch"
     )
+    log: PredictionLogConfig | None = Field(
+        None, description="the prediction log: sample rate and retention (unset: every prediction, 30 days)"
+    )
+    drift: DriftConfig | None = Field(None, description="drift thresholds of `luodi monitor` (unset: PSI 0.2)")
+    traffic: dict[str, int] | None = Field(
+        None,
+        description="split predictions between versions by weight, e.g. {v3: 90, v4: 10}: each request goes to "
+        "one version, chosen by a hash of its body (the same body, the same version); unset: the served run",
+    )
+
+    @field_validator("traffic")
+    @classmethod
+    def _traffic(cls, v: dict[str, int] | None) -> dict[str, int] | None:
+        return check_traffic(v)
 
 
 # keys removed because nothing read them -> the value every stored config.yaml holds: a stored run still loads
@@ -270,8 +287,14 @@ FINGERPRINTED = ("serve.route",)
 # keys added after runs were stored: unset (None) they are left out of config_fingerprint, so a tune / cv run
 # interrupted before they existed still resumes
 ADDED_OPTIONAL = (
-    "evaluate.fairness", "train.fairness", "train.adversarial", "train.privacy", "train.optimizer", "optimize"
+    "evaluate.fairness", "train.fairness", "train.adversarial", "train.privacy", "train.optimizer", "optimize",
+    "serve.log", "serve.drift", "serve.traffic",
+    "guard",
 )
+
+
+# tasks whose inputs are free text (`text`, or chat `messages` for text-generation): what guard.pii can redact
+TEXT_INPUT_TASKS = ("text-classification", "token-classification", "text-generation")
 
 
 class AppConfig(Strict):
@@ -286,6 +309,9 @@ class AppConfig(Strict):
     serve: ServeConfig = Field(default_factory=ServeConfig)
     optimize: OptimizeConfig | None = Field(
         None, description="how `luodi optimize` makes a trained run smaller and faster (int8, ONNX, ...)"
+    )
+    guard: GuardConfig | None = Field(
+        None, description="what the app's prediction routes do to inputs first (guard.pii: redact PII)"
     )
     options: dict[str, Any] = Field(
         default_factory=dict, description="task-level extras (the assistant's definition)"
@@ -320,6 +346,19 @@ class AppConfig(Strict):
             except ValidationError as e:
                 raise _under("options", e, schema) from None
         return model
+
+    @field_validator("guard")
+    @classmethod
+    def _guard_fits_task(cls, guard: GuardConfig | None, info: ValidationInfo) -> GuardConfig | None:
+        """guard.pii reads free text (`text`, chat `messages`): an app without any would redact nothing."""
+        task = info.data.get("task", "")
+        if guard is not None and guard.pii is not None and task not in TEXT_INPUT_TASKS:
+            raise PydanticCustomError(
+                "guard_task",
+                "guard.pii redacts free-text inputs; a {task} app has none (tasks with text inputs: {tasks})",
+                {"task": task, "tasks": ", ".join(TEXT_INPUT_TASKS)},
+            )
+        return guard
 
     @classmethod
     def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -404,7 +443,7 @@ def load_app_config(path: str | Path) -> AppConfig:
     if not p.exists():
         raise ConfigError(f"app file '{p}' not found")
     try:
-        raw = yaml.safe_load(p.read_text()) or {}
+        raw = yaml.safe_load(crypto.read_text(p)) or {}  # (a run's config.yaml may be encrypted)
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML: {e}") from e
     if not isinstance(raw, dict):
@@ -474,3 +513,23 @@ def config_fingerprint(cfg: AppConfig, ignore: tuple[str, ...] = (), **extra: An
         node.pop(leaf, None)
     blob = json.dumps({"config": dump, **extra}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def on_off_or_file(value: str, where: str, what: str) -> bool | dict[str, Any] | None:
+    """A setting or option that is on, off or a YAML / JSON file (LUODI_GUARD_PII, LUODI_GUARD_INJECTION, `luodi kb
+    create --pii / --injection`): None (empty or off), True (on) or the file's mapping; errors name `where`."""
+    value = (value or "").strip()
+    if value.lower() in ("", "off", "false", "0"):
+        return None
+    if value.lower() in ("on", "true", "1"):
+        return True
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{where}: '{value}' is neither on, off nor a YAML / JSON file of {what}", param=where)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{where}: {path} is not YAML / JSON ({e})", param=where) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: {path} must hold a mapping of {what}", param=where)
+    return data

@@ -89,9 +89,11 @@ class Encoder:
         words: bool = False,
         progress: bool = False,
         description: str = "encoding",
+        forward: Callable[[Any], Any] | None = None,
     ) -> Iterator[tuple[np.ndarray, Any, Any]]:
         """Yield (indices into `inputs`, tokenized batch, hidden states) per batch of similar lengths: the last
-        layer's (b, seq, dim), or with `all_layers` every layer's tuple. `words`: inputs are lists of words."""
+        layer's (b, seq, dim), or with `all_layers` every layer's tuple. `words`: inputs are lists of words.
+        `forward(batch)`: computes what is yielded instead of the torch model (an ONNX graph of the encoder)."""
         torch = self._torch
         if not len(inputs):
             return
@@ -115,6 +117,9 @@ class Encoder:
                     max_length=max_length,
                     return_tensors="pt",
                 )
+                if forward is not None:
+                    yield idx, batch, forward(batch)
+                    continue
                 out = self.model(**batch, output_hidden_states=all_layers)
                 yield idx, batch, out.hidden_states if all_layers else out.last_hidden_state
 
@@ -181,10 +186,12 @@ class Encoder:
         progress: bool = False,
         batch_size: int = 32,
         cache: bool = True,
+        forward: Callable[[Any], np.ndarray] | None = None,
     ) -> list[np.ndarray]:
         """First-sub-word hidden states of `layers` for every (lower-cased) word: float16 (n_words, len(layers),
         dim) per sentence; cached on disk and, for the few latest sets, in memory (`cache=False`: computed and
-        kept nowhere, for texts that must not be stored, e.g. PII detection)."""
+        kept nowhere, for texts that must not be stored, e.g. PII detection). `forward(batch)`: an ONNX graph
+        that gives those layers stacked, (b, seq, len(layers), dim), in place of the torch model; never cached."""
         lengths = [len(s) for s in sentences]
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
 
@@ -200,9 +207,11 @@ class Encoder:
                 words=True,
                 progress=progress,
                 description="encoding sentences",
+                forward=forward,
             )
             for idx, batch, hidden in steps:
-                stack = self._torch.stack([hidden[la] for la in layers], dim=2).numpy()  # (b, seq, L, dim)
+                stack = hidden if forward is not None else self._torch.stack([hidden[la] for la in layers], dim=2)
+                stack = np.asarray(stack)  # (b, seq, L, dim)
                 for b, i in enumerate(idx):
                     seen = set()
                     for pos, w in enumerate(batch.word_ids(b)):
@@ -211,7 +220,7 @@ class Encoder:
                             flat[offsets[i] + w] = stack[b, pos]
             return flat
 
-        if not cache:
+        if not cache or forward is not None:
             flat = compute()
         else:
             flat = cached_features("word-features", [self.spec, layers, max_length, sentences], compute, memo=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -123,6 +123,70 @@ class Settings(BaseSettings):
         "type; names need a trained entity-extraction app) or a YAML / JSON file of PII settings (docs/privacy.md); "
         "responses name the removed types in the X-Luodi-PII-Removed header. Empty (the default): off",
     )
+    guard_injection: str = Field(
+        "",
+        description="check chat and completion requests for prompt injection and jailbreaks (heuristics + the "
+        "trained prompt-injection app) and non-streamed replies for leaked secrets, the system prompt and PII: "
+        "'on' (block with HTTP 400 guard_injection) or a YAML / JSON file of injection-guard settings "
+        "(docs/security-guard.md: mode block | flag, threshold, checks); X-Luodi-Guard / X-Luodi-Guard-Output "
+        "headers name the checks that fired. Empty (the default): off",
+    )
+    encryption_key: str = Field(
+        "",
+        repr=False,
+        description="encryption at rest (docs/encryption.md): a 32-byte key as 64 hex digits or base64; when set, "
+        "runs, knowledge-base indexes and the store's message, ticket and chunk texts are written AES-256-GCM "
+        "encrypted (files written before stay readable). Empty (the default): stored as plaintext",
+    )
+    encryption_key_file: str = Field(
+        "",
+        description="a file holding the encryption key (hex, base64 or 32 raw bytes), e.g. a mounted Kubernetes "
+        "Secret; used when encryption_key is empty",
+    )
+    encryption_new_key: str = Field(
+        "",
+        repr=False,
+        description="only for `luodi keys rotate-encryption`: the key everything is re-encrypted under "
+        "(or --new-key-file); afterwards set it as encryption_key",
+    )
+    # `luodi serve --ray` (luodi.serve.ray_serve, docs/ray.md): the same app as replicas of one Ray Serve deployment
+    ray_address: str = Field(
+        "",
+        description="with `luodi serve --ray`: the Ray cluster to deploy on (e.g. 'auto' or 'ray://head:10001'); "
+        "empty (the default): start a local Ray on this machine. `luodi serve --ray --address`",
+    )
+    ray_min_replicas: int = Field(
+        1, ge=0, le=1000,
+        description="with `luodi serve --ray`: fewest replicas of the server (0 lets Ray Serve scale to zero); "
+        "equal to ray_max_replicas: that fixed number, no autoscaling. `--min-replicas`",
+    )
+    ray_max_replicas: int = Field(
+        1, ge=1, le=1000,
+        description="with `luodi serve --ray`: most replicas Ray Serve's autoscaler may start (>= "
+        "ray_min_replicas). `--max-replicas`",
+    )
+    ray_target_ongoing_requests: float = Field(
+        2.0, gt=0, le=10000,
+        description="with `luodi serve --ray` and max > min replicas: the requests in flight per replica the "
+        "autoscaler aims at (more: it adds replicas, fewer: it removes them). `--target-ongoing-requests`",
+    )
+    ray_max_ongoing_requests: int = Field(
+        32, ge=1, le=10000,
+        description="with `luodi serve --ray`: requests one replica handles at once; Ray Serve queues the rest in "
+        "its proxy (it must exceed ray_target_ongoing_requests)",
+    )
+    ray_high_throughput: bool = Field(
+        True,
+        description="with `luodi serve --ray` on a local Ray (no ray_address): start it in Ray Serve's high-"
+        "throughput mode (RAY_SERVE_ENABLE_HA_PROXY=1: HAProxy instead of the Python proxy in front of the "
+        "replicas, RAY_SERVE_THROUGHPUT_OPTIMIZED=1); a RAY_SERVE_* variable already set wins. A running "
+        "cluster keeps the mode it was started with",
+    )
+    ray_replica_cpus: float = Field(
+        1.0, ge=0, le=1024,
+        description="with `luodi serve --ray`: CPUs Ray reserves for each replica (0: none reserved, replicas "
+        "share the node's cores; the chat engine's own threads are LUODI_THREADS)",
+    )
 
     @property
     def db_url(self) -> str:
@@ -139,6 +203,19 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.home / "cache"
+
+
+def security_summary(s: Settings, pii: Any = None, injection: Any = None) -> dict[str, Any]:
+    """The security settings a server runs with, secrets left out: `luodi audit`'s server section and the console's
+    admin view (GET /v1/security) show the same. `pii` / `injection`: the guards' parsed settings, when on."""
+
+    def shown(cfg: Any) -> dict[str, Any] | None:
+        return None if cfg is None else cfg.model_dump(mode="json", exclude={"key", "salt"})
+
+    return {"auth": s.auth, "host": s.host, "rate_limit_rpm": s.rate_limit_rpm, "max_queue": s.max_queue,
+            "tls": bool(s.ssl_certfile), "max_body_mb": s.max_body_mb, "max_upload_mb": s.max_upload_mb,
+            "cors_origins": s.cors_origin_list or "off", "audit_log": s.audit_log,
+            "guard_pii": shown(pii), "guard_injection": shown(injection)}
 
 
 @lru_cache

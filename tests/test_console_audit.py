@@ -134,3 +134,27 @@ def test_keys_panel_creates_a_scoped_key(open_console, live_server):
     page.fill("#key-routes", "everything")
     page.click("#key-create")
     assert "field 'routes'" in page.wait_for_selector("#key-created .error").inner_text()
+
+
+def test_admin_sees_the_security_settings(open_console, live_server):
+    from luodi import rag
+    from luodi.keys import create_key
+
+    pytest.importorskip("presidio_analyzer", reason="the privacy extra is not installed")
+    rag.create_kb("console-pii-kb", pii={"ner_app": None, "operator": "mask"})
+    r = httpx.get(f"{live_server.base_url}/security", headers=live_server.headers)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["server"]["guard_pii"] is None and body["server"]["auth"] == live_server.app.state.luodi.settings.auth
+    assert next(k for k in body["kbs"] if k["kb"] == "console-pii-kb")["pii"]["operator"] == "mask"
+    if live_server.app.state.luodi.settings.auth.lower() != "off":
+        user = create_key("security-console-user").key
+        r = httpx.get(f"{live_server.base_url}/security", headers={"Authorization": f"Bearer {user}"})
+        assert r.status_code == 403
+    page = open_console(live_server.key)
+    page.goto("/#audit")
+    cell = page.locator("#security-settings tr[data-setting='knowledge base console-pii-kb: pii'] td").nth(1)
+    cell.wait_for()
+    assert cell.inner_text().startswith("on: ") and "operator=mask" in cell.inner_text()
+    off = page.locator("#security-settings tr[data-setting='guard_pii'] td").nth(1).inner_text()
+    assert off == "off"

@@ -233,7 +233,7 @@ def test_migration_upgrades_a_store_with_keys(tmp_path):
     assert out["old_user"] == 200 and out["old_admin"] == 200 and out["scoped"] == 403
     assert out["keys"] == [["old-user", "user", None], ["old-admin", "admin", None],
                            ["new-scoped", "user", {"routes": ["kb"]}]]
-    assert out["revision"] == "0005"  # migrated to the head
+    assert out["revision"] == "0006"  # migrated to the head
 
 
 try:  # the throwaway PostgreSQL cluster of test_server_postgres (skips there without psycopg / PostgreSQL)
@@ -273,4 +273,4 @@ def test_scoped_keys_on_postgres(pg_url, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out == {"kb_in": 404, "kb_out": 403, "scope": {"apps": ["a1"], "kbs": ["k1"]},
-                   "dialect": "postgresql", "revision": "0005"}
+                   "dialect": "postgresql", "revision": "0006"}

@@ -126,8 +126,12 @@ class Agent:
         temperature: float = 0.0,
         seed: int = 0,
         route: bool | str = True,
+        injection: Any = None,
     ):
         self.tools = list(tools or [])
+        # guard.injection (InjectionConfig fields, true, or None: off): a tool output that looks like a prompt
+        # injection is replaced by a notice (mode block) or passed on and marked in the trace (mode flag)
+        self.injection = _injection_guard(injection)
         self.by_name = {t.name: t for t in self.tools}
         if len(self.by_name) != len(self.tools):
             raise BadRequest("two tools share a name", param="tools")
@@ -142,6 +146,7 @@ class Agent:
         # first turn: require a call when a tool's relevance(goal) is high; route="strict" also makes a
         # goal no tool is relevant to answer directly (for small models that call tools at random)
         self.route = route
+        self.guarded: list[dict[str, Any]] = []  # tool outputs guard.injection replaced or flagged, this process
 
     @property
     def engine(self):
@@ -242,11 +247,18 @@ class Agent:
         tool = self.by_name[name]
         token = RUN_CONTEXT.set({"thread_id": thread_id})
         try:
-            return await asyncio.to_thread(tool.invoke, arguments)  # copies the context (RUN_CONTEXT)
+            out = await asyncio.to_thread(tool.invoke, arguments)  # copies the context (RUN_CONTEXT)
         except ToolError as e:
             return f"Error: {e}"
         finally:
             RUN_CONTEXT.reset(token)
+        if self.injection is not None and isinstance(out, str):  # indirect injection through a tool's output
+            from luodi.privacy.injection import guard_tool_output
+
+            out, verdict = await asyncio.to_thread(guard_tool_output, self.injection, name, out)
+            if verdict.injected:
+                self.guarded.append({"tool": name, "mode": self.injection.cfg.mode, **verdict.as_dict()})
+        return out
 
     async def _loop(self, thread_id: str, state: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         lim = self.limits
@@ -445,6 +457,18 @@ class Agent:
 # ---------------------------------------------------------------------------------------- from config
 
 
+def _injection_guard(value: Any) -> Any:
+    """An InjectionGuard (luodi.privacy.injection, one per distinct setting in the process) from an agent's
+    `injection` setting, else None."""
+    if value is None or value is False:
+        return None
+    from luodi.privacy.injection import shared_guard
+    from luodi.privacy.injection_config import injection_config
+
+    cfg = injection_config(value, where="agent injection")
+    return None if cfg is None else shared_guard(cfg)
+
+
 def agent_from_config(
     config: dict[str, Any] | None = None,
     *,
@@ -453,7 +477,7 @@ def agent_from_config(
     limits: Limits | None = None,
     memory_scope: str | None = None,
 ) -> Agent:
-    """An agent with built-in tools from a JSON-able config {names, db, kb, approval, route} (stored per
+    """An agent with built-in tools from a JSON-able config {names, db, kb, approval, route, injection} (stored per
     thread, so a paused run is rebuilt with the same tools); `engine` overrides the model (a server's)."""
     cfg = dict(config or {})
     names = cfg.get("names") or list(BUILTIN_NAMES)
@@ -467,6 +491,7 @@ def agent_from_config(
         limits=limits,
         memory_scope=memory_scope,
         tool_config=cfg,
+        injection=cfg.get("injection"),
     )
 
 

@@ -28,8 +28,13 @@ def model_bytes(run_dir: Path) -> int:
 
 
 def _outputs(task: Any, records: list[dict[str, Any]]) -> list[Any]:
-    """What is compared between two models: each prediction's label (or its value, for regressors)."""
+    """What is compared between two models: each prediction's label (or its value, for regressors; the entity
+    spans found, for taggers)."""
     out = task.predict(records)
+    if out and "entities" in out[0]:
+        return [sorted((e["label"], e["start"], e["end"]) for e in o["entities"]) for o in out]
+    if out and "items" in out[0]:  # recommendations: the ranked item ids (their rounded scores may differ by 1e-4)
+        return [[i["item_id"] for i in o["items"]] for o in out]
     key = next((k for k in ("label", "value", "prediction", "score") if k in out[0]), None) if out else None
     return [o[key] if key else o for o in out]
 
@@ -58,7 +63,8 @@ def measure(task: Any, run_dir: Path, valid: Any, metric: str, latency_rows: int
     seconds = time.perf_counter() - t0
     quality = task.evaluate(valid).get(metric)
     return {
-        "size_mb": round(model_bytes(run_dir) / 1e6, 2),
+        # a model that reads weights from outside its run (a bundled encoder) is charged for them too
+        "size_mb": round((model_bytes(run_dir) + getattr(task, "outside_model_bytes", lambda: 0)()) / 1e6, 2),
         "parameters": task.parameter_count() if hasattr(task, "parameter_count") else None,
         "p50_ms": round(float(np.percentile(times, 50)) * 1000, 3),
         "p95_ms": round(float(np.percentile(times, 95)) * 1000, 3),

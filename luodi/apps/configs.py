@@ -38,8 +38,10 @@ def load_app(app: AppRef, overrides: dict[str, Any] | None = None) -> AppConfig:
     try:
         run = registry.get_run(s)
         return load_app_config(run.path / "config.yaml")
-    except NotFound:
-        pass
+    except NotFound:  # no run serves by itself (every one held back): the newest finished one's config
+        done = [r for r in registry.list_runs(s) if r.status == "done"]
+        if done:
+            return load_app_config(done[0].path / "config.yaml")
     demo = DEMO_DIR / f"{s}.yaml"
     if demo.exists():
         return load_app_config(demo)

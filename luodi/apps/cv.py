@@ -8,14 +8,13 @@ validation split stays unseen. `fit_and_score` is the one fit + score of a fold 
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from luodi import atomic
+from luodi import atomic, crypto
 from luodi.apps import registry
 from luodi.apps.configs import AppRef, load_app
 from luodi.apps.report import numbers
@@ -109,7 +108,7 @@ def _finished_folds(state: Path | None, fingerprint: str, folds: int) -> dict[in
     """Fold metrics a CV with the same fingerprint stored before it was interrupted; a 400 when there are none."""
     if state is None or not state.exists():
         raise BadRequest("nothing to resume: no interrupted CV of this app; run without --resume", param="resume")
-    saved = json.loads(state.read_text())
+    saved = crypto.read_json(state)
     if saved.get("fingerprint") != fingerprint or saved.get("folds") != folds:
         raise BadRequest(
             "nothing to resume: the stored CV used another config, --folds or --train-only; run without --resume",

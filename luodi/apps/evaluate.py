@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from luodi import atomic
+from luodi.apps import registry
 from luodi.apps.configs import AppRef, load_app
 from luodi.apps.predict import load_predictor
 from luodi.apps.report import add_importance, select_metrics, write_report
-from luodi.errors import BadRequest
+from luodi.errors import BadRequest, NotFound
 from luodi.tasks import task_for
 
 REFIT_NOTE = (
@@ -26,6 +27,9 @@ def evaluate(
     Writes evaluations/<file>.json and .html in the run's folder (outside the manifest's files).
     """
     cfg = load_app(app)
+    held = None
+    if version is None:
+        version, held = _evaluated_version(cfg.name)
     pred = load_predictor(cfg.name, version)
     task = pred.task
     if data is None:
@@ -43,6 +47,7 @@ def evaluate(
         "data": str(data or "validation split"),
         "metrics": select_metrics(pred.config, ev),
         **({"note": note} if note else {}),
+        **({"held": f"{pred.run.version} does not serve by itself: {held}"} if held else {}),
     }
     if report:
         edir = pred.run.path / "evaluations"
@@ -52,3 +57,15 @@ def evaluate(
         write_report(edir / f"{tag}.html", title, ev, [], {"data": out["data"]})
         out["report"] = str(edir / f"{tag}.html")
     return out
+
+
+def _evaluated_version(app: str) -> tuple[str, str | None]:
+    """The run the app serves, else the newest finished one with why it is held back: when every run is (optimized,
+    or it missed its evaluate.goal), evaluating it is how one decides whether to promote it."""
+    try:
+        return registry.get_run(app).version, None
+    except NotFound:
+        done = [r for r in registry.list_runs(app) if r.status == "done"]
+        if not done:
+            raise
+        return done[0].version, registry.hold_reason(done[0])

@@ -9,13 +9,12 @@ later `optimize --version` can start from it (methods compose: distill, then int
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Callable
 from typing import Any
 
-from luodi import atomic
+from luodi import atomic, crypto
 from luodi.apps import registry
 from luodi.apps.compare import compare, table_html
 from luodi.apps.configs import AppRef, config_yaml, load_app
@@ -81,7 +80,7 @@ def _build(cfg, base_run: RunInfo, run: RunInfo, method: str, rows, metric: str,
     """Copy the base run's model files into `run`, let the task optimize them there (`rows`: the training split
     and its calibration sample), load the result back."""
     train, calibration = rows
-    listed = json.loads((base_run.path / registry.MANIFEST).read_text())["files"]
+    listed = crypto.read_json(base_run.path / registry.MANIFEST)["files"]
     for rel in listed:
         if rel not in DERIVED:
             (run.path / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -130,7 +129,7 @@ def _sample(rows: Any, n: int, seed: int) -> Any:
 
 def _methods_of(run: RunInfo) -> list[str]:
     path = run.path / OPTIMIZE_JSON
-    return json.loads(path.read_text())["methods"] if path.exists() else []
+    return crypto.read_json(path)["methods"] if path.exists() else []
 
 
 def _record(cfg, base_run: RunInfo, run: RunInfo, result: dict, seconds: float) -> dict[str, float]:

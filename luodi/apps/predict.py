@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,9 @@ from luodi.errors import BadRequest, LuodiError
 from luodi.tasks import task_for
 
 Records = list[dict[str, Any]]
+InputGuard = Callable[[Records], tuple[Records, list[str]]]  # records -> (redacted copies, entity types removed)
+# builds an app's InputGuard from its `guard.pii` settings; luodi.api passes luodi.privacy's (a layer above this one)
+GuardFactory = Callable[[Any], InputGuard]
 
 
 @dataclass
@@ -26,8 +30,17 @@ class Predictor:
     run: RunInfo
     task: Any
     explain: bool = False  # add each feature's effect (table apps)
+    guard: InputGuard | None = None  # the app's guard.pii, when it has one and the loader was given the factory
+
+    def redact(self, records: Records) -> tuple[Records, list[str]]:
+        """The records as the model may see them (guard.pii applied), and the entity types removed."""
+        return self.guard(records) if self.guard is not None else (records, [])
 
     def predict(self, records: Records) -> Records:
+        return self.predict_redacted(self.redact(records)[0])
+
+    def predict_redacted(self, records: Records) -> Records:
+        """Predictions for records that went through `redact` already (the HTTP routes report what it removed)."""
         return self.task.explain(records) if self.explain else self.task.predict(records)
 
     def explaining(self, explain: bool = True) -> Predictor:
@@ -39,8 +52,15 @@ _cache: dict[tuple[str, str], Predictor] = {}
 _cache_lock = threading.Lock()
 
 
-def load_predictor(app: AppRef, version: str | None = None) -> Predictor:
-    """The run an app serves (pinned, else its latest finished run) or a given version, cached per process."""
+def load_predictor(app: AppRef, version: str | None = None, guard: GuardFactory | None = None) -> Predictor:
+    """The run an app serves (pinned, else its latest finished run) or a given version, cached per process;
+    with `guard`, the app's guard.pii redacts its inputs (luodi.api always passes it)."""
+    pred = _load(app, version)
+    pii = pred.config.guard.pii if pred.config.guard is not None else None
+    return replace(pred, guard=guard(pii)) if guard is not None and pii is not None else pred
+
+
+def _load(app: AppRef, version: str | None) -> Predictor:
     run = registry.get_run(app_name(app), version)
     key = (run.app, run.version)
     with _cache_lock:
@@ -78,10 +98,11 @@ def predict(
     inputs: Records | dict[str, Any] | str | Path,
     version: str | None = None,
     explain: bool = False,
+    guard: GuardFactory | None = None,
 ) -> Records:
     """Predict for records (a dict, a list of dicts) or an input file or folder (csv/json/jsonl/parquet/image/wav);
-    `explain`: each feature's effect on the prediction too (table apps)."""
-    pred = load_predictor(app_name(app), version).explaining(explain)
+    `explain`: each feature's effect on the prediction too (table apps); `guard`: as load_predictor's."""
+    pred = load_predictor(app_name(app), version, guard).explaining(explain)
     if isinstance(inputs, dict):
         return pred.predict([inputs])
     if not isinstance(inputs, str | Path):
@@ -95,12 +116,16 @@ def predict(
 
 
 def predict_files(
-    app: AppRef, files: list[tuple[str, bytes]], version: str | None = None, explain: bool = False
+    app: AppRef,
+    files: list[tuple[str, bytes]],
+    version: str | None = None,
+    explain: bool = False,
+    guard: GuardFactory | None = None,
 ) -> Records:
     """Predictions for uploaded files, (name, bytes) each, read in memory as `predict` reads the files of a
     folder: their rows (one predict call per file; an error names the file), or for image / speech apps each
     file as one input. Each output names its file under "input"."""
-    pred = load_predictor(app_name(app), version).explaining(explain)
+    pred = load_predictor(app_name(app), version, guard).explaining(explain)
     names = [name for name, _ in files]
     if getattr(pred.task, "inputs_are_files", False):  # the task decodes the bytes given as its input
         return predict_by_file(pred, [{"path": data} for _, data in files], names)

@@ -6,7 +6,6 @@ versions) is written last and verified when a run is loaded, so a crash or a tam
 
 from __future__ import annotations
 
-import json
 import platform
 import shutil
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from luodi import atomic
+from luodi import atomic, crypto
 from luodi.atomic import sha256_file
 from luodi.errors import LuodiError, NotFound
 from luodi.settings import get_settings
@@ -29,6 +28,7 @@ from luodi.train import CHECKPOINT_DIR  # per-epoch state: removed when a run fi
 MANIFEST = "manifest.json"
 AUDIT_PAGE = "audit.html"  # written by `luodi audit` beside report.html; derived, so not in the manifest
 OPTIMIZED = "optimize.json"  # in a run `luodi optimize` made: how, from which version, the trade-off table
+GATE = "gate.json"  # in a trained run that missed its evaluate.goal: serves only once promoted with force
 RESUMABLE = ("running", "interrupted", "failed")
 _LIBS = (
     "luodi",
@@ -131,7 +131,7 @@ def verify_manifest(run_dir: Path) -> dict[str, Any]:
             f"run '{run_dir}' has no {MANIFEST}: it did not finish; retrain it "
             "(`luodi train APP.yaml --resume`)"
         )
-    man = json.loads(mp.read_text())
+    man = crypto.read_json(mp)
     for rel, meta in man["files"].items():
         p = run_dir / rel
         if not p.exists():
@@ -151,6 +151,8 @@ def verify_manifest(run_dir: Path) -> dict[str, Any]:
 
 
 def runs_root(override: str | None = None) -> Path:
+    if override:  # (a runs folder of its own: encrypted like the default one when a key is set)
+        crypto.protect_root(Path(override).expanduser())
     return Path(override).expanduser() if override else get_settings().runs_dir
 
 
@@ -206,9 +208,37 @@ def is_optimized(run: RunInfo) -> bool:
     return (run.path / OPTIMIZED).exists()
 
 
+def write_gate(run_dir: Path, goal: Any, metrics: dict[str, Any]) -> str | None:
+    """At the end of training: when the run misses its evaluate.goal (a GoalConfig), write gate.json saying why
+    (it is then held back like an optimized run) and return the reason; None when it meets it or has none."""
+    if goal is None or goal.metric not in metrics:
+        return None
+    value = float(metrics[goal.metric])
+    met = value >= goal.target if goal.direction == "maximize" else value <= goal.target
+    if met:
+        return None
+    op = "<" if goal.direction == "maximize" else ">"
+    reason = f"misses its goal: {goal.metric} {value:.4g} {op} {goal.target:g}"
+    atomic.write_json(run_dir / GATE, {"metric": goal.metric, "value": value, "target": goal.target,
+                                       "direction": goal.direction, "reason": reason})
+    return reason
+
+
+def hold_reason(run: RunInfo) -> str | None:
+    """Why a finished run does not serve by being the newest (None: it does): `luodi optimize` made it, or it
+    missed its evaluate.goal. Either serves once promoted (a missed goal needs --force)."""
+    if is_optimized(run):
+        return "optimized: serves once promoted"
+    gate = run.path / GATE
+    if gate.exists():
+        return crypto.read_json(gate)["reason"] + "; serves once promoted with --force"
+    return None
+
+
 def get_run(app: str, version: str | None = None) -> RunInfo:
     """A given version, or the run the app serves: the pinned one (`promote`), else its latest finished trained
-    run. An optimized run is never served by being newest: a trade-off is chosen with `promote`, not by a try."""
+    run. An optimized run, or one that missed its evaluate.goal, is never served by being newest (`hold_reason`):
+    a trade-off is chosen with `promote`, not by a try."""
     runs = list_runs(app)
     version = version or pinned_version(app)
     if version:
@@ -219,9 +249,15 @@ def get_run(app: str, version: str | None = None) -> RunInfo:
             f"app '{app}' has no run '{version}'; versions: {', '.join(r.version for r in runs) or 'none'}",
             param="version",
         )
+    held = []
     for r in runs:
-        if r.status == "done" and not is_optimized(r):
-            return r
+        if r.status == "done":
+            if (why := hold_reason(r)) is None:
+                return r
+            held.append(f"{r.version} {why}")
+    if held:
+        raise NotFound(f"app '{app}' has no run to serve by itself: {'; '.join(held)} "
+                       f"(`luodi promote {app} VERSION [--force]`)", param="app")
     raise NotFound(f"app '{app}' has no finished run; train it first: `luodi train APP.yaml`", param="app")
 
 
@@ -232,14 +268,20 @@ def pinned_version(app: str) -> str | None:
         return row.version if row else None
 
 
-def pin_version(app: str, version: str | None) -> None:
-    """Pin the version an app serves (a finished run whose files match its manifest), or unpin with None."""
+def pin_version(app: str, version: str | None, force: bool = False) -> None:
+    """Pin the version an app serves (a finished run whose files match its manifest), or unpin with None; a run
+    that missed its evaluate.goal only with `force`."""
     if version is not None:
         run = get_run(app, version)
         if run.status != "done":
             raise LuodiError(
                 f"run {app} {version} is {run.status}, not finished; only a finished run can be served "
                 f"(`luodi train APP.yaml --resume` finishes it)", status=409, param="version",
+            )
+        if not force and (run.path / GATE).exists():
+            raise LuodiError(
+                f"run {app} {version} {crypto.read_json(run.path / GATE)['reason']}; serve it anyway with "
+                f"`luodi promote {app} {version} --force` (HTTP: \"force\": true)", status=409, param="force",
             )
         verify_manifest(run.path)
     with session_scope() as s:

@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from luodi import crypto
 from luodi.apps import registry
 from luodi.apps.configs import AppRef, app_name
 
 
 def list_runs(app: str | None = None) -> list[dict[str, Any]]:
     """Runs (newest first) with status, metrics and `served` (the run predictions use) / `pinned`."""
-    runs = [{**r.as_dict(), "audited": (r.path / registry.AUDIT_PAGE).exists(), "optimized": _optimized(r.path)}
+    runs = [{**r.as_dict(), "audited": (r.path / registry.AUDIT_PAGE).exists(), "optimized": _optimized(r.path),
+             "held": registry.hold_reason(r) if r.status == "done" else None}
             for r in registry.list_runs(app_name(app) if app else None)]
     for name in {r["app"] for r in runs}:
         pinned = registry.pinned_version(name)
         served = pinned or next((r["version"] for r in runs
-                                 if r["app"] == name and r["status"] == "done" and not r["optimized"]), None)
+                                 if r["app"] == name and r["status"] == "done" and not r["held"]), None)
         for r in runs:
             if r["app"] == name:
                 r["served"], r["pinned"] = r["version"] == served, r["version"] == pinned
@@ -29,7 +30,7 @@ def _optimized(run_dir: Path) -> dict[str, Any] | None:
     path = run_dir / registry.OPTIMIZED
     if not path.exists():
         return None
-    done = json.loads(path.read_text())
+    done = crypto.read_json(path)
     table = done.get("table", {})
     row = table.get("rows", {}).get("optimized", {})
     return {"from": done.get("base_version"), "methods": done.get("methods", []), "size_mb": row.get("size_mb"),
@@ -37,10 +38,11 @@ def _optimized(run_dir: Path) -> dict[str, Any] | None:
             "agreement": row.get("agreement")}
 
 
-def promote(app: AppRef, version: str | None) -> dict[str, Any]:
+def promote(app: AppRef, version: str | None, force: bool = False) -> dict[str, Any]:
     """Serve `version` of an app from now on (every server sharing the store), or, with None, its latest
-    finished run again. The run must be finished and match its manifest. Returns the run now served."""
+    finished run again. The run must be finished and match its manifest; one that missed its evaluate.goal needs
+    `force`. Returns the run now served."""
     name = app_name(app)
-    registry.pin_version(name, version)
+    registry.pin_version(name, version, force)
     served = registry.get_run(name)  # NotFound when the app has no finished run to serve
     return next(r for r in list_runs(name) if r["version"] == served.version)

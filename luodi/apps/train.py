@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from luodi import atomic
+from luodi import atomic, crypto
 from luodi.apps import registry
 from luodi.apps.configs import AppRef, config_yaml, load_app
 from luodi.apps.registry import RunInfo
@@ -47,7 +46,7 @@ def train(
     if callbacks and hasattr(task, "callbacks"):
         task.callbacks = list(callbacks)
     elapsed_file = run.path / ELAPSED
-    before = json.loads(elapsed_file.read_text())["train_seconds"] if elapsed_file.exists() else 0.0
+    before = crypto.read_json(elapsed_file)["train_seconds"] if elapsed_file.exists() else 0.0
     t0 = time.perf_counter()
     try:
         metrics = _fit_and_record(cfg, task, run, progress, say, lambda: before + time.perf_counter() - t0)
@@ -68,7 +67,7 @@ def _start_run(cfg: AppConfig, resume: bool, say: Callable[[str], None]) -> RunI
     run = registry.resumable_run(cfg.name) if resume else None
     if run is not None:
         old = run.path / "config.yaml"
-        if old.exists() and old.read_text() != text:
+        if old.exists() and crypto.read_text(old) != text:
             raise ConfigError(
                 f"the app config changed since run {run.version} was interrupted (compare with its "
                 f"{old}; resume with the same file and --set values) or train without --resume to start a new run"
@@ -97,7 +96,7 @@ def _fit_and_record(
     metrics = select_metrics(cfg, ev)
     privacy = run.path / "privacy.json"  # written by DP-SGD training (luodi.train.privacy)
     if cfg.train.privacy and privacy.exists():
-        spent = json.loads(privacy.read_text())
+        spent = crypto.read_json(privacy)
         metrics["dp_epsilon"] = spent["epsilon_spent"]
         say(f"differential privacy: epsilon {spent['epsilon_spent']} spent of {spent['epsilon_target']} "
             f"(delta {spent['delta']:.2g})")
@@ -105,7 +104,7 @@ def _fit_and_record(
         say(f"note: evaluate.metrics '{m}' is not computed by task {cfg.task}; see metrics.json")
     info = {"app": cfg.name, "version": run.version, "task": cfg.task, "train_rows": len(tr), "valid_rows": len(va)}
     if "dp_epsilon" in metrics:
-        info["privacy"] = json.loads(privacy.read_text())
+        info["privacy"] = crypto.read_json(privacy)
     if cfg.train.refit:
         say(f"validated; refitting on all {len(data)} rows (train + validation) for the served model")
         final = task_for(cfg)  # same settings; its checkpoints apart from the first fit's
@@ -119,5 +118,7 @@ def _fit_and_record(
     write_report(run.path / "report.html", title, ev, getattr(task, "history", []), info)
     registry.delete_checkpoint(run.path)
     (run.path / ELAPSED).unlink(missing_ok=True)
+    if why := registry.write_gate(run.path, cfg.evaluate.goal, metrics):  # in the manifest: held back until forced
+        say(f"not served automatically: {run.version} {why} (`luodi promote {cfg.name} {run.version} --force`)")
     registry.write_manifest(run.path, {"app": cfg.name, "version": run.version, "task": cfg.task})
     return {**metrics, "train_seconds": info["train_seconds"]}

@@ -15,14 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from luodi import atomic
+from luodi import atomic, crypto
 from luodi.apps import registry
 from luodi.apps.configs import AppRef
 from luodi.apps.predict import load_predictor
 from luodi.audit import explanations, fairness, robustness
 from luodi.audit.section import Section, table_html
 from luodi.errors import LuodiError
-from luodi.settings import get_settings
+from luodi.settings import get_settings, security_summary
 from luodi.tasks import task_for
 from luodi.train.privacy import PRIVACY_FILE
 
@@ -49,13 +49,28 @@ def manifest_section(run_dir: Path) -> Section:
     )
 
 
+def _guards(s: Any) -> tuple[Any, Any]:
+    """The PII and injection guards' settings as `luodi serve` would parse them (None: off or unreadable here)."""
+    pii = injection = None
+    try:
+        if s.guard_pii:
+            from luodi.privacy.guard import guard_config
+
+            pii = guard_config(s.guard_pii)
+        if s.guard_injection:
+            from luodi.privacy.injection_server import injection_setting
+
+            injection = injection_setting(s.guard_injection)
+    except (LuodiError, ImportError):
+        pass  # serve would refuse to start with it: the section reports the guard as off
+    return pii, injection
+
+
 def server_section() -> Section:
     """The security settings `luodi serve` would serve the app with, from this environment's LUODI_* settings."""
     s = get_settings()
-    numbers = {"auth": s.auth, "host": s.host, "rate_limit_rpm": s.rate_limit_rpm, "max_queue": s.max_queue,
-               "tls": bool(s.ssl_certfile), "max_body_mb": s.max_body_mb, "max_upload_mb": s.max_upload_mb,
-               "cors_origins": s.cors_origin_list or "off", "audit_log": s.audit_log}
-    rows = [{"setting": k, "value": v} for k, v in numbers.items()]
+    numbers = security_summary(s, *_guards(s))
+    rows = [{"setting": k, "value": v if v is not None else "off"} for k, v in numbers.items()]
     warn = s.auth == "off" or s.host not in ("127.0.0.1", "localhost", "::1")
     note = ("API keys are OFF: any caller can predict" if s.auth == "off"
             else "API keys required on every /v1 route")
@@ -72,7 +87,7 @@ def privacy_section(run_dir: Path) -> Section:
         return Section("Privacy", {"differential_privacy": None}, "", "skipped",
                        "trained without differential privacy (train.privacy: {epsilon: ...} trains image apps with "
                        "DP-SGD)")
-    spent = json.loads(path.read_text())
+    spent = crypto.read_json(path)
     rows = [{"setting": k, "value": v} for k, v in spent.items()]
     note = (f"DP-SGD: epsilon {spent['epsilon_spent']} spent of {spent['epsilon_target']} "
             f"(delta {spent['delta']:.2g}, gradients clipped to {spent['max_grad_norm']})")

@@ -76,6 +76,8 @@ def register(app: typer.Typer) -> None:
         out.print(_metrics_table(f"{res['app']} {res['version']} on {res['data']}", res["metrics"]))
         if res.get("note"):
             out.print(f"note: {res['note']}")
+        if res.get("held"):
+            out.print(f"held: {res['held']}")
         out.print(f"report: {res.get('report')}")
 
     @app.command("predict")
@@ -229,6 +231,8 @@ def register(app: typer.Typer) -> None:
             created = (r["created_at"] or "")[:16].replace("T", " ")
             m = " ".join(f"{k}={v:.4g}" for k, v in list(metrics.items())[:4])
             status = r["status"] + (" · served (pinned)" if r.get("pinned") else " · served" if r.get("served") else "")
+            if r.get("held") and not r.get("served"):  # why it is not served by being newest
+                status += f" · held: {r['held']}"
             rows.append((r["app"], r["version"], r["task"], status, m, took, created))
         if out.width < 140:  # narrow terminal or a pipe: one block per run, nothing truncated
             for app_, ver, task, status, m, took, created in rows:
@@ -249,12 +253,15 @@ def register(app: typer.Typer) -> None:
         latest: Annotated[
             bool, typer.Option("--latest", help="unpin: serve the newest finished run again (after every train)")
         ] = False,
+        force: Annotated[
+            bool, typer.Option("--force", help="serve a run that missed its evaluate.goal (see `luodi runs APP`)")
+        ] = False,
     ):
         """Choose the version an app serves (roll back or forward); servers sharing the store switch at once."""
         if (version is None) == (not latest):
             _fail(LuodiError("give a VERSION to serve (see `luodi runs APP`) or --latest, not both", param="version"))
         try:
-            run = api.promote(app_name, None if latest else version)
+            run = api.promote(app_name, None if latest else version, force)
         except LuodiError as e:
             _fail(e)
         how = "pinned" if run["pinned"] else "latest finished run, follows new training"

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from luodi.cli.common import fail
+from luodi.config import on_off_or_file
 from luodi.errors import LuodiError
 
 console = Console(stderr=True)
@@ -26,12 +27,25 @@ def register(app: typer.Typer) -> None:
         chunk_tokens: Annotated[int, typer.Option(help="max encoder tokens per chunk")] = 200,
         overlap: Annotated[int, typer.Option(help="sentences repeated between neighbouring chunks")] = 1,
         min_score: Annotated[float | None, typer.Option(help="'not found' threshold on best cosine")] = None,
+        pii: Annotated[
+            str,
+            typer.Option(help="redact PII from documents and questions: on, off, or a YAML file of PII settings"),
+        ] = "off",
+        injection: Annotated[
+            str,
+            typer.Option(help="screen retrieved passages for prompt injection: on, off, or a YAML file of "
+                         "injection-guard settings (docs/security-guard.md)"),
+        ] = "off",
     ):
         """Create an empty knowledge base."""
         from luodi import rag
 
         try:
-            info = rag.create_kb(name, chunk_tokens=chunk_tokens, overlap=overlap, min_score=min_score)
+            info = rag.create_kb(
+                name, chunk_tokens=chunk_tokens, overlap=overlap, min_score=min_score,
+                pii=on_off_or_file(pii, "--pii", "PII settings"),
+                injection=on_off_or_file(injection, "--injection", "injection-guard settings"),
+            )
         except LuodiError as e:
             fail(e)
         out.print(f"created knowledge base '{info['name']}' ({json.dumps(info['config'])})")
@@ -57,6 +71,9 @@ def register(app: typer.Typer) -> None:
             f"added {len(r.added)} document(s) ({r.chunks} chunks), skipped {len(r.skipped)} unchanged, "
             f"replaced {len(r.replaced)}, failed {len(r.failed)}"
         )
+        if r.pii_removed:
+            types = sorted({t for ts in r.pii_removed.values() for t in ts})
+            console.print(f"PII redacted in {len(r.pii_removed)} document(s): {', '.join(types)}")
         for src, err in r.failed.items():
             console.print(f"[red]failed[/red] {src}: {err}", highlight=False)
         if r.failed and not r.added and not r.skipped:
@@ -124,7 +141,7 @@ def register(app: typer.Typer) -> None:
         final: dict = {}
 
         async def consume() -> None:
-            async for ev in ask_stream(name, question, k):
+            async for ev in ask_stream(name, question, k):  # the KB's pii and injection settings apply in rag
                 if ev["event"] == "delta" and not as_json:
                     out.print(ev["text"], end="", highlight=False, markup=False)
                 elif ev["event"] == "done":

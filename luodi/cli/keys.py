@@ -72,5 +72,38 @@ def keys_revoke(key_id: Annotated[int, typer.Argument(help="the key's id (see `l
     console.print(f"revoked key {k.id} ({k.name}, {k.prefix}…)")
 
 
+@keys_app.command("rotate-encryption")
+def keys_rotate_encryption(
+    new_key_file: Annotated[str | None, typer.Option(
+        "--new-key-file", help="file holding the new encryption key (else env LUODI_ENCRYPTION_NEW_KEY)")] = None,
+    old_key_file: Annotated[list[str] | None, typer.Option(
+        "--old-key-file", help="another key data may still be under (repeatable); the configured key always is")]
+        = None,
+) -> None:
+    """Re-encrypt runs, knowledge bases and store texts under a new key (also encrypts plaintext left from
+    before). Safe to interrupt: run it again with the same keys to finish; then set the new key as
+    LUODI_ENCRYPTION_KEY (docs/encryption.md)."""
+    from luodi import crypto, rekey
+    from luodi.settings import get_settings
+
+    try:
+        if new_key_file:
+            new = crypto.key_from_file(new_key_file, "--new-key-file")
+        elif get_settings().encryption_new_key:
+            new = crypto.parse_key(get_settings().encryption_new_key, "LUODI_ENCRYPTION_NEW_KEY")
+        else:
+            raise crypto.EncryptionKeyError(
+                "no new key: pass --new-key-file FILE or set LUODI_ENCRYPTION_NEW_KEY (32 bytes, hex or base64)",
+                param="--new-key-file")
+        old = [k for k in [crypto.configured_key()] if k is not None]
+        old += [crypto.key_from_file(f, "--old-key-file") for f in old_key_file or []]
+        rep = rekey.rotate(new, old, lambda p, n: console.print(f"re-encrypted {p}") if n % 50 == 0 else None)
+    except LuodiError as e:
+        raise _fail(e) from e
+    console.print(f"done: {rep.files_rewritten} files re-encrypted, {rep.files_already_new} already under the new "
+                  f"key (id {new.id_hex}), {rep.runs} runs, rows: {rep.rows or 'none'}")
+    console.print("now set the new key as LUODI_ENCRYPTION_KEY (or LUODI_ENCRYPTION_KEY_FILE) everywhere")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(keys_app, name="keys")

@@ -20,7 +20,7 @@ import pandas as pd
 from luodi.data.readers import expand_path, input_file
 from luodi.errors import BadRequest
 
-TEXT_FORMATS = ("csv", "tsv", "json", "jsonl", "sms")
+TEXT_FORMATS = ("csv", "tsv", "json", "jsonl", "sms", "injection-set")
 
 
 def _existing(path: str | os.PathLike, field: str = "data.path") -> Path:
@@ -65,6 +65,10 @@ def read_labelled_texts(
     p = _existing(path)
     fmt = (fmt or guess_format(p)).lower()
     options = options or {}
+    if fmt == "injection-set":  # generated from the datasets folder, never shipped (luodi.data.injection_set)
+        from luodi.data.injection_set import read_injection_set
+
+        return read_injection_set(p, options)
     if fmt == "sms":
         rows = []
         with p.open(encoding="utf-8", errors="replace") as f:

@@ -15,13 +15,14 @@ class ImageClassificationOptions(Strict):
 
     width: int = Field(32, ge=4, le=512, description="channels of the first CNN stage (doubled per stage)")
     dropout: float = Field(0.3, ge=0, lt=1, description="dropout before the last linear layer")
-    arch: Literal["cnn", "flat", "madry"] = Field(
+    arch: Literal["cnn", "flat", "madry", "scatter"] = Field(
         "cnn",
         description="cnn: conv-batchnorm stages with global average pooling; flat: two strided convs (width, "
         "2 width) and a dense layer of `hidden` units, no batch norm (Wong et al.'s MNIST model: the one where "
         "single-step adversarial training works, see train.adversarial); madry: two 5x5 convs (width, 2 width) "
         "each with 2x2 max pooling and a dense layer of `hidden` units, no batch norm (Madry et al.'s MNIST model "
-        "at width 32, hidden 1024: more capacity, more robustness)",
+        "at width 32, hidden 1024: more capacity, more robustness); scatter: fixed wavelet scattering features "
+        "(kymatio) and one linear layer, for DP-SGD (train.privacy: few weights to spend the budget on)",
     )
     hidden: int = Field(
         100, ge=8, le=4096, description="units of the dense layer (arch: flat or madry; Madry et al. use 1024)"

@@ -6,38 +6,21 @@ The access log never records bodies, so the redacted text is the only text that 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from luodi.errors import ConfigError
+from luodi.config import on_off_or_file
+from luodi.options.privacy import PII_REMOVED_HEADER
 from luodi.privacy.config import PiiConfig, pii_config
 
-HEADER = "X-Luodi-PII-Removed"
+HEADER = PII_REMOVED_HEADER
 SETTING = "LUODI_GUARD_PII"
 
 
 def guard_config(value: str) -> PiiConfig | None:
     """The guard's settings from LUODI_GUARD_PII: empty or 'off': none; 'on': the defaults; else a YAML / JSON file
     of PiiConfig fields. Errors name the setting (and the field)."""
-    value = (value or "").strip()
-    if value.lower() in ("", "off", "false", "0"):
-        return None
-    if value.lower() in ("on", "true", "1"):
-        return PiiConfig()
-    path = Path(value).expanduser()
-    if not path.is_file():
-        raise ConfigError(
-            f"{SETTING}: '{value}' is neither on, off nor a YAML / JSON file of PII settings", param=SETTING
-        )
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{SETTING}: {path} is not YAML / JSON ({e})", param=SETTING) from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{SETTING}: {path} must hold a mapping of PII settings", param=SETTING)
-    return pii_config(data, where=SETTING)
+    raw = on_off_or_file(value, SETTING, "PII settings")
+    return None if raw is None else pii_config({} if raw is True else raw, where=SETTING)
 
 
 def check_ready(cfg: PiiConfig) -> None:

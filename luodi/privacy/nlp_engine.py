@@ -8,7 +8,8 @@ English pipeline, nothing downloaded) and the entities come from a trained luodi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 import spacy
@@ -71,7 +72,7 @@ class LuodiNlpEngine(SpacyNlpEngine):
 
     engine_name = "luodi"
 
-    def __init__(self, ner: Any = None, batch_size: int = 512, window: int = 120):
+    def __init__(self, ner: Any = None, batch_size: int = 256, window: int = 120):
         config = NerModelConfiguration(
             model_to_presidio_entity_mapping=dict(LABELS),
             labels_to_ignore=["MISC", "O"],
@@ -91,14 +92,31 @@ class LuodiNlpEngine(SpacyNlpEngine):
         return list(LABELS.values()) if self.ner is not None else []
 
     def _docs(self, texts: list[str], language: str) -> list[Doc]:
+        docs, names = self._tokens(texts, language)
+        return self._with_names(docs, names())
+
+    def _tokens(self, texts: list[str], language: str, pool: Executor | None = None) -> tuple[list[Doc], Callable]:
+        """spaCy docs of `texts` and a function that returns the NER's entities per piece of them (the NER runs in
+        `pool` when given, so the caller can go on with the previous texts meanwhile)."""
         if not self.nlp or language not in self.nlp:
             raise LuodiError(f"language '{language}' is not supported; PII detection supports: en", param="language")
         docs = list(self.nlp[language].pipe(texts))
         if self.ner is None:
-            return docs
+            return docs, lambda: None
         cuts = [windows(doc, self.window) for doc in docs]
         pieces = [doc.text[a:b] for doc, ws in zip(docs, cuts, strict=True) for a, b in ws]
-        found = iter(self.ner.predict_texts(pieces, cache=False))  # nothing about the texts is stored
+        if pool is None:
+            found = self.ner.predict_texts(pieces, cache=False)  # nothing about the texts is stored
+            return docs, lambda: (cuts, found)
+        job = pool.submit(self.ner.predict_texts, pieces, cache=False)
+        return docs, lambda: (cuts, job.result())
+
+    def _with_names(self, docs: list[Doc], names: tuple | None) -> list[Doc]:
+        """`docs` with the NER's entities (and their scores) as doc.ents."""
+        if names is None:
+            return docs
+        cuts, predicted = names
+        found = iter(predicted)
         for doc, ws in zip(docs, cuts, strict=True):
             spans, scores = [], {}
             ents = [dict(e, start=e["start"] + a, end=e["end"] + a) for a, _ in ws for e in next(found)["entities"]]
@@ -125,11 +143,21 @@ class LuodiNlpEngine(SpacyNlpEngine):
     def process_batch(
         self, texts: Iterable[Any], language: str, batch_size: int = 1, n_process: int = 1, as_tuples: bool = False
     ) -> Iterator[tuple]:
+        """Artifacts chunk by chunk; while the caller runs the recognizers over one chunk, the NER reads the next
+        in a worker thread (ONNX Runtime and torch release the GIL): the two halves of the work overlap."""
         items = list(texts)
         size = max(batch_size, self.batch_size)
-        for k in range(0, len(items), size):
-            chunk = items[k : k + size]
+        chunks = [items[k : k + size] for k in range(0, len(items), size)]
+
+        def start(chunk: list[Any]) -> tuple[list[str], list[Doc], Callable]:
             strs = [str(t[0]) if as_tuples else str(t) for t in chunk]
-            for item, text, doc in zip(chunk, strs, self._docs(strs, language), strict=True):
-                art = self._doc_to_nlp_artifact(doc, language)
-                yield (text, art, item[1]) if as_tuples else (text, art)
+            return (strs, *self._tokens(strs, language, pool))
+
+        with ThreadPoolExecutor(1, thread_name_prefix="luodi-ner") as pool:
+            ahead = start(chunks[0]) if chunks else None
+            for k, chunk in enumerate(chunks):
+                strs, docs, names = ahead
+                ahead = start(chunks[k + 1]) if k + 1 < len(chunks) else None
+                for item, text, doc in zip(chunk, strs, self._with_names(docs, names()), strict=True):
+                    art = self._doc_to_nlp_artifact(doc, language)
+                    yield (text, art, item[1]) if as_tuples else (text, art)

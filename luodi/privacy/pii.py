@@ -16,7 +16,7 @@ from presidio_anonymizer import AnonymizerEngine, DeanonymizeEngine, OperatorCon
 from presidio_anonymizer.entities import InvalidParamError
 
 from luodi.errors import BadRequest, ConfigError
-from luodi.privacy.config import PiiConfig, pii_config
+from luodi.privacy.config import NAME_ENTITIES, PiiConfig, pii_config
 from luodi.privacy.nlp_engine import LuodiNlpEngine, load_ner
 from luodi.privacy.recognizers import pattern_recognizers
 
@@ -69,10 +69,12 @@ def analyze(texts: list[str], cfg: PiiConfig | dict | None = None) -> list[list[
     if not texts:
         return []
     engine = analyzer(cfg)
+    # without a NER app nothing can find names: asking Presidio for them only logs a warning per call
+    entities = cfg.entities if cfg.uses_names else [e for e in cfg.entities if e not in NAME_ENTITIES]
     with _analyzing:  # one analysis at a time per process: spaCy pipelines are not thread-safe (the encoder
         # under the NER is locked anyway), and server threads share the analyzer
         found = engine.analyze_iterator(
-            texts, language="en", batch_size=64, entities=cfg.entities, score_threshold=cfg.score_threshold
+            texts, language="en", batch_size=64, entities=entities, score_threshold=cfg.score_threshold
         )
     return [resolve_overlaps(list(r)) for r in found]
 

@@ -11,8 +11,11 @@ from typing import Any
 
 from luodi.engines.base import SamplingParams
 from luodi.errors import BadRequest
+from luodi.options.privacy import PiiConfig
 from luodi.rag.chunk import sentence_spans
+from luodi.rag.guards import Screen, kb_screen
 from luodi.rag.index import bm25_tokens
+from luodi.rag.kbs import get_kb
 from luodi.rag.retrieve import Hit, SearchResult, search
 
 NOT_FOUND = "Not found in the knowledge base."
@@ -46,6 +49,8 @@ class Answer:
     citations: list[Citation] = field(default_factory=list)
     passages: list[Hit] = field(default_factory=list)
     best_dense: float = 0.0
+    pii_removed: list[str] = field(default_factory=list)  # entity types redacted from the question (KB's pii)
+    guard: list[dict[str, Any]] = field(default_factory=list)  # passages the injection screen dropped or flagged
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -142,24 +147,54 @@ def _engine(engine):
     return engine
 
 
+def _screen(res: SearchResult, screen: Screen) -> list[dict[str, Any]]:
+    """Run the injection screen over the retrieved passages: 'drop' removes a passage from the result (when none is
+    left the answer is 'not found'), 'flag' keeps it; returns what was done, per passage."""
+    verdicts = screen([h.text for h in res.hits])
+    done = [{"chunk_id": h.chunk_id, "source": h.source, **v} for h, v in zip(res.hits, verdicts, strict=True) if v]
+    dropped = {d["chunk_id"] for d in done if d["action"] == "drop"}
+    if dropped:
+        res.hits = [h for h in res.hits if h.chunk_id not in dropped]
+    return done
+
+
 async def ask_stream(
-    name: str, question: str, k: int = 3, *, engine=None, encoder=None, max_tokens: int = 64
+    name: str,
+    question: str,
+    k: int = 3,
+    *,
+    engine=None,
+    encoder=None,
+    max_tokens: int = 64,
+    pii: PiiConfig | None = None,
+    screen: Screen | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
     """Events: {'event': 'passages', ...}, then {'event': 'delta', 'text'} while the LLM writes,
-    then {'event': 'done', 'answer': Answer-as-dict}."""
+    then {'event': 'done', 'answer': Answer-as-dict}. The question is redacted first by the KB's pii setting,
+    else by `pii` (the server's guard): the LLM and the answer only see the redacted question. The KB's injection
+    setting (or `screen`, given) drops or flags retrieved passages that carry injected instructions before the LLM
+    sees them."""
     question = _check(question)
-    res: SearchResult = await asyncio.to_thread(search, name, question, k=k, encoder=encoder)
+    res: SearchResult = await asyncio.to_thread(search, name, question, k=k, encoder=encoder, pii=pii)
+    question = res.query
+    if screen is None:
+        screen = await asyncio.to_thread(lambda: kb_screen(get_kb(name)["config"], name))
+    guarded = await asyncio.to_thread(_screen, res, screen) if screen is not None and res.hits else []
     yield {
         "event": "passages",
         "found": res.found,
         "best_dense": res.best_dense,
         "passages": [h.as_dict() for h in res.hits],
+        "pii_removed": res.pii_removed,
+        "guard": guarded,
     }
     if not res.found:
         yield {"event": "delta", "text": NOT_FOUND}
         yield {
             "event": "done",
-            "answer": Answer(question, NOT_FOUND, False, [], res.hits, res.best_dense).as_dict(),
+            "answer": Answer(
+                question, NOT_FOUND, False, [], res.hits, res.best_dense, res.pii_removed, guarded
+            ).as_dict(),
         }
         return
     engine = _engine(engine)
@@ -174,13 +209,18 @@ async def ask_stream(
     finally:
         await stream.aclose()
     text = "".join(parts).strip()
-    ans = Answer(question, text, True, cite(text, question, hits, res.hits)[:1], res.hits, res.best_dense)
+    cited = cite(text, question, hits, res.hits)[:1]
+    ans = Answer(question, text, True, cited, res.hits, res.best_dense, res.pii_removed, guarded)
     yield {"event": "done", "answer": ans.as_dict()}
 
 
-async def ask_async(name: str, question: str, k: int = 3, *, engine=None, encoder=None, max_tokens: int = 64) -> Answer:
+async def ask_async(
+    name: str, question: str, k: int = 3, *, engine=None, encoder=None, max_tokens: int = 64,
+    screen: Screen | None = None,
+) -> Answer:
     final: dict[str, Any] = {}
-    async for ev in ask_stream(name, question, k, engine=engine, encoder=encoder, max_tokens=max_tokens):
+    async for ev in ask_stream(name, question, k, engine=engine, encoder=encoder, max_tokens=max_tokens,
+                               screen=screen):
         if ev["event"] == "done":
             final = ev["answer"]
     return Answer(
@@ -190,11 +230,16 @@ async def ask_async(name: str, question: str, k: int = 3, *, engine=None, encode
         [Citation(**c) for c in final["citations"]],
         [Hit(**h) for h in final["passages"]],
         final["best_dense"],
+        final["pii_removed"],
+        final.get("guard", []),
     )
 
 
-def ask(name: str, question: str, k: int = 3, *, engine=None, encoder=None, max_tokens: int = 64) -> Answer:
+def ask(
+    name: str, question: str, k: int = 3, *, engine=None, encoder=None, max_tokens: int = 64,
+    screen: Screen | None = None,
+) -> Answer:
     """Blocking `ask_async` for the CLI and scripts."""
     from luodi.llm import run_sync
 
-    return run_sync(ask_async(name, question, k, engine=engine, encoder=encoder, max_tokens=max_tokens))
+    return run_sync(ask_async(name, question, k, engine=engine, encoder=encoder, max_tokens=max_tokens, screen=screen))

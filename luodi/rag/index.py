@@ -4,7 +4,7 @@ gives a cached, read-only view of what is visible now."""
 
 from __future__ import annotations
 
-import json
+import hashlib
 import logging
 import re
 import threading
@@ -15,6 +15,7 @@ import faiss
 import numpy as np
 from sqlalchemy import select
 
+from luodi import crypto
 from luodi.atomic import atomic_path, sha256_file, write_json
 from luodi.errors import LuodiError
 from luodi.rag.kbs import get_kb_row, kb_config, kb_dir, kb_lock
@@ -43,7 +44,7 @@ def _new_index(dim: int) -> faiss.Index:
 def _known_sums(name: str) -> list[str] | None:
     """The checksums the index file may have (None: a knowledge base written before luodi kept them)."""
     path = kb_dir(name) / SUMS_FILE
-    return list(json.loads(path.read_text())["sha256"]) if path.exists() else None
+    return list(crypto.read_json(path)["sha256"]) if path.exists() else None
 
 
 def read_vectors(name: str, dim: int) -> faiss.Index:
@@ -61,7 +62,7 @@ def read_vectors(name: str, dim: int) -> faiss.Index:
             f"knowledge base '{name}': file '{path}' was modified outside luodi (sha256 mismatch); restore it "
             f"from a backup, or delete the knowledge base and add its documents again (`luodi kb delete {name}`)"
         )
-    return faiss.read_index(str(path))
+    return faiss.deserialize_index(np.frombuffer(crypto.read_bytes(path), dtype=np.uint8))
 
 
 def write_vectors(name: str, index: faiss.Index) -> None:
@@ -70,9 +71,10 @@ def write_vectors(name: str, index: faiss.Index) -> None:
     valid) and alone after it."""
     path = kb_dir(name) / INDEX_FILE
     old = (_known_sums(name) or [])[:1] if path.exists() else []
-    with atomic_path(path) as tmp:
-        faiss.write_index(index, str(tmp))
-        new = sha256_file(tmp)
+    stored = crypto.stored_form(path, faiss.serialize_index(index).tobytes())  # (encrypted when a key is set)
+    new = hashlib.sha256(stored).hexdigest()
+    with atomic_path(path, as_stored=True) as tmp:
+        tmp.write_bytes(stored)
         write_json(kb_dir(name) / SUMS_FILE, {"sha256": [new, *old]})
     write_json(kb_dir(name) / SUMS_FILE, {"sha256": [new]})
 

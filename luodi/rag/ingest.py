@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from luodi.errors import BadRequest, NotFound
 from luodi.rag.chunk import Chunk, chunk_text
+from luodi.rag.guards import kb_pii, redact_text
 from luodi.rag.index import drop_vectors, embed_text, forget, read_vectors, remove_ids, write_vectors
 from luodi.rag.kbs import bump_generation, describe, get_kb_row, kb_config, kb_dir, kb_lock
 from luodi.rag.readers import extract_text, iter_files
@@ -34,6 +35,7 @@ class IngestReport:
     failed: dict[str, str] = field(default_factory=dict)  # source -> error
     recovered: int = 0  # pending documents of an interrupted run that were cleaned up
     chunks: int = 0
+    pii_removed: dict[str, list[str]] = field(default_factory=dict)  # source -> entity types redacted (KB's pii)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -43,6 +45,7 @@ class IngestReport:
             "failed": self.failed,
             "recovered": self.recovered,
             "chunks": self.chunks,
+            "pii_removed": self.pii_removed,
         }
 
 
@@ -140,6 +143,7 @@ def ingest(
     report = IngestReport()
     with session_scope() as s:
         cfg = kb_config(get_kb_row(s, name))
+    pii = kb_pii(cfg)
     encoder = encoder or get_encoder(cfg["encoder"])
     count = _token_counter(encoder)
     with kb_lock(name):
@@ -163,10 +167,13 @@ def ingest(
                         report.skipped.append(source)
                         continue
                     text = extract_text(source, data)
+                    text, removed = redact_text(text, pii)  # the KB's pii: nothing below sees the original
                 except (BadRequest, OSError) as e:
                     report.failed[source] = getattr(e, "message", str(e))
                     continue
                 known.add(sha)
+                if removed:
+                    report.pii_removed[source] = removed
                 chunks = chunk_text(text, cfg["chunk_tokens"], cfg["overlap"], count=count)
                 batch.append(_Doc(source, sha, chunks))
                 n_batch += len(chunks)

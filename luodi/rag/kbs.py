@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from luodi.errors import BadRequest, NotFound
+from luodi.rag.guards import pii_setting
 from luodi.settings import get_settings
 from luodi.store import session_scope
 from luodi.store.tables import KbChunk, KbDocument, KnowledgeBase
@@ -88,9 +89,14 @@ def create_kb(
     overlap: int = 1,
     min_score: float | None = None,
     encoder: str = "bundled:minilm-l6",
+    pii: bool | dict[str, Any] | None = None,
+    injection: bool | dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Create an empty knowledge base; fails if the name is taken."""
+    """Create an empty knowledge base; fails if the name is taken. `pii` (true or PII settings): documents and
+    questions are redacted before they are stored, embedded, searched or sent to the LLM (luodi.rag.pii)."""
     check_name(name)
+    pii_cfg = pii_setting(pii)
+    injection_cfg = injection_setting(injection)  # `injection`: retrieved passages screened (luodi.privacy.injection)
     if not 16 <= chunk_tokens <= 512:
         raise BadRequest(
             f"chunk_tokens must be between 16 and 512 (got {chunk_tokens})", param="chunk_tokens"
@@ -102,6 +108,10 @@ def create_kb(
     cfg = {**DEFAULTS, "encoder": encoder, "chunk_tokens": chunk_tokens, "overlap": overlap}
     if min_score is not None:
         cfg["min_score"] = float(min_score)
+    if pii_cfg is not None:
+        cfg["pii"] = pii_cfg
+    if injection_cfg is not None:
+        cfg["injection"] = injection_cfg
     with session_scope() as s:
         if s.scalar(select(KnowledgeBase).where(KnowledgeBase.name == name)) is not None:
             raise BadRequest(
@@ -114,6 +124,27 @@ def create_kb(
         s.flush()
         kb_dir(name).mkdir(parents=True, exist_ok=True)
         return describe(s, kb)
+
+
+def injection_setting(value: bool | dict[str, Any] | None) -> dict[str, Any] | None:
+    """The `injection` value stored in a KB's config: None (off), or InjectionConfig fields (true: the defaults);
+    errors name `injection.<field>`."""
+    from pydantic import ValidationError
+
+    from luodi.options.injection import InjectionConfig
+
+    if value is None or value is False:
+        return None
+    if value is not True and not isinstance(value, dict):
+        raise BadRequest("injection: true, false or a mapping of injection-guard settings (docs/security-guard.md)",
+                         param="injection")
+    try:
+        cfg = InjectionConfig.model_validate({} if value is True else value)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(["injection", *(str(p) for p in err["loc"])])
+        raise BadRequest(f"{where}: {err['msg']}", param=where) from None
+    return cfg.model_dump(mode="json")
 
 
 def get_kb(name: str) -> dict[str, Any]:

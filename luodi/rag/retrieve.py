@@ -4,12 +4,14 @@ their document source and character span."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
 from luodi.errors import BadRequest
+from luodi.options.privacy import PiiConfig
+from luodi.rag.guards import kb_pii, redact_text
 from luodi.rag.index import LoadedKb, load
 
 Mode = Literal["hybrid", "dense", "bm25"]
@@ -39,6 +41,8 @@ class SearchResult:
     hits: list[Hit]
     best_dense: float  # highest cosine over the whole KB: the "is it in here at all" signal
     min_score: float  # the KB's calibrated threshold on best_dense
+    query: str = ""  # the query as searched (redacted when the KB or the server's guard has pii)
+    pii_removed: list[str] = field(default_factory=list)  # entity types redacted from the query
 
     @property
     def found(self) -> bool:
@@ -104,8 +108,11 @@ def rank(kb: LoadedKb, qvec: np.ndarray, query: str, k: int, mode: Mode = "hybri
     return SearchResult(hits, best_dense, float(kb.config["min_score"]))
 
 
-def search(name: str, query: str, k: int = 5, mode: Mode = "hybrid", encoder=None) -> SearchResult:
-    """Search a knowledge base; `mode` picks hybrid (default), dense-only or BM25-only ranking."""
+def search(
+    name: str, query: str, k: int = 5, mode: Mode = "hybrid", encoder=None, pii: PiiConfig | None = None
+) -> SearchResult:
+    """Search a knowledge base; `mode` picks hybrid (default), dense-only or BM25-only ranking. The query is
+    redacted first by the KB's pii setting, else by `pii` (the server's guard)."""
     if not isinstance(query, str) or not query.strip():
         raise BadRequest("query must be a non-empty string", param="query")
     if not 1 <= k <= 100:
@@ -113,8 +120,11 @@ def search(name: str, query: str, k: int = 5, mode: Mode = "hybrid", encoder=Non
     if mode not in MODES:
         raise BadRequest(f"mode must be one of {', '.join(MODES)} (got {mode!r})", param="mode")
     kb = load(name)
+    query, removed = redact_text(query, kb_pii(kb.config, pii))
     from luodi.embeddings import get_encoder
 
     encoder = encoder or get_encoder(kb.config["encoder"])
     qvec = encoder.encode([query])[0]
-    return rank(kb, qvec, query, k, mode)
+    res = rank(kb, qvec, query, k, mode)
+    res.query, res.pii_removed = query, removed
+    return res

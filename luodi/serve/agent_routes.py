@@ -24,6 +24,7 @@ from luodi.config import Strict
 from luodi.errors import LuodiError
 from luodi.keys import KeyInfo
 from luodi.llm import ensure_engine
+from luodi.options.injection import InjectionConfig
 from luodi.serve.auth import require_key
 from luodi.serve.ids import AfterId, Id, Limit
 from luodi.serve.state import get_state
@@ -53,6 +54,11 @@ class RunRequest(Strict):
     max_tokens: int = Field(1500, ge=16, le=32000, description="completion tokens over the whole run")
     max_seconds: float = Field(120, gt=0, le=3600, description="wall time of the run")
     stream: bool = Field(False, description="send the trace as server-sent events")
+    injection: InjectionConfig | bool | None = Field(
+        None,
+        description="guard.injection for tool outputs: one that looks like a prompt injection is replaced by a "
+        "notice (mode block) or passed on (mode flag); true: the defaults (docs/security-guard.md)",
+    )
 
 
 class DecideRequest(Strict):
@@ -109,6 +115,8 @@ async def _chain(first: dict[str, Any], rest: AsyncIterator[dict[str, Any]]) -> 
 async def run_agent(body: RunRequest, request: Request):
     """Run an agent on a goal: the final result, or its trace as server-sent events with `stream: true`."""
     cfg = {"names": body.tools, "kb": body.kb, "approval": body.approval}
+    if body.injection:  # stored with the thread's tools, so a resumed run keeps its guard
+        cfg["injection"] = True if body.injection is True else body.injection.model_dump(mode="json")
     limits = Limits(
         max_steps=body.max_steps,
         max_tool_calls=body.max_tool_calls,

@@ -20,6 +20,7 @@ from luodi.errors import LuodiError
 from luodi.keys import ensure_admin_key
 from luodi.llm import ensure_engine
 from luodi.llm.openai_types import ErrorBody, ErrorDetail
+from luodi.monitor import drift_scores, redact_logged_inputs
 from luodi.serve import (
     access_log,
     agent_routes,
@@ -28,7 +29,9 @@ from luodi.serve import (
     console,
     kb_routes,
     keys_routes,
+    monitor_routes,
     openai_routes,
+    security_routes,
 )
 from luodi.serve.auth import require_admin, require_key
 from luodi.serve.limits import BodyLimitMiddleware, error_responses
@@ -202,8 +205,10 @@ def _include_routes(app: FastAPI) -> None:
     app.include_router(openai_routes.router, dependencies=key)  # /v1/chat/completions, /v1/models, ...
     app.include_router(keys_routes.router, prefix="/v1/keys", dependencies=admin)
     app.include_router(access_log.router, prefix="/v1/audit-log", dependencies=admin)
+    app.include_router(security_routes.router, prefix="/v1/security", dependencies=admin)
     app.include_router(apps_routes.router, dependencies=key)  # /v1/apps/...
     app.include_router(audit_routes.router, prefix="/v1/apps", dependencies=key)  # /v1/apps/{name}/audit
+    app.include_router(monitor_routes.router, prefix="/v1/apps", dependencies=key)  # /monitor, /feedback
     app.include_router(kb_routes.router, prefix="/v1/kb", dependencies=key)
     app.include_router(agent_routes.agents, prefix="/v1/agents", dependencies=key)
     app.include_router(agent_routes.assistants, prefix="/v1/assistants", dependencies=key)
@@ -226,6 +231,8 @@ def create_app(settings: Settings | None = None, *, preload: bool = True) -> Fas
     metrics = ServerMetrics()
     app.state.metrics = metrics
     app.state.luodi.extra["metrics"] = metrics
+    metrics.bind_drift(drift_scores)  # luodi_app_drift{app,feature}, recomputed at most once a minute
+    redact_logged_inputs(None)  # this server's guard (below) decides; the prediction log is per process
     if settings.guard_pii:  # LUODI_GUARD_PII: checked here, so a bad setting stops the start-up
         from luodi.privacy.guard import check_ready, guard_config
 
@@ -233,6 +240,15 @@ def create_app(settings: Settings | None = None, *, preload: bool = True) -> Fas
         if guard is not None:
             check_ready(guard)
             app.state.luodi.extra["pii_guard"] = guard
+            from luodi.privacy.app_guard import input_guard  # the prediction log's inputs: redacted too
+
+            redact_logged_inputs(lambda records, g=input_guard(guard): g(records)[0])
+    if settings.guard_injection:  # LUODI_GUARD_INJECTION: a bad setting or a missing classifier stops the start-up
+        from luodi.privacy.injection_server import guard_from_setting
+
+        injection_guard = guard_from_setting(settings.guard_injection)
+        if injection_guard is not None:
+            app.state.luodi.extra["injection_guard"] = injection_guard
     _install_error_handlers(app)
     # innermost first: body limits inside metrics (413s are counted)
     app.add_middleware(

@@ -12,19 +12,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field, ValidationError, create_model
 from starlette.concurrency import run_in_threadpool
 
-from luodi import api
+from luodi import api, crypto, monitor
 from luodi.apps import registry
+from luodi.options.privacy import PII_REMOVED_HEADER
 from luodi.serve.auth import require_admin, require_key, visible
 from luodi.serve.batching import MicroBatcher
 from luodi.serve.limits import error_responses
@@ -49,6 +51,7 @@ class PromoteRequest(BaseModel):
     version: str | None = Field(
         ..., description="the version to serve from now on, e.g. v3; null: the latest finished run again"
     )
+    force: bool = Field(False, description="serve a run that missed its evaluate.goal (its runs row says why)")
 
 
 def _schemas(pred: api.Predictor) -> tuple[type[BaseModel], type[BaseModel]]:
@@ -104,11 +107,22 @@ def _validate(pred: api.Predictor, body: Any) -> tuple[list[dict[str, Any]], boo
     return records, batch
 
 
-async def _predict(name: str, body: Any, version: str | None = None, explain: bool = False) -> Any:
+async def _predict(
+    name: str, body: Any, response: Response, version: str | None = None, explain: bool = False
+) -> Any:
     # luodi errors (unknown app, bad values, tampered run) reach the server's handler: status + field
+    t0 = time.perf_counter()
     pred = await run_in_threadpool(api.load_predictor, name, version)
+    if version is None and pred.config.serve.traffic:  # serve.traffic: a canary / A-B split between versions
+        pred = await run_in_threadpool(monitor.routed, pred, body, api.load_predictor)
     records, batch = _validate(pred, body)
+    if pred.guard is not None:  # guard.pii: nothing after this line sees the texts as sent
+        records, removed = await run_in_threadpool(pred.redact, records)
+        response.headers[PII_REMOVED_HEADER] = ",".join(removed) or "none"
     outs = await _batcher(pred, explain).predict(records)
+    ids = monitor.log_predictions(pred, records, outs, time.perf_counter() - t0)  # queued: written off this path
+    if any(ids):
+        response.headers[monitor.ID_HEADER] = monitor.id_header(ids)
     if batch:
         return {"app": name, "version": pred.run.version, "outputs": outs}
     return {"app": name, "version": pred.run.version, **outs[0]}
@@ -125,7 +139,7 @@ def _batcher(pred: api.Predictor, explain: bool) -> MicroBatcher:
     key = (pred.run.app, pred.run.version, explain)
     if key not in mine:
         serve = pred.config.serve
-        mine[key] = MicroBatcher(pred.explaining(explain).predict, serve.batch_size, serve.max_wait_ms)
+        mine[key] = MicroBatcher(pred.explaining(explain).predict_redacted, serve.batch_size, serve.max_wait_ms)
     return mine[key]
 
 
@@ -171,24 +185,31 @@ async def run_report(name: str, version: str) -> HTMLResponse:
     p = run.path / "report.html"
     if not p.exists():
         raise HTTPException(404, f"run {name} {version} has no report (status: {run.status})")
-    return HTMLResponse(p.read_text())
+    return HTMLResponse(crypto.read_text(p))
 
 
 async def predict_any(
-    name: str, request: Request, version: str | None = VersionQuery, explain: bool = ExplainQuery
+    name: str,
+    request: Request,
+    response: Response,
+    version: str | None = VersionQuery,
+    explain: bool = ExplainQuery,
 ) -> Any:
     """Predict with any trained app: one record, or {"inputs": [...]} for a batch."""
-    return await _predict(name, await _json_body(request), version, explain)
+    return await _predict(name, await _json_body(request), response, version, explain)
 
 
-async def explain_any(name: str, request: Request, version: str | None = VersionQuery) -> Any:
+async def explain_any(
+    name: str, request: Request, response: Response, version: str | None = VersionQuery
+) -> Any:
     """Predict with an app and explain each prediction (as predict?explain=true): one record, or
     {"inputs": [...]} for a batch."""
-    return await _predict(name, await _json_body(request), version, explain=True)
+    return await _predict(name, await _json_body(request), response, version, explain=True)
 
 
 async def predict_files(
     name: str,
+    response: Response,
     files: list[UploadFile] = files_field("input files: CSV / JSON rows, texts, images or wavs, as the app takes"),
     version: str | None = VersionQuery,
     explain: bool = ExplainQuery,
@@ -198,13 +219,16 @@ async def predict_files(
     under `input`."""
     pred = await run_in_threadpool(api.load_predictor, name, version)  # 404 before reading the bodies
     items = await read_uploads(files, "applicants.csv")
-    outs = await run_in_threadpool(api.predict_files, name, items, pred.run.version, explain)
+    removed: set[str] = set()
+    outs = await run_in_threadpool(api.predict_files, name, items, pred.run.version, explain, removed)
+    if pred.guard is not None:
+        response.headers[PII_REMOVED_HEADER] = ",".join(sorted(removed)) or "none"
     return {"app": name, "version": pred.run.version, "outputs": outs}
 
 
 async def promote(name: str, body: PromoteRequest, request: Request) -> dict[str, Any]:
     """Choose the version an app serves (admin key): every server sharing the store switches at once."""
-    served = await run_in_threadpool(api.promote, name, body.version)
+    served = await run_in_threadpool(api.promote, name, body.version, body.force)
     await run_in_threadpool(refresh_app_routes, request.app, [name])
     return served
 
@@ -325,9 +349,9 @@ def _typed_route(pred: api.Predictor) -> None:
     }
 
     async def predict_typed(
-        request: Request, version: str | None = VersionQuery, explain: bool = ExplainQuery
+        request: Request, response: Response, version: str | None = VersionQuery, explain: bool = ExplainQuery
     ) -> Any:
-        return await _predict(name, await _json_body(request), version, explain)
+        return await _predict(name, await _json_body(request), response, version, explain)
 
     path = f"/v1/apps/{name}/predict"
     _typed.routes[:] = [r for r in _typed.routes if getattr(r, "path", "") != path]

@@ -9,6 +9,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
+from luodi import crypto
 from luodi.apps import registry
 from luodi.config import Strict
 from luodi.errors import NotFound
@@ -44,4 +45,4 @@ async def audit_page(name: str, version: str) -> HTMLResponse:
     if not page.exists():
         raise NotFound(f"run {name} {version} has not been audited: `luodi audit {name} --version {version}` "
                        f"or POST /v1/apps/{name}/audit", param="version")
-    return HTMLResponse(page.read_text())
+    return HTMLResponse(crypto.read_text(page))

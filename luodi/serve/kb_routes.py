@@ -7,7 +7,8 @@ import json
 from pathlib import PurePath
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request, UploadFile
+from fastapi import APIRouter, Request, Response, UploadFile
+from fastapi.responses import JSONResponse
 from pydantic import Field
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
@@ -16,6 +17,7 @@ from luodi import rag
 from luodi.config import Strict
 from luodi.errors import BadRequest, LuodiError, Overloaded
 from luodi.llm import ensure_engine
+from luodi.options.privacy import PII_REMOVED_HEADER
 from luodi.rag.ingest import delete_document
 from luodi.serve.auth import visible
 from luodi.serve.ids import Id
@@ -31,6 +33,19 @@ class CreateKb(Strict):
     chunk_tokens: int = Field(200, ge=16, le=512, description="max encoder tokens per chunk")
     overlap: int = Field(1, ge=0, le=5, description="sentences repeated between neighbouring chunks")
     min_score: float | None = Field(None, ge=-1, le=1, description="'not found' threshold on best cosine")
+    pii: bool | dict[str, Any] | None = Field(
+        None,
+        description="redact PII from documents and questions before they are stored, embedded, searched or sent "
+        "to the LLM: true (every entity type) or PII settings, e.g. {\"ner_app\": null} for patterns only",
+        examples=[True, {"entities": ["EMAIL_ADDRESS", "PHONE_NUMBER"], "ner_app": None}],
+    )
+    injection: bool | dict[str, Any] | None = Field(
+        None,
+        description="guard.injection for answers: retrieved passages carrying injected instructions are dropped "
+        "(mode block) or flagged (mode flag) before the LLM sees them; true (the defaults) or settings "
+        "(docs/security-guard.md)",
+        examples=[True, {"mode": "flag", "checks": ["heuristics"]}],
+    )
 
 
 class SearchRequest(Strict):
@@ -55,7 +70,8 @@ async def list_kbs(request: Request) -> dict[str, Any]:
 @router.post("", status_code=201)
 async def create_kb(body: CreateKb) -> dict[str, Any]:
     return await run_in_threadpool(rag.create_kb, body.name, chunk_tokens=body.chunk_tokens,
-                                   overlap=body.overlap, min_score=body.min_score)
+                                   overlap=body.overlap, min_score=body.min_score, pii=body.pii,
+                                   injection=body.injection)
 
 
 @router.get("/{name}")
@@ -102,11 +118,17 @@ async def delete_doc(name: str, doc_id: Id) -> dict[str, Any]:
     return await run_in_threadpool(delete_document, name, doc_id)
 
 
+def _server_pii(request: Request) -> Any:
+    """The server's guard (LUODI_GUARD_PII): it redacts the questions of KBs that have no pii setting."""
+    return get_state(request).extra.get("pii_guard")
+
+
 @router.post("/{name}/search")
-async def search(name: str, body: SearchRequest) -> dict[str, Any]:
-    res = await run_in_threadpool(rag.search, name, body.query, k=body.k, mode=body.mode)
+async def search(name: str, body: SearchRequest, request: Request, response: Response) -> dict[str, Any]:
+    res = await run_in_threadpool(rag.search, name, body.query, k=body.k, mode=body.mode, pii=_server_pii(request))
+    response.headers[PII_REMOVED_HEADER] = ",".join(res.pii_removed) or "none"
     return {"object": "list", "data": [h.as_dict() for h in res.hits], "found": res.found,
-            "best_dense": res.best_dense, "min_score": res.min_score}
+            "best_dense": res.best_dense, "min_score": res.min_score, "pii_removed": res.pii_removed}
 
 
 @router.post("/{name}/ask")
@@ -120,14 +142,16 @@ async def ask(name: str, body: AskRequest, request: Request):
         except Overloaded as e:  # the server runs without a chat model: say what still works
             raise Overloaded(f"{e.message}; answers need an LLM, search still works at /v1/kb/{name}/search") from e
 
-    events = rag.ask_stream(name, body.question, body.k, engine=engine, max_tokens=body.max_tokens)
+    events = rag.ask_stream(name, body.question, body.k, engine=engine, max_tokens=body.max_tokens,
+                            pii=_server_pii(request))  # the KB's own pii and injection settings apply in rag
     first = await events.__anext__()  # bad KB name / question -> a normal 4xx here
+    headers = {PII_REMOVED_HEADER: ",".join(first["pii_removed"]) or "none"}
     if not body.stream:
         final: dict[str, Any] = {}
         async for ev in events:
             if ev["event"] == "done":
                 final = ev["answer"]
-        return final
+        return JSONResponse(final, headers=headers)
 
     async def gen():
         yield {"event": first["event"], "data": json.dumps(first)}
@@ -141,4 +165,4 @@ async def ask(name: str, body: AskRequest, request: Request):
         finally:
             await events.aclose()
 
-    return EventSourceResponse(gen(), ping=15, sep="\n")
+    return EventSourceResponse(gen(), ping=15, sep="\n", headers=headers)

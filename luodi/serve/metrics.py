@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from prometheus_client import (
@@ -56,6 +57,13 @@ class ServerMetrics:
             registry=r,
         )
         self.embedded_inputs = Counter("luodi_embedding_inputs", "Texts embedded", registry=r)
+        self.app_drift = Gauge(
+            "luodi_app_drift",
+            "Drift of an app's served inputs against its training data per feature (PSI; text: centroid distance)",
+            ["app", "feature"],
+            registry=r,
+        )
+        self._drift_source: Callable[[], dict[tuple[str, str], float]] | None = None
 
     def bind_engine_stats(self, stats: Callable[[], dict[str, int]]) -> None:
         """Read queue depth and running sequences from the engine at scrape time."""
@@ -73,7 +81,22 @@ class ServerMetrics:
         if completion_tokens > 1 and decode_seconds > 0:
             self.tpot.observe(decode_seconds / (completion_tokens - 1))
 
+    def bind_drift(self, scores: Callable[[], dict[tuple[str, str], float]]) -> None:
+        """Read every app's drift scores ((app, feature) -> score; luodi.monitor.drift_scores) at scrape time."""
+        self._drift_source = scores
+
+    def set_drift(self, app: str, scores: dict[str, float | None]) -> None:
+        for feature, score in scores.items():
+            if score is not None:
+                self.app_drift.labels(app, feature).set(score)
+
     def render(self) -> bytes:
+        if self._drift_source is not None:
+            try:
+                for (app, feature), score in self._drift_source().items():
+                    self.app_drift.labels(app, feature).set(score)
+            except Exception:  # noqa: BLE001 - a scrape must answer even when the store cannot be read
+                logging.getLogger("luodi.serve").warning("luodi_app_drift not refreshed", exc_info=True)
         return generate_latest(self.registry)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -19,7 +18,7 @@ from fastapi import APIRouter, Request, Response
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
-from luodi import llm
+from luodi import crypto, llm
 from luodi.errors import BadRequest, LuodiError, NotFound, Overloaded
 from luodi.llm.openai_types import (
     Body,
@@ -143,7 +142,7 @@ def app_engine(state: ServerState, name: str) -> tuple[Any, str | None] | None:
     path = _gguf_of(run) if run.status == "done" else None
     if path is None:
         return None
-    system = json.loads((run.path / "text_generation.json").read_text()).get("options", {}).get("system")
+    system = crypto.read_json(run.path / "text_generation.json").get("options", {}).get("system")
     try:
         return get_engine(path, "llamacpp", **engine_options(state.settings, "llamacpp")), system
     except LuodiError:
@@ -195,11 +194,22 @@ async def _serve(service, req, request: Request):
 
         req, removed = await run_in_threadpool(redact_request, req, guard)
         headers = {HEADER: ",".join(removed) or "none"}
+    injection = state.extra.get("injection_guard")
+    if injection is not None:  # LUODI_GUARD_INJECTION: block (400 guard_injection) or flag (X-Luodi-Guard)
+        from luodi.privacy.injection_server import check_request
+
+        headers = {**(headers or {}), **await run_in_threadpool(check_request, req, injection)}
     engine = engine or state.engine or await run_in_threadpool(llm.ensure_engine, state)
     out = await service(engine, req, model=model, on_done=_on_done(state),
                         stream_interval=state.settings.stream_interval_ms / 1000, disconnected=request.is_disconnected)
     if isinstance(out, Body):  # its JSON as it is (FastAPI's jsonable_encoder would walk it again)
-        return Response(out.sse(), media_type="application/json", headers=headers)
+        body = out.sse()
+        if injection is not None:  # the reply's output checks: secrets, system prompt, PII
+            from luodi.privacy.injection_server import check_response
+
+            body, extra = await run_in_threadpool(check_response, body, req, injection.cfg)
+            headers = {**(headers or {}), **extra}
+        return Response(body, media_type="application/json", headers=headers)
     return EventSourceResponse(_sse(out), ping=15, sep="\n", headers=headers)
 
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -17,6 +20,9 @@ from sqlalchemy import (
     false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# encrypted at rest when LUODI_ENCRYPTION_KEY is set, in the same SQL types (no migration): docs/encryption.md
+from luodi.store.encrypted import EncryptedJSON, EncryptedString, encrypted
 
 
 class Base(DeclarativeBase):
@@ -102,7 +108,7 @@ class KbChunk(Base):
     kb_id: Mapped[int] = mapped_column(ForeignKey("kbs.id", ondelete="CASCADE"), index=True)
     doc_id: Mapped[int] = mapped_column(ForeignKey("kb_documents.id", ondelete="CASCADE"), index=True)
     ord: Mapped[int] = mapped_column(Integer)
-    text: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(encrypted("kb_chunks", "text"))
     start: Mapped[int] = mapped_column(Integer)  # character span in the source text
     end: Mapped[int] = mapped_column(Integer)
 
@@ -114,7 +120,7 @@ class Thread(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))  # chat|agent|assistant
     app: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    state: Mapped[dict] = mapped_column(JSON, default=dict)
+    state: Mapped[dict] = mapped_column(encrypted("threads", "state", EncryptedJSON), default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now, onupdate=now)
 
@@ -124,8 +130,8 @@ class Message(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     thread_id: Mapped[str] = mapped_column(ForeignKey("threads.id", ondelete="CASCADE"), index=True)
     role: Mapped[str] = mapped_column(String(32))  # system|user|assistant|tool|human_agent
-    content: Mapped[str] = mapped_column(Text)
-    meta: Mapped[dict] = mapped_column(JSON, default=dict)
+    content: Mapped[str] = mapped_column(encrypted("messages", "content"))
+    meta: Mapped[dict] = mapped_column(encrypted("messages", "meta", EncryptedJSON), default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
 
@@ -135,10 +141,10 @@ class Ticket(Base):
     __tablename__ = "tickets"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     thread_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
-    subject: Mapped[str] = mapped_column(String(500))
-    body: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str] = mapped_column(encrypted("tickets", "subject", EncryptedString, 500))
+    body: Mapped[str] = mapped_column(encrypted("tickets", "body"))
     status: Mapped[str] = mapped_column(String(32), default="open")  # open|answered|closed
-    answer: Mapped[str | None] = mapped_column(Text, nullable=True)
+    answer: Mapped[str | None] = mapped_column(encrypted("tickets", "answer"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
@@ -150,7 +156,7 @@ class Approval(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     thread_id: Mapped[str] = mapped_column(String(64), index=True)
     tool: Mapped[str] = mapped_column(String(200))
-    args: Mapped[dict] = mapped_column(JSON, default=dict)
+    args: Mapped[dict] = mapped_column(encrypted("approvals", "args", EncryptedJSON), default=dict)
     status: Mapped[str] = mapped_column(String(32), default="pending")  # pending|approved|rejected
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
@@ -161,7 +167,7 @@ class Memory(Base):
     __tablename__ = "memories"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     scope: Mapped[str] = mapped_column(String(200), index=True)
-    text: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(encrypted("memories", "text"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
 
@@ -172,3 +178,21 @@ class AuditLog(Base):
     actor: Mapped[str] = mapped_column(String(200))
     action: Mapped[str] = mapped_column(String(200))
     detail: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class PredictionLog(Base):
+    """A served prediction (migration 0006), sampled by the app's serve.log: its inputs (PII-redacted when the
+    guard is on), output, version and latency, and the ground truth once POST /v1/apps/{name}/feedback brings it.
+    The id is the one the predict response returned (header X-Luodi-Prediction-Id)."""
+
+    __tablename__ = "prediction_log"
+    __table_args__ = (Index("ix_prediction_log_app_at", "app", "at"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    app: Mapped[str] = mapped_column(String(200))
+    version: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    inputs: Mapped[dict] = mapped_column(encrypted("prediction_log", "inputs", EncryptedJSON))
+    output: Mapped[dict] = mapped_column(encrypted("prediction_log", "output", EncryptedJSON))
+    truth: Mapped[Any | None] = mapped_column(encrypted("prediction_log", "truth", EncryptedJSON), nullable=True)
+    feedback_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -10,7 +10,6 @@ LightGBM text format, JSON metadata. No pickle.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -18,7 +17,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field, create_model
 
-from luodi import atomic
+from luodi import atomic, crypto
 from luodi.config import AppConfig, ModelConfig, model_options
 from luodi.data.readers import read_app_table
 from luodi.data.split import split_frame
@@ -27,6 +26,7 @@ from luodi.errors import BadRequest, ConfigError
 from luodi.evaluate.metrics import classification_report_data
 from luodi.options.anomaly import MODEL_TYPES, AnomalyOptions
 from luodi.tasks.base import TableInputs, TaskBase, model_name
+from luodi.tasks.onnx_anomaly import AnomalyOptimizing, OnnxAutoencoder
 from luodi.tasks.tabular import TabularTask
 from luodi.tasks.tabular.store import record_model
 from luodi.tasks.tabular.torch_state import load_torch_state, save_torch_state, tensor_batches
@@ -120,7 +120,7 @@ def make_autoencoder(n_in: int, hidden: list[int], dropout: float):
     return nn.Sequential(*layers)
 
 
-class AnomalyTask(TableInputs, TaskBase):
+class AnomalyTask(AnomalyOptimizing, TableInputs, TaskBase):
     name: ClassVar[str] = "anomaly-detection"
 
     def __init__(self, config: AppConfig):
@@ -290,6 +290,8 @@ class AnomalyTask(TableInputs, TaskBase):
 
     # ---- scoring --------------------------------------------------------------------------------------
     def _ae_score(self, df: pd.DataFrame) -> np.ndarray:
+        if isinstance(self.ae, OnnxAutoencoder):  # an optimized run (luodi optimize --method onnx)
+            return self.ae.error(self.prep.dense_matrix(df))
         import torch
 
         x = torch.from_numpy(self.prep.dense_matrix(df))
@@ -380,7 +382,7 @@ class AnomalyTask(TableInputs, TaskBase):
         from safetensors.numpy import save
 
         run_dir = Path(run_dir)
-        if self.ae is not None:
+        if self.ae is not None and not isinstance(self.ae, OnnxAutoencoder):
             save_torch_state(run_dir / "autoencoder.safetensors", {"model": self.ae})
         if self.iforest is not None:
             atomic.write_bytes(run_dir / "isolation_forest.safetensors", save(self.iforest.tensors()))
@@ -398,25 +400,29 @@ class AnomalyTask(TableInputs, TaskBase):
                 "iforest_max_samples": self.iforest.max_samples if self.iforest else None,
                 "classifier": self.clf is not None,
                 "history": self.history,
+                **({"ae_runtime": {"graph": self.ae.path.name, "precision": "float32"}}
+                   if isinstance(self.ae, OnnxAutoencoder) else {}),
             },
         )
 
     def load(self, run_dir: Path) -> None:
         run_dir = Path(run_dir)
-        m = json.loads((run_dir / "anomaly.json").read_text())
+        m = crypto.read_json(run_dir / "anomaly.json")
         self.kind, self.detectors, self.thresholds = m["model_type"], m["detectors"], m["thresholds"]
         self.prep = Preprocessor.from_json(m["preprocessor"])
         self.history = m.get("history", [])
-        if "autoencoder" in self.detectors:
+        if "ae_runtime" in m:  # an optimized run: the autoencoder and its error as one ONNX graph
+            self.ae = OnnxAutoencoder(run_dir / m["ae_runtime"]["graph"], self.opts.threads)
+        elif "autoencoder" in self.detectors:
             mods = load_torch_state(run_dir / "autoencoder.safetensors")
             self.ae = make_autoencoder(mods["model"]["0.weight"].shape[1], m["ae_hidden"], 0.0)
             self.ae.load_state_dict(mods["model"])
             self.ae.eval()
         if "isolation-forest" in self.detectors:
-            from safetensors.numpy import load_file
+            from safetensors.numpy import load
 
             self.iforest = IsolationForestArrays.from_tensors(
-                load_file(run_dir / "isolation_forest.safetensors"), m["iforest_max_samples"]
+                load(crypto.read_bytes(run_dir / "isolation_forest.safetensors")), m["iforest_max_samples"]
             )
         if m["classifier"]:
             self.clf = TabularTask(self._classifier_config())

@@ -6,7 +6,6 @@ normalization, the CNN, its training and its persistence (safetensors + JSON).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from luodi import crypto
 from luodi.atomic import write_json
 from luodi.config import TrainConfig
 from luodi.errors import ConfigError, NotFound
@@ -113,11 +113,48 @@ class MadryCNN(nn.Module):
         return self.head(self.features(x))
 
 
+class ScatterLinear(nn.Module):
+    """Fixed wavelet scattering features (kymatio's Scattering2D, J=2: 81 maps per channel at a quarter of the
+    size), group-normalized per image, then one linear layer. Nothing before the linear layer is learned, so DP-SGD
+    spends its whole budget on few weights: Tramer & Boneh (2021), "Differentially private learning needs better
+    features", reach 98.7 % on MNIST at epsilon 3 this way, where end-to-end CNNs stay lower."""
+
+    def __init__(self, channels: int, classes: int, size: tuple[int, int]):
+        super().__init__()
+        from kymatio.scattering2d.frontend.torch_frontend import ScatteringTorch2D as Scattering2D  # (kymatio.torch
+        # also loads its 3-D part, which needs scipy.special.sph_harm: gone from SciPy 1.15)
+
+        self.scatter = Scattering2D(J=2, shape=size)
+        maps = 81 * channels
+        self.norm = nn.GroupNorm(27 if maps % 27 == 0 else 1, maps, affine=False)
+        self.linear = nn.Linear(maps * (size[0] // 4) * (size[1] // 4), classes)
+
+    def fixed(self, x: torch.Tensor) -> torch.Tensor:
+        """Everything before the linear layer: nothing there learns (GridClassifier.fit computes it once)."""
+        z = self.scatter(x.contiguous())  # (b, channels, 81, h / 4, w / 4)
+        return self.norm(z.flatten(1, 2)).flatten(1)
+
+    @property
+    def head(self) -> nn.Module:
+        return self.linear
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.fixed(x))
+
+
+def _once(fn: Any, x: torch.Tensor, batch: int = 512) -> torch.Tensor:
+    """fn over x in batches, without gradients (a fixed feature extractor applied to a whole set once)."""
+    with torch.no_grad():
+        return torch.cat([fn(x[i : i + batch]) for i in range(0, len(x), batch)]) if len(x) else x
+
+
 def build_cnn(meta: dict[str, Any]) -> nn.Module:
-    """The network `meta` names (`arch`: cnn, the default, flat or madry)."""
+    """The network `meta` names (`arch`: cnn, the default, flat, madry or scatter)."""
     shape = (meta["channels"], len(meta["classes"]), tuple(meta["size"]))
     arch = meta.get("arch", "cnn")
     act = meta.get("activation", "relu")  # runs from before the option: relu
+    if arch == "scatter":
+        return ScatterLinear(*shape)
     if arch == "flat":
         return FlatCNN(*shape, meta["width"], meta.get("hidden", 100), act)
     if arch == "madry":
@@ -263,6 +300,13 @@ class GridClassifier:
 
             idx = torch.from_numpy(resample(ys.numpy(), train.resample, train.seed))
             xs, ys = xs[idx], ys[idx]
+        trainee, vfixed = self.model, None
+        fixed = getattr(self.model, "fixed", None)
+        if fixed is not None and not aug and train.adversarial is None and not mixup:
+            # a prefix that learns nothing (wavelet scattering): computed once per image, only the head trains
+            xs, trainee = _once(fixed, self.normalize(xs)), self.model.head
+            if valid is not None and len(valid[0]):
+                vfixed = _once(fixed, self.normalize(torch.from_numpy(valid[0])))
         loader = torch.utils.data.DataLoader(
             torch.utils.data.TensorDataset(xs, ys),
             batch_size=train.batch_size,
@@ -285,6 +329,8 @@ class GridClassifier:
 
         def step(model: nn.Module, batch: Any) -> torch.Tensor:
             xb, yb = batch
+            if trainee is not self.model:  # features computed already
+                return loss(model(xb), yb)
             xb = augment_batch(xb, aug)
             if adv is not None:  # crafted in eval mode: batch-norm statistics of the attacked batch cannot mask it
                 done[0] += 1
@@ -309,6 +355,10 @@ class GridClassifier:
             vx, vy = valid[0], self.targets(valid[1], "valid label").numpy()
 
             def eval_fn(model: nn.Module) -> dict[str, float]:
+                if vfixed is not None:
+                    model.eval()
+                    with torch.no_grad():
+                        return loss_and_accuracy(F.softmax(model(vfixed), 1).numpy(), vy)
                 out = loss_and_accuracy(self.proba(vx), vy)
                 if adv is not None:
                     out["valid_robust_accuracy"] = self.robust_accuracy(vx[:500], torch.from_numpy(vy[:500]), adv)
@@ -323,7 +373,7 @@ class GridClassifier:
         cfg = LoopConfig.from_train(
             train, weight_decay=weight_decay, schedule=schedule, threads=training_threads(), **overrides
         )
-        train_loop(self.model, loader, step, eval_fn, run_dir, cfg, progress=progress, on_epoch=on_epoch)
+        train_loop(trainee, loader, step, eval_fn, run_dir, cfg, progress=progress, on_epoch=on_epoch)
 
     def save(self, run_dir: Path, meta_file: str) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -337,7 +387,7 @@ class GridClassifier:
             raise NotFound(
                 f"no trained model in {run_dir} ({meta_file} or {WEIGHTS} missing); train the app first"
             )
-        clf = cls(json.loads(path.read_text()))
+        clf = cls(crypto.read_json(path))
         load_weights(clf.model, run_dir / WEIGHTS)
         clf.model.eval()
         return clf

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field
 
+from luodi import crypto
 from luodi.atomic import write_json
 from luodi.config import AppConfig, model_options
 from luodi.data.images import (
@@ -222,6 +223,7 @@ class ImageClassificationTask(FileClassifierTask):
 
         run_dir = Path(run_dir)
         clf = self.need()
+        self._exportable()
         x = self.model_input(calibration)
         info: dict[str, Any] = {}
         reference = None  # the torch probabilities, where this run still has the torch CNN
@@ -318,6 +320,11 @@ class ImageClassificationTask(FileClassifierTask):
         say(f"{why}: float32 kept")
         return info
 
+    def _exportable(self) -> None:
+        if isinstance(self.clf, GridClassifier) and self.clf.meta.get("arch") == "scatter":
+            raise ConfigError("model.options.arch scatter: the wavelet scattering (kymatio, FFT-based) has no ONNX "
+                              "export; optimize or export a cnn, flat or madry model", param="model.options.arch")
+
     def export_bundle(self, out: Path) -> dict[str, Any]:
         """Write a standalone bundle into `out`: model.onnx (the CNN, softmax included), labels.json (labels,
         image size and channels, normalization, the background level for paper scans) and predict.py
@@ -328,9 +335,10 @@ class ImageClassificationTask(FileClassifierTask):
         from luodi.tasks.onnx_image import GRAPH, export_grid
 
         clf = self.need()
+        self._exportable()
         out = Path(out)
         if isinstance(clf, OnnxGrid):
-            shutil.copy2(clf.path, out / GRAPH)
+            (out / GRAPH).write_bytes(crypto.read_bytes(clf.path))  # (plaintext: a bundle runs without luodi)
         else:
             export_grid(clf.model, clf.meta, out / GRAPH)
         m = clf.meta

@@ -8,7 +8,6 @@ as data in the classifier's JSON: the same graph and numbers are what `luodi exp
 
 from __future__ import annotations
 
-import json
 import shutil
 import warnings
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from luodi import crypto
 from luodi.atomic import atomic_path, write_json
 from luodi.errors import BadRequest, NotFound
 from luodi.ort import SizedSession
@@ -95,7 +95,7 @@ class OnnxGrid:
 def load_grid(run_dir: Path, meta_file: str, threads: int | None = None) -> GridClassifier | OnnxGrid:
     """The classifier of a run: an ONNX graph where its JSON names one (an optimized run), else the torch CNN."""
     path = Path(run_dir) / meta_file
-    meta = json.loads(path.read_text()) if path.exists() else {}
+    meta = crypto.read_json(path) if path.exists() else {}
     if "runtime" not in meta:
         return GridClassifier.load(Path(run_dir), meta_file)
     if not (Path(run_dir) / meta["runtime"]["graph"]).exists():

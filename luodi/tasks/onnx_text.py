@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from luodi import crypto
 from luodi.atomic import atomic_path
 from luodi.ort import TOKEN_INPUTS, SizedSession, fold_weight_identities, run_tokenized
 
@@ -90,7 +91,7 @@ class OnnxHeads:
         self.path = Path(run_dir) / graph
         self.session = SizedSession(self.path, threads)
         self.outputs = [o.name for o in self.session.get_outputs()]
-        self.tokenizer = Tokenizer.from_file(str(Path(run_dir) / TOKENIZER))
+        self.tokenizer = Tokenizer.from_str(crypto.read_text(Path(run_dir) / TOKENIZER))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length)
 

@@ -22,7 +22,6 @@ speed: [factors], mixup: Beta parameter}.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field
 
+from luodi import crypto
 from luodi.config import AppConfig, model_options
 from luodi.data.audio import AudioSet, audio_from_value, read_wav_dir, speed_perturb, utterance_features
 from luodi.data.speech_embedding import get_embedder
@@ -41,6 +41,8 @@ from luodi.tasks.file_classifier import (
     loss_and_accuracy,
 )
 from luodi.tasks.grid_cnn import GridClassifier, check_augment
+from luodi.tasks.onnx_image import OnnxGrid, load_grid
+from luodi.tasks.onnx_speech import SpeechOptimizing
 from luodi.tasks.speech_models import EmbeddingClassifier, Ensemble
 
 MODEL_TYPES = ("cnn", "speech-embedding")
@@ -71,7 +73,7 @@ def speed_factors(value: Any, key: str) -> list[float]:
     return [float(v) for v in speeds]
 
 
-class SpeechRecognitionTask(FileClassifierTask):
+class SpeechRecognitionTask(SpeechOptimizing, FileClassifierTask):
     name = "speech-recognition"
     META = "speech_classifier.json"
     FIELD = "audio"
@@ -81,7 +83,7 @@ class SpeechRecognitionTask(FileClassifierTask):
 
     def __init__(self, config: AppConfig):
         super().__init__(config)
-        self.clf: Ensemble | EmbeddingClassifier | None = None
+        self.clf: Ensemble | EmbeddingClassifier | OnnxGrid | None = None  # OnnxGrid: an optimized run
         self.opts: SpeechRecognitionOptions = model_options(config)
         self.kind = config.model.type or "cnn"
         if self.kind not in MODEL_TYPES:
@@ -298,6 +300,11 @@ class SpeechRecognitionTask(FileClassifierTask):
         error. speech-embedding apps run an ONNX network, which has no gradients: 400."""
         from luodi.tasks.speech_explain import explain_waves
 
+        if isinstance(self.clf, OnnxGrid):
+            raise BadRequest(
+                "this run is an ONNX model, which gives no gradients for explanations; use the torch run it was "
+                "optimized from (--version)", param="version",
+            )
         if self.kind != "cnn":
             raise BadRequest(
                 "explanations of speech apps need model.type cnn: the speech-embedding network is ONNX, which "
@@ -312,13 +319,14 @@ class SpeechRecognitionTask(FileClassifierTask):
 
     def load(self, run_dir: Path) -> None:
         path = Path(run_dir) / self.META
-        m = json.loads(path.read_text()) if path.exists() else {}
+        m = crypto.read_json(path) if path.exists() else {}
         if m.get("model_type") == "speech-embedding":
             self.clf = EmbeddingClassifier.load(Path(run_dir), m)
             self.kind, self.sample_rate, self.source = m["model_type"], m["sample_rate"], m.get("source")
             self.window_seconds, self.tta_speeds = m["window_seconds"], m.get("tta_speeds", [])
             return
-        self.clf = Ensemble.load(Path(run_dir), self.META)
+        # an optimized run (luodi optimize --method onnx) names its graph in the JSON: the ensemble as ONNX
+        self.clf = load_grid(Path(run_dir), self.META) if "runtime" in m else Ensemble.load(Path(run_dir), self.META)
         self.kind = "cnn"
         m = self.clf.meta
         self.sample_rate, self.n_mels, self.hop_ms = m["sample_rate"], m["n_mels"], m["hop_ms"]

@@ -3,7 +3,6 @@ grid CNNs over log-mel spectrograms. Both expose meta, proba, targets, save and 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from luodi import crypto
 from luodi.atomic import atomic_path, write_json
 from luodi.errors import NotFound
 from luodi.evaluate.calibration import apply_temperature, fit_temperature
@@ -82,11 +82,11 @@ class EmbeddingClassifier:
 
     @classmethod
     def load(cls, run_dir: Path, meta: dict[str, Any]) -> EmbeddingClassifier:
-        from safetensors.numpy import load_file
+        from safetensors.numpy import load
 
         if not (run_dir / HEAD_FILE).exists():
             raise NotFound(f"no trained model in {run_dir} ({HEAD_FILE} missing); train the app first")
-        t = load_file(str(run_dir / HEAD_FILE))
+        t = load(crypto.read_bytes(run_dir / HEAD_FILE))
         return cls(meta, LinearHead.from_tensors(t, "head"), t["mean"], t["std"])
 
 
@@ -137,7 +137,7 @@ class Ensemble:
             raise NotFound(
                 f"no trained model in {run_dir} ({meta_file} or {WEIGHTS} missing); train the app first"
             )
-        meta = json.loads(path.read_text())
+        meta = crypto.read_json(path)
         ens = cls([GridClassifier(meta) for _ in range(int(meta.get("ensemble", 1)))])
         load_weights(ens.modules(), run_dir / WEIGHTS)
         ens.modules().eval()

@@ -13,7 +13,6 @@ neural heads into one ONNX graph (float32, int8 or float16; onnx_text.py), which
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -21,6 +20,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
+from luodi import crypto
 from luodi.atomic import atomic_path, write_json
 from luodi.config import AppConfig, model_options
 from luodi.data.split import held_out, split_indices
@@ -372,14 +372,14 @@ class TextClassificationTask(TextOptimizing, TextInputs, TaskBase):
         write_json(run_dir / META, meta)
 
     def load(self, run_dir: Path) -> None:
-        from safetensors.numpy import load_file
+        from safetensors.numpy import load
 
         run_dir = Path(run_dir)
         meta_path = run_dir / META
         if not meta_path.exists():
             raise BadRequest(f"{run_dir} holds no text-classification model (text_classification.json missing)")
-        meta = json.loads(meta_path.read_text())
-        t = load_file(str(run_dir / "model.safetensors"))
+        meta = crypto.read_json(meta_path)
+        t = load(crypto.read_bytes(run_dir / "model.safetensors"))
         self.classes = meta["labels"]
         self.source = meta["source"]
         self.opts = TextClassificationOptions.model_validate(meta["options"])
@@ -399,7 +399,7 @@ class TextClassificationTask(TextOptimizing, TextInputs, TaskBase):
         self.tfidf_head = self.tfidf = None
         if "tfidf" in meta["heads"]:
             self.tfidf_head = LinearHead.from_tensors(t, "tfidf")
-            vocab = json.loads((run_dir / "tfidf_vocab.json").read_text())
+            vocab = crypto.read_json(run_dir / "tfidf_vocab.json")
             idf = {k.split(".")[-1]: v for k, v in t.items() if k.startswith("tfidf.idf.")}
             self.tfidf = tfidf_from_state(vocab, idf)
 

@@ -11,7 +11,6 @@ a run predicts and scores through that GGUF.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
@@ -23,6 +22,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
+from luodi import crypto
 from luodi.atomic import atomic_dir, atomic_path, write_json
 from luodi.config import AppConfig, model_options
 from luodi.data.split import split_indices
@@ -66,9 +66,10 @@ def served_gguf(run_dir: str | Path) -> Path | None:
     meta = Path(run_dir) / "text_generation.json"
     if not meta.is_file():
         return None
-    name = json.loads(meta.read_text()).get("gguf")
+    name = crypto.read_json(meta).get("gguf")
     path = Path(run_dir) / name if name else None
-    return path if path is not None and path.is_file() else None
+    # (llama.cpp opens the file itself: an encrypted one is handed over decrypted in memory, never on disk)
+    return crypto.plain_handle(path) if path is not None and path.is_file() else None
 
 
 class TextGenerationTask(TextInputs, TaskBase):
@@ -232,10 +233,10 @@ class TextGenerationTask(TextInputs, TaskBase):
         state = {"epoch": 0, "step": 0}
         if (ckpt / "state.json").exists():
             from peft import set_peft_model_state_dict
-            from safetensors.torch import load_file
+            from safetensors.torch import load
 
-            state = json.loads((ckpt / "state.json").read_text())
-            set_peft_model_state_dict(self.model, load_file(str(ckpt / "adapter_model.safetensors")))
+            state = crypto.read_json(ckpt / "state.json")
+            set_peft_model_state_dict(self.model, load(crypto.read_bytes(ckpt / "adapter_model.safetensors")))
             console.log(f"resuming at epoch {state['epoch'] + 1}, step {state['step']}")
         params = [p for p in self.model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
@@ -389,13 +390,14 @@ class TextGenerationTask(TextInputs, TaskBase):
         meta_path = run_dir / "text_generation.json"
         if not meta_path.exists():
             raise BadRequest(f"{run_dir} holds no text-generation model (text_generation.json missing)")
-        meta = json.loads(meta_path.read_text())
+        meta = crypto.read_json(meta_path)
         self._meta = {k: v for k, v in meta.items() if k not in ("task", "source", "options")}
         self.gguf = served_gguf(run_dir)
         self.source = meta["source"]
         self.opts = TextGenerationOptions.model_validate(meta["options"])
         with _quiet_peft():
-            self.model = PeftModel.from_pretrained(self._load_base(), str(run_dir))
+            with crypto.plain_dir(run_dir, ("adapter_config.json", "adapter_model.safetensors")) as adapter:
+                self.model = PeftModel.from_pretrained(self._load_base(), str(adapter))
         self._evaluated = {}
         self.model.eval()
 

@@ -10,7 +10,6 @@ transitions. Entity-level precision/recall/F1 follow conlleval/seqeval (exact sp
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, Field
 
+from luodi import crypto
 from luodi.atomic import atomic_path, write_json
 from luodi.config import AppConfig, model_options
 from luodi.data.split import split_indices
@@ -29,6 +29,7 @@ from luodi.options import TokenClassificationOptions
 from luodi.tasks.base import TaskBase, TextInputs
 from luodi.tasks.bio_tags import allowed_transitions, entity_scores, spans, viterbi
 from luodi.tasks.text_records import records_texts
+from luodi.tasks.token_optimizing import OnnxLayerFeatures, TokenOptimizing
 
 Sentence = dict[str, list[str]]  # {"tokens": [...], "tags": [...]}
 WORD_RE = re.compile(r"\w+(?:[-'.]\w+)*|[^\w\s]")
@@ -108,7 +109,7 @@ def build_network(n_layers: int, dim: int, n_chars: int, n_tags: int, o: TokenCl
     return Tagger()
 
 
-class TokenClassificationTask(TextInputs, TaskBase):
+class TokenClassificationTask(TokenOptimizing, TextInputs, TaskBase):
     name: ClassVar[str] = "token-classification"
 
     def __init__(self, config: AppConfig):
@@ -125,6 +126,7 @@ class TokenClassificationTask(TextInputs, TaskBase):
         self.chars: dict[str, int] = {}
         self.net = None
         self.dim = 0
+        self.features: OnnxLayerFeatures | None = None  # the encoder as ONNX (an optimized run), else torch
 
     # ------------------------------------------------------------ data
     def read(self, path: str | None = None) -> list[Sentence]:
@@ -166,7 +168,8 @@ class TokenClassificationTask(TextInputs, TaskBase):
 
     def _feats(self, sents: list[list[str]], progress: bool = False, cache: bool = True) -> list[np.ndarray]:
         enc = get_encoder(self.source)
-        return enc.word_features(sents, self.opts.layers, self.opts.max_length, progress, cache=cache)
+        return enc.word_features(sents, self.opts.layers, self.opts.max_length, progress, cache=cache,
+                                 forward=self.features)
 
     def _decode(
         self, sents: list[list[str]], progress: bool = False, cache: bool = True
@@ -292,11 +295,11 @@ class TokenClassificationTask(TextInputs, TaskBase):
 
     def _load_checkpoint(self, ckpt: Path, opt) -> dict:
         import torch
-        from safetensors.torch import load_file
+        from safetensors.torch import load
 
         self.load(ckpt / "last")
         opt.param_groups[0]["params"] = list(self.net.parameters())
-        moments = load_file(str(ckpt / "optimizer.safetensors"))
+        moments = load(crypto.read_bytes(ckpt / "optimizer.safetensors"))
         for i, p in enumerate(self.net.parameters()):
             if f"{i}.exp_avg" in moments:
                 opt.state[p] = {
@@ -304,7 +307,7 @@ class TokenClassificationTask(TextInputs, TaskBase):
                     "exp_avg": moments[f"{i}.exp_avg"],
                     "exp_avg_sq": moments[f"{i}.exp_avg_sq"],
                 }
-        return json.loads((ckpt / "state.json").read_text())
+        return crypto.read_json(ckpt / "state.json")
 
     # ------------------------------------------------------------ inference
     def predict(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -371,7 +374,7 @@ class TokenClassificationTask(TextInputs, TaskBase):
         )
 
     def load(self, run_dir: Path) -> None:
-        from safetensors.torch import load_file
+        from safetensors.torch import load
 
         run_dir = Path(run_dir)
         meta_path = run_dir / "token_classification.json"
@@ -379,15 +382,17 @@ class TokenClassificationTask(TextInputs, TaskBase):
             raise BadRequest(
                 f"{run_dir} holds no token-classification model (token_classification.json missing)"
             )
-        meta = json.loads(meta_path.read_text())
+        meta = crypto.read_json(meta_path)
         self.tags, self.chars, self.source = meta["tags"], meta["chars"], meta["source"]
         self.opts = TokenClassificationOptions.model_validate(meta["options"])
         self.dim = int(meta["dim"])
         self.net = build_network(
             meta["n_layers"], meta["dim"], len(self.chars) + 2, len(self.tags), self.opts
         )
-        self.net.load_state_dict(load_file(str(run_dir / "model.safetensors")))
+        self.net.load_state_dict(load(crypto.read_bytes(run_dir / "model.safetensors")))
         self.net.eval()
+        runtime = meta.get("encoder_runtime")  # `luodi optimize`: the encoder's layers as an ONNX graph
+        self.features = OnnxLayerFeatures(run_dir / runtime["graph"]) if runtime else None
 
     def input_model(self) -> type[BaseModel]:
         return NerIn

@@ -78,7 +78,8 @@ def private(
     if problems:
         raise ConfigError(
             f"'train.privacy': DP-SGD needs each example's own gradient, which this model's layers do not give "
-            f"({problems[0]}); image apps: set model.options.arch: flat (no batch norm)", param="train.privacy")
+            f"({problems[0]}); image apps: set model.options.arch: scatter or flat (no batch norm)",
+            param="train.privacy")
     if not isinstance(loader, torch.utils.data.DataLoader):
         raise ConfigError("'train.privacy' applies to image and speech CNN apps only; remove it", param="train.privacy")
     if loader.batch_size is None:  # batches made by a batch sampler: Opacus needs the plain batch size

@@ -32,8 +32,9 @@ from typing import Any, Literal
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load, load_model, save_file, save_model
 
+from luodi import crypto
 from luodi.atomic import atomic_path, write_json
 from luodi.errors import ConfigError
 from luodi.train import CHECKPOINT_DIR
@@ -118,7 +119,14 @@ def save_weights(model: torch.nn.Module, path: Path, metadata: dict[str, str] | 
 def load_weights(model: torch.nn.Module, path: Path) -> None:
     """Load safetensors weights into `model`; a shape/name mismatch becomes a clear ConfigError."""
     try:
-        missing, unexpected = load_model(model, str(path), strict=False)
+        if crypto.is_sealed(path):  # encrypted at rest: decrypted piece by piece into the model's tensors
+            from luodi.train.streamed import load_streamed
+
+            missing, unexpected = load_streamed(model, path)
+        else:
+            missing, unexpected = load_model(model, str(path), strict=False)
+    except (crypto.DamagedFileError, crypto.EncryptionKeyError):
+        raise  # (their messages name the file and the fix)
     except Exception as e:  # safetensors raises RuntimeError on shape mismatch
         raise ConfigError(
             f"weights in {path} do not fit this model ({e}); retrain or use the matching run"
@@ -171,7 +179,7 @@ class Checkpoint:
 
     def read_state(self) -> dict[str, Any]:
         try:
-            return json.loads(self.state_path.read_text())
+            return crypto.read_json(self.state_path)
         except (OSError, json.JSONDecodeError) as e:
             raise ConfigError(
                 f"checkpoint state {self.state_path} is unreadable ({e}); delete it to restart"
@@ -199,7 +207,7 @@ class Checkpoint:
     def load(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
         state = self.read_state()
         load_weights(model, self.dir / state["model_file"])
-        _optimizer_from_files(optimizer, load_file(str(self.dir / state["optim_file"])), state["optim_meta"])
+        _optimizer_from_files(optimizer, load(crypto.read_bytes(self.dir / state["optim_file"])), state["optim_meta"])
         return state
 
     def _remove_unreferenced(self, state: dict[str, Any]) -> None:

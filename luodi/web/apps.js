@@ -3,6 +3,7 @@ import { guarded } from "./errors.js";
 import { explanationView, mainEffects } from "./explain.js";
 import { api, failure, request } from "./http.js";
 import { asList, el, enc, fmtTime, fmtValue } from "./lib.js";
+import { monitorCard } from "./monitor.js";
 
 /** How a run's model was made: trained, or optimized (`luodi optimize`) from a base version, with its size and speed. */
 function modelCell(run) {
@@ -70,7 +71,8 @@ export const Apps = {
         el("div", { class: "row" }, files,
           el("label", { class: "small" }, explain, " explain"),
           el("button", { id: "app-predict-files", onclick: () => this.predictFiles(name, files, explain.checked, out) }, "Predict files")),
-        out));
+        out),
+      monitorCard(name));
     this.loadRuns(name, runs, report);
   },
 
@@ -82,8 +84,9 @@ export const Apps = {
       const served = (r) => r.served
         ? el("span", { class: "pill ok served" }, r.pinned ? "served (pinned)" : "served")
         : r.status === "done"
-          ? el("button", { class: "ghost serve", title: "serve this version from now on (admin key)",
-            onclick: () => this.promote(name, r.version, box, report) }, "Serve")
+          ? [r.held ? el("span", { class: "pill warn held", title: r.held }, `held: ${r.held}`) : "",
+            el("button", { class: "ghost serve", title: "serve this version from now on (admin key)",
+              onclick: () => this.promote(name, r.version, box, report, Boolean(r.held && r.held.includes("--force"))) }, "Serve")]
           : "";
       box.replaceChildren(
         pinned ? el("div", { class: "row" }, el("span", { class: "muted grow" }, "A pinned version is served; new training does not change it."),
@@ -101,9 +104,10 @@ export const Apps = {
   },
 
   /** Serve `version` (null: the newest finished run again), then refresh the runs and the apps table. */
-  async promote(name, version, box, report) {
+  async promote(name, version, box, report, force = false) {
+    if (force && !window.confirm(`${name} ${version} missed its evaluate.goal. Serve it anyway?`)) return;
     await guarded(box, async () => {
-      await api(`/v1/apps/${enc(name)}/promote`, { method: "POST", json: { version } });
+      await api(`/v1/apps/${enc(name)}/promote`, { method: "POST", json: force ? { version, force } : { version } });
       if (this.reload) this.reload(); else this.loadRuns(name, box, report);
     });
   },

@@ -14,6 +14,11 @@ export const AuditLog = {
     const limit = el("select", { id: "audit-limit", onchange: () => { this.limit = Number(limit.value); this.load(box, status); } },
       [50, 100, 500].map((n) => el("option", { value: n, selected: n === this.limit }, `${n} rows`)));
     const keyId = el("input", { id: "audit-key", type: "number", min: 1, placeholder: "any key", style: "width:110px" });
+    const security = el("div", { id: "security-settings" });
+    root.append(el("h2", {}, "Security settings"),
+      el("p", { class: "muted" }, "What this server runs with (GET /v1/security): keys, limits, TLS, the PII and injection guards, and which apps and knowledge bases redact PII. Secrets are never shown."),
+      security);
+    this.loadSecurity(security, status);
     root.append(el("h2", {}, "Audit log"),
       el("p", { class: "muted" }, "Every /v1 call (and ticket / approval events): who, what, status, time. Bodies, query strings and headers are never logged."),
       el("form", { class: "row", onsubmit: (e) => { e.preventDefault(); this.load(box, status, keyId.value); } },
@@ -22,6 +27,29 @@ export const AuditLog = {
         el("button", { id: "audit-newer", type: "button", class: "ghost", onclick: () => this.newer(box, status, keyId.value) }, "Newer rows")),
       status, box);
     this.load(box, status);
+  },
+
+  async loadSecurity(box, status) {
+    await guarded(status, async () => {
+      let data;
+      try {
+        data = await api("/v1/security");
+      } catch (err) {
+        if (err.status !== 403) throw err;
+        return;  // the audit log below says the panel is for admin keys
+      }
+      box.replaceChildren(this.securityTables(data));
+    });
+  },
+
+  securityTables(data) {
+    const guard = (cfg) => (cfg ? `on: ${Object.entries(cfg).filter(([, v]) => v !== null && !(Array.isArray(v) && v.length > 6)).map(([k, v]) => `${k}=${Array.isArray(v) ? v.join("|") : v}`).join(", ")}` : "off");
+    const row = (k, v) => el("tr", { dataset: { setting: k } }, el("td", { class: "mono" }, k), el("td", {}, String(v)));
+    const server = Object.entries(data.server).map(([k, v]) => row(k, k.startsWith("guard_") ? guard(v) : v));
+    const apps = (data.apps || []).map((a) => row(`app ${a.app}${a.version ? ` (${a.version})` : ""}: guard.pii`, guard(a.guard_pii)));
+    const kbs = (data.kbs || []).map((k) => row(`knowledge base ${k.kb}: pii`, guard(k.pii)));
+    return el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "Setting"), el("th", {}, "Value"))),
+      el("tbody", {}, [...server, ...apps, ...kbs]));
   },
 
   query(keyId, after = 0) {

@@ -7,12 +7,12 @@ sampler's state (current draw, kept draws, RNG) is checkpointed as safetensors +
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load, save_file
 
+from luodi import crypto
 from luodi.atomic import atomic_path, write_json
 
 
@@ -141,8 +141,8 @@ class BPMF:
     def restore(self, ckpt: Path) -> bool:
         if not (ckpt / "state.json").exists() or not (ckpt / "bpmf.safetensors").exists():
             return False
-        state = json.loads((ckpt / "state.json").read_text())
-        arrays = load_file(str(ckpt / "bpmf.safetensors"))
+        state = crypto.read_json(ckpt / "state.json")
+        arrays = load(crypto.read_bytes(ckpt / "bpmf.safetensors"))
         if arrays["P"].shape != self.P.shape or arrays["Q"].shape != self.Q.shape:
             return False  # a checkpoint of other data: start over
         self.P, self.Q = arrays["P"], arrays["Q"]

@@ -8,7 +8,6 @@ written every 25 iterations to run_dir/checkpoint and resumed from.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +15,15 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 from rich.progress import Progress
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load, save_file
 
+from luodi import crypto
 from luodi.atomic import atomic_path, write_json
 from luodi.config import AppConfig, model_options
 from luodi.errors import BadRequest, ConfigError, NotFound
 from luodi.options.recommendation import RecommendationOptions
 from luodi.tasks.base import TaskBase
+from luodi.tasks.onnx_recommendation import OnnxTowers, RecommendationOptimizing
 from luodi.tasks.recommendation.bpmf import BPMF
 from luodi.tasks.recommendation.ratings import read_item_names, read_ratings
 from luodi.train import CHECKPOINT_DIR
@@ -67,7 +68,7 @@ class RecommendationOutput(BaseModel):
     cold_start: bool = False
 
 
-class RecommendationTask(TaskBase):
+class RecommendationTask(RecommendationOptimizing, TaskBase):
     name = "recommendation"
 
     def __init__(self, config: AppConfig):
@@ -80,6 +81,8 @@ class RecommendationTask(TaskBase):
         self.meta: dict[str, Any] = {}
         self.seen: dict[int, np.ndarray] = {}
         self.user_index: dict[str, int] = {}
+        self.towers: OnnxTowers | None = None  # an optimized run: the towers as an ONNX graph (onnx_recommendation)
+        self.cold: np.ndarray | None = None  # its unknown users' item scores
 
     # data
     def read(self, path: str | None) -> pd.DataFrame:
@@ -182,7 +185,7 @@ class RecommendationTask(TaskBase):
         self.item_index = {v: n for n, v in enumerate(self.meta["item_ids"])}
 
     def _need(self) -> None:
-        if self.users is None:
+        if self.users is None and self.towers is None:
             raise NotFound("the recommender is not trained or loaded yet: call fit() or load(run_dir) first")
 
     # inference
@@ -193,6 +196,8 @@ class RecommendationTask(TaskBase):
         ui = np.array([self.user_index.get(x, -1) for x in users])
         ii = np.array([self.item_index.get(x, -1) for x in items])
         ku, ki = ui >= 0, ii >= 0
+        if self.towers is not None:
+            return np.clip(self.towers.rate(ui, ii), m["min"], m["max"]), ku & ki
         pred = np.full(len(ui), m["mean"], dtype=np.float64)
         pred[ku] += self.ub[ui[ku]]
         pred[ki] += self.ib[ii[ki]]
@@ -203,6 +208,10 @@ class RecommendationTask(TaskBase):
     def scores(self, user: str) -> tuple[np.ndarray, bool]:
         """Predicted rating of every item for `user` (item bias only for an unknown user)."""
         n = self.user_index.get(user)
+        if self.towers is not None:
+            if n is None:
+                return self.cold, True
+            return self.towers.scores(np.array([n]), np.arange(len(self.meta["item_ids"])))[0], False
         s = self.meta["mean"] + self.ib.astype(np.float64)
         if n is None:
             # cold start: well-rated items with enough ratings (shrink the bias by popularity)
@@ -310,7 +319,7 @@ class RecommendationTask(TaskBase):
             [np.full(len(v), n, np.int32) for n, v in self.seen.items()] or [np.zeros(0, np.int32)]
         )
         seen_i = np.concatenate([v.astype(np.int32) for v in self.seen.values()] or [np.zeros(0, np.int32)])
-        arrays = {
+        arrays = {"seen_user": seen_u, "seen_item": seen_i, "cold_scores": self.cold} if self.towers else {
             "users": self.users,
             "items": self.items,
             "user_bias": self.ub,
@@ -328,9 +337,13 @@ class RecommendationTask(TaskBase):
             raise NotFound(
                 f"no trained recommender in {run_dir} ({WEIGHTS} or {META} missing); train the app first"
             )
-        a = load_file(str(run_dir / WEIGHTS))
-        self.users, self.items, self.ub, self.ib = a["users"], a["items"], a["user_bias"], a["item_bias"]
-        self.meta = json.loads((run_dir / META).read_text())
+        a = load(crypto.read_bytes(run_dir / WEIGHTS))
+        self.meta = crypto.read_json(run_dir / META)
+        if "runtime" in self.meta:  # an optimized run: the towers are an ONNX graph
+            self.towers, self.cold = OnnxTowers(run_dir / self.meta["runtime"]["graph"]), a["cold_scores"]
+            self.users = self.items = self.ub = self.ib = None
+        else:
+            self.users, self.items, self.ub, self.ib = a["users"], a["items"], a["user_bias"], a["item_bias"]
         su, si = a["seen_user"], a["seen_item"]
         order = np.argsort(su, kind="stable")
         su, si = su[order], si[order]

@@ -6,7 +6,6 @@ it reads the task's options, preprocessing and objective, and sets the fitted me
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from luodi import atomic
+from luodi import atomic, crypto
 from luodi.config import AppConfig
 from luodi.data.tabular import Preprocessor
 from luodi.options.tabular import LIGHTGBM_PARAMS, TabularOptions
@@ -114,12 +113,12 @@ class MemberFitting:
         per_epoch = max(1, math.ceil(total / epochs))
         suffix = f"_{i}" if i else ""
         state_p, model_p = ckpt / f"lgb{suffix}_state.json", ckpt / f"lgb{suffix}.txt"
-        state = json.loads(state_p.read_text()) if state_p.exists() and model_p.exists() else {}
+        state = crypto.read_json(state_p) if state_p.exists() and model_p.exists() else {}
         if state.get("done"):
             if i == 0:
                 self.history += state.get("history", [])
-            return lgb.Booster(model_str=model_p.read_text())
-        init = lgb.Booster(model_str=model_p.read_text()) if state else None
+            return lgb.Booster(model_str=crypto.read_text(model_p))
+        init = lgb.Booster(model_str=crypto.read_text(model_p)) if state else None
         start = int(state.get("iteration", 0))
         if i == 0:
             self.history += state.get("history", [])

@@ -9,7 +9,6 @@ the ensemble graph holds them.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from luodi import atomic
+from luodi import atomic, crypto
 from luodi.errors import ConfigError
 from luodi.tasks.tabular.sklearn_members import SKLEARN_MEMBERS
 
@@ -200,7 +199,7 @@ class Optimizing:
 
 
 def _set_meta(folder: Path, info: dict[str, Any]) -> None:
-    meta = json.loads((folder / "preprocess.json").read_text())
+    meta = crypto.read_json(folder / "preprocess.json")
     meta["onnx"] = info
     atomic.write_json(folder / "preprocess.json", meta)
 

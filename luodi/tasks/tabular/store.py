@@ -5,13 +5,12 @@ member<j>/. `TabularStore` is a mixin of TabularTask. No pickle.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from luodi import atomic
+from luodi import atomic, crypto
 from luodi.data.coding import Coding
 from luodi.data.tabular import Preprocessor, py_name
 from luodi.options.tabular import MEMBERS
@@ -70,14 +69,14 @@ class TabularStore:
 
     def load(self, run_dir: Path) -> None:
         run_dir = Path(run_dir)
-        m = json.loads((run_dir / "preprocess.json").read_text())
+        m = crypto.read_json(run_dir / "preprocess.json")
         self.load_meta(m)
         self._coder, self._mlp_layers, self._onnx_batch = None, None, None  # rebuilt on first use
         self.onnx_info, self.ensemble = m.get("onnx"), None
         if self.onnx_info and self.onnx_info.get("graph"):  # an ONNX run (luodi optimize --method onnx)
             from luodi.tasks.tabular.onnx_graphs import EnsembleSession
 
-            self.ensemble = EnsembleSession((run_dir / self.onnx_info["graph"]).read_bytes(), self.opts.threads)
+            self.ensemble = EnsembleSession(crypto.read_bytes(run_dir / self.onnx_info["graph"]), self.opts.threads)
         if m.get("members"):
             cfg = self._member_config()
             self.members = []
@@ -89,16 +88,16 @@ class TabularStore:
         if self.weights["lightgbm"] > 0:
             import lightgbm as lgb
 
-            self.booster = lgb.Booster(model_str=(run_dir / "model.lgb.txt").read_text())
+            self.booster = lgb.Booster(model_str=crypto.read_text(run_dir / "model.lgb.txt"))
             self.more_boosters = [
-                lgb.Booster(model_str=(run_dir / f"model.lgb.{i}.txt").read_text())
+                lgb.Booster(model_str=crypto.read_text(run_dir / f"model.lgb.{i}.txt"))
                 for i in range(1, int(m.get("lgb_seeds", 1)))
             ]
         self.sk, self.mlp = {}, None
         if self.onnx_info:  # the MLP and forest / SVM are parts of the ONNX graph; the boosters stay for explain
             return
         self.sk = {
-            k: OnnxMember((run_dir / f"{k}.onnx").read_bytes(), self.opts.threads)
+            k: OnnxMember(crypto.read_bytes(run_dir / f"{k}.onnx"), self.opts.threads)
             for k in SKLEARN_MEMBERS
             if self.weights[k] > 0
         }

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from luodi import atomic
+from luodi import atomic, crypto
 
 
 def save_torch_state(path: Path, modules: dict[str, Any]) -> None:
@@ -24,13 +24,12 @@ def save_torch_state(path: Path, modules: dict[str, Any]) -> None:
 
 def load_torch_state(path: Path) -> dict[str, dict[str, Any]]:
     """{module name: state_dict} from a file written by save_torch_state."""
-    from safetensors import safe_open
+    from safetensors.torch import load
 
     mods: dict[str, dict[str, Any]] = {}
-    with safe_open(str(path), "pt") as f:
-        for key in f.keys():
-            head, rest = key.split(".", 1)
-            mods.setdefault(head, {})[rest] = f.get_tensor(key)
+    for key, tensor in load(crypto.read_bytes(path)).items():
+        head, rest = key.split(".", 1)
+        mods.setdefault(head, {})[rest] = tensor
     return mods
 
 
