@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -79,8 +80,10 @@ def print_banner(url: str, key: str | None, model: str, auth_on: bool = False) -
     console.rule()
 
 
-def run_server(host: str, port: int, *, new_key: bool = True, key_name: str = "luodi-serve") -> None:
-    """Start the HTTP server in the foreground (Ctrl-C stops it)."""
+def run_server(host: str, port: int, *, new_key: bool = True, key_name: str = "luodi-serve",
+               use_ray: bool = False) -> None:
+    """Start the HTTP server in the foreground (Ctrl-C stops it); `use_ray`: the same app on Ray Serve
+    (luodi.serve.ray_serve, the LUODI_RAY_* settings)."""
     import uvicorn
 
     from luodi.serve.app import create_app
@@ -88,7 +91,18 @@ def run_server(host: str, port: int, *, new_key: bool = True, key_name: str = "l
 
     settings = get_settings()
     tls = tls_options(settings.ssl_certfile, settings.ssl_keyfile)
-    if not _port_free(host, port):
+    if use_ray:
+        from luodi.serve import ray_serve
+
+        ray_serve.require_ray_serve()  # not installed: stop naming the extra, before any key is made
+        ray_serve.deployment_options(settings)  # a bad replica setting stops here, naming it
+        if tls:
+            raise LuodiError("--ray serves plain HTTP through Ray Serve's proxy; drop --ssl-certfile and put TLS "
+                             "in front of it (a load balancer or ingress)", param="ssl_certfile")
+        # build the app once here: a bad setting (a guard file, ...) stops with luodi's message, where a replica
+        # failing the same check reaches this process only as Ray's "failed to update the deployments"
+        create_app(settings, preload=False)
+    if not (use_ray and settings.ray_address) and not _port_free(host, port):
         raise LuodiError(f"port {port} on {host} is already in use; pick another with --port", param="port")
     model = settings.chat_model
     if settings.engine.lower() == "openai":  # a bad upstream setting stops here, naming the setting
@@ -100,6 +114,9 @@ def run_server(host: str, port: int, *, new_key: bool = True, key_name: str = "l
         new_key = False  # the deployment brings its admin key
     if auth_on and new_key:
         key = keys_service.create_key(key_name, admin=True).key  # admin: it may manage keys too
+    if use_ray:
+        ray_serve.serve_forever(settings, on_ready=lambda url: print_banner(url, key, model, auth_on))
+        return
     app = create_app(settings)
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     print_banner(f"{'https' if tls else 'http'}://{shown_host}:{port}", key, model, auth_on)
@@ -131,16 +148,34 @@ def serve(
     new_key: Annotated[bool, typer.Option("--key/--no-key", help="create and print a fresh API key")] = True,
     ssl_certfile: Annotated[str | None, typer.Option(help="PEM certificate: serve HTTPS (LUODI_SSL_CERTFILE)")] = None,
     ssl_keyfile: Annotated[str | None, typer.Option(help="its PEM private key (LUODI_SSL_KEYFILE)")] = None,
+    use_ray: Annotated[bool, typer.Option("--ray", help="serve the same app on Ray Serve (needs the ray extra; "
+                                          "docs/ray.md)")] = False,
+    address: Annotated[str | None, typer.Option(
+        help="with --ray: the Ray cluster, e.g. 'auto' (default: a local Ray; LUODI_RAY_ADDRESS)")] = None,
+    min_replicas: Annotated[int | None, typer.Option(
+        min=0, help="with --ray: fewest replicas (LUODI_RAY_MIN_REPLICAS, default 1)")] = None,
+    max_replicas: Annotated[int | None, typer.Option(
+        min=1, help="with --ray: most replicas; above --min-replicas: autoscaling (LUODI_RAY_MAX_REPLICAS)")] = None,
+    target_ongoing_requests: Annotated[float | None, typer.Option(
+        min=0.001, help="with --ray: requests in flight per replica the autoscaler aims at "
+        "(LUODI_RAY_TARGET_ONGOING_REQUESTS, default 2)")] = None,
 ) -> None:
-    """Serve the OpenAI-compatible API (and the console) on HOST:PORT, over HTTPS with --ssl-certfile."""
+    """Serve the OpenAI-compatible API (and the console) on HOST:PORT, over HTTPS with --ssl-certfile, or on Ray
+    Serve with --ray."""
     _apply_overrides(
         host=host, port=port, chat_model=model, engine=engine, embed_model=embed_model, threads=threads,
         ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, upstream=upstream, upstream_key_env=upstream_key_env,
-        upstream_model=upstream_model,
+        upstream_model=upstream_model, ray_address=address, ray_min_replicas=min_replicas,
+        ray_max_replicas=max_replicas, ray_target_ongoing_requests=target_ongoing_requests,
     )
-    s = get_settings()
     try:
-        run_server(s.host, s.port, new_key=new_key)
+        s = get_settings()
+    except ValidationError as e:  # a bad LUODI_* value (e.g. LUODI_RAY_MAX_REPLICAS=0): name it, no traceback
+        err = e.errors()[0]
+        raise _fail(LuodiError(f"LUODI_{str(err['loc'][0]).upper()}: {err['msg']} (got {err.get('input')!r})",
+                               param=str(err["loc"][0]))) from e
+    try:
+        run_server(s.host, s.port, new_key=new_key, use_ray=use_ray)
     except LuodiError as e:
         raise _fail(e) from e
 
