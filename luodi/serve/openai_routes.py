@@ -84,7 +84,10 @@ def registered_models() -> list[dict[str, Any]]:
 
         out = []
         for name in registry.apps_with_runs():
-            run = registry.get_run(name)
+            try:
+                run = registry.get_run(name)
+            except LuodiError:  # no run serves by itself (held back: optimized, or it missed its goal)
+                continue
             entry = {"id": name, "role": run.task, "version": run.version, "endpoint": f"/v1/apps/{name}/predict"}
             if _gguf_of(run) is not None:
                 entry.update(endpoint="/v1/chat/completions", predict_endpoint=f"/v1/apps/{name}/predict")
