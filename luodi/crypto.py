@@ -35,7 +35,7 @@ import mmap
 import os
 import struct
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -388,9 +388,9 @@ def key_id_of(path: str | os.PathLike) -> bytes | None:
     return HEADER.unpack(head)[4]
 
 
-def read_bytes(path: str | os.PathLike) -> bytes:
-    """A stored file's plaintext bytes: the one read every loader of runs and knowledge bases goes through.
-    (iter_plain's checks, with each chunk decrypted straight into one buffer: what a cold load of a run costs.)"""
+def _decrypt_all(path: str | os.PathLike, alloc: Callable[[int], Any]) -> Any:
+    """Every chunk of a stored file decrypted straight into alloc(plaintext size) (one buffer, no copies), or a
+    plaintext file's bytes as they are. A cut or damaged file raises, naming the chunk (via iter_plain)."""
     from cryptography.exceptions import InvalidTag
 
     with open(path, "rb") as f:
@@ -398,7 +398,7 @@ def read_bytes(path: str | os.PathLike) -> bytes:
         if head[: len(MAGIC)] != MAGIC or len(head) < HEADER.size:
             if head[: len(MAGIC)] == MAGIC or _near_magic(head):
                 return read_bytes_streamed(path)  # (raises: a damaged header)
-            return head + f.read()
+            return head + f.read()  # plaintext: as it is (the caller copies it only if it needs its own buffer)
         what = f"file '{path}'"
         chunk, key_id = _header_fields(head, what)
         aead = _aead(_opening_key(key_id, what), head[-16:])
@@ -407,48 +407,10 @@ def read_bytes(path: str | os.PathLike) -> bytes:
         n = max(1, -(-body // size))
         last = body - (n - 1) * size
         if last < TAG:  # cut inside a tag (or no chunk at all)
-            return read_bytes_streamed(path)
-        out = bytearray(body - n * TAG)
-        view, cbuf = memoryview(out), bytearray(size)
-        cview = memoryview(cbuf)
-        for i in range(n):
-            final = i == n - 1
-            got = f.readinto(cview[: last if final else size])
-            try:
-                aead.decrypt_into(_nonce(i, final), cview[:got], _aad(head, i, final),
-                                  view[i * chunk : i * chunk + got - TAG])
-            except (InvalidTag, ValueError):
-                return read_bytes_streamed(path)  # (raises naming the chunk that fails)
-    return bytes(out)
-
-
-def read_mapped(path: str | os.PathLike) -> mmap.mmap:
-    """A stored file's plaintext in a fresh anonymous memory map, its pages allocated in one go (MAP_POPULATE):
-    for loaders that wrap the plaintext without copying it (torch.frombuffer: luodi.train.streamed), so an
-    encrypted file costs one decryption and nothing more. Same checks as read_bytes."""
-    from cryptography.exceptions import InvalidTag
-
-    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
-    with open(path, "rb") as f:
-        head = f.read(HEADER.size)
-        if head[: len(MAGIC)] != MAGIC or len(head) < HEADER.size:
-            data = read_bytes(path)
-            out = mmap.mmap(-1, max(len(data), 1), flags=flags)
-            out[: len(data)] = data  # (an empty file: a one-byte map, as mmap cannot be empty)
-            return out
-        what = f"file '{path}'"
-        chunk, key_id = _header_fields(head, what)
-        aead = _aead(_opening_key(key_id, what), head[-16:])
-        body = os.fstat(f.fileno()).st_size - HEADER.size
-        size = chunk + TAG
-        n = max(1, -(-body // size))
-        last = body - (n - 1) * size
-        if last < TAG or body - n * TAG <= 0:
-            read_bytes_streamed(path)  # raises (cut inside a tag), or an empty plaintext
-            return mmap.mmap(-1, 1, flags=flags)
-        out = mmap.mmap(-1, body - n * TAG, flags=flags)
-        view, cbuf = memoryview(out), bytearray(size)
-        cview = memoryview(cbuf)
+            read_bytes_streamed(path)  # (raises naming the damage)
+            raise _damaged(what, n - 1)
+        out = alloc(body - n * TAG)
+        view, cview = memoryview(out), memoryview(bytearray(size))
         try:
             for i in range(n):
                 final = i == n - 1
@@ -460,6 +422,29 @@ def read_mapped(path: str | os.PathLike) -> mmap.mmap:
                     raise _damaged(what, i) from None
         finally:
             view.release()
+    return out
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """A stored file's plaintext bytes: the one read every loader of runs and knowledge bases goes through.
+    (iter_plain's checks, with each chunk decrypted straight into one buffer: what a cold load of a run costs.)"""
+    out = _decrypt_all(path, bytearray)
+    return out if isinstance(out, bytes) else bytes(out)
+
+
+def read_mapped(path: str | os.PathLike) -> mmap.mmap:
+    """A stored file's plaintext in a fresh anonymous memory map, its pages allocated in one go (MAP_POPULATE):
+    for loaders that wrap the plaintext without copying it (torch.frombuffer: luodi.train.streamed), so an
+    encrypted file costs one decryption and nothing more. Same checks as read_bytes."""
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
+
+    def alloc(size: int) -> mmap.mmap:
+        return mmap.mmap(-1, max(size, 1), flags=flags)  # (mmap cannot be empty: an empty file is a one-byte map)
+
+    out = _decrypt_all(path, alloc)
+    if isinstance(out, bytes):  # plaintext
+        plain, out = out, alloc(len(out))
+        out[: len(plain)] = plain
     return out
 
 
