@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import test_task_conformance as conformance
 
 from luodi import api
 from luodi.apps.optimize import optimize
@@ -23,35 +24,19 @@ OPTIMIZE = {"calibration_rows": 64, "latency_rows": 10, "throughput_rows": 32}
 
 
 def speech(d: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    from scipy.io import wavfile
-
-    rng = np.random.default_rng(4)
-    (d / "wav").mkdir()
-    for speaker in ("ann", "bob"):
-        for label in (0, 1):
-            for i in range(5):
-                t = np.arange(int(8000 * rng.uniform(0.25, 0.35))) / 8000
-                wave = np.sin(2 * np.pi * (300 + 300 * label) * t) * np.hanning(len(t)) + rng.normal(0, 0.02, len(t))
-                wavfile.write(d / "wav" / f"{label}_{speaker}_{i}.wav", 8000, (wave * 20000).astype(np.int16))
-    cfg = {
-        "data": {"path": str(d / "wav"), "format": "wav-dir", "split": {"speaker": "bob"}},
-        "model": {"type": "cnn", "options": {"n_mels": 16, "hop_ms": 16, "frames": 16, "fit": "resize", "width": 4,
-                                             "ensemble": 2}},
-        "train": {"batch_size": 8, "lr": 0.01},
-    }
+    """Conformance's speech app (2 speakers x 2 words), as an ensemble of 2 CNNs; every held-out recording and a
+    raw waveform to predict."""
+    cfg, *_ = conformance.speech_recognition(d)
+    cfg["model"]["options"]["ensemble"] = 2
     records = [{"path": str(p)} for p in sorted((d / "wav").glob("*_bob_*.wav"))]
     records.append({"audio": (0.3 * np.sin(np.arange(2400) / 3)).tolist(), "sample_rate": 8000})
     return cfg, records
 
 
 def anomaly_table(d: Path) -> pd.DataFrame:
-    rng = np.random.default_rng(1)
-    normal = rng.normal(size=(300, 2)) @ rng.normal(size=(2, 4)) + rng.normal(scale=0.05, size=(300, 4))
-    odd = rng.normal(size=(20, 4)) * 3
-    df = pd.DataFrame(np.vstack([normal, odd]), columns=["f0", "f1", "f2", "f3"])
-    df["kind"] = ["normal"] * 300 + ["odd"] * 20
-    df.to_csv(d / "a.csv", index=False)
-    return df
+    """Conformance's anomaly table (300 normal rows, 20 odd ones), written to d / a.csv."""
+    conformance.anomaly(d)
+    return pd.read_csv(d / "a.csv")
 
 
 def anomaly(d: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -65,15 +50,7 @@ def anomaly(d: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 
 def recommendation(d: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    rng = np.random.default_rng(2)
-    users, items = np.nonzero(rng.random((30, 25)) < 0.5)
-    taste = rng.normal(size=30)[users] * rng.normal(size=25)[items]
-    rating = np.clip(np.round(3 + taste + rng.normal(0, 0.3, len(users))), 1, 5)
-    pd.DataFrame({"user_id": users, "item_id": items, "rating": rating}).to_csv(d / "r.csv", index=False)
-    cfg = {
-        "data": {"path": str(d / "r.csv"), "split": {"valid": 0.2, "seed": 0}},
-        "model": {"type": "bpmf", "options": {"factors": 2, "iterations": 20, "burn_in": 5, "thin": 2}},
-    }
+    cfg, *_ = conformance.recommendation(d)
     records = [{"user_id": "3", "k": 4}, {"user_id": "7", "k": 25, "exclude_seen": False},
                {"user_id": "1", "item_id": "2"}, {"user_id": "somebody new", "k": 3},
                {"user_id": "somebody new", "item_id": "4"}, {"user_id": "5", "item_id": "no such item"}]
