@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import nullcontext
 from typing import Any
 
 import spacy
@@ -153,7 +154,8 @@ class LuodiNlpEngine(SpacyNlpEngine):
             strs = [str(t[0]) if as_tuples else str(t) for t in chunk]
             return (strs, *self._tokens(strs, language, pool))
 
-        with ThreadPoolExecutor(1, thread_name_prefix="luodi-ner") as pool:
+        # one chunk (a request's few texts) has nothing to overlap with: no worker thread then
+        with ThreadPoolExecutor(1, thread_name_prefix="luodi-ner") if len(chunks) > 1 else nullcontext() as pool:
             ahead = start(chunks[0]) if chunks else None
             for k, chunk in enumerate(chunks):
                 strs, docs, names = ahead
