@@ -86,7 +86,12 @@ def test_key_scoped_to_one_app(client, apps):
     _denied(client.get("/v1/kb/any-kb", headers=_h(key)), "route group 'kb'", f"apps {a}")
     _denied(client.post("/v1/embeddings", json={"input": "hi"}, headers=_h(key)), "route group 'embeddings'")
     _denied(client.get("/v1/tickets", headers=_h(key)), "route group 'tickets'")
-    assert client.get("/v1/models", headers=_h(key)).status_code == 200  # discovery stays open
+    listed = client.get("/v1/models", headers=_h(key))  # discovery stays open, narrowed to what the key may use
+    assert listed.status_code == 200, listed.text
+    ids = {m["id"] for m in listed.json()["data"]}
+    assert a in ids and b not in ids and {"chat", "embedding"} <= {m.get("role") for m in listed.json()["data"]}
+    assert client.get(f"/v1/models/{b}", headers=_h(key)).status_code == 404
+    assert client.get(f"/v1/models/{a}", headers=_h(key)).status_code == 200
     # an unscoped user key still uses every app
     plain = create_key("unscoped").key
     assert client.post(f"/v1/apps/{b}/predict", json=ROW, headers=_h(plain)).status_code == 200
@@ -94,6 +99,7 @@ def test_key_scoped_to_one_app(client, apps):
     names = {r["name"] for r in client.get("/v1/apps", headers=_h(key)).json()["data"]}
     assert a in names and b not in names
     assert {a, b} <= {r["name"] for r in client.get("/v1/apps", headers=_h(plain)).json()["data"]}
+    assert {a, b} <= {m["id"] for m in client.get("/v1/models", headers=_h(plain)).json()["data"]}
 
 
 def test_kb_listing_shows_a_scoped_key_its_knowledge_bases_only(client, apps):

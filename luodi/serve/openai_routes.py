@@ -30,6 +30,7 @@ from luodi.llm.openai_types import (
     EmbeddingUsage,
     TextCompletion,
 )
+from luodi.serve.auth import visible
 from luodi.serve.openai_schemas import MAX_EMBED_INPUTS, CompletionBody, EmbeddingBody
 from luodi.serve.state import ServerState, get_state
 
@@ -74,6 +75,15 @@ def available_models(state: ServerState) -> list[dict[str, Any]]:
             seen.add(m["id"])
             out.append({"object": "model", "created": created, "owned_by": "luodi-registry", **m})
     return out
+
+
+def _visible_models(request: Request) -> list[dict[str, Any]]:
+    """The models a caller's key may use: a key scoped to some apps sees the served chat and embedding models and
+    those apps, not every app of the registry."""
+    listed = available_models(get_state(request))
+    apps = [m for m in listed if m.get("owned_by") == "luodi-registry"]
+    allowed = {id(m) for m in visible(request, "app", apps, field="id")}
+    return [m for m in listed if m.get("owned_by") != "luodi-registry" or id(m) in allowed]
 
 
 def registered_models() -> list[dict[str, Any]]:
@@ -294,12 +304,12 @@ async def embeddings(req: EmbeddingBody, request: Request):
 # ------------------------------------------------------------------------------------------ models
 @router.get("/v1/models", summary="Models served here (chat, embedding) and registered ones")
 async def models(request: Request):
-    return {"object": "list", "data": available_models(get_state(request))}
+    return {"object": "list", "data": _visible_models(request)}
 
 
 @router.get("/v1/models/{model_id:path}", summary="One model")
 async def model(model_id: str, request: Request):
-    for m in available_models(get_state(request)):
+    for m in _visible_models(request):
         if model_id in _model_names(m["id"]):
             return m
     raise NotFound(f"model '{model_id}' is not served here; GET /v1/models lists the models", param="model")
