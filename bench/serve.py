@@ -387,7 +387,14 @@ def main() -> None:
     ap.add_argument("--skip-llamacpp-python-server", action="store_true")
     ap.add_argument("--skip-transformers", action="store_true")
     ap.add_argument("--skip-micro", action="store_true", help="skip bandwidth / step-cost / in-process numbers")
-    a = ap.parse_args()
+    ap.add_argument("--engine", choices=("llamacpp", "vllm"), default="llamacpp",
+                    help="vllm: the GPU benchmark instead (bench/serve_vllm.py; the other options go to it)")
+    a, rest = ap.parse_known_args()
+    if a.engine == "vllm":  # its own script (which imports this one's helpers)
+        rest_args = [arg for arg in sys.argv[1:] if arg not in ("--engine", "vllm", "--engine=vllm")]
+        sys.exit(subprocess.call([sys.executable, str(Path(__file__).with_name("serve_vllm.py")), *rest_args]))
+    if rest:
+        ap.error(f"unrecognized arguments: {' '.join(rest)}")
 
     from luodi.engines import ggml_cpu
     from luodi.models import resolve

@@ -28,7 +28,25 @@ class Settings(BaseSettings):
         description="how sentence embeddings are computed: torch, or the encoder exported to ONNX (float32 or "
         "int8, cached under the cache dir; int8 only where its cosine to float32 is >= 0.99 on a check set)",
     )
-    engine: str = "llamacpp"  # llamacpp | transformers | openai (an OpenAI-compatible upstream: see upstream*)
+    engine: str = Field(
+        "auto",
+        description="the chat engine: auto (vllm where vLLM is installed and a CUDA GPU is visible, else llamacpp), "
+        "llamacpp (fast CPU, GGUF), transformers (reference; any HF model), openai (an OpenAI-compatible upstream: "
+        "see upstream*) or vllm (a vLLM server luodi starts on the GPU: see vllm_*)",
+    )
+    vllm_args: str = Field(
+        "",
+        description="with engine=vllm: extra command-line flags for vLLM's server, after luodi's own (which they may "
+        "override), e.g. '--gpu-memory-utilization 0.8 --dtype bfloat16'",
+    )
+    vllm_tool_parser: str = Field(
+        "hermes",
+        description="with engine=vllm: vLLM's --tool-call-parser for tool_choice auto (the model's tool-call format);"
+        " empty: only a named tool_choice (guided decoding)",
+    )
+    vllm_start_timeout_s: float = Field(
+        900, gt=0, description="with engine=vllm: seconds to wait for vLLM's server to load the model and answer"
+    )
     upstream: str = Field(
         "",
         description="with engine=openai: base URL of the OpenAI-compatible server luodi forwards chat and "

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from luodi.cli.common import fail
@@ -41,7 +42,7 @@ def _print_event(ev: dict[str, Any]) -> None:
     elif t == "observation":
         console.print(f"[magenta]← {ev['name']}[/magenta] {ev['text'][:500]}", highlight=False)
     elif t == "invalid":
-        console.print(f"[red]invalid output[/red] {ev['error'][:300]}", highlight=False)
+        console.print(f"[red]invalid output[/red] {escape(ev['error'][:300])}", highlight=False)
     elif t == "approval_required":
         console.print(
             f"[yellow]approval {ev['approval_id']} needed[/yellow] for {ev['name']} "
@@ -234,7 +235,7 @@ def register(app: typer.Typer) -> None:
             try:
                 r = a.respond(text, tid)
             except LuodiError as e:
-                console.print(f"[red]{e.message}[/red]")
+                console.print(f"[red]{escape(e.message)}[/red]")
                 continue
             seen = max(m["id"] for m in memory.get_thread(tid)["messages"])
             out.print(

@@ -7,6 +7,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from luodi.errors import LuodiError
 
@@ -25,5 +26,6 @@ SetOption = Annotated[
 
 def fail(e: LuodiError) -> NoReturn:
     """Print the error's message (it names the field and the fix) and exit with status 2, no traceback."""
-    err_console.print(f"[red]error:[/red] {e.message}", highlight=False)
+    # escaped: a message may hold brackets that are not markup (pip install 'luodi[ray]', a list of values)
+    err_console.print(f"[red]error:[/red] {escape(e.message)}", highlight=False)
     raise typer.Exit(2)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from luodi.cli.common import fail
@@ -75,7 +76,7 @@ def register(app: typer.Typer) -> None:
             types = sorted({t for ts in r.pii_removed.values() for t in ts})
             console.print(f"PII redacted in {len(r.pii_removed)} document(s): {', '.join(types)}")
         for src, err in r.failed.items():
-            console.print(f"[red]failed[/red] {src}: {err}", highlight=False)
+            console.print(f"[red]failed[/red] {escape(str(src))}: {escape(str(err))}", highlight=False)
         if r.failed and not r.added and not r.skipped:
             raise typer.Exit(1)
 

@@ -14,12 +14,13 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from luodi import keys as keys_service
 from luodi import llm
 from luodi.cli.common import fail as _fail
-from luodi.engines import engine_status, get_engine
+from luodi.engines import choose_backend, engine_status, get_engine
 from luodi.errors import LuodiError
 from luodi.llm.openai_types import ChatCompletionRequest, CompletionRequest
 from luodi.settings import get_settings, reset_settings
@@ -105,8 +106,8 @@ def run_server(host: str, port: int, *, new_key: bool = True, key_name: str = "l
     if not (use_ray and settings.ray_address) and not _port_free(host, port):
         raise LuodiError(f"port {port} on {host} is already in use; pick another with --port", param="port")
     model = settings.chat_model
-    if settings.engine.lower() == "openai":  # a bad upstream setting stops here, naming the setting
-        model = get_engine().model_id
+    if choose_backend(settings.engine) in ("openai", "vllm"):  # a bad upstream setting, a vLLM that cannot start:
+        model = get_engine().model_id  # stop here, naming the setting
     key = None
     auth_on = settings.auth.lower() not in ("off", "false", "0", "no")
     if settings.admin_key:  # checked here, before listening: a bad one stops the start naming the setting
@@ -133,7 +134,9 @@ def serve(
     model: Annotated[
         str | None, typer.Option(help="chat model: bundled:<name>, .gguf file or HF dir")
     ] = None,
-    engine: Annotated[str | None, typer.Option(help="llamacpp | transformers | openai (needs --upstream)")] = None,
+    engine: Annotated[str | None, typer.Option(
+        help="auto (vllm on a CUDA GPU with vLLM installed, else llamacpp) | llamacpp | transformers | openai (needs "
+        "--upstream) | vllm")] = None,
     embed_model: Annotated[str | None, typer.Option(help="embedding model")] = None,
     threads: Annotated[
         int | None, typer.Option(help="CPU threads for decoding (default LUODI_THREADS)")
@@ -393,7 +396,7 @@ def chat(
             reply = _reply(request, _write)
         except LuodiError as e:
             history.pop()
-            err_console.print(f"[red]{e.message}[/red] — use /reset to start over", highlight=False)
+            err_console.print(f"[red]{escape(e.message)}[/red] — use /reset to start over", highlight=False)
             continue
         except KeyboardInterrupt:
             _write("\n")

@@ -15,6 +15,7 @@ import re
 import threading
 
 from luodi.engines.base import Engine, GenerationChunk, SamplingParams
+from luodi.engines.choice import choose_backend
 from luodi.errors import ConfigError
 
 __all__ = ["BACKENDS", "Engine", "GenerationChunk", "SamplingParams", "complete", "engine_options", "engine_status",
@@ -22,7 +23,8 @@ __all__ = ["BACKENDS", "Engine", "GenerationChunk", "SamplingParams", "complete"
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("llamacpp", "transformers", "openai")  # openai: any OpenAI-compatible upstream (upstream.py)
+BACKENDS = ("auto", "llamacpp", "transformers", "openai", "vllm")  # openai: any OpenAI-compatible upstream
+# (upstream.py); vllm: a vLLM server luodi starts on a CUDA GPU (vllm.py); auto: vllm where it can run, else llamacpp
 
 
 def load_engine(spec: str | None = None, backend: str | None = None, **options) -> Engine:
@@ -38,7 +40,7 @@ def load_engine(spec: str | None = None, backend: str | None = None, **options) 
 
     s = get_settings()
     spec = spec or s.chat_model
-    backend = (backend or s.engine).lower()
+    backend = choose_backend(backend or s.engine)
     named = upstream_spec(spec)
     if named is not None:
         backend, options = "openai", {**named, **options}
@@ -48,6 +50,10 @@ def load_engine(spec: str | None = None, backend: str | None = None, **options) 
         from luodi.engines.upstream import UpstreamEngine
 
         return UpstreamEngine(**opts)
+    if backend == "vllm":
+        from luodi.engines.vllm import VllmEngine
+
+        return VllmEngine(spec, model_id=spec, **opts)
     src = resolve(spec)
     if backend == "llamacpp":
         opts.setdefault("ggml_poll", s.ggml_poll)
@@ -106,6 +112,7 @@ _engines: dict[tuple, Engine] = {}
 _lock = threading.Lock()
 SHARED_OPTIONS = ("n_ctx", "max_running", "max_queue", "threads")  # settings an engine is built with
 UPSTREAM_OPTIONS = ("upstream", "upstream_key_env", "upstream_model", "upstream_timeout_s", "upstream_retries")
+VLLM_OPTIONS = ("vllm_args", "vllm_tool_parser", "vllm_start_timeout_s", "upstream_timeout_s", "upstream_retries")
 
 
 UPSTREAM_SPEC = re.compile(r"^openai:(?P<model>[^@]*)(?:@(?P<url>https?://\S+))?$")
@@ -125,7 +132,8 @@ def upstream_spec(spec: str | None) -> dict | None:
 
 def engine_options(settings, backend: str) -> dict:
     """The settings an engine of `backend` is built with (the openai engine's upstream ones too)."""
-    names = SHARED_OPTIONS + (UPSTREAM_OPTIONS if backend.lower() == "openai" else ())
+    backend = choose_backend(backend)
+    names = SHARED_OPTIONS + {"openai": UPSTREAM_OPTIONS, "vllm": VLLM_OPTIONS}.get(backend, ())
     return {name: getattr(settings, name) for name in names}
 
 
@@ -136,7 +144,7 @@ def get_engine(spec: str | None = None, backend: str | None = None, **options) -
     from luodi.settings import get_settings
 
     s = get_settings()
-    backend = (backend or s.engine).lower()
+    backend = choose_backend(backend or s.engine)
     named = upstream_spec(spec)  # 'openai:MODEL[@URL]': this caller's upstream, whatever the server's engine
     if named is not None:
         backend = "openai"

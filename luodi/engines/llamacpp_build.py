@@ -113,6 +113,26 @@ def build_native(version: str = DEFAULT_VERSION, jobs: int | None = None) -> Pat
     return lib
 
 
+def build_cuda_server(version: str = DEFAULT_VERSION, jobs: int | None = None) -> Path:
+    """llama-server built with CUDA from the same sources, for bench/serve_vllm.py's baseline only (bin/ holds it
+    with its libraries). Needs the CUDA toolkit (nvcc); never installed into luodi's engine."""
+    out = cache_root() / "llama.cpp" / f"{build_key(version)}-cuda"
+    binary = out / "bin" / "llama-server"
+    if binary.exists():
+        return out / "bin"
+    if shutil.which("nvcc") is None:
+        raise RuntimeError("llama.cpp's CUDA build needs the CUDA toolkit (nvcc on PATH), which this machine lacks")
+    tree = build(version, (), jobs) / "src" / f"llama_cpp_python-{version}"
+    flags = [f for f in COMMON_FLAGS if "BACKEND_DL" not in f] + ["-DGGML_BACKEND_DL=OFF", "-DGGML_CUDA=ON",
+                                                                   *LLAMA_FLAGS]
+    work = _cmake(tree / "vendor" / "llama.cpp", out / "cmake-build", flags, ["llama-server"],
+                  jobs or os.cpu_count() or 1)
+    for f in (work / "bin").iterdir():
+        if f.name == "llama-server" or (f.name.startswith("lib") and ".so" in f.name):
+            _copy(f, out / "bin" / f.name)
+    return out / "bin"
+
+
 def _compiler() -> str:
     try:
         return subprocess.run(["c++", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
