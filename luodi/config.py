@@ -24,6 +24,7 @@ from luodi.options.fairness import FairnessConfig, TrainFairnessConfig
 from luodi.options.monitor import DriftConfig, PredictionLogConfig, check_traffic
 from luodi.options.optimize import OptimizeConfig
 from luodi.options.privacy import GuardConfig
+from luodi.options.serving import ReplicasConfig
 from luodi.options.strict import Strict
 from luodi.options.training import AdversarialConfig, PrivacyConfig
 
@@ -197,6 +198,11 @@ class ServeConfig(Strict):
         None, description="the prediction log: sample rate and retention (unset: every prediction, 30 days)"
     )
     drift: DriftConfig | None = Field(None, description="drift thresholds of `luodi monitor` (unset: PSI 0.2)")
+    replicas: ReplicasConfig | None = Field(
+        None,
+        description="with `luodi serve --ray`: predict this app on replicas of its own, autoscaled: {min, max, "
+        "target_ongoing_requests, max_ongoing_requests, cpus}; unset: inside the server's replicas",
+    )
     traffic: dict[str, int] | None = Field(
         None,
         description="split predictions between versions by weight, e.g. {v3: 90, v4: 10}: each request goes to "
@@ -218,7 +224,7 @@ FINGERPRINTED = ("serve.route",)
 # interrupted before they existed still resumes
 ADDED_OPTIONAL = (
     "evaluate.fairness", "train.fairness", "train.adversarial", "train.privacy", "train.optimizer", "optimize",
-    "serve.log", "serve.drift", "serve.traffic",
+    "serve.log", "serve.drift", "serve.traffic", "serve.replicas",
     "guard",
 )
 

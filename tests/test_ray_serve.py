@@ -44,6 +44,27 @@ def test_bad_replica_settings_name_the_setting_and_the_fix():
                                                ray_target_ongoing_requests=40, ray_max_ongoing_requests=32))
 
 
+def test_an_apps_own_replicas_come_from_its_serve_block():
+    from luodi.config import validate_app
+
+    def replicas(block):
+        cfg = validate_app({"name": "x", "task": "tabular", "data": {"format": "sklearn:iris"},
+                            "serve": {"replicas": block}})
+        return ray_serve.predictor_options("x", cfg.serve.replicas, _settings())
+
+    fixed = replicas({"min": 2, "max": 2, "cpus": 0.5})
+    assert fixed["name"] == "App-x" and fixed["num_replicas"] == 2 and "autoscaling_config" not in fixed
+    assert fixed["ray_actor_options"]["num_cpus"] == 0.5
+    auto = replicas({"min": 0, "max": 3, "target_ongoing_requests": 4, "max_ongoing_requests": 16})
+    assert auto["autoscaling_config"] == {"min_replicas": 0, "max_replicas": 3, "initial_replicas": 1,
+                                          "target_ongoing_requests": 4}
+    assert auto["max_ongoing_requests"] == 16
+    with pytest.raises(ConfigError, match=r"serve.replicas.*min \(3\) is above max \(2\)"):
+        replicas({"min": 3, "max": 2})
+    with pytest.raises(ConfigError, match="target_ongoing_requests .* must be below max_ongoing_requests"):
+        replicas({"min": 1, "max": 2, "target_ongoing_requests": 8, "max_ongoing_requests": 8})
+
+
 @pytest.fixture(scope="module")
 def ray_server(tmp_path_factory):
     """A tiny breast-cancer app trained in the session's LUODI_HOME, then luodi on a local Ray Serve (1 replica)."""
@@ -62,6 +83,10 @@ def ray_server(tmp_path_factory):
     }
     (folder / "ray-diag.yaml").write_text(yaml.safe_dump(cfg))
     api.train(folder / "ray-diag.yaml", progress=False)
+    # the same app predicted on a replica of its own (serve.replicas): a second deployment behind the same routes
+    own = {**cfg, "name": "ray-own", "serve": {"replicas": {"min": 1, "max": 1, "cpus": 0.25}}}
+    (folder / "ray-own.yaml").write_text(yaml.safe_dump(own))
+    api.train(folder / "ray-own.yaml", progress=False)
     key = create_key("pytest-ray", admin=False).key
     saved = dict(os.environ)
     os.environ.update(ray_serve.high_throughput_env())  # as `luodi serve --ray` starts a local Ray: HAProxy in front
@@ -107,3 +132,26 @@ def test_ray_serve_answers_the_same_routes_auth_and_metrics(ray_server):
     refused = [ln for ln in lines if ln.startswith("luodi_requests_total") and 'status="401"' in ln]
     assert predicted and float(predicted[0].rsplit(" ", 1)[1]) >= 1
     assert refused and float(refused[0].rsplit(" ", 1)[1]) >= 2
+
+
+def test_an_app_with_serve_replicas_predicts_on_its_own_deployment(ray_server):
+    from ray import serve
+
+    url, key = ray_server
+    deployments = serve.status().applications[ray_serve.APP_NAME].deployments
+    assert "App-ray-own" in deployments and "App-ray-diag" not in deployments  # only the app that asked
+    assert deployments["App-ray-own"].status == "HEALTHY"
+    headers = {"Authorization": f"Bearer {key}"}
+    data = load_breast_cancer(as_frame=True).data
+    rows = [{k: float(v) for k, v in data.iloc[i].items()} for i in range(4)]
+    own = serve.get_deployment_handle("App-ray-own", app_name=ray_serve.APP_NAME)
+    before = own.requests.remote().result()
+    here = httpx.post(f"{url}/v1/apps/ray-diag/predict", json={"inputs": rows}, headers=headers, timeout=60)
+    there = httpx.post(f"{url}/v1/apps/ray-own/predict", json={"inputs": rows}, headers=headers, timeout=60)
+    assert own.requests.remote().result() == before + 1  # the route handed the batch to the app's own replica
+    assert here.status_code == 200 and there.status_code == 200, there.text
+    assert [o["probability"] for o in there.json()["outputs"]] == pytest.approx(
+        [o["probability"] for o in here.json()["outputs"]])  # the same model, trained alike: the same answers
+    bad = dict(rows[0], **{"mean radius": "wide"})
+    r = httpx.post(f"{url}/v1/apps/ray-own/predict", json=bad, headers=headers, timeout=60)
+    assert r.status_code == 422 and "mean radius" in r.text  # validated by the server's route, as in-process

@@ -27,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from luodi import api, crypto, monitor
 from luodi.apps import registry
 from luodi.options.privacy import PII_REMOVED_HEADER
+from luodi.serve import remote_predictors
 from luodi.serve.auth import require_admin, require_key, visible
 from luodi.serve.batching import MicroBatcher
 from luodi.serve.limits import error_responses
@@ -119,7 +120,11 @@ async def _predict(
     if pred.guard is not None:  # guard.pii: nothing after this line sees the texts as sent
         records, removed = await run_in_threadpool(pred.redact, records)
         response.headers[PII_REMOVED_HEADER] = ",".join(removed) or "none"
-    outs = await _batcher(pred, explain).predict(records)
+    remote = remote_predictors.handle_for(name)  # serve.replicas under `luodi serve --ray`: its own replicas
+    if remote is not None:
+        outs = await remote_predictors.predict(remote, records, pred.run.version, explain)
+    else:
+        outs = await _batcher(pred, explain).predict(records)
     ids = monitor.log_predictions(pred, records, outs, time.perf_counter() - t0)  # queued: written off this path
     if any(ids):
         response.headers[monitor.ID_HEADER] = monitor.id_header(ids)

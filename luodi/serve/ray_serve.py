@@ -5,8 +5,10 @@ Why one deployment wrapping the whole app (serve.ingress) instead of re-declarin
 error shape and metric stays the code `luodi serve` runs, so the two cannot drift apart. Each replica builds its own
 app at start-up (Ray's late-bound ingress, `__serve_build_asgi_app__`) from the LUODI_* settings the driver hands it
 through the runtime environment, so it holds its own ServerState and loads the chat engine on first use, as the
-plain server does with preload off. Ray is an optional extra (`pip install 'luodi[ray]'`): nothing here imports it
-at module level.
+plain server does with preload off. An app with `serve.replicas` in its YAML is predicted by a deployment of its
+own (AppPredictor, `App-<name>`), bound to the server's and scaled on its own load; its route stays the server's
+(luodi.serve.remote_predictors hands over only the predict call). Ray is an optional extra (`pip install
+'luodi[ray]'`): nothing here imports it at module level.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ APP_NAME = "luodi"  # the Ray Serve application's name (`serve status` shows it)
 # Serve's own per-request INFO lines would double luodi's audit log and cost CPU on every request
 SERVE_LOGGING = {"log_level": "WARNING", "enable_access_log": False}
 DEPLOYMENT_NAME = "LuodiServer"
+PREDICTOR_PREFIX = "App-"  # an app's own predictor deployment (serve.replicas): App-<app name>
 # environment variables besides LUODI_* that the replicas need to behave as this process does (offline models)
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "LUODI_DATASETS")
 MISSING_RAY = ("`luodi serve --ray` needs Ray Serve, which is not installed: pip install 'luodi[ray]' "
@@ -58,17 +61,51 @@ class LuodiReplica:
     """One replica: builds the luodi app when Ray starts it (`__serve_build_asgi_app__`, after __init__).
 
     `preload`: load the chat engine at start-up (else on the first chat request, the default: replicas that
-    only serve apps never load it)."""
+    only serve apps never load it). `apps` and `predictors`: the apps with replicas of their own (serve.replicas)
+    and, in the same order, the handles Ray substitutes for their bound AppPredictor deployments."""
 
-    def __init__(self, preload: bool = False) -> None:
+    def __init__(self, preload: bool = False, apps: tuple[str, ...] = (), *predictors: Any) -> None:
         self.preload = preload
+        self.predictors = dict(zip(apps, predictors, strict=True))
 
     def __serve_build_asgi_app__(self) -> Any:
+        from luodi.serve import remote_predictors
         from luodi.serve.app import create_app
         from luodi.settings import get_settings, reset_settings
 
         reset_settings()  # read this replica's environment (runtime_env env_vars), not a cached copy
+        remote_predictors.attach(self.predictors)
         return create_app(get_settings(), preload=self.preload)
+
+
+class AppPredictor:
+    """One replica of an app's own predictor deployment (the app's `serve.replicas`): loads the app's run on first
+    use and micro-batches concurrent calls with the app's serve.batch_size, as the server's routes do in-process.
+    The records arrive validated and redacted (guard.pii ran in the server's route)."""
+
+    def __init__(self, app: str) -> None:
+        from luodi.settings import reset_settings
+
+        reset_settings()
+        self.app = app
+        self.batchers: dict[tuple[str, bool], Any] = {}
+
+    async def predict(self, records: list[dict[str, Any]], version: str, explain: bool) -> list[dict[str, Any]]:
+        from starlette.concurrency import run_in_threadpool
+
+        from luodi import api
+        from luodi.serve.batching import MicroBatcher
+
+        batcher = self.batchers.get((version, explain))
+        if batcher is None:
+            pred = (await run_in_threadpool(api.load_predictor, self.app, version)).explaining(explain)
+            batcher = MicroBatcher(pred.predict_redacted, pred.config.serve.batch_size, pred.config.serve.max_wait_ms)
+            self.batchers[(version, explain)] = batcher
+        return await batcher.predict(records)
+
+    def requests(self) -> int:
+        """Predict calls this replica has answered (for `serve status`-style checks and tests)."""
+        return sum(b.requests for b in self.batchers.values())
 
 
 def replica_env(settings: Settings, environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -118,14 +155,52 @@ def deployment_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
+def predictor_options(app: str, replicas: Any, settings: Settings) -> dict[str, Any]:
+    """Ray Serve options of an app's own predictor deployment from its serve.replicas (a ReplicasConfig, checked
+    when the app file was read)."""
+    options: dict[str, Any] = {
+        "name": f"{PREDICTOR_PREFIX}{app}",
+        "max_ongoing_requests": replicas.max_ongoing_requests,
+        "ray_actor_options": {"num_cpus": replicas.cpus, "runtime_env": {"env_vars": replica_env(settings)}},
+    }
+    if replicas.min == replicas.max:
+        options["num_replicas"] = replicas.max
+    else:
+        options["autoscaling_config"] = {"min_replicas": replicas.min, "max_replicas": replicas.max,
+                                         "initial_replicas": max(replicas.min, 1),
+                                         "target_ongoing_requests": replicas.target_ongoing_requests}
+    return options
+
+
+def apps_with_replicas() -> dict[str, Any]:
+    """App name -> serve.replicas, for the apps whose served run asks for replicas of their own."""
+    from luodi.apps import registry
+    from luodi.config import load_app_config
+
+    out = {}
+    for app in registry.apps_with_runs():
+        try:
+            run = registry.get_run(app)
+        except LuodiError:  # no run serves by itself (held back): nothing to deploy for it
+            continue
+        replicas = load_app_config(run.path / "config.yaml").serve.replicas
+        if replicas is not None:
+            out[app] = replicas
+    return out
+
+
 def build_application(settings: Settings, *, preload: bool = False) -> Any:
-    """The Ray Serve application: LuodiReplica wrapped by serve.ingress (late-bound) and serve.deployment."""
+    """The Ray Serve application: LuodiReplica wrapped by serve.ingress (late-bound) and serve.deployment, bound
+    to one AppPredictor deployment per app with serve.replicas (each scaled on its own load)."""
     require_ray_serve()
     from ray import serve
 
     options = deployment_options(settings)
+    own = apps_with_replicas()
+    predictors = [serve.deployment(**predictor_options(app, replicas, settings))(AppPredictor).bind(app)
+                  for app, replicas in own.items()]
     deployment = serve.deployment(**options)(serve.ingress()(LuodiReplica))
-    return deployment.bind(preload)
+    return deployment.bind(preload, tuple(own), *predictors)
 
 
 def deploy(settings: Settings, *, preload: bool = False, timeout_s: float = 300, wait: bool = True) -> str:
