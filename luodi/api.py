@@ -66,10 +66,11 @@ def predict_files(
     version: str | None = None,
     explain: bool = False,
     removed: set[str] | None = None,
+    seen: Records | None = None,
 ) -> Records:
     """luodi.apps.predict.predict_files, with the app's guard.pii applied to the texts read from the files (the
-    entity types it removed are added to `removed`)."""
-    return _predict.predict_files(app, files, version, explain, _pii_guard(removed))
+    entity types it removed are added to `removed`; `seen` receives the inputs as predicted, for the log)."""
+    return _predict.predict_files(app, files, version, explain, _pii_guard(removed), seen)
 
 
 __all__ = [

@@ -113,6 +113,23 @@ def test_feedback_gives_live_accuracy(credit, client):
     assert version["feedback"] == 60 and version["latency_ms"]["p50"] > 0
 
 
+def test_predictions_for_uploaded_files_are_logged_too(credit, client):
+    import pandas as pd
+
+    rows = credit["records"][:25]
+    body = pd.DataFrame(rows).to_csv(index=False).encode()
+    r = client.post("/v1/apps/m-credit/predict/files", files=[("files", ("applicants.csv", body, "text/csv"))])
+    assert r.status_code == 200, r.text
+    outs = r.json()["outputs"]
+    assert len(outs) == 25 and all(o["input"] == "applicants.csv" and len(o["prediction_id"]) == 32 for o in outs)
+    logged = monitor(client, "m-credit", limit=25)
+    assert logged["window"]["rows"] == 25
+    # feedback reaches these predictions by their ids, as for /predict
+    items = [{"prediction_id": o["prediction_id"], "truth": t} for o, t in zip(outs, credit["labels"][:25],
+                                                                               strict=True)]
+    assert client.post("/v1/apps/m-credit/feedback", json={"items": items}).json()["recorded"] == 25
+
+
 def test_bad_input_to_the_new_routes_names_the_field(credit, client):
     r = client.get("/v1/apps/m-credit/monitor", params={"hours": -1})
     assert r.status_code == 422 and "hours" in r.json()["error"]["param"]

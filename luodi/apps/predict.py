@@ -121,13 +121,17 @@ def predict_files(
     version: str | None = None,
     explain: bool = False,
     guard: GuardFactory | None = None,
+    seen: Records | None = None,
 ) -> Records:
     """Predictions for uploaded files, (name, bytes) each, read in memory as `predict` reads the files of a
     folder: their rows (one predict call per file; an error names the file), or for image / speech apps each
-    file as one input. Each output names its file under "input"."""
+    file as one input. Each output names its file under "input". `seen` (when given) receives, in the outputs'
+    order, the inputs as the model saw them (rows after guard.pii; a file's name and size) for the prediction log."""
     pred = load_predictor(app_name(app), version, guard).explaining(explain)
     names = [name for name, _ in files]
     if getattr(pred.task, "inputs_are_files", False):  # the task decodes the bytes given as its input
+        if seen is not None:
+            seen += [{"file": name, "bytes": len(data)} for name, data in files]
         return predict_by_file(pred, [{"path": data} for _, data in files], names)
     records: Records = []
     sources: list[str] = []
@@ -138,7 +142,10 @@ def predict_files(
             raise BadRequest(f"input file '{name}' holds nothing to predict (no rows or texts)", param="input")
         records += rows
         sources += [name] * len(rows)
-    return predict_by_file(pred, records, sources)
+    records = pred.redact(records)[0]  # guard.pii once, here: the rows predicted are the rows logged
+    if seen is not None:
+        seen += records
+    return predict_by_file(replace(pred, guard=None), records, sources)
 
 
 def predict_by_file(pred: Predictor, records: Records, sources: list[str]) -> Records:

@@ -222,12 +222,17 @@ async def predict_files(
     """Predict for uploaded files (multipart field `files`), read in memory as `luodi predict --input` reads
     files: rows of a CSV / JSON / the dataset's own format, texts, images, wavs. Each output names its file
     under `input`."""
+    t0 = time.perf_counter()
     pred = await run_in_threadpool(api.load_predictor, name, version)  # 404 before reading the bodies
     items = await read_uploads(files, "applicants.csv")
     removed: set[str] = set()
-    outs = await run_in_threadpool(api.predict_files, name, items, pred.run.version, explain, removed)
+    seen: list[dict[str, Any]] = []  # the inputs as predicted: logged like those of /predict
+    outs = await run_in_threadpool(api.predict_files, name, items, pred.run.version, explain, removed, seen)
     if pred.guard is not None:
         response.headers[PII_REMOVED_HEADER] = ",".join(sorted(removed)) or "none"
+    ids = monitor.log_predictions(pred, seen, outs, time.perf_counter() - t0)
+    # in the body, not the header: a file of thousands of rows would need a header larger than clients read
+    outs = [{**o, "prediction_id": i} if i else o for o, i in zip(outs, ids, strict=True)]
     return {"app": name, "version": pred.run.version, "outputs": outs}
 
 
