@@ -41,7 +41,8 @@ def register(app: typer.Typer) -> None:
     @app.command("optimize")
     def optimize_cmd(
         app_file: Annotated[str, typer.Argument(help="App YAML file or trained app name")],
-        method: Annotated[str, typer.Option("--method", "-m", help="onnx | int8 | fp16 (what the task offers)")],
+        method: Annotated[str, typer.Option(
+            "--method", "-m", help="onnx | int8 | fp16 | distill | prune | gguf (those the app's task offers)")],
         version: Annotated[str | None, typer.Option(help="the run to start from (default: the served one)")] = None,
         set_: SetOption = None,
     ):

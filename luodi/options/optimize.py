@@ -25,8 +25,27 @@ class TeacherConfig(Strict):
     seed: int = Field(0, description="seed of the shuffling (and of prune's importance sample)")
 
 
+class TabularStudentConfig(Strict):
+    """`optimize.distill.mlp`: the MLP student of a tabular app (temperature, alpha and seed: optimize.distill's)."""
+
+    hidden: list[int] = Field(
+        default_factory=lambda: [64, 32], min_length=1, description="widths of the student's hidden layers"
+    )
+    epochs: int = Field(60, ge=1, description="passes over the training rows (and the synthetic ones)")
+    lr: float = Field(3e-3, gt=0, description="AdamW learning rate (cosine schedule)")
+    batch_size: int = Field(64, ge=1, description="rows per step")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
+    augment: float = Field(
+        2.0, ge=0, description="synthetic rows per training row, labelled by the teacher only (KL term): training "
+        "rows with each value swapped, with probability `swap`, for another row's value of that column; the "
+        "teacher's predictions there are out of sample, unlike on its own training rows. 0: none"
+    )
+    swap: float = Field(0.3, gt=0, lt=1, description="per-value swap probability of the synthetic rows")
+
+
 class DistillConfig(TeacherConfig):
-    """`optimize.distill`: a smaller student learns the trained model's predictions (text-classification)."""
+    """`optimize.distill`: a smaller student learns the trained model's predictions (text-classification: a
+    shallower encoder; tabular: an MLP, `mlp`)."""
 
     layers: list[int] = Field(
         default_factory=lambda: [1, 3, 5],
@@ -34,11 +53,33 @@ class DistillConfig(TeacherConfig):
         description="the teacher's encoder layers (0-based) the student keeps and starts from",
     )
     epochs: int = Field(3, ge=1, description="passes over the training split")
+    mlp: TabularStudentConfig = Field(
+        default_factory=TabularStudentConfig, description="tabular apps: the MLP student that replaces every member"
+    )
+
+
+class ImagePruneConfig(Strict):
+    """`optimize.prune.image`: structured pruning of an image app's CNN."""
+
+    channels: float = Field(
+        0.5, ge=0, lt=1, description="fraction of the output channels removed from every conv layer (the least "
+        "important of each layer by optimize.prune.importance; the input and the classes stay)"
+    )
+    units: float = Field(
+        0.5, ge=0, lt=1, description="fraction of the dense hidden layer's units removed (model.options.arch flat "
+        "or madry)"
+    )
+    epochs: int = Field(3, ge=1, description="passes of the recovery over the training images (2 lost 1.15 pt "
+                        "on handwritten-digits, 3 lost 0.4)")
+    lr: float | None = Field(
+        None, gt=0, description="the recovery's peak learning rate (AdamW, one-cycle); unset: half the app's train.lr"
+    )
 
 
 class PruneConfig(TeacherConfig):
     """`optimize.prune`: structured pruning of each fine-tuned encoder (attention heads and FFN channels are
-    removed, so the matrices really shrink), then a short recovery fine-tune (text-classification)."""
+    removed, so the matrices really shrink), then a short recovery fine-tune (text-classification); for image
+    apps, whole conv channels and dense hidden units (`image`)."""
 
     heads: float = Field(
         0.5, ge=0, lt=1, description="fraction of the attention heads removed (ranked over all layers; every "
@@ -60,6 +101,10 @@ class PruneConfig(TeacherConfig):
         description="the heads (model.options.features) the pruned run keeps, of those the app has; the "
         "embeddings head runs a whole frozen encoder that pruning cannot shrink and would bound the speed-up, "
         "so by default it is dropped and the recovery's distillation from the whole model carries what it added",
+    )
+    image: ImagePruneConfig = Field(
+        default_factory=ImagePruneConfig, description="image apps: what is cut from the CNN and how it "
+        "recovers (luodi.tasks.image_prune; temperature, alpha, batch_size and seed: optimize.prune's)"
     )
 
 

@@ -29,26 +29,32 @@ AUGMENT_KEYS = {"rotate", "shift", "scale", "scale_x", "scale_y", "flip", "noise
 
 
 class SmallCNN(nn.Module):
-    """[conv-bn-relu x2, maxpool] per stage, a last conv, global average pooling, dropout, linear."""
+    """[conv-bn-relu x2, maxpool] per stage, a last conv, global average pooling, dropout, linear.
+
+    `widths`: every conv's output channels, in order (a structurally pruned run, luodi.tasks.image_prune); unset:
+    `width` doubled per stage."""
 
     def __init__(
-        self, channels: int, classes: int, size: tuple[int, int], width: int = 32, dropout: float = 0.3
+        self, channels: int, classes: int, size: tuple[int, int], width: int = 32, dropout: float = 0.3,
+        widths: list[int] | None = None,
     ):
         super().__init__()
         stages = max(1, min(3, int(math.log2(max(1, min(size) // 4)))))
+        full = [width * 2**i for i in range(stages) for _ in (0, 1)] + [width * 2**stages]
+        w = check_widths(widths, full)
         layers: list[nn.Module] = []
         c_in = channels
         for i in range(stages):
-            c = width * 2**i
-            layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU()]
+            a, b = w[2 * i], w[2 * i + 1]
+            layers += [nn.Conv2d(c_in, a, 3, padding=1, bias=False), nn.BatchNorm2d(a), nn.ReLU()]
             layers += [
-                nn.Conv2d(c, c, 3, padding=1, bias=False),
-                nn.BatchNorm2d(c),
+                nn.Conv2d(a, b, 3, padding=1, bias=False),
+                nn.BatchNorm2d(b),
                 nn.ReLU(),
                 nn.MaxPool2d(2),
             ]
-            c_in = c
-        c = width * 2**stages
+            c_in = b
+        c = w[-1]
         layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU()]
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(
@@ -57,6 +63,16 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+def check_widths(widths: list[int] | None, full: list[int]) -> list[int]:
+    """The conv widths of a pruned run (`widths`), checked against the unpruned ones (`full`); `full` when unset."""
+    if widths is None:
+        return full
+    if len(widths) != len(full) or any(not 1 <= a <= b for a, b in zip(widths, full, strict=True)):
+        raise ConfigError(f"the run's pruned conv widths {widths} do not fit the CNN's {full}; optimize the app "
+                          "again (--method prune)", param="pruned.convs")
+    return list(widths)
 
 
 # tanh: bounded activations keep DP-SGD's clipped gradients informative (Papernot et al. 2021, "tempered sigmoids")
@@ -69,18 +85,19 @@ class FlatCNN(nn.Module):
     pooling can mask the single-step attack's gradient."""
 
     def __init__(self, channels: int, classes: int, size: tuple[int, int], width: int = 16, hidden: int = 100,
-                 activation: str = "relu"):
+                 activation: str = "relu", widths: list[int] | None = None):
         super().__init__()
         h, w = size[0] // 2 // 2, size[1] // 2 // 2  # each 4x4 conv with stride 2 and padding 1 halves (floor)
         act = ACTIVATIONS[activation]
+        c1, c2 = check_widths(widths, [width, 2 * width])  # (`widths`: a pruned run's, as in SmallCNN)
         self.features = nn.Sequential(
-            nn.Conv2d(channels, width, 4, stride=2, padding=1),
+            nn.Conv2d(channels, c1, 4, stride=2, padding=1),
             act(),
-            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),
+            nn.Conv2d(c1, c2, 4, stride=2, padding=1),
             act(),
         )
         self.head = nn.Sequential(
-            nn.Flatten(), nn.Linear(2 * width * h * w, hidden), act(), nn.Linear(hidden, classes)
+            nn.Flatten(), nn.Linear(c2 * h * w, hidden), act(), nn.Linear(hidden, classes)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -93,20 +110,21 @@ class MadryCNN(nn.Module):
     capacity: capacity is what robustness at a large eps needs most."""
 
     def __init__(self, channels: int, classes: int, size: tuple[int, int], width: int = 32, hidden: int = 1024,
-                 activation: str = "relu"):
+                 activation: str = "relu", widths: list[int] | None = None):
         super().__init__()
         h, w = size[0] // 2 // 2, size[1] // 2 // 2  # each 2x2 max pooling halves (floor)
         act = ACTIVATIONS[activation]
+        c1, c2 = check_widths(widths, [width, 2 * width])  # (`widths`: a pruned run's, as in SmallCNN)
         self.features = nn.Sequential(
-            nn.Conv2d(channels, width, 5, padding=2),
+            nn.Conv2d(channels, c1, 5, padding=2),
             act(),
             nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 5, padding=2),
+            nn.Conv2d(c1, c2, 5, padding=2),
             act(),
             nn.MaxPool2d(2),
         )
         self.head = nn.Sequential(
-            nn.Flatten(), nn.Linear(2 * width * h * w, hidden), act(), nn.Linear(hidden, classes)
+            nn.Flatten(), nn.Linear(c2 * h * w, hidden), act(), nn.Linear(hidden, classes)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -149,17 +167,20 @@ def _once(fn: Any, x: torch.Tensor, batch: int = 512) -> torch.Tensor:
 
 
 def build_cnn(meta: dict[str, Any]) -> nn.Module:
-    """The network `meta` names (`arch`: cnn, the default, flat, madry or scatter)."""
+    """The network `meta` names (`arch`: cnn, the default, flat, madry or scatter). A structurally pruned run's
+    meta holds `pruned`: {convs: every conv's output channels, hidden: the dense layer's units} (image_prune)."""
     shape = (meta["channels"], len(meta["classes"]), tuple(meta["size"]))
     arch = meta.get("arch", "cnn")
     act = meta.get("activation", "relu")  # runs from before the option: relu
+    pruned = meta.get("pruned") or {}
+    convs = pruned.get("convs")
     if arch == "scatter":
         return ScatterLinear(*shape)
     if arch == "flat":
-        return FlatCNN(*shape, meta["width"], meta.get("hidden", 100), act)
+        return FlatCNN(*shape, meta["width"], pruned.get("hidden") or meta.get("hidden", 100), act, convs)
     if arch == "madry":
-        return MadryCNN(*shape, meta["width"], meta.get("hidden", 1024), act)
-    return SmallCNN(*shape, meta["width"], meta["dropout"])
+        return MadryCNN(*shape, meta["width"], pruned.get("hidden") or meta.get("hidden", 1024), act, convs)
+    return SmallCNN(*shape, meta["width"], meta["dropout"], convs)
 
 
 class PixelInput(nn.Module):

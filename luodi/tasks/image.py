@@ -56,7 +56,7 @@ class ImageClassificationTask(FileClassifierTask):
     FIELD = "image"
     WHAT = "base64 png/jpg, file path or pixel array"
     NO_LABELS = "evaluation data has no labels (IDX labels file or class folders needed)"
-    optimize_methods: ClassVar[tuple[str, ...]] = ("onnx", "int8", "fp16")
+    optimize_methods: ClassVar[tuple[str, ...]] = ("onnx", "int8", "fp16", "prune")
 
     def __init__(self, config: AppConfig):
         super().__init__(config)
@@ -239,6 +239,14 @@ class ImageClassificationTask(FileClassifierTask):
         if method == "fp16":
             return self._fp16(run_dir, clf, x, say, info)
         return self._int8(run_dir, clf, x, reference, score, opts, say, info)
+
+    def prune(self, run_dir: Path, train: ImageSet, opts: Any, say: Callable[[str], None]) -> dict[str, Any]:
+        """Remove whole conv channels (and dense hidden units) of the CNN, then recover it on the unpruned
+        model's predictions and the labels (optimize.prune; luodi.tasks.image_prune). The pruned widths are
+        stored in the run's JSON and rebuilt at load; onnx / int8 compose on top (--version)."""
+        from luodi.tasks.image_prune import prune_run
+
+        return prune_run(self, Path(run_dir), train, opts.prune, say)
 
     def _fp16(self, run_dir: Path, fp32: OnnxGrid, x: np.ndarray, say: Callable[[str], None],
               info: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """`luodi optimize` for the tabular task (a mixin of TabularTask): method `onnx` puts the whole ensemble into one
 ONNX graph (onnx_graphs.py) that `load` then runs with onnxruntime, and says how closely it reproduces the
-original members and whether it is faster for single records (measured, not assumed).
+original members and whether it is faster for single records (measured, not assumed). Method `distill`
+(distilling.py) replaces the ensemble by one MLP student; `luodi export` writes the bundle (exporting.py).
 
 The optimized run keeps its LightGBM text files: `explain` reads them for exact TreeSHAP (ONNX tree ensembles
 keep no cover statistics); predictions never do. The MLP's safetensors and the forest / SVM graphs are gone:
@@ -19,16 +20,19 @@ import pandas as pd
 
 from luodi import atomic, crypto
 from luodi.errors import ConfigError
+from luodi.tasks.tabular.distilling import Distilling
+from luodi.tasks.tabular.exporting import Exporting
 from luodi.tasks.tabular.sklearn_members import SKLEARN_MEMBERS
 
 GRAPH = "ensemble.onnx"
 AGREEMENT_GOAL = 0.999
 
 
-class Optimizing:
-    """records_of / parameter_count / optimize of TabularTask (its state is declared in TabularTask)."""
+class Optimizing(Distilling, Exporting):
+    """records_of / parameter_count / optimize of TabularTask (its state is declared in TabularTask); distill
+    (distilling.py) and export_bundle (exporting.py) come with it."""
 
-    optimize_methods: ClassVar[tuple[str, ...]] = ("onnx",)
+    optimize_methods: ClassVar[tuple[str, ...]] = ("onnx", "distill")
     ensemble: Any  # onnx_graphs.EnsembleSession of an optimized run, else None
     onnx_info: dict[str, Any] | None
 
@@ -102,7 +106,7 @@ class Optimizing:
 
         from luodi.tasks.tabular.onnx_graphs import EnsembleSession
 
-        if method not in self.optimize_methods:
+        if method != "onnx":  # (distill trains again: luodi.apps.optimize calls self.distill)
             raise ConfigError(f"--method '{method}' is not available for tabular apps; they offer: "
                               f"{', '.join(self.optimize_methods)}", param="method")
         if self.ensemble is not None:
