@@ -28,12 +28,17 @@ def train(
     callbacks: list[EpochCallback] | None = None,
     log: Callable[[str], None] | None = None,
     overrides: dict[str, Any] | None = None,
+    backend: str = "local",
+    workers: int | None = None,
+    address: str | None = None,
 ) -> RunInfo:
     """Train an app into a new run (or continue the newest unfinished one with resume=True).
 
     Writes runs/<app>/<version>/: config.yaml, weights, preprocessing metadata, metrics.json, report.html,
     manifest.json (last). Ctrl-C marks the run interrupted; `resume=True` continues from its checkpoint.
     `overrides` ({dotted path: value}) change the config for this run; its config.yaml records them.
+    `backend="ray"` trains torch tasks data-parallel on `workers` Ray Train workers (a local Ray, or `address`);
+    the run's folder and files are the same (apps/ray_train.py).
     """
     say = log or (lambda m: None)
     cfg = load_app(app, overrides)
@@ -42,6 +47,15 @@ def train(
         raise ConfigError(f"'train.refit': {why}; remove train.refit or change the model")
     if cfg.train.privacy and (why := task.privacy_blocker()):
         raise ConfigError(f"'train.privacy': {why}; remove train.privacy or change the app", param="train.privacy")
+    fit = _fit_here
+    if backend == "ray":
+        from luodi.apps.ray_train import check, ray_fit
+
+        fit = ray_fit(check(cfg, task, workers, address, callbacks), address)
+    elif backend != "local":
+        raise ConfigError(f"--backend '{backend}' is unknown; use local or ray", param="backend")
+    elif workers is not None or address:
+        raise ConfigError("--workers and --address apply to --backend ray; add --backend ray", param="backend")
     run = _start_run(cfg, resume, say)
     if callbacks and hasattr(task, "callbacks"):
         task.callbacks = list(callbacks)
@@ -49,7 +63,7 @@ def train(
     before = crypto.read_json(elapsed_file)["train_seconds"] if elapsed_file.exists() else 0.0
     t0 = time.perf_counter()
     try:
-        metrics = _fit_and_record(cfg, task, run, progress, say, lambda: before + time.perf_counter() - t0)
+        metrics = _fit_and_record(cfg, task, run, progress, say, lambda: before + time.perf_counter() - t0, fit)
     except KeyboardInterrupt:
         atomic.write_json(elapsed_file, {"train_seconds": before + time.perf_counter() - t0})
         registry.set_status(cfg.name, run.version, "interrupted")
@@ -83,15 +97,26 @@ def _start_run(cfg: AppConfig, resume: bool, say: Callable[[str], None]) -> RunI
     return run
 
 
+def _fit_here(task: Any, train: Any, valid: Any, checkpoint_dir: Path, save_dir: Path, progress: bool) -> None:
+    """Fit in this process (the local backend) and save the model into the run."""
+    task.fit(train, valid, checkpoint_dir, progress=progress)
+    task.save(save_dir)
+
+
 def _fit_and_record(
-    cfg: AppConfig, task: Any, run: RunInfo, progress: bool, say: Callable[[str], None], seconds: Callable[[], float]
+    cfg: AppConfig,
+    task: Any,
+    run: RunInfo,
+    progress: bool,
+    say: Callable[[str], None],
+    seconds: Callable[[], float],
+    fit: Callable[..., None] = _fit_here,
 ) -> dict[str, float]:
     """Fit on the train split, score the validation split, refit on all rows if asked, and write the run's
     files (manifest.json last). Returns the metrics the runs table keeps (with train_seconds)."""
     data = task.read(None)
     tr, va = task.split(data)
-    task.fit(tr, va, run.path, progress=progress)
-    task.save(run.path)
+    fit(task, tr, va, run.path, run.path, progress)
     ev = task.evaluate(va)
     metrics = select_metrics(cfg, ev)
     privacy = run.path / "privacy.json"  # written by DP-SGD training (luodi.train.privacy)
@@ -108,8 +133,7 @@ def _fit_and_record(
     if cfg.train.refit:
         say(f"validated; refitting on all {len(data)} rows (train + validation) for the served model")
         final = task_for(cfg)  # same settings; its checkpoints apart from the first fit's
-        final.fit(data, va, run.path / registry.CHECKPOINT_DIR / "refit", progress=progress)
-        final.save(run.path)
+        fit(final, data, va, run.path / registry.CHECKPOINT_DIR / "refit", run.path, progress)
         info["refit_rows"] = len(data)
     info["train_seconds"] = round(seconds(), 2)
     atomic.write_json(run.path / "metrics.json", {"valid": metrics, **info})

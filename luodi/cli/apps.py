@@ -44,6 +44,15 @@ def register(app: typer.Typer) -> None:
         app_file: Annotated[str, typer.Argument(help="App YAML file")],
         resume: Annotated[bool, typer.Option("--resume", help="continue the newest unfinished run")] = False,
         set_: SetOption = None,
+        backend: Annotated[
+            str, typer.Option(help="local | ray (torch tasks data-parallel on Ray Train: docs/ray.md)")
+        ] = "local",
+        workers: Annotated[
+            int | None, typer.Option(help="--backend ray: training workers, one CPU each (default 2)")
+        ] = None,
+        address: Annotated[
+            str | None, typer.Option(help="--backend ray: a Ray cluster (auto, ray://head:10001); default: local Ray")
+        ] = None,
     ):
         """Train an app: progress, a checkpoint each epoch, runs/<app>/<version>/ with report.html."""
         try:
@@ -53,6 +62,9 @@ def register(app: typer.Typer) -> None:
                 progress=True,
                 log=lambda m: console.print(m),
                 overrides=parse_overrides(set_),
+                backend=backend,
+                workers=workers,
+                address=address,
             )
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/yellow]: continue with `luodi train APP.yaml --resume`")

@@ -12,7 +12,9 @@ What it does for a task:
   JSON state file, written crash-safely (new files first, then the JSON state swapped in with os.replace);
 - resumes from that checkpoint when one exists (same run dir), continuing at the saved epoch and batch;
 - on KeyboardInterrupt saves a checkpoint at the current batch and re-raises;
-- calls `on_epoch(epoch, metrics)` (1-based epoch) after each epoch's checkpoint is written.
+- calls `on_epoch(epoch, metrics)` (1-based epoch) after each epoch's checkpoint is written;
+- inside a Ray Train worker (`--backend ray`, luodi.train.ray_backend) trains data-parallel: the model under DDP,
+  a shard of the loader's rows per worker, the train loss averaged, rank 0's evaluation and files only.
 
 The task supplies three things: a train loader (any iterable of batches, e.g. a DataLoader), a
 `step_fn(model, batch) -> loss` and an `eval_fn(model) -> {metric: value}`. Randomness is seeded per
@@ -38,6 +40,7 @@ from luodi import crypto
 from luodi.atomic import atomic_path, write_json
 from luodi.errors import ConfigError
 from luodi.train import CHECKPOINT_DIR
+from luodi.train.ray_backend import current_worker
 
 STATE_FILE = "state.json"
 
@@ -268,6 +271,18 @@ def train_loop(
             )
         finally:
             torch.set_num_threads(previous_threads)
+    worker = current_worker()  # a Ray Train worker (`--backend ray`): DDP, a shard of the rows, rank 0 writes
+    writer = worker is None or worker.writer
+    if worker is not None:
+        if cfg.privacy:
+            raise ConfigError(
+                "'train.privacy' cannot train with --backend ray: DP-SGD accounts for one process seeing every "
+                "example; train without --backend ray",
+                param="train.privacy",
+            )
+        train_loader = worker.shard(train_loader)
+        progress = progress and worker.writer
+        console = Console(stderr=True, soft_wrap=True, highlight=False)  # lines Ray forwards to the driver
     per_epoch = len(train_loader)
     total_steps = per_epoch * cfg.epochs
     ckpt = Checkpoint(run_dir)
@@ -278,6 +293,8 @@ def train_loop(
         dp = private(model, optimizer, train_loader, cfg.privacy, cfg.epochs)
         optimizer, train_loader = dp.optimizer, dp.loader
     forward = dp.model if dp else model
+    if worker is not None:
+        forward = worker.prepare_model(model)  # DistributedDataParallel: gradients averaged over the workers
 
     # Resume state (or a fresh start).
     epoch, skip_batches, step = 0, 0, 0
@@ -362,7 +379,10 @@ def train_loop(
                     loss_sum += float(loss.detach())
                     loss_n += 1
                     bar.update(task, advance=1, loss=f"{loss_sum / loss_n:.4f}")
-                    if deadline and time.monotonic() > deadline:
+                    late = bool(deadline) and time.monotonic() > deadline
+                    if worker is not None and deadline:  # every worker stops at the same step
+                        late = worker.any(late)
+                    if late:
                         stopped = "time_limit"
                         break
                 position = per_epoch  # all batches done (or time is up): what remains is evaluation
@@ -370,13 +390,18 @@ def train_loop(
                 skip_batches = 0
 
                 metrics = {"epoch": float(epoch + 1), "train_loss": loss_sum / max(1, loss_n)}
-                if eval_fn is not None:
+                if worker is not None:
+                    metrics["train_loss"] = worker.mean(metrics["train_loss"])
+                if eval_fn is not None and writer:
                     model.eval()
                     with torch.no_grad():
                         metrics.update({k: float(v) for k, v in eval_fn(model).items()})
                     model.train()
+                if worker is not None:  # rank 0's evaluation decides for all (same early stopping)
+                    metrics = worker.broadcast(metrics)
             except KeyboardInterrupt:
-                ckpt.save(model, optimizer, state(position))
+                if writer:
+                    ckpt.save(model, optimizer, state(position))
                 console.print(
                     f"[yellow]interrupted: checkpoint saved to {ckpt.dir}; run again to resume[/yellow]"
                 )
@@ -387,7 +412,7 @@ def train_loop(
             history.append(metrics)
             if _improved(value, best_value, cfg.mode):
                 best_value, best_metrics, best_epoch, bad_epochs = value, metrics, epoch, 0
-                best_file = ckpt.save_best(model, step)
+                best_file = ckpt.save_best(model, step) if writer else None
             else:
                 bad_epochs += 1
             if progress:
@@ -398,7 +423,8 @@ def train_loop(
             if cfg.patience and bad_epochs >= cfg.patience and epoch < cfg.epochs:
                 stopped = "early_stopping"
             final = stopped != "completed" or epoch >= cfg.epochs
-            ckpt.save(model, optimizer, state(0, stopped if final else None))
+            if writer:
+                ckpt.save(model, optimizer, state(0, stopped if final else None))
             if on_epoch:  # after the checkpoint: a callback may raise KeyboardInterrupt to stop the run
                 on_epoch(epoch, {k: v for k, v in metrics.items() if k != "epoch"})
             if stopped != "completed":
