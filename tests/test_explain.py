@@ -71,6 +71,9 @@ def test_tree_shap_adds_up_to_the_boosters_margin_and_matches_shap(lgb_app):
     np.testing.assert_allclose(phi.sum(-1)[:, 0] + base[:, 0], margin, atol=1e-9)
     ref = np.asarray(shap.TreeExplainer(task.booster).shap_values(x))
     np.testing.assert_allclose(phi[:, 0], ref.reshape(phi[:, 0].shape), atol=1e-6)
+    for i in range(3):  # one record: LightGBM's single-row fast path, the same numbers
+        one, one_base = lgb_shap(task.booster, x[i : i + 1], len(task.classes))
+        assert np.array_equal(one[0], phi[i]) and np.array_equal(one_base[0], base[i])
 
 
 def test_explanation_adds_up_to_the_served_probability(lgb_app):
@@ -348,3 +351,82 @@ def test_ensemble_explanation_is_the_same_through_either_coder_and_adds_up(full_
         ex = a["explanation"]
         assert ex["base"] + sum(e["effect"] for e in ex["effects"]) == pytest.approx(a["probability"], abs=1e-5)
     assert deltas.shape == (len(recs), len(task.prep.features), 2)  # the old one-batch ablation still answers
+
+
+def test_forest_and_svm_ablation_replays_match_onnxruntime():
+    """luodi.evaluate.onnx_ablation replays the stored forest / SVM graphs: every record's and every one-feature
+    variant's output equals onnxruntime's to float32 rounding (the records' forest sums bit for bit, as
+    onnxruntime adds them), for binary and multi-class classifiers and regressors, with two variants changing
+    one column (walked in full) too; a graph it does not cover answers None (onnxruntime stays)."""
+    from luodi.evaluate.onnx_ablation import ForestAblation, SvmAblation, from_onnx
+    from luodi.options.tabular import TabularOptions
+    from luodi.tasks.tabular.sklearn_members import OnnxMember, fit_onnx
+
+    rng = np.random.default_rng(0)
+    x = np.hstack([rng.normal(size=(300, 4)), np.eye(3)[rng.integers(0, 3, 300)]]).astype(np.float32)
+    x[::13, 1] = np.nan  # missing values take onnxruntime's default branch
+    typical = np.r_[np.zeros(4), [1.0, 0.0, 0.0]].astype(np.float32)
+    recs = x[:6]
+    rec, feat = np.repeat(np.arange(6), 5), np.tile(np.arange(5), 6)  # feature 4 = the one-hot columns 4..6
+    cols = [[0], [1], [2], [3], [4, 5, 6]]
+    variants = recs[rec].copy()
+    for i, f in enumerate(feat):
+        variants[i, cols[f]] = typical[cols[f]]
+    opts = TabularOptions(forest_trees=20, svm_max_rows=300)
+    cases = [("forest", 2), ("forest", 3), ("forest", 0), ("svm", 2), ("svm", 0)]
+    for kind, classes in cases:
+        y = rng.normal(size=300) if classes == 0 else (np.nan_to_num(x[:, 0]) * 2 + x[:, 4] > 0).astype(int)
+        if classes == 3:
+            y = y + (x[:, 5] > 0.5)
+        x_fit = np.nan_to_num(x) if kind == "svm" else x
+        member = OnnxMember(fit_onnx(kind, x_fit, y, None, classes == 0, opts, 0))
+        replay = from_onnx(member.blob, member.session, classes == 0)
+        assert isinstance(replay, ForestAblation if kind == "forest" else SvmAblation), (kind, classes)
+        rows_ = np.vstack([recs, variants]) if kind == "forest" else np.nan_to_num(np.vstack([recs, variants]))
+        want = member.predict(rows_, classes == 0)
+        if kind == "forest":
+            ort, own, varied = replay.predict_ablated(rows_[:6], rows_[6:], rec)
+            assert np.array_equal(ort, want[:6]) or classes == 0  # bit for bit (classifiers)
+            np.testing.assert_allclose(ort, want[:6], rtol=1e-6, atol=1e-6)
+            other = rows_[1:3]  # two "variants" of record 0 that change the same columns: each walked in full
+            conflict = replay.predict_ablated(rows_[:1], other, np.zeros(2, int))[2]
+            np.testing.assert_allclose(conflict, member.predict(other, classes == 0), rtol=1e-5, atol=1e-5)
+        else:
+            both = replay.predict(rows_)
+            own, varied = both[:6], both[6:]
+        np.testing.assert_allclose(own, want[:6], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(varied, want[6:], rtol=1e-5, atol=1e-5)
+    classifier = OnnxMember(fit_onnx("forest", x, (x[:, 4] > 0).astype(int), None, False, opts, 0))
+    assert from_onnx(classifier.blob, classifier.session, True) is None  # read as a regressor: not covered
+
+
+def test_explain_replay_gives_the_previous_paths_attributions(full_ensemble):
+    """The forest / SVM ablation replayed (the default) against the previous path (every ablated row through
+    onnxruntime, `fast_ablation = False`): the same effects and bases within 2e-6 (answers round effects to
+    6 decimals; onnxruntime sums in float32, the replay's changes in float64), the same labels, and the
+    records' probabilities exactly predict's (their forest / SVM outputs are onnxruntime's numbers)."""
+    from luodi.evaluate.onnx_ablation import ForestAblation, SvmAblation
+
+    task = api.load_predictor(full_ensemble["name"]).task
+    recs = odd_rows() + frame(20, seed=5).drop(columns="y").assign(grade="mid", kind="b", size="l").to_dict("records")
+    fast = task.explain(recs)
+    kernels = task._ablation_kernels()
+    assert kernels is not None and len(kernels) == len(task.members) == 2
+    assert all(isinstance(k["forest"], ForestAblation) and isinstance(k["svm"], SvmAblation) for k in kernels)
+    task.fast_ablation = False
+    try:
+        slow = task.explain(recs)
+    finally:
+        task.fast_ablation = True
+    singles = [task.explain([r])[0] for r in recs[:4]]
+    for a, b, p in zip(fast, slow, task.predict(recs), strict=True):
+        assert a["label"] == b["label"] == p["label"]
+        assert a["probabilities"] == pytest.approx(p["probabilities"], abs=1e-12)
+        assert a["explanation"]["base"] == pytest.approx(b["explanation"]["base"], abs=2e-6)
+        ea = {e["feature"]: e["effect"] for e in a["explanation"]["effects"]}
+        eb = {e["feature"]: e["effect"] for e in b["explanation"]["effects"]}
+        for f in {*ea, *eb}:
+            assert ea.get(f, 0.0) == pytest.approx(eb.get(f, 0.0), abs=2e-6), f
+    for one, many in zip(singles, fast[:4], strict=True):  # one record at a time: the same answer as in a batch
+        effects = {e["feature"]: e["effect"] for e in many["explanation"]["effects"]}
+        assert {e["feature"]: e["effect"] for e in one["explanation"]["effects"]} == pytest.approx(effects, abs=2e-6)
