@@ -2,6 +2,7 @@
 RAG answerer with SQuAD retrieval quality beside it.
 
     python bench/injection.py [--home DIR] [--train] [--per-kind 400] [--e2e-docs 300] [--e2e-poisoned 100]
+                              [--only detection,latency]
 
 - Detection: luodi.data.injection_set builds the held-out set (attack template families and actions the
   classifier never saw: disregard, developer mode, fake conversation turns, authority, payload markup; whole SQuAD
@@ -81,23 +82,31 @@ def latency(texts: list[str], n: int) -> dict:
     from luodi.privacy.injection import InjectionGuard
 
     torch.set_num_threads(2)
-    guard = InjectionGuard({}).ready()
+    guard = InjectionGuard({}, cache_texts=0).ready()  # every text scored (no verdict cache)
+    # the same classifier with scikit-learn's TF-IDF transform, timed on the same texts in turn: a ratio that the
+    # machine's load does not bend
+    base = InjectionGuard({}, cache_texts=0, fast_tfidf=False).ready()
     sample = random.Random(0).sample(texts, min(n, len(texts)))
-    guard.check(sample[:5])  # warm-up
-    ms, cpu = [], []
+    guard.check(texts[-5:])  # warm-up, on texts outside the sample
+    base.check(texts[-5:])
+    ms, cpu, base_ms, base_cpu = [], [], [], []
     load = os.getloadavg()[0]
     for t in sample:
-        t0, c0 = time.perf_counter(), time.process_time()
-        guard.check([t])
-        ms.append(1000 * (time.perf_counter() - t0))
-        cpu.append(1000 * (time.process_time() - c0))  # CPU this process used: what other processes cannot inflate
+        for g, wall, used in ((guard, ms, cpu), (base, base_ms, base_cpu)):
+            t0, c0 = time.perf_counter(), time.process_time()
+            g.check([t])
+            wall.append(1000 * (time.perf_counter() - t0))
+            used.append(1000 * (time.process_time() - c0))  # CPU this process used: other processes cannot inflate it
     short = [m for t, m in zip(sample, ms, strict=True) if len(t.split()) <= 40]
     ms_sorted = sorted(ms)
     return {"texts": len(ms), "p50_ms": round(statistics.median(ms), 2),
             "p90_ms": round(ms_sorted[int(0.9 * len(ms))], 2),
             "p50_ms_short_texts": round(statistics.median(short), 2) if short else None,
             "p50_cpu_ms": round(statistics.median(cpu), 2),
+            "baseline_sklearn_tfidf": {"p50_ms": round(statistics.median(base_ms), 2),
+                                       "p50_cpu_ms": round(statistics.median(base_cpu), 2)},
             "threads": "torch 2; ONNX Runtime 1 per single text (luodi.ort)", "cores": os.cpu_count(),
+            "tfidf": type(getattr(guard._classifier(), "tfidf", None)).__name__,
             "load_average": round(max(load, os.getloadavg()[0]), 2)}
 
 
@@ -177,8 +186,9 @@ def main() -> int:
     ap.add_argument("--e2e-poisoned", type=int, default=100, help="of which poisoned")
     ap.add_argument("--k", type=int, default=3, help="recall@k")
     ap.add_argument("--skip-e2e", action="store_true")
-    ap.add_argument("--only", help="re-measure these parts (latency, e2e; comma-separated); the others come from "
-                    "the stored result")
+    ap.add_argument("--only", help="re-measure these parts (detection, latency, e2e; comma-separated); the others "
+                    "come from the stored result (`--only detection,latency`: a minute or two, without the ~8 min "
+                    "end-to-end part)")
     ap.add_argument("--no-int8", action="store_true", help="with --train: keep the float32 torch run")
     args = ap.parse_args()
     home = args.home or tempfile.mkdtemp(prefix="luodi-injection-bench-")
@@ -206,7 +216,8 @@ def main() -> int:
     served = registry.get_run("prompt-injection")
     print(f"classifier: prompt-injection {served.version}")
     stored = load("injection") if args.only else None
-    if stored:
+    only = set((args.only or "").split(","))
+    if stored and "detection" not in only:
         from luodi.data.injection_set import build
 
         det = stored["detection"]
@@ -214,7 +225,6 @@ def main() -> int:
     else:
         det, texts = detection(root, args.per_kind)
     print("detection on held-out templates:", det)
-    only = set((args.only or "").split(","))
     lat = stored["latency"] if stored and "latency" not in only else latency(texts, args.latency_texts)
     print("latency:", lat)
     if stored and "e2e" not in only:
@@ -234,7 +244,8 @@ def main() -> int:
          "note": "banking77, clinc150, dailydialog utterances, SQuAD paragraphs"},
         {"goal": "injection: p50 latency per text (ms, 2 threads)", "value": lat["p50_ms"], "target": GOAL_P50_MS,
          "op": "<=", "met": lat["p50_ms"] <= GOAL_P50_MS,
-         "note": f"wall time; p90 {lat['p90_ms']} ms; CPU time p50 {lat['p50_cpu_ms']} ms; 1-min load average "
+         "note": f"wall time; p90 {lat['p90_ms']} ms; CPU time p50 {lat['p50_cpu_ms']} ms (scikit-learn TF-IDF "
+         f"path: {lat.get('baseline_sklearn_tfidf', {}).get('p50_cpu_ms')} ms); 1-min load average "
          f"{lat['load_average']} on {lat['cores']} shared cores"},
     ]
     if e2e:

@@ -95,7 +95,8 @@ def main() -> None:
     ap.add_argument("--home", help="LUODI_HOME for the runs (default: a new temporary folder)")
     ap.add_argument("--base", help="a trained handwritten-digits version in --home to start from (else: train)")
     ap.add_argument("--epochs", type=int, default=None, help="optimize.prune.image.epochs (default: the config's)")
-    ap.add_argument("--channels", type=float, default=None, help="optimize.prune.image.channels (default: the config's)")
+    ap.add_argument("--channels", type=float, default=None,
+                    help="optimize.prune.image.channels (default: the config's)")
     ap.add_argument("--one-thread", action="store_true", help="time torch and ONNX Runtime on one thread (the "
                     "cost per core: contention for the cores of a busy machine cannot distort it)")
     ap.add_argument("--reuse", help="time stored runs again instead of optimizing: the versions of the pruned, "
@@ -107,8 +108,8 @@ def main() -> None:
 
     app = str(APP)
     base = args.base or api.train(app, progress=False).version
-    sets = {k: v for k, v in (("optimize.prune.image.epochs", args.epochs), ("optimize.prune.image.channels", args.channels))
-            if v is not None}
+    chosen = (("optimize.prune.image.epochs", args.epochs), ("optimize.prune.image.channels", args.channels))
+    sets = {k: v for k, v in chosen if v is not None}
     reuse = args.reuse.split(",") if args.reuse else [None] * 4
     t0 = time.perf_counter()
     pruned = _optimized(app, "prune", base, sets, reuse[0])

@@ -144,7 +144,8 @@ class Settings(BaseSettings):
     guard_injection: str = Field(
         "",
         description="check chat and completion requests for prompt injection and jailbreaks (heuristics + the "
-        "trained prompt-injection app) and non-streamed replies for leaked secrets, the system prompt and PII: "
+        "trained prompt-injection app) and replies (streamed ones as they grow) for leaked secrets, the system "
+        "prompt and PII: "
         "'on' (block with HTTP 400 guard_injection) or a YAML / JSON file of injection-guard settings "
         "(docs/security-guard.md: mode block | flag, threshold, checks); X-Luodi-Guard / X-Luodi-Guard-Output "
         "headers name the checks that fired. Empty (the default): off",

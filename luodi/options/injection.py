@@ -43,13 +43,19 @@ class InjectionConfig(Strict):
     )
     output_checks: list[Literal["secrets", "system_prompt", "pii"]] = Field(
         default_factory=lambda: list(OUTPUT_CHECKS),
-        description="checks on the model's reply (non-streamed server responses): secrets (API-key-like strings, "
-        "private keys, this server's keys), system_prompt (the reply repeats the system message), pii (pattern "
-        "entities: emails, cards, IBANs, ...); an empty list turns output checks off",
+        description="checks on the model's reply (server responses, streamed ones as they grow): secrets "
+        "(API-key-like strings, private keys, this server's keys), system_prompt (the reply repeats the system "
+        "message), pii (pattern entities: emails, cards, IBANs, ...); an empty list turns output checks off",
     )
     system_prompt_overlap: float = Field(
         0.5, gt=0.0, le=1.0, description="system_prompt: share of the system message's word 8-grams found in the "
         "reply at or above which the reply counts as echoing it"
+    )
+    stream_hold_chars: int = Field(
+        128, ge=0, le=4096, description="streamed replies: characters held back behind the checked text, so a "
+        "secret, a PII value or a copied stretch of the system prompt is caught before any of it is sent (the "
+        "stream runs this far behind the model); 0 sends each piece once checked, so a leak's first characters can "
+        "go out"
     )
     pii_entities: list[str] = Field(
         default_factory=lambda: ["EMAIL_ADDRESS", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "UK_NINO", "PHONE_NUMBER"],

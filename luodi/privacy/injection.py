@@ -15,8 +15,11 @@ config: luodi.rag.guards.kb_screen) and agents (`injection` in the agent's confi
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -25,6 +28,7 @@ from luodi.errors import BadRequest, ConfigError, NotFound
 from luodi.privacy.injection_config import InjectionConfig, injection_config
 
 LABEL = "injection"
+CACHE_TEXTS = 4096  # verdicts kept per guard (a text seen again, e.g. an earlier chat turn, is not scored again)
 _ROLE = r"(?:ai|assistant|language model|llm|chat ?bot|model|gpt)"
 HEURISTICS: dict[str, re.Pattern[str]] = {
     name: re.compile(rx, re.IGNORECASE | re.MULTILINE)
@@ -54,6 +58,7 @@ HEURISTICS: dict[str, re.Pattern[str]] = {
         r"passwords?)\b[^.\n]{0,20}\bto\b",
     }.items()
 }
+HEURISTICS_ID = hashlib.sha256("\n".join(rx.pattern for rx in HEURISTICS.values()).encode()).hexdigest()[:12]
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
@@ -97,6 +102,23 @@ class Verdict:
         return asdict(self)
 
 
+def _fast(task: Any) -> Any:
+    """The classifier with a cheaper TF-IDF transform for the guard's few texts per call (injection_tfidf: equal
+    to scikit-learn's, checked on load). A shallow copy: the app's cached predictor, which others share, is left
+    as it is."""
+    tfidf = getattr(task, "tfidf", None)
+    if tfidf is None:
+        return task
+    from luodi.privacy.injection_tfidf import fast_tfidf
+
+    fast = fast_tfidf(tfidf)
+    if fast is tfidf:
+        return task
+    task = copy.copy(task)
+    task.tfidf = fast
+    return task
+
+
 class InjectionBlocked(BadRequest):
     """A request refused by guard.injection in block mode (HTTP 400, code guard_injection)."""
 
@@ -106,13 +128,18 @@ class InjectionBlocked(BadRequest):
 class InjectionGuard:
     """Heuristics and the trained classifier under one InjectionConfig; thread-safe, the app loaded once."""
 
-    def __init__(self, cfg: InjectionConfig | dict | bool | str | None = True):
+    def __init__(self, cfg: InjectionConfig | dict | bool | str | None = True, cache_texts: int = CACHE_TEXTS,
+                 fast_tfidf: bool = True):
         cfg = injection_config(cfg)
         if cfg is None:
             raise ConfigError("guard.injection is off; build InjectionGuard only when it is on", param="guard")
         self.cfg = cfg
         self._task: Any = None
+        self._run = ""
         self._lock = threading.Lock()
+        self._seen: OrderedDict[bytes, Verdict] = OrderedDict()  # text sha256 -> verdict, least recent first
+        self._cache_texts = cache_texts
+        self._fast_tfidf = fast_tfidf  # False: scikit-learn's transform (the bench's baseline)
 
     def ready(self) -> InjectionGuard:
         """Load the classifier now (server start-up), so a missing app fails before the first request."""
@@ -140,8 +167,19 @@ class InjectionGuard:
                         f"guard.injection.app '{app}' must be a text-classification app with an '{LABEL}' label",
                         param="guard.injection.app",
                     )
-                self._task = pred.task
+                self._task = _fast(pred.task) if self._fast_tfidf else pred.task
+                self._run = f"{pred.run.app} {pred.run.version}"
             return self._task
+
+    def model_id(self) -> str:
+        """What a verdict depends on: the input checks' settings and the classifier run. A verdict stored under
+        one id (a knowledge base's chunks, screened at ingest) is reused only under the same id."""
+        run = ""
+        if self.cfg.uses_classifier:
+            self._classifier()
+            run = self._run
+        fields = {"checks", "app", "version", "threshold", "window_words"}
+        return f"{run}|heuristics {HEURISTICS_ID}|{self.cfg.model_dump_json(include=fields)}"
 
     def scores(self, texts: list[str]) -> list[float]:
         """The classifier's injection probability per text: the highest over its windows."""
@@ -160,7 +198,25 @@ class InjectionGuard:
         return out
 
     def check(self, texts: list[str]) -> list[Verdict]:
-        """A Verdict per text (empty texts are clean)."""
+        """A Verdict per text (empty texts are clean). The last CACHE_TEXTS verdicts are kept: a chat sends its
+        earlier user messages again with every turn, and those are not scored again."""
+        keys = [hashlib.sha256(t.encode("utf-8", "surrogatepass")).digest() for t in texts]
+        with self._lock:
+            got: list[Verdict | None] = [self._seen.get(k) for k in keys]
+            for k, v in zip(keys, got, strict=True):
+                if v is not None:
+                    self._seen.move_to_end(k)
+        todo = [i for i, v in enumerate(got) if v is None]
+        if todo:
+            fresh = self._check([texts[i] for i in todo])
+            with self._lock:
+                for i, v in zip(todo, fresh, strict=True):
+                    got[i] = self._seen[keys[i]] = v
+                while len(self._seen) > self._cache_texts:
+                    self._seen.popitem(last=False)
+        return [Verdict(v.injected, v.score, list(v.checks)) for v in got if v is not None]
+
+    def _check(self, texts: list[str]) -> list[Verdict]:
         out = [Verdict(False) for _ in texts]
         if "heuristics" in self.cfg.checks:
             for v, t in zip(out, texts, strict=True):

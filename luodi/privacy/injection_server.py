@@ -1,17 +1,19 @@
 """`guard.injection` for the server (LUODI_GUARD_INJECTION): chat and completion requests are checked before the
-model sees them, non-streamed replies after it.
+model sees them, replies after it (streamed ones as they grow).
 
 Input: the user's and tools' message texts (or the completion prompt) go through InjectionGuard; the system
 message is the operator's and is trusted. Block mode: 400 with code `guard_injection`, naming the message and the
 checks that fired; flag mode: the request goes on and the X-Luodi-Guard header names them.
-Output (non-streamed responses only; a stream has left before it is complete): secrets, the system prompt echoed
-back, PII. Block mode replaces the reply with a notice (finish_reason content_filter); flag mode keeps it; both
-name the checks in X-Luodi-Guard-Output.
+Output: secrets, the system prompt echoed back, PII. Non-streamed: block mode replaces the reply with a notice
+(finish_reason content_filter); flag mode keeps it; both name the checks in X-Luodi-Guard-Output. Streamed: the
+text is checked as it grows, a small window held back (injection_stream), and a leak ends the stream with a
+content_filter chunk that says what was withheld.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 from luodi.config import on_off_or_file
@@ -34,7 +36,11 @@ def injection_setting(value: str) -> InjectionConfig | None:
 def guard_from_setting(value: str) -> InjectionGuard | None:
     """The guard of LUODI_GUARD_INJECTION (None: off), its classifier loaded now: a missing one stops the start-up."""
     cfg = injection_setting(value)
-    return None if cfg is None else InjectionGuard(cfg).ready()
+    if cfg is None:
+        return None
+    if "pii" in cfg.output_checks:  # load Presidio's patterns now, not in the first reply (seconds)
+        check_output("warm-up reply to warm.up@example.com", cfg, None, ())
+    return InjectionGuard(cfg).ready()
 
 
 def _texts(req: Any) -> list[tuple[str, str]]:
@@ -80,6 +86,18 @@ def _system(req: Any) -> str | None:
     msgs = getattr(req, "messages", None) or []
     parts = [m.content for m in msgs if m.role in ("system", "developer") and isinstance(m.content, str)]
     return "\n".join(parts) or None
+
+
+def check_stream(
+    events: AsyncIterator[Any], req: Any, cfg: InjectionConfig
+) -> tuple[AsyncIterator[Any], dict[str, str]]:
+    """A streamed reply's events after the output checks (injection_stream), with the X-Luodi-Guard-Output header
+    (`stream`: the verdict is in the events, the headers leave first)."""
+    if not cfg.output_checks:
+        return events, {}
+    from luodi.privacy.injection_stream import guard_stream
+
+    return guard_stream(events, cfg, _system(req)), {OUTPUT_HEADER: "stream"}
 
 
 def check_response(body: str, req: Any, cfg: InjectionConfig) -> tuple[str, dict[str, str]]:

@@ -51,29 +51,47 @@ def _grams(words: list[str], n: int) -> set[tuple[str, ...]]:
     return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
-def prompt_overlap(reply: str, system: str, n: int = 8) -> float:
-    """Share of the system message's word n-grams (lower-cased) that the reply contains; a system message
-    shorter than n words counts only when the reply contains all of it."""
+def prompt_matches(reply: str, system: str, n: int = 8) -> tuple[int, int]:
+    """(how many of the system message's distinct word n-grams the reply contains, how many it has), lower-cased;
+    a system message shorter than n words is one n-gram (all of it)."""
     sw = [w.lower() for w in _WORD.findall(system)]
     rw = [w.lower() for w in _WORD.findall(reply)]
     if not sw or not rw:
-        return 0.0
+        return 0, max(len(sw), 1)
     n = min(n, len(sw))
     grams = _grams(sw, n)
-    return len(grams & _grams(rw, n)) / len(grams)
+    return len(grams & _grams(rw, n)), len(grams)
+
+
+def prompt_overlap(reply: str, system: str, n: int = 8) -> float:
+    """Share of the system message's word n-grams (lower-cased) that the reply contains; a system message
+    shorter than n words counts only when the reply contains all of it."""
+    hit, total = prompt_matches(reply, system, n)
+    return hit / total
+
+
+# a reply still being streamed: this many of the system message's 8-grams (>= 10 words copied in a row) already
+# count as an echo, when the share would need more; otherwise the first half of a long system prompt would have
+# gone out before its share reached system_prompt_overlap
+PARTIAL_PROMPT_GRAMS = 3
 
 
 def check_output(
-    text: str, cfg: InjectionConfig, system: str | None = None, known: Iterable[str] | None = None
+    text: str, cfg: InjectionConfig, system: str | None = None, known: Iterable[str] | None = None,
+    partial: bool = False,
 ) -> list[str]:
-    """The output checks that fire on a reply: "secrets:<pattern>", "system_prompt", "pii:<ENTITY_TYPE>"."""
+    """The output checks that fire on a reply: "secrets:<pattern>", "system_prompt", "pii:<ENTITY_TYPE>".
+    `partial`: the reply so far of a stream (system_prompt fires on PARTIAL_PROMPT_GRAMS copied 8-grams too)."""
     fired: list[str] = []
     if not text:
         return fired
     if "secrets" in cfg.output_checks:
         fired += [f"secrets:{h}" for h in secret_hits(text, server_secrets() if known is None else known)]
     if "system_prompt" in cfg.output_checks and system and len(_WORD.findall(system)) >= 4:
-        if prompt_overlap(text, system) >= cfg.system_prompt_overlap:
+        hit, total = prompt_matches(text, system)
+        if hit / total >= cfg.system_prompt_overlap or (
+            partial and hit >= min(cfg.system_prompt_overlap * total, PARTIAL_PROMPT_GRAMS)
+        ):
             fired.append("system_prompt")
     if "pii" in cfg.output_checks and cfg.pii_entities:
         from luodi.privacy.pii import scan

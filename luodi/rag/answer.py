@@ -15,7 +15,7 @@ from luodi.options.privacy import PiiConfig
 from luodi.rag.chunk import sentence_spans
 from luodi.rag.guards import Screen, kb_screen
 from luodi.rag.index import bm25_tokens
-from luodi.rag.kbs import get_kb
+from luodi.rag.kbs import get_kb, kb_dir
 from luodi.rag.retrieve import Hit, SearchResult, search
 
 NOT_FOUND = "Not found in the knowledge base."
@@ -178,7 +178,7 @@ async def ask_stream(
     res: SearchResult = await asyncio.to_thread(search, name, question, k=k, encoder=encoder, pii=pii)
     question = res.query
     if screen is None:
-        screen = await asyncio.to_thread(lambda: kb_screen(get_kb(name)["config"], name))
+        screen = await asyncio.to_thread(lambda: kb_screen(get_kb(name)["config"], name, kb_dir(name)))
     guarded = await asyncio.to_thread(_screen, res, screen) if screen is not None and res.hits else []
     yield {
         "event": "passages",

@@ -5,7 +5,9 @@ through luodi.privacy, imported only when a KB has the setting (Presidio takes s
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -59,12 +61,80 @@ def redact_text(text: str, pii: PiiConfig | None) -> tuple[str, list[str]]:
 Screen = Callable[[list[str]], list[dict[str, Any] | None]]  # per passage: None (clean) or {action, checks, score}
 
 
-def kb_screen(config: dict[str, Any], name: str) -> Screen | None:
-    """The injection screen of knowledge base `name` from its config's `injection` setting, None when it has none."""
+VERDICTS = "injection_verdicts.json"  # beside the KB's index: per chunk text (sha256), the verdict taken at ingest
+
+
+def _guard(config: dict[str, Any], name: str) -> Any:
     raw = config.get("injection")
     if not raw:
         return None
-    from luodi.privacy.injection import injection_config, screen_passages, shared_guard
+    from luodi.privacy.injection import injection_config, shared_guard
 
     cfg = injection_config(raw, where=f"knowledge base '{name}' injection")
-    return None if cfg is None else screen_passages(shared_guard(cfg))
+    return None if cfg is None else shared_guard(cfg)
+
+
+def _key(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+_READ: dict[Path, tuple[tuple[int, int], dict[str, Any]]] = {}  # path -> ((mtime, size), verdicts): read once
+
+
+def _stored(folder: Path) -> dict[str, Any]:
+    """The stored verdicts of the KB in `folder`, read again only when the file changed (shared: copy before
+    changing it)."""
+    from luodi.crypto import read_json
+
+    path = folder / VERDICTS
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return {}
+    stamp = (st.st_mtime_ns, st.st_size)
+    got = _READ.get(path)
+    if got is None or got[0] != stamp:
+        got = _READ[path] = (stamp, read_json(path))
+    return got[1]
+
+
+def screen_at_ingest(config: dict[str, Any], name: str, folder: Path, texts: list[str]) -> int:
+    """With the KB's `injection` on: check new chunks as they are added and store each verdict (keyed by the chunk
+    text's sha256, with the classifier's version), so answering need not run the classifier again; the number of
+    chunks that look injected. `folder`: the KB's own (rag.kbs.kb_dir). The caller holds the KB's write lock."""
+    guard = _guard(config, name)
+    if guard is None or not texts:
+        return 0
+    from luodi.atomic import write_json
+
+    verdicts = guard.check(texts)
+    stored = dict(_stored(folder))
+    model = guard.model_id()
+    for t, v in zip(texts, verdicts, strict=True):
+        stored[_key(t)] = {"model": model, "injected": v.injected, "checks": v.checks, "score": v.score}
+    write_json(folder / VERDICTS, stored, indent=None)
+    return sum(v.injected for v in verdicts)
+
+
+def kb_screen(config: dict[str, Any], name: str, folder: Path) -> Screen | None:
+    """The injection screen of knowledge base `name` from its config's `injection` setting, None when it has none.
+    A passage whose verdict was stored at ingest by the same classifier and settings is not checked again;
+    others (a KB made before ingest screening, another classifier version) are checked now."""
+    guard = _guard(config, name)
+    if guard is None:
+        return None
+    from luodi.privacy.injection import screen_passages
+
+    live = screen_passages(guard)
+    action = "drop" if guard.cfg.mode == "block" else "flag"
+
+    def screen(texts: list[str]) -> list[dict[str, Any] | None]:
+        stored, model = _stored(folder), guard.model_id()
+        known = [stored.get(_key(t)) for t in texts]
+        known = [k if k is not None and k.get("model") == model else None for k in known]
+        todo = [i for i, k in enumerate(known) if k is None]
+        fresh = iter(live([texts[i] for i in todo]) if todo else [])
+        return [next(fresh) if k is None else ({"action": action, "checks": k["checks"], "score": k["score"]}
+                                                if k["injected"] else None) for k in known]
+
+    return screen

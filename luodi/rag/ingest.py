@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from luodi.errors import BadRequest, NotFound
 from luodi.rag.chunk import Chunk, chunk_text
-from luodi.rag.guards import kb_pii, redact_text
+from luodi.rag.guards import kb_pii, redact_text, screen_at_ingest
 from luodi.rag.index import drop_vectors, embed_text, forget, read_vectors, remove_ids, write_vectors
 from luodi.rag.kbs import bump_generation, describe, get_kb_row, kb_config, kb_dir, kb_lock
 from luodi.rag.readers import extract_text, iter_files
@@ -36,6 +36,7 @@ class IngestReport:
     recovered: int = 0  # pending documents of an interrupted run that were cleaned up
     chunks: int = 0
     pii_removed: dict[str, list[str]] = field(default_factory=dict)  # source -> entity types redacted (KB's pii)
+    injection_flagged: dict[str, int] = field(default_factory=dict)  # source -> chunks that look injected
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -46,6 +47,8 @@ class IngestReport:
             "recovered": self.recovered,
             "chunks": self.chunks,
             "pii_removed": self.pii_removed,
+            "injection_flagged": self.injection_flagged,
+            "injection_flagged_chunks": sum(self.injection_flagged.values()),
         }
 
 
@@ -175,6 +178,10 @@ def ingest(
                 if removed:
                     report.pii_removed[source] = removed
                 chunks = chunk_text(text, cfg["chunk_tokens"], cfg["overlap"], count=count)
+                # the KB's injection setting: each chunk's verdict kept for answering
+                flagged = screen_at_ingest(cfg, name, kb_dir(name), [c.text for c in chunks])
+                if flagged:
+                    report.injection_flagged[source] = flagged
                 batch.append(_Doc(source, sha, chunks))
                 n_batch += len(chunks)
                 if n_batch >= batch_chunks:

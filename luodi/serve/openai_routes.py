@@ -223,6 +223,11 @@ async def _serve(service, req, request: Request):
             body, extra = await run_in_threadpool(check_response, body, req, injection.cfg)
             headers = {**(headers or {}), **extra}
         return Response(body, media_type="application/json", headers=headers)
+    if injection is not None:  # streamed: checked as it grows, a leak ends the stream (content_filter)
+        from luodi.privacy.injection_server import check_stream
+
+        out, extra = check_stream(out, req, injection.cfg)
+        headers = {**(headers or {}), **extra}
     return EventSourceResponse(_sse(out), ping=15, sep="\n", headers=headers)
 
 
