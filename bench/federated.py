@@ -55,17 +55,19 @@ def nsl_kdd_app(folder: Path) -> Path:
     return path
 
 
-def federate(config: Path, overrides: dict, clients: int, rounds: int, alpha: float, local_epochs: int) -> dict:
+def federate(config: Path, overrides: dict, clients: int, rounds: int, alpha: float, local_epochs: int,
+             strategy: str = "auto", seed: int | None = None) -> dict:
     from luodi import api
 
     t = time.process_time()
     run = api.federated(config, clients=clients, rounds=rounds, alpha=alpha, local_epochs=local_epochs,
-                        overrides=overrides,
+                        overrides=overrides, strategy=strategy, seed=seed,
                         log=lambda m: print("  " + m, flush=True))
     s = json.loads((run.path / "federated.json").read_text())
     return {"accuracy": run.metrics["accuracy"], "centralized_accuracy": s["centralized"]["accuracy"],
             "ratio": s["accuracy_ratio"], "rounds_to_99pct": s["rounds_to_99pct"], "clients": clients,
             "rounds": rounds, "alpha": alpha, "local_epochs": local_epochs, "label_skew": s["label_skew"],
+            "strategy": s["strategy"], "split_seed": seed, "final_valid_loss": s["per_round"][-1]["valid_loss"],
             "per_round_accuracy": [h["accuracy"] for h in s["per_round"]],
             "cpu_minutes": round((time.process_time() - t) / 60, 2)}
 
@@ -125,6 +127,10 @@ def main() -> None:
     ap.add_argument("--local-epochs", type=int, default=3, help="epochs per client per round (adult, nsl-kdd)")
     ap.add_argument("--set", action="append", default=[], help="config override for adult and nsl-kdd (stored "
                     "under its own name), e.g. model.options.mlp_lr=0.05")
+    ap.add_argument("--strategy", default="auto", choices=["auto", "fedavg", "scaffold"],
+                    help="federated algorithm (auto: SCAFFOLD for the SGD clients here)")
+    ap.add_argument("--seed", type=int, default=None, help="seed of the Dirichlet split (default: the app's "
+                    "train.seed, 0); another seed is stored under its own name")
     ap.add_argument("--no-save", action="store_true")
     ap.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -141,14 +147,19 @@ def main() -> None:
     flags = f" --clients {clients} --rounds {rounds} --alpha {args.alpha} --local-epochs {args.local_epochs}"
     sets = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
     suffix = "".join(f" --set {s}" for s in args.set)
+    if args.strategy != "auto":
+        suffix += f" --strategy {args.strategy}"
+    if args.seed is not None:
+        suffix += f" --seed {args.seed}"
     for part in parts:
         print(f"== {part}{suffix}", flush=True)
         if part == "adult":
             r = federate(ROOT / "examples" / "income.yaml", {**ADULT, **sets}, clients, rounds, args.alpha,
-                         args.local_epochs)
+                         args.local_epochs, args.strategy, args.seed)
         elif part == "nsl-kdd":
             with tempfile.TemporaryDirectory() as tmp:
-                r = federate(nsl_kdd_app(Path(tmp)), {**NSL, **sets}, clients, rounds, args.alpha, args.local_epochs)
+                r = federate(nsl_kdd_app(Path(tmp)), {**NSL, **sets}, clients, rounds, args.alpha, args.local_epochs,
+                             args.strategy, args.seed)
         else:
             mc, mr = args.clients or 100, args.rounds or 2
             r = memory(mc, mr)
@@ -156,6 +167,8 @@ def main() -> None:
             print(f"  peak RSS {r['peak_rss_gb']} GB with {mc} clients ({r['seconds']} s)")
         if part != "memory":
             r["command"] = f"python bench/federated.py --only {part}{flags}{suffix}"
+            r["load_average"] = round(os.getloadavg()[0], 2)
+            print(f"  {r['strategy']}: CPU {r['cpu_minutes']} min, load {r['load_average']}")
             print(f"  federated {r['accuracy']:.4f} vs centralized {r['centralized_accuracy']:.4f}: "
                   f"{r['ratio']:.2%} (99 % in round {r['rounds_to_99pct']})")
         stored[part + (suffix if part != "memory" else "")] = {**r, "machine": machine()}

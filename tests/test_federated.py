@@ -106,13 +106,42 @@ def test_federated_run_reaches_centralized_quality_and_predicts(tmp_path):
     assert ev["metrics"]["accuracy"] == pytest.approx(run.metrics["accuracy"], abs=1e-9)
 
 
+def test_sgd_clients_train_with_scaffold_and_match_centralized(tmp_path):
+    """With SGD clients the default strategy is SCAFFOLD: FedAvg plus control variates against client drift."""
+    cfg = app_config(tmp_path, name="fed-scaffold")
+    cfg["train"]["optimizer"] = "sgd"
+    cfg["model"]["options"]["mlp_lr"] = 0.1
+    run = api.federated(cfg, clients=5, rounds=5, alpha=0.3, local_epochs=3)
+    summary = json.loads((run.path / "federated.json").read_text())
+    assert summary["strategy"].startswith("SCAFFOLD")
+    assert all(np.isfinite(h["valid_loss"]) for h in summary["per_round"])
+    assert summary["per_round"][-1]["valid_loss"] < summary["per_round"][0]["valid_loss"]
+    assert run.metrics["accuracy"] >= 0.95 * summary["centralized"]["accuracy"], summary
+
+
+def test_scaffold_refuses_dp_and_adamw_naming_the_option(tmp_path):
+    from luodi.errors import ConfigError
+
+    cfg = app_config(tmp_path, name="fed-scaffold-bad")  # AdamW clients (the default optimizer)
+    with pytest.raises(ConfigError, match="--strategy"):
+        api.federated(cfg, clients=2, rounds=1, strategy="scaffold", centralized=False)
+    with pytest.raises(BadRequest, match="--strategy"):
+        api.federated(cfg, clients=2, rounds=1, strategy="fedprox", centralized=False)
+    cfg["train"]["optimizer"] = "sgd"
+    cfg["train"]["privacy"] = {"epsilon": 2.0}
+    with pytest.raises(ConfigError, match="--strategy scaffold needs plain SGD"):
+        api.federated(cfg, clients=2, rounds=1, strategy="scaffold", dp=True, centralized=False)
+
+
 def test_federated_dp_reports_each_clients_epsilon_within_budget(tmp_path):
     cfg = app_config(tmp_path, name="fed-dp")
     cfg["train"]["privacy"] = {"epsilon": 2.0}
     cfg["train"]["optimizer"] = "sgd"
     cfg["model"]["options"]["mlp_lr"] = 0.1
     run = api.federated(cfg, clients=3, rounds=2, dp=True, centralized=False)
-    spent = json.loads((run.path / "federated.json").read_text())["privacy"]
+    summary = json.loads((run.path / "federated.json").read_text())
+    assert summary["strategy"].startswith("FedAvg")  # SGD clients, but DP-SGD: no SCAFFOLD correction
+    spent = summary["privacy"]
     assert len(spent["epsilon_per_client"]) == 3
     assert all(1.0 < e <= 2.0 * 1.02 for e in spent["epsilon_per_client"]), spent  # spends most, not more
     assert run.metrics["dp_epsilon"] == spent["epsilon_max"]

@@ -8,7 +8,8 @@ each hold a copy of the model and data. Here Flower's own server loop (`flwr.ser
 aggregate, evaluate per round), its `FedAvg` strategy (weighted average by rows) and `NumPyClient`s run in one
 process, one client at a time, through a small in-process `ClientProxy`: 100 clients cost their row indices only.
 Each client trains its local epochs with the task's own MLP, encoding and loss on luodi.train.torch_loop (with
---dp: DP-SGD, luodi.train.privacy), exactly as `luodi train` does on the whole table.
+--dp: DP-SGD, luodi.train.privacy), exactly as `luodi train` does on the whole table. With SGD clients (and no
+--dp) the strategy is SCAFFOLD: FedAvg plus control variates against client drift (luodi.apps.federation).
 
 What is shared before training: the preprocessing (standardization means, one-hot categories) and the class list
 are fitted on the training rows, as a deployment would agree them beforehand (or compute them with federated
@@ -51,12 +52,31 @@ class FederatedSettings(Strict):
     lr_schedule: Literal["cosine", "constant"] = Field(
         "cosine", description="the clients' learning rate over the rounds: cosine decay to 5 % in the last round, "
         "or constant")
+    strategy: Literal["auto", "fedavg", "scaffold"] = Field(
+        "auto", description="fedavg (Flower's FedAvg), scaffold (FedAvg plus SCAFFOLD's control variates, which "
+        "correct each client's drift towards its own label mix; SGD clients without --dp), or auto: scaffold where "
+        "it applies (train.optimizer: sgd, no --dp), else fedavg")
     dp: bool = Field(False, description="clients train with DP-SGD under the app's train.privacy budget")
     centralized: bool = Field(True, description="also train the same model on all rows, for comparison")
     seed: int | None = Field(None, description="seed of the split and of client sampling (default: train.seed)")
 
 
 OPTION_NAMES = {"alpha": "--non-iid", "local_epochs": "--local-epochs", "lr_schedule": "--lr-schedule"}
+
+
+def resolve_strategy(opts: FederatedSettings, cfg: AppConfig) -> str:
+    """'scaffold' or 'fedavg'. SCAFFOLD's client correction is a gradient term and its control variate is the
+    client's displacement over its SGD steps: both assume plain (momentum) SGD steps. DP-SGD would clip and noise the
+    correction with the gradient, and AdamW's steps are not proportional to the gradient: auto picks SCAFFOLD only
+    for SGD clients without DP, and asking for it otherwise is an error naming the option."""
+    sgd = cfg.train.optimizer == "sgd"
+    if opts.strategy == "auto":
+        return "scaffold" if sgd and not opts.dp else "fedavg"
+    if opts.strategy == "scaffold" and (opts.dp or not sgd):
+        why = "--dp" if opts.dp else f"train.optimizer {cfg.train.optimizer or 'adamw'}"
+        raise ConfigError(f"--strategy scaffold needs plain SGD clients (train.optimizer: sgd, no --dp); this run "
+                          f"has {why}: use --strategy fedavg or auto", param="--strategy")
+    return opts.strategy
 
 
 def settings(**values: Any) -> FederatedSettings:
@@ -96,6 +116,7 @@ def federated(
     local_epochs: int = 1,
     fraction: float = 1.0,
     lr_schedule: str = "cosine",
+    strategy: str = "auto",
     dp: bool = False,
     centralized: bool = True,
     seed: int | None = None,
@@ -107,7 +128,7 @@ def federated(
     centralized comparison. See the module docstring."""
     say = log or (lambda m: None)
     opts = settings(clients=clients, rounds=rounds, alpha=alpha, local_epochs=local_epochs, fraction=fraction,
-                    lr_schedule=lr_schedule, dp=dp, centralized=centralized, seed=seed)
+                    lr_schedule=lr_schedule, strategy=strategy, dp=dp, centralized=centralized, seed=seed)
     cfg = load_app(app, overrides)
     task = task_for(cfg)
     if why := _blocker(cfg, task):
@@ -126,11 +147,13 @@ def federated(
         raise ConfigError(f"federated learning needs Flower ({e}): pip install --no-deps flwr==1.42.0 and its "
                           "imports (docs/federated.md, Install)") from e
 
+    algorithm = resolve_strategy(opts, cfg)
     data = task.read(None)
     tr, va = task.split(data)
-    fed = Federation(cfg, task, tr, va, opts)
+    fed = Federation(cfg, task, tr, va, opts, scaffold=algorithm == "scaffold")
     say(f"{opts.clients} clients, {'iid' if opts.alpha is None else f'Dirichlet({opts.alpha})'} split of "
-        f"{len(tr)} training rows (label skew {fed.skew:.3f}; shard sizes {fed.sizes[0]}..{fed.sizes[-1]})")
+        f"{len(tr)} training rows (label skew {fed.skew:.3f}; shard sizes {fed.sizes[0]}..{fed.sizes[-1]}); "
+        f"{fed.strategy_name}")
     base = None
     if opts.centralized:
         say("training the same model centrally for comparison")
@@ -179,7 +202,7 @@ def _record(cfg: AppConfig, task: Any, fed: Any, run: RunInfo, tr: Any, va: Any,
     summary = {
         "rounds": opts.rounds, "clients": opts.clients, "alpha": opts.alpha, "local_epochs": opts.local_epochs,
         "fraction": opts.fraction, "lr_schedule": opts.lr_schedule,
-        "strategy": "FedAvg (flwr.server.strategy.FedAvg)", "flwr": _flwr_version(),
+        "strategy": fed.strategy_name, "flwr": _flwr_version(),
         "split": "iid" if opts.alpha is None else "dirichlet", "label_skew": round(fed.skew, 4),
         "shard_rows": fed.sizes, "per_round": history,
         "federated": {"accuracy": metrics.get("accuracy")},

@@ -1,6 +1,16 @@
 """One simulated federation of a table app's MLP: the clients' shards, Flower's server loop and FedAvg strategy
 driven in-process, each client's local epochs on luodi.train.torch_loop (DP-SGD with --dp), and the per-round
 validation score. Used by luodi.apps.federated (which checks the app and writes the run); imports Flower and torch.
+
+SCAFFOLD (Karimireddy et al. 2020; the default strategy for SGD clients without --dp) against client drift: on
+label-skewed shards each client's local epochs pull the weights towards its own class mix, and the average of the
+drifted models settles away from the centralized optimum. The server sends a control variate c with the weights;
+each client keeps its own c_i and adds c - c_i to every gradient (the federation's average gradient minus its own),
+which cancels the drift; after training it sets c_i to its average gradient (option II: its displacement over its
+SGD steps, sgd_reach) and returns the change of c_i. Flower has no SCAFFOLD strategy: ScaffoldAvg is its FedAvg plus
+these extra arrays, on Flower's interfaces. On adult (alpha 0.5, 10 clients, four split seeds) it lifts the most
+skewed split from 98.8 % to 99.2 % of the centralized accuracy, so every seed meets the 99 % goal (FedAvg: three of
+four; FedAvg is as good or better on the less skewed ones); docs/federated.md, Measured.
 """
 
 from __future__ import annotations
@@ -20,10 +30,11 @@ from typing import Any
 import numpy as np
 import torch
 from flwr.client import NumPyClient
-from flwr.common import DisconnectRes, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common import DisconnectRes, FitIns, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.server import Server, SimpleClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
+from flwr.server.strategy.aggregate import aggregate
 
 from luodi.data.balance import sample_weights
 from luodi.data.federated_split import dirichlet_shards, iid_shards, label_skew
@@ -43,6 +54,53 @@ def mean_train_loss(results: list[tuple[int, dict[str, Any]]]) -> dict[str, floa
     """The clients' last local train loss, weighted by their rows (Flower's fit metrics aggregation)."""
     rows = sum(n for n, _ in results)
     return {"train_loss": sum(n * float(m["train_loss"]) for n, m in results) / max(1, rows)}
+
+
+SGD_MOMENTUM = 0.9  # luodi.train.torch_loop's SGD (one optimizer, so one momentum buffer, over the local epochs)
+
+
+def sgd_reach(steps: int, lr: float, momentum: float = SGD_MOMENTUM) -> float:
+    """How far `steps` SGD steps with heavy-ball momentum, starting from an empty buffer, move the weights per unit
+    of a constant gradient: lr * sum over t of (1 - momentum^t) / (1 - momentum). The buffer needs about
+    1 / (1 - momentum) steps to build up, so with few steps (small shards) lr / (1 - momentum) per step would
+    overstate the distance several times and understate the client's average gradient by as much."""
+    b = momentum
+    return lr / (1 - b) * (steps - b * (1 - b**steps) / (1 - b)) if b else lr * steps
+
+
+class ScaffoldAvg(FedAvg):
+    """Flower's FedAvg plus SCAFFOLD's server control variate: sent after the weights in each fit instruction; the
+    clients answer their new weights followed by the change of their own control variate, and the server moves c
+    by the sum of those changes over all clients (c = the mean of the clients' c_i). The weights are FedAvg's
+    row-weighted average; evaluation and the final parameters are the weights alone."""
+
+    def __init__(self, *, clients: int, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.clients = clients
+        self.control: list[np.ndarray] | None = None
+
+    def __repr__(self) -> str:
+        return "ScaffoldAvg (flwr FedAvg + SCAFFOLD control variates)"
+
+    def configure_fit(self, server_round, parameters, client_manager):
+        weights = parameters_to_ndarrays(parameters)
+        if self.control is None:
+            self.control = [np.zeros_like(w) for w in weights]
+        pairs = super().configure_fit(server_round, parameters, client_manager)
+        sent = ndarrays_to_parameters(weights + self.control)
+        return [(client, FitIns(sent, ins.config)) for client, ins in pairs]
+
+    def aggregate_fit(self, server_round, results, failures):
+        if not results or (failures and not self.accept_failures):
+            return None, {}
+        n = len(self.control or [])
+        arrays = [(parameters_to_ndarrays(r.parameters), r.num_examples) for _, r in results]
+        averaged = aggregate([(a[:n], rows) for a, rows in arrays])
+        for a, _ in arrays:
+            self.control = [c + d / self.clients for c, d in zip(self.control, a[n:], strict=True)]
+        metrics = self.fit_metrics_aggregation_fn([(r.num_examples, r.metrics) for _, r in results]) \
+            if self.fit_metrics_aggregation_fn else {}
+        return ndarrays_to_parameters(averaged), metrics
 
 
 class ShardClient(NumPyClient):
@@ -91,8 +149,11 @@ class InProcessProxy(ClientProxy):
 class Federation:
     """The encoded training rows split into client shards, the global model and the per-round record."""
 
-    def __init__(self, cfg: Any, task: Any, tr: Any, va: Any, opts: Any):
-        self.cfg, self.task, self.opts = cfg, task, opts
+    def __init__(self, cfg: Any, task: Any, tr: Any, va: Any, opts: Any, scaffold: bool = False):
+        self.cfg, self.task, self.opts, self.scaffold = cfg, task, opts, scaffold
+        self.strategy_name = ("SCAFFOLD (flwr.server.strategy.FedAvg + control variates)" if scaffold
+                              else "FedAvg (flwr.server.strategy.FedAvg)")
+        self.controls: dict[int, list[torch.Tensor]] = {}  # SCAFFOLD: each client's own control variate c_i
         train, valid = task.encode_ordinal(tr), task.encode_ordinal(va)
         task._setup(train)  # preprocessing and classes: agreed before training (module docstring of federated.py)
         if task.objective == "regression":
@@ -144,11 +205,20 @@ class Federation:
         """Local epochs on the client's shard from the global weights, on the shared torch loop (a fresh
         optimizer each round, as FedAvg clients do)."""
         tc, o = self.cfg.train, self.task.opts
-        model = self.load(self._new_model(), parameters)
+        n = len(self._new_model().state_dict())
+        model = self.load(self._new_model(), parameters[:n])
+        start = [p.detach().clone() for p in model.parameters()]
         rows = torch.from_numpy(self.shards[cid])
+        lr = (o.mlp_lr or tc.lr) * self.lr_factor(rnd)
+        hooks = []
+        if self.scaffold:  # every gradient + (c - c_i): the federation's average gradient minus this client's own
+            own = self.controls.get(cid) or [torch.zeros_like(p) for p in start]
+            server = [torch.as_tensor(np.asarray(a)) for a in parameters[n:]]
+            for p, c, ci in zip(model.parameters(), server, own, strict=True):
+                hooks.append(p.register_hook(lambda g, d=c - ci: g + d))
         loader = tensor_batches(self.x[rows], self.y[rows], self.w[rows], batch_size=tc.batch_size)
         loop = LoopConfig.from_train(
-            tc, epochs=self.opts.local_epochs, lr=(o.mlp_lr or tc.lr) * self.lr_factor(rnd),
+            tc, epochs=self.opts.local_epochs, lr=lr,
             weight_decay=o.weight_decay, schedule="constant", patience=None, monitor="loss", threads=o.threads,
             max_minutes=None,
             seed=self.seed * 1_000_003 + rnd * 10_007 + cid, privacy=self._privacy(cid),
@@ -162,8 +232,19 @@ class Federation:
                 self.spent.setdefault(cid, []).append((info["noise_multiplier"], info["sample_rate"], info["steps"]))
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+            for h in hooks:
+                h.remove()
         loss = float(res.history[-1]["train_loss"]) if res.history else float("nan")
-        return self.arrays(model), len(rows), {"train_loss": loss}
+        if not self.scaffold:
+            return self.arrays(model), len(rows), {"train_loss": loss}
+        # option II of SCAFFOLD: c_i+ = c_i - c + (x - y_i) / (the distance K steps move per unit of gradient)
+        steps = self.opts.local_epochs * math.ceil(len(rows) / tc.batch_size)
+        scale = 1.0 / sgd_reach(steps, lr)
+        new = [ci - c + (x - p.detach()) * scale
+               for ci, c, x, p in zip(own, server, start, model.parameters(), strict=True)]
+        self.controls[cid] = new
+        delta = [(a - b).numpy() for a, b in zip(new, own, strict=True)]
+        return self.arrays(model) + delta, len(rows), {"train_loss": loss}
 
     def lr_factor(self, rnd: int) -> float:
         """The clients' learning rate over the rounds: cosine from the app's rate down to 5 % of it in the last
@@ -251,7 +332,8 @@ class Federation:
         self._say, self._t0 = say, time.perf_counter()
         n = self.opts.clients
         per_round = max(1, int(n * self.opts.fraction))
-        strategy = FedAvg(
+        kind = (lambda **kw: ScaffoldAvg(clients=n, **kw)) if self.scaffold else FedAvg
+        strategy = kind(
             fraction_fit=self.opts.fraction, fraction_evaluate=0.0, min_fit_clients=per_round,
             min_evaluate_clients=0, min_available_clients=n, evaluate_fn=self.evaluate,
             on_fit_config_fn=lambda rnd: {"round": rnd}, accept_failures=False,

@@ -31,6 +31,9 @@ def register(app: typer.Typer) -> None:
         lr_schedule: Annotated[
             str, typer.Option("--lr-schedule", help="clients' learning rate over the rounds: cosine or constant")
         ] = "cosine",
+        strategy: Annotated[str, typer.Option(
+            "--strategy", help="auto (SCAFFOLD for SGD clients without --dp, else FedAvg), scaffold or fedavg"),
+        ] = "auto",
         dp: Annotated[bool, typer.Option("--dp", help="clients train with DP-SGD under train.privacy")] = False,
         centralized: Annotated[
             bool, typer.Option("--centralized/--no-centralized", help="also train centrally to compare")
@@ -38,14 +41,15 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int | None, typer.Option("--seed", help="seed of the split (default: train.seed)")] = None,
         set_: SetOption = None,
     ):
-        """Federated averaging (Flower FedAvg) over simulated clients; the result is a normal run."""
+        """Federated training (Flower: SCAFFOLD or FedAvg) over simulated clients; the result is a normal run."""
         from luodi import api
         from luodi.apps.federated import read_summary
 
         try:
             run = api.federated(
                 app_file, clients=clients, rounds=rounds, alpha=non_iid, local_epochs=local_epochs,
-                fraction=fraction, lr_schedule=lr_schedule, dp=dp, centralized=centralized, seed=seed,
+                fraction=fraction, lr_schedule=lr_schedule, strategy=strategy, dp=dp, centralized=centralized,
+                seed=seed,
                 overrides=parse_overrides(set_),
                 log=lambda m: console.print(m, highlight=False),
             )
