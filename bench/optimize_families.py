@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from goals import chosen_parts
 from record import machine, save
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,10 +74,7 @@ def main() -> None:
     args = ap.parse_args()
     os.environ["LUODI_HOME"] = args.home or tempfile.mkdtemp(prefix="luodi-bench-families-")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    chosen = [p.strip() for p in args.only.split(",")] if args.only else list(PARTS)
-    unknown = [p for p in chosen if p not in PARTS]
-    if unknown:
-        ap.error(f"unknown part '{unknown[0]}'; choose from {', '.join(PARTS)}")
+    chosen = chosen_parts(ap, args.only, list(PARTS))
     from record import load
 
     stored = load("optimize_families") or {"parts": {}}

@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from goals import chosen_parts
 from record import machine, save
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,10 +130,7 @@ def main() -> None:
     home = Path(args.home or tempfile.mkdtemp(prefix="luodi-bench-tabular-"))
     os.environ["LUODI_HOME"] = str(home)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    chosen = [p.strip() for p in args.only.split(",")] if args.only else list(PARTS)
-    unknown = [p for p in chosen if p not in PARTS]
-    if unknown:
-        ap.error(f"unknown part '{unknown[0]}'; choose from {', '.join(PARTS)}")
+    chosen = chosen_parts(ap, args.only, list(PARTS))
     from record import load
 
     stored = load("optimize_tabular") or {"parts": {}}
