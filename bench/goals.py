@@ -40,6 +40,22 @@ def print_goals(parts: dict[str, str], script: str) -> int:
     return missed
 
 
+def run_and_store(name: str, chosen: list[str], run_part: Any, goals_of: Any) -> dict[str, Any]:
+    """Run the chosen parts (`run_part(part)`: its stored detail), merge them into bench/results/<name>.json beside
+    parts measured before, recompute the goals from all parts (`goals_of(parts)`), store and print them."""
+    stored = record.load(name) or {"parts": {}}
+    for part in chosen:
+        print(f"\n=== {part}", flush=True)
+        stored["parts"][part] = run_part(part)
+    stored["goals"] = goals_of(stored["parts"])
+    stored["machine"] = record.machine()
+    record.save(name, stored)
+    for g in stored["goals"]:
+        print(f"{g['goal']:<72} {g['value']:>10}  {g['op']} {g['target']}  {'met' if g['met'] else 'MISSED'}  "
+              f"{g.get('note') or ''}")
+    return stored
+
+
 def chosen_parts(ap: Any, only: str | None, known: list[str]) -> list[str]:
     """The parts --only names (all by default); an unknown one stops the script naming the known ones."""
     parts = [p.strip() for p in only.split(",")] if only else list(known)

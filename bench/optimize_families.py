@@ -24,8 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from goals import chosen_parts
-from record import machine, save
+from goals import chosen_parts, run_and_store
 
 ROOT = Path(__file__).resolve().parents[1]
 GOAL_AGREEMENT = 0.999
@@ -75,18 +74,7 @@ def main() -> None:
     os.environ["LUODI_HOME"] = args.home or tempfile.mkdtemp(prefix="luodi-bench-families-")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     chosen = chosen_parts(ap, args.only, list(PARTS))
-    from record import load
-
-    stored = load("optimize_families") or {"parts": {}}
-    for part in chosen:
-        print(f"\n=== {part}", flush=True)
-        stored["parts"][part] = run_part(part)
-    stored["goals"] = goals(stored["parts"])
-    stored["machine"] = machine()
-    save("optimize_families", stored)
-    for g in stored["goals"]:
-        print(f"{g['goal']:<70} {g['value']:.5f}  {g['op']} {g['target']}  {'met' if g['met'] else 'MISSED'}  "
-              f"{g['note']}")
+    run_and_store("optimize_families", chosen, run_part, goals)
 
 
 if __name__ == "__main__":

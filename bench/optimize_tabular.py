@@ -24,8 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from goals import chosen_parts
-from record import machine, save
+from goals import chosen_parts, run_and_store
 
 ROOT = Path(__file__).resolve().parents[1]
 GOAL_QUALITY = 0.98
@@ -131,18 +130,7 @@ def main() -> None:
     os.environ["LUODI_HOME"] = str(home)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     chosen = chosen_parts(ap, args.only, list(PARTS))
-    from record import load
-
-    stored = load("optimize_tabular") or {"parts": {}}
-    for part in chosen:
-        print(f"\n=== {part}", flush=True)
-        stored["parts"][part] = run_part(part, home)
-    stored["goals"] = goals(stored["parts"])
-    stored["machine"] = machine()
-    save("optimize_tabular", stored)
-    for g in stored["goals"]:
-        print(f"{g['goal']:<72} {g['value']:>8}  {g['op']} {g['target']}  {'met' if g['met'] else 'MISSED'}  "
-              f"{g['note']}")
+    run_and_store("optimize_tabular", chosen, lambda part: run_part(part, home), goals)
 
 
 if __name__ == "__main__":
