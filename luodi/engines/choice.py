@@ -10,7 +10,9 @@ import importlib.util
 INSTALL = "pip install 'luodi[vllm]' on a machine with an NVIDIA GPU and its CUDA driver"
 
 
+@functools.cache
 def vllm_installed() -> bool:
+    """Asked once per process: get_engine resolves `auto` on every call, and a module search reads sys.path."""
     try:
         return importlib.util.find_spec("vllm") is not None
     except (ImportError, ValueError):
