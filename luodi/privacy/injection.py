@@ -102,20 +102,15 @@ class Verdict:
         return asdict(self)
 
 
-def _fast(task: Any) -> Any:
-    """The classifier with a cheaper TF-IDF transform for the guard's few texts per call (injection_tfidf: equal
-    to scikit-learn's, checked on load). A shallow copy: the app's cached predictor, which others share, is left
-    as it is."""
+def _scikit_learn_tfidf(task: Any) -> Any:
+    """The classifier with scikit-learn's TF-IDF transform instead of the word-cached one (luodi.tasks.tfidf;
+    equal, checked on load): the injection bench's baseline. A shallow copy: the app's cached predictor, which
+    others share, is left as it is."""
     tfidf = getattr(task, "tfidf", None)
-    if tfidf is None:
-        return task
-    from luodi.privacy.injection_tfidf import fast_tfidf
-
-    fast = fast_tfidf(tfidf)
-    if fast is tfidf:
+    if tfidf is None or not getattr(tfidf, "fast", False):
         return task
     task = copy.copy(task)
-    task.tfidf = fast
+    task.tfidf = tfidf.with_scikit_learn()
     return task
 
 
@@ -167,7 +162,7 @@ class InjectionGuard:
                         f"guard.injection.app '{app}' must be a text-classification app with an '{LABEL}' label",
                         param="guard.injection.app",
                     )
-                self._task = _fast(pred.task) if self._fast_tfidf else pred.task
+                self._task = pred.task if self._fast_tfidf else _scikit_learn_tfidf(pred.task)
                 self._run = f"{pred.run.app} {pred.run.version}"
             return self._task
 

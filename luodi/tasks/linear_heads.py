@@ -1,4 +1,4 @@
-"""Linear classifiers stored as plain arrays, and TF-IDF features rebuilt from their vocabularies.
+"""Linear classifiers stored as plain arrays (the TF-IDF features they read: luodi.tasks.tfidf).
 
 Shared by text classification (embedding and TF-IDF heads) and speech recognition (a head over pretrained
 speech embeddings); saved as safetensors + JSON, never pickled.
@@ -47,57 +47,3 @@ def fit_logreg(x: Any, y: np.ndarray, n_classes: int, c: float, class_weight: st
     if list(clf.classes_) != list(range(n_classes)):
         raise BadRequest("every label must occur in the training data; some labels have no training example")
     return LinearHead(clf.coef_, clf.intercept_)
-
-
-TFIDF_PARAMS = {
-    "word": {"analyzer": "word", "ngram_range": (1, 2), "sublinear_tf": True, "lowercase": True},
-    "char": {
-        "analyzer": "char_wb",
-        "ngram_range": (2, 5),
-        "sublinear_tf": True,
-        "lowercase": True,
-        "min_df": 2,
-    },
-}
-
-
-class TfidfFeatures:
-    """Word 1-2-gram and char 2-5-gram TF-IDF, concatenated into one sparse matrix."""
-
-    def __init__(self, vectorizers: dict):
-        self.vectorizers = vectorizers
-
-    def transform(self, texts: list[str]) -> Any:
-        from scipy import sparse
-
-        return sparse.hstack([v.transform(texts) for v in self.vectorizers.values()]).tocsr()
-
-
-def fit_tfidf(texts: list[str]) -> TfidfFeatures:
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    vecs = {}
-    for name, params in TFIDF_PARAMS.items():
-        v = TfidfVectorizer(**params)
-        try:
-            v.fit(texts)
-        except ValueError:  # too few texts for min_df
-            v = TfidfVectorizer(**{**params, "min_df": 1}).fit(texts)
-        vecs[name] = v
-    return TfidfFeatures(vecs)
-
-
-def tfidf_state(tf: TfidfFeatures) -> tuple[dict, dict[str, np.ndarray]]:
-    vocab = {n: {k: int(i) for k, i in v.vocabulary_.items()} for n, v in tf.vectorizers.items()}
-    return vocab, {n: v.idf_.astype(np.float32) for n, v in tf.vectorizers.items()}
-
-
-def tfidf_from_state(vocab: dict, idf: dict[str, np.ndarray]) -> TfidfFeatures:
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    vecs = {}
-    for name, params in TFIDF_PARAMS.items():
-        v = TfidfVectorizer(**{k: p for k, p in params.items() if k != "min_df"}, vocabulary=vocab[name])
-        v.idf_ = idf[name].astype(np.float64)
-        vecs[name] = v
-    return TfidfFeatures(vecs)

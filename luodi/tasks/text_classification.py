@@ -30,10 +30,11 @@ from luodi.errors import BadRequest, ConfigError
 from luodi.models import resolve
 from luodi.options import TextClassificationOptions
 from luodi.tasks.base import TaskBase, TextInputs
-from luodi.tasks.linear_heads import LinearHead, fit_logreg, fit_tfidf, tfidf_from_state, tfidf_state
+from luodi.tasks.linear_heads import LinearHead, fit_logreg
 from luodi.tasks.onnx_text import OnnxHeads
 from luodi.tasks.text_optimizing import META, TextOptimizing
 from luodi.tasks.text_records import records_texts
+from luodi.tasks.tfidf import fit_tfidf, tfidf_from_state, tfidf_state
 
 
 class TextIn(BaseModel):
