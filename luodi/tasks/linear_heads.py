@@ -25,7 +25,9 @@ class LinearHead:
         self.coef_t = np.ascontiguousarray(self.coef.T)
 
     def log_proba(self, x: Any) -> np.ndarray:
-        z = np.asarray(x @ self.coef_t) + self.intercept
+        # x in float32 like the weights: a float64 x (TF-IDF rows) made scipy upcast the whole (d, k) matrix on
+        # every call (17 ms of clinc150's 24 ms prediction); the rows are small to cast
+        z = np.asarray(x.astype(np.float32, copy=False) @ self.coef_t) + self.intercept
         if z.shape[1] == 1:  # binary: sklearn stores one row for the positive class
             z = np.hstack([np.zeros_like(z), z])
         return z - np.logaddexp.reduce(z, axis=1, keepdims=True)
