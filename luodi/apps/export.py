@@ -29,8 +29,9 @@ def export(app: AppRef, out: str | Path, *, format: str = "onnx", version: str |
     cfg = load_app_config(run.path / "config.yaml")
     task = task_for(cfg)
     if not hasattr(task, "export_bundle"):
-        raise ConfigError(f"task {cfg.task} has no ONNX bundle export yet (text-classification, "
-                          "image-classification and tabular have)", param="app")
+        raise ConfigError(f"task {cfg.task} has no ONNX bundle export: bundles are built for text-classification, "
+                          "token-classification, image-classification, speech-recognition, tabular, anomaly-detection "
+                          "and recommendation apps", param="app")
     task.load(run.path)
     with atomic.atomic_dir(out) as tmp:
         spec = task.export_bundle(tmp)

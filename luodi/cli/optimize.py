@@ -67,7 +67,8 @@ def register(app: typer.Typer) -> None:
         format: Annotated[str, typer.Option("--format", help="onnx")] = "onnx",
         version: Annotated[str | None, typer.Option(help="the run to export (default: the served one)")] = None,
     ):
-        """Write a standalone bundle: model, preprocessing as data, README and a predict.py (onnxruntime only)."""
+        """Write a standalone bundle: model, preprocessing as data, README and a predict.py that needs only
+        onnxruntime and numpy (+ tokenizers for text, Pillow for images): every trainable task but text-generation."""
         from luodi.apps.export import export
 
         try:

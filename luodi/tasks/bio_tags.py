@@ -1,11 +1,14 @@
-"""BIO tag sequences: entity spans, conlleval-style entity scores, and Viterbi decoding restricted to valid
-transitions (I-X only after B-X or I-X)."""
+"""BIO tag sequences: the words a text is cut into, entity spans, conlleval-style entity scores, and Viterbi
+decoding restricted to valid transitions (I-X only after B-X or I-X)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
+
+WORD_RE = re.compile(r"\w+(?:[-'.]\w+)*|[^\w\s]")  # a tagged word: the tagger and its export bundle cut alike
 
 
 def spans(tags: list[str]) -> list[tuple[str, int, int]]:

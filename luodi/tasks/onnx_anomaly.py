@@ -74,6 +74,8 @@ class AnomalyOptimizing:
     iforest: Any
     clf: Any
     prep: Any
+    opts: Any
+    thresholds: dict[str, float]
     _ae_score: Callable[[pd.DataFrame], np.ndarray]
 
     def records_of(self, data: pd.DataFrame) -> list[dict[str, Any]]:
@@ -135,3 +137,44 @@ class AnomalyOptimizing:
             f"max |reconstruction error difference| {c['max_abs_diff']:.2e}; preprocessing, the isolation forest "
             "and a hybrid's classifier stay outside the graph")
         return {"float32_vs_torch": c}
+
+    def export_bundle(self, out: Path) -> dict[str, Any]:
+        """Write a standalone bundle into `out`: model.onnx (the autoencoder and its reconstruction error),
+        preprocess.json (the standardization and one-hot coding of Preprocessor.dense_matrix, the threshold, the
+        labels) and predict.py (onnxruntime and numpy). Only the autoencoder detector has one: the isolation
+        forest and a hybrid's classifier are refused naming the field that chose them."""
+        import shutil
+
+        from luodi.tasks import bundles
+
+        others = [d for d in self.detectors if d != "autoencoder"] + (["a classifier"] if self.clf is not None else [])
+        if others or self.ae is None:
+            field = "model.type" if self.kind != "autoencoder" else "model.options.detectors"
+            raise ConfigError(
+                f"{field}: bundles are built for the autoencoder detector alone (model.type autoencoder); this app "
+                f"scores with {', '.join(others)} too, which a bundle would not reproduce", param=field,
+            )
+        out, p = Path(out), self.prep
+        if isinstance(self.ae, OnnxAutoencoder):
+            (out / "model.onnx").write_bytes(crypto.read_bytes(self.ae.path))  # (plaintext: runs without luodi)
+        else:
+            export_autoencoder(self.ae, len(p.numeric) + sum(len(p.categories[c]) for c in p.categorical),
+                               out / "model.onnx")
+        write_json(out / "preprocess.json", {
+            "numeric": {c: [c in set(p.log1p), p.medians[c], p.means[c], p.stds[c]] for c in p.numeric},
+            "categories": {c: p.categories[c] for c in p.categorical},
+            "threshold": max(self.thresholds["autoencoder"], 1e-12),
+            "labels": [self.opts.normal, self.opts.attack_label],
+        })
+        shutil.copy2(Path(bundles.__file__).parent / "anomaly_predict.py", out / "predict.py")
+        return {
+            "inputs": "a CSV file (or CSV on stdin) whose first line names the columns; it needs the features "
+            f"{', '.join(p.features)} (empty cells are missing values)",
+            "outputs": "one JSON line per row: {label, is_anomaly, anomaly_score, scores}: anomaly_score >= 0.5 is "
+            f"anomalous (label {self.opts.attack_label}); scores.autoencoder is the reconstruction error / threshold",
+            "labels": 2,
+            "requires": "onnxruntime numpy",
+            "contents": "model.onnx (the autoencoder and its reconstruction error), preprocess.json (the "
+            "standardization and one-hot coding, the threshold, the labels), predict.py",
+            "example": "python predict.py rows.csv   (or: python predict.py < rows.csv)",
+        }

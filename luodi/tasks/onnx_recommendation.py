@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from luodi import crypto
 from luodi.atomic import atomic_path
 from luodi.errors import ConfigError
 from luodi.ort import SizedSession
@@ -98,6 +99,7 @@ class RecommendationOptimizing:
     ib: np.ndarray | None
     towers: OnnxTowers | None
     cold: np.ndarray | None
+    seen: dict[int, np.ndarray]
     _need: Callable[[], None]
     save: Callable[[Path], None]
 
@@ -153,3 +155,42 @@ class RecommendationOptimizing:
         say(f"exported the towers to ONNX ({GRAPH}): top-10 lists agree with numpy {c['agreement']:.4f}, max "
             f"|rating difference| {c['max_abs_diff']:.2e}; the ranking over all items stays in numpy")
         return {"graph_vs_numpy": c}
+
+    def export_bundle(self, out: Path) -> dict[str, Any]:
+        """Write a standalone bundle into `out`: recommender.onnx (the towers: ratings of users x items),
+        preprocess.json (the id lists, rating range, item rating counts and popularity weight of the ranking, each
+        known user's rated items, the cold-start scores, item names) and predict.py (onnxruntime and numpy)."""
+        import shutil
+
+        from luodi.atomic import write_json
+        from luodi.tasks import bundles
+
+        self._need()
+        kind = self.config.model.type or "bpmf"
+        if kind != "bpmf":
+            raise ConfigError(f"model.type {kind}: bundles are built for model.type bpmf", param="model.type")
+        out, m = Path(out), self.meta
+        if self.towers is not None:  # (plaintext: a bundle runs without luodi)
+            (out / GRAPH).write_bytes(crypto.read_bytes(self.towers.path))
+            cold = self.cold
+        else:
+            export_towers(self.users, self.items, self.ub, self.ib, m["mean"], out / GRAPH)
+            cold = cold_scores(m["mean"], self.ib, m["item_counts"])
+        write_json(out / "preprocess.json", {
+            **{k: m[k] for k in ("user_ids", "item_ids", "min", "max", "item_counts")},
+            "popularity": m.get("popularity", 0.0), "cold_scores": np.asarray(cold, np.float64).tolist(),
+            "seen": [self.seen.get(n, np.zeros(0, int)).tolist() for n in range(len(m["user_ids"]))],
+            "item_names": m.get("item_names", {}),
+        })
+        shutil.copy2(Path(bundles.__file__).parent / "recommendation_predict.py", out / "predict.py")
+        return {
+            "inputs": 'one JSON request per line on stdin (or per argument): {"user_id": "196", "k": 10, '
+            '"exclude_seen": true} for the top k items, {"user_id": "196", "item_id": "242"} for one rating',
+            "outputs": "one JSON line per request, as luodi answers: {user_id, items: [{item_id, score, name?}], "
+            "cold_start} or {user_id, item_id, rating, cold_start}",
+            "labels": len(m["item_ids"]),
+            "requires": "onnxruntime numpy",
+            "contents": f"{GRAPH} (the user and item towers), preprocess.json (ids, rating range, popularity, rated "
+            "items, cold-start scores, item names), predict.py",
+            "example": 'echo \'{"user_id": "196", "k": 5}\' | python predict.py',
+        }

@@ -43,6 +43,7 @@ from luodi.tasks.file_classifier import (
 from luodi.tasks.grid_cnn import GridClassifier, check_augment
 from luodi.tasks.onnx_image import OnnxGrid, load_grid
 from luodi.tasks.onnx_speech import SpeechOptimizing
+from luodi.tasks.speech_exporting import SpeechExporting
 from luodi.tasks.speech_models import EmbeddingClassifier, Ensemble
 
 MODEL_TYPES = ("cnn", "speech-embedding")
@@ -73,7 +74,7 @@ def speed_factors(value: Any, key: str) -> list[float]:
     return [float(v) for v in speeds]
 
 
-class SpeechRecognitionTask(SpeechOptimizing, FileClassifierTask):
+class SpeechRecognitionTask(SpeechOptimizing, SpeechExporting, FileClassifierTask):
     name = "speech-recognition"
     META = "speech_classifier.json"
     FIELD = "audio"

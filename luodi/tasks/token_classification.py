@@ -11,7 +11,6 @@ transitions. Entity-level precision/recall/F1 follow conlleval/seqeval (exact sp
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,12 +26,11 @@ from luodi.embeddings import get_encoder
 from luodi.errors import BadRequest, ConfigError
 from luodi.options import TokenClassificationOptions
 from luodi.tasks.base import TaskBase, TextInputs
-from luodi.tasks.bio_tags import allowed_transitions, entity_scores, spans, viterbi
+from luodi.tasks.bio_tags import WORD_RE, allowed_transitions, entity_scores, spans, viterbi
 from luodi.tasks.text_records import records_texts
 from luodi.tasks.token_optimizing import OnnxLayerFeatures, TokenOptimizing
 
 Sentence = dict[str, list[str]]  # {"tokens": [...], "tags": [...]}
-WORD_RE = re.compile(r"\w+(?:[-'.]\w+)*|[^\w\s]")
 CASES = ["lower", "upper", "title", "mixed", "digit", "has_digit", "punct", "other"]
 
 

@@ -20,6 +20,7 @@ from luodi.atomic import atomic_path, write_json
 from luodi.embeddings import get_encoder
 from luodi.errors import ConfigError
 from luodi.ort import TOKEN_INPUTS, SizedSession, fold_weight_identities
+from luodi.tasks.bio_tags import WORD_RE
 
 META = "token_classification.json"
 GRAPH = "encoder.onnx"
@@ -72,6 +73,31 @@ def export_layers(source: str, layers: list[int], path: Path) -> None:
     fold_weight_identities(path)
 
 
+def export_tagger(net: Any, dim: int, path: Path) -> None:
+    """The trained tagger as an ONNX graph: encoder features (b, words, layers, dim), character ids (b, words,
+    chars) and casing classes (b, words) -> log-probabilities of the tags (b, words, tags); every axis but the
+    feature axes dynamic."""
+    import torch
+
+    class LogProbs(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, features, chars, case):
+            return torch.log_softmax(self.net(features, chars, case), -1)
+
+    args = (torch.zeros(2, 3, len(net.mix), dim), torch.ones(2, 3, 4, dtype=torch.long),
+            torch.zeros(2, 3, dtype=torch.long))
+    axes = {"features": {0: "batch", 1: "words"}, "chars": {0: "batch", 1: "words", 2: "chars"},
+            "case": {0: "batch", 1: "words"}, "log_probs": {0: "batch", 1: "words"}}
+    net.eval()
+    with atomic_path(path, suffix=".onnx") as tmp, torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on shape checks that the dynamic axes make general
+        torch.onnx.export(LogProbs().eval(), args, str(tmp), input_names=["features", "chars", "case"],
+                          output_names=["log_probs"], dynamic_axes=axes, opset_version=17, dynamo=False)
+
+
 class TokenOptimizing:
     """records_of / parameter_count / optimize of TokenClassificationTask (its state is declared there)."""
 
@@ -79,6 +105,9 @@ class TokenOptimizing:
     opts: Any
     source: str
     net: Any
+    dim: int
+    tags: list[str]
+    chars: dict[str, int]
     features: OnnxLayerFeatures | None
     predict_texts: Callable[..., list[dict[str, Any]]]
 
@@ -134,6 +163,49 @@ class TokenOptimizing:
         write_json(run_dir / META, meta)
         self.features.swap(target)
         return info
+
+    def export_bundle(self, out: Path) -> dict[str, Any]:
+        """Write a standalone bundle into `out`: encoder.onnx (the frozen encoder's layers the tagger reads; the
+        run's int8 graph when it has one), tagger.onnx (the trained tagger, log-probabilities of the tags),
+        tokenizer.json, tags.json (tags, character vocabulary, word pattern, max_length) and predict.py
+        (onnxruntime, numpy and tokenizers). The bundle answers like luodi answers one text per request: the
+        tagger's character and context convolutions see one sentence, unpadded."""
+        import shutil
+
+        from tokenizers import Tokenizer
+
+        from luodi.tasks import bundles
+
+        if self.net is None:
+            raise ConfigError("nothing to export: the model is not trained", param="app")
+        tokenizer = get_encoder(self.source).tokenizer
+        if "token_type_ids" not in tokenizer.model_input_names:
+            raise ConfigError(f"model.source '{self.source}': bundles cover BERT-style encoders (MiniLM); this one "
+                              "is not", param="model.source")
+        out = Path(out)
+        if self.features is not None:  # (plaintext: a bundle runs without luodi)
+            (out / GRAPH).write_bytes(crypto.read_bytes(self.features.path))
+        else:
+            export_layers(self.source, self.opts.layers, out / GRAPH)
+        words = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())  # as luodi tokenizes: truncated, unpadded
+        words.no_padding()
+        words.enable_truncation(self.opts.max_length)
+        words.save(str(out / "tokenizer.json"))
+        export_tagger(self.net, self.dim, out / "tagger.onnx")
+        write_json(out / "tags.json", {"tags": self.tags, "chars": self.chars, "max_length": self.opts.max_length,
+                                       "word_pattern": WORD_RE.pattern})
+        shutil.copy2(Path(bundles.__file__).parent / "token_classification_predict.py", out / "predict.py")
+        kinds = sorted({t[2:] for t in self.tags if t != "O"})
+        return {
+            "inputs": "a text (string); python predict.py \"text\" ... or one text per line on stdin",
+            "outputs": "{entities: [{text, label, start, end, score}]}: entity spans with character offsets and the "
+            f"mean probability of their tags (labels: {', '.join(kinds)})",
+            "labels": len(kinds),
+            "requires": "onnxruntime numpy tokenizers",
+            "contents": f"{GRAPH} (the encoder's layers {list(self.opts.layers)}), tagger.onnx (the tagger), "
+            "tokenizer.json, tags.json (tags, characters, word pattern), predict.py",
+            "example": 'python predict.py "Anna moved from Paris to Berlin."',
+        }
 
     def _batch1_ms(self, graph: Path, texts: list[str]) -> float:
         """Median milliseconds of one text's entities with `graph` as the encoder (after a warm-up)."""
