@@ -151,7 +151,8 @@ class TrainConfig(Strict):
         None, description="where runs/<app>/<version>/ go (default: LUODI_HOME/runs)"
     )
     adversarial: AdversarialConfig | None = Field(
-        None, description="adversarial training (image apps): {method: fgsm-rs | pgd, eps, alpha, steps}"
+        None, description="adversarial training (image apps): {method: fgsm-rs | n-fgsm | pgd | trades, eps, alpha, "
+        "steps, noise, beta}"
     )
     fairness: TrainFairnessConfig | None = Field(
         None, description="tabular binary apps: per-group decision thresholds that close a fairness gap"

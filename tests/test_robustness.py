@@ -21,6 +21,7 @@ from luodi.evaluate.robustness import (
     art_adversarial,
     art_classifier,
     fgsm_rs,
+    trades_loss,
 )
 from luodi.tasks import task_for
 
@@ -91,6 +92,39 @@ def test_n_fgsm_leaves_the_eps_ball_but_not_the_noise_plus_step_ball():
     assert (start - x).abs().max() <= 0.1 + 1e-6  # fgsm-rs still projects, whatever its start
 
 
+def test_trades_examples_stay_in_the_eps_ball_and_move_the_prediction():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    x, y = torch.rand(32, 1, 4, 4), torch.randint(0, 3, (32,))
+    adv = adversarial_examples(net, x, y, "trades", 0.1, None, 5)
+    assert float((adv - x).abs().max()) <= 0.1 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+    clean = torch.softmax(net(x), 1)
+    kl = lambda z: float(torch.nn.functional.kl_div(torch.log_softmax(net(z), 1), clean, reduction="sum"))  # noqa: E731
+    assert kl(adv) > kl((x + (torch.rand_like(x) * 2 - 1) * 0.1).clamp(0, 1))  # beyond random noise of the same size
+    same = trades_loss(net(x), net(x), y, beta=6.0)
+    assert torch.isclose(same, torch.nn.functional.cross_entropy(net(x), y), atol=1e-6)  # no KL without a change
+    assert float(trades_loss(net(x), net(adv), y, beta=6.0)) > float(same)
+
+
+def test_trades_training_runs_on_tiny_data_and_rejects_mixup(tmp_path):
+    torch.set_num_threads(1)
+    adv = {"method": "trades", "eps": 0.1, "steps": 2, "beta": 3, "check_steps": 2}
+    task = task_for(digits_config(epochs=2, adversarial=adv))
+    task.config.model.options.update(arch="flat", hidden=32, keep_last=True)
+    task = task_for(task.config)
+    tr, va = task.split(task.read(None))
+    task.fit(tr.subset(range(200)), va.subset(range(60)), tmp_path, progress=False)
+    assert len(task.history) == 2 and all("valid_robust_accuracy" in h for h in task.history)
+    m = task.evaluate(va.subset(range(60)))
+    assert 0 <= m["robust_accuracy"] <= m["accuracy"] + 0.05
+    from luodi.tasks.grid_cnn import GridClassifier
+
+    clf = GridClassifier(task.need().meta)
+    with pytest.raises(ConfigError, match=r"train\.adversarial\.method"):
+        clf.fit(task.config.train, tr.x[:64], tr.y[:64], None, tmp_path / "mix", aug={}, label_smoothing=0,
+                weight_decay=0, schedule="constant", mixup=0.2, adversarial=True, progress=False)
+
+
 def test_table_perturbations_keep_categories_and_training_ranges():
     rng = np.random.default_rng(0)
     train = pd.DataFrame(
@@ -138,6 +172,10 @@ def test_adversarial_config_validates_and_names_the_field():
         validate_app({**base, "train": {"adversarial": {"method": "n-fgsm", "ramp_epochs": -1}}})
     with pytest.raises(ConfigError, match=r"train\.adversarial\.noise"):
         validate_app({**base, "train": {"adversarial": {"method": "n-fgsm", "noise": 0}}})
+    tr = validate_app({**base, "train": {"adversarial": {"method": "trades", "steps": 5, "beta": 3}}})
+    assert tr.train.adversarial.method == "trades" and tr.train.adversarial.beta == 3
+    with pytest.raises(ConfigError, match=r"train\.adversarial\.beta"):
+        validate_app({**base, "train": {"adversarial": {"method": "trades", "beta": 0}}})
 
 
 def test_adversarial_training_reports_robust_accuracy(tmp_path):

@@ -3,8 +3,9 @@
 Two kinds of code live here, both on plain tensors / arrays (no app, no task), so tests, the audit report and the
 bench call them directly:
 - fast torch attacks used while training (`fgsm_rs`, Wong et al. 2020: FGSM from a random start; `n_fgsm`, de Jorge
-  et al. 2022: FGSM from larger noise, not projected) and for the
-  per-epoch robust accuracy (`pgd`); they run inside the training loop, where ART's numpy round trips would cost;
+  et al. 2022: FGSM from larger noise, not projected; `pgd`; `trades_examples` with `trades_loss`, Zhang et al.
+  2019) and for the per-epoch robust accuracy (`pgd`); they run inside the training loop, where ART's numpy round
+  trips would cost;
 - the Adversarial Robustness Toolbox (ART) for the measured report: `art_accuracy` wraps a torch model in
   `PyTorchClassifier` and attacks it with `FastGradientMethod` or `ProjectedGradientDescent`.
 Tables are attacked in a feature space (`FeatureSpace`) where only numeric columns that may move are perturbed,
@@ -83,6 +84,38 @@ def pgd(
         if bool(fooled.all()):
             break
     return best.detach()
+
+
+def trades_examples(
+    forward: Forward, x: torch.Tensor, eps: float, *, steps: int = 10, alpha: float | None = None
+) -> torch.Tensor:
+    """TRADES' inner maximization (Zhang et al. 2019): `steps` projected sign steps of `alpha` (default 2.5 eps /
+    steps) from x plus tiny noise, raising the KL divergence of the model's prediction from its clean one. No label
+    is needed: the example moves away from what the model says, not from the truth."""
+    alpha = alpha or 2.5 * eps / steps
+    with torch.no_grad():
+        clean = F.softmax(forward(x), 1)
+    adv = (x + 0.001 * torch.randn_like(x)).clamp(0, 1)
+    for _ in range(steps):
+        adv.requires_grad_(True)
+        kl = F.kl_div(F.log_softmax(forward(adv), 1), clean, reduction="sum")
+        (grad,) = torch.autograd.grad(kl, adv)
+        adv = torch.min(torch.max(adv.detach() + alpha * grad.sign(), x - eps), x + eps).clamp(0, 1)
+    return adv.detach()
+
+
+def trades_loss(
+    clean_logits: torch.Tensor,
+    adv_logits: torch.Tensor,
+    y: torch.Tensor,
+    beta: float,
+    cross_entropy: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+) -> torch.Tensor:
+    """TRADES' training loss: `cross_entropy` on the clean inputs (accuracy; the task's, with its class weights
+    and label smoothing) + `beta` x the KL divergence of the adversarial prediction from the clean one (smoothness
+    within the eps-ball), per example on average."""
+    kl = F.kl_div(F.log_softmax(adv_logits, 1), F.softmax(clean_logits, 1), reduction="batchmean")
+    return cross_entropy(clean_logits, y) + beta * kl
 
 
 def torch_robust_accuracy(
@@ -289,15 +322,17 @@ def adversarial_examples(
     noise: float | None = None,
 ) -> torch.Tensor:
     """The training batch of adversarial training (`train.adversarial`): fgsm-rs (step 1.25 eps unless `alpha`,
-    start within `noise` eps), n-fgsm (step eps unless `alpha`, noise 2 eps, no projection) or pgd (`steps`
-    steps)."""
+    start within `noise` eps), n-fgsm (step eps unless `alpha`, noise 2 eps, no projection), pgd (`steps`
+    steps) or trades (`steps` steps raising the KL divergence from the clean prediction; its loss: `trades_loss`)."""
     if method == "fgsm-rs":
         return fgsm_rs(forward, x, y, eps, alpha or 1.25 * eps, start=(noise or 1.0) * eps)
     if method == "n-fgsm":
         return n_fgsm(forward, x, y, eps, alpha or eps, noise=(noise or 2.0) * eps)
     if method == "pgd":
         return pgd(forward, x, y, eps, steps=steps, alpha=alpha)
+    if method == "trades":
+        return trades_examples(forward, x, eps, steps=steps, alpha=alpha)
     raise ConfigError(
-        f"'train.adversarial.method' = '{method}' is unknown; expected fgsm-rs, n-fgsm or pgd",
+        f"'train.adversarial.method' = '{method}' is unknown; expected fgsm-rs, n-fgsm, pgd or trades",
         param="train.adversarial.method",
     )

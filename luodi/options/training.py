@@ -13,11 +13,13 @@ from luodi.options.strict import Strict
 class AdversarialConfig(Strict):
     """`train.adversarial`: train on adversarial examples (image apps) so the model resists small perturbations."""
 
-    method: Literal["fgsm-rs", "n-fgsm", "pgd"] = Field(
+    method: Literal["fgsm-rs", "n-fgsm", "pgd", "trades"] = Field(
         "fgsm-rs",
         description="fgsm-rs: one FGSM step from a random start in the eps-ball, projected back (Wong et al. "
         "2020); n-fgsm: one FGSM step of eps from noise in a 2 eps ball, not projected (de Jorge et al. 2022); "
-        "pgd: `steps` projected steps (Madry et al.)",
+        "pgd: `steps` projected steps (Madry et al.); trades: `steps` projected steps that maximize the KL "
+        "divergence from the clean prediction, trained on clean cross-entropy + `beta` x that KL (Zhang et al. "
+        "2019); pgd and trades are multi-step methods",
     )
     eps: float = Field(0.3, gt=0, le=1, description="L-inf radius in pixel units ([0, 1] images)")
     alpha: float | None = Field(
@@ -29,7 +31,14 @@ class AdversarialConfig(Strict):
         le=4,
         description="radius of the random start in eps (fgsm-rs, n-fgsm only); unset: 1 (fgsm-rs), 2 (n-fgsm)",
     )
-    steps: int = Field(7, ge=1, description="pgd steps per batch (fgsm-rs and n-fgsm take one)")
+    steps: int = Field(7, ge=1, description="pgd / trades steps per batch (fgsm-rs and n-fgsm take one)")
+    beta: float = Field(
+        6.0,
+        gt=0,
+        le=100,
+        description="trades only: weight of the KL term (robustness) against the clean cross-entropy (accuracy); "
+        "Zhang et al. use 6",
+    )
     ramp_epochs: float = Field(
         0,
         ge=0,

@@ -20,7 +20,7 @@ from luodi import crypto
 from luodi.atomic import write_json
 from luodi.config import TrainConfig
 from luodi.errors import ConfigError, NotFound
-from luodi.evaluate.robustness import adversarial_examples, torch_robust_accuracy
+from luodi.evaluate.robustness import adversarial_examples, torch_robust_accuracy, trades_loss
 from luodi.tasks.file_classifier import label_targets, loss_and_accuracy
 from luodi.train.torch_loop import LoopConfig, load_weights, save_weights, train_loop
 
@@ -307,8 +307,9 @@ class GridClassifier:
         train.class_weights / resample, and `valid` scored per epoch: the best validation accuracy's epoch is
         kept, or the last epoch with `keep_last` (validation then only reported). With train.adversarial (when
         the caller's inputs are pixels in [0, 1]: `adversarial`) each
-        batch is replaced by its adversarial examples, and the best epoch is the one with the best accuracy under
-        PGD on (up to 500) validation images: it guards against fast adversarial training's sudden collapse."""
+        batch is replaced by its adversarial examples (trades: trained on the clean batch and its adversarial copy,
+        `trades_loss`), and the best epoch is the one with the best accuracy under PGD on (up to 500) validation
+        images: it guards against fast adversarial training's sudden collapse."""
         torch.manual_seed(train.seed)
         ys = self.targets(y)
         xs = torch.from_numpy(x)
@@ -345,6 +346,12 @@ class GridClassifier:
                 param="train.adversarial",
             )
 
+        if adv is not None and adv.method == "trades" and mixup:
+            raise ConfigError(
+                "'train.adversarial.method' trades trains on clean and adversarial copies of each batch, not on "
+                "mixed pairs; turn mixup off or use another method",
+                param="train.adversarial.method",
+            )
         ramp_steps = adv.ramp_epochs * len(loader) if adv is not None else 0
         done = [0]  # training steps so far: the eps ramp's clock
 
@@ -359,10 +366,12 @@ class GridClassifier:
                 alpha = adv.alpha * scale if adv.alpha else None  # unset: the method's default, relative to eps
                 model.eval()
                 pixels = PixelInput(model, self.meta["mean"], self.meta["std"])
-                xb = adversarial_examples(
+                clean, xb = xb.clamp(0, 1), adversarial_examples(
                     pixels, xb.clamp(0, 1), yb, adv.method, adv.eps * scale, alpha, adv.steps, adv.noise
                 )
                 model.train()
+                if adv.method == "trades":  # clean cross-entropy + beta x KL(adversarial || clean)
+                    return trades_loss(model(self.normalize(clean)), model(self.normalize(xb)), yb, adv.beta, loss)
             xb = self.normalize(xb)
             if not mixup:
                 return loss(model(xb), yb)
