@@ -148,6 +148,12 @@ def test_distilled_student_then_int8_is_a_small_bundle(text_app, tmp_path):
     student = get_run("opt-bank6", res["run"]["version"])
     meta = json.loads((student.path / "text_classification.json").read_text())
     assert meta["options"]["encoder_layers"] == [1, 3, 5] and meta["heads"] == ["finetune"]
+    # by default the student is narrower too: half the feed-forward channels of its 3 layers, every head
+    shape = meta["options"]["pruned"][0]
+    assert [len(h) for h in shape["heads"]] == [12, 12, 12]
+    assert len(shape["ffn"]) == 3 and all(w % 16 == 0 for w in shape["ffn"])
+    assert sum(shape["ffn"]) == pytest.approx(0.5 * 3 * 1536, abs=3 * 16)
+    assert res["details"]["ffn_widths"] == shape["ffn"]
     assert not (student.path / "checkpoint").exists()
     rows = res["table"]["rows"]
     assert rows["optimized"]["parameters"] < 0.6 * rows["baseline"]["parameters"]
@@ -156,7 +162,10 @@ def test_distilled_student_then_int8_is_a_small_bundle(text_app, tmp_path):
     assert small["methods"] == ["distill", "int8"]
     out = export(text_app["yaml"], tmp_path / "bundle", version=small["run"]["version"])
     size = sum(p.stat().st_size for p in (tmp_path / "bundle").iterdir())
-    assert out["files"] and size <= 20e6 + (0 if not small["details"].get("kept") else 60e6)
+    # 20 MB with every weight role int8; on 64 calibration rows of this tiny app the quality bound may keep the
+    # student's attention (3 layers x 4 x 384^2 weights: 7.1 MB as float32) out of int8
+    attention = 7.1e6 if any("attention" in g for g in small["details"].get("float32_groups", [])) else 0
+    assert out["files"] and size <= 20e6 + attention + (0 if not small["details"].get("kept") else 60e6)
 
 
 def test_set_inside_an_optional_section_the_app_leaves_out():
@@ -167,7 +176,7 @@ def test_set_inside_an_optional_section_the_app_leaves_out():
     plain = validate_app({"name": "a", "task": "tabular"})
     assert plain.optimize is None
     moved = apply_overrides(plain, {"optimize.prune.ffn": 0.75})
-    assert moved.optimize.prune.ffn == 0.75 and moved.optimize.prune.heads == 0.5
+    assert moved.optimize.prune.ffn == 0.75 and moved.optimize.prune.heads == 0.75
     with pytest.raises(ConfigError, match="train.privacy"):
         apply_overrides(plain, {"train.privacy.delta": 1e-5})
     with pytest.raises(ConfigError, match="'nosuch' is not a key"):

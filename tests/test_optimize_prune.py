@@ -37,8 +37,8 @@ def _layer_parameters(task) -> int:
 
 
 def test_pruned_run_is_smaller_reloads_and_exports(text_app):
-    res = optimize(text_app["yaml"], "prune", version=text_app["base"].version,
-                   overrides={"optimize.prune.epochs": 1})
+    res = optimize(text_app["yaml"], "prune", version=text_app["base"].version,  # half (the defaults cut more)
+                   overrides={"optimize.prune.epochs": 1, "optimize.prune.heads": 0.5, "optimize.prune.ffn": 0.5})
     version = res["run"]["version"]
     run = get_run("prune-bank6", version)
     assert res["methods"] == ["prune"] and not (run.path / "checkpoint").exists()
@@ -109,6 +109,41 @@ def test_pruned_shapes_round_trip_through_onnx(tmp_path):
     feed = {k: batch[k].numpy() for k in INPUTS}
     got = session(tmp_path / "neural.onnx", 1).run(None, feed)[0]
     assert np.abs(got - want.numpy()).max() < 1e-4
+
+
+def test_student_of_a_pruned_encoder_names_the_unpruned_heads(tmp_path):
+    """distill from a pruned member: the student keeps 2 of its layers, cuts more heads and channels, and its
+    shapes still name the unpruned encoder's heads, so the run rebuilds it at load."""
+    from types import SimpleNamespace
+
+    from luodi.options.optimize import DistillConfig
+    from luodi.options.text import PrunedEncoder, TextClassificationOptions
+    from luodi.tasks.text_finetune import CosineClassifier, distill
+    from luodi.tasks.text_prune import prune_member, shapes_of
+    from luodi.train.torch_loop import load_weights, save_weights
+
+    torch.manual_seed(0)
+    texts = ["top up my card", "my card has not arrived", "what is the exchange rate", "cancel my transfer"] * 4
+    y = np.arange(16) % 4
+    start = CosineClassifier("bundled:minilm-l6", 4).eval()
+    kept = prune_member(start, texts, y, 32, SimpleNamespace(heads=0.5, ffn=0.5, importance="magnitude"))
+    previous = PrunedEncoder.model_validate(shapes_of(start, kept))
+    teacher = np.log(np.full((16, 4), 0.25, dtype=np.float32))
+    cut = DistillConfig(layers=[2, 4], heads=0.5, ffn=0.5, epochs=1, batch_size=8, importance_rows=16)
+    opts = TextClassificationOptions(features=["finetune"], max_length=32)
+    student, shape = distill(texts, y, teacher, start, opts=opts, distill_opts=cut, run_dir=tmp_path,
+                             previous=previous, progress=False)
+    shape = PrunedEncoder.model_validate(shape)
+    had = sum(len(previous.heads[i]) for i in (2, 4))
+    assert len(shape.heads) == 2 and abs(sum(len(h) for h in shape.heads) - had / 2) <= 1
+    assert all(set(h) <= set(previous.heads[i]) for h, i in zip(shape.heads, (2, 4), strict=True))
+    assert sum(shape.ffn) <= 0.5 * sum(previous.ffn[i] for i in (2, 4)) + 32
+    save_weights(student, tmp_path / "w.safetensors")
+    again = CosineClassifier("bundled:minilm-l6", 4, layers=[2, 4], pruned=shape).eval()
+    load_weights(again, tmp_path / "w.safetensors")
+    batch = student.tokenize(texts[:4], 32)
+    with torch.inference_mode():
+        assert torch.allclose(again(batch), student.eval()(batch), atol=1e-5)
 
 
 def test_prune_needs_a_finetuned_encoder(text_app):

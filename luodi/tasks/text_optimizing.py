@@ -117,24 +117,33 @@ class TextOptimizing:
 
     def distill(self, run_dir: Path, train: pd.DataFrame, opts: Any, say: Callable[[str], None]) -> dict[str, Any]:
         """Replace every head by one small fine-tuned encoder (optimize.distill.layers of the first fine-tuned
-        member) trained on the whole model's predictions for the training split and its labels."""
+        member, optimize.distill.heads / ffn of their heads / channels cut) trained on the whole model's
+        predictions for the training split and its labels."""
         from luodi.tasks.text_finetune import FinetunedEnsemble, distill, member_weights
 
         run_dir = Path(run_dir)
         texts, y, teacher = self._teacher("distill", train, say)
-        layers = opts.distill.layers
-        say(f"student: layers {layers} of the first fine-tuned encoder, {opts.distill.epochs} epochs")
-        student = distill(texts, y, teacher, self.ft_model.members[0], opts=self.opts, distill_opts=opts.distill,
-                          run_dir=run_dir)
+        d = opts.distill
+        say(f"student: layers {d.layers} of the first fine-tuned encoder, {d.heads:.0%} of their attention heads "
+            f"and {d.ffn:.0%} of their feed-forward channels cut, {d.epochs} epochs")
+        student, shape = distill(texts, y, teacher, self.ft_model.members[0], opts=self.opts, distill_opts=d,
+                                 run_dir=run_dir, previous=self.opts.pruned[0] if self.opts.pruned else None)
         for k in range(len(self.ft_model.members)):
             (run_dir / member_weights(k)).unlink(missing_ok=True)
         (run_dir / "tfidf_vocab.json").unlink(missing_ok=True)
         self.ft_model, self.emb_head, self.tfidf_head, self.tfidf = FinetunedEnsemble([student]), None, None, None
-        self.opts = self.opts.model_copy(update={"features": ["finetune"], "head_weights": None, "finetune_seeds": 1,
-                                                 "finetune_sources": {}, "encoder_layers": list(layers)})
+        before = self.opts.encoder_layers  # a student distilled again: its layers named in the whole encoder
+        layers = [before[i] for i in d.layers] if before else list(d.layers)
+        self.opts = TextClassificationOptions.model_validate({  # the shapes typed, as load reads them
+            **self.opts.model_dump(), "features": ["finetune"], "head_weights": None, "finetune_seeds": 1,
+            "finetune_sources": {}, "encoder_layers": layers, "pruned": [shape] if shape else None})
         self.save(run_dir)  # (the student's checkpoints are removed when the optimized run is recorded)
-        return {"student_layers": list(layers), "teacher_agreement_train": float(
-            (student.log_proba(texts[:512], self.opts.max_length).argmax(1) == teacher[:512].argmax(1)).mean())}
+        info: dict[str, Any] = {"student_layers": layers}
+        if shape:
+            info.update(heads_kept=[len(h) for h in shape["heads"]], ffn_widths=shape["ffn"])
+        info["teacher_agreement_train"] = float(
+            (student.log_proba(texts[:512], self.opts.max_length).argmax(1) == teacher[:512].argmax(1)).mean())
+        return info
 
     def prune(self, run_dir: Path, train: pd.DataFrame, opts: Any, say: Callable[[str], None]) -> dict[str, Any]:
         """Cut attention heads and feed-forward channels out of every fine-tuned member (optimize.prune), then

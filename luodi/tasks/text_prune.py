@@ -156,6 +156,28 @@ def prune_member(model: Any, texts: list[str], y: np.ndarray, max_length: int, p
     return kept_heads
 
 
+def importance_sample(texts: list[str], y: np.ndarray, opts: Any) -> tuple[list[str], np.ndarray]:
+    """The training texts (and labels) whose gradients rank heads and channels: opts.importance_rows of a shuffle
+    seeded by opts.seed."""
+    pick = np.random.default_rng(opts.seed).permutation(len(texts))[: opts.importance_rows]
+    return [texts[i] for i in pick], np.asarray(y)[pick]
+
+
+def narrow(model: Any, texts: list[str], y: np.ndarray, max_length: int, cut: Any,
+           previous: list[list[int]] | None = None) -> dict[str, Any] | None:
+    """Cut `cut.heads` of the attention heads and `cut.ffn` of the feed-forward channels out of `model` in place
+    (ranked on cut.importance_rows training texts); its shapes (options.PrunedEncoder) or None when nothing is
+    cut. `previous`: the kept heads per layer (unpruned indices) of an encoder that was pruned before, so the
+    shapes still name the unpruned encoder's heads. What distill does to a narrower student."""
+    if not cut.heads and not cut.ffn:
+        return None if previous is None else shapes_of(model, previous)
+    sample, sample_y = importance_sample(texts, y, cut)
+    kept = prune_member(model, sample, sample_y, max_length, cut)
+    if previous is not None:
+        kept = [[old[i] for i in now] for old, now in zip(previous, kept, strict=True)]
+    return shapes_of(model, kept)
+
+
 def prune_ensemble(
     members: list[Any],
     texts: list[str],
@@ -176,9 +198,7 @@ def prune_ensemble(
     heads are still named by their indices in the unpruned encoder."""
     for m in members:
         bert_layers(m)  # refuse a decoder member before any work
-    rng = np.random.default_rng(prune_opts.seed)
-    pick = rng.permutation(len(texts))[: prune_opts.importance_rows]
-    sample, sample_y = [texts[i] for i in pick], np.asarray(y)[pick]
+    sample, sample_y = importance_sample(texts, y, prune_opts)
     shapes, before, after = [], 0, 0
     for k, member in enumerate(members):
         before += encoder_layer_parameters(member)
