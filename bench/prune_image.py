@@ -181,9 +181,16 @@ def main() -> None:
     for name, row in rows.items():
         print(f"{name:<16} " + " ".join(f"{row[c]:>14}" for c in cols))
     for g in run["goals"]:
-        mark = "met" if g["met"] else "MISSED"
+        mark = {True: "met", False: "MISSED", None: "measured"}[g["met"]]
         print(f"{g['goal']:<72} {g['value']:>8}  {g['op']} {g['target']}  {mark}  {g['note']}")
     print(f"machine: {run['machine']}")
+
+
+def _reference(row: dict) -> dict:
+    """Issue 17 sets its 2.5x / 1 pt pruning goal for encoders, none for CNNs: the CNN's speed-ups are measured
+    against that bar for reference (met left empty; the note says whether they would meet it)."""
+    bar = "would meet" if row["met"] else "would miss"
+    return {**row, "met": None, "note": f"the encoders' bar, for reference ({bar} it); {row['note']}"}
 
 
 def goals(rows: dict[str, dict], pruned_onnx: dict, setting: str) -> list[dict]:
@@ -195,21 +202,22 @@ def goals(rows: dict[str, dict], pruned_onnx: dict, setting: str) -> list[dict]:
         r = rows[name]
         for batch in ("batch1", "batch32"):
             v = r[f"speedup_net_{batch}"]
-            out.append({
+            out.append(_reference({
                 "goal": f"{setting}: {name} vs base (torch): network speed-up at "
                         f"{batch.replace('batch', 'batch ')}, <= 1 pt lower",
                 "value": v, "target": GOAL_SPEEDUP, "op": ">=",
                 "met": bool(v >= GOAL_SPEEDUP and drop_ok[name]),
                 "note": f"accuracy drop {r['accuracy_drop_pt']} pt; served path (decoding included) "
                         f"{r[f'speedup_served_{batch}']}x",
-            })
+            }))
     po, bo = rows["pruned + onnx"], rows["base + onnx"]
     for batch, ratio in (("batch 1", bo["net_ms_batch1"] / po["net_ms_batch1"]),
                          ("batch 32", po["net_rows_per_s_batch32"] / bo["net_rows_per_s_batch32"])):
-        out.append({"goal": f"{setting}: pruned + onnx vs base + onnx (the pruning's own share): speed-up at "
-                            f"{batch}, <= 1 pt lower",
-                    "value": round(ratio, 2), "target": GOAL_SPEEDUP, "op": ">=",
-                    "met": bool(ratio >= GOAL_SPEEDUP and drop_ok["pruned + onnx"]), "note": "both ONNX Runtime"})
+        out.append(_reference({"goal": f"{setting}: pruned + onnx vs base + onnx (the pruning's own share): speed-up "
+                                       f"at {batch}, <= 1 pt lower",
+                               "value": round(ratio, 2), "target": GOAL_SPEEDUP, "op": ">=",
+                               "met": bool(ratio >= GOAL_SPEEDUP and drop_ok["pruned + onnx"]),
+                               "note": "both ONNX Runtime"}))
     agreement = pruned_onnx["table"]["rows"]["optimized"]["agreement"]
     out.append({"goal": f"{setting}: pruned CNN as ONNX agrees with the pruned torch run (validation)",
                 "value": agreement,
